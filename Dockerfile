@@ -1,0 +1,33 @@
+# syntax=docker/dockerfile:1
+# The AIOS image: every processor (`aios worker …`, `aios topics create`, `aios api`) runs from it.
+
+# --- build: wheels for the project and every dependency (a compiler only where a sdist needs one)
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY schemas ./schemas
+COPY connectors ./connectors
+COPY agents ./agents
+COPY streams ./streams
+RUN pip wheel --wheel-dir /wheels ".[vector,registry,anthropic]"
+
+# --- runtime
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-index --find-links /wheels "aios[vector,registry,anthropic]"
+RUN useradd --system --uid 10001 --create-home --home-dir /var/lib/aios aios
+USER aios
+WORKDIR /var/lib/aios
+ENV AIOS_DATA_DIR=/var/lib/aios \
+    AIOS_METRICS_PORT=9464
+EXPOSE 9464
+ENTRYPOINT ["aios"]
+CMD ["--help"]

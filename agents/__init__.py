@@ -1,0 +1,1 @@
+"""What an agent is: its task logic and the LLM provider layer. Knows nothing of Kafka."""

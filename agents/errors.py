@@ -1,0 +1,86 @@
+"""Errors of the LLM layer, one class per failure a caller handles differently.
+
+    AiosError                          (schemas.errors)
+    ├── ConfigError                    (schemas.errors)
+    │   └── MissingCredentialsError    a provider was chosen but its key is not set
+    └── LLMError                       every provider failure; carries provider and status_code
+        ├── ProviderAuthError          401/403: the key is wrong or lacks access
+        ├── RateLimitError             429 after the SDK's own retries; carries retry_after
+        ├── OverloadedError            529: the provider is shedding load
+        ├── ProviderTimeoutError       no answer within the configured timeout
+        ├── BadRequestError            400/404/422: our request is wrong; retrying will not help
+        │   └── ContextTooLongError    the prompt does not fit the model's context window
+        ├── ProviderUnavailableError   connection failures and 5xx
+        └── MalformedResponseError     the provider answered something we cannot read
+
+Retries are not decided here: the vendor SDK retries 408/409/429/5xx honouring retry-after,
+so an error that reaches the caller has already exhausted them.
+"""
+
+from __future__ import annotations
+
+from schemas.errors import AiosError, ConfigError
+
+
+class LLMError(AiosError):
+    """Root of provider failures; ``provider`` names who failed, ``status_code`` the HTTP status."""
+
+    def __init__(self, message: str, *, provider: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.status_code = status_code
+
+
+class ProviderAuthError(LLMError):
+    """The credentials were rejected (401) or lack permission (403)."""
+
+
+class RateLimitError(LLMError):
+    """The provider rate-limited us; ``retry_after`` is its hint in seconds, when it gave one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status_code: int | None = 429,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, status_code=status_code)
+        self.retry_after = retry_after
+
+
+class OverloadedError(LLMError):
+    """The provider is overloaded (529); back off longer than for a plain 5xx."""
+
+
+class ProviderTimeoutError(LLMError):
+    """No (complete) answer arrived within the configured timeout."""
+
+
+class BadRequestError(LLMError):
+    """The provider rejected the request itself; resending it unchanged cannot succeed."""
+
+
+class ContextTooLongError(BadRequestError):
+    """The prompt exceeds the model's context window; trim context and try again."""
+
+
+class ProviderUnavailableError(LLMError):
+    """The provider could not be reached or failed on its side (connection error, 5xx)."""
+
+
+class MalformedResponseError(LLMError):
+    """The provider's answer did not follow its own wire format."""
+
+
+class MissingCredentialsError(ConfigError):
+    """A provider was selected but no key was configured; the message names the variable to set."""
+
+    def __init__(self, *, provider: str, env_var: str, alternative: str | None = None) -> None:
+        message = f"{env_var} is not set: export it"
+        if alternative:
+            message += f", or choose {alternative}"
+        super().__init__(message)
+        self.provider = provider
+        self.env_var = env_var

@@ -1,0 +1,96 @@
+"""The provider-neutral request/response types and the ``Provider`` protocol every backend meets."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+ROLES = frozenset({"system", "user", "assistant"})
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One turn of a conversation; ``role`` is system, user or assistant."""
+
+    role: str
+    content: str
+
+    def __post_init__(self) -> None:
+        # Fail where the message is built, not deep inside a vendor SDK.
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {sorted(ROLES)}, not {self.role!r}")
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """What to ask. ``metadata`` is for our own tracing (task id, attempt); it is not sent."""
+
+    messages: tuple[ChatMessage, ...]
+    max_tokens: int = 1024
+    temperature: float = 0.2
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def last_user_text(self) -> str:
+        """The content of the last user message, or '' when there is none."""
+        for message in reversed(self.messages):
+            if message.role == "user":
+                return message.content
+        return ""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens billed for one call, as the provider reported them."""
+
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class ChatResponse:
+    """One completed answer with what it cost and how long it took.
+
+    ``ttft_ms`` is the time to the first content token (None when nothing streamed); ``offline``
+    marks answers no LLM produced, so they are never mistaken for real results.
+    """
+
+    text: str
+    provider: str
+    model: str
+    usage: Usage
+    latency_ms: float
+    ttft_ms: float | None
+    offline: bool = False
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A chat model behind one vendor's API. Implementations map vendor errors to ``LLMError``."""
+
+    name: str
+    model: str
+    offline: bool
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        """Answer ``request``; raise an ``agents.errors.LLMError`` subclass on failure."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release network resources; safe to call more than once."""
+        ...
+
+
+@dataclass(frozen=True)
+class LlmConfig:
+    """Typed LLM settings, read from the environment by ``streams`` and passed down.
+
+    ``spec`` is ``'provider:model'`` (e.g. ``'openai:gpt-4o-mini'``, ``'offline:echo'``) or None to
+    choose automatically from the keys that are set.
+    """
+
+    spec: str | None = None
+    openai_api_key: str | None = field(default=None, repr=False)
+    openai_base_url: str | None = None
+    timeout_s: float = 60.0
+    max_retries: int = 2

@@ -1,0 +1,1 @@
+"""Adapters to external systems: Redis context, ClickHouse history (chdb or server)."""

@@ -1,0 +1,17 @@
+"""Errors of the connector layer (see schemas/errors.py for the whole tree)."""
+
+from __future__ import annotations
+
+from schemas.errors import AiosError
+
+
+class ConnectorError(AiosError):
+    """An external store failed or was misused."""
+
+
+class StoreUnavailableError(ConnectorError):
+    """The store could not be reached; retrying later may succeed."""
+
+
+class StoreQueryError(ConnectorError):
+    """The store rejected a statement (a bug or a schema mismatch, not an outage)."""

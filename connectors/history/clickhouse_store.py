@@ -1,0 +1,66 @@
+"""A ClickHouse server through clickhouse-connect (AIOS_CLICKHOUSE_URL), same schema as chdb."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from connectors.errors import StoreQueryError, StoreUnavailableError
+from connectors.history.base import DDL, DATABASE, EventRow, HistoryStore
+
+
+class ClickHouseServerStore(HistoryStore):
+    engine = "clickhouse-server"
+
+    def __init__(self, url: str) -> None:
+        import clickhouse_connect
+        from clickhouse_connect.driver.exceptions import OperationalError
+
+        self.url = url
+        try:
+            self._client = clickhouse_connect.get_client(dsn=url, connect_timeout=5)
+        except OperationalError as exc:
+            raise StoreUnavailableError(
+                f"ClickHouse at AIOS_CLICKHOUSE_URL is not reachable: {exc}. "
+                "Unset AIOS_CLICKHOUSE_URL to use the embedded chdb store"
+            ) from exc
+        self.setup()
+
+    def _command(self, sql: str) -> Any:
+        from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+        try:
+            return self._client.command(sql)
+        except OperationalError as exc:
+            raise StoreUnavailableError(f"ClickHouse unreachable: {exc}") from exc
+        except DatabaseError as exc:
+            raise StoreQueryError(f"ClickHouse: {exc}") from exc
+
+    def setup(self) -> None:
+        for statement in DDL:
+            self._command(statement)
+
+    def insert(self, rows: Sequence[EventRow]) -> None:
+        if not rows:
+            return
+        from clickhouse_connect.driver.exceptions import OperationalError
+
+        body = "\n".join(row.to_json() for row in rows).encode()
+        try:
+            self._client.raw_insert(f"{DATABASE}.events", insert_block=body, fmt="JSONEachRow")
+        except OperationalError as exc:
+            raise StoreUnavailableError(f"ClickHouse insert failed: {exc}") from exc
+
+    def query(self, sql: str) -> list[dict[str, Any]]:
+        from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+        try:
+            result = self._client.query(sql)
+        except OperationalError as exc:
+            raise StoreUnavailableError(f"ClickHouse unreachable: {exc}") from exc
+        except DatabaseError as exc:
+            raise StoreQueryError(f"ClickHouse: {exc}") from exc
+        return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
+    def close(self) -> None:
+        self._client.close()

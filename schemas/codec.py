@@ -1,0 +1,244 @@
+"""Avro codec for every AIOS event: Confluent wire format or Avro single-object encoding.
+
+Writers use the Confluent format (magic 0 + 4-byte schema id, subject ``<topic>-value``) when a
+schema registry is configured, so Kafka Connect's Avro converters read our topics; otherwise
+Avro single-object encoding (0xC3 0x01 + little-endian CRC-64-AVRO fingerprint), which every
+process derives from the same ``.avsc`` files. Readers detect the format from the first bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import json
+import struct
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import fastavro
+from fastavro.schema import to_parsing_canonical_form
+
+from schemas.errors import ConfigError, EncodeError, UndecodableError, UnknownSchemaError
+
+AVRO_DIR = Path(__file__).parent / "avro"
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+CONFLUENT_MAGIC = 0
+_EMPTY64 = 0xC15D213AA4D7A795
+
+
+def _crc64_table() -> list[int]:
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (_EMPTY64 & -(fp & 1))
+        table.append(fp)
+    return table
+
+
+_CRC64_TABLE = _crc64_table()
+
+
+def crc64_avro(data: bytes) -> int:
+    """The Rabin CRC-64 fingerprint the Avro specification names CRC-64-AVRO."""
+    fp = _EMPTY64
+    for byte in data:
+        fp = (fp >> 8) ^ _CRC64_TABLE[(fp ^ byte) & 0xFF]
+    return fp
+
+
+class WireFormat(enum.Enum):
+    SINGLE_OBJECT = "single-object"
+    CONFLUENT = "confluent"
+
+
+@dataclass(frozen=True)
+class RecordSchema:
+    """One parsed schema version of a record."""
+
+    name: str  # full name, e.g. aios.v1.Task
+    raw: Mapping[str, Any]
+    parsed: Any
+    canonical: str
+    fingerprint: bytes  # 8 bytes, little-endian, as written after 0xC3 0x01
+
+    @property
+    def short_name(self) -> str:
+        return self.name.rsplit(".", 1)[-1]
+
+
+def parse_record_schema(raw: Mapping[str, Any]) -> RecordSchema:
+    """Parse one .avsc document; raise a SchemaError naming the problem."""
+    try:
+        parsed = fastavro.parse_schema(dict(raw), _write_hint=False)
+        canonical = to_parsing_canonical_form(dict(raw))
+    except Exception as exc:  # fastavro raises several unrelated types for a bad schema
+        raise UnknownSchemaError(f"invalid Avro schema {raw.get('name')!r}: {exc}") from exc
+    name = parsed["name"]
+    fingerprint = struct.pack("<Q", crc64_avro(canonical.encode()))
+    return RecordSchema(name=name, raw=raw, parsed=parsed, canonical=canonical, fingerprint=fingerprint)
+
+
+@dataclass
+class SchemaCatalog:
+    """Current reader schemas by name, plus every known writer version by fingerprint."""
+
+    current: dict[str, RecordSchema] = field(default_factory=dict)
+    by_fingerprint: dict[bytes, RecordSchema] = field(default_factory=dict)
+
+    def add(self, schema: RecordSchema, *, current: bool = True) -> None:
+        if current:
+            self.current[schema.name] = schema
+        self.by_fingerprint[schema.fingerprint] = schema
+
+    def get(self, name: str) -> RecordSchema:
+        full = name if "." in name else f"aios.v1.{name}"
+        try:
+            return self.current[full]
+        except KeyError:
+            known = ", ".join(sorted(s.short_name for s in self.current.values()))
+            raise UnknownSchemaError(f"no schema named {name!r}; known: {known}") from None
+
+
+def load_catalog(extra_writer_dirs: Iterable[Path] = ()) -> SchemaCatalog:
+    """Load ``avro/*.avsc`` as the current schemas.
+
+    ``extra_writer_dirs`` hold retired versions, so single-object readers can still resolve
+    data written before a schema evolved.
+    """
+    catalog = SchemaCatalog()
+    for path in sorted(AVRO_DIR.glob("*.avsc")):
+        catalog.add(parse_record_schema(json.loads(path.read_text())))
+    for directory in extra_writer_dirs:
+        for path in sorted(Path(directory).glob("*.avsc")):
+            catalog.add(parse_record_schema(json.loads(path.read_text())), current=False)
+    return catalog
+
+
+class Registry(Protocol):
+    """The two calls the codec needs from a Confluent-compatible schema registry."""
+
+    def register(self, subject: str, schema_json: str) -> int: ...
+
+    def schema_by_id(self, schema_id: int) -> str: ...
+
+
+class ConfluentRegistry:
+    """Adapter over confluent-kafka's SchemaRegistryClient (``mock://`` works for tests)."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+        except ImportError as exc:  # its HTTP dependencies come with the extra
+            raise ConfigError(
+                "AIOS_SCHEMA_REGISTRY_URL is set but the registry client is not installed: "
+                "pip install 'aios[registry]'"
+            ) from exc
+        self._schema_cls = Schema
+        self._client = SchemaRegistryClient({"url": url})
+
+    def register(self, subject: str, schema_json: str) -> int:
+        try:
+            return int(self._client.register_schema(subject, self._schema_cls(schema_json, "AVRO")))
+        except Exception as exc:  # the client raises SchemaRegistryError or transport errors
+            raise EncodeError(f"schema registry rejected subject {subject!r}: {exc}") from exc
+
+    def schema_by_id(self, schema_id: int) -> str:
+        try:
+            return str(self._client.get_schema(schema_id).schema_str)
+        except Exception as exc:
+            raise UndecodableError(f"schema id {schema_id} is unknown to the registry: {exc}") from exc
+
+
+class Decoded(NamedTuple):
+    name: str  # full record name
+    value: dict[str, Any]
+    format: WireFormat
+
+
+class Codec:
+    """Encode and decode AIOS events; thread-safe after construction."""
+
+    def __init__(self, catalog: SchemaCatalog | None = None, registry: Registry | None = None) -> None:
+        self.catalog = catalog or load_catalog()
+        self.registry = registry
+        self._subject_ids: dict[tuple[str, str], int] = {}
+        self._by_id: dict[int, RecordSchema] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def write_format(self) -> WireFormat:
+        return WireFormat.CONFLUENT if self.registry is not None else WireFormat.SINGLE_OBJECT
+
+    def encode(self, name: str, value: Mapping[str, Any], topic: str | None = None) -> bytes:
+        """Serialize ``value`` as record ``name``; ``topic`` names the registry subject."""
+        schema = self.catalog.get(name)
+        buf = io.BytesIO()
+        if self.registry is not None:
+            if topic is None:
+                raise EncodeError("encoding with a schema registry needs the topic (subject <topic>-value)")
+            buf.write(struct.pack(">bI", CONFLUENT_MAGIC, self._schema_id(topic, schema)))
+        else:
+            buf.write(SINGLE_OBJECT_MAGIC)
+            buf.write(schema.fingerprint)
+        try:
+            fastavro.schemaless_writer(buf, schema.parsed, dict(value), strict_allow_default=True)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise EncodeError(f"{schema.short_name} does not match its schema: {exc}") from exc
+        return buf.getvalue()
+
+    def decode(self, data: bytes | None, expect: str | None = None) -> Decoded:
+        """Decode bytes in either wire format; ``expect`` rejects other record types."""
+        if not data or len(data) < 5:
+            raise UndecodableError(f"{len(data or b'')} bytes is too short to be an AIOS event")
+        if data[:2] == SINGLE_OBJECT_MAGIC and len(data) >= 10:
+            writer = self.catalog.by_fingerprint.get(data[2:10])
+            if writer is None:
+                raise UndecodableError(
+                    f"single-object fingerprint {data[2:10].hex()} matches no known schema version"
+                )
+            payload, fmt = data[10:], WireFormat.SINGLE_OBJECT
+        elif data[0] == CONFLUENT_MAGIC:
+            writer = self._writer_by_id(struct.unpack(">I", data[1:5])[0])
+            payload, fmt = data[5:], WireFormat.CONFLUENT
+        else:
+            raise UndecodableError(f"unknown wire format (first bytes {data[:4].hex()})")
+        if expect is not None and writer.short_name != expect and writer.name != expect:
+            raise UndecodableError(f"expected a {expect} event, got {writer.short_name}")
+        reader = self.catalog.current.get(writer.name, writer)
+        try:
+            value = fastavro.schemaless_reader(io.BytesIO(payload), writer.parsed, reader.parsed)
+        except Exception as exc:  # truncated or corrupt payloads raise assorted errors
+            raise UndecodableError(f"corrupt {writer.short_name} payload: {exc}") from exc
+        if not isinstance(value, dict):
+            raise UndecodableError(f"{writer.short_name} did not decode to a record")
+        return Decoded(writer.name, value, fmt)
+
+    def _schema_id(self, topic: str, schema: RecordSchema) -> int:
+        key = (topic, schema.name)
+        cached = self._subject_ids.get(key)
+        if cached is not None:
+            return cached
+        assert self.registry is not None
+        schema_id = self.registry.register(f"{topic}-value", json.dumps(schema.raw))
+        with self._lock:
+            self._subject_ids[key] = schema_id
+            self._by_id[schema_id] = schema
+        return schema_id
+
+    def _writer_by_id(self, schema_id: int) -> RecordSchema:
+        cached = self._by_id.get(schema_id)
+        if cached is not None:
+            return cached
+        if self.registry is None:
+            raise UndecodableError(
+                f"Confluent-framed event (schema id {schema_id}) but no schema registry is configured; "
+                "set AIOS_SCHEMA_REGISTRY_URL"
+            )
+        writer = parse_record_schema(json.loads(self.registry.schema_by_id(schema_id)))
+        with self._lock:
+            self._by_id[schema_id] = writer
+        return writer

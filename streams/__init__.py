@@ -1,0 +1,1 @@
+"""The streaming layer: topics, the Faust processors, settings, the local stack and the CLI."""

@@ -1,0 +1,126 @@
+"""Builds the Faust app for a set of processors and runs it inside the caller's event loop.
+
+``aios up`` runs every processor in one app (one consumer group); ``aios worker NAME`` runs one
+processor as its own consumer group, so each scales on its own over the topics' partitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+
+import faust
+
+from streams.errors import OrchestrationError
+from streams.metrics import serve
+from streams.processors import PROCESSORS
+from streams.runtime import Runtime
+from streams.settings import Settings
+
+EMBEDDED = "embedded"
+
+
+def group_id(settings: Settings, name: str) -> str:
+    return f"{settings.topic_prefix}-{name}"
+
+
+def check_processors(names: Sequence[str]) -> list[str]:
+    unknown = [n for n in names if n not in PROCESSORS]
+    if unknown:
+        raise OrchestrationError(
+            f"unknown processor {', '.join(unknown)}; choose from: {', '.join(PROCESSORS)}"
+        )
+    return list(names)
+
+
+def build_app(settings: Settings, processors: Sequence[str], name: str) -> tuple[faust.App, Runtime]:
+    check_processors(processors)
+    datadir = settings.data_dir / "faust" / name
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        group_id(settings, name),
+        broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+        value_serializer="raw",
+        key_serializer="raw",
+        # Topics are created by `aios topics create`; the broker has auto-create off.
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        autodiscover=False,
+        web_enabled=False,
+        store="memory://",
+        datadir=str(datadir),
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,
+        logging_config=None,
+    )
+    rt = Runtime(settings)
+    for processor in processors:
+        PROCESSORS[processor](app, rt)
+    return app, rt
+
+
+@dataclass
+class RunningApp:
+    app: faust.App
+    runtime: Runtime
+
+    def check(self) -> None:
+        """Raise if a faust service crashed: a dead fetcher would otherwise idle silently."""
+        for service in (self.app, self.app._fetcher, self.app.consumer, self.app.producer):
+            if service.crashed:
+                raise OrchestrationError(f"{service.shortlabel} crashed: {service._crash_reason!r}")
+
+
+async def _wait_assigned(app: faust.App, timeout_s: float) -> None:
+    """Wait until the consumer group has given this member its partitions."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        if app.consumer.assignment():
+            return
+        await asyncio.sleep(0.05)
+    raise OrchestrationError(f"no partitions assigned within {timeout_s:.0f}s; is Kafka up and are the topics created?")
+
+
+@asynccontextmanager
+async def running(
+    settings: Settings, processors: Sequence[str], name: str = EMBEDDED, *, ready_timeout_s: float = 60.0
+) -> AsyncIterator[RunningApp]:
+    """Start the processors in this event loop; stop them (committing offsets) on exit."""
+    logging.getLogger("faust").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    logging.getLogger("mode").setLevel(logging.WARNING)
+    app, rt = build_app(settings, processors, name)
+    app.finalize()
+    await app.start()
+    try:
+        await _wait_assigned(app, ready_timeout_s)
+        yield RunningApp(app, rt)
+    finally:
+        await app.stop()
+        await rt.aclose()
+
+
+async def serve_forever(
+    settings: Settings, processors: Sequence[str], name: str, on_ready: Callable[[], None] | None = None
+) -> None:
+    """Run until SIGINT/SIGTERM, with /metrics served on AIOS_METRICS_PORT."""
+    serve(settings.metrics_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with running(settings, processors, name) as live:
+        if on_ready is not None:
+            on_ready()
+        while not stop.is_set():
+            live.check()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)

@@ -1,0 +1,29 @@
+"""The ``aios`` command line: local stack, topics, producing and reading events, processors, demo, bench."""
+
+from __future__ import annotations
+
+import click
+
+from schemas.errors import AiosError
+from streams.cli.bench import bench
+from streams.cli.demo import demo
+from streams.cli.dev import dev
+from streams.cli.events import submit, tail
+from streams.cli.run import up, worker
+from streams.cli.topics import topics
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """AIOS: a streaming multi-agent platform on Kafka."""
+
+
+for command in (dev, topics, submit, tail, up, worker, demo, bench):
+    cli.add_command(command)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except AiosError as exc:  # a user-facing error: the message says what to do
+        raise SystemExit(f"aios: {exc}") from None

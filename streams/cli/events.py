@@ -1,0 +1,119 @@
+"""``aios submit`` and ``aios tail``: producing tasks and reading any topic, decoded."""
+
+from __future__ import annotations
+
+import base64
+import time
+from datetime import datetime
+from typing import Any
+
+import click
+
+from schemas.codec import Decoded
+from schemas.errors import AiosError
+from streams.cli.common import settings_or_exit
+from streams.cli.output import console, emit_json, json_option
+from streams.client import TaskClient, build_task
+from streams.kafka import TopicReader
+from streams.topics import Topics
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return value
+
+
+@click.command()
+@click.argument("text")
+@click.option("--role", default="general", show_default=True, help="Agent role to do the work.")
+@click.option("--project", default="default", show_default=True)
+@click.option("--priority", default=0, show_default=True, type=int)
+@click.option("--wait", is_flag=True, help="Wait for the result and print it.")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait with --wait.")
+@json_option
+def submit(text: str, role: str, project: str, priority: int, wait: bool, timeout: float, as_json: bool) -> None:
+    """Produce a task onto the tasks topic (idempotent producer, acks=all)."""
+    settings = settings_or_exit()
+    client = TaskClient(settings)
+    try:
+        task = build_task(text, role=role, project=project, priority=priority)
+        if wait:
+            client.watch_results()
+        client.submit(task)
+        topic, partition, offset = client.producer.delivered[-1]
+        doc: dict[str, Any] = {"task_id": task["task_id"], "topic": topic, "partition": partition, "offset": offset}
+        if wait:
+            delivered = client.wait([task["task_id"]], timeout)[task["task_id"]]
+            doc["result"] = jsonable(delivered.result)
+    except AiosError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        client.close()
+    if as_json:
+        emit_json(doc)
+        return
+    console.print(f"submitted task {task['task_id']} to {topic} [{partition}] @ {offset}")
+    if wait:
+        r = doc["result"]
+        console.print(f"[bold]{r['status']}[/bold] by {r['agent_id']} ({r['provider']}:{r['model']})")
+        console.print(r["output"] or r["error"] or "")
+
+
+def _line(topic: str, partition: int, offset: int, event: Decoded) -> str:
+    v = event.value
+    name = event.name.rsplit(".", 1)[-1]
+    keys = ("task_id", "project_id", "role", "status", "state", "memory_id", "provider", "error")
+    fields = " ".join(f"{k}={v[k]}" for k in keys if v.get(k) not in (None, ""))
+    return f"{topic}[{partition}]@{offset} {name} {fields}"
+
+
+@click.command()
+@click.argument("topic")
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest event instead of now.")
+@click.option("--limit", type=int, default=None, help="Stop after N events.")
+@click.option("--timeout", type=float, default=10.0, show_default=True,
+              help="Stop after this many seconds without an event.")
+@click.option("--follow", is_flag=True, help="Never stop on silence (Ctrl-C ends).")
+@json_option
+def tail(topic: str, from_beginning: bool, limit: int | None, timeout: float, follow: bool, as_json: bool) -> None:
+    """Decode and print the events of TOPIC (full name, or short: tasks, results, dlq, agent.<role>...)."""
+    settings = settings_or_exit()
+    topics = Topics.from_settings(settings)
+    name = topic if topic.startswith(f"{topics.prefix}.") else f"{topics.prefix}.{topic}"
+    events: list[dict[str, Any]] = []
+    try:
+        reader = TopicReader(settings, name, from_beginning=from_beginning)
+    except AiosError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        last = time.monotonic()
+        while (limit is None or len(events) < limit) and (follow or time.monotonic() - last < timeout):
+            msg = reader.poll(0.2)
+            if msg is None:
+                continue
+            last = time.monotonic()
+            try:
+                decoded = reader.codec.decode(msg.value())
+                doc = {"topic": name, "partition": msg.partition(), "offset": msg.offset(),
+                       "type": decoded.name.rsplit(".", 1)[-1], "event": jsonable(decoded.value)}
+                if not as_json:
+                    console.print(_line(name, msg.partition(), msg.offset(), decoded), markup=False)
+            except AiosError as exc:
+                doc = {"topic": name, "partition": msg.partition(), "offset": msg.offset(),
+                       "type": "undecodable", "error": str(exc)}
+                if not as_json:
+                    console.print(f"{name}[{msg.partition()}]@{msg.offset()} UNDECODABLE {exc}", markup=False)
+            events.append(doc)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        reader.close()
+    if as_json:
+        emit_json({"topic": name, "count": len(events), "events": events})

@@ -1,0 +1,51 @@
+"""``aios up`` (every processor in one process) and ``aios worker NAME`` (one processor)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from schemas.errors import AiosError
+from streams.app import EMBEDDED, check_processors, serve_forever
+from streams.cli.common import settings_or_exit
+from streams.cli.output import err_console
+from streams.processors import PROCESSORS
+from streams.settings import Settings
+
+
+def _run(settings: Settings, processors: list[str], name: str) -> None:
+    err_console.print(f"aios: running {', '.join(processors)} as group {settings.topic_prefix}-{name}; Ctrl-C stops")
+    try:
+        asyncio.run(serve_forever(settings, processors, name, on_ready=lambda: err_console.print("aios: ready")))
+    except AiosError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.command()
+@click.option("--no-stack", is_flag=True, help="Do not start the local Kafka/Redis (use what settings point at).")
+def up(no_stack: bool) -> None:
+    """Run every processor in one process (embedded mode), starting the local stack if needed."""
+    settings = settings_or_exit()
+    if not no_stack:
+        from streams.devstack import up as stack_up
+        from streams.topics import create_topics
+
+        try:
+            stack_up(settings)
+            create_topics(settings)
+        except AiosError as exc:
+            raise click.ClickException(str(exc)) from exc
+    _run(settings, list(PROCESSORS), EMBEDDED)
+
+
+@click.command()
+@click.argument("name", type=click.Choice(list(PROCESSORS)))
+@click.option("--role", "roles", multiple=True, help="For `agents`: the role(s) this worker serves.")
+def worker(name: str, roles: tuple[str, ...]) -> None:
+    """Run one processor as its own consumer group (distributed mode)."""
+    settings = settings_or_exit(roles=",".join(roles) if roles else None)
+    check_processors([name])
+    # Each role's workers form their own group, so roles scale independently.
+    group = f"{name}-{'-'.join(settings.roles)}" if name == "agents" else name
+    _run(settings, [name], group)

@@ -1,0 +1,98 @@
+"""Producing tasks and waiting for their results: what the CLI, the demo, benches and tests share."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.events import envelope, new_id
+from streams.errors import OrchestrationError
+from streams.kafka import EventProducer, TopicReader
+from streams.settings import Settings
+from streams.topics import Topics
+
+
+def build_task(
+    description: str,
+    *,
+    role: str = "general",
+    project: str = "default",
+    priority: int = 0,
+    task_id: str | None = None,
+    submitted_by: str = "cli",
+) -> dict[str, Any]:
+    if not description.strip():
+        raise OrchestrationError("the task description is empty: say what the agent should do")
+    return {
+        **envelope(),
+        "task_id": task_id or new_id(),
+        "project_id": project,
+        "role": role,
+        "description": description,
+        "priority": priority,
+        "depends_on": [],
+        "privacy": "normal",
+        "submitted_by": submitted_by,
+        "metadata": {},
+    }
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """Where a result was read from, and the result itself."""
+
+    partition: int
+    offset: int
+    result: dict[str, Any]
+
+
+class TaskClient:
+    """Submit tasks and collect their results from ``aios.results``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topics = Topics.from_settings(settings)
+        self.producer = EventProducer(settings)
+        self._reader: TopicReader | None = None
+
+    def watch_results(self) -> None:
+        """Start reading results from now on; call before submitting so none is missed."""
+        if self._reader is None:
+            self._reader = TopicReader(self.settings, self.topics.results, from_beginning=False,
+                                       codec=self.producer.codec)
+
+    def submit(self, task: dict[str, Any], *, flush: bool = True) -> None:
+        self.producer.send(self.topics.tasks, "Task", task, key=task["task_id"])
+        if flush:
+            self.producer.flush()
+
+    def wait(self, task_ids: Iterable[str], timeout_s: float, on_result: Any = None) -> dict[str, Delivered]:
+        """Block until every task has a result or the timeout passes (then raise, naming them)."""
+        if self._reader is None:
+            raise OrchestrationError("call watch_results() before submitting, or results may be missed")
+        pending = set(task_ids)
+        found: dict[str, Delivered] = {}
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            msg = self._reader.poll(min(0.5, max(0.01, deadline - time.monotonic())))
+            if msg is None:
+                continue
+            decoded = self._reader.codec.decode(msg.value(), expect="TaskResult")
+            task_id = decoded.value["task_id"]
+            if task_id in pending:
+                pending.discard(task_id)
+                found[task_id] = Delivered(msg.partition(), msg.offset(), decoded.value)
+                if on_result is not None:
+                    on_result(found[task_id])
+        if pending:
+            raise OrchestrationError(
+                f"no result within {timeout_s:.0f}s for {len(pending)} task(s): {', '.join(sorted(pending)[:5])}; "
+                "is a processor running? (aios up)"
+            )
+        return found
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()

@@ -1,0 +1,131 @@
+"""confluent-kafka clients with AIOS defaults: idempotent acks=all producers, Avro in and out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, Message, Producer, TopicPartition
+
+from schemas.codec import Codec, ConfluentRegistry, Decoded
+from schemas.errors import SchemaError
+from streams.errors import KafkaError
+from streams.settings import Settings
+
+
+def make_codec(settings: Settings) -> Codec:
+    """The codec every process uses: registry framing when a registry is configured."""
+    registry = ConfluentRegistry(settings.schema_registry_url) if settings.schema_registry_url else None
+    return Codec(registry=registry)
+
+
+def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    # A submitted task is never lost: idempotence implies acks=all and ordered retries.
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 1,
+    }
+    config.update(extra)
+    return config
+
+
+class EventProducer:
+    """Produces AIOS events; ``flush()`` raises if any delivery failed."""
+
+    def __init__(self, settings: Settings, codec: Codec | None = None, **extra: Any) -> None:
+        self.codec = codec or make_codec(settings)
+        self._producer = Producer(producer_config(settings, **extra))
+        self._errors: list[str] = []
+        self.delivered: list[tuple[str, int, int]] = []  # (topic, partition, offset)
+
+    def _on_delivery(self, err: Any, msg: Message) -> None:
+        if err is not None:
+            self._errors.append(f"{msg.topic()}: {err}")
+        else:
+            self.delivered.append((msg.topic(), msg.partition(), msg.offset()))
+
+    def send(self, topic: str, record: str, value: Mapping[str, Any], key: str | None = None) -> None:
+        self.send_raw(topic, self.codec.encode(record, value, topic), key)
+
+    def send_raw(self, topic: str, data: bytes, key: str | None = None) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value=data, key=key, on_delivery=self._on_delivery)
+                break
+            except BufferError:
+                # Local queue full: serve delivery callbacks to make room, then try again.
+                self._producer.poll(0.05)
+        self._producer.poll(0)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        remaining = self._producer.flush(timeout_s)
+        if remaining:
+            raise KafkaError(f"{remaining} events were not acknowledged within {timeout_s:.0f}s")
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise KafkaError("delivery failed: " + "; ".join(errors[:5]))
+
+
+def make_consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "fetch.wait.max.ms": 10,
+    }
+    config.update(extra)
+    return Consumer(config)
+
+
+class TopicReader:
+    """Reads one topic from the beginning or from its current end, decoding each event.
+
+    It assigns partitions directly (no group rebalance), so a CLI can start reading at once.
+    """
+
+    def __init__(self, settings: Settings, topic: str, *, from_beginning: bool, codec: Codec | None = None) -> None:
+        self.codec = codec or make_codec(settings)
+        self.topic = topic
+        self._consumer = make_consumer(settings, group=f"aios-reader-{time.time_ns()}")
+        try:
+            meta = self._consumer.list_topics(topic, timeout=10)
+        except KafkaException as exc:
+            raise KafkaError(f"Kafka at {settings.kafka_bootstrap} did not answer: {exc}") from exc
+        tmeta = meta.topics.get(topic)
+        if tmeta is None or tmeta.error is not None or not tmeta.partitions:
+            raise KafkaError(f"topic {topic!r} does not exist; create the topics with `aios topics create`")
+        partitions = []
+        for p in tmeta.partitions:
+            low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            partitions.append(TopicPartition(topic, p, low if from_beginning else high))
+        self._consumer.assign(partitions)
+
+    def poll(self, timeout_s: float) -> Message | None:
+        msg = self._consumer.poll(timeout_s)
+        if msg is None:
+            return None
+        if msg.error() is not None:
+            raise KafkaError(f"consume from {self.topic} failed: {msg.error()}")
+        return msg
+
+    def events(self, timeout_s: float) -> Iterator[tuple[Message, Decoded | SchemaError]]:
+        """Yield (message, decoded event or the decode error) until ``timeout_s`` of silence."""
+        while True:
+            msg = self.poll(timeout_s)
+            if msg is None:
+                return
+            try:
+                yield msg, self.codec.decode(msg.value())
+            except SchemaError as exc:
+                yield msg, exc
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+__all__ = ["OFFSET_END", "EventProducer", "TopicReader", "make_codec", "make_consumer", "producer_config"]

@@ -1,0 +1,34 @@
+"""Prometheus metrics of the streaming processors (one registry per process, served on /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+EVENTS = Counter(
+    "aios_events_processed_total", "Events handled by a processor, by outcome.", ["processor", "outcome"]
+)
+PROCESSING = Histogram(
+    "aios_processing_seconds",
+    "Time a processor spent on one event (a batch for the history sink).",
+    ["processor"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+DEAD_LETTERS = Counter("aios_dead_letters_total", "Records sent to the DLQ.", ["processor", "source_topic"])
+LLM_TOKENS = Counter("aios_llm_tokens_total", "LLM tokens used.", ["provider", "model", "direction"])
+LLM_COST = Counter("aios_llm_cost_usd_total", "LLM spend in USD.", ["provider", "model"])
+SINK_ROWS = Counter("aios_sink_rows_total", "Rows the history sink stored.", ["engine"])
+SINK_BATCH = Histogram(
+    "aios_sink_batch_rows", "Rows per history-sink batch.", buckets=(1, 10, 50, 100, 500, 1000, 5000, 10000)
+)
+SINK_RETRIES = Counter("aios_sink_store_retries_total", "History-store writes retried after an outage.")
+
+_served: set[int] = set()
+
+
+def serve(port: int) -> bool:
+    """Serve /metrics once per process and port; port 0 disables it."""
+    if port == 0 or port in _served:
+        return False
+    start_http_server(port, addr="127.0.0.1")
+    _served.add(port)
+    return True

@@ -1,0 +1,21 @@
+"""The stream processors, registered in one place (no discovery through import side effects)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import faust
+
+from streams.processors import agent_runner, history_sink, memory, orchestrator
+from streams.runtime import Runtime
+
+Register = Callable[[faust.App, Runtime], None]
+
+PROCESSORS: dict[str, Register] = {
+    "orchestrator": orchestrator.register,
+    "agents": agent_runner.register,
+    "memory": memory.register,
+    "history": history_sink.register,
+}
+
+__all__ = ["PROCESSORS", "Register"]

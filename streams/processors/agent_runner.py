@@ -1,0 +1,124 @@
+"""Stateless agent workers: one faust agent per role, consuming ``<prefix>.agent.<role>``.
+
+Each assignment reads the project's rolling context, asks the LLM, and emits the TaskResult,
+the turn as a MemoryEvent, and the LlmCall.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import faust
+
+from agents.runner import AgentOutcome, AgentTask, run_task
+from schemas.events import envelope, new_id
+from streams.metrics import EVENTS, LLM_COST, LLM_TOKENS, PROCESSING
+from streams.processors.common import dead_letter, decode_or_none, raw_topic, send
+from streams.runtime import Runtime
+
+NAME = "agents"
+# Enough parallel LLM calls per role to keep a slow provider busy; offsets still commit in order.
+CONCURRENCY = 8
+
+
+def result_event(a: dict[str, Any], outcome: AgentOutcome, agent_id: str, latency_ms: float) -> dict[str, Any]:
+    resp = outcome.response
+    return {
+        **envelope(a["trace_id"]),
+        "task_id": a["task_id"],
+        "project_id": a["project_id"],
+        "role": a["role"],
+        "attempt": a["attempt"],
+        "status": "succeeded" if outcome.ok else "failed",
+        "output": outcome.output,
+        "error": outcome.error,
+        "agent_id": agent_id,
+        "provider": resp.provider if resp else "",
+        "model": resp.model if resp else "",
+        "input_tokens": resp.usage.input_tokens if resp else 0,
+        "output_tokens": resp.usage.output_tokens if resp else 0,
+        "cost_usd": 0.0,
+        "latency_ms": latency_ms,
+        "submitted_at": a["submitted_at"],
+    }
+
+
+def memory_event(a: dict[str, Any], outcome: AgentOutcome, agent_id: str) -> dict[str, Any]:
+    turn = f"[{a['role']}] task {a['task_id']}: {a['description']}\n=> {outcome.output or outcome.error}"
+    return {
+        **envelope(a["trace_id"]),
+        # Derived from the attempt, so a redelivered assignment re-emits the same memory id
+        # and the memory processor appends the turn only once.
+        "memory_id": f"{a['task_id']}:{a['attempt']}:turn",
+        "scope": "project",
+        "scope_id": a["project_id"],
+        "project_id": a["project_id"],
+        "kind": "turn",
+        "speaker": agent_id,
+        "content": turn,
+        "task_id": a["task_id"],
+        "tokens": len(turn.split()),
+    }
+
+
+def llm_call_event(a: dict[str, Any], outcome: AgentOutcome, agent_id: str) -> dict[str, Any] | None:
+    resp = outcome.response
+    if resp is None:
+        return None
+    return {
+        **envelope(a["trace_id"]),
+        "call_id": new_id(),
+        "task_id": a["task_id"],
+        "project_id": a["project_id"],
+        "agent_id": agent_id,
+        "attempt": a["attempt"],
+        "step": 0,
+        "provider": resp.provider,
+        "model": resp.model,
+        "input_tokens": resp.usage.input_tokens,
+        "output_tokens": resp.usage.output_tokens,
+        "cost_usd": 0.0,
+        "latency_ms": resp.latency_ms,
+        "ttft_ms": resp.ttft_ms,
+        "outcome": "ok" if outcome.ok else (outcome.error_type or "error"),
+        "error": outcome.error,
+    }
+
+
+def _make_handler(app: faust.App, rt: Runtime, role: str) -> Any:
+    async def work(stream: Any) -> None:
+        async for event in stream.events():
+            started = time.perf_counter()
+            a, error = decode_or_none(rt, event.value, "Assignment")
+            if a is None:
+                assert error is not None
+                await dead_letter(app, rt, event.message, f"{NAME}:{role}", error)
+                EVENTS.labels(NAME, "dead_letter").inc()
+                continue
+            history = await rt.context.recent("project", a["project_id"], limit=10)
+            task = AgentTask(
+                task_id=a["task_id"], project_id=a["project_id"], role=a["role"],
+                description=a["description"], attempt=a["attempt"], context=a["context"], history=history,
+            )
+            outcome = await run_task(rt.provider, task)
+            latency_ms = (time.perf_counter() - started) * 1000
+            key = a["task_id"]
+            await send(app, rt, rt.topics.results, "TaskResult", result_event(a, outcome, rt.agent_id, latency_ms), key)
+            await send(app, rt, rt.topics.memory, "MemoryEvent", memory_event(a, outcome, rt.agent_id), a["project_id"])
+            call = llm_call_event(a, outcome, rt.agent_id)
+            if call is not None:
+                await send(app, rt, rt.topics.llm_calls, "LlmCall", call, key)
+                LLM_TOKENS.labels(call["provider"], call["model"], "input").inc(call["input_tokens"])
+                LLM_TOKENS.labels(call["provider"], call["model"], "output").inc(call["output_tokens"])
+                LLM_COST.labels(call["provider"], call["model"]).inc(call["cost_usd"])
+            EVENTS.labels(NAME, "succeeded" if outcome.ok else "failed").inc()
+            PROCESSING.labels(NAME).observe(time.perf_counter() - started)
+
+    return work
+
+
+def register(app: faust.App, rt: Runtime) -> None:
+    for role in rt.settings.roles:
+        topic = raw_topic(app, rt.topics.role(role))
+        app.agent(topic, name=f"{NAME}-{role}", concurrency=CONCURRENCY)(_make_handler(app, rt, role))

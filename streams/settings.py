@@ -1,0 +1,122 @@
+"""Every AIOS setting, read once from the environment (prefix ``AIOS_``) at the edge.
+
+Nothing below ``streams/`` reads the environment: this object (or typed configs derived from it)
+is passed down.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+
+
+class Settings(BaseSettings):
+    """Typed configuration for every AIOS process."""
+
+    model_config = SettingsConfigDict(env_prefix="AIOS_", frozen=True, extra="ignore", env_ignore_empty=True)
+
+    data_dir: Path = Field(Path(".aios-data"), description="Local stack data: Kafka logs, Redis, chdb.")
+
+    # Kafka
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,…].")
+    kafka_controller_port: int = Field(9093, description="KRaft controller port of the local broker.")
+    topic_prefix: str = Field("aios", description="Prefix of every topic name, e.g. aios.tasks.")
+    topic_partitions: int = Field(3, ge=1, le=1024)
+    topic_replication: int = Field(1, ge=1, le=16)
+    topic_retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1)
+    schema_registry_url: str | None = Field(
+        None, description="Confluent-compatible schema registry; unset = Avro single-object encoding."
+    )
+
+    # Stores
+    redis_url: str = Field("redis://127.0.0.1:6379/0")
+    clickhouse_url: str | None = Field(
+        None, description="ClickHouse server (http://user:pass@host:8123/db); unset = embedded chdb."
+    )
+    context_window_turns: int = Field(50, ge=1, description="Turns kept per rolling-context window.")
+    context_ttl_s: int = Field(7 * 24 * 3600, ge=1)
+
+    # LLM
+    llm: str | None = Field(
+        None,
+        description="'provider:model', e.g. openai:gpt-4o-mini or offline:echo. "
+        "Unset: openai when a key is set, else the labelled offline provider.",
+    )
+    openai_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("AIOS_OPENAI_API_KEY", "OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        None, validation_alias=AliasChoices("AIOS_OPENAI_BASE_URL", "OPENAI_BASE_URL")
+    )
+    llm_timeout_s: float = Field(60.0, gt=0)
+    llm_max_retries: int = Field(2, ge=0, le=10)
+
+    # Processors
+    roles: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("general",), description="Agent roles, comma-separated; each gets a topic and a consumer group."
+    )
+    metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus /metrics; 0 disables.")
+    sink_batch_size: int = Field(1000, ge=1)
+    sink_flush_s: float = Field(0.5, gt=0)
+    log_level: str = Field("WARNING")
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not _TOPIC_PREFIX.match(value):
+            raise ValueError(
+                f"AIOS_TOPIC_PREFIX={value!r}: use 1-64 characters from A-Z a-z 0-9 . _ -"
+            )
+        return value
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _split_roles(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("roles")
+    @classmethod
+    def _check_roles(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("AIOS_ROLES is empty: name at least one role, e.g. AIOS_ROLES=general")
+        for role in value:
+            if not _ROLE.match(role):
+                raise ValueError(
+                    f"AIOS_ROLES: {role!r} is not a valid role name "
+                    "(lowercase letter first, then a-z 0-9 _ -, at most 40 characters)"
+                )
+        return value
+
+    @property
+    def kafka_port(self) -> int:
+        """Port of the first bootstrap server (the local broker's listener)."""
+        first = self.kafka_bootstrap.split(",")[0]
+        return int(first.rsplit(":", 1)[1])
+
+    @property
+    def redis_port(self) -> int:
+        from urllib.parse import urlparse
+
+        return urlparse(self.redis_url).port or 6379
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment once; explicit overrides win (used by tests and benches)."""
+    from pydantic import ValidationError
+
+    from schemas.errors import ConfigError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = [f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()]
+        raise ConfigError("invalid AIOS settings:\n  " + "\n  ".join(lines)) from exc

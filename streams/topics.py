@@ -1,0 +1,169 @@
+"""Every AIOS topic, named from the prefix, and its explicit creation (auto-create stays off)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError as CKafkaError
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from streams.errors import KafkaError
+from streams.settings import Settings
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """What a topic carries and how it is created."""
+
+    name: str
+    record: str  # Avro record name (DeadLetter on the DLQ, ...)
+    key: str  # what the key is, for docs and `topics list`
+    partitions: int
+    replication: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+class Topics:
+    """Topic names for one prefix. Role topics are ``<prefix>.agent.<role>``."""
+
+    def __init__(self, prefix: str, roles: tuple[str, ...]) -> None:
+        self.prefix = prefix
+        self.roles = roles
+        self.tasks = f"{prefix}.tasks"
+        self.results = f"{prefix}.results"
+        self.messages = f"{prefix}.messages"
+        self.memory = f"{prefix}.memory"
+        self.llm_calls = f"{prefix}.llm-calls"
+        self.agents = f"{prefix}.agents"
+        self.dlq = f"{prefix}.dlq"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Topics:
+        return cls(settings.topic_prefix, settings.roles)
+
+    def role(self, role: str) -> str:
+        return f"{self.prefix}.agent.{role}"
+
+    def role_topics(self) -> list[str]:
+        return [self.role(r) for r in self.roles]
+
+    def all(self) -> list[str]:
+        return [self.tasks, *self.role_topics(), self.results, self.messages, self.memory,
+                self.llm_calls, self.agents, self.dlq]
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The full topic plan: partitions, replication, cleanup policy and retention."""
+    t = Topics.from_settings(settings)
+    parts, rf = settings.topic_partitions, settings.topic_replication
+    keep = {"cleanup.policy": "delete", "retention.ms": str(settings.topic_retention_ms)}
+    # The DLQ keeps four times longer: it is where people look after something went wrong.
+    dlq_retention = -1 if settings.topic_retention_ms < 0 else settings.topic_retention_ms * 4
+    specs = [TopicSpec(t.tasks, "Task", "task_id", parts, rf, keep)]
+    specs += [TopicSpec(t.role(r), "Assignment", "task_id", parts, rf, keep) for r in t.roles]
+    specs += [
+        TopicSpec(t.results, "TaskResult", "task_id", parts, rf, keep),
+        TopicSpec(t.messages, "AgentMessage", "task_id", parts, rf, keep),
+        TopicSpec(t.memory, "MemoryEvent", "scope id", parts, rf, keep),
+        TopicSpec(t.llm_calls, "LlmCall", "task_id", parts, rf, keep),
+        # The live agent registry: the latest status per agent_id survives compaction.
+        TopicSpec(t.agents, "AgentStatus", "agent_id", parts, rf,
+                  {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"}),
+        TopicSpec(t.dlq, "DeadLetter", "source key", parts, rf,
+                  {"cleanup.policy": "delete", "retention.ms": str(dlq_retention)}),
+    ]
+    return specs
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": 10000})
+
+
+@dataclass(frozen=True)
+class TopicOutcome:
+    name: str
+    outcome: str  # created | exists
+    partitions: int
+    detail: str = ""
+
+
+def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[TopicOutcome]:
+    """Create every topic that does not exist yet; existing ones are reported, never altered."""
+    admin = admin_client(settings)
+    specs = topic_specs(settings)
+    existing = _describe(admin, timeout_s)
+    missing = [s for s in specs if s.name not in existing]
+    outcomes: dict[str, TopicOutcome] = {}
+    for spec in specs:
+        if spec.name in existing:
+            have = existing[spec.name]
+            detail = "" if have == spec.partitions else f"has {have} partitions, plan says {spec.partitions}"
+            outcomes[spec.name] = TopicOutcome(spec.name, "exists", have, detail)
+    if missing:
+        futures = admin.create_topics(
+            [NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication, config=s.config)
+             for s in missing],
+            operation_timeout=timeout_s,
+            request_timeout=timeout_s,
+        )
+        for spec in missing:
+            try:
+                futures[spec.name].result(timeout=timeout_s)
+                outcomes[spec.name] = TopicOutcome(spec.name, "created", spec.partitions)
+            except KafkaException as exc:
+                err = exc.args[0]
+                # A concurrent `topics create` may win the race: that is still success.
+                if isinstance(err, CKafkaError) and err.code() == CKafkaError.TOPIC_ALREADY_EXISTS:
+                    outcomes[spec.name] = TopicOutcome(spec.name, "exists", spec.partitions)
+                    continue
+                raise KafkaError(f"could not create topic {spec.name}: {err}") from exc
+    return [outcomes[s.name] for s in specs]
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    name: str
+    partitions: int
+    replication: int
+    cleanup_policy: str
+    retention_ms: str
+    record: str
+
+
+def list_topics(settings: Settings, timeout_s: float = 15.0) -> list[TopicInfo]:
+    """The plan's topics as they exist on the broker (missing ones are left out)."""
+    admin = admin_client(settings)
+    try:
+        meta = admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise KafkaError(f"Kafka at {settings.kafka_bootstrap} did not answer: {exc}") from exc
+    specs = {s.name: s for s in topic_specs(settings)}
+    names = [n for n in specs if n in meta.topics]
+    configs: dict[str, dict[str, str]] = {}
+    if names:
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in names]
+        for res, fut in admin.describe_configs(resources, request_timeout=timeout_s).items():
+            entries = fut.result(timeout=timeout_s)
+            configs[res.name] = {k: str(v.value) for k, v in entries.items()}
+    out = []
+    for name in names:
+        tmeta = meta.topics[name]
+        first = next(iter(tmeta.partitions.values()), None)
+        out.append(TopicInfo(
+            name=name,
+            partitions=len(tmeta.partitions),
+            replication=len(first.replicas) if first is not None else 0,
+            cleanup_policy=configs.get(name, {}).get("cleanup.policy", "?"),
+            retention_ms=configs.get(name, {}).get("retention.ms", "?"),
+            record=specs[name].record,
+        ))
+    return out
+
+
+def _describe(admin: AdminClient, timeout_s: float) -> dict[str, int]:
+    try:
+        meta = admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise KafkaError(f"Kafka did not answer within {timeout_s:.0f}s: {exc}; is it up? (aios dev up)") from exc
+    return {name: len(t.partitions) for name, t in meta.topics.items()}

@@ -1,0 +1,1 @@
+"""Fakes that speak real wire formats, for tests of the clients that talk to them."""

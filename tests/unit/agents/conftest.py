@@ -1,0 +1,43 @@
+"""Fixtures for the LLM layer: a real fake-OpenAI HTTP server and providers pointed at it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import pytest
+
+from agents.llm.base import LlmConfig
+from agents.llm.openai_provider import OpenAIProvider
+from tests.fakes.openai_server import FakeOpenAI
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """A started FakeOpenAI server, stopped after the test."""
+    server = FakeOpenAI().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def make_openai(fake_openai: FakeOpenAI) -> AsyncIterator[Callable[..., OpenAIProvider]]:
+    """Build OpenAIProviders against the fake server; every one is closed after the test."""
+    made: list[OpenAIProvider] = []
+
+    def make(model: str = "gpt-4o-mini", *, max_retries: int = 0, timeout_s: float = 10.0) -> OpenAIProvider:
+        config = LlmConfig(
+            spec=f"openai:{model}",
+            openai_api_key="sk-test",
+            openai_base_url=fake_openai.base_url,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+        )
+        provider = OpenAIProvider(model, config=config)
+        made.append(provider)
+        return provider
+
+    yield make
+    for provider in made:
+        await provider.aclose()

@@ -1,0 +1,104 @@
+"""The agent's pure task logic: prompt building and turning provider failures into outcomes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from agents.errors import ContextTooLongError, RateLimitError
+from agents.llm.base import ChatRequest, ChatResponse
+from agents.llm.offline import OFFLINE_LABEL, OfflineProvider
+from agents.llm.openai_provider import OpenAIProvider
+from agents.runner import TOTAL_BUDGET, AgentTask, build_request, run_task
+from tests.fakes.openai_server import FakeOpenAI, context_too_long, ok, status
+
+TASK = AgentTask(
+    task_id="t-2",
+    project_id="p-1",
+    role="backend",
+    description="Implement the orders endpoint",
+    attempt=2,
+    context={"t-1": "Schema: orders(id, total)"},
+    history=("user: we use postgres", "planner: split into two tasks"),
+)
+
+
+def test_request_names_role_and_carries_task_dependencies_and_history() -> None:
+    request = build_request(TASK)
+    system, user = request.messages
+    assert system.role == "system" and "backend" in system.content
+    assert user.role == "user"
+    assert user.content.startswith("Task: Implement the orders endpoint")
+    assert "[t-1]\nSchema: orders(id, total)" in user.content
+    assert user.content.index("we use postgres") < user.content.index("split into two tasks")
+    assert request.metadata == {"task_id": "t-2", "project_id": "p-1", "role": "backend", "attempt": "2"}
+
+
+def test_request_is_trimmed_to_budget_keeping_newest_history() -> None:
+    task = AgentTask(
+        task_id="t",
+        project_id="p",
+        role="qa",
+        description="x" * 50_000,
+        context={f"dep-{i}": "y" * 10_000 for i in range(10)},
+        history=tuple(f"turn-{i} " + "z" * 500 for i in range(100)),
+    )
+    user = build_request(task).messages[1].content
+    assert len(user) <= TOTAL_BUDGET
+    assert "characters trimmed" in user
+
+
+def test_history_keeps_newest_turns_first() -> None:
+    task = AgentTask("t", "p", "qa", "check", history=tuple(f"turn-{i} " + "z" * 500 for i in range(100)))
+    user = build_request(task).messages[1].content
+    assert "turn-99" in user
+    assert "turn-0 " not in user
+
+
+async def test_run_task_with_offline_provider() -> None:
+    outcome = await run_task(OfflineProvider(), TASK)
+    assert outcome.ok and outcome.error is None
+    assert outcome.output.startswith(OFFLINE_LABEL)
+    assert outcome.response is not None and outcome.response.offline
+
+
+class _Failing:
+    name, model, offline = "failing", "none", False
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        raise self.exc
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_llm_errors_become_failed_outcomes() -> None:
+    outcome = await run_task(_Failing(RateLimitError("slow down", provider="failing", retry_after=3)), TASK)
+    assert not outcome.ok
+    assert outcome.output == ""
+    assert outcome.error == "slow down"
+    assert outcome.error_type == "RateLimitError"
+    assert outcome.response is None
+
+
+async def test_other_exceptions_propagate() -> None:
+    with pytest.raises(KeyError):
+        await run_task(_Failing(KeyError("bug")), TASK)
+
+
+async def test_run_task_against_the_fake_openai_server(
+    fake_openai: FakeOpenAI, make_openai: Callable[..., OpenAIProvider]
+) -> None:
+    provider = make_openai()
+    fake_openai.script(ok("done: orders endpoint"), context_too_long(), status(401))
+    good = await run_task(provider, TASK)
+    too_long = await run_task(provider, TASK)
+    denied = await run_task(provider, TASK)
+    assert good.ok and good.output == "done: orders endpoint"
+    assert good.response is not None and good.response.usage.output_tokens == 3
+    assert (too_long.ok, too_long.error_type) == (False, ContextTooLongError.__name__)
+    assert (denied.ok, denied.error_type) == (False, "ProviderAuthError")

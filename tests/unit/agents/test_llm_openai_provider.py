@@ -1,0 +1,179 @@
+"""OpenAIProvider with the real openai SDK against a local server speaking the real wire format."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from agents.errors import (
+    BadRequestError,
+    ContextTooLongError,
+    LLMError,
+    MalformedResponseError,
+    OverloadedError,
+    ProviderAuthError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    RateLimitError,
+)
+from agents.llm.base import ChatMessage, ChatRequest
+from agents.llm.openai_provider import OpenAIProvider
+from tests.fakes.openai_server import (
+    FakeOpenAI,
+    context_too_long,
+    malformed,
+    ok,
+    slow_first_token,
+    status,
+)
+
+MakeProvider = Callable[..., OpenAIProvider]
+
+REQUEST = ChatRequest(
+    messages=(ChatMessage("system", "You are terse."), ChatMessage("user", "Say hello to the team")),
+    max_tokens=64,
+    temperature=0.0,
+)
+
+
+async def test_streams_text_usage_and_timings(fake_openai: FakeOpenAI, make_openai: MakeProvider) -> None:
+    fake_openai.script(ok("Hello, team! All good."))
+    response = await make_openai("gpt-4o-mini").complete(REQUEST)
+
+    assert response.text == "Hello, team! All good."
+    assert (response.provider, response.model, response.offline) == ("openai", "gpt-4o-mini", False)
+    assert response.usage.input_tokens == 8  # whitespace words of both messages, as the fake counts
+    assert response.usage.output_tokens == 4
+    assert response.ttft_ms is not None
+    assert 0 < response.ttft_ms <= response.latency_ms
+
+
+async def test_sends_a_streaming_chat_request(fake_openai: FakeOpenAI, make_openai: MakeProvider) -> None:
+    await make_openai("gpt-4o-mini").complete(REQUEST)
+
+    (sent,) = fake_openai.requests
+    assert sent.path == "/v1/chat/completions"
+    assert sent.headers["authorization"] == "Bearer sk-test"
+    assert sent.body["model"] == "gpt-4o-mini"
+    assert sent.body["stream"] is True
+    assert sent.body["stream_options"] == {"include_usage": True}
+    assert sent.body["max_completion_tokens"] == 64
+    assert sent.body["messages"] == [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Say hello to the team"},
+    ]
+
+
+async def test_default_reply_is_deterministic(make_openai: MakeProvider) -> None:
+    provider = make_openai()
+    first, second = await provider.complete(REQUEST), await provider.complete(REQUEST)
+    assert first.text == second.text == "fake-openai reply to: Say hello to the team"
+
+
+async def test_slow_first_token_shows_in_ttft(fake_openai: FakeOpenAI, make_openai: MakeProvider) -> None:
+    fake_openai.script(slow_first_token(0.3, "late"))
+    response = await make_openai().complete(REQUEST)
+    assert response.text == "late"
+    assert response.ttft_ms is not None and response.ttft_ms >= 300
+
+
+async def test_rate_limit_maps_with_retry_after(fake_openai: FakeOpenAI, make_openai: MakeProvider) -> None:
+    fake_openai.script(status(429, retry_after=7))
+    with pytest.raises(RateLimitError) as caught:
+        await make_openai(max_retries=0).complete(REQUEST)
+    assert caught.value.retry_after == 7.0
+    assert caught.value.status_code == 429
+    assert caught.value.provider == "openai"
+    assert len(fake_openai.requests) == 1
+
+
+async def test_sdk_retries_429_honouring_retry_after(
+    fake_openai: FakeOpenAI, make_openai: MakeProvider
+) -> None:
+    fake_openai.script(status(429, retry_after=0.2), ok("second time lucky"))
+    started = time.perf_counter()
+    response = await make_openai(max_retries=1).complete(REQUEST)
+    assert response.text == "second time lucky"
+    assert len(fake_openai.requests) == 2
+    assert time.perf_counter() - started >= 0.2
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "expected", "code"),
+    [
+        (status(500), ProviderUnavailableError, 500),
+        (status(503), ProviderUnavailableError, 503),
+        (status(529), OverloadedError, 529),
+        (status(401), ProviderAuthError, 401),
+        (status(403), ProviderAuthError, 403),
+        (status(404), BadRequestError, 404),
+        (status(400), BadRequestError, 400),
+        (context_too_long(), ContextTooLongError, 400),
+    ],
+)
+async def test_status_errors_map_to_specific_classes(
+    fake_openai: FakeOpenAI,
+    make_openai: MakeProvider,
+    behaviour: object,
+    expected: type[LLMError],
+    code: int,
+) -> None:
+    fake_openai.script(behaviour)  # type: ignore[arg-type]
+    with pytest.raises(expected) as caught:
+        await make_openai(max_retries=0).complete(REQUEST)
+    assert type(caught.value) is expected
+    assert caught.value.status_code == code
+    assert caught.value.__cause__ is not None  # wrapped with `from exc`
+
+
+async def test_plain_bad_request_is_not_context_too_long(
+    fake_openai: FakeOpenAI, make_openai: MakeProvider
+) -> None:
+    fake_openai.script(status(400, error_code="invalid_value"))
+    with pytest.raises(BadRequestError) as caught:
+        await make_openai().complete(REQUEST)
+    assert not isinstance(caught.value, ContextTooLongError)
+
+
+async def test_5xx_is_retried_by_the_sdk(fake_openai: FakeOpenAI, make_openai: MakeProvider) -> None:
+    fake_openai.script(status(500, retry_after=0.05), ok("recovered"))
+    response = await make_openai(max_retries=1).complete(REQUEST)
+    assert response.text == "recovered"
+
+
+async def test_malformed_stream(fake_openai: FakeOpenAI, make_openai: MakeProvider) -> None:
+    fake_openai.script(malformed())
+    with pytest.raises(MalformedResponseError):
+        await make_openai().complete(REQUEST)
+
+
+async def test_timeout(fake_openai: FakeOpenAI, make_openai: MakeProvider) -> None:
+    fake_openai.script(slow_first_token(1.0))
+    with pytest.raises(ProviderTimeoutError):
+        await make_openai(timeout_s=0.2).complete(REQUEST)
+
+
+async def test_connection_refused_is_unavailable(fake_openai: FakeOpenAI, make_openai: MakeProvider) -> None:
+    provider = make_openai()
+    fake_openai.stop()
+    with pytest.raises(ProviderUnavailableError):
+        await provider.complete(REQUEST)
+
+
+async def test_fake_server_also_speaks_non_streaming(fake_openai: FakeOpenAI) -> None:
+    # Other suites may call the SDK without streaming; the fake must answer that format too.
+    import openai
+
+    async with openai.AsyncOpenAI(api_key="sk-test", base_url=fake_openai.base_url, max_retries=0) as client:
+        fake_openai.script(ok("plain answer"), malformed())
+        completion = await client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi there"}]
+        )
+        assert completion.choices[0].message.content == "plain answer"
+        assert completion.usage is not None and completion.usage.prompt_tokens == 2
+        with pytest.raises(ValueError, match="Expecting property name"):  # the SDK's own JSON error
+            await client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
+            )
