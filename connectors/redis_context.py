@@ -58,14 +58,14 @@ class RedisContext:
         """The newest ``limit`` turns, oldest first."""
         n = limit or self.window
         try:
-            raw = await self._redis.lrange(self.key(scope, scope_id), -n, -1)  # type: ignore[misc]
+            raw = await self._redis.lrange(self.key(scope, scope_id), -n, -1)
         except RedisError as exc:
             raise StoreUnavailableError(f"Redis read of {self.key(scope, scope_id)} failed: {exc}") from exc
         return [item.decode() if isinstance(item, bytes) else str(item) for item in raw]
 
     async def ping(self) -> None:
         try:
-            await self._redis.ping()  # type: ignore[misc]
+            await self._redis.ping()
         except RedisError as exc:
             raise StoreUnavailableError(f"Redis is not reachable: {exc}") from exc
 

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, Protocol
 
 import fastavro
 from fastavro.schema import to_parsing_canonical_form
+from fastavro.validation import ValidationError, validate
 
 from schemas.errors import ConfigError, EncodeError, UndecodableError, UnknownSchemaError
 
@@ -77,7 +78,8 @@ def parse_record_schema(raw: Mapping[str, Any]) -> RecordSchema:
         canonical = to_parsing_canonical_form(dict(raw))
     except Exception as exc:  # fastavro raises several unrelated types for a bad schema
         raise UnknownSchemaError(f"invalid Avro schema {raw.get('name')!r}: {exc}") from exc
-    name = parsed["name"]
+    namespace = raw.get("namespace")
+    name = f"{namespace}.{raw['name']}" if namespace and "." not in str(raw["name"]) else str(raw["name"])
     fingerprint = struct.pack("<Q", crc64_avro(canonical.encode()))
     return RecordSchema(name=name, raw=raw, parsed=parsed, canonical=canonical, fingerprint=fingerprint)
 
@@ -138,7 +140,10 @@ class ConfluentRegistry:
                 "pip install 'aios[registry]'"
             ) from exc
         self._schema_cls = Schema
-        self._client = SchemaRegistryClient({"url": url})
+        # new_client() returns the in-memory MockSchemaRegistryClient for mock:// URLs; the plain
+        # constructor would send HTTP requests to "mock://..." and fail.
+        factory = getattr(SchemaRegistryClient, "new_client", SchemaRegistryClient)
+        self._client = factory({"url": url})
 
     def register(self, subject: str, schema_json: str) -> int:
         try:
@@ -162,9 +167,14 @@ class Decoded(NamedTuple):
 class Codec:
     """Encode and decode AIOS events; thread-safe after construction."""
 
-    def __init__(self, catalog: SchemaCatalog | None = None, registry: Registry | None = None) -> None:
+    def __init__(
+        self, catalog: SchemaCatalog | None = None, registry: Registry | None = None, *, validate: bool = True
+    ) -> None:
         self.catalog = catalog or load_catalog()
         self.registry = registry
+        # Full validation costs about as much as writing; processors that only re-encode values
+        # they decoded and built themselves may turn it off. Values from outside keep it on.
+        self.validate = validate
         self._subject_ids: dict[tuple[str, str], int] = {}
         self._by_id: dict[int, RecordSchema] = {}
         self._lock = threading.Lock()
@@ -185,8 +195,13 @@ class Codec:
             buf.write(SINGLE_OBJECT_MAGIC)
             buf.write(schema.fingerprint)
         try:
-            fastavro.schemaless_writer(buf, schema.parsed, dict(value), strict_allow_default=True)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            record = dict(value)
+            # The writer alone accepts bools, floats and out-of-range numbers for int/long fields
+            # (truncating 1.5 to 1, or writing ints that Java readers reject); validate first.
+            if self.validate:
+                validate(record, schema.parsed, raise_errors=True)
+            fastavro.schemaless_writer(buf, schema.parsed, record, strict_allow_default=True)
+        except (ValidationError, ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             raise EncodeError(f"{schema.short_name} does not match its schema: {exc}") from exc
         return buf.getvalue()
 
@@ -222,7 +237,8 @@ class Codec:
         cached = self._subject_ids.get(key)
         if cached is not None:
             return cached
-        assert self.registry is not None
+        if self.registry is None:  # only reachable through misuse: encode() checks first
+            raise EncodeError("no schema registry configured")
         schema_id = self.registry.register(f"{topic}-value", json.dumps(schema.raw))
         with self._lock:
             self._subject_ids[key] = schema_id

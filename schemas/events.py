@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 
@@ -24,5 +24,11 @@ def envelope(trace_id: str | None = None) -> dict[str, Any]:
 def to_ms(value: datetime | int) -> int:
     """Decoded timestamp-millis fields are datetimes; encoded ones may be ints."""
     if isinstance(value, datetime):
-        return int(value.timestamp() * 1000)
+        # Integer arithmetic: float seconds * 1000 truncates some values by a millisecond.
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)  # fastavro treats naive datetimes as UTC
+        return (value - _EPOCH) // timedelta(milliseconds=1)
     return int(value)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

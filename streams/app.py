@@ -55,6 +55,7 @@ def build_app(settings: Settings, processors: Sequence[str], name: str) -> tuple
         datadir=str(datadir),
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_linger_ms=1,
         broker_commit_interval=1.0,
         stream_wait_empty=False,
         logging_config=None,
@@ -74,7 +75,8 @@ class RunningApp:
         """Raise if a faust service crashed: a dead fetcher would otherwise idle silently."""
         for service in (self.app, self.app._fetcher, self.app.consumer, self.app.producer):
             if service.crashed:
-                raise OrchestrationError(f"{service.shortlabel} crashed: {service._crash_reason!r}")
+                reason = getattr(service, "_crash_reason", None)
+                raise OrchestrationError(f"{service.shortlabel} crashed: {reason!r}")
 
 
 async def _wait_assigned(app: faust.App, timeout_s: float) -> None:

@@ -82,8 +82,12 @@ def raw_kafka(settings: Settings, topic: str, burst: int, paced: int, rate: floa
             producer.poll(0)
 
         def produce_all() -> None:
+            def send_now(i: int) -> None:
+                send(i)
+                producer.flush(0)
+
             if pace:
-                _paced(count, pace, lambda i: (send(i), producer.flush(0)))
+                _paced(count, pace, send_now)
             else:
                 for i in range(count):
                     send(i)
@@ -105,10 +109,13 @@ def raw_kafka(settings: Settings, topic: str, burst: int, paced: int, rate: floa
                 tick(1)
         elapsed = time.perf_counter() - t0
         thread.join()
+        if got < count:
+            raise OrchestrationError(f"raw baseline: consumed {got} of {count} messages within 60s")
         return elapsed, latencies
 
-    burst_elapsed, _ = run(burst, None)
+    run(min(50, burst), None)  # warm-up, as for the pipeline: leaders known, fetches flowing
     _, latencies = run(paced, rate)
+    burst_elapsed, _ = run(burst, None)
     consumer.close()
     p50, p99, worst = _latency_figures(latencies)
     return Figures(burst, burst / burst_elapsed, len(latencies), rate, p50, p99, worst)
@@ -140,8 +147,12 @@ def pipeline(settings: Settings, burst: int, paced: int, rate: float, tick: Call
             client.submit(tasks[i], flush=False)
 
         def produce_all() -> None:
+            def send_now(i: int) -> None:
+                send(i)
+                client.producer.flush(0)
+
             if pace:
-                _paced(count, pace, lambda i: (send(i), client.producer._producer.flush(0)))
+                _paced(count, pace, send_now)
             else:
                 for i in range(count):
                     send(i)
@@ -159,31 +170,38 @@ def pipeline(settings: Settings, burst: int, paced: int, rate: float, tick: Call
         thread.join()
         return elapsed, latencies
 
-    run(min(50, burst), None)  # warm-up: first fetches, JIT-free but connection set-up
-    burst_elapsed, _ = run(burst, None)
+    run(min(50, burst), None)  # warm-up: connections, metadata, first fetches
+    # Latency first: after a burst, memory and history still drain their backlog for a while.
     _, latencies = run(paced, rate)
+    burst_elapsed, _ = run(burst, None)
     client.close()
     p50, p99, worst = _latency_figures(latencies)
     return Figures(burst, burst / burst_elapsed, len(latencies), rate, p50, p99, worst)
 
 
 class PipelineProcess:
-    """``aios up --no-stack`` in a child process, on its own prefix and data directory."""
+    """One ``aios`` process of the pipeline, on the bench's prefix and its own data directory."""
 
-    def __init__(self, settings: Settings, processors: str, data_dir: Path) -> None:
+    def __init__(self, settings: Settings, command: list[str], data_dir: Path) -> None:
         env = {**os.environ,
                "AIOS_TOPIC_PREFIX": settings.topic_prefix, "AIOS_DATA_DIR": str(data_dir),
                "AIOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "AIOS_REDIS_URL": settings.redis_url,
                "AIOS_LLM": "offline:echo", "AIOS_METRICS_PORT": "0", "AIOS_ROLES": ",".join(settings.roles)}
         code = "import sys; from streams.cli import main; sys.argv[0] = 'aios'; main()"
-        args = [sys.executable, "-c", code, "worker", processors] if processors != "all" else \
-            [sys.executable, "-c", code, "up", "--no-stack"]
-        self.proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        # Our own interpreter running our own CLI: no untrusted input reaches the command line.
+        self.proc = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-c", code, *command], env=env, stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, text=True)
         self._log: list[str] = []
-        deadline = time.monotonic() + 90
-        assert self.proc.stderr is not None
+        self.command = command
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        stderr = self.proc.stderr
+        if stderr is None:
+            raise OrchestrationError("pipeline process has no stderr pipe")
         while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
+            line = stderr.readline()
             if not line and self.proc.poll() is not None:
                 break
             self._log.append(line)
@@ -191,11 +209,11 @@ class PipelineProcess:
                 threading.Thread(target=self._drain, daemon=True).start()
                 return
         self.stop()
-        raise OrchestrationError("the pipeline process did not become ready:\n" + "".join(self._log[-20:]))
+        raise OrchestrationError(f"`aios {' '.join(self.command)}` did not become ready:\n"
+                                 + "".join(self._log[-20:]))
 
     def _drain(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
+        for line in self.proc.stderr or ():
             self._log.append(line)
 
     def stop(self) -> None:
@@ -207,26 +225,40 @@ class PipelineProcess:
                 self.proc.kill()
 
 
-def bench_pipeline(base: Settings, *, tasks: int, paced: int, rate: float, processors: str,
+# embedded: `aios up` (every processor in one process); distributed: one `aios worker` each.
+MODES = {
+    "embedded": [["up", "--no-stack"]],
+    "distributed": [["worker", name] for name in ("orchestrator", "agents", "memory", "history")],
+}
+
+
+def bench_pipeline(base: Settings, *, tasks: int, paced: int, rate: float, mode: str,
                    tick: Callable[[int], None]) -> dict[str, Any]:
     prefix = f"bench{int(time.time())}"
     settings = base.model_copy(update={"topic_prefix": prefix})
     create_topics(settings)
     raw_topic = f"{prefix}.raw-baseline"
-    futures = admin_client(settings).create_topics(
+    admin = admin_client(settings)  # keep a reference: futures fail if the client is collected
+    futures = admin.create_topics(
         [NewTopic(raw_topic, num_partitions=settings.topic_partitions, replication_factor=settings.topic_replication)])
     futures[raw_topic].result(30)
     raw = raw_kafka(settings, raw_topic, tasks, paced, rate, tick)
+    if mode not in MODES:
+        raise OrchestrationError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     with tempfile.TemporaryDirectory(prefix="aios-bench-") as tmp:
-        proc = PipelineProcess(settings, processors, Path(tmp))
+        procs = [PipelineProcess(settings, cmd, Path(tmp) / str(i)) for i, cmd in enumerate(MODES[mode])]
         try:
+            for proc in procs:
+                proc.wait_ready()
             piped = pipeline(settings, tasks, paced, rate, tick)
         finally:
-            proc.stop()
+            for proc in procs:
+                proc.stop()
     return {
         "kafka": settings.kafka_bootstrap,
         "prefix": prefix,
-        "processors": processors,
+        "mode": mode,
+        "processes": [" ".join(["aios", *cmd]) for cmd in MODES[mode]],
         "provider": "offline:echo",
         "cpus": os.cpu_count(),
         "pipeline": piped.__dict__,

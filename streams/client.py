@@ -83,7 +83,7 @@ class TaskClient:
             task_id = decoded.value["task_id"]
             if task_id in pending:
                 pending.discard(task_id)
-                found[task_id] = Delivered(msg.partition(), msg.offset(), decoded.value)
+                found[task_id] = Delivered(int(msg.partition() or 0), int(msg.offset() or 0), decoded.value)
                 if on_result is not None:
                     on_result(found[task_id])
         if pending:

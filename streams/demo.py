@@ -65,9 +65,9 @@ async def run_demo(settings: Settings, *, on_result: Callable[[Delivered], None]
         # Every task yields Task, Assignment, TaskResult, MemoryEvent and LlmCall rows.
         expected = len(tasks) * 5
         report.clickhouse_rows = await _wait_for(
-            lambda: asyncio.to_thread(_project_rows, rt, project), expected, timeout_s=30)
+            lambda: asyncio.to_thread(rt.store.count_events, project_id=project), expected, timeout_s=30)
         report.clickhouse_engine = rt.store.engine
-        report.clickhouse_rows_by_type = await asyncio.to_thread(_rows_by_type, rt, project)
+        report.clickhouse_rows_by_type = await asyncio.to_thread(lambda: rt.store.counts_by_type(project_id=project))
         for task in tasks:
             d = found[task["task_id"]]
             report.results.append({
@@ -83,19 +83,6 @@ async def run_demo(settings: Settings, *, on_result: Callable[[Delivered], None]
 
 async def _llen(rt: Any, key: str) -> int:
     return int(await rt.context._redis.llen(key))
-
-
-def _project_rows(rt: Any, project: str) -> int:
-    rows = rt.store.query(
-        f"SELECT count() AS n FROM (SELECT event_id FROM aios.events FINAL WHERE project_id = '{project}')")
-    return int(rows[0]["n"])
-
-
-def _rows_by_type(rt: Any, project: str) -> dict[str, int]:
-    rows = rt.store.query(
-        "SELECT event_type, count() AS n FROM aios.events FINAL "
-        f"WHERE project_id = '{project}' GROUP BY event_type ORDER BY event_type")
-    return {r["event_type"]: int(r["n"]) for r in rows}
 
 
 async def _wait_for(probe: Callable[[], Any], want: int, timeout_s: float) -> int:

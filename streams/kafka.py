@@ -14,10 +14,10 @@ from streams.errors import KafkaError
 from streams.settings import Settings
 
 
-def make_codec(settings: Settings) -> Codec:
+def make_codec(settings: Settings, *, validate: bool = True) -> Codec:
     """The codec every process uses: registry framing when a registry is configured."""
     registry = ConfluentRegistry(settings.schema_registry_url) if settings.schema_registry_url else None
-    return Codec(registry=registry)
+    return Codec(registry=registry, validate=validate)
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
@@ -45,7 +45,7 @@ class EventProducer:
         if err is not None:
             self._errors.append(f"{msg.topic()}: {err}")
         else:
-            self.delivered.append((msg.topic(), msg.partition(), msg.offset()))
+            self.delivered.append((str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)))
 
     def send(self, topic: str, record: str, value: Mapping[str, Any], key: str | None = None) -> None:
         self.send_raw(topic, self.codec.encode(record, value, topic), key)
@@ -61,8 +61,9 @@ class EventProducer:
         self._producer.poll(0)
 
     def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait for delivery; ``timeout_s=0`` just sends what is queued without waiting."""
         remaining = self._producer.flush(timeout_s)
-        if remaining:
+        if remaining and timeout_s > 0:
             raise KafkaError(f"{remaining} events were not acknowledged within {timeout_s:.0f}s")
         if self._errors:
             errors, self._errors = self._errors, []

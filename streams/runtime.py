@@ -43,7 +43,8 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.topics = Topics.from_settings(self.settings)
-        self.codec = make_codec(self.settings)
+        # Processors encode events they built from decoded, schema-checked inputs.
+        self.codec = make_codec(self.settings, validate=False)
         self.agent_id = f"{socket.gethostname()}-{os.getpid()}"
 
     @cached_property

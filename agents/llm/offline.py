@@ -57,7 +57,7 @@ class OfflineProvider:
 def offline_answer(prompt: str) -> str:
     """The offline answer for ``prompt``: label, the request restated, a plan from its key words."""
     summary = _summary(prompt)
-    words = _keywords(prompt)
+    words = _keywords(prompt[:800])  # the request comes first; history after it is not its topic
     focus = ", ".join(words[:3]) or "the request"
     detail = ", ".join(words[3:6]) or "the details given"
     digest = hashlib.sha256(prompt.encode()).hexdigest()[:8]

@@ -77,15 +77,27 @@ class HistoryStore(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
-    def count_events(self, *, task_id: str | None = None, event_type: str | None = None) -> int:
-        where = []
-        if task_id is not None:
-            where.append(f"task_id = {_quote(task_id)}")
-        if event_type is not None:
-            where.append(f"event_type = {_quote(event_type)}")
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
-        rows = self.query(f"SELECT count() AS n FROM (SELECT event_id FROM {DATABASE}.events FINAL{clause})")
+    def count_events(
+        self, *, task_id: str | None = None, project_id: str | None = None, event_type: str | None = None
+    ) -> int:
+        """Distinct stored events (FINAL collapses redelivered duplicates)."""
+        clause = _where(task_id=task_id, project_id=project_id, event_type=event_type)
+        sql = f"SELECT count() AS n FROM {DATABASE}.events FINAL{clause}"  # noqa: S608 - values quoted by _where
+        rows = self.query(sql)
         return int(rows[0]["n"]) if rows else 0
+
+    def counts_by_type(self, *, project_id: str | None = None) -> dict[str, int]:
+        clause = _where(project_id=project_id)
+        sql = (
+            f"SELECT event_type, count() AS n FROM {DATABASE}.events FINAL{clause} "  # noqa: S608 - quoted
+            "GROUP BY event_type ORDER BY event_type"
+        )
+        return {str(r["event_type"]): int(r["n"]) for r in self.query(sql)}
+
+
+def _where(**equals: str | None) -> str:
+    parts = [f"{column} = {_quote(value)}" for column, value in equals.items() if value is not None]
+    return f" WHERE {' AND '.join(parts)}" if parts else ""
 
 
 def _quote(value: str) -> str:

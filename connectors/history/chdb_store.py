@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from connectors.errors import ConnectorError, StoreQueryError
-from connectors.history.base import DDL, DATABASE, EventRow, HistoryStore
+from connectors.history.base import DATABASE, DDL, EventRow, HistoryStore
 
 
 class ChdbStore(HistoryStore):

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from connectors.errors import StoreQueryError, StoreUnavailableError
-from connectors.history.base import DDL, DATABASE, EventRow, HistoryStore
+from connectors.history.base import DATABASE, DDL, EventRow, HistoryStore
 
 
 class ClickHouseServerStore(HistoryStore):

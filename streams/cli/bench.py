@@ -19,10 +19,10 @@ def bench() -> None:
 @click.option("--tasks", default=2000, show_default=True, help="Tasks in the throughput burst.")
 @click.option("--paced", default=1000, show_default=True, help="Tasks sent at --rate for the latency run.")
 @click.option("--rate", default=100.0, show_default=True, help="Offered load (tasks/s) for the latency run.")
-@click.option("--processors", default="all", show_default=True,
-              help="'all' (aios up) or one processor set for the pipeline process.")
+@click.option("--mode", type=click.Choice(["embedded", "distributed"]), default="embedded", show_default=True,
+              help="embedded: `aios up` in one process; distributed: one `aios worker` process per processor.")
 @json_option
-def pipeline_cmd(tasks: int, paced: int, rate: float, processors: str, as_json: bool) -> None:
+def pipeline_cmd(tasks: int, paced: int, rate: float, mode: str, as_json: bool) -> None:
     """Tasks through orchestrator and agent (offline provider) vs raw confluent-kafka."""
     from streams.bench import bench_pipeline
 
@@ -31,7 +31,7 @@ def pipeline_cmd(tasks: int, paced: int, rate: float, processors: str, as_json: 
     settings = settings_or_exit()
     try:
         with progress("events", total=2 * (tasks + paced) + min(50, tasks), enabled=not as_json) as bar:
-            doc = bench_pipeline(settings, tasks=tasks, paced=paced, rate=rate, processors=processors,
+            doc = bench_pipeline(settings, tasks=tasks, paced=paced, rate=rate, mode=mode,
                                  tick=bar.advance)
     except AiosError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -104,7 +104,7 @@ def tail(topic: str, from_beginning: bool, limit: int | None, timeout: float, fo
                 doc = {"topic": name, "partition": msg.partition(), "offset": msg.offset(),
                        "type": decoded.name.rsplit(".", 1)[-1], "event": jsonable(decoded.value)}
                 if not as_json:
-                    console.print(_line(name, msg.partition(), msg.offset(), decoded), markup=False)
+                    console.print(_line(name, int(msg.partition() or 0), int(msg.offset() or 0), decoded), markup=False)
             except AiosError as exc:
                 doc = {"topic": name, "partition": msg.partition(), "offset": msg.offset(),
                        "type": "undecodable", "error": str(exc)}

@@ -12,9 +12,10 @@ from typing import Any
 import faust
 
 from agents.runner import AgentOutcome, AgentTask, run_task
+from schemas.errors import SchemaError
 from schemas.events import envelope, new_id
 from streams.metrics import EVENTS, LLM_COST, LLM_TOKENS, PROCESSING
-from streams.processors.common import dead_letter, decode_or_none, raw_topic, send
+from streams.processors.common import dead_letter, decode_or_error, raw_topic, send
 from streams.runtime import Runtime
 
 NAME = "agents"
@@ -90,10 +91,9 @@ def _make_handler(app: faust.App, rt: Runtime, role: str) -> Any:
     async def work(stream: Any) -> None:
         async for event in stream.events():
             started = time.perf_counter()
-            a, error = decode_or_none(rt, event.value, "Assignment")
-            if a is None:
-                assert error is not None
-                await dead_letter(app, rt, event.message, f"{NAME}:{role}", error)
+            a = decode_or_error(rt, event.value, "Assignment")
+            if isinstance(a, SchemaError):
+                await dead_letter(app, rt, event.message, f"{NAME}:{role}", a)
                 EVENTS.labels(NAME, "dead_letter").inc()
                 continue
             history = await rt.context.recent("project", a["project_id"], limit=10)

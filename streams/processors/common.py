@@ -16,9 +16,18 @@ from streams.runtime import Runtime
 log = logging.getLogger("aios.streams")
 
 
+_topics: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
 def raw_topic(app: faust.App, *names: str) -> Any:
-    # Values stay bytes: decoding is ours, so undecodable records can reach the DLQ intact.
-    return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    """A bytes-in, bytes-out faust topic, made once per app (building one per send is costly)."""
+    key = (id(app), names)
+    topic = _topics.get(key)
+    if topic is None:
+        # Values stay bytes: decoding is ours, so undecodable records can reach the DLQ intact.
+        topic = app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+        _topics[key] = topic
+    return topic
 
 
 async def send(app: faust.App, rt: Runtime, topic: str, record: str, value: Mapping[str, Any], key: str) -> None:
@@ -49,8 +58,9 @@ async def dead_letter(
     await send(app, rt, rt.topics.dlq, "DeadLetter", value, key)
 
 
-def decode_or_none(rt: Runtime, data: Any, expect: str) -> tuple[dict[str, Any] | None, SchemaError | None]:
+def decode_or_error(rt: Runtime, data: Any, expect: str) -> dict[str, Any] | SchemaError:
+    """The decoded event, or the error to dead-letter it with."""
     try:
-        return rt.codec.decode(data, expect=expect).value, None
+        return rt.codec.decode(data, expect=expect).value
     except SchemaError as exc:
-        return None, exc
+        return exc

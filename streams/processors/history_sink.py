@@ -54,6 +54,21 @@ def to_row(decoded: Decoded, topic: str, partition: int, offset: int) -> EventRo
     )
 
 
+Raw = tuple[bytes, str, int, int]  # value, topic, partition, offset
+
+
+def build_rows(rt: Runtime, batch: list[Raw]) -> tuple[list[EventRow], list[tuple[int, SchemaError]]]:
+    """Decode a batch into rows; returns the rows and the (index, error) of undecodable records."""
+    rows: list[EventRow] = []
+    bad: list[tuple[int, SchemaError]] = []
+    for i, (value, topic, partition, offset) in enumerate(batch):
+        try:
+            rows.append(to_row(rt.codec.decode(value), topic, partition, offset))
+        except SchemaError as exc:
+            bad.append((i, exc))
+    return rows, bad
+
+
 async def store_with_retry(rt: Runtime, rows: list[EventRow], max_backoff_s: float = 30.0) -> None:
     backoff = 0.2
     while True:
@@ -76,15 +91,15 @@ def register(app: faust.App, rt: Runtime) -> None:
     async def sink(stream: Any) -> None:
         async for events in stream.take_events(settings.sink_batch_size, within=settings.sink_flush_s):
             started = time.perf_counter()
-            rows: list[EventRow] = []
-            for event in events:
-                msg = event.message
-                try:
-                    rows.append(to_row(rt.codec.decode(event.value), msg.topic, msg.partition, msg.offset))
-                except SchemaError as exc:
-                    if msg.topic in owned:
-                        await dead_letter(app, rt, msg, NAME, exc)
-                    EVENTS.labels(NAME, "undecodable").inc()
+            batch: list[Raw] = [(e.value, e.message.topic, e.message.partition, e.message.offset) for e in events]
+            # Decoding a large batch on the event loop would stall every other processor; the
+            # worker thread lets the loop interleave (fastavro and chdb release the GIL often).
+            rows, bad = await asyncio.to_thread(build_rows, rt, batch)
+            for index, exc in bad:
+                msg = events[index].message
+                if msg.topic in owned:
+                    await dead_letter(app, rt, msg, NAME, exc)
+                EVENTS.labels(NAME, "undecodable").inc()
             await store_with_retry(rt, rows)
             SINK_ROWS.labels(rt.store.engine).inc(len(rows))
             SINK_BATCH.observe(len(rows))

@@ -8,8 +8,9 @@ from typing import Any
 
 import faust
 
+from schemas.errors import SchemaError
 from streams.metrics import EVENTS, PROCESSING
-from streams.processors.common import dead_letter, decode_or_none, raw_topic
+from streams.processors.common import dead_letter, decode_or_error, raw_topic
 from streams.runtime import Runtime
 
 NAME = "memory"
@@ -27,10 +28,9 @@ def register(app: faust.App, rt: Runtime) -> None:
     async def apply(stream: Any) -> None:
         async for event in stream.events():
             started = time.perf_counter()
-            m, error = decode_or_none(rt, event.value, "MemoryEvent")
-            if m is None:
-                assert error is not None
-                await dead_letter(app, rt, event.message, NAME, error)
+            m = decode_or_error(rt, event.value, "MemoryEvent")
+            if isinstance(m, SchemaError):
+                await dead_letter(app, rt, event.message, NAME, m)
                 EVENTS.labels(NAME, "dead_letter").inc()
                 continue
             applied = await rt.context.append(m["scope"], m["scope_id"], m["memory_id"], turn_json(m))

@@ -7,9 +7,10 @@ from typing import Any
 
 import faust
 
+from schemas.errors import SchemaError
 from schemas.events import envelope
 from streams.metrics import EVENTS, PROCESSING
-from streams.processors.common import dead_letter, decode_or_none, raw_topic, send
+from streams.processors.common import dead_letter, decode_or_error, raw_topic, send
 from streams.runtime import Runtime
 
 NAME = "orchestrator"
@@ -52,10 +53,9 @@ def register(app: faust.App, rt: Runtime) -> None:
     async def orchestrate(stream: Any) -> None:
         async for event in stream.events():
             started = time.perf_counter()
-            task, error = decode_or_none(rt, event.value, "Task")
-            if task is None:
-                assert error is not None
-                await dead_letter(app, rt, event.message, NAME, error)
+            task = decode_or_error(rt, event.value, "Task")
+            if isinstance(task, SchemaError):
+                await dead_letter(app, rt, event.message, NAME, task)
                 EVENTS.labels(NAME, "dead_letter").inc()
                 continue
             if task["role"] not in roles:
