@@ -54,6 +54,20 @@ class RedisContext:
             raise StoreUnavailableError(f"Redis append to {self.key(scope, scope_id)} failed: {exc}") from exc
         return bool(applied)
 
+    async def append_many(self, turns: list[tuple[str, str, str, str]]) -> list[bool]:
+        """Apply (scope, scope_id, memory_id, turn) items in one pipelined round trip, in order."""
+        if not turns:
+            return []
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for scope, scope_id, memory_id, turn in turns:
+                await self._append(keys=[self.key(scope, scope_id), f"{self.prefix}:mem-applied:{memory_id}"],
+                                   args=[turn, self.window, self.ttl_s], client=pipe)
+            results = await pipe.execute()
+        except RedisError as exc:
+            raise StoreUnavailableError(f"Redis pipelined append of {len(turns)} turns failed: {exc}") from exc
+        return [bool(r) for r in results]
+
     async def recent(self, scope: str, scope_id: str, limit: int | None = None) -> list[str]:
         """The newest ``limit`` turns, oldest first."""
         n = limit or self.window

@@ -56,7 +56,7 @@ def build_app(settings: Settings, processors: Sequence[str], name: str) -> tuple
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_linger_ms=1,
-        broker_commit_interval=1.0,
+        broker_commit_interval=settings.commit_interval_s,
         stream_wait_empty=False,
         logging_config=None,
     )
@@ -73,7 +73,10 @@ class RunningApp:
 
     def check(self) -> None:
         """Raise if a faust service crashed: a dead fetcher would otherwise idle silently."""
-        for service in (self.app, self.app._fetcher, self.app.consumer, self.app.producer):
+        services = [*self.runtime.services]
+        if self.app.agents:
+            services += [self.app, self.app._fetcher, self.app.consumer, self.app.producer]
+        for service in services:
             if service.crashed:
                 reason = getattr(service, "_crash_reason", None)
                 raise OrchestrationError(f"{service.shortlabel} crashed: {reason!r}")
@@ -99,13 +102,27 @@ async def running(
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     logging.getLogger("mode").setLevel(logging.WARNING)
     app, rt = build_app(settings, processors, name)
-    app.finalize()
-    await app.start()
+    # A faust app with no agent has no topics to consume and crashes, so a process that only
+    # runs services (`aios worker history`) starts them without the app.
+    uses_faust = bool(app.agents)
+    if uses_faust:
+        for service in rt.services:
+            app.add_dependency(service)  # started after the app, stopped with it
+        app.finalize()
+        await app.start()
+    else:
+        for service in rt.services:
+            await service.start()
     try:
-        await _wait_assigned(app, ready_timeout_s)
+        if uses_faust:
+            await _wait_assigned(app, ready_timeout_s)
         yield RunningApp(app, rt)
     finally:
-        await app.stop()
+        if uses_faust:
+            await app.stop()
+        else:
+            for service in rt.services:
+                await service.stop()
         await rt.aclose()
 
 

@@ -113,7 +113,7 @@ def raw_kafka(settings: Settings, topic: str, burst: int, paced: int, rate: floa
             raise OrchestrationError(f"raw baseline: consumed {got} of {count} messages within 60s")
         return elapsed, latencies
 
-    run(min(50, burst), None)  # warm-up, as for the pipeline: leaders known, fetches flowing
+    run(min(200, paced), rate)  # warm-up, as for the pipeline: leaders known, fetches flowing
     _, latencies = run(paced, rate)
     burst_elapsed, _ = run(burst, None)
     consumer.close()
@@ -170,8 +170,9 @@ def pipeline(settings: Settings, burst: int, paced: int, rate: float, tick: Call
         thread.join()
         return elapsed, latencies
 
-    run(min(50, burst), None)  # warm-up: connections, metadata, first fetches
-    # Latency first: after a burst, memory and history still drain their backlog for a while.
+    # Warm-up at the offered rate, discarded: connections, metadata, group joins, first fetches.
+    run(min(200, paced), rate)
+    # Latency before the burst: after a burst, memory and history drain their backlog a while.
     _, latencies = run(paced, rate)
     burst_elapsed, _ = run(burst, None)
     client.close()

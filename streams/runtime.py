@@ -6,7 +6,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agents.llm.base import LlmConfig
 from connectors.history import HistoryStore, open_store
@@ -40,6 +40,8 @@ class Runtime:
     topics: Topics = field(init=False)
     codec: Codec = field(init=False)
     agent_id: str = field(init=False)
+    # Services that are not faust agents (the history sink); started by streams.app.running().
+    services: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.topics = Topics.from_settings(self.settings)

@@ -30,7 +30,7 @@ def pipeline_cmd(tasks: int, paced: int, rate: float, mode: str, as_json: bool) 
         raise click.BadParameter("--tasks and --paced must be ≥ 1 and --rate > 0")
     settings = settings_or_exit()
     try:
-        with progress("events", total=2 * (tasks + paced) + min(50, tasks), enabled=not as_json) as bar:
+        with progress("events", total=2 * (tasks + paced + min(200, paced)), enabled=not as_json) as bar:
             doc = bench_pipeline(settings, tasks=tasks, paced=paced, rate=rate, mode=mode,
                                  tick=bar.advance)
     except AiosError as exc:

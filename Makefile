@@ -1,0 +1,63 @@
+# The front door. `make demo` and `make test` each work on a fresh machine: they install what is
+# missing (apt, venv + pip, Kafka's jars from Maven Central) and start the local stack.
+
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+AIOS    := $(BIN)/aios
+EXTRAS  := dev,registry,vector,anthropic
+STAMP   := $(VENV)/.installed
+JARS    := infra/kafka/lib/.resolved
+
+.DEFAULT_GOAL := help
+.PHONY: help install system demo test test-unit test-integration lint typecheck bench up down clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
+
+system: ## Install missing system packages (redis-server, Java 17, Maven, Python venv)
+	@bash infra/install-system.sh
+
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory system
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	@touch $@
+
+$(JARS): infra/kafka/pom.xml
+	cd infra/kafka && mvn -q -B dependency:copy-dependencies -DoutputDirectory=lib -DincludeScope=runtime
+	@touch $@
+
+install: $(STAMP) $(JARS) ## Create the venv, install AIOS and resolve Kafka's jars
+
+up: install ## Start the local Kafka and Redis (idempotent)
+	$(AIOS) dev up
+
+down: ## Stop the local Kafka and Redis
+	@test -x $(AIOS) && $(AIOS) dev down || true
+
+demo: install ## Run a sample project through the embedded pipeline
+	$(AIOS) demo
+
+test: install ## Run every test against the real local Kafka, Redis and chdb
+	$(AIOS) dev up
+	$(BIN)/pytest -q -p no:cacheprovider
+
+test-unit: install ## Only the pure-logic tests (no services)
+	$(BIN)/pytest -q tests/unit
+
+lint: install ## ruff and mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+typecheck: install ## mypy --strict
+	$(BIN)/mypy
+
+bench: up ## Benchmarks (figures go in docs/benchmarks.md)
+	$(AIOS) topics create
+	$(AIOS) bench pipeline --mode embedded
+	$(AIOS) bench pipeline --mode distributed
+
+clean: down ## Remove the venv, jars and local data
+	rm -rf $(VENV) infra/kafka/lib .aios-data

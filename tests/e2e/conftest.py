@@ -1,0 +1,50 @@
+"""The whole pipeline through the ``aios`` command, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import base_settings, session_data_dir  # noqa: F401 - shared fixtures
+
+AIOS = [sys.executable, "-c", "import sys; from streams.cli import main; sys.argv[0] = 'aios'; main()"]
+
+
+class Cli:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+
+    def run(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([*AIOS, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"aios {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def json(self, *args: str, timeout: float = 120) -> Any:
+        out = self.run(*args, "--json", timeout=timeout).stdout.strip().splitlines()
+        return json.loads(out[-1])
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([*AIOS, *args], env=self.env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def cli(tmp_path: Path, base_settings: Any) -> Iterator[Cli]:  # noqa: F811
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIOS_", "OPENAI_"))}
+    env.update({
+        "AIOS_TOPIC_PREFIX": f"e2e{uuid.uuid4().hex[:10]}",
+        "AIOS_DATA_DIR": str(tmp_path / "data"),  # its own chdb: a CLI process is another process
+        "AIOS_KAFKA_BOOTSTRAP": base_settings.kafka_bootstrap,
+        "AIOS_REDIS_URL": base_settings.redis_url,
+        "AIOS_METRICS_PORT": "0",
+    })
+    yield Cli(env)

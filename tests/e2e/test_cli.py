@@ -1,0 +1,95 @@
+"""End to end through the CLI: demo, submit/tail against `aios up`, topics, and user errors."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from tests.e2e.conftest import Cli
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_runs_a_project_and_reports_where_it_went(cli: Cli) -> None:
+    report = cli.json("demo", "--no-stack", timeout=180)
+    assert len(report["results"]) == 5
+    assert all(r["status"] == "succeeded" for r in report["results"])
+    assert all(r["provider"] == "offline" for r in report["results"])
+    assert "offline" in report["llm"]
+    assert report["redis_turns"] == 5
+    assert report["redis_key"] == f"{cli.env['AIOS_TOPIC_PREFIX']}:ctx:project:{report['project']}"
+    assert report["clickhouse_engine"] == "chdb"
+    assert report["clickhouse_rows"] == 25
+    assert report["clickhouse_rows_by_type"] == {
+        "Assignment": 5, "LlmCall": 5, "MemoryEvent": 5, "Task": 5, "TaskResult": 5}
+    assert all(r["clickhouse_rows"] == 5 for r in report["results"])
+    assert all(r["kafka"]["topic"].endswith(".results") and r["kafka"]["offset"] >= 0 for r in report["results"])
+
+
+def test_demo_human_output_says_offline_in_one_line(cli: Cli) -> None:
+    out = cli.run("demo", "--no-stack", timeout=180).stdout
+    assert sum("offline provider" in line for line in out.splitlines()[:2]) == 1
+    assert "ClickHouse (chdb): 25 rows" in out
+    assert "holds 5 turns" in out
+
+
+def test_submit_wait_and_tail_against_aios_up(cli: Cli) -> None:
+    cli.run("topics", "create")
+    up = cli.start("up", "--no-stack")
+    try:
+        deadline = time.monotonic() + 60
+        assert up.stderr is not None
+        while time.monotonic() < deadline:
+            line = up.stderr.readline()
+            if "aios: ready" in line or not line:
+                break
+        doc = cli.json("submit", "Write a haiku about queues", "--project", "p1", "--wait", "--timeout", "60")
+        assert doc["result"]["status"] == "succeeded"
+        assert doc["result"]["task_id"] == doc["task_id"]
+        assert doc["topic"].endswith(".tasks")
+        tail = cli.json("tail", "results", "--from-beginning", "--limit", "1", "--timeout", "10")
+        assert tail["count"] == 1
+        assert tail["events"][0]["type"] == "TaskResult"
+        assert tail["events"][0]["event"]["task_id"] == doc["task_id"]
+    finally:
+        up.terminate()
+        try:
+            code = up.wait(30)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            raise
+    assert code == 0, "aios up should stop cleanly on SIGTERM"
+
+
+def test_topics_create_twice_is_harmless(cli: Cli) -> None:
+    first = cli.json("topics", "create")["topics"]
+    second = cli.json("topics", "create")["topics"]
+    assert {t["outcome"] for t in first} == {"created"}
+    assert {t["outcome"] for t in second} == {"exists"}
+    listed = cli.json("topics", "list")["topics"]
+    assert len(listed) == len(first)
+
+
+def test_bad_setting_is_a_clear_error(cli: Cli) -> None:
+    cli.env["AIOS_TOPIC_PREFIX"] = "bad prefix!"
+    proc = cli.run("topics", "list", check=False)
+    assert proc.returncode == 1
+    assert "AIOS_TOPIC_PREFIX" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_empty_task_is_rejected_and_nothing_is_produced(cli: Cli) -> None:
+    cli.run("topics", "create")
+    proc = cli.run("submit", "   ", check=False)
+    assert proc.returncode == 1
+    assert "description is empty" in proc.stderr
+    tail = cli.json("tail", "tasks", "--from-beginning", "--timeout", "2")
+    assert tail["count"] == 0
+
+
+def test_tail_of_a_missing_topic_says_how_to_create_it(cli: Cli) -> None:
+    proc = cli.run("tail", "results", "--timeout", "1", check=False)
+    assert proc.returncode == 1
+    assert "aios topics create" in proc.stderr

@@ -1,0 +1,49 @@
+"""Fixtures for tests against the real local Kafka, Redis and chdb.
+
+`make test` starts the stack first. A missing service fails these tests, it never skips them:
+a green run must mean the real servers were exercised.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from confluent_kafka.admin import AdminClient
+
+from streams.settings import Settings, load_settings
+from streams.topics import create_topics
+
+
+@pytest.fixture(scope="session")
+def session_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # chdb allows one data directory per process, so every test in this session shares one.
+    return tmp_path_factory.mktemp("aios-data")
+
+
+@pytest.fixture(scope="session")
+def base_settings(session_data_dir: Path) -> Settings:
+    settings = load_settings(data_dir=session_data_dir, metrics_port=0, llm="offline:echo")
+    problems = []
+    try:
+        AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).list_topics(timeout=10)
+    except Exception as exc:  # any failure means the broker is not usable
+        problems.append(f"Kafka at {settings.kafka_bootstrap}: {exc}")
+    try:
+        redis.Redis.from_url(settings.redis_url, socket_timeout=3).ping()
+    except redis.RedisError as exc:
+        problems.append(f"Redis at {settings.redis_url}: {exc}")
+    if problems:
+        pytest.fail("local stack not reachable (run `make test`, or `aios dev up`):\n  " + "\n  ".join(problems))
+    return settings
+
+
+@pytest.fixture
+def settings(base_settings: Settings) -> Iterator[Settings]:
+    """Fresh topics per test: a unique prefix, created explicitly as in production."""
+    s = base_settings.model_copy(update={"topic_prefix": f"it{uuid.uuid4().hex[:10]}"})
+    create_topics(s)
+    yield s

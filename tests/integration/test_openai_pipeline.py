@@ -1,0 +1,58 @@
+"""The agent worker with the real OpenAI SDK, against a local Chat Completions server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pydantic import SecretStr
+
+from streams.app import running
+from streams.client import TaskClient, build_task
+from streams.settings import Settings
+from tests.fakes.openai_server import FakeOpenAI, ok, status
+
+pytestmark = pytest.mark.integration
+
+
+def openai_settings(settings: Settings, server: FakeOpenAI) -> Settings:
+    return settings.model_copy(update={
+        "llm": "openai:gpt-4o-mini", "openai_api_key": SecretStr("sk-test"),
+        "openai_base_url": server.base_url, "llm_max_retries": 0,
+    })
+
+
+async def run_one(settings: Settings, description: str) -> dict[str, object]:
+    async with running(settings, ["orchestrator", "agents"]):
+        client = TaskClient(settings)
+        client.watch_results()
+        task = build_task(description)
+        client.submit(task)
+        found = await asyncio.to_thread(client.wait, [task["task_id"]], 30)
+        client.close()
+    return found[task["task_id"]].result
+
+
+async def test_a_configured_provider_is_used_not_offline(settings: Settings) -> None:
+    with FakeOpenAI() as server:
+        server.script(ok("The rate limiter uses a token bucket per key."))
+        result = await run_one(openai_settings(settings, server), "Design a rate limiter")
+        assert len(server.requests) == 1
+        body = server.requests[0].body
+    assert result["status"] == "succeeded"
+    assert result["provider"] == "openai"
+    assert result["model"] == "gpt-4o-mini"
+    assert result["output"] == "The rate limiter uses a token bucket per key."
+    assert "offline" not in str(result["output"])
+    assert body["model"] == "gpt-4o-mini"
+    assert body["stream"] is True
+    assert any("Design a rate limiter" in m["content"] for m in body["messages"])
+    assert int(str(result["input_tokens"])) > 0
+
+
+async def test_provider_error_is_a_failed_result_not_a_crash(settings: Settings) -> None:
+    with FakeOpenAI() as server:
+        server.script(status(401, message="bad key"))
+        result = await run_one(openai_settings(settings, server), "anything")
+    assert result["status"] == "failed"
+    assert "ProviderAuthError" in str(result["error"]) or "401" in str(result["error"])

@@ -1,0 +1,124 @@
+"""The skeleton pipeline end to end on real Kafka, Redis and chdb, in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from connectors.redis_context import context_key
+from streams.app import running
+from streams.client import TaskClient, build_task
+from streams.kafka import EventProducer, TopicReader
+from streams.processors import PROCESSORS
+from streams.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+async def wait_until(probe: Any, timeout_s: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = await asyncio.to_thread(probe)
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"condition not met within {timeout_s}s")
+
+
+async def test_task_result_history_and_context(settings: Settings) -> None:
+    async with running(settings, list(PROCESSORS)) as live:
+        client = TaskClient(settings)
+        client.watch_results()
+        task = build_task("Summarise the design of a rate limiter", project="proj-e2e")
+        client.submit(task)
+        found = await asyncio.to_thread(client.wait, [task["task_id"]], 30)
+        client.close()
+        result = found[task["task_id"]].result
+        assert result["status"] == "succeeded"
+        assert result["provider"] == "offline"
+        assert result["output"].startswith("[offline provider")
+        assert "rate limiter" in result["output"]
+        assert result["trace_id"] == task["trace_id"]
+
+        store = live.runtime.store
+        # Task, Assignment, TaskResult, MemoryEvent and LlmCall rows, each exactly once.
+        counts = await wait_until(lambda: (c := store.counts_by_type(project_id="proj-e2e")) and
+                                  sum(c.values()) >= 5 and c)
+        assert counts == {"Assignment": 1, "LlmCall": 1, "MemoryEvent": 1, "Task": 1, "TaskResult": 1}
+        row = store.query(
+            "SELECT status, payload FROM aios.events FINAL "  # noqa: S608 - task_id is our own hex id
+            f"WHERE event_type = 'TaskResult' AND task_id = '{task['task_id']}'")[0]
+        assert row["status"] == "succeeded"
+        assert json.loads(row["payload"])["output"] == result["output"]
+
+    r = redis.Redis.from_url(settings.redis_url)
+    key = context_key(settings.topic_prefix, "project", "proj-e2e")
+    turns = [json.loads(t) for t in r.lrange(key, 0, -1)]
+    assert len(turns) == 1
+    assert turns[0]["task_id"] == task["task_id"]
+    assert "rate limiter" in turns[0]["content"]
+    assert 0 < r.ttl(key) <= settings.context_ttl_s
+
+
+async def test_garbage_goes_to_dlq_and_the_stream_goes_on(settings: Settings) -> None:
+    async with running(settings, ["orchestrator", "agents"]):
+        producer = EventProducer(settings)
+        garbage = b"\x07 this is not avro \xff"
+        producer.send_raw(f"{settings.topic_prefix}.tasks", garbage, key="junk")
+        producer.flush()
+        client = TaskClient(settings)
+        client.watch_results()
+        task = build_task("still works after garbage")
+        client.submit(task)
+        found = await asyncio.to_thread(client.wait, [task["task_id"]], 30)
+        client.close()
+        assert found[task["task_id"]].result["status"] == "succeeded"
+
+    reader = TopicReader(settings, f"{settings.topic_prefix}.dlq", from_beginning=True)
+    letters = [d.value for _, d in reader.events(timeout_s=5) if not isinstance(d, Exception)]
+    reader.close()
+    assert len(letters) == 1
+    letter = letters[0]
+    assert letter["payload"] == garbage
+    assert letter["key"] == b"junk"
+    assert letter["source_topic"] == f"{settings.topic_prefix}.tasks"
+    assert letter["processor"] == "orchestrator"
+    assert letter["error_type"] == "UndecodableError"
+    assert "unknown wire format" in letter["error"]
+
+
+async def test_unknown_role_fails_visibly(settings: Settings) -> None:
+    async with running(settings, ["orchestrator"]):
+        client = TaskClient(settings)
+        client.watch_results()
+        task = build_task("who does this?", role="astronaut")
+        client.submit(task)
+        found = await asyncio.to_thread(client.wait, [task["task_id"]], 30)
+        client.close()
+    result = found[task["task_id"]].result
+    assert result["status"] == "failed"
+    assert "unknown role 'astronaut'" in result["error"]
+    assert "AIOS_ROLES" in result["error"]
+
+
+async def test_replayed_memory_event_is_applied_once(settings: Settings) -> None:
+    memory = {
+        "event_id": "m-1", "timestamp": int(time.time() * 1000), "trace_id": "t",
+        "memory_id": "task-9:1:turn", "scope": "project", "scope_id": "replay", "project_id": "replay",
+        "kind": "turn", "speaker": "agent-x", "content": "hello", "task_id": "task-9", "tokens": 1,
+    }
+    producer = EventProducer(settings)
+    for _ in range(3):  # the same memory id, delivered three times
+        producer.send(f"{settings.topic_prefix}.memory", "MemoryEvent", memory, key="replay")
+    producer.flush()
+    async with running(settings, ["memory"]):
+        key = context_key(settings.topic_prefix, "project", "replay")
+        r = redis.Redis.from_url(settings.redis_url)
+        await wait_until(lambda: r.llen(key) >= 1)
+        await asyncio.sleep(1.0)  # give duplicates time to (not) arrive
+        assert r.llen(key) == 1

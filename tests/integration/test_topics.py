@@ -1,0 +1,44 @@
+"""Topic creation is explicit and idempotent; the plan is what the broker has."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.settings import Settings
+from streams.topics import create_topics, list_topics
+
+pytestmark = pytest.mark.integration
+
+
+def test_create_is_idempotent_and_matches_the_plan(settings: Settings) -> None:
+    # The fixture already created them once.
+    again = create_topics(settings)
+    assert {o.outcome for o in again} == {"exists"}
+    assert all(o.detail == "" for o in again)
+    infos = {i.name: i for i in list_topics(settings)}
+    p = settings.topic_prefix
+    assert set(infos) == {f"{p}.tasks", f"{p}.agent.general", f"{p}.results", f"{p}.messages", f"{p}.memory",
+                          f"{p}.llm-calls", f"{p}.agents", f"{p}.dlq"}
+    assert infos[f"{p}.agents"].cleanup_policy == "compact"
+    assert infos[f"{p}.tasks"].cleanup_policy == "delete"
+    assert infos[f"{p}.tasks"].retention_ms == str(settings.topic_retention_ms)
+    assert all(i.partitions == settings.topic_partitions for i in infos.values())
+    assert all(i.replication == 1 for i in infos.values())
+
+
+def test_topic_prefix_and_roles_are_settings(base_settings: Settings) -> None:
+    s = base_settings.model_copy(update={"topic_prefix": "itprefix-roles", "roles": ("general", "backend")})
+    outcomes = create_topics(s)
+    names = [o.name for o in outcomes]
+    assert "itprefix-roles.agent.backend" in names
+    assert all(n.startswith("itprefix-roles.") for n in names)
+
+
+def test_auto_create_is_off(base_settings: Settings) -> None:
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": base_settings.kafka_bootstrap, "message.timeout.ms": 3000})
+    errors: list[object] = []
+    p.produce("it-never-created-topic", b"x", on_delivery=lambda err, msg: errors.append(err))
+    p.flush(10)
+    assert errors and errors[0] is not None, "the broker auto-created a topic; auto.create must be off"
