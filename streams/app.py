@@ -130,7 +130,7 @@ async def serve_forever(
     settings: Settings, processors: Sequence[str], name: str, on_ready: Callable[[], None] | None = None
 ) -> None:
     """Run until SIGINT/SIGTERM, with /metrics served on AIOS_METRICS_PORT."""
-    serve(settings.metrics_port)
+    serve(settings.metrics_port, settings.metrics_host)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

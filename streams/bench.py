@@ -68,7 +68,8 @@ def _paced(count: int, rate: float, send: Callable[[int], None]) -> None:
 def raw_kafka(settings: Settings, topic: str, burst: int, paced: int, rate: float,
               tick: Callable[[int], None]) -> Figures:
     producer = Producer(producer_config(settings, **{"linger.ms": 1}))
-    consumer = make_consumer(settings, group=f"bench-raw-{time.time_ns()}", **{"fetch.wait.max.ms": 1})
+    consumer = make_consumer(settings, group=f"bench-raw-{time.time_ns()}",
+                             **{"fetch.wait.max.ms": 1, "topic.metadata.refresh.interval.ms": 1000})
     _assign_at_end(consumer, topic)
 
     def run(count: int, pace: float | None) -> tuple[float, list[float]]:
@@ -119,6 +120,19 @@ def raw_kafka(settings: Settings, topic: str, burst: int, paced: int, rate: floa
     consumer.close()
     p50, p99, worst = _latency_figures(latencies)
     return Figures(burst, burst / burst_elapsed, len(latencies), rate, p50, p99, worst)
+
+
+def _wait_for_leaders(admin: Any, topic: str, partitions: int, timeout_s: float = 30.0) -> None:
+    """A just-created topic is usable once every partition has a leader; a client that looks
+    earlier caches "unknown topic" until its next metadata refresh (minutes)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        meta = admin.list_topics(topic, timeout=5).topics.get(topic)
+        if meta is not None and meta.error is None and len(meta.partitions) == partitions \
+                and all(p.leader >= 0 for p in meta.partitions.values()):
+            return
+        time.sleep(0.1)
+    raise OrchestrationError(f"topic {topic} has no leader for every partition after {timeout_s:.0f}s")
 
 
 def _assign_at_end(consumer: Consumer, topic: str) -> None:
@@ -243,6 +257,7 @@ def bench_pipeline(base: Settings, *, tasks: int, paced: int, rate: float, mode:
     futures = admin.create_topics(
         [NewTopic(raw_topic, num_partitions=settings.topic_partitions, replication_factor=settings.topic_replication)])
     futures[raw_topic].result(30)
+    _wait_for_leaders(admin, raw_topic, settings.topic_partitions)
     raw = raw_kafka(settings, raw_topic, tasks, paced, rate, tick)
     if mode not in MODES:
         raise OrchestrationError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")

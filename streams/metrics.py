@@ -25,10 +25,10 @@ SINK_RETRIES = Counter("aios_sink_store_retries_total", "History-store writes re
 _served: set[int] = set()
 
 
-def serve(port: int) -> bool:
+def serve(port: int, host: str = "127.0.0.1") -> bool:
     """Serve /metrics once per process and port; port 0 disables it."""
     if port == 0 or port in _served:
         return False
-    start_http_server(port, addr="127.0.0.1")
+    start_http_server(port, addr=host)
     _served.add(port)
     return True

@@ -63,6 +63,7 @@ class Settings(BaseSettings):
         ("general",), description="Agent roles, comma-separated; each gets a topic and a consumer group."
     )
     metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus /metrics; 0 disables.")
+    metrics_host: str = Field("127.0.0.1", description="Address /metrics binds to (0.0.0.0 in containers).")
     commit_interval_s: float = Field(1.0, gt=0, description="How often processors commit offsets.")
     sink_batch_size: int = Field(1000, ge=1)
     sink_flush_s: float = Field(0.5, gt=0)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import base_settings, session_data_dir  # noqa: F401 - shared fixtures
+from tests.integration.conftest import base_settings  # noqa: F401 - shared fixture
 
 AIOS = [sys.executable, "-c", "import sys; from streams.cli import main; sys.argv[0] = 'aios'; main()"]
 

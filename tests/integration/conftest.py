@@ -19,12 +19,6 @@ from streams.topics import create_topics
 
 
 @pytest.fixture(scope="session")
-def session_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # chdb allows one data directory per process, so every test in this session shares one.
-    return tmp_path_factory.mktemp("aios-data")
-
-
-@pytest.fixture(scope="session")
 def base_settings(session_data_dir: Path) -> Settings:
     settings = load_settings(data_dir=session_data_dir, metrics_port=0, llm="offline:echo")
     problems = []

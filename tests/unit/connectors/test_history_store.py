@@ -1,0 +1,41 @@
+"""Store selection and the unhappy paths of the history store."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from connectors.errors import StoreQueryError, StoreUnavailableError
+from connectors.history import EventRow, open_store
+from connectors.history.base import _where
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_clickhouse_url_selects_the_server_store_and_an_outage_is_a_clear_error() -> None:
+    url = f"http://default:pw@127.0.0.1:{_closed_port()}/aios"
+    with pytest.raises(StoreUnavailableError, match="AIOS_CLICKHOUSE_URL"):
+        open_store(url, Path("/nonexistent"))
+
+
+def test_where_quotes_values() -> None:
+    assert _where(task_id="a'b", project_id=None) == " WHERE task_id = 'a\\'b'"
+    assert _where() == ""
+
+
+def test_chdb_store_round_trip_and_bad_sql(session_data_dir: Path) -> None:
+    from connectors.history.chdb_store import ChdbStore
+
+    store = ChdbStore.open(session_data_dir / "chdb")  # the one chdb directory of this process
+    row = EventRow("unit-e1", "Task", "unit.tasks", 0, 1, 1_764_000_000_000, "tr", "unit-t1", "unit-p",
+                   "general", "", "{}")
+    store.insert([row, row])
+    assert store.count_events(task_id="unit-t1") == 1
+    with pytest.raises(StoreQueryError):
+        store.query("SELECT no_such_column FROM aios.events")
