@@ -1,0 +1,120 @@
+"""The plan format (`aios submit --plan plan.json`) and its validation.
+
+A plan is a set of tasks with roles and ``depends_on`` edges. Validation rejects unknown roles,
+dangling and self dependencies, duplicate ids and cycles, naming the offending tasks, before
+anything is produced, so a plan is never half-submitted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from streams.errors import OrchestrationError
+
+
+class PlanError(OrchestrationError):
+    """The plan is invalid; the message lists every problem and the tasks involved."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid plan:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+class PlannedTask(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",
+                    description="Unique within the plan; other tasks name it in depends_on.")
+    role: str = Field(min_length=1, description="The agent role that does the task.")
+    description: str = Field(min_length=1, max_length=20_000)
+    depends_on: tuple[str, ...] = Field(default=(), description="Ids of tasks that must succeed first.")
+    priority: int = Field(default=0, ge=-1000, le=1000, description="Higher runs first among ready tasks.")
+    acceptance: str = Field(default="", max_length=5_000, description="How to tell the task is done.")
+    requires_approval: bool = Field(default=False, description="Wait in awaiting_approval before dispatch.")
+
+
+class Plan(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    project: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+    tasks: tuple[PlannedTask, ...] = Field(min_length=1, max_length=10_000)
+    budget_usd: float | None = Field(default=None, ge=0, description="Stop dispatching once spent.")
+
+
+def plan_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the plan format (documented in the README)."""
+    return Plan.model_json_schema()
+
+
+def parse_plan(text: str, roles: Iterable[str]) -> Plan:
+    """Parse and validate a plan document; raise PlanError listing every problem."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PlanError([f"not JSON: {exc}"]) from exc
+    try:
+        plan = Plan.model_validate(raw)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise PlanError(problems) from exc
+    validate_plan(plan, roles)
+    return plan
+
+
+def validate_plan(plan: Plan, roles: Iterable[str]) -> None:
+    known_roles = set(roles)
+    problems: list[str] = []
+    ids = [t.id for t in plan.tasks]
+    seen: set[str] = set()
+    for task_id in ids:
+        if task_id in seen:
+            problems.append(f"task {task_id!r}: duplicate id")
+        seen.add(task_id)
+    for t in plan.tasks:
+        if t.role not in known_roles:
+            problems.append(f"task {t.id!r}: unknown role {t.role!r} (known: {', '.join(sorted(known_roles))})")
+        for dep in t.depends_on:
+            if dep == t.id:
+                problems.append(f"task {t.id!r}: depends on itself")
+            elif dep not in seen:
+                problems.append(f"task {t.id!r}: depends on unknown task {dep!r}")
+    if not problems:
+        cycle = find_cycle({t.id: t.depends_on for t in plan.tasks})
+        if cycle:
+            problems.append("dependency cycle: " + " -> ".join(cycle))
+    if problems:
+        raise PlanError(problems)
+
+
+def find_cycle(edges: dict[str, tuple[str, ...]]) -> list[str] | None:
+    """A cycle as a path (first node repeated at the end), or None; iterative, no recursion limit."""
+    white, grey, black = 0, 1, 2
+    color = dict.fromkeys(edges, white)
+    for root in edges:
+        if color[root] != white:
+            continue
+        stack: list[tuple[str, int]] = [(root, 0)]
+        path: list[str] = []
+        color[root] = grey
+        path.append(root)
+        while stack:
+            node, i = stack[-1]
+            deps = edges.get(node, ())
+            if i < len(deps):
+                stack[-1] = (node, i + 1)
+                dep = deps[i]
+                if color.get(dep, black) == grey:
+                    return [*path[path.index(dep):], dep]
+                if color.get(dep, black) == white:
+                    color[dep] = grey
+                    path.append(dep)
+                    stack.append((dep, 0))
+            else:
+                color[node] = black
+                path.pop()
+                stack.pop()
+    return None

@@ -1,0 +1,74 @@
+"""Plan validation: every problem named, nothing accepted half-valid."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from streams.orchestration.plan import PlanError, find_cycle, parse_plan, plan_json_schema
+
+ROLES = ("planner", "backend", "frontend", "qa")
+
+
+def doc(*tasks: dict[str, object], project: str = "P") -> str:
+    return json.dumps({"project": project, "tasks": list(tasks)})
+
+
+def t(tid: str, role: str = "backend", deps: tuple[str, ...] = (), **kw: object) -> dict[str, object]:
+    return {"id": tid, "role": role, "description": f"do {tid}", "depends_on": list(deps), **kw}
+
+
+def test_the_minimal_format_from_the_issue_is_accepted() -> None:
+    plan = parse_plan(doc(t("b"), t("a", deps=("b",), priority=0)), ROLES)
+    assert [x.id for x in plan.tasks] == ["b", "a"]
+    assert plan.tasks[1].depends_on == ("b",)
+
+
+@pytest.mark.parametrize(
+    ("tasks", "expected"),
+    [
+        ((t("a", role="astronaut"),), "task 'a': unknown role 'astronaut'"),
+        ((t("a", deps=("zz",)),), "task 'a': depends on unknown task 'zz'"),
+        ((t("a", deps=("a",)),), "task 'a': depends on itself"),
+        ((t("a"), t("a")), "task 'a': duplicate id"),
+        ((t("a", deps=("c",)), t("b", deps=("a",)), t("c", deps=("b",))), "dependency cycle: a -> c -> b -> a"),
+    ],
+)
+def test_invalid_plans_name_the_offending_tasks(tasks: tuple[dict[str, object], ...], expected: str) -> None:
+    with pytest.raises(PlanError) as err:
+        parse_plan(doc(*tasks), ROLES)
+    assert expected in str(err.value)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(PlanError) as err:
+        parse_plan(doc(t("a", role="x"), t("b", deps=("nope",))), ROLES)
+    assert len(err.value.problems) == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["not json", "[]", json.dumps({"project": "P", "tasks": []}), json.dumps({"project": "P"}),
+     doc(t("a", extra_field=1)), doc(t("a"), project="has space"), doc({"id": "a", "role": "qa"})],
+)
+def test_malformed_documents_are_plan_errors(text: str) -> None:
+    with pytest.raises(PlanError):
+        parse_plan(text, ROLES)
+
+
+def test_find_cycle_handles_deep_chains_without_recursion() -> None:
+    n = 5000
+    edges = {str(i): (str(i + 1),) for i in range(n)} | {str(n): ()}
+    assert find_cycle(edges) is None
+    edges[str(n)] = ("0",)
+    cycle = find_cycle(edges)
+    assert cycle is not None and cycle[0] == cycle[-1] and len(cycle) == n + 2
+
+
+def test_json_schema_describes_the_format() -> None:
+    schema = plan_json_schema()
+    assert set(schema["required"]) == {"project", "tasks"}
+    task = schema["$defs"]["PlannedTask"]
+    assert set(task["required"]) == {"id", "role", "description"}
+    assert "depends_on" in task["properties"]
