@@ -11,7 +11,8 @@
         ├── BadRequestError            400/404/422: our request is wrong; retrying will not help
         │   └── ContextTooLongError    the prompt does not fit the model's context window
         ├── ProviderUnavailableError   connection failures and 5xx
-        └── MalformedResponseError     the provider answered something we cannot read
+        ├── MalformedResponseError     the provider answered something we cannot read
+        └── UnknownModelError          the model has no entry (and so no price) in the catalogue
 
 Retries are not decided here: the vendor SDK retries 408/409/429/5xx honouring retry-after,
 so an error that reaches the caller has already exhausted them.
@@ -72,6 +73,18 @@ class ProviderUnavailableError(LLMError):
 
 class MalformedResponseError(LLMError):
     """The provider's answer did not follow its own wire format."""
+
+
+class UnknownModelError(LLMError):
+    """A model is missing from the catalogue, so its cost is unknown; it is never priced at $0."""
+
+    def __init__(self, *, provider: str, model: str, catalogue: str, version: int) -> None:
+        super().__init__(
+            f"model {model!r} of provider {provider!r} is not in the catalogue ({catalogue}, "
+            f"version {version}); add it with its prices",
+            provider=provider,
+        )
+        self.model = model
 
 
 class MissingCredentialsError(ConfigError):

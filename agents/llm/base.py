@@ -41,10 +41,15 @@ class ChatRequest:
 
 @dataclass(frozen=True)
 class Usage:
-    """Tokens billed for one call, as the provider reported them."""
+    """Tokens billed for one call, as the provider reported them.
+
+    ``input_tokens`` counts every prompt token, cached or not; ``cached_input_tokens`` is the part
+    of them read from the provider's prompt cache, billed at the cheaper cached-input price.
+    """
 
     input_tokens: int
     output_tokens: int
+    cached_input_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -86,11 +91,15 @@ class LlmConfig:
     """Typed LLM settings, read from the environment by ``streams`` and passed down.
 
     ``spec`` is ``'provider:model'`` (e.g. ``'openai:gpt-4o-mini'``, ``'offline:echo'``) or None to
-    choose automatically from the keys that are set.
+    choose automatically from the keys that are set. ``local_base_url`` is an OpenAI-compatible
+    server (Ollama, vLLM, llama.cpp) used by ``'local:<model>'``.
     """
 
     spec: str | None = None
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None
+    anthropic_api_key: str | None = field(default=None, repr=False)
+    anthropic_base_url: str | None = None
+    local_base_url: str | None = None
     timeout_s: float = 60.0
     max_retries: int = 2

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from pydantic import SecretStr
 
 from streams.app import running
-from streams.client import TaskClient, build_task
 from streams.settings import Settings
 from tests.fakes.openai_server import FakeOpenAI, ok, status
+from tests.integration.helpers import submit_and_wait
 
 pytestmark = pytest.mark.integration
 
@@ -24,13 +22,7 @@ def openai_settings(settings: Settings, server: FakeOpenAI) -> Settings:
 
 async def run_one(settings: Settings, description: str) -> dict[str, object]:
     async with running(settings, ["orchestrator", "agents"]):
-        client = TaskClient(settings)
-        client.watch_results()
-        task = build_task(description)
-        client.submit(task)
-        found = await asyncio.to_thread(client.wait, [task["task_id"]], 30)
-        client.close()
-    return found[task["task_id"]].result
+        return await submit_and_wait(settings, description)
 
 
 async def test_a_configured_provider_is_used_not_offline(settings: Settings) -> None:

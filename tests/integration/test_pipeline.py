@@ -12,10 +12,10 @@ import redis
 
 from connectors.redis_context import context_key
 from streams.app import running
-from streams.client import TaskClient, build_task
 from streams.kafka import EventProducer, TopicReader
 from streams.processors import PROCESSORS
 from streams.settings import Settings
+from tests.integration.helpers import submit_and_wait
 
 pytestmark = pytest.mark.integration
 
@@ -32,13 +32,8 @@ async def wait_until(probe: Any, timeout_s: float = 20.0) -> Any:
 
 async def test_task_result_history_and_context(settings: Settings) -> None:
     async with running(settings, list(PROCESSORS)) as live:
-        client = TaskClient(settings)
-        client.watch_results()
-        task = build_task("Summarise the design of a rate limiter", project="proj-e2e")
-        client.submit(task)
-        found = await asyncio.to_thread(client.wait, [task["task_id"]], 30)
-        client.close()
-        result = found[task["task_id"]].result
+        result = await submit_and_wait(settings, "Summarise the design of a rate limiter", project="proj-e2e")
+        task = result["_task"]
         assert result["status"] == "succeeded"
         assert result["provider"] == "offline"
         assert result["output"].startswith("[offline provider")
@@ -71,13 +66,8 @@ async def test_garbage_goes_to_dlq_and_the_stream_goes_on(settings: Settings) ->
         garbage = b"\x07 this is not avro \xff"
         producer.send_raw(f"{settings.topic_prefix}.tasks", garbage, key="junk")
         producer.flush()
-        client = TaskClient(settings)
-        client.watch_results()
-        task = build_task("still works after garbage")
-        client.submit(task)
-        found = await asyncio.to_thread(client.wait, [task["task_id"]], 30)
-        client.close()
-        assert found[task["task_id"]].result["status"] == "succeeded"
+        result = await submit_and_wait(settings, "still works after garbage")
+        assert result["status"] == "succeeded"
 
     reader = TopicReader(settings, f"{settings.topic_prefix}.dlq", from_beginning=True)
     letters = [d.value for _, d in reader.events(timeout_s=5) if not isinstance(d, Exception)]
@@ -94,13 +84,7 @@ async def test_garbage_goes_to_dlq_and_the_stream_goes_on(settings: Settings) ->
 
 async def test_unknown_role_fails_visibly(settings: Settings) -> None:
     async with running(settings, ["orchestrator"]):
-        client = TaskClient(settings)
-        client.watch_results()
-        task = build_task("who does this?", role="astronaut")
-        client.submit(task)
-        found = await asyncio.to_thread(client.wait, [task["task_id"]], 30)
-        client.close()
-    result = found[task["task_id"]].result
+        result = await submit_and_wait(settings, "who does this?", role="astronaut")
     assert result["status"] == "failed"
     assert "unknown role 'astronaut'" in result["error"]
     assert "AIOS_ROLES" in result["error"]
