@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -35,8 +37,16 @@ def test_demo_human_output_says_offline_in_one_line(cli: Cli) -> None:
     assert "holds 5 turns" in out
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def test_submit_wait_and_tail_against_aios_up(cli: Cli) -> None:
     cli.run("topics", "create")
+    metrics_port = _free_port()
+    cli.env["AIOS_METRICS_PORT"] = str(metrics_port)
     up = cli.start("up", "--no-stack")
     try:
         deadline = time.monotonic() + 60
@@ -53,6 +63,10 @@ def test_submit_wait_and_tail_against_aios_up(cli: Cli) -> None:
         assert tail["count"] == 1
         assert tail["events"][0]["type"] == "TaskResult"
         assert tail["events"][0]["event"]["task_id"] == doc["task_id"]
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        assert 'aios_events_processed_total{outcome="assigned",processor="orchestrator"} 1.0' in metrics
+        assert 'aios_events_processed_total{outcome="succeeded",processor="agents"} 1.0' in metrics
+        assert "aios_processing_seconds_bucket" in metrics
     finally:
         up.terminate()
         try:

@@ -1,0 +1,234 @@
+"""Anthropic chat models through the official ``anthropic`` SDK and its streaming Messages API.
+
+The SDK owns retries (408/409/429/5xx/529, honouring retry-after, up to ``max_retries``); this
+module streams the answer to measure time-to-first-token, reads usage from the message_start and
+message_delta events, and maps the SDK's exceptions to ``agents.errors`` in :func:`mapped_errors`.
+``ChatRequest.temperature`` is not sent: the SDK's Messages API no longer takes sampling parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import cast
+
+import anthropic
+from anthropic.types import MessageParam, RawMessageStreamEvent
+
+from agents.errors import (
+    BadRequestError,
+    ContextTooLongError,
+    LLMError,
+    MalformedResponseError,
+    MissingCredentialsError,
+    OverloadedError,
+    ProviderAuthError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    RateLimitError,
+)
+from agents.llm.base import ChatRequest, ChatResponse, LlmConfig, Usage
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+DEFAULT_MODEL = "claude-haiku-4-5"
+_OVERLOADED = 529
+
+
+class AnthropicProvider:
+    """A chat model on the Anthropic Messages API."""
+
+    name = "anthropic"
+    offline = False
+
+    def __init__(self, model: str, *, config: LlmConfig) -> None:
+        if not config.anthropic_api_key:
+            raise missing_key_error()
+        self.model = model
+        # Key and base_url are always explicit so the SDK never falls back to ANTHROPIC_* variables.
+        self._client = anthropic.AsyncAnthropic(
+            api_key=config.anthropic_api_key,
+            base_url=config.anthropic_base_url or DEFAULT_BASE_URL,
+            timeout=config.timeout_s,
+            max_retries=config.max_retries,
+        )
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        """Stream one message; raise an ``LLMError`` subclass on failure."""
+        # The Messages API takes the system prompt as a parameter, not as a turn.
+        system = "\n\n".join(m.content for m in request.messages if m.role == "system")
+        messages = [
+            cast(MessageParam, {"role": m.role, "content": m.content})
+            for m in request.messages
+            if m.role != "system"
+        ]
+        started = time.perf_counter()
+        ttft_ms: float | None = None
+        parts: list[str] = []
+        tally = _UsageTally()
+        stopped = False
+        with mapped_errors(self.name):
+            stream = await self._client.messages.create(
+                model=self.model,
+                messages=messages,
+                max_tokens=request.max_tokens,
+                stream=True,
+                system=system or anthropic.omit,
+            )
+            async with stream:
+                async for event in stream:
+                    text = tally.read(event, self.name)
+                    if text:
+                        if ttft_ms is None:
+                            ttft_ms = (time.perf_counter() - started) * 1000
+                        parts.append(text)
+                    stopped = stopped or event.type == "message_stop"
+        if not tally.started:
+            raise MalformedResponseError("the stream did not open with message_start", provider=self.name)
+        if not stopped:
+            raise MalformedResponseError("the stream ended before message_stop", provider=self.name)
+        return ChatResponse(
+            text="".join(parts),
+            provider=self.name,
+            model=self.model,
+            usage=tally.usage(),
+            latency_ms=(time.perf_counter() - started) * 1000,
+            ttft_ms=ttft_ms,
+        )
+
+    async def aclose(self) -> None:
+        """Close the SDK's HTTP connection pool."""
+        await self._client.close()
+
+
+def missing_key_error() -> MissingCredentialsError:
+    """The error for an Anthropic provider chosen without a key, naming the variables to set."""
+    return MissingCredentialsError(
+        provider="anthropic",
+        env_var="AIOS_ANTHROPIC_API_KEY (or ANTHROPIC_API_KEY)",
+        alternative="AIOS_LLM=offline:echo",
+    )
+
+
+@dataclass
+class _UsageTally:
+    """Usage as the stream reports it: input counts in message_start, output totals in message_delta."""
+
+    started: bool = False
+    input_tokens: int = 0
+    cache_read: int = 0
+    cache_creation: int = 0
+    output_tokens: int = 0
+
+    def read(self, event: RawMessageStreamEvent, provider: str) -> str:
+        """Account for ``event``; return the text it carries ('' for all but text deltas)."""
+        # The SDK builds events without validation, so a server speaking another format shows up
+        # as missing or mistyped fields rather than as an exception.
+        if event.type == "message_start":
+            self.started = True
+            usage: object = getattr(event.message, "usage", None)
+            self._take(usage, provider, "message_start")
+        elif event.type == "message_delta":
+            self._take(getattr(event, "usage", None), provider, "message_delta")
+        elif event.type == "content_block_delta" and getattr(event.delta, "type", None) == "text_delta":
+            text: object = getattr(event.delta, "text", None)
+            if not isinstance(text, str):
+                raise MalformedResponseError("a text_delta carries no text", provider=provider)
+            return text
+        return ""
+
+    def _take(self, usage: object, provider: str, where: str) -> None:
+        if usage is None:
+            raise MalformedResponseError(f"{where} carries no usage", provider=provider)
+        # message_delta's counts are cumulative totals, so the latest non-null value wins.
+        for attr, field_name in (
+            ("input_tokens", "input_tokens"),
+            ("cache_read_input_tokens", "cache_read"),
+            ("cache_creation_input_tokens", "cache_creation"),
+            ("output_tokens", "output_tokens"),
+        ):
+            value: object = getattr(usage, attr, None)
+            if value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise MalformedResponseError(f"{where} usage.{attr} is not an integer", provider=provider)
+            setattr(self, field_name, value)
+
+    def usage(self) -> Usage:
+        # Anthropic's input_tokens excludes cache reads and writes; Usage counts every prompt
+        # token. Cache writes are billed at 1.25x input but are counted here as plain input.
+        total_input = self.input_tokens + self.cache_read + self.cache_creation
+        return Usage(total_input, self.output_tokens, cached_input_tokens=self.cache_read)
+
+
+@contextmanager
+def mapped_errors(provider: str) -> Iterator[None]:
+    """Turn ``anthropic`` SDK exceptions into the most specific ``agents.errors`` class."""
+    try:
+        yield
+    except json.JSONDecodeError as exc:
+        raise MalformedResponseError(f"undecodable stream data: {exc}", provider=provider) from exc
+    except anthropic.APIStatusError as exc:
+        raise _status_error(exc, provider) from exc
+    except anthropic.APIResponseValidationError as exc:
+        raise MalformedResponseError(exc.message, provider=provider, status_code=exc.status_code) from exc
+    except anthropic.APITimeoutError as exc:
+        raise ProviderTimeoutError(f"no answer in time: {exc.message}", provider=provider) from exc
+    except anthropic.APIConnectionError as exc:
+        raise ProviderUnavailableError(
+            f"cannot reach the provider: {exc.message}", provider=provider
+        ) from exc
+    except anthropic.APIError as exc:
+        raise ProviderUnavailableError(f"provider error: {exc.message}", provider=provider) from exc
+
+
+def _status_error(exc: anthropic.APIStatusError, provider: str) -> LLMError:
+    # An `error` event inside a 200 stream arrives as an APIStatusError with status 200: its body's
+    # error type then says what failed, and there is no HTTP status worth reporting.
+    status: int | None = exc.status_code if exc.status_code >= 400 else None
+    kind, detail = _error_fields(exc.body)
+    message = f"{status or 'stream error'}: {kind or 'error'}: {detail or exc.message}"
+    if status == 429 or kind == "rate_limit_error":
+        return RateLimitError(message, provider=provider, status_code=status, retry_after=_retry_after(exc))
+    if status == _OVERLOADED or kind == "overloaded_error":
+        return OverloadedError(message, provider=provider, status_code=status)
+    if status in (401, 403) or kind in ("authentication_error", "permission_error"):
+        return ProviderAuthError(message, provider=provider, status_code=status)
+    if status == 400 and _is_prompt_too_long(kind, detail):
+        return ContextTooLongError(message, provider=provider, status_code=status)
+    if status == 408 or kind == "timeout_error":
+        return ProviderTimeoutError(message, provider=provider, status_code=status)
+    if status is None or status >= 500 or status == 409 or kind == "api_error":
+        return ProviderUnavailableError(message, provider=provider, status_code=status)
+    return BadRequestError(message, provider=provider, status_code=status)
+
+
+def _is_prompt_too_long(kind: str | None, detail: str | None) -> bool:
+    # The API reports an oversized prompt as a plain invalid_request_error with no error code
+    # (none of the SDK's ErrorDetails names it), so its message is the only thing that tells it
+    # apart. The match is confined to this one function and to that error type.
+    return kind == "invalid_request_error" and (detail or "").lower().startswith("prompt is too long")
+
+
+def _error_fields(body: object) -> tuple[str | None, str | None]:
+    """``error.type`` and ``error.message`` of an Anthropic error body, where present."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return None, None
+    kind, detail = error.get("type"), error.get("message")
+    return (kind if isinstance(kind, str) else None), (detail if isinstance(detail, str) else None)
+
+
+def _retry_after(exc: anthropic.APIStatusError) -> float | None:
+    headers = exc.response.headers
+    for header, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(header)
+        if value is None:
+            continue
+        try:
+            return float(value) / divisor
+        except ValueError:
+            continue  # an HTTP-date: rare for LLM APIs, and the SDK already honoured it
+    return None

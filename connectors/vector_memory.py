@@ -1,0 +1,306 @@
+"""Vector memory in Qdrant: one collection of embedded memories with payload filters.
+
+The same API serves qdrant-client local mode (a folder on disk, the embedded default) and a
+Qdrant server (``AIOS_QDRANT_URL``). Point ids derive from memory ids, so re-indexing is idempotent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from connectors.embeddings import Embedder
+from connectors.errors import ConnectorError, StoreQueryError, StoreUnavailableError
+
+try:
+    from qdrant_client import QdrantClient
+    from qdrant_client import models as qm
+    from qdrant_client.common.client_exceptions import QdrantException
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ConnectorError(f"vector memory needs qdrant-client ({exc.name} is missing): "
+                         "pip install 'aios[vector]'") from exc
+
+DEFAULT_DIMENSION = 384
+# Fixed forever: changing it would give every memory a new point id and duplicate the index.
+MEMORY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "aios:memory")
+_KEYWORD_FIELDS = ("project", "scope", "scope_id", "kind", "role", "task_id")
+_UPSERT_BATCH = 256
+
+
+def collection_name(prefix: str = "aios") -> str:
+    """The default collection of a deployment, e.g. ``aios-memory`` for the ``aios`` prefix."""
+    return f"{prefix}-memory"
+
+
+def point_id(memory_id: str) -> str:
+    """The stable Qdrant point id (a UUID string) of a memory id."""
+    return str(uuid.uuid5(MEMORY_NAMESPACE, memory_id))
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryItem:
+    """One memory to index: its text is embedded, the rest is stored as filterable payload."""
+
+    memory_id: str
+    text: str
+    project: str
+    scope: str
+    scope_id: str
+    role: str
+    kind: str
+    ts: int  # epoch milliseconds
+    task_id: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "memory_id": self.memory_id,
+            "text": self.text,
+            "project": self.project,
+            "scope": self.scope,
+            "scope_id": self.scope_id,
+            "role": self.role,
+            "kind": self.kind,
+            "ts": self.ts,
+            "task_id": self.task_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Recall:
+    """A search hit: the memory id, cosine similarity, the stored text and the full payload."""
+
+    id: str
+    score: float
+    text: str
+    payload: dict[str, Any]
+
+
+class VectorMemory:
+    """Embedded memories in one Qdrant collection. Build with :meth:`local` or :meth:`server`."""
+
+    def __init__(
+        self,
+        client: QdrantClient,
+        *,
+        local: bool,
+        where: str,
+        embedder: Embedder | None = None,
+        collection: str | None = None,
+        prefix: str = "aios",
+        dimension: int | None = None,
+    ) -> None:
+        self._client = client
+        self.is_local = local
+        self.where = where  # for messages: the folder or the URL
+        self.embedder = embedder
+        self.collection = collection or collection_name(prefix)
+        if dimension is None:
+            dimension = embedder.dimension if embedder is not None else DEFAULT_DIMENSION
+        if embedder is not None and embedder.dimension != dimension:
+            raise ConnectorError(f"dimension={dimension} but the embedder gives {embedder.dimension}-d vectors")
+        self.dimension = dimension
+
+    @classmethod
+    def local(cls, path: Path | str, **kwargs: Any) -> VectorMemory:
+        """Open qdrant-client local mode on a folder (one open client per folder at a time)."""
+        folder = Path(path).expanduser()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            client = QdrantClient(path=str(folder))
+        except RuntimeError as exc:  # the folder lock is held by another client
+            raise StoreUnavailableError(
+                f"Qdrant local storage {folder} is in use by another process or client: {exc}. "
+                "Close it first, or set AIOS_QDRANT_URL to share a Qdrant server"
+            ) from exc
+        except (OSError, ValueError) as exc:
+            raise ConnectorError(f"Qdrant local storage {folder} cannot be opened: {exc}") from exc
+        return cls(client, local=True, where=str(folder), **kwargs)
+
+    @classmethod
+    def server(cls, url: str, *, api_key: str | None = None, timeout_s: float = 10.0,
+               **kwargs: Any) -> VectorMemory:
+        """Connect to a Qdrant server; nothing is sent until the first call."""
+        # The version check would only warn on an outage; ensure_collection() reports it clearly.
+        client = QdrantClient(url=url, api_key=api_key, timeout=int(max(1, timeout_s)),
+                              check_compatibility=False)
+        return cls(client, local=False, where=url, **kwargs)
+
+    @contextmanager
+    def _mapped(self, action: str) -> Iterator[None]:
+        """Turn qdrant-client errors into the connector error tree."""
+        try:
+            yield
+        except ResponseHandlingException as exc:
+            raise StoreUnavailableError(
+                f"Qdrant at {self.where} is not reachable ({action}): {exc.source!r}. "
+                "Check AIOS_QDRANT_URL or unset it to use local storage"
+            ) from exc
+        except UnexpectedResponse as exc:
+            status = exc.status_code or 0
+            error = StoreUnavailableError if status >= 500 or status in (408, 429) else StoreQueryError
+            raise error(f"Qdrant at {self.where} refused {action}: {exc}") from exc
+        except QdrantException as exc:
+            raise StoreUnavailableError(f"Qdrant at {self.where} failed {action}: {exc}") from exc
+        except (ValueError, KeyError, AssertionError) as exc:  # local mode validates with these
+            raise StoreQueryError(f"Qdrant at {self.where} rejected {action}: {exc}") from exc
+        except RuntimeError as exc:  # local mode after close()
+            raise StoreUnavailableError(f"Qdrant at {self.where} failed {action}: {exc}") from exc
+
+    def ensure_collection(self) -> bool:
+        """Create the collection (and server-side payload indexes) if missing; True when created.
+
+        An existing collection with another vector size is an error, never silently reused.
+        """
+        with self._mapped(f"to check collection {self.collection}"):
+            exists = self._client.collection_exists(self.collection)
+        if exists:
+            self._check_dimension()
+            return False
+        with self._mapped(f"to create collection {self.collection}"):
+            try:
+                self._client.create_collection(
+                    self.collection,
+                    vectors_config=qm.VectorParams(size=self.dimension, distance=qm.Distance.COSINE),
+                )
+            except UnexpectedResponse as exc:
+                if exc.status_code != 409:  # 409: another process created it first
+                    raise
+                self._check_dimension()
+                return False
+            # Local mode scans exhaustively and would only warn that indexes do nothing.
+            if not self.is_local:
+                for name in _KEYWORD_FIELDS:
+                    self._client.create_payload_index(self.collection, name, qm.PayloadSchemaType.KEYWORD)
+                self._client.create_payload_index(self.collection, "ts", qm.PayloadSchemaType.INTEGER)
+        return True
+
+    def _check_dimension(self) -> None:
+        with self._mapped(f"to read collection {self.collection}"):
+            info = self._client.get_collection(self.collection)
+        vectors = info.config.params.vectors
+        size = vectors.size if isinstance(vectors, qm.VectorParams) else None
+        if size != self.dimension:
+            raise StoreQueryError(
+                f"Qdrant collection {self.collection} at {self.where} holds {size}-d vectors but the "
+                f"embedder gives {self.dimension}-d: use another collection name or recreate() it"
+            )
+
+    def recreate(self) -> None:
+        """Drop the collection and create it empty (for a full re-index)."""
+        with self._mapped(f"to drop collection {self.collection}"):
+            self._client.delete_collection(self.collection)
+        self.ensure_collection()
+
+    def upsert(self, items: Sequence[MemoryItem], vectors: NDArray[np.float32] | None = None) -> int:
+        """Index ``items`` (embedding their texts unless ``vectors`` is given); returns how many.
+
+        Re-upserting a memory id overwrites its point, so replays never duplicate.
+        """
+        if not items:
+            return 0
+        if vectors is None:
+            vectors = self._embedder().embed([item.text for item in items])
+        if vectors.shape != (len(items), self.dimension):
+            raise ValueError(f"vectors have shape {vectors.shape}, expected ({len(items)}, {self.dimension})")
+        for start in range(0, len(items), _UPSERT_BATCH):
+            points = [
+                qm.PointStruct(id=point_id(item.memory_id), vector=vector.tolist(), payload=item.payload())
+                for item, vector in zip(items[start : start + _UPSERT_BATCH],
+                                        vectors[start : start + _UPSERT_BATCH], strict=True)
+            ]
+            with self._mapped(f"to upsert {len(points)} points into {self.collection}"):
+                self._client.upsert(self.collection, points=points, wait=True)
+        return len(items)
+
+    def search(
+        self,
+        query: str | Sequence[float] | NDArray[np.float32],
+        top_k: int = 5,
+        *,
+        project: str | None = None,
+        scope: str | None = None,
+        scope_id: str | None = None,
+        kind: str | None = None,
+        score_threshold: float | None = None,
+    ) -> list[Recall]:
+        """The ``top_k`` memories most similar to ``query`` (a text or a vector), best first."""
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        if isinstance(query, str):
+            vector = self._embedder().embed([query])[0].tolist()
+        else:
+            vector = np.asarray(query, dtype=np.float32).reshape(-1).tolist()
+        if len(vector) != self.dimension:
+            raise ValueError(f"query vector has {len(vector)} dimensions, expected {self.dimension}")
+        with self._mapped(f"to search {self.collection}"):
+            result = self._client.query_points(
+                self.collection,
+                query=vector,
+                limit=top_k,
+                query_filter=_filter(project=project, scope=scope, scope_id=scope_id, kind=kind),
+                score_threshold=score_threshold,
+                with_payload=True,
+            )
+        return [_recall(point) for point in result.points]
+
+    def count(self, *, project: str | None = None, scope: str | None = None,
+              scope_id: str | None = None, kind: str | None = None) -> int:
+        """Exact number of points, optionally under the same filters as :meth:`search`."""
+        with self._mapped(f"to count {self.collection}"):
+            result = self._client.count(
+                self.collection,
+                count_filter=_filter(project=project, scope=scope, scope_id=scope_id, kind=kind),
+                exact=True,
+            )
+        return int(result.count)
+
+    def delete(self, memory_ids: Sequence[str]) -> None:
+        """Remove memories by memory id (missing ids are ignored)."""
+        if not memory_ids:
+            return
+        with self._mapped(f"to delete {len(memory_ids)} points from {self.collection}"):
+            self._client.delete(self.collection, points_selector=[point_id(m) for m in memory_ids], wait=True)
+
+    def close(self) -> None:
+        """Release the client (and, in local mode, the folder lock)."""
+        self._client.close()
+
+    def __enter__(self) -> VectorMemory:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _embedder(self) -> Embedder:
+        if self.embedder is None:
+            raise ConnectorError("this VectorMemory has no embedder: pass vectors, or build it with embedder=")
+        return self.embedder
+
+
+def _filter(**values: str | None) -> qm.Filter | None:
+    must: list[qm.Condition] = [
+        qm.FieldCondition(key=key, match=qm.MatchValue(value=value))
+        for key, value in values.items()
+        if value is not None
+    ]
+    return qm.Filter(must=must) if must else None
+
+
+def _recall(point: qm.ScoredPoint) -> Recall:
+    payload = dict(point.payload or {})
+    return Recall(
+        id=str(payload.get("memory_id", point.id)),
+        score=float(point.score),
+        text=str(payload.get("text", "")),
+        payload=payload,
+    )
