@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from agents.errors import LLMError
 from agents.llm.base import ChatMessage, ChatRequest, ChatResponse, Provider
+from agents.llm.catalogue import cost_usd, load_catalogue
 
 # Budgets in characters (~4 per token) keep a prompt well inside small context windows even when
 # dependency outputs are long; the newest context is kept, the oldest dropped first.
@@ -42,6 +43,7 @@ class AgentOutcome:
     error: str | None = None
     response: ChatResponse | None = None
     error_type: str | None = None
+    cost_usd: float = 0.0  # from the model catalogue's prices and the call's real usage
 
 
 def system_prompt(role: str) -> str:
@@ -81,7 +83,9 @@ async def run_task(provider: Provider, task: AgentTask) -> AgentOutcome:
         response = await provider.complete(build_request(task))
     except LLMError as exc:
         return AgentOutcome(ok=False, output="", error=str(exc), error_type=type(exc).__name__)
-    return AgentOutcome(ok=True, output=response.text, response=response)
+    # The provider's own name and model: make_provider checked them against the catalogue.
+    cost = cost_usd(load_catalogue().get(provider.name, provider.model), response.usage)
+    return AgentOutcome(ok=True, output=response.text, response=response, cost_usd=cost)
 
 
 def _trim(text: str, budget: int) -> str:

@@ -161,7 +161,8 @@ class OnnxEmbedder:
 
     def embed_one(self, text: str) -> NDArray[np.float32]:
         """The ``(dimension,)`` vector of one text."""
-        return self.embed([text])[0]
+        vector: NDArray[np.float32] = self.embed([text])[0]
+        return vector
 
     def _embed_batch(self, texts: list[str]) -> NDArray[np.float32]:
         encodings = self._tokenizer.encode_batch(texts)
@@ -174,8 +175,9 @@ class OnnxEmbedder:
             hidden = self._session.run([self._output_name], feeds)[0]
         except Exception as exc:  # onnxruntime's pybind errors share no public base class
             raise EmbeddingError(f"onnxruntime failed on a batch of {len(texts)} texts: {exc}") from exc
+        states: NDArray[np.float32] = np.asarray(hidden, dtype=np.float32)
         weights = mask[:, :, None].astype(np.float32)
-        summed = (np.asarray(hidden, dtype=np.float32) * weights).sum(axis=1)
-        pooled = summed / np.clip(weights.sum(axis=1), 1e-9, None)
+        pooled = (states * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+        unit: NDArray[np.float32] = (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+        return unit

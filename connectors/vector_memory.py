@@ -151,7 +151,7 @@ class VectorMemory:
             raise error(f"Qdrant at {self.where} refused {action}: {exc}") from exc
         except QdrantException as exc:
             raise StoreUnavailableError(f"Qdrant at {self.where} failed {action}: {exc}") from exc
-        except (ValueError, KeyError, AssertionError) as exc:  # local mode validates with these
+        except (ValueError, KeyError) as exc:  # local mode validates with these
             raise StoreQueryError(f"Qdrant at {self.where} rejected {action}: {exc}") from exc
         except RuntimeError as exc:  # local mode after close()
             raise StoreUnavailableError(f"Qdrant at {self.where} failed {action}: {exc}") from exc

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from pydantic import SecretStr
+
 from agents.llm.base import LlmConfig
 from connectors.history import HistoryStore, open_store
 from connectors.redis_context import RedisContext
@@ -22,11 +24,16 @@ if TYPE_CHECKING:
 
 def llm_config(settings: Settings) -> LlmConfig:
     """Settings are read at the edge; agents/ only sees this typed config."""
-    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    def secret(value: SecretStr | None) -> str | None:
+        return value.get_secret_value() if value is not None else None
+
     return LlmConfig(
         spec=settings.llm,
-        openai_api_key=key,
+        openai_api_key=secret(settings.openai_api_key),
         openai_base_url=settings.openai_base_url,
+        anthropic_api_key=secret(settings.anthropic_api_key),
+        anthropic_base_url=settings.anthropic_base_url,
+        local_base_url=settings.local_llm_base_url,
         timeout_s=settings.llm_timeout_s,
         max_retries=settings.llm_max_retries,
     )

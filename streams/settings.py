@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     clickhouse_url: str | None = Field(
         None, description="ClickHouse server (http://user:pass@host:8123/db); unset = embedded chdb."
     )
+    qdrant_url: str | None = Field(
+        None, description="Qdrant server for vector memory; unset = qdrant-client local mode under data_dir."
+    )
+    embedding_model_dir: Path = Field(
+        Path("../shared/models/all-MiniLM-L6-v2-onnx"), description="ONNX all-MiniLM-L6-v2 model folder."
+    )
     context_window_turns: int = Field(50, ge=1, description="Turns kept per rolling-context window.")
     context_ttl_s: int = Field(7 * 24 * 3600, ge=1)
 
@@ -54,6 +60,13 @@ class Settings(BaseSettings):
     )
     openai_base_url: str | None = Field(
         None, validation_alias=AliasChoices("AIOS_OPENAI_BASE_URL", "OPENAI_BASE_URL")
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("AIOS_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY")
+    )
+    anthropic_base_url: str | None = Field(None, validation_alias=AliasChoices("AIOS_ANTHROPIC_BASE_URL"))
+    local_llm_base_url: str | None = Field(
+        None, description="OpenAI-compatible local server (Ollama, vLLM, llama.cpp) for AIOS_LLM=local:<model>."
     )
     llm_timeout_s: float = Field(60.0, gt=0)
     llm_max_retries: int = Field(2, ge=0, le=10)

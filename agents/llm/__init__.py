@@ -5,15 +5,20 @@ a vendor SDK.
 """
 
 from agents.llm.base import ChatMessage, ChatRequest, ChatResponse, LlmConfig, Provider, Usage
+from agents.llm.catalogue import Catalogue, ModelInfo, cost_usd, load_catalogue
 from agents.llm.factory import describe_choice, make_provider
 
 __all__ = [
+    "Catalogue",
     "ChatMessage",
     "ChatRequest",
     "ChatResponse",
     "LlmConfig",
+    "ModelInfo",
     "Provider",
     "Usage",
+    "cost_usd",
     "describe_choice",
+    "load_catalogue",
     "make_provider",
 ]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import cast
 
 import anthropic
+import httpx2
 from anthropic.types import MessageParam, RawMessageStreamEvent
 
 from agents.errors import (
@@ -182,6 +183,12 @@ def mapped_errors(provider: str) -> Iterator[None]:
         ) from exc
     except anthropic.APIError as exc:
         raise ProviderUnavailableError(f"provider error: {exc.message}", provider=provider) from exc
+    # The SDK wraps transport errors only while sending; once the stream is open, a read timeout
+    # or a dropped connection surfaces from its HTTP library (httpx2) as is.
+    except httpx2.TimeoutException as exc:
+        raise ProviderTimeoutError(f"no answer in time: {exc!r}", provider=provider) from exc
+    except httpx2.TransportError as exc:
+        raise ProviderUnavailableError(f"the stream broke off: {exc!r}", provider=provider) from exc
 
 
 def _status_error(exc: anthropic.APIStatusError, provider: str) -> LLMError:

@@ -80,7 +80,9 @@ class Catalogue:
         """The entry for ``model`` of ``provider``; raise ``UnknownModelError`` when there is none."""
         info = self._index.get((provider, model))
         if info is None:
-            raise UnknownModelError(provider=provider, model=model, catalogue=self.origin, version=self.version)
+            raise UnknownModelError(
+                provider=provider, model=model, catalogue=self.origin, version=self.version
+            )
         return info
 
     def models(self, provider: str | None = None) -> tuple[ModelInfo, ...]:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from agents.llm.base import LlmConfig, Provider
+from agents.llm.catalogue import load_catalogue
 from schemas.errors import ConfigError
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+DEFAULT_ANTHROPIC_MODEL = "claude-haiku-4-5"
 DEFAULT_OFFLINE_MODEL = "echo"
-SPEC_FORMAT = "'provider:model', e.g. 'openai:gpt-4o-mini' or 'offline:echo'"
+SPEC_FORMAT = "'provider:model', e.g. 'openai:gpt-4o-mini', 'anthropic:claude-haiku-4-5' or 'offline:echo'"
+# Local OpenAI-compatible servers ignore the key, but the SDK insists on one.
+LOCAL_API_KEY = "local-no-key"
 
 
 def _openai(model: str, config: LlmConfig) -> Provider:
@@ -22,6 +26,28 @@ def _openai(model: str, config: LlmConfig) -> Provider:
     return OpenAIProvider(model, config=config)
 
 
+def _anthropic(model: str, config: LlmConfig) -> Provider:
+    try:
+        from agents.llm.anthropic_provider import AnthropicProvider
+    except ModuleNotFoundError as exc:  # the SDK is an optional extra
+        raise ConfigError(
+            "the anthropic provider needs the 'anthropic' extra: pip install 'aios[anthropic]'"
+        ) from exc
+    return AnthropicProvider(model, config=config)  # raises MissingCredentialsError without a key
+
+
+def _local(model: str, config: LlmConfig) -> Provider:
+    if not config.local_base_url:
+        raise ConfigError(
+            f"local:{model} needs an OpenAI-compatible server: set AIOS_LOCAL_LLM_BASE_URL "
+            "(e.g. http://localhost:11434/v1 for Ollama), or choose AIOS_LLM=offline:echo"
+        )
+    from agents.llm.openai_provider import OpenAIProvider
+
+    local = replace(config, openai_api_key=LOCAL_API_KEY, openai_base_url=config.local_base_url)
+    return OpenAIProvider(model, config=local, name="local")
+
+
 def _offline(model: str, config: LlmConfig) -> Provider:
     from agents.llm.offline import OfflineProvider
 
@@ -30,6 +56,8 @@ def _offline(model: str, config: LlmConfig) -> Provider:
 
 PROVIDERS: dict[str, Callable[[str, LlmConfig], Provider]] = {
     "openai": _openai,
+    "anthropic": _anthropic,
+    "local": _local,
     "offline": _offline,
 }
 
@@ -48,7 +76,9 @@ def resolve(config: LlmConfig) -> Choice:
     if config.spec is None:
         if config.openai_api_key:
             return Choice("openai", DEFAULT_OPENAI_MODEL, "no AIOS_LLM set; an OpenAI key is set")
-        return Choice("offline", DEFAULT_OFFLINE_MODEL, "no AIOS_LLM and no OpenAI key set")
+        if config.anthropic_api_key:
+            return Choice("anthropic", DEFAULT_ANTHROPIC_MODEL, "no AIOS_LLM set; an Anthropic key is set")
+        return Choice("offline", DEFAULT_OFFLINE_MODEL, "no AIOS_LLM and no OpenAI or Anthropic key set")
     provider, sep, model = config.spec.strip().partition(":")
     provider, model = provider.strip().lower(), model.strip()
     if not sep or not provider or not model:
@@ -62,6 +92,8 @@ def resolve(config: LlmConfig) -> Choice:
 def make_provider(config: LlmConfig) -> Provider:
     """Build the provider ``config`` selects; raise ``ConfigError`` saying what to fix."""
     choice = resolve(config)
+    # Fail at start-up, not after a paid call: every model needs prices in the catalogue.
+    load_catalogue().get(choice.provider, choice.model)
     return PROVIDERS[choice.provider](choice.model, config)
 
 

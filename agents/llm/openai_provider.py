@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import cast
 
 import openai
+from openai.types import CompletionUsage
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 from agents.errors import (
@@ -41,10 +42,11 @@ class OpenAIProvider:
     name = "openai"
     offline = False
 
-    def __init__(self, model: str, *, config: LlmConfig) -> None:
+    def __init__(self, model: str, *, config: LlmConfig, name: str = "openai") -> None:
         if not config.openai_api_key:
             raise missing_key_error()
         self.model = model
+        self.name = name  # "local" when it talks to an OpenAI-compatible local server
         # base_url is always explicit so the SDK never falls back to reading OPENAI_BASE_URL.
         self._client = openai.AsyncOpenAI(
             api_key=config.openai_api_key,
@@ -81,7 +83,7 @@ class OpenAIProvider:
                             ttft_ms = (time.perf_counter() - started) * 1000
                         parts.append(text)
                     if chunk.usage is not None:
-                        usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                        usage = _usage(chunk.usage)
         if chunks == 0:
             raise MalformedResponseError("the stream ended without a single chunk", provider=self.name)
         return ChatResponse(
@@ -106,6 +108,13 @@ def missing_key_error() -> MissingCredentialsError:
         env_var="AIOS_OPENAI_API_KEY (or OPENAI_API_KEY)",
         alternative="AIOS_LLM=offline:echo",
     )
+
+
+def _usage(reported: CompletionUsage) -> Usage:
+    details = reported.prompt_tokens_details
+    cached = details.cached_tokens if details is not None else None
+    # prompt_tokens already includes the cached tokens, as Usage.input_tokens does.
+    return Usage(reported.prompt_tokens, reported.completion_tokens, cached_input_tokens=cached or 0)
 
 
 def _delta_text(chunk: ChatCompletionChunk, provider: str) -> str:

@@ -39,7 +39,7 @@ def result_event(a: dict[str, Any], outcome: AgentOutcome, agent_id: str, latenc
         "model": resp.model if resp else "",
         "input_tokens": resp.usage.input_tokens if resp else 0,
         "output_tokens": resp.usage.output_tokens if resp else 0,
-        "cost_usd": 0.0,
+        "cost_usd": outcome.cost_usd,
         "latency_ms": latency_ms,
         "submitted_at": a["submitted_at"],
     }
@@ -79,7 +79,7 @@ def llm_call_event(a: dict[str, Any], outcome: AgentOutcome, agent_id: str) -> d
         "model": resp.model,
         "input_tokens": resp.usage.input_tokens,
         "output_tokens": resp.usage.output_tokens,
-        "cost_usd": 0.0,
+        "cost_usd": outcome.cost_usd,
         "latency_ms": resp.latency_ms,
         "ttft_ms": resp.ttft_ms,
         "outcome": "ok" if outcome.ok else (outcome.error_type or "error"),

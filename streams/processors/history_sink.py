@@ -1,10 +1,7 @@
 """The history sink: every topic into ClickHouse, in batches, committed only after storing.
 
-It is a batch consumer, so it runs as a service inside the faust app on confluent-kafka's C
-consumer rather than faust's per-event dispatch: the sink reads every topic (about six events
-per task), and per-event Python dispatch cost more than the rest of the pipeline together.
 Rows are keyed by event_id (ReplacingMergeTree), so redelivery and replays converge. A store
-outage blocks the sink with backoff (backpressure: offsets stay uncommitted); it never drops a batch.
+outage blocks the sink with backoff (backpressure: offsets stay uncommitted); nothing is dropped.
 """
 
 from __future__ import annotations
@@ -12,22 +9,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
 from datetime import datetime
 from typing import Any
 
 import faust
-from confluent_kafka import Consumer, KafkaException, Message
+from confluent_kafka import Message
 
 from connectors.errors import StoreUnavailableError
 from connectors.history import EventRow
 from schemas.codec import Decoded
 from schemas.errors import SchemaError
 from schemas.events import to_ms
-from streams.errors import KafkaError
-from streams.kafka import EventProducer, make_consumer
-from streams.metrics import EVENTS, PROCESSING, SINK_BATCH, SINK_RETRIES, SINK_ROWS
-from streams.processors.common import dead_letter_event, log
+from streams.metrics import EVENTS, SINK_BATCH, SINK_RETRIES, SINK_ROWS
+from streams.processors.batch import BatchProcessor, retry_forever
 from streams.runtime import Runtime
 
 NAME = "history"
@@ -60,112 +54,39 @@ def to_row(decoded: Decoded, topic: str, partition: int, offset: int) -> EventRo
     )
 
 
-def build_rows(rt: Runtime, batch: list[Message]) -> tuple[list[EventRow], list[tuple[Message, SchemaError]]]:
-    """Decode a batch into rows; also returns the undecodable messages with their errors."""
-    rows: list[EventRow] = []
-    bad: list[tuple[Message, SchemaError]] = []
-    for msg in batch:
-        try:
-            decoded = rt.codec.decode(msg.value())
-            rows.append(to_row(decoded, str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)))
-        except SchemaError as exc:
-            bad.append((msg, exc))
-    return rows, bad
+class HistorySink(BatchProcessor):
+    name = NAME
 
-
-async def build_rows_cooperatively(
-    rt: Runtime, batch: list[Message], chunk: int = 100
-) -> tuple[list[EventRow], list[tuple[Message, SchemaError]]]:
-    """Decode on the event loop in small chunks. A worker thread would contend for the GIL
-    with the loop (each socket send hands it over), which slowed every other processor."""
-    rows: list[EventRow] = []
-    bad: list[tuple[Message, SchemaError]] = []
-    for i in range(0, len(batch), chunk):
-        part_rows, part_bad = build_rows(rt, batch[i : i + chunk])
-        rows += part_rows
-        bad += part_bad
-        await asyncio.sleep(0)
-    return rows, bad
-
-
-class HistorySink(faust.Service):
-    """Consume every topic in batches, store them, then commit.
-
-    Independent of faust's consumer and producer, so `aios worker history` needs no faust agent.
-    """
-
-    def __init__(self, rt: Runtime, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.rt = rt
-        self.consumer: Consumer | None = None
-        self.dlq = EventProducer(rt.settings, codec=rt.codec)
-        # Topics no other processor reads: the sink owns them and dead-letters their garbage.
+    def __init__(self, rt: Runtime) -> None:
+        s = rt.settings
+        super().__init__(rt, rt.topics.all(), batch_size=s.sink_batch_size, wait_s=s.sink_flush_s)
         t = rt.topics
+        # Topics no other processor reads: the sink owns them and dead-letters their garbage.
         self.owned = {t.results, t.messages, t.llm_calls, t.agents}
 
-    async def on_start(self) -> None:
-        s = self.rt.settings
-        self.consumer = make_consumer(s, group=f"{s.topic_prefix}-{NAME}", **{"fetch.wait.max.ms": 100})
-        self.consumer.subscribe(self.rt.topics.all())
-
-    async def on_stop(self) -> None:
-        if self.consumer is not None:
-            await asyncio.to_thread(self.consumer.close)  # leaves the group; offsets were committed per batch
-
-    @faust.Service.task
-    async def _run(self) -> None:
-        s = self.rt.settings
-        consumer = self.consumer
-        if consumer is None:
-            raise KafkaError("history sink started without a consumer")
-        while not self.should_stop:
-            batch = await asyncio.to_thread(consumer.consume, s.sink_batch_size, s.sink_flush_s)
-            if self.should_stop and not batch:
-                return
-            started = time.perf_counter()
-            batch = [m for m in batch if not self._is_error(m)]
-            if not batch:
-                continue
-            rows, bad = await build_rows_cooperatively(self.rt, batch)
-            for msg, exc in bad:
-                if msg.topic() in self.owned:
-                    letter = dead_letter_event(str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0),
-                                               msg.key(), msg.value(), NAME, exc)
-                    self.dlq.send(self.rt.topics.dlq, "DeadLetter", letter, key=str(msg.topic()))
-                EVENTS.labels(NAME, "undecodable").inc()
-            await store_with_retry(self.rt, rows)
-            if bad:
-                await asyncio.to_thread(self.dlq.flush)  # the dead letters are durable before we commit
+    async def apply(self, batch: list[Message]) -> None:
+        rows: list[EventRow] = []
+        for i, msg in enumerate(batch):
             try:
-                await asyncio.to_thread(consumer.commit, asynchronous=False)
-            except KafkaException as exc:
-                # A rebalance took the partitions: the next owner re-stores the batch (idempotent).
-                log.warning("history sink commit failed (%s); batch will be redelivered", exc)
-            SINK_ROWS.labels(self.rt.store.engine).inc(len(rows))
-            SINK_BATCH.observe(len(rows))
-            EVENTS.labels(NAME, "stored").inc(len(rows))
-            PROCESSING.labels(NAME).observe(time.perf_counter() - started)
+                decoded = self.rt.codec.decode(msg.value())
+                rows.append(to_row(decoded, str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)))
+            except SchemaError as exc:
+                if msg.topic() in self.owned:
+                    self.dead_letter(msg, exc)
+                EVENTS.labels(NAME, "undecodable").inc()
+            if i % 100 == 99:
+                await asyncio.sleep(0)  # decoding a large batch must not starve the other processors
+        await retry_forever("history store", self._insert, rows)
+        SINK_ROWS.labels(self.rt.store.engine).inc(len(rows))
+        SINK_BATCH.observe(len(rows))
+        EVENTS.labels(NAME, "stored").inc(len(rows))
 
-    @staticmethod
-    def _is_error(msg: Message) -> bool:
-        err = msg.error()
-        if err is None:
-            return False
-        log.warning("history sink consume error: %s", err)
-        return True
-
-
-async def store_with_retry(rt: Runtime, rows: list[EventRow], max_backoff_s: float = 30.0) -> None:
-    backoff = 0.2
-    while True:
+    async def _insert(self, rows: list[EventRow]) -> None:
         try:
-            await asyncio.to_thread(rt.store.insert, rows)
-            return
-        except StoreUnavailableError as exc:
+            await asyncio.to_thread(self.rt.store.insert, rows)
+        except StoreUnavailableError:
             SINK_RETRIES.inc()
-            log.warning("history store unavailable (%s); retrying %d rows in %.1fs", exc, len(rows), backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, max_backoff_s)
+            raise
 
 
 def register(app: faust.App, rt: Runtime) -> None:

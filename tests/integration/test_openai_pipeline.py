@@ -40,6 +40,7 @@ async def test_a_configured_provider_is_used_not_offline(settings: Settings) -> 
     assert body["stream"] is True
     assert any("Design a rate limiter" in m["content"] for m in body["messages"])
     assert int(str(result["input_tokens"])) > 0
+    assert float(str(result["cost_usd"])) > 0  # priced from agents/llm/models.json
 
 
 async def test_provider_error_is_a_failed_result_not_a_crash(settings: Settings) -> None:

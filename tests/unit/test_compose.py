@@ -45,9 +45,7 @@ METRICS_PORT = 9464
 
 # AIOS_* variables the compose file may set before `Settings` reads them. Keep this list short
 # and explicit: each entry names why it is allowed. Remove an entry once the field exists.
-PLANNED_AIOS_VARS: dict[str, str] = {
-    "AIOS_QDRANT_URL": "Qdrant server for vector memory (DESIGN.md 'Stores'); Settings field still to come",
-}
+PLANNED_AIOS_VARS: dict[str, str] = {}
 
 # Ports an image listens on inside the network without the compose file saying so
 # (`ports`/`expose` entries are added to these). Kafka's ports come from KAFKA_LISTENERS instead.

@@ -1,4 +1,4 @@
-"""Fixtures for the LLM layer: a real fake-OpenAI HTTP server and providers pointed at it."""
+"""Fixtures for the LLM layer: real fake-OpenAI and fake-Anthropic HTTP servers, providers on them."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
+from agents.llm.anthropic_provider import AnthropicProvider
 from agents.llm.base import LlmConfig
 from agents.llm.openai_provider import OpenAIProvider
+from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.openai_server import FakeOpenAI
 
 
@@ -35,6 +37,40 @@ async def make_openai(fake_openai: FakeOpenAI) -> AsyncIterator[Callable[..., Op
             max_retries=max_retries,
         )
         provider = OpenAIProvider(model, config=config)
+        made.append(provider)
+        return provider
+
+    yield make
+    for provider in made:
+        await provider.aclose()
+
+
+@pytest.fixture
+def fake_anthropic() -> Iterator[FakeAnthropic]:
+    """A started FakeAnthropic server, stopped after the test."""
+    server = FakeAnthropic().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def make_anthropic(fake_anthropic: FakeAnthropic) -> AsyncIterator[Callable[..., AnthropicProvider]]:
+    """Build AnthropicProviders against the fake server; every one is closed after the test."""
+    made: list[AnthropicProvider] = []
+
+    def make(
+        model: str = "claude-haiku-4-5", *, max_retries: int = 0, timeout_s: float = 10.0
+    ) -> AnthropicProvider:
+        config = LlmConfig(
+            spec=f"anthropic:{model}",
+            anthropic_api_key="sk-ant-test",
+            anthropic_base_url=fake_anthropic.base_url,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+        )
+        provider = AnthropicProvider(model, config=config)
         made.append(provider)
         return provider
 

@@ -7,10 +7,13 @@ from collections.abc import Callable
 import pytest
 
 from agents.errors import ContextTooLongError, RateLimitError
+from agents.llm.anthropic_provider import AnthropicProvider
 from agents.llm.base import ChatRequest, ChatResponse
 from agents.llm.offline import OFFLINE_LABEL, OfflineProvider
 from agents.llm.openai_provider import OpenAIProvider
 from agents.runner import TOTAL_BUDGET, AgentTask, build_request, run_task
+from tests.fakes import anthropic_server
+from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.openai_server import FakeOpenAI, context_too_long, ok, status
 
 TASK = AgentTask(
@@ -102,3 +105,26 @@ async def test_run_task_against_the_fake_openai_server(
     assert good.response is not None and good.response.usage.output_tokens == 3
     assert (too_long.ok, too_long.error_type) == (False, ContextTooLongError.__name__)
     assert (denied.ok, denied.error_type) == (False, "ProviderAuthError")
+
+
+async def test_run_task_against_the_fake_anthropic_server(
+    fake_anthropic: FakeAnthropic, make_anthropic: Callable[..., AnthropicProvider]
+) -> None:
+    provider = make_anthropic()
+    fake_anthropic.script(
+        anthropic_server.ok("done: orders endpoint"),
+        anthropic_server.context_too_long(),
+        anthropic_server.overloaded(),
+    )
+    good = await run_task(provider, TASK)
+    too_long = await run_task(provider, TASK)
+    overloaded = await run_task(provider, TASK)
+    assert good.ok and good.output == "done: orders endpoint"
+    assert good.response is not None and good.response.provider == "anthropic"
+    assert good.response.usage.output_tokens == 3
+    # The system prompt travels as Anthropic's `system` parameter, the task as the user turn.
+    sent = fake_anthropic.requests[0].body
+    assert "backend agent" in sent["system"]
+    assert [m["role"] for m in sent["messages"]] == ["user"]
+    assert (too_long.ok, too_long.error_type) == (False, ContextTooLongError.__name__)
+    assert (overloaded.ok, overloaded.error_type) == (False, "OverloadedError")

@@ -5,11 +5,14 @@ from __future__ import annotations
 import pytest
 
 from agents.errors import MissingCredentialsError
-from agents.llm.base import LlmConfig
-from agents.llm.factory import PROVIDERS, describe_choice, make_provider
+from agents.llm.anthropic_provider import AnthropicProvider
+from agents.llm.base import ChatMessage, ChatRequest, LlmConfig
+from agents.llm.factory import LOCAL_API_KEY, PROVIDERS, describe_choice, make_provider
 from agents.llm.offline import OfflineProvider
 from agents.llm.openai_provider import OpenAIProvider
 from schemas.errors import ConfigError
+from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.openai_server import FakeOpenAI
 
 
 async def test_no_spec_and_no_key_chooses_offline() -> None:
@@ -62,11 +65,96 @@ def test_malformed_spec_says_the_format(spec: str) -> None:
 
 def test_describe_choice() -> None:
     assert describe_choice(LlmConfig()) == (
-        "LLM: offline provider (no AIOS_LLM and no OpenAI key set) — results are labelled offline"
+        "LLM: offline provider (no AIOS_LLM and no OpenAI or Anthropic key set) — results are labelled offline"
     )
     assert describe_choice(LlmConfig(openai_api_key="sk-test")).startswith("LLM: openai:gpt-4o-mini")
     assert describe_choice(LlmConfig(spec="offline:echo")).endswith("results are labelled offline")
 
 
-def test_config_repr_hides_the_key() -> None:
-    assert "sk-secret" not in repr(LlmConfig(openai_api_key="sk-secret"))
+def test_config_repr_hides_the_keys() -> None:
+    assert "sk-secret" not in repr(LlmConfig(openai_api_key="sk-secret", anthropic_api_key="sk-secret"))
+
+
+def test_existing_callers_keep_working_without_the_new_fields() -> None:
+    config = LlmConfig(spec="openai:gpt-4o-mini", openai_api_key="k", timeout_s=5.0, max_retries=1)
+    assert (config.anthropic_api_key, config.anthropic_base_url, config.local_base_url) == (None, None, None)
+
+
+async def test_anthropic_spec_with_key(fake_anthropic: FakeAnthropic) -> None:
+    config = LlmConfig(
+        spec="anthropic:claude-sonnet-4-0",
+        anthropic_api_key="sk-ant",
+        anthropic_base_url=fake_anthropic.base_url,
+    )
+    provider = make_provider(config)
+    try:
+        assert isinstance(provider, AnthropicProvider)
+        assert (provider.name, provider.model) == ("anthropic", "claude-sonnet-4-0")
+        response = await provider.complete(ChatRequest(messages=(ChatMessage("user", "ping"),)))
+        assert response.provider == "anthropic" and response.text
+    finally:
+        await provider.aclose()
+
+
+@pytest.mark.parametrize("key", [None, ""])
+def test_anthropic_without_key_names_the_variable(key: str | None) -> None:
+    with pytest.raises(MissingCredentialsError) as caught:
+        make_provider(LlmConfig(spec="anthropic:claude-haiku-4-5", anthropic_api_key=key, openai_api_key="k"))
+    message = str(caught.value)
+    assert "AIOS_ANTHROPIC_API_KEY (or ANTHROPIC_API_KEY)" in message
+    assert "AIOS_LLM=offline:echo" in message
+    assert caught.value.provider == "anthropic"
+
+
+async def test_no_spec_with_only_an_anthropic_key_chooses_anthropic() -> None:
+    config = LlmConfig(anthropic_api_key="sk-ant", anthropic_base_url="http://127.0.0.1:9")
+    provider = make_provider(config)
+    try:
+        assert (provider.name, provider.model) == ("anthropic", "claude-haiku-4-5")
+    finally:
+        await provider.aclose()
+    assert (
+        describe_choice(config)
+        == "LLM: anthropic:claude-haiku-4-5 (no AIOS_LLM set; an Anthropic key is set)"
+    )
+    both = LlmConfig(openai_api_key="sk", anthropic_api_key="sk-ant")
+    assert describe_choice(both).startswith("LLM: openai:gpt-4o-mini")  # unchanged precedence
+
+
+async def test_local_uses_the_openai_wire_format_at_the_base_url(fake_openai: FakeOpenAI) -> None:
+    provider = make_provider(LlmConfig(spec="local:llama3.1:8b", local_base_url=fake_openai.base_url))
+    try:
+        assert isinstance(provider, OpenAIProvider)
+        assert (provider.name, provider.model, provider.offline) == ("local", "llama3.1:8b", False)
+        response = await provider.complete(ChatRequest(messages=(ChatMessage("user", "ping"),)))
+        assert response.provider == "local"
+    finally:
+        await provider.aclose()
+    (sent,) = fake_openai.requests
+    assert sent.body["model"] == "llama3.1:8b"
+    assert sent.headers["authorization"] == f"Bearer {LOCAL_API_KEY}"  # a dummy: no real key leaks
+
+
+async def test_local_ignores_the_openai_key_and_url(fake_openai: FakeOpenAI) -> None:
+    config = LlmConfig(
+        spec="local:qwen2.5:7b",
+        openai_api_key="sk-real",
+        openai_base_url="http://127.0.0.1:9/v1",
+        local_base_url=fake_openai.base_url,
+    )
+    provider = make_provider(config)
+    try:
+        await provider.complete(ChatRequest(messages=(ChatMessage("user", "ping"),)))
+    finally:
+        await provider.aclose()
+    assert fake_openai.requests[0].headers["authorization"] != "Bearer sk-real"
+
+
+def test_local_without_base_url_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="AIOS_LOCAL_LLM_BASE_URL") as caught:
+        make_provider(LlmConfig(spec="local:llama3.1:8b", openai_api_key="sk-test"))
+    assert not isinstance(caught.value, MissingCredentialsError)
+
+
+def test_registry_names_every_backend() -> None:
+    assert set(PROVIDERS) == {"openai", "anthropic", "local", "offline"}
