@@ -12,7 +12,9 @@
         │   └── ContextTooLongError    the prompt does not fit the model's context window
         ├── ProviderUnavailableError   connection failures and 5xx
         ├── MalformedResponseError     the provider answered something we cannot read
-        └── UnknownModelError          the model has no entry (and so no price) in the catalogue
+        ├── UnknownModelError          the model has no entry (and so no price) in the catalogue
+        ├── NoDeploymentError          the router has no deployment that may take the call
+        └── BudgetExceededError        every eligible deployment could cost more than the budget left
 
 Retries are not decided here: the vendor SDK retries 408/409/429/5xx honouring retry-after,
 so an error that reaches the caller has already exhausted them.
@@ -85,6 +87,14 @@ class UnknownModelError(LLMError):
             provider=provider,
         )
         self.model = model
+
+
+class NoDeploymentError(LLMError):
+    """No deployment may take the call (privacy, tier, context window); the message says which."""
+
+
+class BudgetExceededError(LLMError):
+    """The call could cost more than the budget has left, on every deployment that was eligible."""
 
 
 class MissingCredentialsError(ConfigError):
