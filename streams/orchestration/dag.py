@@ -39,6 +39,11 @@ class Node:
     output: str = ""
     reason: str = ""
     approved: bool = False
+    description: str = ""
+    acceptance: str = ""
+    attempts: int = 0  # attempts dispatched so far
+    errors: list[str] = field(default_factory=list)  # every failed attempt's error, oldest first
+    retry_at_ms: int | None = None  # a failed attempt waits for its backoff; READY once due
 
 
 @dataclass
@@ -54,15 +59,25 @@ class ProjectDag:
 
     def __init__(self, plan: Plan) -> None:
         self.project = plan.project
-        self.nodes: dict[str, Node] = {
-            t.id: Node(t.id, t.role, t.priority, t.depends_on, t.requires_approval) for t in plan.tasks
-        }
-        self.dependents: dict[str, list[str]] = {t.id: [] for t in plan.tasks}
+        self.nodes: dict[str, Node] = {}
+        self.dependents: dict[str, list[str]] = {}
         for t in plan.tasks:
-            for dep in t.depends_on:
-                self.dependents[dep].append(t.id)
+            self.add(Node(t.id, t.role, t.priority, t.depends_on, t.requires_approval,
+                          description=t.description, acceptance=t.acceptance), ready=False)
         for node in self.nodes.values():
             self._maybe_ready(node)
+
+    def add(self, node: Node, *, ready: bool = True) -> None:
+        """Add a task whose dependencies are already in the DAG (standalone tasks join this way)."""
+        self.nodes[node.id] = node
+        self.dependents.setdefault(node.id, [])
+        for dep in node.depends_on:
+            self.dependents.setdefault(dep, []).append(node.id)
+        if ready:
+            if any(self.nodes[d].state in (State.FAILED, State.SKIPPED, State.CANCELLED) for d in node.depends_on):
+                node.state, node.reason = State.SKIPPED, "a dependency did not succeed"
+            else:
+                self._maybe_ready(node)
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -100,6 +115,20 @@ class ProjectDag:
 
     # --- transitions -----------------------------------------------------------------------
 
+    def retry_later(self, task_id: str, error: str, retry_at_ms: int) -> None:
+        """A failed attempt that will be retried: back to waiting until ``retry_at_ms``."""
+        node = self.nodes[task_id]
+        node.errors.append(error)
+        node.state, node.retry_at_ms = State.PENDING, retry_at_ms
+
+    def release_due(self, now_ms: int) -> list[Node]:
+        """Failed attempts whose backoff has passed become ready again."""
+        due = [n for n in self.nodes.values()
+               if n.state is State.PENDING and n.retry_at_ms is not None and n.retry_at_ms <= now_ms]
+        for n in due:
+            n.state, n.retry_at_ms = State.READY, None
+        return due
+
     def take(self, limits: Limits | None = None) -> list[Node]:
         """Mark ready tasks dispatched, by priority, within the concurrency limits; return them."""
         limits = limits or Limits()
@@ -115,6 +144,7 @@ class ProjectDag:
             if cap is not None and per_role.get(node.role, 0) >= cap:
                 continue
             node.state = State.DISPATCHED
+            node.attempts += 1
             per_role[node.role] = per_role.get(node.role, 0) + 1
             taken.append(node)
         return taken
@@ -158,7 +188,7 @@ class ProjectDag:
     # --- internals -------------------------------------------------------------------------
 
     def _maybe_ready(self, node: Node) -> bool:
-        if node.state not in (State.PENDING, State.AWAITING_APPROVAL):
+        if node.state not in (State.PENDING, State.AWAITING_APPROVAL) or node.retry_at_ms is not None:
             return False
         if not all(self.nodes[d].state is State.SUCCEEDED for d in node.depends_on):
             return False

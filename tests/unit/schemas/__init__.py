@@ -38,6 +38,8 @@ def sample_for_type(avro_type: Any, label: str) -> Any:
         if kind == "map":
             values = avro_type["values"]
             return {"k1": sample_for_type(values, f"{label}-1"), "ключ": sample_for_type(values, f"{label}-2")}
+        if kind == "record":  # a nested record type (e.g. the tasks of a ProjectPlan)
+            return {f["name"]: sample_for_type(f["type"], f"{label}.{f['name']}") for f in avro_type["fields"]}
         return sample_for_type(kind, label)
     primitives: dict[str, Any] = {
         "string": f"{label}-ü✓🚀",

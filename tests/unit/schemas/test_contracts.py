@@ -18,9 +18,11 @@ def codec() -> Codec:
     return Codec()
 
 
-def test_all_eight_records_are_present() -> None:
+def test_every_contract_is_present() -> None:
+    # The eight from the design card, plus the orchestrator's plan, control and status records.
     assert sorted(RECORD_NAMES) == sorted(
-        ["Task", "Assignment", "TaskResult", "AgentMessage", "MemoryEvent", "LlmCall", "AgentStatus", "DeadLetter"]
+        ["Task", "Assignment", "TaskResult", "AgentMessage", "MemoryEvent", "LlmCall", "AgentStatus", "DeadLetter",
+         "ProjectPlan", "Control", "ProjectStatus"]
     )
     catalog = load_catalog()
     assert sorted(catalog.current) == sorted(f"aios.v1.{n}" for n in RECORD_NAMES)

@@ -1,0 +1,210 @@
+"""One project's orchestration state: the DAG plus attempts, retries, budget and timing.
+
+The orchestrator processor keeps one of these per project in a changelog-backed table (as a
+plain dict) and turns each incoming event into :class:`Actions`. Everything here is
+deterministic given the events and the clock, so a restarted orchestrator that replays its
+changelog carries on where it was.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from streams.orchestration.dag import TERMINAL, Limits, Node, ProjectDag, State
+from streams.orchestration.plan import Plan, PlannedTask
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 3
+    base_ms: int = 500
+    max_ms: int = 30_000
+    jitter: float = 0.2  # ± fraction of the delay, so retries of many tasks do not align
+
+    def delay_ms(self, attempt: int, rng: random.Random) -> int:
+        """Exponential backoff after failed attempt number ``attempt`` (1-based), with jitter."""
+        base = min(self.base_ms * 2 ** (attempt - 1), self.max_ms)
+        return max(0, int(base * (1 + rng.uniform(-self.jitter, self.jitter))))
+
+
+@dataclass
+class Dispatch:
+    task_id: str
+    role: str
+    description: str
+    attempt: int
+    priority: int
+    context: dict[str, str]
+
+
+@dataclass
+class Final:
+    """A task's one terminal result, published by the orchestrator to the results topic."""
+
+    task_id: str
+    role: str
+    status: str  # succeeded | failed | skipped | cancelled
+    attempt: int
+    output: str = ""
+    error: str | None = None
+
+
+@dataclass
+class Actions:
+    dispatch: list[Dispatch] = field(default_factory=list)
+    finals: list[Final] = field(default_factory=list)
+    dead_letters: list[tuple[str, list[str]]] = field(default_factory=list)  # task id, every error
+    retry_at_ms: list[int] = field(default_factory=list)  # when a retry falls due
+
+    def __bool__(self) -> bool:
+        return bool(self.dispatch or self.finals or self.dead_letters or self.retry_at_ms)
+
+
+class ProjectState:
+    def __init__(self, dag: ProjectDag, *, started_ms: int, budget_usd: float | None = None) -> None:
+        self.dag = dag
+        self.started_ms = started_ms
+        self.budget_usd = budget_usd
+        self.cost_usd = 0.0
+        self.cancelled = False
+        self.submitted_at: dict[str, int] = {}  # task id -> submit time (ms), for latency
+
+    # --- construction and serialisation ----------------------------------------------------
+
+    @classmethod
+    def from_plan(cls, plan: Plan, *, now_ms: int) -> ProjectState:
+        return cls(ProjectDag(plan), started_ms=now_ms, budget_usd=plan.budget_usd)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "project": self.dag.project, "started_ms": self.started_ms, "budget_usd": self.budget_usd,
+            "cost_usd": self.cost_usd, "cancelled": self.cancelled, "submitted_at": self.submitted_at,
+            "nodes": [{**asdict(n), "state": n.state.value} for n in self.dag.nodes.values()],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProjectState:
+        dag = ProjectDag.__new__(ProjectDag)
+        dag.project, dag.nodes, dag.dependents = data["project"], {}, {}
+        for raw in data["nodes"]:
+            node = Node(**{**raw, "state": State(raw["state"]), "depends_on": tuple(raw["depends_on"])})
+            dag.add(node, ready=False)
+        state = cls(dag, started_ms=data["started_ms"], budget_usd=data["budget_usd"])
+        state.cost_usd, state.cancelled = data["cost_usd"], data["cancelled"]
+        state.submitted_at = dict(data["submitted_at"])
+        return state
+
+    # --- events ----------------------------------------------------------------------------
+
+    def add_task(self, task: PlannedTask, *, submitted_ms: int) -> Actions:
+        """A standalone task joins its project's DAG (its dependencies must already be there)."""
+        if task.id in self.dag.nodes:
+            return Actions()  # a redelivered submission
+        missing = [d for d in task.depends_on if d not in self.dag.nodes]
+        node = Node(task.id, task.role, task.priority, tuple(d for d in task.depends_on if d in self.dag.nodes),
+                    task.requires_approval, description=task.description, acceptance=task.acceptance)
+        self.submitted_at[task.id] = submitted_ms
+        self.dag.add(node)
+        if missing:
+            node.state, node.reason = State.FAILED, f"depends on unknown task(s) {', '.join(missing)}"
+            return Actions(finals=[Final(task.id, task.role, "failed", 0, error=node.reason)])
+        if node.state is State.SKIPPED:
+            return Actions(finals=[Final(task.id, task.role, "skipped", 0, error=node.reason)])
+        return Actions()
+
+    def on_attempt(self, task_id: str, attempt: int, ok: bool, output: str, error: str | None,
+                   cost_usd: float, *, now_ms: int, policy: RetryPolicy, rng: random.Random) -> Actions:
+        """An attempt's outcome from an agent. Stale or duplicate attempts change nothing."""
+        node = self.dag.nodes.get(task_id)
+        if node is None or node.state is not State.DISPATCHED or attempt != node.attempts:
+            return Actions()
+        self.cost_usd += cost_usd
+        if ok:
+            self.dag.succeeded(task_id, output)
+            return Actions(finals=[Final(task_id, node.role, "succeeded", attempt, output=output)])
+        reason = error or "failed without an error message"
+        if attempt < policy.max_attempts and not self.cancelled:
+            due = now_ms + policy.delay_ms(attempt, rng)
+            self.dag.retry_later(task_id, f"attempt {attempt}: {reason}", due)
+            return Actions(retry_at_ms=[due])
+        node.errors.append(f"attempt {attempt}: {reason}")
+        skipped = self.dag.failed(task_id, f"failed after {attempt} attempt(s): {reason}")
+        return Actions(
+            finals=[Final(task_id, node.role, "failed", attempt, error=node.reason),
+                    *(Final(s.id, s.role, "skipped", s.attempts, error=s.reason) for s in skipped)],
+            dead_letters=[(task_id, list(node.errors))],
+        )
+
+    def cancel(self, task_id: str | None, reason: str) -> Actions:
+        """Cancel one task (its dependents follow) or, with no task id, the whole project."""
+        changed: list[Node] = []
+        if task_id is None:
+            self.cancelled = True
+            for tid, n in self.dag.nodes.items():
+                if n.state not in TERMINAL:
+                    changed += self.dag.cancel(tid, reason)
+        elif task_id in self.dag.nodes:
+            changed = self.dag.cancel(task_id, reason)
+        status = {State.CANCELLED: "cancelled", State.SKIPPED: "skipped"}
+        return Actions(finals=[Final(n.id, n.role, status[n.state], n.attempts, error=n.reason)
+                               for n in changed if n.state in status])
+
+    def approve(self, task_id: str) -> Actions:
+        if task_id in self.dag.nodes:
+            self.dag.approve(task_id)
+        return Actions()
+
+    def reject(self, task_id: str, reason: str) -> Actions:
+        if task_id not in self.dag.nodes or self.dag.nodes[task_id].state is not State.AWAITING_APPROVAL:
+            return Actions()
+        node = self.dag.nodes[task_id]
+        skipped = self.dag.reject(task_id, reason)
+        return Actions(finals=[Final(task_id, node.role, "failed", 0, error=node.reason),
+                               *(Final(s.id, s.role, "skipped", s.attempts, error=s.reason) for s in skipped)])
+
+    # --- dispatch --------------------------------------------------------------------------
+
+    @property
+    def budget_spent(self) -> bool:
+        return self.budget_usd is not None and self.cost_usd >= self.budget_usd
+
+    def dispatchable(self, *, now_ms: int, limits: Limits | None = None) -> list[Dispatch]:
+        """Release due retries and take ready tasks, unless cancelled or the budget is spent."""
+        self.dag.release_due(now_ms)
+        if self.cancelled or self.budget_spent:
+            return []
+        return [Dispatch(n.id, n.role, n.description, n.attempts, n.priority, self.dag.dependency_outputs(n.id))
+                for n in self.dag.take(limits)]
+
+    def next_retry_ms(self) -> int | None:
+        due = [n.retry_at_ms for n in self.dag.nodes.values() if n.retry_at_ms is not None]
+        return min(due) if due else None
+
+    # --- status ----------------------------------------------------------------------------
+
+    def status(self, *, now_ms: int, live_roles: set[str] | None = None) -> dict[str, Any]:
+        counts = self.dag.counts()
+        total = max(len(self.dag.nodes), 1)
+        finished = sum(counts[s.value] for s in TERMINAL)
+        if self.dag.done:
+            state = "cancelled" if self.cancelled else (
+                "succeeded" if counts[State.SUCCEEDED.value] == len(self.dag.nodes) else "failed")
+        else:
+            state = "budget_exhausted" if self.budget_spent else "running"
+        notes = []
+        if self.budget_spent and not self.dag.done:
+            notes.append(f"budget ${self.budget_usd:.4f} spent (${self.cost_usd:.4f}): no new dispatches")
+        if live_roles is not None:
+            waiting = sorted({n.role for n in self.dag.nodes.values()
+                              if n.state in (State.READY, State.DISPATCHED) and n.role not in live_roles})
+            notes += [f"no live agent for role {r!r}: its tasks wait" for r in waiting]
+        return {
+            "project_id": self.dag.project, "state": state, "counts": counts,
+            "percent_done": round(100.0 * finished / total, 2), "critical_path": self.dag.critical_path(),
+            "cost_usd": self.cost_usd, "budget_usd": self.budget_usd, "started_at": self.started_ms,
+            "elapsed_ms": max(0, now_ms - self.started_ms), "notes": notes,
+            "tasks": [{"task_id": n.id, "role": n.role, "state": n.state.value, "attempts": n.attempts,
+                       "reason": n.reason} for n in self.dag.nodes.values()],
+        }
