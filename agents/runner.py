@@ -6,7 +6,7 @@ lets it be tested with the offline provider or a fake OpenAI server.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from agents.errors import LLMError
@@ -32,6 +32,17 @@ class AgentTask:
     attempt: int = 1
     context: Mapping[str, str] = field(default_factory=dict)  # dependency task id -> its output
     history: Sequence[str] = ()  # recent turns from the rolling context window, oldest first
+    summary: str = ""  # the running summary of turns folded out of the window
+    recall: Sequence[str] = ()  # texts recalled from vector memory, best first
+
+
+@dataclass(frozen=True)
+class TokenBudget:
+    """A role's prompt budget in tokens, and how to count them (agents/ knows no tokenizer)."""
+
+    tokens: int
+    count: Callable[[str], int]
+    truncate: Callable[[str, int], str]
 
 
 @dataclass(frozen=True)
@@ -55,18 +66,25 @@ def system_prompt(role: str) -> str:
     )
 
 
-def build_request(task: AgentTask, *, max_tokens: int = 1024) -> ChatRequest:
-    """The chat request for ``task``, its user message trimmed to a fixed character budget."""
-    sections = [f"Task: {_trim(task.description, DESCRIPTION_BUDGET)}"]
+def build_request(task: AgentTask, *, max_tokens: int = 1024, budget: TokenBudget | None = None) -> ChatRequest:
+    """The chat request for ``task``.
+
+    Its user message is trimmed to fixed character budgets and, with ``budget``, the whole prompt
+    (system + user) to the role's token budget: memory (recall, summary, recent turns) gets what
+    the task and its dependencies leave, the newest turns first.
+    """
+    system = system_prompt(task.role)
+    head = [f"Task: {_trim(task.description, DESCRIPTION_BUDGET)}"]
     if task.context:
         outputs = [f"[{dep}]\n{_trim(out, DEPENDENCY_BUDGET)}" for dep, out in sorted(task.context.items())]
-        sections.append("Outputs of the tasks this depends on:\n" + "\n\n".join(outputs))
-    recent = _newest_within(task.history, HISTORY_BUDGET)
-    if recent:
-        sections.append("Recent context (oldest first):\n" + "\n".join(recent))
-    user = _trim("\n\n".join(sections), TOTAL_BUDGET)
+        head.append("Outputs of the tasks this depends on:\n" + "\n\n".join(outputs))
+    if budget is None:
+        memory = _memory_sections(task, len, HISTORY_BUDGET)
+        user = _trim("\n\n".join(head + memory), TOTAL_BUDGET)
+    else:
+        user = _within_tokens(system, head, task, budget)
     return ChatRequest(
-        messages=(ChatMessage("system", system_prompt(task.role)), ChatMessage("user", user)),
+        messages=(ChatMessage("system", system), ChatMessage("user", user)),
         max_tokens=max_tokens,
         metadata={
             "task_id": task.task_id,
@@ -77,10 +95,43 @@ def build_request(task: AgentTask, *, max_tokens: int = 1024) -> ChatRequest:
     )
 
 
-async def run_task(provider: Provider, task: AgentTask) -> AgentOutcome:
+def _memory_sections(task: AgentTask, size: Callable[[str], int], room: int) -> list[str]:
+    """Recall, summary and the newest turns that fit ``room`` (in ``size`` units), in that order."""
+    sections: list[str] = []
+    for title, items in (("Relevant memories (best first)", list(task.recall)),
+                         ("Summary of earlier context", [task.summary] if task.summary else [])):
+        kept = []
+        for item in items:
+            cost = size(item) + 2
+            if cost > room:
+                break
+            kept.append(item)
+            room -= cost
+        if kept:
+            sections.append(f"{title}:\n" + "\n".join(kept))
+            room -= size(title) + 2
+    recent = _newest_within(task.history, max(room, 0), size)
+    if recent:
+        sections.append("Recent context (oldest first):\n" + "\n".join(recent))
+    return sections
+
+
+def _within_tokens(system: str, head: list[str], task: AgentTask, budget: TokenBudget) -> str:
+    # A small margin covers the few tokens the joins add between separately counted parts.
+    room = budget.tokens - budget.count(system) - 8
+    task_text = budget.truncate("\n\n".join(head), max(room, 0))
+    room -= budget.count(task_text)
+    user = "\n\n".join([task_text, *_memory_sections(task, budget.count, room)])
+    limit = max(budget.tokens - budget.count(system), 0)
+    while budget.count(user) > limit:  # a guarantee, whatever the counts of the joins were
+        user = budget.truncate(user, max(limit - (budget.count(user) - limit) - 1, 0))
+    return user
+
+
+async def run_task(provider: Provider, task: AgentTask, budget: TokenBudget | None = None) -> AgentOutcome:
     """Run ``task`` on ``provider``. Provider failures become failed outcomes; bugs propagate."""
     try:
-        response = await provider.complete(build_request(task))
+        response = await provider.complete(build_request(task, budget=budget))
     except LLMError as exc:
         return AgentOutcome(ok=False, output="", error=str(exc), error_type=type(exc).__name__)
     # The provider's own name and model: make_provider checked them against the catalogue.
@@ -95,14 +146,14 @@ def _trim(text: str, budget: int) -> str:
     return text[:keep] + f"\n… [{len(text) - keep} characters trimmed]"
 
 
-def _newest_within(turns: Sequence[str], budget: int) -> list[str]:
+def _newest_within(turns: Sequence[str], budget: int, size: Callable[[str], int] = len) -> list[str]:
     kept: list[str] = []
     used = 0
     for turn in reversed(turns):
-        if used + len(turn) > budget:
-            if not kept:  # the newest turn alone is too long: keep its start rather than nothing
+        if used + size(turn) > budget:
+            if not kept and size is len:  # the newest turn alone is too long: keep its start
                 kept.append(_trim(turn, budget))
             break
         kept.append(turn)
-        used += len(turn) + 1
+        used += size(turn) + 1
     return kept[::-1]

@@ -1,10 +1,15 @@
-"""Rolling context windows in Redis: one list per (scope, id), bounded, with a TTL.
+"""Rolling context windows in Redis: per (scope, id) a list of turns bounded by count and tokens,
+a running summary of the turns folded out of it, and a TTL per scope.
 
-Appends are idempotent by memory id, so replaying ``aios.memory`` never duplicates a turn.
+Appends are idempotent by memory id, so replaying ``aios.memory`` never duplicates a turn. Turns
+pushed out of a window wait in a fold list until a summary that covers them is stored.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -12,15 +17,40 @@ from redis.exceptions import RedisError
 
 from connectors.errors import StoreUnavailableError
 
-# One round trip: mark the memory id as applied (NX) and only then append, trim and extend TTL.
+SCOPES = ("session", "project", "agent", "task")
+
+# One round trip: mark the memory id as applied (NX); only then append, evict the oldest turns
+# into the fold list while the window is over its count or token bound, and extend the TTLs.
+# The newest turn always stays, even when it alone is over the token bound.
 _APPEND = """
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
-  redis.call('RPUSH', KEYS[1], ARGV[1])
-  redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-  return 1
+if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[5]) then
+  return {0, 0}
 end
-return 0
+redis.call('RPUSH', KEYS[1], ARGV[1])
+local total = redis.call('INCRBY', KEYS[2], ARGV[2])
+local n = redis.call('LLEN', KEYS[1])
+local evicted = 0
+while n > 1 and (n > tonumber(ARGV[3]) or total > tonumber(ARGV[4])) do
+  local old = redis.call('LPOP', KEYS[1])
+  total = redis.call('DECRBY', KEYS[2], tonumber(cjson.decode(old)['tokens']) or 0)
+  redis.call('RPUSH', KEYS[3], old)
+  n = n - 1
+  evicted = evicted + 1
+end
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+redis.call('EXPIRE', KEYS[5], ARGV[5])
+return {1, evicted}
+"""
+
+# A summary replaces the folded turns it covers; an older or equal sequence number is a replay.
+_SUMMARY = """
+local current = redis.call('GET', KEYS[1])
+if current and tonumber(cjson.decode(current)['seq']) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+redis.call('DEL', KEYS[2])
+return 1
 """
 
 
@@ -28,54 +58,154 @@ def context_key(prefix: str, scope: str, scope_id: str) -> str:
     return f"{prefix}:ctx:{scope}:{scope_id}"
 
 
+def window_keys(prefix: str, scope: str, scope_id: str) -> dict[str, str]:
+    """Every key of one window: turns, their token total, turns waiting to be folded, the summary."""
+    return {
+        "turns": context_key(prefix, scope, scope_id),
+        "tokens": f"{prefix}:ctx-tokens:{scope}:{scope_id}",
+        "fold": f"{prefix}:fold:{scope}:{scope_id}",
+        "summary": f"{prefix}:summary:{scope}:{scope_id}",
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ScopePolicy:
+    """How much a window of one scope keeps, and for how long after its last write."""
+
+    turns: int
+    tokens: int
+    ttl_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One memory write to apply: a turn (appended) or a summary (replacing folded turns)."""
+
+    scope: str
+    scope_id: str
+    memory_id: str
+    kind: str  # turn | fact | summary
+    data: Mapping[str, Any]  # stored as JSON; must carry "tokens" (and "seq" for a summary)
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What applying one Turn did: False for a replay; how many old turns it pushed out."""
+
+    applied: bool
+    evicted: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """A window as a prompt reads it: the running summary (or None) and the turns, oldest first."""
+
+    summary: dict[str, Any] | None
+    turns: list[dict[str, Any]] = field(default_factory=list)
+    tokens: int = 0
+
+
+def _text(item: Any) -> str:
+    return item.decode() if isinstance(item, bytes) else str(item)
+
+
 class RedisContext:
     """Async access to rolling context windows."""
 
-    def __init__(self, client: aioredis.Redis, *, prefix: str, window: int, ttl_s: int) -> None:
+    def __init__(self, client: aioredis.Redis, *, prefix: str, default: ScopePolicy,
+                 policies: Mapping[str, ScopePolicy] | None = None) -> None:
         self._redis = client
         self.prefix = prefix
-        self.window = window
-        self.ttl_s = ttl_s
+        self.default = default
+        self.policies = dict(policies or {})
         self._append: Any = client.register_script(_APPEND)
+        self._summary: Any = client.register_script(_SUMMARY)
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str, window: int, ttl_s: int) -> RedisContext:
-        return cls(aioredis.Redis.from_url(url), prefix=prefix, window=window, ttl_s=ttl_s)
+    def from_url(cls, url: str, *, prefix: str, default: ScopePolicy,
+                 policies: Mapping[str, ScopePolicy] | None = None) -> RedisContext:
+        return cls(aioredis.Redis.from_url(url), prefix=prefix, default=default, policies=policies)
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self._redis
+
+    def with_prefix(self, prefix: str) -> RedisContext:
+        """The same windows under another key prefix, on the same connection (for rebuilds)."""
+        return RedisContext(self._redis, prefix=prefix, default=self.default, policies=self.policies)
+
+    def policy(self, scope: str) -> ScopePolicy:
+        return self.policies.get(scope, self.default)
 
     def key(self, scope: str, scope_id: str) -> str:
         return context_key(self.prefix, scope, scope_id)
 
-    async def append(self, scope: str, scope_id: str, memory_id: str, turn: str) -> bool:
-        """Append ``turn`` once per ``memory_id``; False when it was already applied."""
-        seen = f"{self.prefix}:mem-applied:{memory_id}"
-        try:
-            applied = await self._append(keys=[self.key(scope, scope_id), seen], args=[turn, self.window, self.ttl_s])
-        except RedisError as exc:
-            raise StoreUnavailableError(f"Redis append to {self.key(scope, scope_id)} failed: {exc}") from exc
-        return bool(applied)
+    async def append(self, scope: str, scope_id: str, memory_id: str, turn: Mapping[str, Any]) -> bool:
+        """Append one turn once per ``memory_id``; False when it was already applied."""
+        return (await self.apply_many([Turn(scope, scope_id, memory_id, "turn", turn)]))[0].applied
 
-    async def append_many(self, turns: list[tuple[str, str, str, str]]) -> list[bool]:
-        """Apply (scope, scope_id, memory_id, turn) items in one pipelined round trip, in order."""
-        if not turns:
+    async def apply_many(self, items: Sequence[Turn]) -> list[Applied]:
+        """Apply turns and summaries in one pipelined round trip, in order."""
+        if not items:
             return []
         try:
             pipe = self._redis.pipeline(transaction=False)
-            for scope, scope_id, memory_id, turn in turns:
-                await self._append(keys=[self.key(scope, scope_id), f"{self.prefix}:mem-applied:{memory_id}"],
-                                   args=[turn, self.window, self.ttl_s], client=pipe)
+            for item in items:
+                keys = window_keys(self.prefix, item.scope, item.scope_id)
+                policy = self.policy(item.scope)
+                value = json.dumps(item.data, separators=(",", ":"))
+                if item.kind == "summary":
+                    await self._summary(keys=[keys["summary"], keys["fold"]],
+                                        args=[value, int(item.data["seq"]), policy.ttl_s], client=pipe)
+                else:
+                    seen = f"{self.prefix}:mem-applied:{item.memory_id}"
+                    await self._append(
+                        keys=[keys["turns"], keys["tokens"], keys["fold"], seen, keys["summary"]],
+                        args=[value, int(item.data.get("tokens", 0)), policy.turns, policy.tokens, policy.ttl_s],
+                        client=pipe)
             results = await pipe.execute()
         except RedisError as exc:
-            raise StoreUnavailableError(f"Redis pipelined append of {len(turns)} turns failed: {exc}") from exc
-        return [bool(r) for r in results]
+            raise StoreUnavailableError(f"Redis pipelined apply of {len(items)} memory writes failed: {exc}") from exc
+        return [Applied(bool(r), 0) if isinstance(r, int) else Applied(bool(r[0]), int(r[1])) for r in results]
+
+    async def pending_folds(self, windows: Sequence[tuple[str, str]]) -> list[tuple[dict[str, Any] | None,
+                                                                                   list[dict[str, Any]]]]:
+        """For each (scope, id): its current summary and the turns waiting to be folded into it."""
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for scope, scope_id in windows:
+                keys = window_keys(self.prefix, scope, scope_id)
+                pipe.get(keys["summary"])
+                pipe.lrange(keys["fold"], 0, -1)
+            raw = await pipe.execute()
+        except RedisError as exc:
+            raise StoreUnavailableError(f"Redis read of {len(windows)} fold lists failed: {exc}") from exc
+        return [(json.loads(raw[i]) if raw[i] else None, [json.loads(t) for t in raw[i + 1]])
+                for i in range(0, len(raw), 2)]
+
+    async def read(self, scope: str, scope_id: str, limit: int | None = None) -> Context:
+        """Summary and the newest ``limit`` turns in one round trip (pipelined)."""
+        keys = window_keys(self.prefix, scope, scope_id)
+        n = limit or self.policy(scope).turns
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.get(keys["summary"])
+            pipe.lrange(keys["turns"], -n, -1)
+            pipe.get(keys["tokens"])
+            summary, turns, tokens = await pipe.execute()
+        except RedisError as exc:
+            raise StoreUnavailableError(f"Redis read of {keys['turns']} failed: {exc}") from exc
+        return Context(json.loads(summary) if summary else None, [json.loads(t) for t in turns],
+                       int(tokens or 0))
 
     async def recent(self, scope: str, scope_id: str, limit: int | None = None) -> list[str]:
-        """The newest ``limit`` turns, oldest first."""
-        n = limit or self.window
+        """The newest ``limit`` turns as stored (JSON), oldest first."""
+        n = limit or self.policy(scope).turns
         try:
             raw = await self._redis.lrange(self.key(scope, scope_id), -n, -1)
         except RedisError as exc:
             raise StoreUnavailableError(f"Redis read of {self.key(scope, scope_id)} failed: {exc}") from exc
-        return [item.decode() if isinstance(item, bytes) else str(item) for item in raw]
+        return [_text(item) for item in raw]
 
     async def ping(self) -> None:
         try:

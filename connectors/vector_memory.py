@@ -271,6 +271,38 @@ class VectorMemory:
         with self._mapped(f"to delete {len(memory_ids)} points from {self.collection}"):
             self._client.delete(self.collection, points_selector=[point_id(m) for m in memory_ids], wait=True)
 
+    def with_collection(self, collection: str) -> VectorMemory:
+        """Another collection on the same client (local mode allows one client per folder)."""
+        return VectorMemory(self._client, local=self.is_local, where=self.where, embedder=self.embedder,
+                            collection=collection, dimension=self.dimension)
+
+    def drop(self) -> None:
+        """Delete the collection and every point in it."""
+        with self._mapped(f"to drop collection {self.collection}"):
+            self._client.delete_collection(self.collection)
+
+    def delete_where(self, *, scope: str | None = None) -> None:
+        """Remove every point, or those of one scope."""
+        selector = qm.FilterSelector(filter=_filter(scope=scope) or qm.Filter(must=[]))
+        with self._mapped(f"to delete points from {self.collection}"):
+            self._client.delete(self.collection, points_selector=selector, wait=True)
+
+    def copy_from(self, source: VectorMemory) -> int:
+        """Copy every point (vector and payload) of ``source``'s collection into this one."""
+        copied = 0
+        offset: Any = None
+        while True:
+            with self._mapped(f"to read collection {source.collection}"):
+                points, offset = self._client.scroll(source.collection, limit=_UPSERT_BATCH, offset=offset,
+                                                     with_payload=True, with_vectors=True)
+            if points:
+                batch = [qm.PointStruct(id=p.id, vector=p.vector, payload=p.payload) for p in points]  # type: ignore[arg-type]
+                with self._mapped(f"to upsert {len(batch)} points into {self.collection}"):
+                    self._client.upsert(self.collection, points=batch, wait=True)
+                copied += len(batch)
+            if offset is None:
+                return copied
+
     def close(self) -> None:
         """Release the client (and, in local mode, the folder lock)."""
         self._client.close()

@@ -10,6 +10,7 @@ from typing import Any
 from schemas.events import envelope, new_id
 from streams.errors import OrchestrationError
 from streams.kafka import EventProducer, TopicReader
+from streams.orchestration.plan import Plan
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -64,9 +65,29 @@ class TaskClient:
                                        codec=self.producer.codec)
 
     def submit(self, task: dict[str, Any], *, flush: bool = True) -> None:
-        self.producer.send(self.topics.tasks, "Task", task, key=task["task_id"])
+        # Keyed by project: the orchestrator instance that owns the project receives it.
+        self.producer.send(self.topics.tasks, "Task", task, key=task["project_id"])
         if flush:
             self.producer.flush()
+
+    def submit_plan(self, plan: Plan, *, submitted_by: str = "cli") -> dict[str, Any]:
+        """Produce a validated plan as one event: a project is never half-submitted."""
+        event = {
+            **envelope(), "project_id": plan.project, "goal": "", "budget_usd": plan.budget_usd,
+            "submitted_by": submitted_by,
+            "tasks": [{"task_id": t.id, "role": t.role, "description": t.description,
+                       "depends_on": list(t.depends_on), "priority": t.priority, "acceptance": t.acceptance,
+                       "requires_approval": t.requires_approval} for t in plan.tasks],
+        }
+        self.producer.send(self.topics.projects, "ProjectPlan", event, key=plan.project)
+        self.producer.flush()
+        return event
+
+    def control(self, project: str, action: str, task_id: str | None = None, reason: str = "") -> None:
+        event = {**envelope(), "project_id": project, "action": action, "task_id": task_id,
+                 "reason": reason, "requested_by": "cli"}
+        self.producer.send(self.topics.control, "Control", event, key=project)
+        self.producer.flush()
 
     def wait(self, task_ids: Iterable[str], timeout_s: float, on_result: Any = None) -> dict[str, Delivered]:
         """Block until every task has a result or the timeout passes (then raise, naming them)."""
@@ -96,3 +117,46 @@ class TaskClient:
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
+
+
+TERMINAL_PROJECT_STATES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+def project_statuses(settings: Settings, *, timeout_s: float = 2.0) -> dict[str, dict[str, Any]]:
+    """The latest ProjectStatus of every project, read from the compacted status topic."""
+    topics = Topics.from_settings(settings)
+    reader = TopicReader(settings, topics.project_status, from_beginning=True)
+    latest: dict[str, dict[str, Any]] = {}
+    try:
+        for _, decoded in reader.events(timeout_s=timeout_s):
+            if not isinstance(decoded, Exception):
+                latest[decoded.value["project_id"]] = decoded.value
+    finally:
+        reader.close()
+    return latest
+
+
+def wait_project(settings: Settings, project: str, timeout_s: float,
+                 on_status: Any = None) -> dict[str, Any]:
+    """Follow the status topic until ``project`` reaches a terminal state; return that status."""
+    topics = Topics.from_settings(settings)
+    reader = TopicReader(settings, topics.project_status, from_beginning=True)
+    deadline = time.monotonic() + timeout_s
+    last: dict[str, Any] | None = None
+    try:
+        while time.monotonic() < deadline:
+            msg = reader.poll(0.2)
+            if msg is None:
+                continue
+            status = reader.codec.decode(msg.value(), expect="ProjectStatus").value
+            if status["project_id"] != project:
+                continue
+            last = status
+            if on_status is not None:
+                on_status(status)
+            if status["state"] in TERMINAL_PROJECT_STATES:
+                return status
+    finally:
+        reader.close()
+    state = last["state"] if last else "no status yet"
+    raise OrchestrationError(f"project {project!r} did not finish within {timeout_s:.0f}s (last state: {state})")

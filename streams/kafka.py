@@ -27,6 +27,9 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 1,
+        # The Java client's (and aiokafka's, so faust's) key hashing: an event keyed by project_id
+        # lands on the same partition whoever produced it, which the orchestrator's table needs.
+        "partitioner": "murmur2_random",
     }
     config.update(extra)
     return config

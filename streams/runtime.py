@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 import socket
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import SecretStr
 
 from agents.llm.base import LlmConfig
 from connectors.history import HistoryStore, open_store
-from connectors.redis_context import RedisContext
+from connectors.redis_context import SCOPES, RedisContext, ScopePolicy
+from connectors.tokens import TokenCounter
 from schemas.codec import Codec
 from streams.kafka import make_codec
 from streams.settings import Settings
 from streams.topics import Topics
 
+T = TypeVar("T")
+
 if TYPE_CHECKING:
     from agents.llm.base import Provider
+    from connectors.vector_memory import VectorMemory
 
 
 def llm_config(settings: Settings) -> LlmConfig:
@@ -37,6 +45,29 @@ def llm_config(settings: Settings) -> LlmConfig:
         timeout_s=settings.llm_timeout_s,
         max_retries=settings.llm_max_retries,
     )
+
+
+def open_context(settings: Settings, prefix: str | None = None) -> RedisContext:
+    """Rolling-context windows with each scope's retention policy from settings."""
+    s = settings
+    default = ScopePolicy(turns=s.context_window_turns, tokens=s.context_window_tokens, ttl_s=s.context_ttl_s)
+    policies = {scope: ScopePolicy(default.turns, default.tokens, s.ttl_for(scope)) for scope in SCOPES}
+    return RedisContext.from_url(s.redis_url, prefix=prefix or s.topic_prefix, default=default, policies=policies)
+
+
+def open_vector_memory(settings: Settings, collection: str | None = None) -> VectorMemory:
+    """Qdrant server when AIOS_QDRANT_URL is set, else local mode under data_dir/qdrant."""
+    from connectors.embeddings import OnnxEmbedder
+    from connectors.vector_memory import VectorMemory
+
+    embedder = OnnxEmbedder(settings.embedding_model_dir)
+    kwargs: dict[str, Any] = {"embedder": embedder, "prefix": settings.topic_prefix, "collection": collection}
+    if settings.qdrant_url:
+        memory = VectorMemory.server(settings.qdrant_url, **kwargs)
+    else:
+        memory = VectorMemory.local(settings.data_dir / "qdrant", **kwargs)
+    memory.ensure_collection()
+    return memory
 
 
 @dataclass
@@ -58,14 +89,35 @@ class Runtime:
 
     @cached_property
     def context(self) -> RedisContext:
-        s = self.settings
-        return RedisContext.from_url(
-            s.redis_url, prefix=s.topic_prefix, window=s.context_window_turns, ttl_s=s.context_ttl_s
-        )
+        return open_context(self.settings)
+
+    @cached_property
+    def tokens(self) -> TokenCounter:
+        return TokenCounter.from_model_dir(self.settings.embedding_model_dir)
+
+    @cached_property
+    def vector(self) -> VectorMemory:
+        """Vector memory with the local embedder (only when AIOS_VECTOR_MEMORY is on)."""
+        return open_vector_memory(self.settings)
+
+    @cached_property
+    def vector_executor(self) -> ThreadPoolExecutor:
+        # One thread owns the Qdrant client: local mode is not safe to call from several at once.
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="aios-qdrant")
+
+    async def vector_memory(self) -> VectorMemory:
+        """:attr:`vector`, opened (model load, collection check) in its own thread."""
+        return await self.in_vector_thread(lambda: self.vector)
+
+    async def in_vector_thread(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a VectorMemory call (embedding included) off the event loop, one at a time."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.vector_executor, functools.partial(call, *args, **kwargs))
 
     @cached_property
     def store(self) -> HistoryStore:
-        return open_store(self.settings.clickhouse_url, self.settings.data_dir)
+        s = self.settings
+        return open_store(s.clickhouse_url, s.data_dir, ttl_days=s.history_ttl_days)
 
     @cached_property
     def provider(self) -> Provider:
@@ -76,5 +128,9 @@ class Runtime:
     async def aclose(self) -> None:
         if "context" in self.__dict__:
             await self.context.aclose()
+        if "vector" in self.__dict__:
+            await self.in_vector_thread(self.vector.close)
+        if "vector_executor" in self.__dict__:
+            self.vector_executor.shutdown(wait=True)
         if "provider" in self.__dict__:
             await self.provider.aclose()

@@ -46,8 +46,30 @@ class Settings(BaseSettings):
     embedding_model_dir: Path = Field(
         Path("../shared/models/all-MiniLM-L6-v2-onnx"), description="ONNX all-MiniLM-L6-v2 model folder."
     )
+    history_ttl_days: int = Field(
+        90, ge=1, le=36500, description="Days ClickHouse keeps history rows and rollups (table TTL)."
+    )
     context_window_turns: int = Field(50, ge=1, description="Turns kept per rolling-context window.")
-    context_ttl_s: int = Field(7 * 24 * 3600, ge=1)
+    context_window_tokens: int = Field(
+        2000, ge=1, description="Tokens kept per window; older turns fold into its running summary."
+    )
+    context_summary_tokens: int = Field(300, ge=16, description="Token budget of a window's running summary.")
+    context_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="Default TTL of a window after its last write.")
+    context_scope_ttl_s: dict[str, int] = Field(
+        default_factory=lambda: {"session": 24 * 3600, "task": 24 * 3600},
+        description="TTL per scope (JSON, e.g. {\"task\": 3600}); scopes not named use context_ttl_s.",
+    )
+    prompt_tokens: int = Field(3000, ge=64, description="Default prompt budget (system + user) per role.")
+    role_prompt_tokens: dict[str, int] = Field(
+        default_factory=dict, description="Prompt budget per role (JSON, e.g. {\"planner\": 6000})."
+    )
+    vector_memory: bool = Field(
+        False,
+        description="Index turns and summaries into Qdrant and give agents recall. Off by default: "
+        "embedding costs ~ms per event and the local Qdrant folder is single-process.",
+    )
+    recall_top_k: int = Field(3, ge=1, le=50)
+    recall_threshold: float = Field(0.35, ge=-1.0, le=1.0)
 
     # LLM
     llm: str | None = Field(
@@ -90,6 +112,26 @@ class Settings(BaseSettings):
                 f"AIOS_TOPIC_PREFIX={value!r}: use 1-64 characters from A-Z a-z 0-9 . _ -"
             )
         return value
+
+    @field_validator("context_scope_ttl_s")
+    @classmethod
+    def _check_scope_ttls(cls, value: dict[str, int]) -> dict[str, int]:
+        scopes = ("session", "project", "agent", "task")
+        for scope, ttl in value.items():
+            if scope not in scopes or ttl < 1:
+                raise ValueError(
+                    f"AIOS_CONTEXT_SCOPE_TTL_S: {scope}={ttl} is not valid; name scopes from "
+                    f"{', '.join(scopes)} with a TTL of at least 1 second"
+                )
+        return value
+
+    def ttl_for(self, scope: str) -> int:
+        """Seconds a window of ``scope`` lives after its last write."""
+        return self.context_scope_ttl_s.get(scope, self.context_ttl_s)
+
+    def prompt_budget_for(self, role: str) -> int:
+        """Prompt tokens (system + user) an agent of ``role`` may use."""
+        return self.role_prompt_tokens.get(role, self.prompt_tokens)
 
     @field_validator("roles", mode="before")
     @classmethod

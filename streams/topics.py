@@ -31,6 +31,10 @@ class Topics:
         self.prefix = prefix
         self.roles = roles
         self.tasks = f"{prefix}.tasks"
+        self.projects = f"{prefix}.projects"
+        self.control = f"{prefix}.control"
+        self.attempts = f"{prefix}.attempts"
+        self.project_status = f"{prefix}.project-status"
         self.results = f"{prefix}.results"
         self.messages = f"{prefix}.messages"
         self.memory = f"{prefix}.memory"
@@ -48,9 +52,17 @@ class Topics:
     def role_topics(self) -> list[str]:
         return [self.role(r) for r in self.roles]
 
+    def orchestrator_inputs(self) -> list[str]:
+        """Co-partitioned, keyed by project_id: one orchestrator instance owns each project."""
+        return [self.tasks, self.projects, self.attempts, self.control]
+
+    def changelogs(self) -> list[str]:
+        """faust's changelog of the orchestrator's project table, for each app that can run it."""
+        return [f"{self.prefix}-{app}-projects-changelog" for app in ("embedded", "orchestrator")]
+
     def all(self) -> list[str]:
-        return [self.tasks, *self.role_topics(), self.results, self.messages, self.memory,
-                self.llm_calls, self.agents, self.dlq]
+        return [self.tasks, self.projects, self.control, *self.role_topics(), self.attempts, self.results,
+                self.project_status, self.messages, self.memory, self.llm_calls, self.agents, self.dlq]
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
@@ -60,19 +72,27 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     keep = {"cleanup.policy": "delete", "retention.ms": str(settings.topic_retention_ms)}
     # The DLQ keeps four times longer: it is where people look after something went wrong.
     dlq_retention = -1 if settings.topic_retention_ms < 0 else settings.topic_retention_ms * 4
-    specs = [TopicSpec(t.tasks, "Task", "task_id", parts, rf, keep)]
+    compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"}
+    # The orchestrator's inputs share the partition count and the project_id key (co-partitioned).
+    specs = [
+        TopicSpec(t.tasks, "Task", "project_id", parts, rf, keep),
+        TopicSpec(t.projects, "ProjectPlan", "project_id", parts, rf, keep),
+        TopicSpec(t.control, "Control", "project_id", parts, rf, keep),
+    ]
     specs += [TopicSpec(t.role(r), "Assignment", "task_id", parts, rf, keep) for r in t.roles]
     specs += [
-        TopicSpec(t.results, "TaskResult", "task_id", parts, rf, keep),
+        TopicSpec(t.attempts, "TaskResult", "project_id", parts, rf, keep),
+        TopicSpec(t.results, "TaskResult", "project_id", parts, rf, keep),
+        TopicSpec(t.project_status, "ProjectStatus", "project_id", parts, rf, compacted),
         TopicSpec(t.messages, "AgentMessage", "task_id", parts, rf, keep),
         TopicSpec(t.memory, "MemoryEvent", "scope id", parts, rf, keep),
         TopicSpec(t.llm_calls, "LlmCall", "task_id", parts, rf, keep),
         # The live agent registry: the latest status per agent_id survives compaction.
-        TopicSpec(t.agents, "AgentStatus", "agent_id", parts, rf,
-                  {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"}),
+        TopicSpec(t.agents, "AgentStatus", "agent_id", parts, rf, compacted),
         TopicSpec(t.dlq, "DeadLetter", "source key", parts, rf,
                   {"cleanup.policy": "delete", "retention.ms": str(dlq_retention)}),
     ]
+    specs += [TopicSpec(name, "(faust table changelog)", "project_id", parts, rf, compacted) for name in t.changelogs()]
     return specs
 
 

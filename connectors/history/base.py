@@ -5,33 +5,25 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DATABASE = "aios"
+from connectors.history.migrations import DATABASE, MigrationReport, migrate
 
-# Every decoded event lands as one row; ReplacingMergeTree on event_id makes re-delivery
-# (at-least-once sinks, replays) converge to one row per event.
-DDL = [
-    f"CREATE DATABASE IF NOT EXISTS {DATABASE}",
-    f"""CREATE TABLE IF NOT EXISTS {DATABASE}.events (
-        event_id String,
-        event_type LowCardinality(String),
-        topic LowCardinality(String),
-        partition UInt32,
-        offset UInt64,
-        ts DateTime64(3, 'UTC'),
-        trace_id String,
-        task_id String,
-        project_id String,
-        role LowCardinality(String),
-        status LowCardinality(String),
-        payload String
-    ) ENGINE = ReplacingMergeTree
-    PARTITION BY toYYYYMM(ts)
-    ORDER BY (event_type, event_id)""",
-]
+# Each event type's typed table (see migrations.py); every event also lands in ``events``.
+TYPED_TABLES = {
+    "Task": "tasks",
+    "Assignment": "assignments",
+    "TaskResult": "results",
+    "AgentMessage": "messages",
+    "MemoryEvent": "memory",
+    "LlmCall": "llm_calls",
+    "AgentStatus": "agent_status",
+    "DeadLetter": "dead_letters",
+}
+EVENT_COLUMNS = ("event_id", "event_type", "topic", "partition", "offset", "ts", "trace_id", "task_id",
+                 "project_id", "role", "status", "payload")
 
 
 @dataclass(frozen=True)
@@ -52,23 +44,32 @@ class EventRow:
     payload: str
 
     def to_json(self) -> str:
-        row = asdict(self)
+        row = dict(self.__dict__)  # not asdict(): it deep-copies, and this runs per stored event
         row["ts"] = self.ts / 1000.0  # DateTime64(3) accepts fractional epoch seconds
         return json.dumps(row, separators=(",", ":"))
 
 
 class HistoryStore(ABC):
-    """What the history sink and the CLI need from ClickHouse."""
+    """What the history sink and the CLI need from ClickHouse.
+
+    Backends implement ``execute``, ``insert_json`` and ``query``; the schema (migrations) and the
+    split of a batch into the typed tables are the same for every engine.
+    """
 
     engine: str
+    ttl_days: int = 90
+    _columns: dict[str, tuple[str, ...]] | None = None
 
     @abstractmethod
-    def setup(self) -> None:
-        """Create the database and tables (idempotent)."""
+    def execute(self, sql: str) -> None:
+        """Run a statement that returns nothing (DDL, INSERT … VALUES)."""
 
     @abstractmethod
-    def insert(self, rows: Sequence[EventRow]) -> None:
-        """Insert a batch; raises StoreUnavailableError when the store cannot be reached."""
+    def insert_json(self, table: str, columns: Sequence[str], lines: Sequence[str]) -> None:
+        """One INSERT of JSONEachRow ``lines`` into ``aios.<table>`` (unknown JSON keys are skipped).
+
+        Raises StoreUnavailableError when the store cannot be reached.
+        """
 
     @abstractmethod
     def query(self, sql: str) -> list[dict[str, Any]]:
@@ -76,6 +77,47 @@ class HistoryStore(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def migrate(self) -> MigrationReport:
+        """Apply pending schema migrations (idempotent) and learn the typed tables' input columns."""
+        report = migrate(self.execute, self.query, self.ttl_days)
+        self._columns = self._input_columns()
+        return report
+
+    def setup(self) -> None:
+        """Create or upgrade the schema (idempotent)."""
+        self.migrate()
+
+    def _input_columns(self) -> dict[str, tuple[str, ...]]:
+        # Columns a JSON event fills: plain and EPHEMERAL ones, not those computed from them (ts).
+        tables = ", ".join(f"'{t}'" for t in TYPED_TABLES.values())
+        rows = self.query(
+            "SELECT table, name FROM system.columns "  # noqa: S608 - constant names
+            f"WHERE database = '{DATABASE}' AND table IN ({tables}) AND default_kind IN ('', 'EPHEMERAL') "
+            "ORDER BY table, position"
+        )
+        columns: dict[str, list[str]] = {}
+        for row in rows:
+            columns.setdefault(str(row["table"]), []).append(str(row["name"]))
+        return {table: tuple(names) for table, names in columns.items()}
+
+    def insert(self, rows: Sequence[EventRow]) -> None:
+        """Store a batch: one INSERT into ``events`` and one into each typed table it touches.
+
+        A retry after a partial failure re-inserts rows already stored; ReplacingMergeTree on
+        event_id makes that harmless.
+        """
+        if not rows:
+            return
+        self.insert_json("events", EVENT_COLUMNS, [row.to_json() for row in rows])
+        by_table: dict[str, list[str]] = {}
+        for row in rows:
+            table = TYPED_TABLES.get(row.event_type)
+            if table is not None:
+                by_table.setdefault(table, []).append(row.payload)
+        columns = self._columns if self._columns is not None else self._input_columns()
+        for table, lines in by_table.items():
+            self.insert_json(table, columns[table], lines)
 
     def count_events(
         self, *, task_id: str | None = None, project_id: str | None = None, event_type: str | None = None
@@ -104,12 +146,16 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def open_store(url: str | None, data_dir: Path) -> HistoryStore:
-    """A server store when ``url`` is set (AIOS_CLICKHOUSE_URL), else embedded chdb under data_dir."""
+def open_store(url: str | None, data_dir: Path, *, ttl_days: int = 90, migrate: bool = True) -> HistoryStore:
+    """A server store when ``url`` is set (AIOS_CLICKHOUSE_URL), else embedded chdb under data_dir.
+
+    ``ttl_days`` is the retention written into tables the migrations create; ``migrate=False``
+    leaves pending migrations to an explicit ``store.migrate()`` (``aios db migrate``).
+    """
     if url:
         from connectors.history.clickhouse_store import ClickHouseServerStore
 
-        return ClickHouseServerStore(url)
+        return ClickHouseServerStore(url, ttl_days=ttl_days, migrate=migrate)
     from connectors.history.chdb_store import ChdbStore
 
-    return ChdbStore.open(data_dir / "chdb")
+    return ChdbStore.open(data_dir / "chdb", ttl_days=ttl_days, migrate=migrate)

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from connectors.errors import ConnectorError, StoreQueryError
-from connectors.history.base import DATABASE, DDL, EventRow, HistoryStore
+from connectors.history.base import HistoryStore
+from connectors.history.migrations import DATABASE
 
 
 class ChdbStore(HistoryStore):
@@ -19,29 +20,33 @@ class ChdbStore(HistoryStore):
     _open: ClassVar[dict[Path, ChdbStore]] = {}
     _guard: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, ttl_days: int = 90) -> None:
         from chdb import session
 
         self.path = path
+        self.ttl_days = ttl_days
         path.mkdir(parents=True, exist_ok=True)
         try:
             self._session = session.Session(str(path))
         except RuntimeError as exc:
             raise ConnectorError(
-                f"chdb cannot open {path}: {exc}. One process may use one chdb data directory; "
-                "stop the other AIOS process or set AIOS_DATA_DIR"
+                f"chdb cannot open {path}: {exc}. A chdb data directory belongs to one process at a "
+                "time (an `aios up` or `aios worker history` may hold it): stop that process, point "
+                "AIOS_DATA_DIR elsewhere, or use a ClickHouse server (AIOS_CLICKHOUSE_URL)"
             ) from exc
         self._lock = threading.Lock()  # chdb sessions are not safe for concurrent queries
 
     @classmethod
-    def open(cls, path: Path) -> ChdbStore:
+    def open(cls, path: Path, *, ttl_days: int = 90, migrate: bool = True) -> ChdbStore:
+        """The process's store for ``path``; ``migrate`` applies pending migrations on first use."""
         key = path.resolve()
         with cls._guard:
             store = cls._open.get(key)
             if store is None:
-                store = cls(key)
-                store.setup()
+                store = cls(key, ttl_days=ttl_days)
                 cls._open[key] = store
+            if migrate and store._columns is None:
+                store.setup()
             return store
 
     def _run(self, sql: str, fmt: str = "CSV") -> Any:
@@ -51,15 +56,15 @@ class ChdbStore(HistoryStore):
             except Exception as exc:  # chdb raises a plain RuntimeError/ChdbError for SQL errors
                 raise StoreQueryError(f"chdb: {exc}") from exc
 
-    def setup(self) -> None:
-        for statement in DDL:
-            self._run(statement)
+    def execute(self, sql: str) -> None:
+        self._run(sql)
 
-    def insert(self, rows: Sequence[EventRow]) -> None:
-        if not rows:
+    def insert_json(self, table: str, columns: Sequence[str], lines: Sequence[str]) -> None:
+        if not lines:
             return
-        body = "\n".join(row.to_json() for row in rows)
-        self._run(f"INSERT INTO {DATABASE}.events FORMAT JSONEachRow\n{body}")
+        body = "\n".join(lines)
+        self._run(f"INSERT INTO {DATABASE}.{table} ({', '.join(columns)}) "
+                  f"SETTINGS input_format_skip_unknown_fields = 1 FORMAT JSONEachRow\n{body}")
 
     def query(self, sql: str) -> list[dict[str, Any]]:
         result = self._run(sql, "JSONEachRow")

@@ -6,17 +6,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from connectors.errors import StoreQueryError, StoreUnavailableError
-from connectors.history.base import DATABASE, DDL, EventRow, HistoryStore
+from connectors.history.base import HistoryStore
+from connectors.history.migrations import DATABASE
 
 
 class ClickHouseServerStore(HistoryStore):
     engine = "clickhouse-server"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, ttl_days: int = 90, migrate: bool = True) -> None:
         import clickhouse_connect
         from clickhouse_connect.driver.exceptions import OperationalError
 
         self.url = url
+        self.ttl_days = ttl_days
         try:
             self._client = clickhouse_connect.get_client(dsn=url, connect_timeout=5)
         except OperationalError as exc:
@@ -24,7 +26,8 @@ class ClickHouseServerStore(HistoryStore):
                 f"ClickHouse at AIOS_CLICKHOUSE_URL is not reachable: {exc}. "
                 "Unset AIOS_CLICKHOUSE_URL to use the embedded chdb store"
             ) from exc
-        self.setup()
+        if migrate:
+            self.setup()
 
     def _command(self, sql: str) -> Any:
         from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
@@ -36,20 +39,22 @@ class ClickHouseServerStore(HistoryStore):
         except DatabaseError as exc:
             raise StoreQueryError(f"ClickHouse: {exc}") from exc
 
-    def setup(self) -> None:
-        for statement in DDL:
-            self._command(statement)
+    def execute(self, sql: str) -> None:
+        self._command(sql)
 
-    def insert(self, rows: Sequence[EventRow]) -> None:
-        if not rows:
+    def insert_json(self, table: str, columns: Sequence[str], lines: Sequence[str]) -> None:
+        if not lines:
             return
-        from clickhouse_connect.driver.exceptions import OperationalError
+        from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-        body = "\n".join(row.to_json() for row in rows).encode()
+        body = "\n".join(lines).encode()
         try:
-            self._client.raw_insert(f"{DATABASE}.events", insert_block=body, fmt="JSONEachRow")
+            self._client.raw_insert(f"{DATABASE}.{table}", column_names=list(columns), insert_block=body,
+                                    settings={"input_format_skip_unknown_fields": 1}, fmt="JSONEachRow")
         except OperationalError as exc:
             raise StoreUnavailableError(f"ClickHouse insert failed: {exc}") from exc
+        except DatabaseError as exc:
+            raise StoreQueryError(f"ClickHouse: {exc}") from exc
 
     def query(self, sql: str) -> list[dict[str, Any]]:
         from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError

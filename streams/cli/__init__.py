@@ -1,4 +1,5 @@
-"""The ``aios`` command line: local stack, topics, producing and reading events, processors, demo, bench."""
+"""The ``aios`` command line: local stack, topics, producing and reading events, processors, demo, bench,
+the history store and its stats."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from streams.cli.bench import bench
 from streams.cli.demo import demo
 from streams.cli.dev import dev
 from streams.cli.events import submit, tail
+from streams.cli.memory import memory
+from streams.cli.projects import approve, cancel, reject, status
 from streams.cli.run import up, worker
+from streams.cli.stats import db, stats
 from streams.cli.topics import topics
 
 
@@ -18,7 +22,7 @@ def cli() -> None:
     """AIOS: a streaming multi-agent platform on Kafka."""
 
 
-for command in (dev, topics, submit, tail, up, worker, demo, bench):
+for command in (dev, topics, submit, tail, up, worker, demo, bench, db, stats, status, cancel, approve, reject, memory):
     cli.add_command(command)
 
 

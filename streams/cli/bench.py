@@ -46,3 +46,39 @@ def pipeline_cmd(tasks: int, paced: int, rate: float, mode: str, as_json: bool) 
     console.print(table)
     console.print(f"pipeline/raw throughput: {doc['ratio']['throughput_pipeline_over_raw']:.3f}; "
                   f"p50 ratio: {doc['ratio']['p50_pipeline_over_raw']}")
+
+
+@bench.command("sink")
+@click.option("--rows", default=100_000, show_default=True, help="Events through the sink path and the raw insert.")
+@click.option("--stats-rows", default=1_000_000, show_default=True, help="Synthetic rows per table for `aios stats`.")
+@click.option("--batch", default=None, type=int, help="Sink batch size [default: AIOS_SINK_BATCH_SIZE].")
+@json_option
+def sink_cmd(rows: int, stats_rows: int, batch: int | None, as_json: bool) -> None:
+    """History sink rows/s into chdb vs a raw bulk insert, and `aios stats` latency over many rows.
+
+    Runs on a fresh chdb directory of its own, so it needs a process of its own (the CLI is one).
+    """
+    from streams.bench_sink import bench_sink
+
+    if rows < 1 or stats_rows < 1 or (batch is not None and batch < 1):
+        raise click.BadParameter("--rows, --stats-rows and --batch must be ≥ 1")
+    settings = settings_or_exit()
+    try:
+        with progress("rows", total=rows, enabled=not as_json) as bar:
+            doc = bench_sink(rows=rows, stats_rows=stats_rows, batch=batch or settings.sink_batch_size,
+                             tick=bar.advance)
+    except AiosError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        emit_json(doc)
+        return
+    table = Table("run", "rows", "seconds", "rows/s")
+    for name in ("sink", "raw_insert"):
+        f = doc[name]
+        table.add_row(name, str(doc["rows"]), f"{f['seconds']:.2f}", str(f["rows_per_s"]))
+    console.print(table)
+    q = doc["stats"]["query_ms"]
+    console.print(f"sink/raw: {doc['ratio_sink_over_raw']:.3f}; sink time in store.insert: "
+                  f"{doc['sink']['insert_s']:.2f}s; `aios stats` over {doc['stats']['rows_per_table']} rows "
+                  f"per table: median {q['all projects']['median']} ms (one project "
+                  f"{q['one project']['median']} ms)")

@@ -31,16 +31,25 @@ def jsonable(value: Any) -> Any:
 
 
 @click.command()
-@click.argument("text")
+@click.argument("text", required=False)
+@click.option("--plan", "plan_file", type=click.File("r"), help="Submit a plan (JSON; see the README) instead.")
 @click.option("--role", default="general", show_default=True, help="Agent role to do the work.")
 @click.option("--project", default="default", show_default=True)
 @click.option("--priority", default=0, show_default=True, type=int)
-@click.option("--wait", is_flag=True, help="Wait for the result and print it.")
+@click.option("--wait", is_flag=True, help="Wait for the result (or, with --plan, the final project status).")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait with --wait.")
 @json_option
-def submit(text: str, role: str, project: str, priority: int, wait: bool, timeout: float, as_json: bool) -> None:
-    """Produce a task onto the tasks topic (idempotent producer, acks=all)."""
+def submit(text: str | None, plan_file: Any, role: str, project: str, priority: int, wait: bool, timeout: float,
+           as_json: bool) -> None:
+    """Produce a task (or a whole plan) for the orchestrator (idempotent producer, acks=all)."""
     settings = settings_or_exit()
+    if plan_file is not None:
+        if text:
+            raise click.UsageError("give either TEXT or --plan, not both")
+        _submit_plan(settings, plan_file.read(), wait, timeout, as_json)
+        return
+    if text is None:
+        raise click.UsageError("say what to do: aios submit \"TEXT\" (or --plan plan.json)")
     client = TaskClient(settings)
     try:
         task = build_task(text, role=role, project=project, priority=priority)
@@ -64,6 +73,30 @@ def submit(text: str, role: str, project: str, priority: int, wait: bool, timeou
         r = doc["result"]
         console.print(f"[bold]{r['status']}[/bold] by {r['agent_id']} ({r['provider']}:{r['model']})")
         console.print(r["output"] or r["error"] or "")
+
+
+def _submit_plan(settings: Any, text: str, wait: bool, timeout: float, as_json: bool) -> None:
+    from streams.client import wait_project
+    from streams.orchestration.plan import parse_plan
+
+    client = TaskClient(settings)
+    try:
+        plan = parse_plan(text, settings.roles)  # nothing is produced unless the whole plan is valid
+        client.submit_plan(plan)
+        status = wait_project(settings, plan.project, timeout) if wait else None
+    except AiosError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        client.close()
+    doc: dict[str, Any] = {"project": plan.project, "tasks": [t.id for t in plan.tasks]}
+    if status is not None:
+        doc["status"] = jsonable(status)
+    if as_json:
+        emit_json(doc)
+        return
+    console.print(f"submitted project {plan.project} with {len(plan.tasks)} tasks")
+    if status is not None:
+        console.print(f"{status['state']}: {status['counts']}")
 
 
 def _line(topic: str, partition: int, offset: int, event: Decoded) -> str:

@@ -15,6 +15,12 @@ from typing import Any
 from streams.orchestration.dag import TERMINAL, Limits, Node, ProjectDag, State
 from streams.orchestration.plan import Plan, PlannedTask
 
+# Failures that another attempt cannot fix: the request or the configuration is wrong.
+PERMANENT_ERRORS = frozenset({
+    "ProviderAuthError", "BadRequestError", "ContextTooLongError", "UnknownModelError",
+    "NoDeploymentError", "BudgetExceededError", "MissingCredentialsError",
+})
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -75,7 +81,16 @@ class ProjectState:
 
     @classmethod
     def from_plan(cls, plan: Plan, *, now_ms: int) -> ProjectState:
-        return cls(ProjectDag(plan), started_ms=now_ms, budget_usd=plan.budget_usd)
+        state = cls(ProjectDag(plan), started_ms=now_ms, budget_usd=plan.budget_usd)
+        state.submitted_at = dict.fromkeys((t.id for t in plan.tasks), now_ms)
+        return state
+
+    @classmethod
+    def empty(cls, project: str, *, now_ms: int) -> ProjectState:
+        """A project that standalone tasks join one by one."""
+        dag = ProjectDag.__new__(ProjectDag)
+        dag.project, dag.nodes, dag.dependents = project, {}, {}
+        return cls(dag, started_ms=now_ms)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -114,8 +129,18 @@ class ProjectState:
             return Actions(finals=[Final(task.id, task.role, "skipped", 0, error=node.reason)])
         return Actions()
 
+    def fail_task(self, task: PlannedTask, reason: str, *, submitted_ms: int) -> Actions:
+        """A task that can never run (e.g. its role does not exist here) fails visibly at once."""
+        if task.id in self.dag.nodes:
+            return Actions()
+        self.submitted_at[task.id] = submitted_ms
+        self.dag.add(Node(task.id, task.role, task.priority, (), description=task.description,
+                          state=State.FAILED, reason=reason), ready=False)
+        return Actions(finals=[Final(task.id, task.role, "failed", 0, error=reason)])
+
     def on_attempt(self, task_id: str, attempt: int, ok: bool, output: str, error: str | None,
-                   cost_usd: float, *, now_ms: int, policy: RetryPolicy, rng: random.Random) -> Actions:
+                   cost_usd: float, *, now_ms: int, policy: RetryPolicy, rng: random.Random,
+                   retryable: bool = True) -> Actions:
         """An attempt's outcome from an agent. Stale or duplicate attempts change nothing."""
         node = self.dag.nodes.get(task_id)
         if node is None or node.state is not State.DISPATCHED or attempt != node.attempts:
@@ -125,7 +150,7 @@ class ProjectState:
             self.dag.succeeded(task_id, output)
             return Actions(finals=[Final(task_id, node.role, "succeeded", attempt, output=output)])
         reason = error or "failed without an error message"
-        if attempt < policy.max_attempts and not self.cancelled:
+        if retryable and attempt < policy.max_attempts and not self.cancelled:
             due = now_ms + policy.delay_ms(attempt, rng)
             self.dag.retry_later(task_id, f"attempt {attempt}: {reason}", due)
             return Actions(retry_at_ms=[due])

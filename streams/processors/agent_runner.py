@@ -7,23 +7,29 @@ the turn as a MemoryEvent, and the LlmCall.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 
-from agents.runner import AgentOutcome, AgentTask, run_task
+from agents.runner import AgentOutcome, AgentTask, TokenBudget, run_task
+from connectors.errors import StoreUnavailableError
+from connectors.tokens import TokenCounter
 from schemas.errors import SchemaError
 from schemas.events import envelope, new_id
 from streams.metrics import EVENTS, LLM_COST, LLM_TOKENS, PROCESSING
-from streams.processors.common import dead_letter, decode_or_error, raw_topic, send
+from streams.processors.common import dead_letter, decode_or_error, log, raw_topic, send
 from streams.runtime import Runtime
+
+if TYPE_CHECKING:
+    from connectors.vector_memory import Recall
 
 NAME = "agents"
 # Enough parallel LLM calls per role to keep a slow provider busy; offsets still commit in order.
 CONCURRENCY = 8
 
 
-def result_event(a: dict[str, Any], outcome: AgentOutcome, agent_id: str, latency_ms: float) -> dict[str, Any]:
+def result_event(a: dict[str, Any], outcome: AgentOutcome, agent_id: str, latency_ms: float,
+                 recall: list[str] | None = None) -> dict[str, Any]:
     resp = outcome.response
     return {
         **envelope(a["trace_id"]),
@@ -34,6 +40,7 @@ def result_event(a: dict[str, Any], outcome: AgentOutcome, agent_id: str, latenc
         "status": "succeeded" if outcome.ok else "failed",
         "output": outcome.output,
         "error": outcome.error,
+        "error_type": outcome.error_type,
         "agent_id": agent_id,
         "provider": resp.provider if resp else "",
         "model": resp.model if resp else "",
@@ -42,10 +49,11 @@ def result_event(a: dict[str, Any], outcome: AgentOutcome, agent_id: str, latenc
         "cost_usd": outcome.cost_usd,
         "latency_ms": latency_ms,
         "submitted_at": a["submitted_at"],
+        "recall": recall or [],
     }
 
 
-def memory_event(a: dict[str, Any], outcome: AgentOutcome, agent_id: str) -> dict[str, Any]:
+def memory_event(a: dict[str, Any], outcome: AgentOutcome, agent_id: str, tokens: TokenCounter) -> dict[str, Any]:
     turn = f"[{a['role']}] task {a['task_id']}: {a['description']}\n=> {outcome.output or outcome.error}"
     return {
         **envelope(a["trace_id"]),
@@ -59,7 +67,7 @@ def memory_event(a: dict[str, Any], outcome: AgentOutcome, agent_id: str) -> dic
         "speaker": agent_id,
         "content": turn,
         "task_id": a["task_id"],
-        "tokens": len(turn.split()),
+        "tokens": tokens.count(turn),
     }
 
 
@@ -87,6 +95,27 @@ def llm_call_event(a: dict[str, Any], outcome: AgentOutcome, agent_id: str) -> d
     }
 
 
+def budget(rt: Runtime, role: str) -> TokenBudget:
+    """The role's prompt budget, counted with the runtime's tokenizer."""
+    return TokenBudget(rt.settings.prompt_budget_for(role), rt.tokens.count, rt.tokens.truncate)
+
+
+async def recall(rt: Runtime, a: dict[str, Any]) -> list[Recall]:
+    """Top-k memories of the assignment's project most similar to its description (vector memory on)."""
+    s = rt.settings
+    if not s.vector_memory:
+        return []
+    vm = await rt.vector_memory()
+    try:
+        hits: list[Recall] = await rt.in_vector_thread(
+            vm.search, a["description"], s.recall_top_k, project=a["project_id"], score_threshold=s.recall_threshold)
+    except StoreUnavailableError as exc:
+        # Recall improves a prompt; a Qdrant outage must not fail the task.
+        log.warning("agents: recall skipped: %s", exc)
+        return []
+    return hits
+
+
 def _make_handler(app: faust.App, rt: Runtime, role: str) -> Any:
     async def work(stream: Any) -> None:
         async for event in stream.events():
@@ -96,16 +125,24 @@ def _make_handler(app: faust.App, rt: Runtime, role: str) -> Any:
                 await dead_letter(app, rt, event.message, f"{NAME}:{role}", a)
                 EVENTS.labels(NAME, "dead_letter").inc()
                 continue
-            history = await rt.context.recent("project", a["project_id"], limit=10)
+            window = await rt.context.read("project", a["project_id"])
+            recalled = await recall(rt, a)
             task = AgentTask(
                 task_id=a["task_id"], project_id=a["project_id"], role=a["role"],
-                description=a["description"], attempt=a["attempt"], context=a["context"], history=history,
+                description=a["description"], attempt=a["attempt"], context=a["context"],
+                history=[t["content"] for t in window.turns],
+                summary=window.summary["content"] if window.summary else "",
+                recall=[r.text for r in recalled],
             )
-            outcome = await run_task(rt.provider, task)
+            outcome = await run_task(rt.provider, task, budget(rt, a["role"]))
             latency_ms = (time.perf_counter() - started) * 1000
             key = a["task_id"]
-            await send(app, rt, rt.topics.results, "TaskResult", result_event(a, outcome, rt.agent_id, latency_ms), key)
-            await send(app, rt, rt.topics.memory, "MemoryEvent", memory_event(a, outcome, rt.agent_id), a["project_id"])
+            result = result_event(a, outcome, rt.agent_id, latency_ms, [r.id for r in recalled])
+            # The attempt goes to the orchestrator (keyed by project, co-partitioned with its inputs),
+            # which decides on retries and publishes the one terminal result.
+            await send(app, rt, rt.topics.attempts, "TaskResult", result, a["project_id"])
+            memory = memory_event(a, outcome, rt.agent_id, rt.tokens)
+            await send(app, rt, rt.topics.memory, "MemoryEvent", memory, a["project_id"])
             call = llm_call_event(a, outcome, rt.agent_id)
             if call is not None:
                 await send(app, rt, rt.topics.llm_calls, "LlmCall", call, key)

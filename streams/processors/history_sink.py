@@ -62,7 +62,7 @@ class HistorySink(BatchProcessor):
         super().__init__(rt, rt.topics.all(), batch_size=s.sink_batch_size, wait_s=s.sink_flush_s)
         t = rt.topics
         # Topics no other processor reads: the sink owns them and dead-letters their garbage.
-        self.owned = {t.results, t.messages, t.llm_calls, t.agents}
+        self.owned = {t.results, t.project_status, t.messages, t.llm_calls, t.agents}
 
     async def apply(self, batch: list[Message]) -> None:
         rows: list[EventRow] = []

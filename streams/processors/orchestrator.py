@@ -1,70 +1,184 @@
-"""The skeleton orchestrator: every task goes to its role's topic as an Assignment."""
+"""The orchestrator: plans become task DAGs; ready tasks go to their role topics; attempts are
+retried with backoff; every task ends with one terminal result on the results topic.
+
+Its inputs (tasks, projects, attempts, control) are co-partitioned and keyed by project_id, so
+one instance owns each project. Project state lives in a changelog-backed faust table, rebuilt
+from the changelog when the orchestrator restarts. Retries never sleep on a partition: a timer
+notices due retries and sends a ``retry_due`` control event, handled like any other input.
+"""
 
 from __future__ import annotations
 
+import random
 import time
+import uuid
 from typing import Any
 
 import faust
 
 from schemas.errors import SchemaError
-from schemas.events import envelope
+from schemas.events import envelope, now_ms, to_ms
 from streams.metrics import EVENTS, PROCESSING
-from streams.processors.common import dead_letter, decode_or_error, raw_topic, send
+from streams.orchestration.dag import Limits
+from streams.orchestration.plan import Plan, PlanError, PlannedTask, validate_plan
+from streams.orchestration.state import PERMANENT_ERRORS, Actions, ProjectState, RetryPolicy
+from streams.processors.common import dead_letter, raw_topic, send
 from streams.runtime import Runtime
 
 NAME = "orchestrator"
+POLICY = RetryPolicy()
+LIMITS = Limits(per_project=64)
+_rng = random.Random()  # noqa: S311 - retry jitter, not security
 
 
-def assignment_for(task: dict[str, Any], attempt: int = 1) -> dict[str, Any]:
-    return {
-        **envelope(task["trace_id"]),
-        "task_id": task["task_id"],
-        "project_id": task["project_id"],
-        "role": task["role"],
-        "description": task["description"],
-        "attempt": attempt,
-        "priority": task["priority"],
-        "privacy": task["privacy"],
-        "context": {},
-        "submitted_at": task["timestamp"],
-    }
+def _final_id(task_id: str, what: str) -> str:
+    # Deterministic ids: a reprocessed input re-emits the same events, which stores dedup.
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"aios:{task_id}:{what}").hex
 
 
-def unknown_role_result(task: dict[str, Any], roles: tuple[str, ...]) -> dict[str, Any]:
-    """A task no role can take fails visibly instead of waiting forever."""
-    return {
-        **envelope(task["trace_id"]),
-        "task_id": task["task_id"],
-        "project_id": task["project_id"],
-        "role": task["role"],
-        "attempt": 0,
-        "status": "failed",
-        "output": "",
-        "error": f"unknown role {task['role']!r}; this deployment runs: {', '.join(roles)} (AIOS_ROLES)",
-        "agent_id": NAME,
-        "submitted_at": task["timestamp"],
-    }
+def final_result(project: str, f: Any, attempt: dict[str, Any] | None, trace_id: str,
+                 submitted_ms: int) -> dict[str, Any]:
+    base = dict(attempt) if attempt is not None else {
+        "agent_id": NAME, "provider": "", "model": "", "input_tokens": 0, "output_tokens": 0,
+        "cost_usd": 0.0, "latency_ms": 0.0, "output": f.output, "submitted_at": submitted_ms}
+    base.update({
+        "event_id": _final_id(f.task_id, "final"), "timestamp": now_ms(), "trace_id": trace_id,
+        "task_id": f.task_id, "project_id": project, "role": f.role, "attempt": f.attempt,
+        "status": f.status, "error": f.error,
+    })
+    if f.status != "succeeded":
+        base["output"] = ""  # the error says what happened; a failed attempt's partial text is not a result
+    return base
+
+
+class Orchestrator:
+    """Turns one decoded input into state changes and output events."""
+
+    def __init__(self, app: faust.App, rt: Runtime, table: Any) -> None:
+        self.app, self.rt, self.table = app, rt, table
+        self.roles = set(rt.settings.roles)
+        self.requested: dict[str, int] = {}  # project -> retry time already requested by the timer
+
+    def load(self, project: str) -> ProjectState | None:
+        raw = self.table.get(project)
+        return ProjectState.from_dict(raw) if raw else None
+
+    async def handle(self, name: str, v: dict[str, Any], message: Any) -> None:
+        project = v["project_id"]
+        state = self.load(project)
+        now = now_ms()
+        attempt_event: dict[str, Any] | None = None
+        if name == "ProjectPlan":
+            if state is not None:
+                await dead_letter(self.app, self.rt, message, NAME,
+                                  PlanError([f"project {project!r} already exists; plans are submitted once"]))
+                return
+            try:
+                plan = Plan(project=project, budget_usd=v["budget_usd"], tasks=tuple(
+                    PlannedTask(id=t["task_id"], role=t["role"], description=t["description"],
+                                depends_on=tuple(t["depends_on"]), priority=t["priority"],
+                                acceptance=t["acceptance"], requires_approval=t["requires_approval"])
+                    for t in v["tasks"]))
+                validate_plan(plan, self.roles)
+            except (PlanError, ValueError) as exc:
+                await dead_letter(self.app, self.rt, message, NAME, exc)
+                return
+            state = ProjectState.from_plan(plan, now_ms=to_ms(v["timestamp"]))
+            actions = Actions()
+        elif name == "Task":
+            if state is None:
+                state = ProjectState.empty(project, now_ms=now)
+            task = PlannedTask(id=v["task_id"], role=v["role"], description=v["description"],
+                               depends_on=tuple(v["depends_on"]), priority=v["priority"])
+            submitted = to_ms(v["timestamp"])
+            if v["role"] not in self.roles:
+                reason = (f"unknown role {v['role']!r}; this deployment runs: "
+                          f"{', '.join(sorted(self.roles))} (AIOS_ROLES)")
+                actions = state.fail_task(task, reason, submitted_ms=submitted)
+            else:
+                actions = state.add_task(task, submitted_ms=submitted)
+        elif name == "TaskResult":
+            if state is None:
+                return  # an attempt for a project we never saw (e.g. another deployment's)
+            attempt_event = v
+            actions = state.on_attempt(v["task_id"], v["attempt"], v["status"] == "succeeded", v["output"],
+                                       v["error"], v["cost_usd"], now_ms=now, policy=POLICY, rng=_rng,
+                                       retryable=v["error_type"] not in PERMANENT_ERRORS)
+        else:  # Control
+            if state is None:
+                return
+            action, task_id = v["action"], v["task_id"]
+            if action == "cancel":
+                actions = state.cancel(task_id, v["reason"] or "cancelled")
+            elif action == "approve" and task_id:
+                actions = state.approve(task_id)
+            elif action == "reject" and task_id:
+                actions = state.reject(task_id, v["reason"] or "rejected")
+            else:
+                actions = Actions()  # retry_due: release whatever is due below
+                self.requested.pop(project, None)
+        dispatches = state.dispatchable(now_ms=now, limits=LIMITS)
+        self.table[project] = state.to_dict()
+        await self.emit(project, state, actions, dispatches, attempt_event, v["trace_id"], message)
+
+    async def emit(self, project: str, state: ProjectState, actions: Actions, dispatches: list[Any],
+                   attempt_event: dict[str, Any] | None, trace_id: str, message: Any) -> None:
+        t = self.rt.topics
+        for f in actions.finals:
+            attempt = attempt_event if attempt_event is not None and attempt_event["task_id"] == f.task_id else None
+            result = final_result(project, f, attempt, trace_id, state.submitted_at.get(f.task_id, state.started_ms))
+            await send(self.app, self.rt, t.results, "TaskResult", result, project)
+            EVENTS.labels(NAME, f.status).inc()
+        for d in dispatches:
+            assignment = {
+                **envelope(trace_id), "event_id": _final_id(d.task_id, f"assign-{d.attempt}"),
+                "task_id": d.task_id, "project_id": project, "role": d.role, "description": d.description,
+                "attempt": d.attempt, "priority": d.priority, "privacy": "normal", "context": d.context,
+                "submitted_at": state.submitted_at.get(d.task_id, state.started_ms),
+            }
+            await send(self.app, self.rt, t.role(d.role), "Assignment", assignment, d.task_id)
+            EVENTS.labels(NAME, "dispatched").inc()
+        for task_id, errors in actions.dead_letters:
+            await dead_letter(self.app, self.rt, message, NAME,
+                              RuntimeError(f"task {task_id} failed after {len(errors)} attempts"), errors=errors)
+        status = {**envelope(trace_id), **state.status(now_ms=now_ms())}
+        await send(self.app, self.rt, t.project_status, "ProjectStatus", status, project)
+
+    async def request_due_retries(self) -> None:
+        """Timer: ask, through the control topic, for each project with a retry that is due."""
+        now = now_ms()
+        for project, raw in list(self.table.items()):
+            due = ProjectState.from_dict(raw).next_retry_ms()
+            if due is None or due > now or self.requested.get(project) == due:
+                continue
+            self.requested[project] = due
+            control = {**envelope(), "project_id": project, "action": "retry_due", "task_id": None,
+                       "reason": "", "requested_by": NAME}
+            await send(self.app, self.rt, self.rt.topics.control, "Control", control, project)
+
+
+_EXPECTED = {"ProjectPlan", "Task", "TaskResult", "Control"}
 
 
 def register(app: faust.App, rt: Runtime) -> None:
-    roles = rt.settings.roles
+    # faust's table codec is JSON: keys are project ids, values the state dicts.
+    table = app.Table("projects", default=None, partitions=rt.settings.topic_partitions)
+    orch = Orchestrator(app, rt, table)
 
     async def orchestrate(stream: Any) -> None:
         async for event in stream.events():
             started = time.perf_counter()
-            task = decode_or_error(rt, event.value, "Task")
-            if isinstance(task, SchemaError):
-                await dead_letter(app, rt, event.message, NAME, task)
+            try:
+                decoded = rt.codec.decode(event.value)
+                name = decoded.name.rsplit(".", 1)[-1]
+                if name not in _EXPECTED:
+                    raise SchemaError(f"the orchestrator does not take {name} events")
+            except SchemaError as exc:
+                await dead_letter(app, rt, event.message, NAME, exc)
                 EVENTS.labels(NAME, "dead_letter").inc()
                 continue
-            if task["role"] not in roles:
-                await send(app, rt, rt.topics.results, "TaskResult", unknown_role_result(task, roles), task["task_id"])
-                EVENTS.labels(NAME, "unknown_role").inc()
-                continue
-            topic = rt.topics.role(task["role"])
-            await send(app, rt, topic, "Assignment", assignment_for(task), task["task_id"])
-            EVENTS.labels(NAME, "assigned").inc()
+            await orch.handle(name, decoded.value, event.message)
             PROCESSING.labels(NAME).observe(time.perf_counter() - started)
 
-    app.agent(raw_topic(app, rt.topics.tasks), name=NAME)(orchestrate)
+    app.agent(raw_topic(app, *rt.topics.orchestrator_inputs()), name=NAME)(orchestrate)
+    app.timer(interval=0.25)(orch.request_due_retries)

@@ -41,13 +41,20 @@ async def test_task_result_history_and_context(settings: Settings) -> None:
         assert result["trace_id"] == task["trace_id"]
 
         store = live.runtime.store
-        # Task, Assignment, TaskResult, MemoryEvent and LlmCall rows, each exactly once.
-        counts = await wait_until(lambda: (c := store.counts_by_type(project_id="proj-e2e")) and
-                                  sum(c.values()) >= 5 and c)
-        assert counts == {"Assignment": 1, "LlmCall": 1, "MemoryEvent": 1, "Task": 1, "TaskResult": 1}
+        def stored() -> dict[str, int] | None:
+            c = store.counts_by_type(project_id="proj-e2e")
+            complete = c.get("TaskResult", 0) >= 2 and c.get("LlmCall") and c.get("MemoryEvent")
+            return c if complete else None
+
+        counts = await wait_until(stored)
+        assert {k: counts[k] for k in ("Task", "Assignment", "MemoryEvent", "LlmCall")} == dict.fromkeys(
+            ("Task", "Assignment", "MemoryEvent", "LlmCall"), 1)
+        assert counts["TaskResult"] == 2  # the agent's attempt, and the orchestrator's terminal result
+        assert counts["ProjectStatus"] >= 1
         row = store.query(
             "SELECT status, payload FROM aios.events FINAL "  # noqa: S608 - task_id is our own hex id
-            f"WHERE event_type = 'TaskResult' AND task_id = '{task['task_id']}'")[0]
+            f"WHERE event_type = 'TaskResult' AND topic = '{settings.topic_prefix}.results' "
+            f"AND task_id = '{task['task_id']}'")[0]
         assert row["status"] == "succeeded"
         assert json.loads(row["payload"])["output"] == result["output"]
 

@@ -17,9 +17,12 @@ def test_create_is_idempotent_and_matches_the_plan(settings: Settings) -> None:
     assert all(o.detail == "" for o in again)
     infos = {i.name: i for i in list_topics(settings)}
     p = settings.topic_prefix
-    assert set(infos) == {f"{p}.tasks", f"{p}.agent.general", f"{p}.results", f"{p}.messages", f"{p}.memory",
-                          f"{p}.llm-calls", f"{p}.agents", f"{p}.dlq"}
-    assert infos[f"{p}.agents"].cleanup_policy == "compact"
+    assert set(infos) == {f"{p}.tasks", f"{p}.projects", f"{p}.control", f"{p}.agent.general", f"{p}.attempts",
+                          f"{p}.results", f"{p}.project-status", f"{p}.messages", f"{p}.memory", f"{p}.llm-calls",
+                          f"{p}.agents", f"{p}.dlq", f"{p}-embedded-projects-changelog",
+                          f"{p}-orchestrator-projects-changelog"}
+    for compacted in (f"{p}.agents", f"{p}.project-status", f"{p}-embedded-projects-changelog"):
+        assert infos[compacted].cleanup_policy == "compact"
     assert infos[f"{p}.tasks"].cleanup_policy == "delete"
     assert infos[f"{p}.tasks"].retention_ms == str(settings.topic_retention_ms)
     assert all(i.partitions == settings.topic_partitions for i in infos.values())
@@ -31,7 +34,7 @@ def test_topic_prefix_and_roles_are_settings(base_settings: Settings) -> None:
     outcomes = create_topics(s)
     names = [o.name for o in outcomes]
     assert "itprefix-roles.agent.backend" in names
-    assert all(n.startswith("itprefix-roles.") for n in names)
+    assert all(n.startswith(("itprefix-roles.", "itprefix-roles-")) for n in names)
 
 
 def test_auto_create_is_off(base_settings: Settings) -> None:

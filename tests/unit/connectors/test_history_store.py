@@ -10,6 +10,7 @@ import pytest
 from connectors.errors import StoreQueryError, StoreUnavailableError
 from connectors.history import EventRow, open_store
 from connectors.history.base import _where
+from schemas.events import now_ms
 
 
 def _closed_port() -> int:
@@ -33,7 +34,8 @@ def test_chdb_store_round_trip_and_bad_sql(session_data_dir: Path) -> None:
     from connectors.history.chdb_store import ChdbStore
 
     store = ChdbStore.open(session_data_dir / "chdb")  # the one chdb directory of this process
-    row = EventRow("unit-e1", "Task", "unit.tasks", 0, 1, 1_764_000_000_000, "tr", "unit-t1", "unit-p",
+    # A recent timestamp: older rows than AIOS_HISTORY_TTL_DAYS are dropped by the table TTL.
+    row = EventRow("unit-e1", "Task", "unit.tasks", 0, 1, now_ms(), "tr", "unit-t1", "unit-p",
                    "general", "", "{}")
     store.insert([row, row])
     assert store.count_events(task_id="unit-t1") == 1

@@ -93,3 +93,12 @@ def test_backoff_grows_and_is_capped_with_jitter() -> None:
     delays = [p.delay_ms(n, rng) for n in (1, 2, 3, 10)]
     assert 80 <= delays[0] <= 120 and 160 <= delays[1] <= 240 and 320 <= delays[2] <= 480
     assert 800 <= delays[3] <= 1200
+
+
+def test_a_permanent_error_is_not_retried() -> None:
+    s = ProjectState.from_plan(plan(), now_ms=0)
+    s.dispatchable(now_ms=0)
+    acts = s.on_attempt("a", 1, False, "", "401 bad key", 0.0, now_ms=1, policy=POLICY, rng=random.Random(0),
+                        retryable=False)
+    assert [(f.task_id, f.status) for f in acts.finals] == [("a", "failed"), ("b", "skipped")]
+    assert acts.dead_letters == [("a", ["attempt 1: 401 bad key"])]

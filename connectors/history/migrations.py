@@ -1,0 +1,201 @@
+"""Versioned ClickHouse DDL: numbered migrations, applied once each, the same SQL on chdb and a server.
+
+A migration is frozen once released: change the schema by appending a new one. Applied versions
+are recorded in ``aios.aios_schema_migrations``; every statement is idempotent (IF NOT EXISTS), so
+a migration interrupted half-way is simply re-run.
+
+Typed tables take each event's JSON as it is on the wire: ``timestamp`` (epoch ms) is an
+EPHEMERAL input column that fills ``ts``; other timestamp-millis fields stay Int64 epoch ms.
+They are ReplacingMergeTree, so a redelivered event (same sort key, which ends in event_id)
+collapses to one row; queries that must be exact read them with FINAL.
+
+The per-minute rollups are materialised views over the typed tables. Counts are
+``uniqExactState(event_id)``, so they stay exact when events are redelivered; token and cost
+sums count each insert, so a replay inflates them (``aios stats`` reads the deduplicated base
+tables for that reason).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+DATABASE = "aios"
+MIGRATIONS_TABLE = f"{DATABASE}.aios_schema_migrations"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+@dataclass
+class MigrationReport:
+    applied: list[int] = field(default_factory=list)
+    already_applied: list[int] = field(default_factory=list)
+
+
+def _ttl(ttl_days: int, column: str = "ts") -> str:
+    return f"TTL toDateTime({column}) + INTERVAL {int(ttl_days)} DAY"
+
+
+def _typed(table: str, columns: str, order_by: str, ttl_days: int) -> str:
+    return f"""CREATE TABLE IF NOT EXISTS {DATABASE}.{table} (
+        event_id String,
+        timestamp Int64 EPHEMERAL,
+        ts DateTime64(3, 'UTC') DEFAULT fromUnixTimestamp64Milli(timestamp, 'UTC'),
+        trace_id String,
+        {columns}
+    ) ENGINE = ReplacingMergeTree
+    PARTITION BY toYYYYMM(ts)
+    ORDER BY ({order_by})
+    {_ttl(ttl_days)}"""
+
+
+def _v1_events() -> tuple[str, ...]:
+    # The schema before migrations existed, unchanged, so existing data directories adopt it.
+    return (
+        f"CREATE DATABASE IF NOT EXISTS {DATABASE}",
+        f"""CREATE TABLE IF NOT EXISTS {DATABASE}.events (
+        event_id String,
+        event_type LowCardinality(String),
+        topic LowCardinality(String),
+        partition UInt32,
+        offset UInt64,
+        ts DateTime64(3, 'UTC'),
+        trace_id String,
+        task_id String,
+        project_id String,
+        role LowCardinality(String),
+        status LowCardinality(String),
+        payload String
+    ) ENGINE = ReplacingMergeTree
+    PARTITION BY toYYYYMM(ts)
+    ORDER BY (event_type, event_id)""",
+    )
+
+
+def _v2_typed_tables(ttl_days: int) -> tuple[str, ...]:
+    return (
+        f"ALTER TABLE {DATABASE}.events MODIFY {_ttl(ttl_days)}",
+        _typed("tasks", """task_id String, project_id String, role LowCardinality(String), description String,
+        priority Int32, depends_on Array(String), privacy LowCardinality(String), submitted_by String,
+        metadata Map(String, String)""", "project_id, ts, event_id", ttl_days),
+        _typed("assignments", """task_id String, project_id String, role LowCardinality(String),
+        description String, attempt Int32, priority Int32, privacy LowCardinality(String),
+        context Map(String, String), submitted_at Int64""", "project_id, ts, event_id", ttl_days),
+        _typed("results", """task_id String, project_id String, role LowCardinality(String), attempt Int32,
+        status LowCardinality(String), output String, error String, agent_id String,
+        provider LowCardinality(String), model LowCardinality(String), input_tokens UInt32,
+        output_tokens UInt32, cost_usd Float64, latency_ms Float64, submitted_at Int64""",
+               "project_id, ts, event_id", ttl_days),
+        _typed("messages", """message_id String, task_id String, project_id String, sender String,
+        recipient String, kind LowCardinality(String), content String""", "project_id, ts, event_id", ttl_days),
+        _typed("memory", """memory_id String, scope LowCardinality(String), scope_id String, project_id String,
+        kind LowCardinality(String), speaker String, content String, task_id String, tokens UInt32""",
+               "project_id, scope, scope_id, ts, event_id", ttl_days),
+        _typed("llm_calls", """call_id String, task_id String, project_id String, agent_id String,
+        attempt Int32, step Int32, provider LowCardinality(String), model LowCardinality(String),
+        strategy LowCardinality(String), input_tokens UInt32, output_tokens UInt32, cost_usd Float64,
+        latency_ms Float64, ttft_ms Nullable(Float64), outcome LowCardinality(String), error String,
+        fallback_chain Array(String)""", "project_id, ts, event_id", ttl_days),
+        _typed("agent_status", """agent_id String, role LowCardinality(String), state LowCardinality(String),
+        in_flight Array(String), version String, host String, heartbeat_interval_ms Int32""",
+               "agent_id, ts, event_id", ttl_days),
+        _typed("dead_letters", """source_topic LowCardinality(String), source_partition Int32,
+        source_offset Int64, key Nullable(String), payload String, processor LowCardinality(String),
+        error_type LowCardinality(String), error String, errors Array(String)""",
+               "source_topic, ts, event_id", ttl_days),
+    )
+
+
+def _rollup(name: str, columns: str, order_by: str, ttl_days: int) -> str:
+    return f"""CREATE TABLE IF NOT EXISTS {DATABASE}.{name} (
+        minute DateTime('UTC'),
+        {columns}
+    ) ENGINE = AggregatingMergeTree
+    PARTITION BY toYYYYMM(minute)
+    ORDER BY ({order_by})
+    {_ttl(ttl_days, 'minute')}"""
+
+
+def _view(name: str, target: str, select: str) -> str:
+    return f"CREATE MATERIALIZED VIEW IF NOT EXISTS {DATABASE}.{name} TO {DATABASE}.{target} AS {select}"
+
+
+# Latency from submit to result: the producer's submitted_at when set, else the agent's own figure.
+RESULT_LATENCY_MS = "if(submitted_at > 0, toFloat64(toUnixTimestamp64Milli(ts) - submitted_at), latency_ms)"
+
+
+def _v3_rollups(ttl_days: int) -> tuple[str, ...]:
+    def states(view: str, table: str, state: str) -> str:
+        return _view(view, "task_states_1m", f"""SELECT toStartOfMinute(ts) AS minute, project_id, role,
+            {state} AS state, uniqExactState(event_id) AS events
+            FROM {DATABASE}.{table} GROUP BY minute, project_id, role, state""")
+
+    return (
+        _rollup("task_states_1m", """project_id String, role LowCardinality(String), state LowCardinality(String),
+        events AggregateFunction(uniqExact, String)""", "project_id, role, state, minute", ttl_days),
+        states("task_states_1m_tasks", "tasks", "'submitted'"),
+        states("task_states_1m_assignments", "assignments", "'assigned'"),
+        states("task_states_1m_results", "results", "toString(status)"),
+        _rollup("latency_1m", """project_id String, role LowCardinality(String),
+        results AggregateFunction(uniqExact, String),
+        latency_ms AggregateFunction(quantiles(0.5, 0.95, 0.99), Float64)""", "project_id, role, minute", ttl_days),
+        _view("latency_1m_results", "latency_1m", f"""SELECT toStartOfMinute(ts) AS minute, project_id, role,
+            uniqExactState(event_id) AS results,
+            quantilesState(0.5, 0.95, 0.99)({RESULT_LATENCY_MS}) AS latency_ms
+            FROM {DATABASE}.results GROUP BY minute, project_id, role"""),
+        _rollup("llm_usage_1m", """project_id String, provider LowCardinality(String), model LowCardinality(String),
+        calls AggregateFunction(uniqExact, String), input_tokens SimpleAggregateFunction(sum, UInt64),
+        output_tokens SimpleAggregateFunction(sum, UInt64), cost_usd SimpleAggregateFunction(sum, Float64)""",
+                "project_id, provider, model, minute", ttl_days),
+        _view("llm_usage_1m_calls", "llm_usage_1m", f"""SELECT toStartOfMinute(ts) AS minute, project_id,
+            provider, model, uniqExactState(event_id) AS calls, sum(toUInt64(input_tokens)) AS input_tokens,
+            sum(toUInt64(output_tokens)) AS output_tokens, sum(cost_usd) AS cost_usd
+            FROM {DATABASE}.llm_calls GROUP BY minute, project_id, provider, model"""),
+        _rollup("failures_1m", """project_id String, source LowCardinality(String), role LowCardinality(String),
+        failures AggregateFunction(uniqExact, String)""", "project_id, source, role, minute", ttl_days),
+        _view("failures_1m_results", "failures_1m", f"""SELECT toStartOfMinute(ts) AS minute, project_id,
+            'result' AS source, role, uniqExactState(event_id) AS failures
+            FROM {DATABASE}.results WHERE status = 'failed' GROUP BY minute, project_id, role"""),
+        _view("failures_1m_dead_letters", "failures_1m", f"""SELECT toStartOfMinute(ts) AS minute,
+            '' AS project_id, 'dead_letter' AS source, processor AS role, uniqExactState(event_id) AS failures
+            FROM {DATABASE}.dead_letters GROUP BY minute, processor"""),
+    )
+
+
+def migrations(ttl_days: int) -> list[Migration]:
+    """Every migration, in order; ``ttl_days`` is the retention written into new tables."""
+    if ttl_days < 1:
+        raise ValueError(f"history TTL must be at least 1 day, got {ttl_days}")
+    return [
+        Migration(1, "events table", _v1_events()),
+        Migration(2, "typed event tables", _v2_typed_tables(ttl_days)),
+        Migration(3, "per-minute rollups", _v3_rollups(ttl_days)),
+    ]
+
+
+def migrate(
+    execute: Callable[[str], Any], query: Callable[[str], list[dict[str, Any]]], ttl_days: int
+) -> MigrationReport:
+    """Apply the migrations not yet recorded, in order; safe to run concurrently with readers."""
+    execute(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
+    execute(f"""CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
+        version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
+    ) ENGINE = ReplacingMergeTree ORDER BY version""")
+    done = {int(r["version"]) for r in query(f"SELECT version FROM {MIGRATIONS_TABLE} FINAL")}  # noqa: S608
+    report = MigrationReport()
+    for migration in migrations(ttl_days):
+        if migration.version in done:
+            report.already_applied.append(migration.version)
+            continue
+        for statement in migration.statements:
+            execute(statement)
+        name = migration.name.replace("'", "")
+        execute(f"INSERT INTO {MIGRATIONS_TABLE} (version, name) VALUES ({migration.version}, '{name}')")  # noqa: S608
+        report.applied.append(migration.version)
+    return report

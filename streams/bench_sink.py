@@ -1,0 +1,197 @@
+"""``aios bench sink``: history-sink rows/s into chdb beside a raw bulk insert, and ``aios stats`` latency.
+
+Both insert runs happen in one process against one fresh chdb data directory. The sink run takes
+encoded events through the sink's own code path (decode, build the row, ``store.insert`` per batch
+into ``events`` and the typed tables). The raw run inserts the same rows, already serialised, with
+one INSERT per table. The stats run fills the typed tables with synthetic rows through
+``INSERT … SELECT FROM numbers()`` and times the queries ``aios stats`` runs.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from connectors.history.base import EVENT_COLUMNS, TYPED_TABLES, EventRow, HistoryStore
+from connectors.history.chdb_store import ChdbStore
+from connectors.history.migrations import DATABASE
+from connectors.history.queries import stats
+from schemas.codec import Codec
+from schemas.events import envelope, new_id
+from streams.processors.history_sink import to_row
+
+ROLLUPS = ("task_states_1m", "latency_1m", "llm_usage_1m", "failures_1m")
+TOPICS = {"Task": "tasks", "Assignment": "agent.general", "TaskResult": "results",
+          "AgentMessage": "messages", "MemoryEvent": "memory", "LlmCall": "llm-calls"}
+
+
+def task_events(i: int) -> list[tuple[str, dict[str, Any]]]:
+    """The six events one task produces in the pipeline, shaped as the processors build them."""
+    env = envelope()
+    task_id, project, role, trace = new_id(), f"bench-{i % 5}", "general", env["trace_id"]
+    at = env["timestamp"]
+    common = {"task_id": task_id, "project_id": project}
+    text = f"bench task {i}: summarise the release notes in three bullet points"
+    return [
+        ("Task", {**env, **common, "role": role, "description": text, "priority": 0, "depends_on": [],
+                  "privacy": "normal", "submitted_by": "bench", "metadata": {}}),
+        ("Assignment", {**envelope(trace), **common, "role": role, "description": text, "attempt": 1,
+                        "priority": 0, "privacy": "normal", "context": {}, "submitted_at": at}),
+        ("TaskResult", {**envelope(trace), **common, "role": role, "attempt": 1, "status": "succeeded",
+                        "output": "[offline:echo] " + text, "error": None, "agent_id": "bench-agent",
+                        "provider": "offline", "model": "echo", "input_tokens": 42, "output_tokens": 17,
+                        "cost_usd": 0.0, "latency_ms": 1.5, "submitted_at": at}),
+        ("AgentMessage", {**envelope(trace), **common, "message_id": new_id(), "sender": "bench-agent",
+                          "recipient": None, "kind": "result", "content": "done"}),
+        ("MemoryEvent", {**envelope(trace), "memory_id": new_id(), "scope": "project", "scope_id": project,
+                         "project_id": project, "kind": "turn", "speaker": "bench-agent",
+                         "content": "[offline:echo] " + text, "task_id": task_id, "tokens": 17}),
+        ("LlmCall", {**envelope(trace), **common, "call_id": new_id(), "agent_id": "bench-agent", "attempt": 1,
+                     "step": 0, "provider": "offline", "model": "echo", "strategy": "single",
+                     "input_tokens": 42, "output_tokens": 17, "cost_usd": 0.0, "latency_ms": 0.05,
+                     "ttft_ms": None, "outcome": "ok", "error": None, "fallback_chain": []}),
+    ]
+
+
+def encoded_events(codec: Codec, rows: int) -> list[tuple[bytes, str, int, int]]:
+    out: list[tuple[bytes, str, int, int]] = []
+    i = 0
+    while len(out) < rows:
+        for name, value in task_events(i):
+            out.append((codec.encode(name, value), f"bench.{TOPICS[name]}", i % 3, len(out)))
+        i += 1
+    return out[:rows]
+
+
+def truncate(store: HistoryStore) -> None:
+    for table in ("events", *TYPED_TABLES.values(), *ROLLUPS):
+        store.execute(f"TRUNCATE TABLE IF EXISTS {DATABASE}.{table}")
+
+
+def count_distinct(store: HistoryStore) -> int:
+    return int(store.query(f"SELECT uniqExact(event_id) AS n FROM {DATABASE}.events")[0]["n"])  # noqa: S608
+
+
+def sink_run(store: HistoryStore, codec: Codec, encoded: list[tuple[bytes, str, int, int]],
+             batch: int, tick: Callable[[int], None]) -> tuple[float, float, list[EventRow]]:
+    """Decode → row → ``store.insert`` per batch, as HistorySink.apply does (without Kafka).
+
+    Returns the total seconds, the seconds spent in ``store.insert``, and the rows built.
+    """
+    kept: list[EventRow] = []
+    inserting = 0.0
+    started = time.perf_counter()
+    for at in range(0, len(encoded), batch):
+        rows = [to_row(codec.decode(value), topic, partition, offset)
+                for value, topic, partition, offset in encoded[at:at + batch]]
+        t0 = time.perf_counter()
+        store.insert(rows)
+        inserting += time.perf_counter() - t0
+        kept.extend(rows)
+        tick(len(rows))
+    return time.perf_counter() - started, inserting, kept
+
+
+def raw_run(store: HistoryStore, rows: list[EventRow]) -> float:
+    """The same rows, serialised beforehand, in one INSERT per table."""
+    events = [row.to_json() for row in rows]
+    typed: dict[str, list[str]] = {}
+    for row in rows:
+        typed.setdefault(TYPED_TABLES[row.event_type], []).append(row.payload)
+    columns = store._input_columns()
+    started = time.perf_counter()
+    store.insert_json("events", EVENT_COLUMNS, events)
+    for table, lines in typed.items():
+        store.insert_json(table, columns[table], lines)
+    return time.perf_counter() - started
+
+
+# Synthetic history for the stats run: spread over the last hour, 5 projects, 4 roles, 3 models.
+_FILL = {
+    "tasks": """(event_id, timestamp, trace_id, task_id, project_id, role, description, submitted_by)
+        SELECT concat('t', toString(number)), toUnixTimestamp64Milli(now64(3)) - (number % 3600000),
+        toString(number), toString(number), concat('p', toString(number % 5)),
+        ['general', 'backend', 'frontend', 'research'][number % 4 + 1], 'synthetic task', 'bench'""",
+    "assignments": """(event_id, timestamp, trace_id, task_id, project_id, role, description, attempt, submitted_at)
+        SELECT concat('a', toString(number)), toUnixTimestamp64Milli(now64(3)) - (number % 3600000) + 5,
+        toString(number), toString(number), concat('p', toString(number % 5)),
+        ['general', 'backend', 'frontend', 'research'][number % 4 + 1], 'synthetic task', 1,
+        toUnixTimestamp64Milli(now64(3)) - (number % 3600000)""",
+    "results": """(event_id, timestamp, trace_id, task_id, project_id, role, attempt, status, error, agent_id,
+        provider, model, input_tokens, output_tokens, cost_usd, latency_ms, submitted_at)
+        SELECT concat('r', toString(number)), toUnixTimestamp64Milli(now64(3)) - (number % 3600000) + 20 +
+        number % 500, toString(number), toString(number), concat('p', toString(number % 5)),
+        ['general', 'backend', 'frontend', 'research'][number % 4 + 1], 1,
+        if(number % 20 = 0, 'failed', 'succeeded'),
+        if(number % 20 = 0, concat('provider error ', toString(number % 7)), ''), 'agent-1',
+        ['openai', 'anthropic', 'local'][number % 3 + 1], ['gpt-4o-mini', 'claude-haiku', 'llama'][number % 3 + 1],
+        100 + number % 50, 20 + number % 30, 0.0001 * (number % 7), 15 + number % 480,
+        toUnixTimestamp64Milli(now64(3)) - (number % 3600000)""",
+    "llm_calls": """(event_id, timestamp, trace_id, call_id, task_id, project_id, agent_id, attempt, step,
+        provider, model, strategy, input_tokens, output_tokens, cost_usd, latency_ms, outcome)
+        SELECT concat('c', toString(number)), toUnixTimestamp64Milli(now64(3)) - (number % 3600000) + 15,
+        toString(number), toString(number), toString(number), concat('p', toString(number % 5)), 'agent-1',
+        1, 0, ['openai', 'anthropic', 'local'][number % 3 + 1],
+        ['gpt-4o-mini', 'claude-haiku', 'llama'][number % 3 + 1], 'single', 100 + number % 50,
+        20 + number % 30, 0.0001 * (number % 7), 10 + number % 400, 'ok'""",
+}
+
+
+def stats_run(store: HistoryStore, rows: int, repeats: int = 5) -> dict[str, Any]:
+    truncate(store)
+    started = time.perf_counter()
+    for table, select in _FILL.items():
+        columns, body = select.split("SELECT", 1)
+        store.execute(f"INSERT INTO {DATABASE}.{table} {columns} SELECT {body} FROM numbers({int(rows)})")  # noqa: S608 - constants
+    fill_s = time.perf_counter() - started
+    timings: dict[str, list[float]] = {"all projects": [], "one project": []}
+    doc: dict[str, Any] = {}
+    for _ in range(repeats):
+        for label, project in (("all projects", None), ("one project", "p1")):
+            t0 = time.perf_counter()
+            result = stats(store, since_s=3600, project_id=project)
+            timings[label].append((time.perf_counter() - t0) * 1000)
+            doc[label] = result
+    return {
+        "rows_per_table": rows,
+        "tables": list(_FILL),
+        "fill_s": round(fill_s, 2),
+        "query_ms": {label: {"median": round(statistics.median(v), 1), "max": round(max(v), 1)}
+                     for label, v in timings.items()},
+        "results_seen": doc["all projects"].results,
+    }
+
+
+def bench_sink(*, rows: int, stats_rows: int, batch: int, data_dir: Path | None = None,
+               tick: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="aios-bench-sink-") as tmp:
+        store = ChdbStore.open((data_dir or Path(tmp)) / "chdb")
+        truncate(store)
+        codec = Codec(validate=False)
+        encoded = encoded_events(codec, rows)
+        sink_s, insert_s, built = sink_run(store, codec, encoded, batch, tick)
+        stored = count_distinct(store)
+        truncate(store)
+        raw_s = raw_run(store, built)
+        raw_stored = count_distinct(store)
+        stats_doc = stats_run(store, stats_rows)
+        truncate(store)
+    sink_rate, raw_rate = rows / sink_s, rows / raw_s
+    return {
+        "engine": store.engine,
+        "cpus": os.cpu_count(),
+        "rows": rows,
+        "batch": batch,
+        "sink": {"seconds": round(sink_s, 3), "rows_per_s": round(sink_rate), "stored": stored,
+                 "decode_and_build_s": round(sink_s - insert_s, 3), "insert_s": round(insert_s, 3),
+                 "insert_only_rows_per_s": round(rows / insert_s)},
+        "raw_insert": {"seconds": round(raw_s, 3), "rows_per_s": round(raw_rate), "stored": raw_stored},
+        "ratio_sink_over_raw": round(sink_rate / raw_rate, 3),
+        "stats": stats_doc,
+        "targets": {"sink_rows_per_s": 100_000, "sink_over_raw": 0.5, "stats_ms": 200},
+    }

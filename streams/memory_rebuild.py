@@ -1,0 +1,179 @@
+"""Rebuild Redis windows (and the Qdrant collection) from ``aios.memory``, then swap them in.
+
+The log is read with a fresh consumer that assigns every partition from its beginning up to the
+end offsets seen at the start and never commits. Everything is written under a temporary Redis
+key prefix and a temporary collection, then swapped in (Redis RENAME per key; Qdrant: clear the
+live collection or scope and copy the rebuilt points in). Nothing is ever produced to a topic.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaException, TopicPartition
+
+from connectors.redis_context import RedisContext, window_keys
+from schemas.errors import SchemaError
+from schemas.events import to_ms
+from streams.errors import KafkaError
+from streams.kafka import make_codec, make_consumer
+from streams.processors.memory import memory_item, to_turn
+from streams.runtime import open_context, open_vector_memory
+from streams.settings import Settings
+from streams.topics import Topics
+
+_BATCH = 500
+_QUIET_S = 30.0
+
+
+@dataclass
+class RebuildReport:
+    """What a rebuild read and swapped in."""
+
+    topic: str
+    scope: str | None
+    events: int = 0
+    undecodable: int = 0
+    applied: int = 0
+    windows: int = 0
+    expired_windows: int = 0
+    keys_swapped: int = 0
+    vectors: int | None = None  # None: vector memory is off
+    collection: str | None = None
+    seconds: float = 0.0
+    partitions: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> (start, end)
+
+
+def end_offsets(settings: Settings, topic: str) -> tuple[Any, list[TopicPartition]]:
+    """A never-committing consumer assigned to ``topic`` from the beginning, and the end offsets."""
+    consumer = make_consumer(settings, group=f"{settings.topic_prefix}-memory-rebuild-{uuid.uuid4().hex[:8]}")
+    try:
+        meta = consumer.list_topics(topic, timeout=10)
+        tmeta = meta.topics.get(topic)
+        if tmeta is None or tmeta.error is not None or not tmeta.partitions:
+            raise KafkaError(f"topic {topic!r} does not exist; create the topics with `aios topics create`")
+        starts, ends = [], []
+        for p in sorted(tmeta.partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            starts.append(TopicPartition(topic, p, low))
+            ends.append(TopicPartition(topic, p, high))
+    except KafkaException as exc:
+        consumer.close()
+        raise KafkaError(f"Kafka at {settings.kafka_bootstrap} did not answer: {exc}") from exc
+    consumer.assign([tp for tp, end in zip(starts, ends, strict=True) if end.offset > tp.offset])
+    return consumer, [TopicPartition(topic, s.partition, s.offset) for s in starts] + ends
+
+
+def backlog(settings: Settings) -> int:
+    """How many records a rebuild would read now (for a progress bar)."""
+    consumer, offsets = end_offsets(settings, Topics.from_settings(settings).memory)
+    consumer.close()
+    half = len(offsets) // 2
+    return sum(e.offset - s.offset for s, e in zip(offsets[:half], offsets[half:], strict=True))
+
+
+async def rebuild_memory(settings: Settings, *, scope: str | None = None,
+                         on_progress: Callable[[int], None] | None = None) -> RebuildReport:
+    """Replay the memory topic into fresh keys/collection and swap them in; see the module doc."""
+    started = time.perf_counter()
+    topic = Topics.from_settings(settings).memory
+    report = RebuildReport(topic=topic, scope=scope)
+    consumer, offsets = end_offsets(settings, topic)
+    half = len(offsets) // 2
+    remaining = {e.partition: e.offset for s, e in zip(offsets[:half], offsets[half:], strict=True)
+                 if e.offset > s.offset}
+    report.partitions = {s.partition: (s.offset, e.offset) for s, e in zip(offsets[:half], offsets[half:],
+                                                                           strict=True)}
+    codec = make_codec(settings, validate=False)
+    temp = f"{settings.topic_prefix}:rebuild-{uuid.uuid4().hex[:8]}"
+    ctx = open_context(settings, prefix=temp)
+    live_ctx = open_context(settings)
+    vectors = open_vector_memory(settings) if settings.vector_memory else None
+    fresh = vectors.with_collection(f"{vectors.collection}-rebuild-{temp[-8:]}") if vectors else None
+    last_ts: dict[tuple[str, str], int] = {}
+    try:
+        if fresh is not None:
+            fresh.ensure_collection()
+            report.vectors = 0
+        quiet_since = time.monotonic()
+        while remaining:
+            msgs = consumer.consume(_BATCH, 1.0)
+            if not msgs and time.monotonic() - quiet_since > _QUIET_S:
+                raise KafkaError(f"{topic}: no records for {_QUIET_S:.0f}s before the end offsets {remaining}")
+            quiet_since = time.monotonic() if msgs else quiet_since
+            events = []
+            for msg in msgs:
+                if msg.error() is not None:
+                    raise KafkaError(f"consume from {topic} failed: {msg.error()}")
+                if int(msg.offset() or 0) + 1 >= remaining.get(int(msg.partition() or 0), 0):
+                    remaining.pop(int(msg.partition() or 0), None)
+                try:
+                    m = codec.decode(msg.value(), expect="MemoryEvent").value
+                except SchemaError:
+                    report.undecodable += 1  # the live processor dead-lettered it; a rebuild only skips
+                    continue
+                if scope is None or m["scope"] == scope:
+                    events.append(m)
+                    window = (m["scope"], m["scope_id"])
+                    last_ts[window] = max(last_ts.get(window, 0), to_ms(m["timestamp"]))
+            report.events += len(msgs)
+            if fresh is not None and events:
+                report.vectors = (report.vectors or 0) + fresh.upsert([memory_item(m) for m in events])
+            applied = await ctx.apply_many([to_turn(m) for m in events])
+            report.applied += sum(a.applied for a in applied)
+            if on_progress is not None and msgs:
+                on_progress(len(msgs))
+        report.windows = len(last_ts)
+        report.expired_windows, report.keys_swapped = await _swap_redis(ctx, live_ctx, last_ts)
+        if vectors is not None and fresh is not None:
+            vectors.delete_where(scope=scope)
+            vectors.copy_from(fresh)
+            fresh.drop()
+            report.collection = vectors.collection
+    finally:
+        consumer.close()  # never committed: the rebuild leaves no group offsets that matter
+        await ctx.aclose()
+        await live_ctx.aclose()
+        if vectors is not None:
+            vectors.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+async def _swap_redis(temp: RedisContext, live: RedisContext,
+                      last_ts: dict[tuple[str, str], int]) -> tuple[int, int]:
+    """Give each rebuilt window its remaining TTL, then replace the live keys with the rebuilt ones."""
+    r = temp.redis
+    now = int(time.time() * 1000)
+    windows = list(last_ts)
+    pipe = r.pipeline(transaction=False)
+    for scope, scope_id in windows:
+        left_ms = last_ts[(scope, scope_id)] + temp.policy(scope).ttl_s * 1000 - now
+        for key in window_keys(temp.prefix, scope, scope_id).values():
+            # A window whose TTL has run out since its last write stays gone, as it would live.
+            pipe.pexpire(key, left_ms) if left_ms > 0 else pipe.delete(key)
+            pipe.exists(key)
+    flags = (await pipe.execute())[1::2]
+    expired = sum(1 for (scope, _), ts in last_ts.items() if ts + temp.policy(scope).ttl_s * 1000 <= now)
+    swapped = 0
+    # Per window, atomically: the live keys go (including ones the rebuild did not produce, like
+    # an old summary) and the rebuilt ones take their names.
+    swap = r.pipeline(transaction=True)
+    for i, (scope, scope_id) in enumerate(windows):
+        new = list(window_keys(temp.prefix, scope, scope_id).values())
+        old = list(window_keys(live.prefix, scope, scope_id).values())
+        swap.delete(*old)
+        for j, (src, dst) in enumerate(zip(new, old, strict=True)):
+            if flags[i * len(new) + j]:
+                swap.rename(src, dst)
+                swapped += 1
+    await swap.execute()
+    async for key in r.scan_iter(match=f"{temp.prefix}:*", count=1000):  # the applied-id markers
+        name = key.decode() if isinstance(key, bytes) else str(key)
+        await r.rename(name, live.prefix + name[len(temp.prefix):])
+        swapped += 1
+    return expired, swapped

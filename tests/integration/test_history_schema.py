@@ -1,0 +1,99 @@
+"""The ClickHouse schema on chdb: migrations, typed tables, rollups, and `aios stats` over them."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from connectors.history.chdb_store import ChdbStore
+from connectors.history.queries import stats
+from schemas.codec import Codec
+from streams.bench_sink import task_events
+from streams.cli import cli
+from streams.processors.history_sink import to_row
+
+pytestmark = pytest.mark.integration
+
+TYPED = ("tasks", "assignments", "results", "messages", "memory", "llm_calls", "agent_status", "dead_letters")
+ROLLUPS = ("task_states_1m", "latency_1m", "llm_usage_1m", "failures_1m")
+
+
+@pytest.fixture
+def store(session_data_dir: Path) -> ChdbStore:
+    return ChdbStore.open(session_data_dir / "chdb")  # the one chdb directory of this process
+
+
+def test_migrations_are_recorded_once_and_create_every_table(store: ChdbStore) -> None:
+    report = store.migrate()
+    assert report.applied == [] and report.already_applied == [1, 2, 3]
+    versions = store.query("SELECT version FROM aios.aios_schema_migrations FINAL ORDER BY version")
+    assert [int(r["version"]) for r in versions] == [1, 2, 3]
+    tables = {r["name"]: r for r in store.query(
+        "SELECT name, engine, create_table_query FROM system.tables WHERE database = 'aios'")}
+    for name in TYPED:
+        assert tables[name]["engine"] == "ReplacingMergeTree"
+        assert "toYYYYMM(ts)" in tables[name]["create_table_query"]
+        assert "toIntervalDay(90)" in tables[name]["create_table_query"]
+    for name in ROLLUPS:
+        assert tables[name]["engine"] == "AggregatingMergeTree"
+    assert sum(1 for r in tables.values() if r["engine"] == "MaterializedView") == 7
+
+
+def test_a_redelivered_batch_lands_once_in_typed_tables_rollups_and_stats(store: ChdbStore) -> None:
+    codec = Codec(validate=False)
+    events = task_events(0)
+    project = f"schema-{uuid.uuid4().hex[:8]}"
+    for _, value in events:
+        if "project_id" in value:
+            value["project_id"] = project
+    events[2][1]["status"] = "failed"
+    events[2][1]["error"] = "provider timed out"
+    rows = [to_row(codec.decode(codec.encode(name, value)), f"t.{name}", 0, i)
+            for i, (name, value) in enumerate(events)]
+    store.insert(rows)
+    store.insert(rows)  # a redelivery (sink retry or replay): same event ids
+
+    for table in ("tasks", "assignments", "results", "messages", "memory", "llm_calls"):
+        n = store.query(f"SELECT count() AS n FROM aios.{table} FINAL WHERE project_id = '{project}'")  # noqa: S608
+        assert int(n[0]["n"]) == 1, table
+    result = store.query(f"SELECT status, error, submitted_at, ts FROM aios.results WHERE project_id = '{project}'")  # noqa: S608
+    assert result[0]["status"] == "failed" and result[0]["error"] == "provider timed out"
+    assert int(result[0]["submitted_at"]) == events[1][1]["submitted_at"]
+
+    states = {r["state"]: int(r["n"]) for r in store.query(
+        "SELECT state, uniqExactMerge(events) AS n FROM aios.task_states_1m "  # noqa: S608
+        f"WHERE project_id = '{project}' GROUP BY state")}
+    assert states == {"submitted": 1, "assigned": 1, "failed": 1}
+    usage = store.query(f"SELECT uniqExactMerge(calls) AS calls FROM aios.llm_usage_1m WHERE project_id = '{project}'")  # noqa: S608
+    assert int(usage[0]["calls"]) == 1
+
+    got = stats(store, since_s=3600, project_id=project)
+    assert (got.submitted, got.results, got.failed, got.success_rate) == (1, 1, 1, 0.0)
+    assert got.latency_ms["p50"] is not None
+    assert got.cost == [{"provider": "offline", "model": "echo", "calls": 1, "input_tokens": 42,
+                         "output_tokens": 17, "cost_usd": 0.0}]
+    assert got.top_failures == [{"error": "provider timed out", "count": 1, "role": "general"}]
+    assert got.roles == [{"role": "general", "assigned": 1, "results": 1, "failed": 1,
+                          "p50_ms": got.latency_ms["p50"]}]
+
+    env = {"AIOS_DATA_DIR": str(store.path.parent), "AIOS_CLICKHOUSE_URL": ""}
+    out = CliRunner().invoke(cli, ["stats", "--project", project, "--since", "1h", "--json"], env=env)
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.output.strip().splitlines()[-1])
+    assert doc["results"] == 1 and doc["top_failures"][0]["error"] == "provider timed out"
+    human = CliRunner().invoke(cli, ["stats", "--project", project], env=env)
+    assert human.exit_code == 0 and "provider timed out" in human.output
+
+
+def test_db_migrate_cli_and_a_bad_since(store: ChdbStore) -> None:
+    env = {"AIOS_DATA_DIR": str(store.path.parent), "AIOS_CLICKHOUSE_URL": ""}
+    out = CliRunner().invoke(cli, ["db", "migrate", "--json"], env=env)
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output.strip().splitlines()[-1]) == {
+        "engine": "chdb", "applied": [], "already_applied": [1, 2, 3]}
+    bad = CliRunner().invoke(cli, ["stats", "--since", "yesterday"], env=env)
+    assert bad.exit_code == 2 and "30m, 1h, 7d" in bad.output

@@ -1,0 +1,272 @@
+"""Rolling context on real Redis and Kafka: count and token bounds, TTLs, summaries, prompt budgets,
+idempotent replay and rebuild from the log. Tokens are counted with the real MiniLM tokenizer.
+
+Every test runs under its own topic prefix (the ``settings`` fixture), which is also its Redis key
+prefix: tests delete only keys under that prefix, never FLUSHDB, because other tests share Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from agents.memory import EXTRACTIVE_LABEL, first_sentence
+from agents.runner import AgentTask, TokenBudget, build_request
+from connectors.redis_context import RedisContext, ScopePolicy, window_keys
+from connectors.tokens import TokenCounter
+from streams.app import running
+from streams.kafka import EventProducer, TopicReader
+from streams.memory_rebuild import rebuild_memory
+from streams.runtime import open_context
+from streams.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+MODEL_DIR = Path(__file__).resolve().parents[2].parent / "shared/models/all-MiniLM-L6-v2-onnx"
+
+
+@pytest.fixture(scope="session")
+def counter() -> TokenCounter:
+    tokens = TokenCounter.from_model_dir(MODEL_DIR)
+    assert not tokens.is_fallback, f"the tokenizer should load from {MODEL_DIR}"
+    return tokens
+
+
+@pytest.fixture
+async def ctx(settings: Settings) -> AsyncIterator[RedisContext]:
+    context = RedisContext.from_url(settings.redis_url, prefix=settings.topic_prefix,
+                                    default=ScopePolicy(turns=5, tokens=60, ttl_s=60),
+                                    policies={"task": ScopePolicy(turns=5, tokens=60, ttl_s=1)})
+    yield context
+    await delete_prefix(context.redis, settings.topic_prefix)
+    await context.aclose()
+
+
+async def delete_prefix(r: Any, prefix: str) -> int:
+    """Delete this test's keys only (other tests share the Redis server)."""
+    keys = [k async for k in r.scan_iter(match=f"{prefix}:*", count=1000)]
+    if keys:
+        await r.delete(*keys)
+    return len(keys)
+
+
+def turn(n: int, text: str, counter: TokenCounter, **extra: Any) -> dict[str, Any]:
+    return {"memory_id": f"m-{n}", "kind": "turn", "content": text, "tokens": counter.count(text), **extra}
+
+
+async def test_window_is_bounded_by_count(ctx: RedisContext, counter: TokenCounter) -> None:
+    for n in range(12):
+        assert await ctx.append("project", "count", f"m-{n}", turn(n, f"turn {n}", counter)) is True
+    window = await ctx.read("project", "count")
+    assert [t["content"] for t in window.turns] == [f"turn {n}" for n in range(7, 12)]
+    (_, folded), = await ctx.pending_folds([("project", "count")])
+    assert [t["content"] for t in folded] == [f"turn {n}" for n in range(7)]
+    assert window.tokens == sum(t["tokens"] for t in window.turns)
+
+
+async def test_window_is_bounded_by_real_tokens(ctx: RedisContext, counter: TokenCounter) -> None:
+    texts = [f"Step {n}: the orchestrator reassigned the shipping task after a timeout." for n in range(5)]
+    sizes = counter.count_many(texts)
+    assert all(12 <= s <= 30 for s in sizes), sizes  # WordPiece tokens, not words
+    for n, text in enumerate(texts):
+        await ctx.append("project", "tok", f"m-{n}", turn(n, text, counter))
+    window = await ctx.read("project", "tok")
+    assert window.tokens <= 60 < sum(sizes)
+    assert window.tokens == sum(counter.count(t["content"]) for t in window.turns)
+    assert window.turns[-1]["content"] == texts[-1] and len(window.turns) < 5
+
+
+async def test_replayed_memory_ids_are_applied_once(ctx: RedisContext, counter: TokenCounter) -> None:
+    for _ in range(3):
+        for n in range(8):
+            await ctx.append("project", "replay", f"m-{n}", turn(n, f"turn {n}", counter))
+    window = await ctx.read("project", "replay")
+    (_, folded), = await ctx.pending_folds([("project", "replay")])
+    assert len(window.turns) == 5 and len(folded) == 3
+
+
+async def test_a_scope_ttl_expires_the_window(ctx: RedisContext, counter: TokenCounter) -> None:
+    await ctx.append("task", "short", "m-1", turn(1, "lives one second", counter))
+    await ctx.append("project", "long", "m-2", turn(2, "lives a minute", counter))
+    keys = window_keys(ctx.prefix, "task", "short")
+    assert await ctx.redis.exists(keys["turns"], keys["tokens"]) == 2
+    await asyncio.sleep(2.2)
+    assert await ctx.redis.exists(*keys.values()) == 0
+    assert (await ctx.read("task", "short")).turns == []
+    assert [t["content"] for t in (await ctx.read("project", "long")).turns] == ["lives a minute"]
+    assert 0 < await ctx.redis.ttl(window_keys(ctx.prefix, "project", "long")["turns"]) <= 60
+
+
+def test_settings_carry_a_ttl_per_scope(settings: Settings) -> None:
+    s = settings.model_copy(update={"context_scope_ttl_s": {"task": 5}})
+    assert s.ttl_for("task") == 5 and s.ttl_for("project") == s.context_ttl_s
+    context = open_context(s)
+    assert context.policy("task").ttl_s == 5 and context.policy("agent").ttl_s == s.context_ttl_s
+
+
+def test_the_prompt_stays_within_the_role_budget(counter: TokenCounter) -> None:
+    history = [f"[backend] task t-{n}: build part {n} of the billing service\n=> done, tests pass " * 3
+               for n in range(60)]
+    summary = EXTRACTIVE_LABEL + "\n" + "\n".join(f"- earlier decision {n} about invoices" for n in range(40))
+    task = AgentTask("t-61", "p", "backend", "Add refunds to the billing service " * 20,
+                     context={"t-60": "the invoice schema " * 100}, history=history, summary=summary,
+                     recall=["a recalled memory about refunds"])
+    for tokens in (120, 400, 1500):
+        budget = TokenBudget(tokens, counter.count, counter.truncate)
+        request = build_request(task, budget=budget)
+        system, user = (m.content for m in request.messages)
+        assert counter.count(system) + counter.count(user) <= tokens
+        if tokens >= 1500:
+            assert "a recalled memory about refunds" in user and "earlier decision 39" in user
+            assert "build part 59 " in user and "build part 0 " not in user  # newest turns first
+    assert counter.count(build_request(task).messages[1].content) > 1500  # without a budget it is longer
+
+
+def memory_event(prefix: str, n: int, text: str, *, scope_id: str = "proj-mem", tokens: int = 0) -> dict[str, Any]:
+    return {"event_id": uuid.uuid4().hex, "timestamp": int(time.time() * 1000), "trace_id": "t",
+            "memory_id": f"task-{n}:1:turn", "scope": "project", "scope_id": scope_id, "project_id": scope_id,
+            "kind": "turn", "speaker": "agent-x", "content": text, "task_id": f"task-{n}", "tokens": tokens}
+
+
+def produce(settings: Settings, events: list[dict[str, Any]]) -> None:
+    producer = EventProducer(settings)
+    for event in events:
+        producer.send(f"{settings.topic_prefix}.memory", "MemoryEvent", event, key=event["scope_id"])
+    producer.flush()
+
+
+async def wait_for(probe: Any, timeout_s: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := await probe():
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"condition not met within {timeout_s}s")
+
+
+def read_memory_topic(settings: Settings) -> list[dict[str, Any]]:
+    reader = TopicReader(settings, f"{settings.topic_prefix}.memory", from_beginning=True)
+    try:
+        return [d.value for _, d in reader.events(timeout_s=3) if not isinstance(d, Exception)]
+    finally:
+        reader.close()
+
+
+TURNS = [f"Decision {n}: the payments team chose option {n} for the ledger. It was reviewed on day {n}."
+         for n in range(20)]
+
+
+async def snapshot(context: RedisContext, scope_id: str) -> tuple[Any, list[Any], int]:
+    window = await context.read("project", scope_id)
+    summary = dict(window.summary or {})
+    return summary, window.turns, window.tokens
+
+
+@pytest.fixture
+def small_windows(settings: Settings) -> Settings:
+    return settings.model_copy(update={"context_window_tokens": 120, "context_summary_tokens": 400})
+
+
+async def test_an_over_budget_window_folds_into_a_summary_event(small_windows: Settings,
+                                                                counter: TokenCounter) -> None:
+    s = small_windows
+    produce(s, [memory_event(s.topic_prefix, n, t, tokens=counter.count(t)) for n, t in enumerate(TURNS)])
+    context = open_context(s)
+    try:
+        async with running(s, ["memory"]):
+            applied = await wait_for(lambda: _last_turn_applied(context, "proj-mem", "task-19:1:turn"))
+            assert applied
+        summary, turns, tokens = await snapshot(context, "proj-mem")
+        assert tokens <= 120 and turns[-1]["content"] == TURNS[-1]
+        assert summary["content"].startswith(EXTRACTIVE_LABEL)
+        folded = len(TURNS) - len(turns)
+        # Every folded turn's first sentence is in the running summary, oldest first.
+        for n in range(folded):
+            assert f"- {first_sentence(TURNS[n])}" in summary["content"]
+        assert "It was reviewed" not in summary["content"]
+        (_, pending), = await context.pending_folds([("project", "proj-mem")])
+        assert pending == []
+        summaries = [e for e in read_memory_topic(s) if e["kind"] == "summary"]
+        assert summaries and summaries[-1]["content"] == summary["content"]
+        assert summaries[-1]["memory_id"] == f"project:proj-mem:summary:{summary['seq']}"
+        assert summaries[-1]["tokens"] == counter.count(summary["content"]) <= 400
+
+        # Replaying the whole log (a fresh processor group reads it again) changes nothing and
+        # produces no new summaries.
+        before = await snapshot(context, "proj-mem")
+        produce(s, [memory_event(s.topic_prefix, n, t, tokens=counter.count(t)) for n, t in enumerate(TURNS)])
+        async with running(s, ["memory"], name="replay"):
+            await asyncio.sleep(3)
+        assert await snapshot(context, "proj-mem") == before
+        assert len([e for e in read_memory_topic(s) if e["kind"] == "summary"]) == len(summaries)
+    finally:
+        await delete_prefix(context.redis, s.topic_prefix)
+        await context.aclose()
+
+
+async def _last_turn_applied(context: RedisContext, scope_id: str, memory_id: str) -> bool:
+    window = await context.read("project", scope_id)
+    return bool(window.turns) and window.turns[-1]["memory_id"] == memory_id and window.summary is not None
+
+
+async def test_rebuild_after_deleting_the_keys_gives_the_same_contexts(small_windows: Settings,
+                                                                      counter: TokenCounter) -> None:
+    s = small_windows
+    events = [memory_event(s.topic_prefix, n, t, tokens=counter.count(t), scope_id=f"proj-{n % 2}")
+              for n, t in enumerate(TURNS)]
+    produce(s, events)
+    context = open_context(s)
+    try:
+        async with running(s, ["memory"]):
+            for p in ("proj-0", "proj-1"):
+                last = max(n for n in range(len(TURNS)) if f"proj-{n % 2}" == p)
+                await wait_for(lambda p=p, last=last: _last_turn_applied(context, p, f"task-{last}:1:turn"))
+            await asyncio.sleep(1)  # the summary events come back through the topic as no-ops
+        before = {p: await snapshot(context, p) for p in ("proj-0", "proj-1")}
+        assert all(b[0] for b in before.values())
+        memory_topic = f"{s.topic_prefix}.memory"
+        ends_before = _end_offsets(s, memory_topic)
+
+        # The test's stand-in for FLUSHDB: only this test's keys (other tests share this Redis).
+        assert await delete_prefix(context.redis, s.topic_prefix) > 0
+        assert (await context.read("project", "proj-0")).turns == []
+
+        report = await rebuild_memory(s)
+
+        assert {p: await snapshot(context, p) for p in ("proj-0", "proj-1")} == before
+        assert report.windows == 2 and report.applied == len(TURNS) + report.events - len(TURNS)
+        assert report.keys_swapped > 0 and report.vectors is None
+        assert _end_offsets(s, memory_topic) == ends_before  # a rebuild never produces
+        assert [k async for k in context.redis.scan_iter(match=f"{s.topic_prefix}:rebuild-*")] == []
+        # The rebuilt windows keep working: the live processor dedups the replayed ids.
+        key = window_keys(s.topic_prefix, "project", "proj-0")["turns"]
+        assert 0 < await context.redis.ttl(key) <= s.ttl_for("project")
+    finally:
+        await delete_prefix(context.redis, s.topic_prefix)
+        await context.aclose()
+
+
+def _end_offsets(settings: Settings, topic: str) -> list[int]:
+    from confluent_kafka import TopicPartition
+
+    from streams.kafka import make_consumer
+
+    consumer = make_consumer(settings, group="offsets-probe")
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in sorted(parts)]
+    finally:
+        consumer.close()
+
+
+def test_a_live_redis_is_needed(settings: Settings) -> None:
+    assert redis.Redis.from_url(settings.redis_url).ping()
+    assert json.loads("[]") == []

@@ -1,0 +1,125 @@
+"""The orchestrator on real Kafka: DAG release with dependency outputs, retries and the DLQ,
+approval gates, cancellation, and recovery of its state from the changelog after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from streams.app import running
+from streams.client import TaskClient, wait_project
+from streams.kafka import TopicReader
+from streams.orchestration.plan import parse_plan
+from streams.settings import Settings
+from streams.topics import create_topics
+from tests.fakes.openai_server import FakeOpenAI, status
+
+pytestmark = pytest.mark.integration
+ROLES = ("general", "backend", "qa")
+
+
+@pytest.fixture
+def roles_settings(settings: Settings) -> Settings:
+    s = settings.model_copy(update={"roles": ROLES})
+    create_topics(s)
+    return s
+
+
+def plan_doc(project: str, *tasks: dict[str, Any]) -> str:
+    return json.dumps({"project": project, "tasks": list(tasks)})
+
+
+def read_all(settings: Settings, topic: str) -> list[dict[str, Any]]:
+    reader = TopicReader(settings, f"{settings.topic_prefix}.{topic}", from_beginning=True)
+    try:
+        return [d.value for _, d in reader.events(timeout_s=3) if not isinstance(d, Exception)]
+    finally:
+        reader.close()
+
+
+async def submit(settings: Settings, text: str) -> Any:
+    plan = parse_plan(text, settings.roles)
+    client = TaskClient(settings)
+    try:
+        client.submit_plan(plan)
+    finally:
+        client.close()
+    return plan
+
+
+async def test_a_dag_runs_in_dependency_order_with_outputs_as_context(roles_settings: Settings) -> None:
+    s = roles_settings
+    text = plan_doc("dag", {"id": "api", "role": "backend", "description": "design the API"},
+                    {"id": "ui", "role": "general", "description": "sketch the UI", "depends_on": ["api"]},
+                    {"id": "tests", "role": "qa", "description": "plan the tests", "depends_on": ["api"]},
+                    {"id": "ship", "role": "general", "description": "write release notes",
+                     "depends_on": ["ui", "tests"], "priority": 5})
+    async with running(s, ["orchestrator", "agents"]):
+        await submit(s, text)
+        final = await asyncio.to_thread(wait_project, s, "dag", 60)
+    assert final["state"] == "succeeded" and final["percent_done"] == 100.0
+    assert final["counts"]["succeeded"] == 4
+    results = read_all(s, "results")
+    assert Counter(r["task_id"] for r in results) == Counter({"api": 1, "ui": 1, "tests": 1, "ship": 1})
+    assignments = {a["task_id"]: a for a in read_all(s, "agent.general") + read_all(s, "agent.qa")}
+    outputs = {r["task_id"]: r["output"] for r in results}
+    assert assignments["ship"]["context"] == {"ui": outputs["ui"], "tests": outputs["tests"]}
+    assert assignments["tests"]["context"] == {"api": outputs["api"]}
+    # Never dispatched before its dependencies finished (the agents' attempt results).
+    finished_at = {r["task_id"]: r["timestamp"] for r in read_all(s, "attempts")}
+    assert assignments["ship"]["timestamp"] >= max(finished_at["ui"], finished_at["tests"])
+
+
+async def test_failures_retry_with_backoff_then_dead_letter_and_skip_dependents(roles_settings: Settings) -> None:
+    with FakeOpenAI() as server:
+        server.script(status(500), status(500), status(500))
+        s = roles_settings.model_copy(update={
+            "llm": "openai:gpt-4o-mini", "openai_api_key": SecretStr("sk-test"),
+            "openai_base_url": server.base_url, "llm_max_retries": 0})
+        text = plan_doc("flaky", {"id": "a", "role": "backend", "description": "always fails"},
+                        {"id": "b", "role": "qa", "description": "needs a", "depends_on": ["a"]})
+        async with running(s, ["orchestrator", "agents"]):
+            await submit(s, text)
+            final = await asyncio.to_thread(wait_project, s, "flaky", 60)
+        assert len(server.requests) == 3, "three attempts, then no more"
+    assert final["state"] == "failed"
+    results = {r["task_id"]: r for r in read_all(s, "results")}
+    assert results["a"]["status"] == "failed" and results["a"]["attempt"] == 3
+    assert results["b"]["status"] == "skipped" and "dependency a failed" in (results["b"]["error"] or "")
+    attempts = [r for r in read_all(s, "attempts") if r["task_id"] == "a"]
+    assert [r["attempt"] for r in attempts] == [1, 2, 3]
+    gap_1 = (attempts[1]["timestamp"] - attempts[0]["timestamp"]).total_seconds()
+    gap_2 = (attempts[2]["timestamp"] - attempts[1]["timestamp"]).total_seconds()
+    assert gap_1 >= 0.3 and gap_2 >= 0.7, f"backoff grows: {gap_1:.2f}s then {gap_2:.2f}s"
+    letters = [d for d in read_all(s, "dlq") if d["processor"] == "orchestrator"]
+    assert len(letters) == 1 and len(letters[0]["errors"]) == 3
+
+
+async def test_approval_gate_reject_and_recovery_after_restart(roles_settings: Settings) -> None:
+    s = roles_settings
+    text = plan_doc("gated", {"id": "draft", "role": "general", "description": "draft"},
+                    {"id": "publish", "role": "general", "description": "publish", "depends_on": ["draft"],
+                     "requires_approval": True},
+                    {"id": "risky", "role": "backend", "description": "risky", "requires_approval": True},
+                    {"id": "after-risky", "role": "qa", "description": "after", "depends_on": ["risky"]})
+    async with running(s, ["orchestrator", "agents"]):
+        await submit(s, text)
+        await asyncio.sleep(3)
+    # The orchestrator stopped; its state must come back from the changelog.
+    async with running(s, ["orchestrator", "agents"]):
+        client = TaskClient(s)
+        try:
+            client.control("gated", "approve", "publish")
+            client.control("gated", "reject", "risky", "too risky")
+        finally:
+            client.close()
+        final = await asyncio.to_thread(wait_project, s, "gated", 60)
+    states = {t["task_id"]: t["state"] for t in final["tasks"]}
+    assert states == {"draft": "succeeded", "publish": "succeeded", "risky": "failed", "after-risky": "skipped"}
+    results = read_all(s, "results")
+    assert Counter(r["task_id"] for r in results) == Counter(dict.fromkeys(states, 1))  # one terminal result each

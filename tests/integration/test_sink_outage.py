@@ -1,0 +1,102 @@
+"""A history-store outage: the sink retries with backoff, loses nothing, commits only after storing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from prometheus_client import REGISTRY
+
+from connectors.errors import StoreUnavailableError
+from connectors.history import EventRow, HistoryStore
+from streams.client import build_task
+from streams.kafka import EventProducer
+from streams.processors.history_sink import HistorySink
+from streams.runtime import Runtime
+from streams.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+class FlakyStore(HistoryStore):
+    """Fails ``failures`` inserts as an unreachable store would, then keeps every row it is given."""
+
+    engine = "flaky"
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.attempts = 0
+        self.rows: list[EventRow] = []
+
+    def insert(self, rows: Sequence[EventRow]) -> None:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise StoreUnavailableError(f"store down (attempt {self.attempts})")
+        self.rows.extend(rows)
+
+    def execute(self, sql: str) -> None:
+        raise AssertionError("the sink only inserts")
+
+    def insert_json(self, table: str, columns: Sequence[str], lines: Sequence[str]) -> None:
+        raise AssertionError("the sink inserts through insert()")
+
+    def query(self, sql: str) -> list[dict[str, Any]]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def committed(settings: Settings, topic: str) -> int:
+    """Offsets the sink's consumer group has committed on ``topic``, summed over partitions."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
+                         "group.id": f"{settings.topic_prefix}-history", "enable.auto.commit": False})
+    try:
+        parts = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+        return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
+    finally:
+        consumer.close()
+
+
+def retries() -> float:
+    return REGISTRY.get_sample_value("aios_sink_store_retries_total") or 0.0
+
+
+async def wait_for(check: Any, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(check):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {check}")
+
+
+async def test_sink_survives_a_store_outage_and_commits_only_after_storing(settings: Settings) -> None:
+    topic = f"{settings.topic_prefix}.tasks"
+    producer = EventProducer(settings)
+    tasks = [build_task(f"outage {i}", project="outage") for i in range(5)]
+    for task in tasks:
+        producer.send(topic, "Task", task, key=task["task_id"])
+    producer.flush()
+
+    store = FlakyStore(failures=3)
+    rt = Runtime(settings)
+    rt.__dict__["store"] = store  # the Runtime's cached_property, filled before the sink uses it
+    sink = HistorySink(rt)
+    retries_before = retries()
+    await sink.start()
+    try:
+        await wait_for(lambda: store.attempts >= 2)
+        assert store.rows == []
+        assert committed(settings, topic) == 0, "nothing is committed while the batch is not stored"
+        await wait_for(lambda: {r.event_id for r in store.rows} == {t["event_id"] for t in tasks})
+        await wait_for(lambda: committed(settings, topic) == len(tasks))
+    finally:
+        await sink.stop()
+    assert store.attempts >= 4
+    assert retries() - retries_before == 3
+    assert {r.task_id for r in store.rows} == {t["task_id"] for t in tasks}
