@@ -72,3 +72,10 @@ def test_json_schema_describes_the_format() -> None:
     task = schema["$defs"]["PlannedTask"]
     assert set(task["required"]) == {"id", "role", "description"}
     assert "depends_on" in task["properties"]
+
+
+def test_the_documented_schema_file_matches_the_model() -> None:
+    from pathlib import Path
+
+    documented = json.loads((Path(__file__).resolve().parents[3] / "docs" / "plan.schema.json").read_text())
+    assert documented == plan_json_schema(), "regenerate docs/plan.schema.json from streams.orchestration.plan"
