@@ -76,6 +76,11 @@ class ProjectState:
         self.cost_usd = 0.0
         self.cancelled = False
         self.submitted_at: dict[str, int] = {}  # task id -> submit time (ms), for latency
+        # Standalone tasks (`aios submit` without a plan) that finished and that nothing depends
+        # on leave the state; only their count stays. A long-lived project such as "default"
+        # would otherwise grow without bound, and every event rewrites the whole state.
+        self.archived: dict[str, int] = {}
+        self.standalone: set[str] = set()
 
     # --- construction and serialisation ----------------------------------------------------
 
@@ -96,6 +101,7 @@ class ProjectState:
         return {
             "project": self.dag.project, "started_ms": self.started_ms, "budget_usd": self.budget_usd,
             "cost_usd": self.cost_usd, "cancelled": self.cancelled, "submitted_at": self.submitted_at,
+            "archived": self.archived, "standalone": sorted(self.standalone),
             "nodes": [{**asdict(n), "state": n.state.value} for n in self.dag.nodes.values()],
         }
 
@@ -109,7 +115,21 @@ class ProjectState:
         state = cls(dag, started_ms=data["started_ms"], budget_usd=data["budget_usd"])
         state.cost_usd, state.cancelled = data["cost_usd"], data["cancelled"]
         state.submitted_at = dict(data["submitted_at"])
+        state.archived = dict(data.get("archived", {}))
+        state.standalone = set(data.get("standalone", ()))
         return state
+
+    def archive_finished_standalone(self) -> None:
+        """Drop finished standalone tasks nobody depends on, keeping their counts."""
+        for tid in list(self.standalone):
+            node = self.dag.nodes.get(tid)
+            if node is None or node.state not in TERMINAL or self.dag.dependents.get(tid):
+                continue
+            del self.dag.nodes[tid]
+            self.standalone.discard(tid)
+            self.dag.dependents.pop(tid, None)
+            self.submitted_at.pop(tid, None)
+            self.archived[node.state.value] = self.archived.get(node.state.value, 0) + 1
 
     # --- events ----------------------------------------------------------------------------
 
@@ -121,6 +141,7 @@ class ProjectState:
         node = Node(task.id, task.role, task.priority, tuple(d for d in task.depends_on if d in self.dag.nodes),
                     task.requires_approval, description=task.description, acceptance=task.acceptance)
         self.submitted_at[task.id] = submitted_ms
+        self.standalone.add(task.id)
         self.dag.add(node)
         if missing:
             node.state, node.reason = State.FAILED, f"depends on unknown task(s) {', '.join(missing)}"
@@ -134,6 +155,7 @@ class ProjectState:
         if task.id in self.dag.nodes:
             return Actions()
         self.submitted_at[task.id] = submitted_ms
+        self.standalone.add(task.id)
         self.dag.add(Node(task.id, task.role, task.priority, (), description=task.description,
                           state=State.FAILED, reason=reason), ready=False)
         return Actions(finals=[Final(task.id, task.role, "failed", 0, error=reason)])
@@ -209,13 +231,15 @@ class ProjectState:
 
     # --- status ----------------------------------------------------------------------------
 
-    def status(self, *, now_ms: int, live_roles: set[str] | None = None) -> dict[str, Any]:
+    def status(self, *, now_ms: int, live_roles: set[str] | None = None, max_tasks: int = 200) -> dict[str, Any]:
         counts = self.dag.counts()
-        total = max(len(self.dag.nodes), 1)
+        for name, n in self.archived.items():
+            counts[name] += n
+        total = max(sum(counts.values()), 1)
         finished = sum(counts[s.value] for s in TERMINAL)
         if self.dag.done:
             state = "cancelled" if self.cancelled else (
-                "succeeded" if counts[State.SUCCEEDED.value] == len(self.dag.nodes) else "failed")
+                "succeeded" if counts[State.SUCCEEDED.value] == sum(counts.values()) else "failed")
         else:
             state = "budget_exhausted" if self.budget_spent else "running"
         notes = []
@@ -230,6 +254,8 @@ class ProjectState:
             "percent_done": round(100.0 * finished / total, 2), "critical_path": self.dag.critical_path(),
             "cost_usd": self.cost_usd, "budget_usd": self.budget_usd, "started_at": self.started_ms,
             "elapsed_ms": max(0, now_ms - self.started_ms), "notes": notes,
+            # Unfinished tasks first; a very large project lists only the first ``max_tasks``.
             "tasks": [{"task_id": n.id, "role": n.role, "state": n.state.value, "attempts": n.attempts,
-                       "reason": n.reason} for n in self.dag.nodes.values()],
+                       "reason": n.reason}
+                      for n in sorted(self.dag.nodes.values(), key=lambda n: n.state in TERMINAL)[:max_tasks]],
         }

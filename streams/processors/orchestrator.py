@@ -31,6 +31,13 @@ LIMITS = Limits(per_project=64)
 _rng = random.Random()  # noqa: S311 - retry jitter, not security
 
 
+_SEP = "\x1f"  # unit separator: cannot appear in ids (plan ids are [A-Za-z0-9._:-])
+
+
+def standalone_key(project: str, task_id: str) -> str:
+    return f"{project}{_SEP}{task_id}"
+
+
 def _final_id(task_id: str, what: str) -> str:
     # Deterministic ids: a reprocessed input re-emits the same events, which stores dedup.
     return uuid.uuid5(uuid.NAMESPACE_URL, f"aios:{task_id}:{what}").hex
@@ -59,14 +66,31 @@ class Orchestrator:
         self.roles = set(rt.settings.roles)
         self.requested: dict[str, int] = {}  # project -> retry time already requested by the timer
 
-    def load(self, project: str) -> ProjectState | None:
-        raw = self.table.get(project)
+    def load(self, key: str) -> ProjectState | None:
+        raw = self.table.get(key)
         return ProjectState.from_dict(raw) if raw else None
+
+    def key_for(self, project: str, task_id: str | None) -> str:
+        """A standalone task (no plan, no dependencies) has its own entry, removed when it finishes.
+
+        Writes follow the input event's partition, and every input is keyed by project_id, so
+        both kinds of entry stay co-partitioned with the project's events.
+        """
+        if task_id is not None:
+            own = standalone_key(project, task_id)
+            if own in self.table:
+                return own
+        return project
 
     async def handle(self, name: str, v: dict[str, Any], message: Any) -> None:
         project = v["project_id"]
-        state = self.load(project)
         now = now_ms()
+        task_id = v.get("task_id")
+        if name == "Task" and not v["depends_on"]:
+            key = standalone_key(project, task_id or "")
+        else:
+            key = self.key_for(project, task_id)
+        state = self.load(key)
         attempt_event: dict[str, Any] | None = None
         if name == "ProjectPlan":
             if state is not None:
@@ -107,7 +131,7 @@ class Orchestrator:
         else:  # Control
             if state is None:
                 return
-            action, task_id = v["action"], v["task_id"]
+            action = v["action"]
             if action == "cancel":
                 actions = state.cancel(task_id, v["reason"] or "cancelled")
             elif action == "approve" and task_id:
@@ -116,13 +140,19 @@ class Orchestrator:
                 actions = state.reject(task_id, v["reason"] or "rejected")
             else:
                 actions = Actions()  # retry_due: release whatever is due below
-                self.requested.pop(project, None)
+                self.requested.pop(key, None)
         dispatches = state.dispatchable(now_ms=now, limits=LIMITS)
-        self.table[project] = state.to_dict()
-        await self.emit(project, state, actions, dispatches, attempt_event, v["trace_id"], message)
+        await self.emit(project, state, actions, dispatches, attempt_event, v["trace_id"], message,
+                        with_status=key == project)
+        state.archive_finished_standalone()
+        if key != project and state.dag.done:
+            self.table.pop(key, None)  # a finished standalone task leaves nothing behind
+        else:
+            self.table[key] = state.to_dict()
 
     async def emit(self, project: str, state: ProjectState, actions: Actions, dispatches: list[Any],
-                   attempt_event: dict[str, Any] | None, trace_id: str, message: Any) -> None:
+                   attempt_event: dict[str, Any] | None, trace_id: str, message: Any, *,
+                   with_status: bool) -> None:
         t = self.rt.topics
         for f in actions.finals:
             attempt = attempt_event if attempt_event is not None and attempt_event["task_id"] == f.task_id else None
@@ -141,18 +171,20 @@ class Orchestrator:
         for task_id, errors in actions.dead_letters:
             await dead_letter(self.app, self.rt, message, NAME,
                               RuntimeError(f"task {task_id} failed after {len(errors)} attempts"), errors=errors)
-        status = {**envelope(trace_id), **state.status(now_ms=now_ms())}
-        await send(self.app, self.rt, t.project_status, "ProjectStatus", status, project)
+        if with_status:  # projects report their status; a standalone task's result says it all
+            status = {**envelope(trace_id), **state.status(now_ms=now_ms())}
+            await send(self.app, self.rt, t.project_status, "ProjectStatus", status, project)
 
     async def request_due_retries(self) -> None:
         """Timer: ask, through the control topic, for each project with a retry that is due."""
         now = now_ms()
-        for project, raw in list(self.table.items()):
+        for key, raw in list(self.table.items()):
             due = ProjectState.from_dict(raw).next_retry_ms()
-            if due is None or due > now or self.requested.get(project) == due:
+            if due is None or due > now or self.requested.get(key) == due:
                 continue
-            self.requested[project] = due
-            control = {**envelope(), "project_id": project, "action": "retry_due", "task_id": None,
+            self.requested[key] = due
+            project, _, task_id = key.partition(_SEP)
+            control = {**envelope(), "project_id": project, "action": "retry_due", "task_id": task_id or None,
                        "reason": "", "requested_by": NAME}
             await send(self.app, self.rt, self.rt.topics.control, "Control", control, project)
 

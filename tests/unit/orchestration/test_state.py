@@ -102,3 +102,20 @@ def test_a_permanent_error_is_not_retried() -> None:
                         retryable=False)
     assert [(f.task_id, f.status) for f in acts.finals] == [("a", "failed"), ("b", "skipped")]
     assert acts.dead_letters == [("a", ["attempt 1: 401 bad key"])]
+
+
+def test_finished_standalone_tasks_leave_the_state_but_stay_counted() -> None:
+    s = ProjectState.empty("default", now_ms=0)
+    rng = random.Random(0)
+    for i in range(50):
+        s.add_task(PlannedTask(id=f"t{i}", role="qa", description="x"), submitted_ms=0)
+        s.dispatchable(now_ms=0)
+        s.on_attempt(f"t{i}", 1, True, "ok", None, 0.0, now_ms=1, policy=POLICY, rng=rng)
+        s.archive_finished_standalone()
+    s = roundtrip(s)
+    assert s.dag.nodes == {}
+    status = s.status(now_ms=2)
+    assert status["counts"]["succeeded"] == 50 and status["state"] == "succeeded"
+    planned = ProjectState.from_plan(plan(), now_ms=0)
+    planned.archive_finished_standalone()
+    assert set(planned.dag.nodes) == {"a", "b"}  # a plan's tasks always stay
