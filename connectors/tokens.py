@@ -16,12 +16,18 @@ from connectors.errors import ConnectorError
 WHITESPACE_LABEL = "whitespace (fallback: no tokenizer.json in the model folder)"
 
 
+_CACHE_ENTRIES = 8192
+
+
 class TokenCounter:
     """Counts tokens of texts; build with :meth:`from_model_dir`."""
 
     def __init__(self, tokenizer: Any | None, *, label: str) -> None:
         self._tokenizer = tokenizer
         self.label = label  # names what counts: the tokenizer file, or the labelled fallback
+        # Prompts re-count the same recent turns for every task of a project; tokenizing them
+        # again was most of the agent's CPU. Bounded: cleared when full.
+        self._cache: dict[str, int] = {}
 
     @classmethod
     def from_model_dir(cls, model_dir: Path | str) -> TokenCounter:
@@ -52,7 +58,13 @@ class TokenCounter:
             return 0
         if self._tokenizer is None:
             return len(text.split())
-        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+        cached = self._cache.get(text)
+        if cached is None:
+            cached = len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+            if len(self._cache) >= _CACHE_ENTRIES:
+                self._cache.clear()
+            self._cache[text] = cached
+        return cached
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
         """Tokens of each text, in one batched call."""
