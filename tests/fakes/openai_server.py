@@ -16,13 +16,12 @@ Each request consumes the next scripted behaviour; when the script is empty the 
 from __future__ import annotations
 
 import json
-import sys
-import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.fakes.scripted import RecordedRequest, ScriptedServer
 
 CHAT_PATH = "/v1/chat/completions"
 
@@ -79,15 +78,6 @@ def context_too_long() -> Behaviour:
     )
 
 
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request the server received."""
-
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any] = field(default_factory=dict)
-
-
 def default_reply(body: dict[str, Any]) -> str:
     """The deterministic reply for a request: echoes the start of its last user message."""
     last_user = next(
@@ -96,82 +86,21 @@ def default_reply(body: dict[str, Any]) -> str:
     return f"fake-openai reply to: {' '.join(last_user.split()[:12])}"
 
 
-class FakeOpenAI:
+class FakeOpenAI(ScriptedServer[Behaviour]):
     """The server: ``start()``, ``stop()``, ``base_url``, ``requests``, ``script(*behaviours)``."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._address = (host, port)
-        self._lock = threading.Lock()
-        self._script: deque[Behaviour] = deque()
-        self._requests: list[RecordedRequest] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+    name = "fake-openai"
 
-    def start(self) -> FakeOpenAI:
-        """Bind and serve in a daemon thread; returns self."""
-        server = _Server(self._address, _handler_for(self))
-        self._server = server
-        # A short poll interval keeps stop() fast: shutdown() waits for the next poll.
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-openai", daemon=True
-        )
-        self._thread.start()
-        return self
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return _handler_for(self)
 
-    def stop(self) -> None:
-        """Stop serving and close the listening socket."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def default(self) -> Behaviour:
+        return ok()
 
     @property
     def base_url(self) -> str:
         """The URL to give the SDK as ``base_url`` (ends in /v1)."""
-        if self._server is None:
-            raise RuntimeError("FakeOpenAI is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/v1"
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """Every request received so far, oldest first (a copy)."""
-        with self._lock:
-            return list(self._requests)
-
-    def script(self, *behaviours: Behaviour) -> None:
-        """Queue behaviours for the next requests, in order (appends to any already queued)."""
-        with self._lock:
-            self._script.extend(behaviours)
-
-    def reset(self) -> None:
-        """Forget the script and the recorded requests."""
-        with self._lock:
-            self._script.clear()
-            self._requests.clear()
-
-    def _next(self, request: RecordedRequest) -> Behaviour:
-        with self._lock:
-            self._requests.append(request)
-            return self._script.popleft() if self._script else ok()
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that timed out or closed mid-stream is a scenario under test, not a server bug.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
+        return self._url("/v1")
 
 
 def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
