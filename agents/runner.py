@@ -19,6 +19,8 @@ DESCRIPTION_BUDGET = 4_000
 DEPENDENCY_BUDGET = 2_000
 HISTORY_BUDGET = 3_000
 TOTAL_BUDGET = 12_000
+# Tokens allowed for each join between separately counted parts of a prompt.
+JOIN_MARGIN = 2
 
 
 @dataclass(frozen=True)
@@ -96,43 +98,52 @@ def build_request(task: AgentTask, *, max_tokens: int = 1024, budget: TokenBudge
 
 
 def _memory_sections(task: AgentTask, size: Callable[[str], int], room: int) -> list[str]:
-    """Recall, summary and the newest turns that fit ``room`` (in ``size`` units), in that order."""
+    """Recall, summary and the newest turns that fit ``room`` (in ``size`` units), in that order.
+
+    A section's title is paid for before its items, so the sections together never exceed ``room``.
+    """
     sections: list[str] = []
-    for title, items in (("Relevant memories (best first)", list(task.recall)),
-                         ("Summary of earlier context", [task.summary] if task.summary else [])):
+    for title, items in (("Relevant memories (best first):", list(task.recall)),
+                         ("Summary of earlier context:", [task.summary] if task.summary else [])):
+        if not items:
+            continue
+        left = room - size(title)
         kept = []
         for item in items:
-            cost = size(item) + 2
-            if cost > room:
+            if size(item) > left:
                 break
             kept.append(item)
-            room -= cost
+            left -= size(item)
         if kept:
-            sections.append(f"{title}:\n" + "\n".join(kept))
-            room -= size(title) + 2
-    recent = _newest_within(task.history, max(room, 0), size)
+            sections.append("\n".join([title, *kept]))
+            room = left
+    title = "Recent context (oldest first):"
+    recent = _newest_within(task.history, max(room - size(title), 0), size)
     if recent:
-        sections.append("Recent context (oldest first):\n" + "\n".join(recent))
+        sections.append("\n".join([title, *recent]))
     return sections
 
 
 def _within_tokens(system: str, head: list[str], task: AgentTask, budget: TokenBudget) -> str:
     # Fast path: every token spans at least one character, so a prompt with no more characters
-    # than the budget has tokens fits without counting (exact counting was most of the agent's CPU).
+    # than the budget has tokens fits without counting.
     everything = "\n\n".join(head + _memory_sections(task, len, 1 << 30))
     if len(system) + len(everything) + 16 <= budget.tokens:
         return everything
-    # A small margin covers the few tokens the joins add between separately counted parts.
-    room = budget.tokens - budget.count(system) - 8
-    task_text = budget.truncate("\n\n".join(head), max(room, 0))
-    room -= budget.count(task_text)
-    user = "\n\n".join([task_text, *_memory_sections(task, budget.count, room)])
-    limit = max(budget.tokens - budget.count(system), 0)
-    used = budget.count(user)
-    while used > limit:  # a guarantee, whatever the counts of the joins were
-        user = budget.truncate(user, max(limit - (used - limit) - 1, 0))
-        used = budget.count(user)
-    return user
+    # Count parts, never the assembled prompt: the recent turns repeat from task to task, so their
+    # counts come from the counter's cache, while re-encoding the whole prompt (as this once did)
+    # was half of the agent's CPU. Joining parts with whitespace adds no token for a tokenizer that
+    # splits on whitespace (WordPiece, and tiktoken's pre-split within a token or so), so the sum
+    # plus JOIN_MARGIN per part bounds the prompt; a property test checks it with the real tokenizer.
+    room = budget.tokens - budget.count(system) - JOIN_MARGIN
+    task_text = "\n\n".join(head)
+    task_tokens = budget.count(task_text)
+    if task_tokens > room:
+        task_text = budget.truncate(task_text, max(room, 0))
+        task_tokens = min(task_tokens, max(room, 0))
+    room -= task_tokens + JOIN_MARGIN
+    sections = _memory_sections(task, lambda text: budget.count(text) + JOIN_MARGIN, room)
+    return "\n\n".join([task_text, *sections])
 
 
 async def run_task(provider: Provider, task: AgentTask, budget: TokenBudget | None = None) -> AgentOutcome:
@@ -157,10 +168,11 @@ def _newest_within(turns: Sequence[str], budget: int, size: Callable[[str], int]
     kept: list[str] = []
     used = 0
     for turn in reversed(turns):
-        if used + size(turn) > budget:
+        cost = size(turn) + (1 if size is len else 0)  # a character budget pays for the newline
+        if used + cost > budget:
             if not kept and size is len:  # the newest turn alone is too long: keep its start
                 kept.append(_trim(turn, budget))
             break
         kept.append(turn)
-        used += size(turn) + 1
+        used += cost
     return kept[::-1]
