@@ -243,7 +243,7 @@ class PipelineProcess:
 # embedded: `aios up` (every processor in one process); distributed: one `aios worker` each.
 MODES = {
     "embedded": [["up", "--no-stack"]],
-    "distributed": [["worker", name] for name in ("orchestrator", "agents", "memory", "history")],
+    "distributed": [["worker", name] for name in ("orchestrator", "results", "agents", "memory", "history")],
 }
 
 

@@ -292,7 +292,7 @@ def _start_kafka(settings: Settings, layout: _Layout, kafka_infra: Path, java: s
         proc = subprocess.Popen(  # noqa: S603
             [
                 java,
-                "-Xmx512m",
+                f"-Xmx{settings.kafka_heap_mb}m",
                 "-Djava.awt.headless=true",
                 log4j,
                 "-cp",

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     # Kafka
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,…].")
     kafka_controller_port: int = Field(9093, description="KRaft controller port of the local broker.")
+    kafka_heap_mb: int = Field(
+        1536, ge=256, description="Java heap of the local broker; thousands of partitions need more than 512 MB.")
     topic_prefix: str = Field("aios", description="Prefix of every topic name, e.g. aios.tasks.")
     topic_partitions: int = Field(3, ge=1, le=1024)
     topic_replication: int = Field(1, ge=1, le=16)
@@ -100,6 +102,15 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus /metrics; 0 disables.")
     metrics_host: str = Field("127.0.0.1", description="Address /metrics binds to (0.0.0.0 in containers).")
     commit_interval_s: float = Field(1.0, gt=0, description="How often processors commit offsets.")
+    instance: str = Field(
+        "0", pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="This process's stable name among peers running the same processors; names its "
+        "Kafka transactional id, so a restarted process fences its killed predecessor at once.",
+    )
+    transaction_timeout_ms: int = Field(
+        10_000, ge=1000, le=900_000,
+        description="How long an open results transaction of a dead process can hold back readers.",
+    )
     sink_batch_size: int = Field(1000, ge=1)
     sink_flush_s: float = Field(0.5, gt=0)
     log_level: str = Field("WARNING")

@@ -35,6 +35,7 @@ class Topics:
         self.control = f"{prefix}.control"
         self.attempts = f"{prefix}.attempts"
         self.project_status = f"{prefix}.project-status"
+        self.finals = f"{prefix}.finals"  # the orchestrator's terminal results, before the committer
         self.results = f"{prefix}.results"
         self.messages = f"{prefix}.messages"
         self.memory = f"{prefix}.memory"
@@ -61,7 +62,7 @@ class Topics:
         return [f"{self.prefix}-{app}-projects-changelog" for app in ("embedded", "orchestrator")]
 
     def all(self) -> list[str]:
-        return [self.tasks, self.projects, self.control, *self.role_topics(), self.attempts, self.results,
+        return [self.tasks, self.projects, self.control, *self.role_topics(), self.attempts, self.finals, self.results,
                 self.project_status, self.messages, self.memory, self.llm_calls, self.agents, self.dlq]
 
 
@@ -82,6 +83,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     specs += [TopicSpec(t.role(r), "Assignment", "task_id", parts, rf, keep) for r in t.roles]
     specs += [
         TopicSpec(t.attempts, "TaskResult", "project_id", parts, rf, keep),
+        TopicSpec(t.finals, "TaskResult", "project_id", parts, rf, keep),
         TopicSpec(t.results, "TaskResult", "project_id", parts, rf, keep),
         TopicSpec(t.project_status, "ProjectStatus", "project_id", parts, rf, compacted),
         TopicSpec(t.messages, "AgentMessage", "task_id", parts, rf, keep),
@@ -187,3 +189,17 @@ def _describe(admin: AdminClient, timeout_s: float) -> dict[str, int]:
     except KafkaException as exc:
         raise KafkaError(f"Kafka did not answer within {timeout_s:.0f}s: {exc}; is it up? (aios dev up)") from exc
     return {name: len(t.partitions) for name, t in meta.topics.items()}
+
+
+def delete_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Delete every topic of ``settings.topic_prefix`` (its plan's topics and faust's changelogs)."""
+    admin = admin_client(settings)
+    prefix = settings.topic_prefix
+    names = [n for n in _describe(admin, timeout_s) if n.startswith((f"{prefix}.", f"{prefix}-"))]
+    if names:
+        for name, future in admin.delete_topics(names, operation_timeout=timeout_s).items():
+            try:
+                future.result(timeout=timeout_s)
+            except KafkaException as exc:
+                raise KafkaError(f"could not delete topic {name}: {exc.args[0]}") from exc
+    return sorted(names)

@@ -6,13 +6,14 @@ from collections.abc import Callable
 
 import faust
 
-from streams.processors import agent_runner, history_sink, memory, orchestrator
+from streams.processors import agent_runner, history_sink, memory, orchestrator, results_committer
 from streams.runtime import Runtime
 
 Register = Callable[[faust.App, Runtime], None]
 
 PROCESSORS: dict[str, Register] = {
     "orchestrator": orchestrator.register,
+    "results": results_committer.register,
     "agents": agent_runner.register,
     "memory": memory.register,
     "history": history_sink.register,

@@ -9,9 +9,11 @@ notices due retries and sends a ``retry_due`` control event, handled like any ot
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 import uuid
+from collections.abc import Awaitable
 from typing import Any
 
 import faust
@@ -58,6 +60,37 @@ def final_result(project: str, f: Any, attempt: dict[str, Any] | None, trace_id:
     return base
 
 
+class Batch:
+    """The state changes of a batch of inputs, recorded only after their effects are durable.
+
+    Effects before state: if the process dies after the events went out but before the table
+    changelog did, the replayed inputs find the old state and emit the same events again (same
+    ids; the results committer drops the repeats). The other order could lose a result, or leave
+    a task recorded as dispatched whose assignment never reached its role topic.
+    """
+
+    def __init__(self) -> None:
+        self.states: dict[str, tuple[ProjectState | None, int]] = {}  # key -> (state or deleted, partition)
+        self.effects: list[Awaitable[Any]] = []
+
+    def put(self, key: str, state: ProjectState | None, partition: int) -> None:
+        self.states[key] = (state, partition)
+
+    async def commit(self, table: Any) -> None:
+        if self.effects:
+            await asyncio.gather(*self.effects)
+        for key, (state, partition) in self.states.items():
+            # Explicit partitions: the changelog partition must match the input's (co-partitioning),
+            # and after a batch faust's "current event" no longer says which one that was.
+            if state is None:
+                if table.data.pop(key, None) is not None:
+                    table.send_changelog(partition, key, None, value_serializer="raw")
+            else:
+                value = state.to_dict()
+                table.data[key] = value
+                table.send_changelog(partition, key, value)
+
+
 class Orchestrator:
     """Turns one decoded input into state changes and output events."""
 
@@ -71,11 +104,13 @@ class Orchestrator:
         self.due: dict[str, int] = {}
         self.last_scan_ms = 0
 
-    def load(self, key: str) -> ProjectState | None:
-        raw = self.table.get(key)
+    def load(self, key: str, batch: Batch) -> ProjectState | None:
+        if key in batch.states:
+            return batch.states[key][0]
+        raw = self.table.data.get(key)
         return ProjectState.from_dict(raw) if raw else None
 
-    def key_for(self, project: str, task_id: str | None) -> str:
+    def key_for(self, project: str, task_id: str | None, batch: Batch) -> str:
         """A standalone task (no plan, no dependencies) has its own entry, removed when it finishes.
 
         Writes follow the input event's partition, and every input is keyed by project_id, so
@@ -83,19 +118,20 @@ class Orchestrator:
         """
         if task_id is not None:
             own = standalone_key(project, task_id)
-            if own in self.table:
+            known = batch.states[own][0] is not None if own in batch.states else own in self.table.data
+            if known:
                 return own
         return project
 
-    async def handle(self, name: str, v: dict[str, Any], message: Any) -> None:
+    async def handle(self, name: str, v: dict[str, Any], message: Any, batch: Batch) -> None:
         project = v["project_id"]
         now = now_ms()
         task_id = v.get("task_id")
         if name == "Task" and not v["depends_on"]:
             key = standalone_key(project, task_id or "")
         else:
-            key = self.key_for(project, task_id)
-        state = self.load(key)
+            key = self.key_for(project, task_id, batch)
+        state = self.load(key, batch)
         attempt_event: dict[str, Any] | None = None
         if name == "ProjectPlan":
             if state is not None:
@@ -147,13 +183,11 @@ class Orchestrator:
                 actions = Actions()  # retry_due: release whatever is due below
                 self.requested.pop(key, None)
         dispatches = state.dispatchable(now_ms=now, limits=LIMITS)
-        await self.emit(project, state, actions, dispatches, attempt_event, v["trace_id"], message,
+        await self.emit(project, state, actions, dispatches, attempt_event, v["trace_id"], message, batch,
                         with_status=key == project)
         state.archive_finished_standalone()
-        if key != project and state.dag.done:
-            self.table.pop(key, None)  # a finished standalone task leaves nothing behind
-        else:
-            self.table[key] = state.to_dict()
+        # A finished standalone task leaves nothing behind.
+        batch.put(key, None if key != project and state.dag.done else state, int(message.partition))
         retry = state.next_retry_ms()
         if retry is None:
             self.due.pop(key, None)
@@ -161,13 +195,13 @@ class Orchestrator:
             self.due[key] = retry
 
     async def emit(self, project: str, state: ProjectState, actions: Actions, dispatches: list[Any],
-                   attempt_event: dict[str, Any] | None, trace_id: str, message: Any, *,
+                   attempt_event: dict[str, Any] | None, trace_id: str, message: Any, batch: Batch, *,
                    with_status: bool) -> None:
         t = self.rt.topics
         for f in actions.finals:
             attempt = attempt_event if attempt_event is not None and attempt_event["task_id"] == f.task_id else None
             result = final_result(project, f, attempt, trace_id, state.submitted_at.get(f.task_id, state.started_ms))
-            await send(self.app, self.rt, t.results, "TaskResult", result, project)
+            batch.effects.append(await send(self.app, self.rt, t.finals, "TaskResult", result, project))
             EVENTS.labels(NAME, f.status).inc()
         for d in dispatches:
             assignment = {
@@ -176,21 +210,22 @@ class Orchestrator:
                 "attempt": d.attempt, "priority": d.priority, "privacy": "normal", "context": d.context,
                 "submitted_at": state.submitted_at.get(d.task_id, state.started_ms),
             }
-            await send(self.app, self.rt, t.role(d.role), "Assignment", assignment, d.task_id)
+            batch.effects.append(await send(self.app, self.rt, t.role(d.role), "Assignment", assignment, d.task_id))
             EVENTS.labels(NAME, "dispatched").inc()
         for task_id, errors in actions.dead_letters:
             await dead_letter(self.app, self.rt, message, NAME,
                               RuntimeError(f"task {task_id} failed after {len(errors)} attempts"), errors=errors)
         if with_status:  # projects report their status; a standalone task's result says it all
             status = {**envelope(trace_id), **state.status(now_ms=now_ms())}
-            await send(self.app, self.rt, t.project_status, "ProjectStatus", status, project)
+            # Through the committer's outbox: a status never shows results not yet on aios.results.
+            await send(self.app, self.rt, t.finals, "ProjectStatus", status, project)
 
     async def request_due_retries(self) -> None:
         """Timer: ask, through the control topic, for each project with a retry that is due."""
         now = now_ms()
         if now - self.last_scan_ms > 30_000:
             self.last_scan_ms = now
-            for key, raw in list(self.table.items()):
+            for key, raw in list(self.table.data.items()):
                 retry = ProjectState.from_dict(raw).next_retry_ms()
                 if retry is not None:
                     self.due[key] = retry
@@ -205,6 +240,8 @@ class Orchestrator:
 
 
 _EXPECTED = {"ProjectPlan", "Task", "TaskResult", "Control"}
+BATCH_MAX = 500
+BATCH_WITHIN_S = 0.003
 
 
 def register(app: faust.App, rt: Runtime) -> None:
@@ -213,18 +250,23 @@ def register(app: faust.App, rt: Runtime) -> None:
     orch = Orchestrator(app, rt, table)
 
     async def orchestrate(stream: Any) -> None:
-        async for event in stream.events():
+        # Batches amortise waiting for the effects' acknowledgements over many inputs; `within`
+        # bounds the latency a quiet stream adds.
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             started = time.perf_counter()
-            try:
-                decoded = rt.codec.decode(event.value)
-                name = decoded.name.rsplit(".", 1)[-1]
-                if name not in _EXPECTED:
-                    raise SchemaError(f"the orchestrator does not take {name} events")
-            except SchemaError as exc:
-                await dead_letter(app, rt, event.message, NAME, exc)
-                EVENTS.labels(NAME, "dead_letter").inc()
-                continue
-            await orch.handle(name, decoded.value, event.message)
+            batch = Batch()
+            for event in events:
+                try:
+                    decoded = rt.codec.decode(event.value)
+                    name = decoded.name.rsplit(".", 1)[-1]
+                    if name not in _EXPECTED:
+                        raise SchemaError(f"the orchestrator does not take {name} events")
+                except SchemaError as exc:
+                    await dead_letter(app, rt, event.message, NAME, exc)
+                    EVENTS.labels(NAME, "dead_letter").inc()
+                    continue
+                await orch.handle(name, decoded.value, event.message, batch)
+            await batch.commit(table)
             PROCESSING.labels(NAME).observe(time.perf_counter() - started)
 
     app.agent(raw_topic(app, *rt.topics.orchestrator_inputs()), name=NAME)(orchestrate)

@@ -15,7 +15,7 @@ import redis
 from confluent_kafka.admin import AdminClient
 
 from streams.settings import Settings, load_settings
-from streams.topics import create_topics
+from streams.topics import create_topics, delete_topics
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +41,5 @@ def settings(base_settings: Settings) -> Iterator[Settings]:
     s = base_settings.model_copy(update={"topic_prefix": f"it{uuid.uuid4().hex[:10]}"})
     create_topics(s)
     yield s
+    # Thousands of leftover partitions across a run once took the local broker's heap.
+    delete_topics(s)

@@ -21,7 +21,7 @@ def openai_settings(settings: Settings, server: FakeOpenAI) -> Settings:
 
 
 async def run_one(settings: Settings, description: str) -> dict[str, object]:
-    async with running(settings, ["orchestrator", "agents"]):
+    async with running(settings, ["orchestrator", "results", "agents"]):
         return await submit_and_wait(settings, description)
 
 

@@ -59,7 +59,7 @@ async def test_a_dag_runs_in_dependency_order_with_outputs_as_context(roles_sett
                     {"id": "tests", "role": "qa", "description": "plan the tests", "depends_on": ["api"]},
                     {"id": "ship", "role": "general", "description": "write release notes",
                      "depends_on": ["ui", "tests"], "priority": 5})
-    async with running(s, ["orchestrator", "agents"]):
+    async with running(s, ["orchestrator", "results", "agents"]):
         await submit(s, text)
         final = await asyncio.to_thread(wait_project, s, "dag", 60)
     assert final["state"] == "succeeded" and final["percent_done"] == 100.0
@@ -83,7 +83,7 @@ async def test_failures_retry_with_backoff_then_dead_letter_and_skip_dependents(
             "openai_base_url": server.base_url, "llm_max_retries": 0})
         text = plan_doc("flaky", {"id": "a", "role": "backend", "description": "always fails"},
                         {"id": "b", "role": "qa", "description": "needs a", "depends_on": ["a"]})
-        async with running(s, ["orchestrator", "agents"]):
+        async with running(s, ["orchestrator", "results", "agents"]):
             await submit(s, text)
             final = await asyncio.to_thread(wait_project, s, "flaky", 60)
         assert len(server.requests) == 3, "three attempts, then no more"
@@ -107,11 +107,11 @@ async def test_approval_gate_reject_and_recovery_after_restart(roles_settings: S
                      "requires_approval": True},
                     {"id": "risky", "role": "backend", "description": "risky", "requires_approval": True},
                     {"id": "after-risky", "role": "qa", "description": "after", "depends_on": ["risky"]})
-    async with running(s, ["orchestrator", "agents"]):
+    async with running(s, ["orchestrator", "results", "agents"]):
         await submit(s, text)
         await asyncio.sleep(3)
     # The orchestrator stopped; its state must come back from the changelog.
-    async with running(s, ["orchestrator", "agents"]):
+    async with running(s, ["orchestrator", "results", "agents"]):
         client = TaskClient(s)
         try:
             client.control("gated", "approve", "publish")

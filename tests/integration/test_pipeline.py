@@ -67,7 +67,7 @@ async def test_task_result_history_and_context(settings: Settings) -> None:
 
 
 async def test_garbage_goes_to_dlq_and_the_stream_goes_on(settings: Settings) -> None:
-    async with running(settings, ["orchestrator", "agents"]):
+    async with running(settings, ["orchestrator", "results", "agents"]):
         producer = EventProducer(settings)
         garbage = b"\x07 this is not avro \xff"
         producer.send_raw(f"{settings.topic_prefix}.tasks", garbage, key="junk")
@@ -89,7 +89,7 @@ async def test_garbage_goes_to_dlq_and_the_stream_goes_on(settings: Settings) ->
 
 
 async def test_unknown_role_fails_visibly(settings: Settings) -> None:
-    async with running(settings, ["orchestrator"]):
+    async with running(settings, ["orchestrator", "results"]):
         result = await submit_and_wait(settings, "who does this?", role="astronaut")
     assert result["status"] == "failed"
     assert "unknown role 'astronaut'" in result["error"]

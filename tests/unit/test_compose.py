@@ -39,7 +39,7 @@ INFRA_SERVICES = (
     "grafana",
 )
 # `aios worker <name>` runs as compose service `aios-<name>`.
-AIOS_WORKERS = ("orchestrator", "agents", "memory", "history")
+AIOS_WORKERS = ("orchestrator", "results", "agents", "memory", "history")
 AIOS_TOPICS_SERVICE = "aios-topics"
 METRICS_PORT = 9464
 
