@@ -57,6 +57,9 @@ def build_app(settings: Settings, processors: Sequence[str], name: str) -> tuple
         producer_acks=-1,
         producer_linger_ms=1,
         broker_commit_interval=settings.commit_interval_s,
+        # A SIGKILLed member holds its partitions until its session expires (faust's default: 60 s).
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=settings.kafka_session_timeout_s / 4,
         stream_wait_empty=False,
         logging_config=None,
     )

@@ -258,6 +258,20 @@ def _answers(settings: Settings, name: str, port: int) -> bool:
     return _kafka_answers(settings.kafka_bootstrap) if name == "kafka" else _redis_answers(settings.redis_url)
 
 
+def _more_open_files() -> None:
+    """In the broker's child process: every partition keeps several files open, and a busy test
+    machine reaches 20,000 partitions. Raise the limit as far as allowed (the hard limit needs root)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for want in (1 << 20, 262_144, hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(want, hard)))
+            return
+        except (ValueError, OSError):
+            continue
+
+
 def _start_kafka(settings: Settings, layout: _Layout, kafka_infra: Path, java: str, lib: Path) -> int:
     if _port_open(settings.kafka_controller_port):
         raise StackError(
@@ -305,6 +319,7 @@ def _start_kafka(settings: Settings, layout: _Layout, kafka_infra: Path, java: s
             stderr=subprocess.STDOUT,
             cwd=kafka_dir,
             start_new_session=True,  # outlives this process and ignores its Ctrl-C
+            preexec_fn=_more_open_files,
         )
     _CHILDREN[proc.pid] = proc
     layout.file("kafka", "pid").write_text(f"{proc.pid}\n")

@@ -81,6 +81,8 @@ def make_consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
         "fetch.wait.max.ms": 10,
+        "session.timeout.ms": int(settings.kafka_session_timeout_s * 1000),
+        "heartbeat.interval.ms": int(settings.kafka_session_timeout_s * 250),
     }
     config.update(extra)
     return Consumer(config)

@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus /metrics; 0 disables.")
     metrics_host: str = Field("127.0.0.1", description="Address /metrics binds to (0.0.0.0 in containers).")
     commit_interval_s: float = Field(1.0, gt=0, description="How often processors commit offsets.")
+    kafka_session_timeout_s: float = Field(
+        10.0, ge=6, le=300,
+        description="Consumer group session timeout: how soon the partitions of a crashed process move on.",
+    )
     instance: str = Field(
         "0", pattern=r"^[A-Za-z0-9._-]{1,64}$",
         description="This process's stable name among peers running the same processors; names its "

@@ -40,9 +40,10 @@ def standalone_key(project: str, task_id: str) -> str:
     return f"{project}{_SEP}{task_id}"
 
 
-def _final_id(task_id: str, what: str) -> str:
-    # Deterministic ids: a reprocessed input re-emits the same events, which stores dedup.
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"aios:{task_id}:{what}").hex
+def _final_id(project: str, task_id: str, what: str) -> str:
+    # Deterministic ids: a reprocessed input re-emits the same events, which stores dedup. Plan
+    # task ids are only unique within their project.
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"aios:{project}:{task_id}:{what}").hex
 
 
 def final_result(project: str, f: Any, attempt: dict[str, Any] | None, trace_id: str,
@@ -51,7 +52,7 @@ def final_result(project: str, f: Any, attempt: dict[str, Any] | None, trace_id:
         "agent_id": NAME, "provider": "", "model": "", "input_tokens": 0, "output_tokens": 0,
         "cost_usd": 0.0, "latency_ms": 0.0, "output": f.output, "submitted_at": submitted_ms}
     base.update({
-        "event_id": _final_id(f.task_id, "final"), "timestamp": now_ms(), "trace_id": trace_id,
+        "event_id": _final_id(project, f.task_id, "final"), "timestamp": now_ms(), "trace_id": trace_id,
         "task_id": f.task_id, "project_id": project, "role": f.role, "attempt": f.attempt,
         "status": f.status, "error": f.error,
     })
@@ -205,7 +206,7 @@ class Orchestrator:
             EVENTS.labels(NAME, f.status).inc()
         for d in dispatches:
             assignment = {
-                **envelope(trace_id), "event_id": _final_id(d.task_id, f"assign-{d.attempt}"),
+                **envelope(trace_id), "event_id": _final_id(project, d.task_id, f"assign-{d.attempt}"),
                 "task_id": d.task_id, "project_id": project, "role": d.role, "description": d.description,
                 "attempt": d.attempt, "priority": d.priority, "privacy": "normal", "context": d.context,
                 "submitted_at": state.submitted_at.get(d.task_id, state.started_ms),

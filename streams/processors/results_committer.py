@@ -47,7 +47,9 @@ class ResultsCommitter(faust.Service):
         self.transactional_id = f"{app_id}-{NAME}-{rt.settings.instance}"
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
-        self.done: dict[int, set[str]] = {}  # partition -> task ids with a committed result
+        # partition -> (project, task id) of tasks with a committed result (plan task ids are
+        # unique only within their project)
+        self.done: dict[int, set[tuple[str, str]]] = {}
 
     async def on_start(self) -> None:
         s = self.rt.settings
@@ -74,13 +76,13 @@ class ResultsCommitter(faust.Service):
         for tp in partitions:
             self.done.pop(tp.partition, None)
 
-    def _committed_tasks(self, partition: int) -> set[str]:
+    def _committed_tasks(self, partition: int) -> set[tuple[str, str]]:
         """Task ids already on ``results`` in ``partition`` (finals and results are co-partitioned)."""
         s, topic = self.rt.settings, self.rt.topics.results
         # Read to the partition's end, told by an EOF event: the consumer's fetcher rides out
         # leader elections (right after topic creation), where watermark queries fail.
         reader = make_consumer(s, group=f"{s.topic_prefix}-{NAME}-rebuild", **{"enable.partition.eof": True})
-        done: set[str] = set()
+        done: set[tuple[str, str]] = set()
         try:
             reader.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
             deadline = time.monotonic() + 60
@@ -98,11 +100,12 @@ class ResultsCommitter(faust.Service):
         log.info("%s: partition %d has %d committed results", NAME, partition, len(done))
         return done
 
-    def _task_ids(self, msgs: list[Message]) -> list[str]:
+    def _task_ids(self, msgs: list[Message]) -> list[tuple[str, str]]:
         ids = []
         for msg in msgs:
             try:
-                ids.append(self.rt.codec.decode(msg.value(), expect="TaskResult").value["task_id"])
+                v = self.rt.codec.decode(msg.value(), expect="TaskResult").value
+                ids.append((v["project_id"], v["task_id"]))
             except SchemaError:
                 continue  # never written by us: nothing to deduplicate against
         return ids
@@ -123,7 +126,7 @@ class ResultsCommitter(faust.Service):
     def _transact(self, batch: list[Message]) -> None:
         consumer, producer = self.consumer, self.producer
         assert consumer is not None and producer is not None  # noqa: S101 - set in on_start
-        added: list[tuple[int, str]] = []
+        added: list[tuple[int, tuple[str, str]]] = []
         try:
             producer.begin_transaction()
             counts = self._copy(batch, producer, added)
@@ -136,14 +139,15 @@ class ResultsCommitter(faust.Service):
                 raise KafkaError(f"results committer: {err}") from exc  # fatal (e.g. fenced): crash
             log.warning("%s: transaction aborted (%s); the batch will be retried", NAME, err)
             producer.abort_transaction()
-            for partition, task_id in added:
-                self.done.get(partition, set()).discard(task_id)
+            for partition, task in added:
+                self.done.get(partition, set()).discard(task)
             self._rewind(consumer)
             return
         for outcome, n in counts.items():
             EVENTS.labels(NAME, outcome).inc(n)
 
-    def _copy(self, batch: list[Message], producer: Producer, added: list[tuple[int, str]]) -> dict[str, int]:
+    def _copy(self, batch: list[Message], producer: Producer,
+              added: list[tuple[int, tuple[str, str]]]) -> dict[str, int]:
         counts = {"committed": 0, "duplicate": 0, "status": 0, "dead_letter": 0}
         t = self.rt.topics
         for msg in batch:
@@ -165,14 +169,14 @@ class ResultsCommitter(faust.Service):
                 producer.produce(t.project_status, value=msg.value(), key=msg.key(), partition=partition)
                 counts["status"] += 1
                 continue
-            task_id = decoded.value["task_id"]
+            task = (decoded.value["project_id"], decoded.value["task_id"])
             done = self.done.setdefault(partition, set())
-            if task_id in done:
+            if task in done:
                 counts["duplicate"] += 1  # a replayed final: its task already has its one result
                 continue
             producer.produce(t.results, value=msg.value(), key=msg.key(), partition=partition)
-            done.add(task_id)
-            added.append((partition, task_id))
+            done.add(task)
+            added.append((partition, task))
             counts["committed"] += 1
         return counts
 

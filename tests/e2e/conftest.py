@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from streams.topics import delete_topics
 from tests.integration.conftest import base_settings  # noqa: F401 - shared fixture
 
 AIOS = [sys.executable, "-c", "import sys; from streams.cli import main; sys.argv[0] = 'aios'; main()"]
@@ -48,3 +49,5 @@ def cli(tmp_path: Path, base_settings: Any) -> Iterator[Cli]:  # noqa: F811
         "AIOS_METRICS_PORT": "0",
     })
     yield Cli(env)
+    # The broker's heap is finite: leave no topics behind (those the test created, if any).
+    delete_topics(base_settings.model_copy(update={"topic_prefix": env["AIOS_TOPIC_PREFIX"]}))
