@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +21,7 @@ from connectors.history import EventRow
 from schemas.codec import Decoded
 from schemas.errors import SchemaError
 from schemas.events import to_ms
-from streams.metrics import EVENTS, SINK_BATCH, SINK_RETRIES, SINK_ROWS
+from streams.metrics import EVENTS, SINK_BATCH, SINK_FLUSH, SINK_RETRIES, SINK_ROWS
 from streams.processors.batch import BatchProcessor, retry_forever
 from streams.runtime import Runtime
 
@@ -76,7 +77,9 @@ class HistorySink(BatchProcessor):
                 EVENTS.labels(NAME, "undecodable").inc()
             if i % 100 == 99:
                 await asyncio.sleep(0)  # decoding a large batch must not starve the other processors
+        started = time.perf_counter()
         await retry_forever("history store", self._insert, rows)
+        SINK_FLUSH.labels(self.rt.store.engine).observe(time.perf_counter() - started)
         SINK_ROWS.labels(self.rt.store.engine).inc(len(rows))
         SINK_BATCH.observe(len(rows))
         EVENTS.labels(NAME, "stored").inc(len(rows))
