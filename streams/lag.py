@@ -24,6 +24,9 @@ from streams.metrics import LAG_ERRORS
 
 log = logging.getLogger("aios.streams")
 
+LAG_METRIC = "aios_consumer_lag_messages"
+COMMITTED_METRIC = "aios_consumer_committed_offset"
+
 Groups = Callable[[], Mapping[str, Sequence[str]]]
 
 
@@ -100,10 +103,10 @@ class ConsumerLag(Collector):
                     self._last = []
                 self._at = time.monotonic()
             rows = self._last
-        lag = GaugeMetricFamily("aios_consumer_lag_messages",
+        lag = GaugeMetricFamily(LAG_METRIC,
                                 "Records a consumer group has yet to commit, per topic and partition.",
                                 labels=["group", "topic", "partition"])
-        committed = GaugeMetricFamily("aios_consumer_committed_offset",
+        committed = GaugeMetricFamily(COMMITTED_METRIC,
                                       "The group's committed offset (-1: none yet).",
                                       labels=["group", "topic", "partition"])
         for r in rows:
