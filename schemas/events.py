@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -32,3 +33,12 @@ def to_ms(value: datetime | int) -> int:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def jsonable(value: Any) -> Any:
+    """``json.dumps(default=...)`` for decoded events: timestamps as epoch ms, bytes as base64."""
+    if isinstance(value, datetime):
+        return to_ms(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import faust
 
-from streams.processors import agent_runner, history_sink, memory, orchestrator
+from streams.processors import agent_runner, history_sink, json_bridge, memory, orchestrator
 from streams.runtime import Runtime
 
 Register = Callable[[faust.App, Runtime], None]
@@ -16,6 +16,8 @@ PROCESSORS: dict[str, Register] = {
     "agents": agent_runner.register,
     "memory": memory.register,
     "history": history_sink.register,
+    "json-ingress": json_bridge.register_ingress,
+    "json-egress": json_bridge.register_egress,
 }
 
 __all__ = ["PROCESSORS", "Register"]

@@ -7,11 +7,8 @@ outage blocks the sink with backoff (backpressure: offsets stay uncommitted); no
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import time
-from datetime import datetime
-from typing import Any
 
 import faust
 from confluent_kafka import Message
@@ -20,20 +17,12 @@ from connectors.errors import StoreUnavailableError
 from connectors.history import EventRow
 from schemas.codec import Decoded
 from schemas.errors import SchemaError
-from schemas.events import to_ms
+from schemas.events import jsonable, to_ms
 from streams.metrics import EVENTS, SINK_BATCH, SINK_FLUSH, SINK_RETRIES, SINK_ROWS
 from streams.processors.batch import BatchProcessor, retry_forever
 from streams.runtime import Runtime
 
 NAME = "history"
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return to_ms(value)
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    raise TypeError(f"cannot store {type(value).__name__}")
 
 
 def to_row(decoded: Decoded, topic: str, partition: int, offset: int) -> EventRow:
@@ -51,7 +40,7 @@ def to_row(decoded: Decoded, topic: str, partition: int, offset: int) -> EventRo
         project_id=v.get("project_id") or "",
         role=v.get("role") or "",
         status=str(status),
-        payload=json.dumps(v, default=_jsonable, separators=(",", ":")),
+        payload=json.dumps(v, default=jsonable, separators=(",", ":")),
     )
 
 
