@@ -41,3 +41,9 @@ def settings(base_settings: Settings) -> Iterator[Settings]:
     s = base_settings.model_copy(update={"topic_prefix": f"it{uuid.uuid4().hex[:10]}"})
     create_topics(s)
     yield s
+    # Every test makes ~20 topics; left behind they add up to thousands of partitions and the
+    # local broker (512 MiB heap) runs out of memory. Deleting is asynchronous and best effort.
+    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+    mine = [t for t in admin.list_topics(timeout=10).topics if t.startswith((f"{s.topic_prefix}.", f"{s.topic_prefix}-"))]
+    if mine:
+        admin.delete_topics(mine, operation_timeout=10)
