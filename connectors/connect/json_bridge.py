@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from connectors.errors import ConnectorError
-from schemas.events import jsonable, now_ms
+from schemas.events import event_json, now_ms
 
 FIELDS = {"description", "role", "project_id", "project", "priority", "task_id", "depends_on", "privacy",
           "submitted_by", "metadata", "trace_id"}
@@ -89,4 +89,4 @@ def task_from_json(data: bytes | None, *, roles: Sequence[str], source: str, sub
 
 def result_to_json(result: Mapping[str, Any]) -> bytes:
     """One TaskResult as a single line of JSON (timestamps in epoch milliseconds)."""
-    return json.dumps(result, default=jsonable, separators=(",", ":"), sort_keys=True).encode()
+    return event_json(result)

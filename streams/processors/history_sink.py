@@ -7,7 +7,6 @@ outage blocks the sink with backoff (backpressure: offsets stay uncommitted); no
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 import faust
@@ -17,7 +16,7 @@ from connectors.errors import StoreUnavailableError
 from connectors.history import EventRow
 from schemas.codec import Decoded
 from schemas.errors import SchemaError
-from schemas.events import jsonable, to_ms
+from schemas.events import event_json, to_ms
 from streams.metrics import EVENTS, SINK_BATCH, SINK_FLUSH, SINK_RETRIES, SINK_ROWS
 from streams.processors.batch import BatchProcessor, retry_forever
 from streams.runtime import Runtime
@@ -40,7 +39,7 @@ def to_row(decoded: Decoded, topic: str, partition: int, offset: int) -> EventRo
         project_id=v.get("project_id") or "",
         role=v.get("role") or "",
         status=str(status),
-        payload=json.dumps(v, default=jsonable, separators=(",", ":")),
+        payload=event_json(v).decode(),
     )
 
 
