@@ -8,6 +8,7 @@ AIOS    := $(BIN)/aios
 EXTRAS  := dev,registry,vector,anthropic
 STAMP   := $(VENV)/.installed
 JARS    := infra/kafka/lib/.resolved
+CONNECT_JARS := infra/connect/lib/.resolved
 
 .DEFAULT_GOAL := help
 .PHONY: help install system demo test test-unit test-integration lint typecheck bench up down clean
@@ -29,7 +30,12 @@ $(JARS): infra/kafka/pom.xml
 	cd infra/kafka && mvn -q -B dependency:copy-dependencies -DoutputDirectory=lib -DincludeScope=runtime
 	@touch $@
 
-install: $(STAMP) $(JARS) ## Create the venv, install AIOS and resolve Kafka's jars
+# Kafka Connect (worker + FileStream + JSON), same version as the broker, for the JSON bridges.
+$(CONNECT_JARS): infra/connect/pom.xml
+	cd infra/connect && mvn -q -B dependency:copy-dependencies -DoutputDirectory=lib -DincludeScope=runtime
+	@touch $@
+
+install: $(STAMP) $(JARS) $(CONNECT_JARS) ## Create the venv, install AIOS and resolve Kafka's and Connect's jars
 
 up: install ## Start the local Kafka and Redis (idempotent)
 	$(AIOS) dev up
@@ -60,4 +66,4 @@ bench: up ## Benchmarks (figures go in docs/benchmarks.md)
 	$(AIOS) bench pipeline --mode distributed
 
 clean: down ## Remove the venv, jars and local data
-	rm -rf $(VENV) infra/kafka/lib .aios-data
+	rm -rf $(VENV) infra/kafka/lib infra/connect/lib .aios-data

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the system packages AIOS needs on a fresh Debian/Ubuntu machine, and nothing that is
 # already there: Python 3.11+ with venv, Java 17+ and Maven (Kafka's jars come from Maven
-# Central), and Redis (redis-server). Run as root or with sudo available.
+# Central), Redis (redis-server) and promtool (prometheus). Run as root or with sudo available.
 set -euo pipefail
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
+# promtool (checks /metrics, the scrape config and the alert rules in tests) ships in `prometheus`.
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 java_major() { java -version 2>&1 | sed -nE 's/.*version "([0-9]+).*/\1/p' | head -n1; }
 if ! command -v java >/dev/null 2>&1 || [ "$(java_major)" -lt 17 ]; then need+=(openjdk-17-jre-headless); fi
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || need+=(python3 python3-venv)

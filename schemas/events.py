@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import orjson
 
 
 def now_ms() -> int:
@@ -32,3 +36,20 @@ def to_ms(value: datetime | int) -> int:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def jsonable(value: Any) -> Any:
+    """``json.dumps(default=...)`` for decoded events: timestamps as epoch ms, bytes as base64."""
+    if isinstance(value, datetime):
+        return to_ms(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def event_json(value: Mapping[str, Any]) -> bytes:
+    """A decoded event as compact UTF-8 JSON (timestamps as epoch ms, bytes as base64).
+
+    orjson, not the stdlib: the history sink does this for every stored event.
+    """
+    return orjson.dumps(value, default=jsonable, option=orjson.OPT_PASSTHROUGH_DATETIME)

@@ -14,8 +14,10 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
 import faust
+from prometheus_client import REGISTRY
 
 from streams.errors import OrchestrationError
+from streams.lag import ConsumerLag, watch
 from streams.metrics import serve
 from streams.processors import PROCESSORS
 from streams.runtime import Runtime
@@ -96,6 +98,19 @@ async def _wait_assigned(app: faust.App, timeout_s: float) -> None:
     raise OrchestrationError(f"no partitions assigned within {timeout_s:.0f}s; is Kafka up and are the topics created?")
 
 
+def consumed_topics(app: faust.App, rt: Runtime, name: str) -> dict[str, list[str]]:
+    """Consumer group -> the topics it reads, for the faust app and each batch consumer."""
+    groups: dict[str, list[str]] = {}
+    faust_topics = sorted({t for agent in app.agents.values() for t in agent.get_topic_names()})
+    if faust_topics:
+        groups[group_id(rt.settings, name)] = faust_topics
+    for service in rt.services:
+        topics = getattr(service, "topics", None)
+        if topics:
+            groups[group_id(rt.settings, service.name)] = list(topics)
+    return groups
+
+
 @asynccontextmanager
 async def running(
     settings: Settings, processors: Sequence[str], name: str = EMBEDDED, *, ready_timeout_s: float = 60.0
@@ -116,11 +131,14 @@ async def running(
     else:
         for service in rt.services:
             await service.start()
+    groups = consumed_topics(app, rt, name)
+    unwatch = watch(REGISTRY, ConsumerLag(settings.kafka_bootstrap, lambda: groups))
     try:
         if uses_faust:
             await _wait_assigned(app, ready_timeout_s)
         yield RunningApp(app, rt)
     finally:
+        unwatch()
         if uses_faust:
             await app.stop()
         else:

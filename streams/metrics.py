@@ -21,6 +21,21 @@ SINK_BATCH = Histogram(
     "aios_sink_batch_rows", "Rows per history-sink batch.", buckets=(1, 10, 50, 100, 500, 1000, 5000, 10000)
 )
 SINK_RETRIES = Counter("aios_sink_store_retries_total", "History-store writes retried after an outage.")
+SINK_FLUSH = Histogram(
+    "aios_sink_flush_seconds",
+    "Time to store one history-sink batch, retries during an outage included.",
+    ["engine"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+TASKS = Counter("aios_tasks_processed_total", "Task attempts an agent worker finished, by role and outcome.",
+                ["role", "outcome"])
+TASK_SECONDS = Histogram(
+    "aios_task_duration_seconds",
+    "Wall time of one task attempt in an agent worker (context, recall, LLM, outputs).",
+    ["role"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+LAG_ERRORS = Counter("aios_consumer_lag_errors_total", "Consumer-lag reads the broker did not answer in time.")
 
 _served: set[int] = set()
 

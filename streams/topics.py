@@ -42,6 +42,9 @@ class Topics:
         self.llm_calls = f"{prefix}.llm-calls"
         self.agents = f"{prefix}.agents"
         self.dlq = f"{prefix}.dlq"
+        # Plain JSON for Kafka Connect and non-Avro producers (streams/processors/json_bridge.py).
+        self.tasks_json = f"{prefix}.tasks-json"
+        self.results_json = f"{prefix}.results-json"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topics:
@@ -62,6 +65,7 @@ class Topics:
         return [f"{self.prefix}-{app}-projects-changelog" for app in ("embedded", "orchestrator")]
 
     def all(self) -> list[str]:
+        """Every Avro topic; the JSON bridge topics carry copies of these events, so they are not here."""
         return [self.tasks, self.projects, self.control, *self.role_topics(), self.attempts, self.finals, self.results,
                 self.project_status, self.messages, self.memory, self.llm_calls, self.agents, self.dlq]
 
@@ -93,6 +97,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.agents, "AgentStatus", "agent_id", parts, rf, compacted),
         TopicSpec(t.dlq, "DeadLetter", "source key", parts, rf,
                   {"cleanup.policy": "delete", "retention.ms": str(dlq_retention)}),
+    ]
+    specs += [
+        TopicSpec(t.tasks_json, "Task as plain JSON", "any", parts, rf, keep),
+        TopicSpec(t.results_json, "TaskResult as plain JSON", "project_id", parts, rf, keep),
     ]
     specs += [TopicSpec(name, "(faust table changelog)", "project_id", parts, rf, compacted) for name in t.changelogs()]
     return specs

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from connectors.history.migrations import DATABASE, MigrationReport, migrate
 
@@ -46,7 +47,7 @@ class EventRow:
     def to_json(self) -> str:
         row = dict(self.__dict__)  # not asdict(): it deep-copies, and this runs per stored event
         row["ts"] = self.ts / 1000.0  # DateTime64(3) accepts fractional epoch seconds
-        return json.dumps(row, separators=(",", ":"))
+        return orjson.dumps(row).decode()
 
 
 class HistoryStore(ABC):

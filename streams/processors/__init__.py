@@ -6,7 +6,14 @@ from collections.abc import Callable
 
 import faust
 
-from streams.processors import agent_runner, history_sink, memory, orchestrator, results_committer
+from streams.processors import (
+    agent_runner,
+    history_sink,
+    json_bridge,
+    memory,
+    orchestrator,
+    results_committer,
+)
 from streams.runtime import Runtime
 
 Register = Callable[[faust.App, Runtime], None]
@@ -17,6 +24,8 @@ PROCESSORS: dict[str, Register] = {
     "agents": agent_runner.register,
     "memory": memory.register,
     "history": history_sink.register,
+    "json-ingress": json_bridge.register_ingress,
+    "json-egress": json_bridge.register_egress,
 }
 
 __all__ = ["PROCESSORS", "Register"]

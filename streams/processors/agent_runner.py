@@ -16,7 +16,7 @@ from connectors.errors import StoreUnavailableError
 from connectors.tokens import TokenCounter
 from schemas.errors import SchemaError
 from schemas.events import envelope, new_id
-from streams.metrics import EVENTS, LLM_COST, LLM_TOKENS, PROCESSING
+from streams.metrics import EVENTS, LLM_COST, LLM_TOKENS, PROCESSING, TASK_SECONDS, TASKS
 from streams.processors.common import dead_letter, decode_or_error, log, raw_topic, send
 from streams.runtime import Runtime
 
@@ -124,6 +124,7 @@ def _make_handler(app: faust.App, rt: Runtime, role: str) -> Any:
             if isinstance(a, SchemaError):
                 await dead_letter(app, rt, event.message, f"{NAME}:{role}", a)
                 EVENTS.labels(NAME, "dead_letter").inc()
+                TASKS.labels(role, "dead_letter").inc()
                 continue
             window = await rt.context.read("project", a["project_id"])
             recalled = await recall(rt, a)
@@ -149,8 +150,12 @@ def _make_handler(app: faust.App, rt: Runtime, role: str) -> Any:
                 LLM_TOKENS.labels(call["provider"], call["model"], "input").inc(call["input_tokens"])
                 LLM_TOKENS.labels(call["provider"], call["model"], "output").inc(call["output_tokens"])
                 LLM_COST.labels(call["provider"], call["model"]).inc(call["cost_usd"])
-            EVENTS.labels(NAME, "succeeded" if outcome.ok else "failed").inc()
-            PROCESSING.labels(NAME).observe(time.perf_counter() - started)
+            status = "succeeded" if outcome.ok else "failed"
+            EVENTS.labels(NAME, status).inc()
+            TASKS.labels(role, status).inc()
+            elapsed = time.perf_counter() - started
+            PROCESSING.labels(NAME).observe(elapsed)
+            TASK_SECONDS.labels(role).observe(elapsed)
 
     return work
 

@@ -7,10 +7,7 @@ outage blocks the sink with backoff (backpressure: offsets stay uncommitted); no
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
-from datetime import datetime
-from typing import Any
+import time
 
 import faust
 from confluent_kafka import Message
@@ -19,20 +16,12 @@ from connectors.errors import StoreUnavailableError
 from connectors.history import EventRow
 from schemas.codec import Decoded
 from schemas.errors import SchemaError
-from schemas.events import to_ms
-from streams.metrics import EVENTS, SINK_BATCH, SINK_RETRIES, SINK_ROWS
+from schemas.events import event_json, to_ms
+from streams.metrics import EVENTS, SINK_BATCH, SINK_FLUSH, SINK_RETRIES, SINK_ROWS
 from streams.processors.batch import BatchProcessor, retry_forever
 from streams.runtime import Runtime
 
 NAME = "history"
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return to_ms(value)
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    raise TypeError(f"cannot store {type(value).__name__}")
 
 
 def to_row(decoded: Decoded, topic: str, partition: int, offset: int) -> EventRow:
@@ -50,7 +39,7 @@ def to_row(decoded: Decoded, topic: str, partition: int, offset: int) -> EventRo
         project_id=v.get("project_id") or "",
         role=v.get("role") or "",
         status=str(status),
-        payload=json.dumps(v, default=_jsonable, separators=(",", ":")),
+        payload=event_json(v).decode(),
     )
 
 
@@ -78,7 +67,9 @@ class HistorySink(BatchProcessor):
                 EVENTS.labels(NAME, "undecodable").inc()
             if i % 100 == 99:
                 await asyncio.sleep(0)  # decoding a large batch must not starve the other processors
+        started = time.perf_counter()
         await retry_forever("history store", self._insert, rows)
+        SINK_FLUSH.labels(self.rt.store.engine).observe(time.perf_counter() - started)
         SINK_ROWS.labels(self.rt.store.engine).inc(len(rows))
         SINK_BATCH.observe(len(rows))
         EVENTS.labels(NAME, "stored").inc(len(rows))

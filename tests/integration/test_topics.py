@@ -18,8 +18,9 @@ def test_create_is_idempotent_and_matches_the_plan(settings: Settings) -> None:
     infos = {i.name: i for i in list_topics(settings)}
     p = settings.topic_prefix
     assert set(infos) == {f"{p}.tasks", f"{p}.projects", f"{p}.control", f"{p}.agent.general", f"{p}.attempts",
-                          f"{p}.results", f"{p}.project-status", f"{p}.messages", f"{p}.memory", f"{p}.llm-calls",
-                          f"{p}.agents", f"{p}.dlq", f"{p}-embedded-projects-changelog",
+                          f"{p}.finals", f"{p}.results", f"{p}.project-status", f"{p}.messages", f"{p}.memory", f"{p}.llm-calls",
+                          f"{p}.agents", f"{p}.dlq", f"{p}.tasks-json", f"{p}.results-json",
+                          f"{p}-embedded-projects-changelog",
                           f"{p}-orchestrator-projects-changelog"}
     for compacted in (f"{p}.agents", f"{p}.project-status", f"{p}-embedded-projects-changelog"):
         assert infos[compacted].cleanup_policy == "compact"
