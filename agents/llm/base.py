@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 ROLES = frozenset({"system", "user", "assistant"})
 
@@ -24,12 +24,16 @@ class ChatMessage:
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """What to ask. ``metadata`` is for our own tracing (task id, attempt); it is not sent."""
+    """What to ask. ``metadata`` is for our own tracing (task id, attempt); it is not sent.
+
+    ``response_schema`` asks for structured output: one JSON object meeting that JSON Schema.
+    """
 
     messages: tuple[ChatMessage, ...]
     max_tokens: int = 1024
     temperature: float = 0.2
     metadata: Mapping[str, str] = field(default_factory=dict)
+    response_schema: Mapping[str, Any] | None = None
 
     def last_user_text(self) -> str:
         """The content of the last user message, or '' when there is none."""

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from agents.errors import BadRequestError, BudgetExceededError, NoDeploymentError
+from agents.errors import BadRequestError, BudgetExceededError, CoolingDownError, NoDeploymentError
 from agents.llm.base import ChatMessage, ChatRequest, LlmConfig
 from agents.llm.catalogue import ModelInfo, Tier
 from agents.llm.openai_provider import OpenAIProvider
@@ -120,7 +120,7 @@ async def test_5xx_cools_down_and_all_cooling_is_a_clear_error(
     srv.script(status(500))
     with pytest.raises(Exception, match="500|nternal|unavailable"):
         await router.complete(Route(ask()))
-    with pytest.raises(NoDeploymentError, match="cooling down.*ready again in 5.0s"):
+    with pytest.raises(CoolingDownError, match="cooling down.*ready again in 5.0s"):
         await router.complete(Route(ask()))
 
 
