@@ -246,6 +246,10 @@ class Router:
     def _on_failure(self, d: Deployment, exc: LLMError) -> None:
         if isinstance(exc, (BadRequestError, ProviderAuthError)):
             return  # the request or the key, not the deployment's health: do not cool it down
+        if len(self.deployments) < 2:
+            # Nothing to fall back to: a cooldown would only fail the caller's own paced retries
+            # (the SDK's, the orchestrator's backoff) without calling.
+            return
         wait = self.config.base_cooldown_s
         if isinstance(exc, _COOLDOWN_ERRORS) and exc.retry_after:
             wait = max(wait, exc.retry_after)

@@ -6,17 +6,21 @@ the turn as a MemoryEvent, and the LlmCall.
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import faust
 
-from agents.runner import AgentOutcome, AgentTask, TokenBudget, run_task
+from agents.runner import AgentOutcome, AgentTask, CallRecord, TokenBudget, call_id, run_task
 from connectors.errors import StoreUnavailableError
 from connectors.tokens import TokenCounter
 from schemas.errors import SchemaError
-from schemas.events import envelope, new_id
-from streams.metrics import EVENTS, LLM_COST, LLM_TOKENS, PROCESSING
+from schemas.events import envelope
+from streams.metrics import EVENTS, LLM_COST, LLM_REPLAYS, LLM_TOKENS, PROCESSING
 from streams.processors.common import dead_letter, decode_or_error, log, raw_topic, send
 from streams.runtime import Runtime
 
@@ -71,27 +75,37 @@ def memory_event(a: dict[str, Any], outcome: AgentOutcome, agent_id: str, tokens
     }
 
 
-def llm_call_event(a: dict[str, Any], outcome: AgentOutcome, agent_id: str) -> dict[str, Any] | None:
-    resp = outcome.response
-    if resp is None:
-        return None
+def llm_call_events(a: dict[str, Any], outcome: AgentOutcome, agent_id: str) -> list[dict[str, Any]]:
+    """One LlmCall per step. Ids derive from (task, attempt, step): a replay re-emits the same
+    event, which every store keeps once, so a call is never counted (or billed) twice."""
+    return [llm_call_event(a, call, outcome, agent_id) for call in outcome.calls]
+
+
+def llm_call_event(a: dict[str, Any], call: CallRecord, outcome: AgentOutcome, agent_id: str) -> dict[str, Any]:
+    resp = call.response
+    cid = call_id(a["task_id"], a["attempt"], call.step)
+    last = call is outcome.calls[-1]
     return {
         **envelope(a["trace_id"]),
-        "call_id": new_id(),
+        "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"aios:llm-call:{cid}")),
+        "call_id": cid,
         "task_id": a["task_id"],
         "project_id": a["project_id"],
         "agent_id": agent_id,
         "attempt": a["attempt"],
-        "step": 0,
+        "step": call.step,
         "provider": resp.provider,
         "model": resp.model,
+        "strategy": call.strategy,
         "input_tokens": resp.usage.input_tokens,
         "output_tokens": resp.usage.output_tokens,
-        "cost_usd": outcome.cost_usd,
+        "cost_usd": call.cost_usd,
         "latency_ms": resp.latency_ms,
         "ttft_ms": resp.ttft_ms,
-        "outcome": "ok" if outcome.ok else (outcome.error_type or "error"),
-        "error": outcome.error,
+        # Every step but the last was answered; the last carries the task's outcome.
+        "outcome": "ok" if outcome.ok or not last else (outcome.error_type or "error"),
+        "error": None if outcome.ok or not last else outcome.error,
+        "fallback_chain": list(call.fallback_chain),
     }
 
 
@@ -116,6 +130,28 @@ async def recall(rt: Runtime, a: dict[str, Any]) -> list[Recall]:
     return hits
 
 
+_attempt_locks: dict[tuple[str, int], tuple[asyncio.Lock, list[int]]] = {}
+
+
+@asynccontextmanager
+async def one_at_a_time(task_id: str, attempt: int) -> AsyncIterator[None]:
+    """Serialise deliveries of one (task, attempt) within this worker.
+
+    With several assignments in flight, a duplicate could otherwise call the LLM before the first
+    delivery has journaled its answer; one after the other, the second replays the first.
+    """
+    key = (task_id, attempt)
+    lock, users = _attempt_locks.setdefault(key, (asyncio.Lock(), [0]))
+    users[0] += 1  # the entry lives while anyone holds or waits for the lock
+    try:
+        async with lock:
+            yield
+    finally:
+        users[0] -= 1
+        if users[0] == 0:
+            del _attempt_locks[key]
+
+
 def _make_handler(app: faust.App, rt: Runtime, role: str) -> Any:
     async def work(stream: Any) -> None:
         async for event in stream.events():
@@ -132,9 +168,11 @@ def _make_handler(app: faust.App, rt: Runtime, role: str) -> Any:
                 description=a["description"], attempt=a["attempt"], context=a["context"],
                 history=[t["content"] for t in window.turns],
                 summary=window.summary["content"] if window.summary else "",
-                recall=[r.text for r in recalled],
+                recall=[r.text for r in recalled], privacy=a.get("privacy") or "normal",
+                strategy=a.get("strategy"),
             )
-            outcome = await run_task(rt.provider, task, budget(rt, a["role"]))
+            async with one_at_a_time(task.task_id, task.attempt):
+                outcome = await run_task(rt.router, task, budget(rt, a["role"]), journal=rt.journal)
             latency_ms = (time.perf_counter() - started) * 1000
             key = a["task_id"]
             result = result_event(a, outcome, rt.agent_id, latency_ms, [r.id for r in recalled])
@@ -143,9 +181,11 @@ def _make_handler(app: faust.App, rt: Runtime, role: str) -> Any:
             await send(app, rt, rt.topics.attempts, "TaskResult", result, a["project_id"])
             memory = memory_event(a, outcome, rt.agent_id, rt.tokens)
             await send(app, rt, rt.topics.memory, "MemoryEvent", memory, a["project_id"])
-            call = llm_call_event(a, outcome, rt.agent_id)
-            if call is not None:
+            for record, call in zip(outcome.calls, llm_call_events(a, outcome, rt.agent_id), strict=True):
                 await send(app, rt, rt.topics.llm_calls, "LlmCall", call, key)
+                if record.replayed:
+                    LLM_REPLAYS.inc()
+                    continue  # counted when it was paid for
                 LLM_TOKENS.labels(call["provider"], call["model"], "input").inc(call["input_tokens"])
                 LLM_TOKENS.labels(call["provider"], call["model"], "output").inc(call["output_tokens"])
                 LLM_COST.labels(call["provider"], call["model"]).inc(call["cost_usd"])
