@@ -117,6 +117,9 @@ async def running(
         if uses_faust:
             await _wait_assigned(app, ready_timeout_s)
         yield RunningApp(app, rt)
+        # A clean stop drains first (agents finish in-flight tasks); a crash goes straight down.
+        for drain in rt.drainers:
+            await drain()
     finally:
         if uses_faust:
             await app.stop()

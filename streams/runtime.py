@@ -6,7 +6,7 @@ import asyncio
 import functools
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -81,6 +81,8 @@ class Runtime:
     agent_id: str = field(init=False)
     # Services that are not faust agents (the history sink); started by streams.app.running().
     services: list[Any] = field(default_factory=list)
+    # Run in order on a clean shutdown, before the app stops (the agents' drain).
+    drainers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.topics = Topics.from_settings(self.settings)

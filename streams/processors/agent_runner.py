@@ -21,10 +21,12 @@ from connectors.tokens import TokenCounter
 from schemas.errors import SchemaError
 from schemas.events import envelope
 from streams.metrics import EVENTS, LLM_COST, LLM_REPLAYS, LLM_TOKENS, PROCESSING
+from streams.processors import agent_status
 from streams.processors.common import dead_letter, decode_or_error, log, raw_topic, send
 from streams.runtime import Runtime
 
 if TYPE_CHECKING:
+    from agents.lifecycle import Lifecycle
     from connectors.vector_memory import Recall
 
 NAME = "agents"
@@ -152,7 +154,7 @@ async def one_at_a_time(task_id: str, attempt: int) -> AsyncIterator[None]:
             del _attempt_locks[key]
 
 
-def _make_handler(app: faust.App, rt: Runtime, role: str) -> Any:
+def _make_handler(app: faust.App, rt: Runtime, role: str, lifecycle: Lifecycle) -> Any:
     async def work(stream: Any) -> None:
         async for event in stream.events():
             started = time.perf_counter()
@@ -161,41 +163,57 @@ def _make_handler(app: faust.App, rt: Runtime, role: str) -> Any:
                 await dead_letter(app, rt, event.message, f"{NAME}:{role}", a)
                 EVENTS.labels(NAME, "dead_letter").inc()
                 continue
-            window = await rt.context.read("project", a["project_id"])
-            recalled = await recall(rt, a)
-            task = AgentTask(
-                task_id=a["task_id"], project_id=a["project_id"], role=a["role"],
-                description=a["description"], attempt=a["attempt"], context=a["context"],
-                history=[t["content"] for t in window.turns],
-                summary=window.summary["content"] if window.summary else "",
-                recall=[r.text for r in recalled], privacy=a.get("privacy") or "normal",
-                strategy=a.get("strategy"),
-            )
-            async with one_at_a_time(task.task_id, task.attempt):
-                outcome = await run_task(rt.router, task, budget(rt, a["role"]), journal=rt.journal)
-            latency_ms = (time.perf_counter() - started) * 1000
-            key = a["task_id"]
-            result = result_event(a, outcome, rt.agent_id, latency_ms, [r.id for r in recalled])
-            # The attempt goes to the orchestrator (keyed by project, co-partitioned with its inputs),
-            # which decides on retries and publishes the one terminal result.
-            await send(app, rt, rt.topics.attempts, "TaskResult", result, a["project_id"])
-            memory = memory_event(a, outcome, rt.agent_id, rt.tokens)
-            await send(app, rt, rt.topics.memory, "MemoryEvent", memory, a["project_id"])
-            for record, call in zip(outcome.calls, llm_call_events(a, outcome, rt.agent_id), strict=True):
-                await send(app, rt, rt.topics.llm_calls, "LlmCall", call, key)
-                if record.replayed:
-                    LLM_REPLAYS.inc()
-                    continue  # counted when it was paid for
-                LLM_TOKENS.labels(call["provider"], call["model"], "input").inc(call["input_tokens"])
-                LLM_TOKENS.labels(call["provider"], call["model"], "output").inc(call["output_tokens"])
-                LLM_COST.labels(call["provider"], call["model"]).inc(call["cost_usd"])
-            EVENTS.labels(NAME, "succeeded" if outcome.ok else "failed").inc()
-            PROCESSING.labels(NAME).observe(time.perf_counter() - started)
+            if not lifecycle.begin(a["task_id"]):
+                await agent_status.hold(lifecycle, event)
+            try:
+                await _handle(app, rt, a, started)
+            except BaseException as exc:
+                if not isinstance(exc, asyncio.CancelledError):
+                    lifecycle.fail()  # a bug, not a provider failure: say so before the crash
+                    await agent_status.publish(app, rt, lifecycle)
+                raise
+            finally:
+                lifecycle.end(a["task_id"])
 
     return work
 
 
+async def _handle(app: faust.App, rt: Runtime, a: dict[str, Any], started: float) -> None:
+    """One assignment: read context, run the task, emit the attempt, the turn and the LLM calls."""
+    window = await rt.context.read("project", a["project_id"])
+    recalled = await recall(rt, a)
+    task = AgentTask(
+        task_id=a["task_id"], project_id=a["project_id"], role=a["role"],
+        description=a["description"], attempt=a["attempt"], context=a["context"],
+        history=[t["content"] for t in window.turns],
+        summary=window.summary["content"] if window.summary else "",
+        recall=[r.text for r in recalled], privacy=a.get("privacy") or "normal",
+        strategy=a.get("strategy"),
+    )
+    async with one_at_a_time(task.task_id, task.attempt):
+        outcome = await run_task(rt.router, task, budget(rt, a["role"]), journal=rt.journal)
+    latency_ms = (time.perf_counter() - started) * 1000
+    key = a["task_id"]
+    result = result_event(a, outcome, rt.agent_id, latency_ms, [r.id for r in recalled])
+    # The attempt goes to the orchestrator (keyed by project, co-partitioned with its inputs),
+    # which decides on retries and publishes the one terminal result.
+    await send(app, rt, rt.topics.attempts, "TaskResult", result, a["project_id"])
+    memory = memory_event(a, outcome, rt.agent_id, rt.tokens)
+    await send(app, rt, rt.topics.memory, "MemoryEvent", memory, a["project_id"])
+    for record, call in zip(outcome.calls, llm_call_events(a, outcome, rt.agent_id), strict=True):
+        await send(app, rt, rt.topics.llm_calls, "LlmCall", call, key)
+        if record.replayed:
+            LLM_REPLAYS.inc()
+            continue  # counted when it was paid for
+        LLM_TOKENS.labels(call["provider"], call["model"], "input").inc(call["input_tokens"])
+        LLM_TOKENS.labels(call["provider"], call["model"], "output").inc(call["output_tokens"])
+        LLM_COST.labels(call["provider"], call["model"]).inc(call["cost_usd"])
+    EVENTS.labels(NAME, "succeeded" if outcome.ok else "failed").inc()
+    PROCESSING.labels(NAME).observe(time.perf_counter() - started)
+
+
 def register(app: faust.App, rt: Runtime) -> None:
+    lifecycle = agent_status.attach(app, rt)  # one per worker process, whatever its roles
     for role in rt.settings.roles:
         topic = raw_topic(app, rt.topics.role(role))
-        app.agent(topic, name=f"{NAME}-{role}", concurrency=CONCURRENCY)(_make_handler(app, rt, role))
+        app.agent(topic, name=f"{NAME}-{role}", concurrency=CONCURRENCY)(_make_handler(app, rt, role, lifecycle))
