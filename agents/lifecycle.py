@@ -28,7 +28,7 @@ class State(enum.StrEnum):
 
 
 _ALLOWED: dict[State, frozenset[State]] = {
-    State.STARTING: frozenset({State.READY, State.DRAINING, State.FAILED}),
+    State.STARTING: frozenset({State.READY, State.BUSY, State.DRAINING, State.FAILED}),
     State.READY: frozenset({State.BUSY, State.DRAINING, State.FAILED}),
     State.BUSY: frozenset({State.READY, State.DRAINING, State.FAILED}),
     State.DRAINING: frozenset({State.STOPPED, State.FAILED}),

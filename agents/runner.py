@@ -11,14 +11,15 @@ attempt reads it back instead of calling (and paying for) the LLM again.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any, Protocol
 
 from agents.errors import LLMError
-from agents.llm.base import ChatMessage, ChatRequest, ChatResponse, Provider, Usage
+from agents.llm.base import ChatMessage, ChatRequest, ChatResponse, Provider, ToolCall, Usage
 from agents.llm.router import Route, Routed, Router, Strategy
 from agents.roles import Role, load_roles
+from agents.tools import MAX_TOOL_ROUNDS, Search, Toolbox, ToolContext
 
 # Budgets in characters (~4 per token) keep a prompt well inside small context windows even when
 # dependency outputs are long; the newest context is kept, the oldest dropped first.
@@ -76,6 +77,7 @@ class CallRecord:
             "cached_input_tokens": r.usage.cached_input_tokens, "latency_ms": r.latency_ms,
             "ttft_ms": r.ttft_ms, "offline": r.offline, "deployment": self.deployment,
             "strategy": self.strategy, "cost_usd": self.cost_usd, "fallback_chain": list(self.fallback_chain),
+            "tool_calls": [{"id": c.id, "name": c.name, "arguments": dict(c.arguments)} for c in r.tool_calls],
         }
 
     @classmethod
@@ -87,6 +89,8 @@ class CallRecord:
             usage=usage, latency_ms=float(record["latency_ms"]),
             ttft_ms=None if record.get("ttft_ms") is None else float(record["ttft_ms"]),
             offline=bool(record.get("offline", False)),
+            tool_calls=tuple(ToolCall(str(c["id"]), str(c["name"]), dict(c["arguments"]))
+                             for c in record.get("tool_calls", ())),
         )
         return cls(int(record["step"]), response, str(record["deployment"]), str(record["strategy"]),
                    float(record["cost_usd"]), tuple(record.get("fallback_chain", ())), replayed=True)
@@ -106,6 +110,15 @@ def call_id(task_id: str, attempt: int, step: int) -> str:
 
 
 @dataclass(frozen=True)
+class ToolRecord:
+    """A tool the model called at ``step``, and what it read back."""
+
+    step: int
+    call: ToolCall
+    result: str
+
+
+@dataclass(frozen=True)
 class AgentOutcome:
     """What came of a task: an output, or an error with its type name for retry decisions."""
 
@@ -116,6 +129,7 @@ class AgentOutcome:
     error_type: str | None = None
     cost_usd: float = 0.0  # from the model catalogue's prices and the calls' real usage
     calls: tuple[CallRecord, ...] = ()  # every LLM call of the attempt, by step
+    tools: tuple[ToolRecord, ...] = ()  # every tool call, in order
 
 
 @cache  # the persona and the contract's JSON are fixed per role: built once, not per task
@@ -195,22 +209,27 @@ def _within_tokens(system: str, head: list[str], task: AgentTask, budget: TokenB
 
 
 async def run_task(
-    llm: Provider | Router, task: AgentTask, budget: TokenBudget | None = None, *, journal: Journal | None = None
+    llm: Provider | Router, task: AgentTask, budget: TokenBudget | None = None, *, journal: Journal | None = None,
+    tools: Toolbox | None = None, search: Search | None = None,
 ) -> AgentOutcome:
-    """Run ``task`` through ``llm`` (a router, or one provider); check the answer against the role's
-    contract and ask once more, with what was wrong, when it breaks it.
+    """Run ``task`` through ``llm`` (a router, or one provider), with ``tools`` the model may call
+    for up to ``MAX_TOOL_ROUNDS`` rounds; check the answer against the role's contract and ask once
+    more, with what was wrong, when it breaks it.
 
     Provider failures become failed outcomes; bugs propagate.
     """
     router = llm if isinstance(llm, Router) else Router.single(llm)
     role = load_roles().get(task.role)
     request = build_request(task, budget=budget)
-    steps = _Steps(router, task, role, journal)
+    if tools is not None:
+        request = replace(request, tools=tools.specs())
+    steps = _Steps(router, task, role, journal, tools, ToolContext(task.context, search))
     try:
-        call = await steps.call(request)
+        request, call = await steps.call_with_tools(request)
         output, problem = role.validate(call.response.text)
         if problem is not None:
-            call = await steps.call(_with_correction(request, call.response.text, problem))
+            correction = replace(_with_correction(request, call.response.text, problem), tools=())
+            call = await steps.call(correction)
             output, problem = role.validate(call.response.text)
     except LLMError as exc:
         return steps.outcome(False, "", error=str(exc), error_type=type(exc).__name__)
@@ -228,7 +247,28 @@ class _Steps:
     task: AgentTask
     role: Role
     journal: Journal | None
+    tools: Toolbox | None
+    context: ToolContext
     calls: list[CallRecord] = field(default_factory=list)
+    tool_records: list[ToolRecord] = field(default_factory=list)
+
+    async def call_with_tools(self, request: ChatRequest) -> tuple[ChatRequest, CallRecord]:
+        """Call, run the tools the model asks for, and call again until it answers."""
+        call = await self.call(request)
+        rounds = 0
+        while call.response.tool_calls and self.tools is not None:
+            results = []
+            for tool_call in call.response.tool_calls:
+                result = await self.tools.run(tool_call, self.context)
+                self.tool_records.append(ToolRecord(call.step, tool_call, result))
+                results.append(ChatMessage("tool", result, tool_call_id=tool_call.id))
+            rounds += 1
+            asked = ChatMessage("assistant", call.response.text, tool_calls=call.response.tool_calls)
+            # The last round takes the tools away, so the model has to answer.
+            request = replace(request, messages=(*request.messages, asked, *results),
+                              tools=request.tools if rounds < MAX_TOOL_ROUNDS else ())
+            call = await self.call(request)
+        return request, call
 
     async def call(self, request: ChatRequest) -> CallRecord:
         step = len(self.calls)
@@ -253,7 +293,7 @@ class _Steps:
                 error_type: str | None = None) -> AgentOutcome:
         last = self.calls[-1].response if self.calls else None
         cost = sum(c.cost_usd for c in self.calls)
-        return AgentOutcome(ok, output, error, last, error_type, cost, tuple(self.calls))
+        return AgentOutcome(ok, output, error, last, error_type, cost, tuple(self.calls), tuple(self.tool_records))
 
 
 def _with_correction(request: ChatRequest, answer: str, problem: str) -> ChatRequest:
@@ -262,7 +302,7 @@ def _with_correction(request: ChatRequest, answer: str, problem: str) -> ChatReq
         "Reply again with only the corrected JSON object."
     )
     messages = (*request.messages, ChatMessage("assistant", answer), ChatMessage("user", correction))
-    return ChatRequest(messages, request.max_tokens, request.temperature, request.metadata, request.response_schema)
+    return replace(request, messages=messages)
 
 
 def _trim(text: str, budget: int) -> str:

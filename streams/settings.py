@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     llm_journal_ttl_s: int = Field(
         7 * 24 * 3600, ge=60, description="How long LLM answers stay recorded by (task, attempt, step) for replays."
     )
+    agent_tools: bool = Field(
+        True, description="Offer agents the read-only tools (read a dependency's output, search memory)."
+    )
     heartbeat_interval_s: float = Field(5.0, gt=0, description="How often agent workers publish AgentStatus.")
     drain_timeout_s: float = Field(60.0, gt=0, description="How long a stopping worker waits for in-flight tasks.")
 

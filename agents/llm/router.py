@@ -26,7 +26,7 @@ from agents.errors import (
     ProviderAuthError,
     RateLimitError,
 )
-from agents.llm.base import ChatMessage, ChatRequest, ChatResponse, Provider, Usage
+from agents.llm.base import ChatRequest, ChatResponse, Provider, Usage
 from agents.llm.catalogue import TIERS, ModelInfo, Tier, cost_usd, load_catalogue
 from agents.llm.privacy import PiiDetector, Redaction
 
@@ -264,5 +264,5 @@ class Router:
 def _masked(request: ChatRequest, masking: Redaction | None, detector: PiiDetector) -> ChatRequest:
     if masking is None:
         return request
-    return replace(request, messages=tuple(ChatMessage(m.role, masking.mask(m.content, detector))
+    return replace(request, messages=tuple(replace(m, content=masking.mask(m.content, detector))
                                           for m in request.messages))

@@ -20,13 +20,13 @@ STALE_INTERVALS = 3  # heartbeats a live agent may miss before it is marked stal
 GONE = frozenset({"stopped", "failed"})
 
 
-def agent_statuses(settings: Settings, *, timeout_s: float = 2.0, at_ms: int | None = None) -> list[dict[str, Any]]:
+def agent_statuses(settings: Settings, *, timeout_s: float = 10.0, at_ms: int | None = None) -> list[dict[str, Any]]:
     """The latest AgentStatus of every agent, each with ``stale``: not stopped, yet silent for
     more than three heartbeat intervals (killed without a chance to say so)."""
     reader = TopicReader(settings, Topics.from_settings(settings).agents, from_beginning=True)
     latest: dict[str, dict[str, Any]] = {}
     try:
-        for _, decoded in reader.events(timeout_s=timeout_s):
+        for _, decoded in reader.events_to_end(timeout_s=timeout_s):
             if not isinstance(decoded, Exception):
                 latest[decoded.value["agent_id"]] = decoded.value
     finally:

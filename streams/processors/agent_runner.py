@@ -7,15 +7,17 @@ the turn as a MemoryEvent, and the LlmCall.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import faust
 
 from agents.runner import AgentOutcome, AgentTask, CallRecord, TokenBudget, call_id, run_task
+from agents.tools import Search, read_only_tools
 from connectors.errors import StoreUnavailableError
 from connectors.tokens import TokenCounter
 from schemas.errors import SchemaError
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 NAME = "agents"
 # Enough parallel LLM calls per role to keep a slow provider busy; offsets still commit in order.
 CONCURRENCY = 8
+TOOLS = read_only_tools()
 
 
 def result_event(a: dict[str, Any], outcome: AgentOutcome, agent_id: str, latency_ms: float,
@@ -109,6 +112,45 @@ def llm_call_event(a: dict[str, Any], call: CallRecord, outcome: AgentOutcome, a
         "error": None if outcome.ok or not last else outcome.error,
         "fallback_chain": list(call.fallback_chain),
     }
+
+
+def tool_messages(a: dict[str, Any], outcome: AgentOutcome, agent_id: str) -> list[dict[str, Any]]:
+    """One AgentMessage per tool call, with what the tool returned; ids derive from the call,
+    so a replay re-emits the same messages."""
+    messages = []
+    for record in outcome.tools:
+        mid = f"{call_id(a['task_id'], a['attempt'], record.step)}:{record.call.id}"
+        content = {"tool": record.call.name, "arguments": dict(record.call.arguments), "result": record.result,
+                   "step": record.step}
+        messages.append({
+            **envelope(a["trace_id"]),
+            "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"aios:tool-call:{mid}")),
+            "message_id": mid, "task_id": a["task_id"], "project_id": a["project_id"], "sender": agent_id,
+            "recipient": None, "kind": "tool_call", "content": json.dumps(content, ensure_ascii=False),
+        })
+    return messages
+
+
+def memory_search(rt: Runtime, a: dict[str, Any]) -> Search:
+    """The search_memory tool's backend: vector recall when it is on, else the words of the
+    project's rolling context window."""
+    async def search(query: str, top_k: int) -> Sequence[str]:
+        s = rt.settings
+        if s.vector_memory:
+            vm = await rt.vector_memory()
+            try:
+                hits: list[Recall] = await rt.in_vector_thread(
+                    vm.search, query, top_k, project=a["project_id"], score_threshold=s.recall_threshold)
+            except StoreUnavailableError as exc:
+                log.warning("agents: search_memory found nothing: %s", exc)  # as recall: not fatal
+                return []
+            return [h.text for h in hits]
+        words = {w for w in query.lower().split() if len(w) > 2}
+        turns = [t["content"] for t in (await rt.context.read("project", a["project_id"])).turns]
+        scored = sorted(((sum(w in t.lower() for w in words), -i, t) for i, t in enumerate(turns)), reverse=True)
+        return [t for score, _, t in scored[:top_k] if score > 0]
+
+    return search
 
 
 def budget(rt: Runtime, role: str) -> TokenBudget:
@@ -191,7 +233,8 @@ async def _handle(app: faust.App, rt: Runtime, a: dict[str, Any], started: float
         strategy=a.get("strategy"),
     )
     async with one_at_a_time(task.task_id, task.attempt):
-        outcome = await run_task(rt.router, task, budget(rt, a["role"]), journal=rt.journal)
+        outcome = await run_task(rt.router, task, budget(rt, a["role"]), journal=rt.journal,
+                                 tools=TOOLS if rt.settings.agent_tools else None, search=memory_search(rt, a))
     latency_ms = (time.perf_counter() - started) * 1000
     key = a["task_id"]
     result = result_event(a, outcome, rt.agent_id, latency_ms, [r.id for r in recalled])
@@ -200,6 +243,8 @@ async def _handle(app: faust.App, rt: Runtime, a: dict[str, Any], started: float
     await send(app, rt, rt.topics.attempts, "TaskResult", result, a["project_id"])
     memory = memory_event(a, outcome, rt.agent_id, rt.tokens)
     await send(app, rt, rt.topics.memory, "MemoryEvent", memory, a["project_id"])
+    for message in tool_messages(a, outcome, rt.agent_id):
+        await send(app, rt, rt.topics.messages, "AgentMessage", message, key)
     for record, call in zip(outcome.calls, llm_call_events(a, outcome, rt.agent_id), strict=True):
         await send(app, rt, rt.topics.llm_calls, "LlmCall", call, key)
         if record.replayed:

@@ -17,6 +17,7 @@ from schemas.events import envelope, now_ms
 from streams.app import running
 from streams.cli.agents import agent_statuses
 from streams.client import TaskClient, build_task
+from streams.errors import KafkaError
 from streams.kafka import EventProducer, TopicReader
 from streams.settings import Settings
 from tests.fakes.openai_server import FakeOpenAI, ok, slow_first_token
@@ -28,7 +29,7 @@ AIOS = [sys.executable, "-c", "import sys; from streams.cli import main; sys.arg
 def statuses(settings: Settings, timeout_s: float = 1.0) -> list[dict[str, Any]]:
     reader = TopicReader(settings, settings.topic_prefix + ".agents", from_beginning=True)
     try:
-        return [d.value for _, d in reader.events(timeout_s=timeout_s) if not isinstance(d, Exception)]
+        return [d.value for _, d in reader.events_to_end(timeout_s=timeout_s + 5) if not isinstance(d, Exception)]
     finally:
         reader.close()
 
@@ -108,7 +109,11 @@ async def test_sigterm_drains_the_in_flight_task_then_publishes_stopped(settings
 async def wait_for_state(settings: Settings, state: str, timeout_s: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        found = [x for x in await asyncio.to_thread(statuses, settings, 0.3) if x["state"] == state]
+        try:
+            seen = await asyncio.to_thread(statuses, settings, 0.3)
+        except KafkaError:  # the new topic's partition leaders may still be settling
+            seen = []
+        found = [x for x in seen if x["state"] == state]
         if found:
             return found[-1]
         await asyncio.sleep(0.2)

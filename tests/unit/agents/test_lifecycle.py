@@ -36,3 +36,12 @@ def test_no_way_back_from_stopped_or_failed() -> None:
     stopped.stop()
     with pytest.raises(LifecycleError, match="stopped -> ready"):
         stopped._move(State.READY)
+
+
+def test_work_taken_before_the_first_heartbeat_makes_it_busy() -> None:
+    life = Lifecycle("a-4", ("qa",))
+    assert life.begin("t") and life.state is State.STARTING
+    life.ready()
+    assert life.state is State.BUSY
+    life.end("t")
+    assert life.state is State.READY
