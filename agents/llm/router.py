@@ -169,7 +169,8 @@ class Router:
 
     def _order(self, pool: list[Deployment], route: Route) -> list[Deployment]:
         if route.strategy is Strategy.COST:
-            return sorted(pool, key=lambda d: (self.worst_case_cost(d, route.request), d.name))
+            worst = Usage(input_tokens=self.estimate_tokens(route.request), output_tokens=route.request.max_tokens)
+            return sorted(pool, key=lambda d: (cost_usd(d.info, worst), d.name))  # one estimate for all
         if route.strategy is Strategy.LATENCY:
             # Unmeasured deployments go first, so every one gets measured.
             return sorted(pool, key=lambda d: (d.ttft_ewma_ms is not None, d.ttft_ewma_ms or 0.0, d.name))
