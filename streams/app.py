@@ -120,6 +120,11 @@ async def running(
         # A clean stop drains first (agents finish in-flight tasks); a crash goes straight down.
         for drain in rt.drainers:
             await drain()
+    except BaseException:
+        if uses_faust:
+            for failed in rt.on_failure:
+                await failed()
+        raise
     finally:
         if uses_faust:
             await app.stop()

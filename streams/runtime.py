@@ -83,6 +83,8 @@ class Runtime:
     services: list[Any] = field(default_factory=list)
     # Run in order on a clean shutdown, before the app stops (the agents' drain).
     drainers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Run when the processors crash or fail to start, before the app stops (agents say `failed`).
+    on_failure: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.topics = Topics.from_settings(self.settings)

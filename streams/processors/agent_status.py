@@ -46,9 +46,22 @@ def attach(app: faust.App, rt: Runtime) -> Lifecycle:
         await publish(app, rt, lifecycle)
         await app.producer.flush()  # the in-flight tasks' outputs and `stopped`, before offsets commit
 
+    async def failed() -> None:
+        lifecycle.fail()
+        try:  # best effort: the broker may be what failed
+            await asyncio.wait_for(_publish_and_flush(app, rt, lifecycle), timeout=5)
+        except Exception as exc:  # any failure here: the original one is what propagates
+            log.warning("agents: could not publish the failed status: %r", exc)
+
     app.task(heartbeat)
     rt.drainers.append(drain)
+    rt.on_failure.append(failed)
     return lifecycle
+
+
+async def _publish_and_flush(app: faust.App, rt: Runtime, lifecycle: Lifecycle) -> None:
+    await publish(app, rt, lifecycle)
+    await app.producer.flush()
 
 
 async def hold(lifecycle: Lifecycle, event: Any) -> None:
