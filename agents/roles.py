@@ -11,13 +11,12 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from typing import Any, cast
 
 import jsonschema
 from jsonschema.validators import Draft202012Validator
 
-from agents.llm.catalogue import TIERS, Tier
+from agents.llm.catalogue import TIERS, Tier, packaged_json
 from schemas.errors import ConfigError
 
 ROLES_FILE = "agents/roles.json"
@@ -116,14 +115,7 @@ class RoleRegistry:
 @cache
 def load_roles() -> RoleRegistry:
     """The registry shipped with the package (read once, then cached)."""
-    text = resources.files("agents").joinpath("roles.json").read_text(encoding="utf-8")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{ROLES_FILE} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{ROLES_FILE} must hold a JSON object")
-    return RoleRegistry.from_dict(data)
+    return RoleRegistry.from_dict(packaged_json("agents", "roles.json", ROLES_FILE))
 
 
 def _role(name: str, entry: object, where: str) -> Role:

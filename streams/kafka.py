@@ -143,6 +143,10 @@ class TopicReader:
         while pending and time.monotonic() < deadline:
             msg = self.poll(min(0.5, timeout_s))
             if msg is None:
+                # The last offsets may be transaction markers, never delivered: trust the position.
+                for tp in self._consumer.position([TopicPartition(self.topic, p) for p in list(pending)]):
+                    if tp.offset >= pending[tp.partition]:
+                        del pending[tp.partition]
                 continue
             partition, offset = msg.partition(), msg.offset()
             if partition in pending and offset is not None and offset >= pending[partition] - 1:

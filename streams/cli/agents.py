@@ -12,7 +12,7 @@ from schemas.events import now_ms, to_ms
 from streams.cli.common import settings_or_exit
 from streams.cli.events import jsonable
 from streams.cli.output import console, emit_json, json_option
-from streams.kafka import TopicReader
+from streams.client import latest_by
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -23,14 +23,7 @@ GONE = frozenset({"stopped", "failed"})
 def agent_statuses(settings: Settings, *, timeout_s: float = 10.0, at_ms: int | None = None) -> list[dict[str, Any]]:
     """The latest AgentStatus of every agent, each with ``stale``: not stopped, yet silent for
     more than three heartbeat intervals (killed without a chance to say so)."""
-    reader = TopicReader(settings, Topics.from_settings(settings).agents, from_beginning=True)
-    latest: dict[str, dict[str, Any]] = {}
-    try:
-        for _, decoded in reader.events_to_end(timeout_s=timeout_s):
-            if not isinstance(decoded, Exception):
-                latest[decoded.value["agent_id"]] = decoded.value
-    finally:
-        reader.close()
+    latest = latest_by(settings, Topics.from_settings(settings).agents, "agent_id", timeout_s=timeout_s, to_end=True)
     now = now_ms() if at_ms is None else at_ms
     for status in latest.values():
         silent_ms = now - to_ms(status["timestamp"])
