@@ -219,6 +219,8 @@ async def run_task(
     Provider failures become failed outcomes; bugs propagate.
     """
     router = llm if isinstance(llm, Router) else Router.single(llm)
+    if all(d.provider.offline for d in router.deployments):
+        journal = None  # nothing is paid and the answer is deterministic: save the round trips
     role = load_roles().get(task.role)
     request = build_request(task, budget=budget)
     if tools is not None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from agents.llm.anthropic_provider import AnthropicProvider
 from agents.llm.base import ToolCall
+from agents.llm.offline import OfflineProvider
 from agents.llm.openai_provider import OpenAIProvider
 from agents.runner import AgentTask, run_task
 from agents.tools import MAX_RESULT_CHARS, MAX_TOOL_ROUNDS, ToolContext, read_only_tools
@@ -94,3 +95,9 @@ async def test_bad_calls_are_answered_with_what_was_wrong() -> None:
     assert "not available" in await tools.run(ToolCall("4", "search_memory", {"query": "x"}), ctx)
     long = await tools.run(ToolCall("5", "read_dependency_output", {"task_id": "t-1"}), ctx)
     assert long.endswith("[100 characters cut]")
+
+
+async def test_offline_answers_are_not_journaled() -> None:
+    journal = MemoryJournal()
+    outcome = await run_task(OfflineProvider(), TASK, journal=journal)
+    assert outcome.ok and journal.records == {}, "free and deterministic: no Redis round trips"
