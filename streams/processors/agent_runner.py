@@ -206,7 +206,8 @@ def _make_handler(app: faust.App, rt: Runtime, role: str, lifecycle: Lifecycle) 
                 EVENTS.labels(NAME, "dead_letter").inc()
                 continue
             if not lifecycle.begin(a["task_id"]):
-                await agent_status.hold(lifecycle, event)
+                await agent_status.hand_back(app, event)
+                continue
             try:
                 await _handle(app, rt, a, started)
             except BaseException as exc:

@@ -1,9 +1,10 @@
 """The agent worker's live status on the compacted agents topic: heartbeats and graceful drain.
 
 A worker publishes AgentStatus (keyed by agent id) when it starts, every heartbeat interval, and
-on each change that matters to a reader: draining, stopped, failed. On shutdown it drains: no new
-assignment starts (it stays unacknowledged, so another worker gets it), the ones in flight finish
-and their outputs are flushed, and only then does it publish ``stopped``.
+on each change that matters to a reader: draining, stopped, failed. On shutdown it drains: it
+stops fetching, hands every assignment it had fetched but not started back to its partition (faust
+acknowledges an event however its handler ends, so holding one would lose it), lets the ones in
+flight finish, flushes their outputs, and only then publishes ``stopped``.
 """
 
 from __future__ import annotations
@@ -38,13 +39,14 @@ def attach(app: faust.App, rt: Runtime) -> Lifecycle:
 
     async def drain() -> None:
         lifecycle.drain()
+        # No more fetching: what is handed back must go to the partition's next owner, not to us.
+        app.consumer.pause_partitions(app.consumer.assignment())
         await publish(app, rt, lifecycle)
         if not await lifecycle.wait_idle(rt.settings.drain_timeout_s):
             log.warning("agents: %d task(s) still in flight after %.0fs of draining: %s",
                         len(lifecycle.in_flight), rt.settings.drain_timeout_s, ", ".join(lifecycle.in_flight))
         lifecycle.stop()
-        await publish(app, rt, lifecycle)
-        await app.producer.flush()  # the in-flight tasks' outputs and `stopped`, before offsets commit
+        await _publish_and_flush(app, rt, lifecycle)  # in-flight outputs and `stopped`, before the commit
 
     async def failed() -> None:
         lifecycle.fail()
@@ -64,8 +66,10 @@ async def _publish_and_flush(app: faust.App, rt: Runtime, lifecycle: Lifecycle) 
     await app.producer.flush()
 
 
-async def hold(lifecycle: Lifecycle, event: Any) -> None:
-    """Never finish handling ``event``: a draining worker leaves it unacknowledged for the next
-    owner of the partition. The app's stop cancels this wait."""
-    log.info("agents: draining; %s stays for another worker", getattr(event, "key", b""))
-    await asyncio.Event().wait()
+async def hand_back(app: faust.App, event: Any) -> None:
+    """Put an assignment this draining worker will not start back on its partition, same key and
+    bytes, for the partition's next owner; the original is then acknowledged with the rest."""
+    message = event.message
+    await app.producer.send(message.topic, message.key, message.value, partition=message.partition,
+                            timestamp=None, headers=None)
+    log.info("agents: draining; handed %s@%s/%s back", message.topic, message.partition, message.offset)

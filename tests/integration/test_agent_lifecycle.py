@@ -61,33 +61,50 @@ def test_a_silent_agent_is_marked_stale(settings: Settings) -> None:
     assert listed["agent_id"] == "gone-1" and listed["stale"] and listed["last_seen_s"] >= 60
 
 
+def worker_env(settings: Settings, server: FakeOpenAI) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIOS_", "OPENAI_"))}
+    env.update({"AIOS_TOPIC_PREFIX": settings.topic_prefix, "AIOS_DATA_DIR": str(settings.data_dir / "w"),
+                "AIOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "AIOS_REDIS_URL": settings.redis_url,
+                "AIOS_METRICS_PORT": "0", "AIOS_LLM": "openai:gpt-4o-mini", "AIOS_OPENAI_API_KEY": "sk-test",
+                "AIOS_OPENAI_BASE_URL": server.base_url, "AIOS_LLM_MAX_RETRIES": "0",
+                "AIOS_HEARTBEAT_INTERVAL_S": "0.5"})
+    return env
+
+
+def assign(settings: Settings, description: str) -> str:
+    """Produce an Assignment straight to the role topic, as the orchestrator would."""
+    task = build_task(description, project="drain")
+    client = TaskClient(settings)
+    try:
+        client.producer.send(settings.topic_prefix + ".agent.general", "Assignment", {
+            **envelope(), "task_id": task["task_id"], "project_id": "drain", "role": "general",
+            "description": description, "attempt": 1, "context": {}, "submitted_at": task["timestamp"]},
+            key=task["task_id"])
+        client.producer.flush()
+    finally:
+        client.close()
+    return str(task["task_id"])
+
+
+async def stop(worker: subprocess.Popen[str]) -> None:
+    worker.send_signal(signal.SIGTERM)
+    _, err = await asyncio.to_thread(worker.communicate, timeout=60)
+    assert worker.returncode == 0, err
+
+
 async def test_sigterm_drains_the_in_flight_task_then_publishes_stopped(settings: Settings) -> None:
     with FakeOpenAI() as server:
-        server.script(slow_first_token(3.0, "finished after the signal"), ok("never asked"))
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIOS_", "OPENAI_"))}
-        env.update({"AIOS_TOPIC_PREFIX": settings.topic_prefix, "AIOS_DATA_DIR": str(settings.data_dir / "w"),
-                    "AIOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "AIOS_REDIS_URL": settings.redis_url,
-                    "AIOS_METRICS_PORT": "0", "AIOS_LLM": "openai:gpt-4o-mini", "AIOS_OPENAI_API_KEY": "sk-test",
-                    "AIOS_OPENAI_BASE_URL": server.base_url, "AIOS_LLM_MAX_RETRIES": "0",
-                    "AIOS_HEARTBEAT_INTERVAL_S": "0.5"})
-        worker = subprocess.Popen([*AIOS, "worker", "agents", "--role", "general"], env=env,
+        server.script(slow_first_token(3.0, "finished after the signal"), ok("done by the next worker"))
+        worker = subprocess.Popen([*AIOS, "worker", "agents", "--role", "general"], env=worker_env(settings, server),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             await wait_for_state(settings, "ready", 60)
-            task = build_task("Summarise the design", project="drain")
-            client = TaskClient(settings)
-            try:
-                # Straight to the role topic, as the orchestrator would assign it.
-                client.producer.send(settings.topic_prefix + ".agent.general", "Assignment", {
-                    **envelope(), "task_id": task["task_id"], "project_id": "drain", "role": "general",
-                    "description": task["description"], "attempt": 1, "context": {},
-                    "submitted_at": task["timestamp"]}, key=task["task_id"])
-                client.producer.flush()
-            finally:
-                client.close()
+            first = assign(settings, "Summarise the design")
             busy = await wait_for_state(settings, "busy", 30)
-            assert busy["in_flight"] == [task["task_id"]]
+            assert busy["in_flight"] == [first]
             worker.send_signal(signal.SIGTERM)
+            await wait_for_state(settings, "draining", 10)
+            second = assign(settings, "Arrives while draining")  # must be left for another worker
             _, err = await asyncio.to_thread(worker.communicate, timeout=60)
             assert worker.returncode == 0, err
         finally:
@@ -95,15 +112,34 @@ async def test_sigterm_drains_the_in_flight_task_then_publishes_stopped(settings
                 worker.kill()
                 worker.wait()
         assert len(server.requests) == 1
-    states = [x["state"] for x in await asyncio.to_thread(statuses, settings)]
-    assert states[-2:] == ["draining", "stopped"]
+        states = [x["state"] for x in await asyncio.to_thread(statuses, settings)]
+        assert states[-2:] == ["draining", "stopped"]
+        assert [(r["task_id"], r["status"], r["output"]) for r in attempts(settings)] == [
+            (first, "succeeded", "finished after the signal")]
+        # The next worker of the group gets the assignment the drained one never acknowledged.
+        successor = subprocess.Popen([*AIOS, "worker", "agents", "--role", "general"],
+                                     env=worker_env(settings, server), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while second not in {r["task_id"] for r in attempts(settings)} and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+            await stop(successor)
+        finally:
+            if successor.poll() is None:
+                successor.kill()
+                successor.wait()
+        assert len(server.requests) == 2, "the first task was committed, not done again"
+    done = {(r["task_id"], r["output"]) for r in attempts(settings)}
+    assert (second, "done by the next worker") in done
+
+
+def attempts(settings: Settings) -> list[dict[str, Any]]:
     reader = TopicReader(settings, settings.topic_prefix + ".attempts", from_beginning=True)
     try:
-        results = [d.value for _, d in reader.events(timeout_s=2) if not isinstance(d, Exception)]
+        return [d.value for _, d in reader.events(timeout_s=1) if not isinstance(d, Exception)]
     finally:
         reader.close()
-    assert [(r["task_id"], r["status"], r["output"]) for r in results] == [
-        (task["task_id"], "succeeded", "finished after the signal")]
 
 
 async def wait_for_state(settings: Settings, state: str, timeout_s: float) -> dict[str, Any]:
