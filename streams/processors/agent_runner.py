@@ -209,12 +209,9 @@ def _make_handler(app: faust.App, rt: Runtime, role: str, lifecycle: Lifecycle) 
                 await agent_status.hand_back(app, event)
                 continue
             try:
+                # An exception here crashes this actor, and faust's supervisor restarts it; the
+                # worker says `failed` only if the app itself goes down (Runtime.on_failure).
                 await _handle(app, rt, a, started)
-            except BaseException as exc:
-                if not isinstance(exc, asyncio.CancelledError):
-                    lifecycle.fail()  # a bug, not a provider failure: say so before the crash
-                    await agent_status.publish(app, rt, lifecycle)
-                raise
             finally:
                 lifecycle.end(a["task_id"])
 
