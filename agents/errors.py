@@ -6,6 +6,7 @@
     └── LLMError                       every provider failure; carries provider and status_code
         ├── ProviderAuthError          401/403: the key is wrong or lacks access
         ├── RateLimitError             429 after the SDK's own retries; carries retry_after
+        │   └── CoolingDownError       every eligible deployment of the router is cooling down
         ├── OverloadedError            529: the provider is shedding load
         ├── ProviderTimeoutError       no answer within the configured timeout
         ├── BadRequestError            400/404/422: our request is wrong; retrying will not help
@@ -91,6 +92,13 @@ class UnknownModelError(LLMError):
 
 class NoDeploymentError(LLMError):
     """No deployment may take the call (privacy, tier, context window); the message says which."""
+
+
+class CoolingDownError(RateLimitError):
+    """Every eligible deployment is cooling down after failures; retry after ``retry_after`` s."""
+
+    def __init__(self, message: str, *, provider: str, retry_after: float | None = None) -> None:
+        super().__init__(message, provider=provider, status_code=None, retry_after=retry_after)
 
 
 class BudgetExceededError(LLMError):

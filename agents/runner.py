@@ -1,17 +1,25 @@
-"""An agent's task logic, free of Kafka: build the prompt, call the provider, report the outcome.
+"""An agent's task logic, free of Kafka: build the prompt, route the calls, check the contract.
 
 The stream processor in ``streams`` feeds it tasks and turns outcomes into events; keeping it pure
 lets it be tested with the offline provider or a fake OpenAI server.
+
+Every LLM call is a numbered *step* of one (task, attempt). With a :class:`Journal`, each answer
+is recorded under (task, attempt, step) before anything is produced, and a replay of the same
+attempt reads it back instead of calling (and paying for) the LLM again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cache
+from typing import Any, Protocol
 
 from agents.errors import LLMError
-from agents.llm.base import ChatMessage, ChatRequest, ChatResponse, Provider
-from agents.llm.catalogue import cost_usd, load_catalogue
+from agents.llm.base import ChatMessage, ChatRequest, ChatResponse, Provider, ToolCall, Usage
+from agents.llm.router import Route, Routed, Router, Strategy
+from agents.roles import Role, load_roles
+from agents.tools import MAX_TOOL_ROUNDS, Search, Toolbox, ToolContext
 
 # Budgets in characters (~4 per token) keep a prompt well inside small context windows even when
 # dependency outputs are long; the newest context is kept, the oldest dropped first.
@@ -21,6 +29,7 @@ HISTORY_BUDGET = 3_000
 TOTAL_BUDGET = 12_000
 # Tokens allowed for each join between separately counted parts of a prompt.
 JOIN_MARGIN = 2
+INVALID_OUTPUT = "invalid_output"  # the error_type of an answer that broke its role's contract
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,8 @@ class AgentTask:
     history: Sequence[str] = ()  # recent turns from the rolling context window, oldest first
     summary: str = ""  # the running summary of turns folded out of the window
     recall: Sequence[str] = ()  # texts recalled from vector memory, best first
+    privacy: str = "normal"  # "restricted" keeps every call on local deployments
+    strategy: str | None = None  # overrides the role's routing strategy for this task
 
 
 @dataclass(frozen=True)
@@ -48,24 +59,85 @@ class TokenBudget:
 
 
 @dataclass(frozen=True)
+class CallRecord:
+    """One LLM call of a task attempt: its answer and how the router obtained it."""
+
+    step: int
+    response: ChatResponse
+    deployment: str
+    strategy: str
+    cost_usd: float
+    fallback_chain: tuple[str, ...]
+    replayed: bool = False  # read back from the journal: no LLM was called this time
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-ready form for the journal."""
+        r = self.response
+        return {
+            "step": self.step, "text": r.text, "provider": r.provider, "model": r.model,
+            "input_tokens": r.usage.input_tokens, "output_tokens": r.usage.output_tokens,
+            "cached_input_tokens": r.usage.cached_input_tokens, "latency_ms": r.latency_ms,
+            "ttft_ms": r.ttft_ms, "offline": r.offline, "deployment": self.deployment,
+            "strategy": self.strategy, "cost_usd": self.cost_usd, "fallback_chain": list(self.fallback_chain),
+            "tool_calls": [{"id": c.id, "name": c.name, "arguments": dict(c.arguments)} for c in r.tool_calls],
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> CallRecord:
+        usage = Usage(int(record["input_tokens"]), int(record["output_tokens"]),
+                      int(record.get("cached_input_tokens", 0)))
+        response = ChatResponse(
+            text=str(record["text"]), provider=str(record["provider"]), model=str(record["model"]),
+            usage=usage, latency_ms=float(record["latency_ms"]),
+            ttft_ms=None if record.get("ttft_ms") is None else float(record["ttft_ms"]),
+            offline=bool(record.get("offline", False)),
+            tool_calls=tuple(ToolCall(str(c["id"]), str(c["name"]), dict(c["arguments"]))
+                             for c in record.get("tool_calls", ())),
+        )
+        return cls(int(record["step"]), response, str(record["deployment"]), str(record["strategy"]),
+                   float(record["cost_usd"]), tuple(record.get("fallback_chain", ())), replayed=True)
+
+
+class Journal(Protocol):
+    """Where LLM answers are recorded by (task, attempt, step) so a replay never pays twice."""
+
+    async def get(self, task_id: str, attempt: int, step: int) -> Mapping[str, Any] | None: ...
+
+    async def put(self, task_id: str, attempt: int, step: int, record: Mapping[str, Any]) -> None: ...
+
+
+def call_id(task_id: str, attempt: int, step: int) -> str:
+    """The id of one LLM call: the same on every replay of the same (task, attempt, step)."""
+    return f"{task_id}:{attempt}:{step}"
+
+
+@dataclass(frozen=True)
+class ToolRecord:
+    """A tool the model called at ``step``, and what it read back."""
+
+    step: int
+    call: ToolCall
+    result: str
+
+
+@dataclass(frozen=True)
 class AgentOutcome:
     """What came of a task: an output, or an error with its type name for retry decisions."""
 
     ok: bool
     output: str
     error: str | None = None
-    response: ChatResponse | None = None
+    response: ChatResponse | None = None  # the last answer
     error_type: str | None = None
-    cost_usd: float = 0.0  # from the model catalogue's prices and the call's real usage
+    cost_usd: float = 0.0  # from the model catalogue's prices and the calls' real usage
+    calls: tuple[CallRecord, ...] = ()  # every LLM call of the attempt, by step
+    tools: tuple[ToolRecord, ...] = ()  # every tool call, in order
 
 
+@cache  # the persona and the contract's JSON are fixed per role: built once, not per task
 def system_prompt(role: str) -> str:
-    """The system prompt for an agent of ``role``."""
-    return (
-        f"You are the {role} agent in AIOS, a team of cooperating AI agents. "
-        "Do the task you are given, using the outputs of the tasks it depends on and the recent "
-        "context. Reply with the result itself, concise and complete."
-    )
+    """The system prompt for an agent of ``role`` (its persona and, if any, its contract)."""
+    return load_roles().get(role).system_prompt()
 
 
 def build_request(task: AgentTask, *, max_tokens: int = 1024, budget: TokenBudget | None = None) -> ChatRequest:
@@ -88,6 +160,7 @@ def build_request(task: AgentTask, *, max_tokens: int = 1024, budget: TokenBudge
     return ChatRequest(
         messages=(ChatMessage("system", system), ChatMessage("user", user)),
         max_tokens=max_tokens,
+        response_schema=load_roles().get(task.role).contract,
         metadata={
             "task_id": task.task_id,
             "project_id": task.project_id,
@@ -146,15 +219,103 @@ def _within_tokens(system: str, head: list[str], task: AgentTask, budget: TokenB
     return "\n\n".join([task_text, *sections])
 
 
-async def run_task(provider: Provider, task: AgentTask, budget: TokenBudget | None = None) -> AgentOutcome:
-    """Run ``task`` on ``provider``. Provider failures become failed outcomes; bugs propagate."""
+async def run_task(
+    llm: Provider | Router, task: AgentTask, budget: TokenBudget | None = None, *, journal: Journal | None = None,
+    tools: Toolbox | None = None, search: Search | None = None,
+) -> AgentOutcome:
+    """Run ``task`` through ``llm`` (a router, or one provider), with ``tools`` the model may call
+    for up to ``MAX_TOOL_ROUNDS`` rounds; check the answer against the role's contract and ask once
+    more, with what was wrong, when it breaks it.
+
+    Provider failures become failed outcomes; bugs propagate.
+    """
+    router = llm if isinstance(llm, Router) else Router.single(llm)
+    if all(d.provider.offline for d in router.deployments):
+        journal = None  # nothing is paid and the answer is deterministic: save the round trips
+    role = load_roles().get(task.role)
+    request = build_request(task, budget=budget)
+    if tools is not None:
+        request = replace(request, tools=tools.specs())
+    steps = _Steps(router, task, role, journal, tools, ToolContext(task.context, search))
     try:
-        response = await provider.complete(build_request(task, budget=budget))
+        request, call = await steps.call_with_tools(request)
+        output, problem = role.validate(call.response.text)
+        if problem is not None:
+            correction = replace(_with_correction(request, call.response.text, problem), tools=())
+            call = await steps.call(correction)
+            output, problem = role.validate(call.response.text)
     except LLMError as exc:
-        return AgentOutcome(ok=False, output="", error=str(exc), error_type=type(exc).__name__)
-    # The provider's own name and model: make_provider checked them against the catalogue.
-    cost = cost_usd(load_catalogue().get(provider.name, provider.model), response.usage)
-    return AgentOutcome(ok=True, output=response.text, response=response, cost_usd=cost)
+        return steps.outcome(False, "", error=str(exc), error_type=type(exc).__name__)
+    if problem is not None:
+        return steps.outcome(False, call.response.text, error_type=INVALID_OUTPUT,
+                             error=f"the {role.name} answer broke its output contract twice; last: {problem}")
+    return steps.outcome(True, output)
+
+
+@dataclass
+class _Steps:
+    """The numbered LLM calls of one task attempt, journaled and replayed by step."""
+
+    router: Router
+    task: AgentTask
+    role: Role
+    journal: Journal | None
+    tools: Toolbox | None
+    context: ToolContext
+    calls: list[CallRecord] = field(default_factory=list)
+    tool_records: list[ToolRecord] = field(default_factory=list)
+
+    async def call_with_tools(self, request: ChatRequest) -> tuple[ChatRequest, CallRecord]:
+        """Call, run the tools the model asks for, and call again until it answers."""
+        call = await self.call(request)
+        rounds = 0
+        while call.response.tool_calls and self.tools is not None:
+            results = []
+            for tool_call in call.response.tool_calls:
+                result = await self.tools.run(tool_call, self.context)
+                self.tool_records.append(ToolRecord(call.step, tool_call, result))
+                results.append(ChatMessage("tool", result, tool_call_id=tool_call.id))
+            rounds += 1
+            asked = ChatMessage("assistant", call.response.text, tool_calls=call.response.tool_calls)
+            # The last round takes the tools away, so the model has to answer.
+            request = replace(request, messages=(*request.messages, asked, *results),
+                              tools=request.tools if rounds < MAX_TOOL_ROUNDS else ())
+            call = await self.call(request)
+        return request, call
+
+    async def call(self, request: ChatRequest) -> CallRecord:
+        step = len(self.calls)
+        t = self.task
+        recorded = await self.journal.get(t.task_id, t.attempt, step) if self.journal else None
+        if recorded is not None:
+            record = CallRecord.from_record(recorded)
+        else:
+            strategy = Strategy(t.strategy or self.role.strategy)
+            route = Route(request, tier=self.router.cap_tier(self.role.tier), strategy=strategy,
+                          privacy=t.privacy, sticky_key=t.project_id or None)
+            routed: Routed = await self.router.complete(route)
+            record = CallRecord(step, routed.response, routed.deployment, routed.strategy.value,
+                                routed.cost_usd, routed.fallback_chain)
+            if self.journal is not None:
+                # Recorded before anything is produced: a crash from here on replays, not re-pays.
+                await self.journal.put(t.task_id, t.attempt, step, record.to_record())
+        self.calls.append(record)
+        return record
+
+    def outcome(self, ok: bool, output: str, *, error: str | None = None,
+                error_type: str | None = None) -> AgentOutcome:
+        last = self.calls[-1].response if self.calls else None
+        cost = sum(c.cost_usd for c in self.calls)
+        return AgentOutcome(ok, output, error, last, error_type, cost, tuple(self.calls), tuple(self.tool_records))
+
+
+def _with_correction(request: ChatRequest, answer: str, problem: str) -> ChatRequest:
+    correction = (
+        f"Your answer did not meet the output contract: {problem}. "
+        "Reply again with only the corrected JSON object."
+    )
+    messages = (*request.messages, ChatMessage("assistant", answer), ChatMessage("user", correction))
+    return replace(request, messages=messages)
 
 
 def _trim(text: str, budget: int) -> str:

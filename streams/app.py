@@ -137,6 +137,14 @@ async def running(
         if uses_faust:
             await _wait_assigned(app, ready_timeout_s)
         yield RunningApp(app, rt)
+        # A clean stop drains first (agents finish in-flight tasks); a crash goes straight down.
+        for drain in rt.drainers:
+            await drain()
+    except BaseException:
+        if uses_faust:
+            for failed in rt.on_failure:
+                await failed()
+        raise
     finally:
         unwatch()
         if uses_faust:

@@ -122,18 +122,25 @@ class TaskClient:
 TERMINAL_PROJECT_STATES = frozenset({"succeeded", "failed", "cancelled"})
 
 
-def project_statuses(settings: Settings, *, timeout_s: float = 2.0) -> dict[str, dict[str, Any]]:
-    """The latest ProjectStatus of every project, read from the compacted status topic."""
-    topics = Topics.from_settings(settings)
-    reader = TopicReader(settings, topics.project_status, from_beginning=True)
+def latest_by(settings: Settings, topic: str, field: str, *, timeout_s: float,
+              to_end: bool = False) -> dict[str, dict[str, Any]]:
+    """The latest event per ``field`` of a (compacted) topic; ``to_end`` reads what it held when
+    opened, for topics that are never silent, else until ``timeout_s`` of silence."""
+    reader = TopicReader(settings, topic, from_beginning=True)
     latest: dict[str, dict[str, Any]] = {}
     try:
-        for _, decoded in reader.events(timeout_s=timeout_s):
+        events = reader.events_to_end(timeout_s) if to_end else reader.events(timeout_s=timeout_s)
+        for _, decoded in events:
             if not isinstance(decoded, Exception):
-                latest[decoded.value["project_id"]] = decoded.value
+                latest[decoded.value[field]] = decoded.value
     finally:
         reader.close()
     return latest
+
+
+def project_statuses(settings: Settings, *, timeout_s: float = 2.0) -> dict[str, dict[str, Any]]:
+    """The latest ProjectStatus of every project, read from the compacted status topic."""
+    return latest_by(settings, Topics.from_settings(settings).project_status, "project_id", timeout_s=timeout_s)
 
 
 def wait_project(settings: Settings, project: str, timeout_s: float,

@@ -106,9 +106,16 @@ class TopicReader:
         if tmeta is None or tmeta.error is not None or not tmeta.partitions:
             raise KafkaError(f"topic {topic!r} does not exist; create the topics with `aios topics create`")
         partitions = []
+        self._ends: dict[int, int] = {}  # partition -> high watermark when the reader was opened
         for p in tmeta.partitions:
-            low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            try:
+                low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            except KafkaException as exc:
+                self._consumer.close()
+                raise KafkaError(f"cannot read the offsets of {topic}[{p}]: {exc}") from exc
             partitions.append(TopicPartition(topic, p, low if from_beginning else high))
+            if high > (low if from_beginning else high):
+                self._ends[p] = high
         self._consumer.assign(partitions)
 
     def poll(self, timeout_s: float) -> Message | None:
@@ -125,6 +132,27 @@ class TopicReader:
             msg = self.poll(timeout_s)
             if msg is None:
                 return
+            try:
+                yield msg, self.codec.decode(msg.value())
+            except SchemaError as exc:
+                yield msg, exc
+
+    def events_to_end(self, timeout_s: float) -> Iterator[tuple[Message, Decoded | SchemaError]]:
+        """Yield what the topic held when the reader was opened, then stop, however busy the topic
+        is (events() waits for silence, which a topic with heartbeats never has)."""
+        pending = dict(self._ends)
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            msg = self.poll(min(0.5, timeout_s))
+            if msg is None:
+                # The last offsets may be transaction markers, never delivered: trust the position.
+                for tp in self._consumer.position([TopicPartition(self.topic, p) for p in list(pending)]):
+                    if tp.offset >= pending[tp.partition]:
+                        del pending[tp.partition]
+                continue
+            partition, offset = msg.partition(), msg.offset()
+            if partition in pending and offset is not None and offset >= pending[partition] - 1:
+                del pending[partition]
             try:
                 yield msg, self.codec.decode(msg.value())
             except SchemaError as exc:

@@ -20,6 +20,14 @@ SINK_ROWS = Counter("aios_sink_rows_total", "Rows the history sink stored.", ["e
 SINK_BATCH = Histogram(
     "aios_sink_batch_rows", "Rows per history-sink batch.", buckets=(1, 10, 50, 100, 500, 1000, 5000, 10000)
 )
+ROUTER_DECISIONS = Counter(
+    "aios_router_decisions_total", "LLM calls the router sent to a deployment.", ["strategy", "deployment"]
+)
+ROUTER_COOLDOWNS = Counter(
+    "aios_router_cooldowns_total", "Deployments put in cooldown after a failure.", ["deployment", "reason"]
+)
+AGENT_STATUS = Counter("aios_agent_status_total", "AgentStatus events published, by state.", ["state"])
+LLM_REPLAYS = Counter("aios_llm_replays_total", "LLM answers reused from the journal instead of calling again.")
 SINK_RETRIES = Counter("aios_sink_store_retries_total", "History-store writes retried after an outage.")
 SINK_FLUSH = Histogram(
     "aios_sink_flush_seconds",
@@ -36,6 +44,18 @@ TASK_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
 LAG_ERRORS = Counter("aios_consumer_lag_errors_total", "Consumer-lag reads the broker did not answer in time.")
+
+
+
+class RouterMetrics:
+    """The router's observer: its decisions and cooldowns as Prometheus counters."""
+
+    def decision(self, strategy: str, deployment: str) -> None:
+        ROUTER_DECISIONS.labels(strategy, deployment).inc()
+
+    def cooldown(self, deployment: str, reason: str) -> None:
+        ROUTER_COOLDOWNS.labels(deployment, reason).inc()
+
 
 _served: set[int] = set()
 

@@ -6,7 +6,7 @@ import asyncio
 import functools
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -26,7 +26,8 @@ from streams.topics import Topics
 T = TypeVar("T")
 
 if TYPE_CHECKING:
-    from agents.llm.base import Provider
+    from agents.llm.router import Router
+    from connectors.llm_journal import LlmJournal
     from connectors.vector_memory import VectorMemory
 
 
@@ -80,6 +81,10 @@ class Runtime:
     agent_id: str = field(init=False)
     # Services that are not faust agents (the history sink); started by streams.app.running().
     services: list[Any] = field(default_factory=list)
+    # Run in order on a clean shutdown, before the app stops (the agents' drain).
+    drainers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Run when the processors crash or fail to start, before the app stops (agents say `failed`).
+    on_failure: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.topics = Topics.from_settings(self.settings)
@@ -120,10 +125,23 @@ class Runtime:
         return open_store(s.clickhouse_url, s.data_dir, ttl_days=s.history_ttl_days)
 
     @cached_property
-    def provider(self) -> Provider:
-        from agents.llm.factory import make_provider
+    def router(self) -> Router:
+        """The LLM router over AIOS_LLM_DEPLOYMENTS (or the one provider AIOS_LLM picks)."""
+        from agents.llm.factory import make_deployments
+        from agents.llm.router import Router, RouterConfig
+        from streams.metrics import RouterMetrics
 
-        return make_provider(llm_config(self.settings))
+        s = self.settings
+        deployments = make_deployments(llm_config(s), s.llm_deployments)
+        return Router(deployments, config=RouterConfig(redact_remote=s.llm_redact_pii), observer=RouterMetrics())
+
+    @cached_property
+    def journal(self) -> LlmJournal:
+        """LLM answers by (task, attempt, step), so a replayed assignment never calls again."""
+        from connectors.llm_journal import LlmJournal
+
+        s = self.settings
+        return LlmJournal.from_url(s.redis_url, prefix=s.topic_prefix, ttl_s=s.llm_journal_ttl_s)
 
     async def aclose(self) -> None:
         if "context" in self.__dict__:
@@ -132,5 +150,8 @@ class Runtime:
             await self.in_vector_thread(self.vector.close)
         if "vector_executor" in self.__dict__:
             self.vector_executor.shutdown(wait=True)
-        if "provider" in self.__dict__:
-            await self.provider.aclose()
+        if "router" in self.__dict__:
+            for deployment in self.router.deployments:
+                await deployment.provider.aclose()
+        if "journal" in self.__dict__:
+            await self.journal.aclose()

@@ -94,6 +94,20 @@ class Settings(BaseSettings):
     )
     llm_timeout_s: float = Field(60.0, gt=0)
     llm_max_retries: int = Field(2, ge=0, le=10)
+    llm_deployments: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Router deployments, comma-separated 'provider:model' specs; unset = the one AIOS_LLM picks."
+    )
+    llm_redact_pii: bool = Field(
+        False, description="Mask detected PII for remote calls (restored in the answer) instead of refusing them."
+    )
+    llm_journal_ttl_s: int = Field(
+        7 * 24 * 3600, ge=60, description="How long LLM answers stay recorded by (task, attempt, step) for replays."
+    )
+    agent_tools: bool = Field(
+        True, description="Offer agents the read-only tools (read a dependency's output, search memory)."
+    )
+    heartbeat_interval_s: float = Field(5.0, gt=0, description="How often agent workers publish AgentStatus.")
+    drain_timeout_s: float = Field(60.0, gt=0, description="How long a stopping worker waits for in-flight tasks.")
 
     # Processors
     roles: Annotated[tuple[str, ...], NoDecode] = Field(
@@ -151,7 +165,7 @@ class Settings(BaseSettings):
         """Prompt tokens (system + user) an agent of ``role`` may use."""
         return self.role_prompt_tokens.get(role, self.prompt_tokens)
 
-    @field_validator("roles", mode="before")
+    @field_validator("roles", "llm_deployments", mode="before")
     @classmethod
     def _split_roles(cls, value: object) -> object:
         if isinstance(value, str):
@@ -161,13 +175,21 @@ class Settings(BaseSettings):
     @field_validator("roles")
     @classmethod
     def _check_roles(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from agents.roles import load_roles
+
         if not value:
             raise ValueError("AIOS_ROLES is empty: name at least one role, e.g. AIOS_ROLES=general")
+        registry = load_roles()
         for role in value:
             if not _ROLE.match(role):
                 raise ValueError(
                     f"AIOS_ROLES: {role!r} is not a valid role name "
                     "(lowercase letter first, then a-z 0-9 _ -, at most 40 characters)"
+                )
+            if role not in registry:
+                raise ValueError(
+                    f"AIOS_ROLES: unknown role {role!r}; known roles: {', '.join(registry.names())} "
+                    "(add one to agents/roles.json)"
                 )
         return value
 

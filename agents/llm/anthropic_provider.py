@@ -8,16 +8,15 @@ message_delta events, and maps the SDK's exceptions to ``agents.errors`` in :fun
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import cast
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import anthropic
 import httpx2
-from anthropic.types import MessageParam, RawMessageStreamEvent
+from anthropic.types import MessageParam, RawMessageStreamEvent, ToolParam
 
 from agents.errors import (
     BadRequestError,
@@ -31,7 +30,8 @@ from agents.errors import (
     ProviderUnavailableError,
     RateLimitError,
 )
-from agents.llm.base import ChatRequest, ChatResponse, LlmConfig, Usage
+from agents.llm import wire
+from agents.llm.base import ChatMessage, ChatRequest, ChatResponse, LlmConfig, ToolSpec, Usage
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_MODEL = "claude-haiku-4-5"
@@ -60,15 +60,14 @@ class AnthropicProvider:
         """Stream one message; raise an ``LLMError`` subclass on failure."""
         # The Messages API takes the system prompt as a parameter, not as a turn.
         system = "\n\n".join(m.content for m in request.messages if m.role == "system")
-        messages = [
-            cast(MessageParam, {"role": m.role, "content": m.content})
-            for m in request.messages
-            if m.role != "system"
-        ]
+        messages = _messages(request.messages)
+        extra: dict[str, Any] = {}
+        if request.tools:
+            extra["tools"] = [_tool(t) for t in request.tools]
         started = time.perf_counter()
         ttft_ms: float | None = None
         parts: list[str] = []
-        tally = _UsageTally()
+        tally = _UsageTally(self.name)
         stopped = False
         with mapped_errors(self.name):
             stream = await self._client.messages.create(
@@ -77,6 +76,7 @@ class AnthropicProvider:
                 max_tokens=request.max_tokens,
                 stream=True,
                 system=system or anthropic.omit,
+                **extra,
             )
             async with stream:
                 async for event in stream:
@@ -97,6 +97,7 @@ class AnthropicProvider:
             usage=tally.usage(),
             latency_ms=(time.perf_counter() - started) * 1000,
             ttft_ms=ttft_ms,
+            tool_calls=tally.calls.finish(),
         )
 
     async def aclose(self) -> None:
@@ -113,15 +114,47 @@ def missing_key_error() -> MissingCredentialsError:
     )
 
 
+def _messages(messages: tuple[ChatMessage, ...]) -> list[MessageParam]:
+    # Tool results go back as tool_result blocks of a user turn; consecutive ones share that turn.
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "system":
+            continue
+        if m.role == "tool":
+            block = {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}
+            if out and out[-1]["role"] == "user" and isinstance(out[-1]["content"], list):
+                out[-1]["content"].append(block)
+            else:
+                out.append({"role": "user", "content": [block]})
+        elif m.tool_calls:
+            blocks: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
+            blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": dict(c.arguments)}
+                       for c in m.tool_calls]
+            out.append({"role": "assistant", "content": blocks})
+        else:
+            out.append({"role": m.role, "content": m.content})
+    return cast(list[MessageParam], out)
+
+
+def _tool(t: ToolSpec) -> ToolParam:
+    return cast(ToolParam, {"name": t.name, "description": t.description, "input_schema": dict(t.parameters)})
+
+
 @dataclass
 class _UsageTally:
-    """Usage as the stream reports it: input counts in message_start, output totals in message_delta."""
+    """Usage as the stream reports it: input counts in message_start, output totals in message_delta;
+    tool_use blocks, their JSON input in input_json_delta fragments."""
 
+    provider: str
     started: bool = False
     input_tokens: int = 0
     cache_read: int = 0
     cache_creation: int = 0
     output_tokens: int = 0
+    calls: wire.ToolCallParts = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.calls = wire.ToolCallParts(self.provider)
 
     def read(self, event: RawMessageStreamEvent, provider: str) -> str:
         """Account for ``event``; return the text it carries ('' for all but text deltas)."""
@@ -133,6 +166,11 @@ class _UsageTally:
             self._take(usage, provider, "message_start")
         elif event.type == "message_delta":
             self._take(getattr(event, "usage", None), provider, "message_delta")
+        elif event.type == "content_block_start" and getattr(event.content_block, "type", None) == "tool_use":
+            block = event.content_block
+            self.calls.start(event.index, getattr(block, "id", None), getattr(block, "name", None))
+        elif event.type == "content_block_delta" and getattr(event.delta, "type", None) == "input_json_delta":
+            self.calls.add(event.index, getattr(event.delta, "partial_json", None))
         elif event.type == "content_block_delta" and getattr(event.delta, "type", None) == "text_delta":
             text: object = getattr(event.delta, "text", None)
             if not isinstance(text, str):
@@ -168,21 +206,8 @@ class _UsageTally:
 def mapped_errors(provider: str) -> Iterator[None]:
     """Turn ``anthropic`` SDK exceptions into the most specific ``agents.errors`` class."""
     try:
-        yield
-    except json.JSONDecodeError as exc:
-        raise MalformedResponseError(f"undecodable stream data: {exc}", provider=provider) from exc
-    except anthropic.APIStatusError as exc:
-        raise _status_error(exc, provider) from exc
-    except anthropic.APIResponseValidationError as exc:
-        raise MalformedResponseError(exc.message, provider=provider, status_code=exc.status_code) from exc
-    except anthropic.APITimeoutError as exc:
-        raise ProviderTimeoutError(f"no answer in time: {exc.message}", provider=provider) from exc
-    except anthropic.APIConnectionError as exc:
-        raise ProviderUnavailableError(
-            f"cannot reach the provider: {exc.message}", provider=provider
-        ) from exc
-    except anthropic.APIError as exc:
-        raise ProviderUnavailableError(f"provider error: {exc.message}", provider=provider) from exc
+        with wire.mapped_errors(anthropic, provider, _status_error):
+            yield
     # The SDK wraps transport errors only while sending; once the stream is open, a read timeout
     # or a dropped connection surfaces from its HTTP library (httpx2) as is.
     except httpx2.TimeoutException as exc:
@@ -198,7 +223,7 @@ def _status_error(exc: anthropic.APIStatusError, provider: str) -> LLMError:
     kind, detail = _error_fields(exc.body)
     message = f"{status or 'stream error'}: {kind or 'error'}: {detail or exc.message}"
     if status == 429 or kind == "rate_limit_error":
-        return RateLimitError(message, provider=provider, status_code=status, retry_after=_retry_after(exc))
+        return RateLimitError(message, provider=provider, status_code=status, retry_after=wire.retry_after(exc.response.headers))
     if status == _OVERLOADED or kind == "overloaded_error":
         return OverloadedError(message, provider=provider, status_code=status)
     if status in (401, 403) or kind in ("authentication_error", "permission_error"):
@@ -226,16 +251,3 @@ def _error_fields(body: object) -> tuple[str | None, str | None]:
         return None, None
     kind, detail = error.get("type"), error.get("message")
     return (kind if isinstance(kind, str) else None), (detail if isinstance(detail, str) else None)
-
-
-def _retry_after(exc: anthropic.APIStatusError) -> float | None:
-    headers = exc.response.headers
-    for header, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(header)
-        if value is None:
-            continue
-        try:
-            return float(value) / divisor
-        except ValueError:
-            continue  # an HTTP-date: rare for LLM APIs, and the SDK already honoured it
-    return None

@@ -4,32 +4,63 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-ROLES = frozenset({"system", "user", "assistant"})
+ROLES = frozenset({"system", "user", "assistant", "tool"})
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A function the model may call: its name, what it does, and its arguments as JSON Schema."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """The model asked to call ``name`` with ``arguments``; ``id`` pairs it with its result."""
+
+    id: str
+    name: str
+    arguments: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
 class ChatMessage:
-    """One turn of a conversation; ``role`` is system, user or assistant."""
+    """One turn of a conversation; ``role`` is system, user, assistant or tool.
+
+    An assistant turn may carry ``tool_calls``; a tool turn is the result of the call
+    ``tool_call_id`` names.
+    """
 
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
     def __post_init__(self) -> None:
         # Fail where the message is built, not deep inside a vendor SDK.
         if self.role not in ROLES:
             raise ValueError(f"role must be one of {sorted(ROLES)}, not {self.role!r}")
+        if (self.role == "tool") != (self.tool_call_id is not None):
+            raise ValueError("a tool message needs tool_call_id, and only a tool message has one")
 
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """What to ask. ``metadata`` is for our own tracing (task id, attempt); it is not sent."""
+    """What to ask. ``metadata`` is for our own tracing (task id, attempt); it is not sent.
+
+    ``response_schema`` asks for structured output: one JSON object meeting that JSON Schema.
+    """
 
     messages: tuple[ChatMessage, ...]
     max_tokens: int = 1024
     temperature: float = 0.2
     metadata: Mapping[str, str] = field(default_factory=dict)
+    response_schema: Mapping[str, Any] | None = None
+    tools: tuple[ToolSpec, ...] = ()  # functions the model may call instead of answering
 
     def last_user_text(self) -> str:
         """The content of the last user message, or '' when there is none."""
@@ -67,6 +98,7 @@ class ChatResponse:
     latency_ms: float
     ttft_ms: float | None
     offline: bool = False
+    tool_calls: tuple[ToolCall, ...] = ()  # when set, the model wants these run before it answers
 
 
 @runtime_checkable

@@ -99,17 +99,22 @@ class Catalogue:
         return len(self._models)
 
 
-@cache
-def load_catalogue() -> Catalogue:
-    """The catalogue shipped with the package (read once, then cached)."""
-    text = resources.files("agents.llm").joinpath("models.json").read_text(encoding="utf-8")
+def packaged_json(package: str, filename: str, origin: str) -> dict[str, Any]:
+    """A JSON object shipped inside ``package``; ``ConfigError`` naming ``origin`` when it is not one."""
+    text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{CATALOGUE_FILE} is not valid JSON: {exc}") from exc
+        raise ConfigError(f"{origin} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"{CATALOGUE_FILE} must hold a JSON object")
-    return Catalogue.from_dict(data)
+        raise ConfigError(f"{origin} must hold a JSON object")
+    return data
+
+
+@cache
+def load_catalogue() -> Catalogue:
+    """The catalogue shipped with the package (read once, then cached)."""
+    return Catalogue.from_dict(packaged_json("agents.llm", "models.json", CATALOGUE_FILE))
 
 
 def cost_usd(info: ModelInfo, usage: Usage) -> float:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from agents.llm.base import LlmConfig, Provider
 from agents.llm.catalogue import load_catalogue
+from agents.llm.router import Deployment
 from schemas.errors import ConfigError
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
@@ -95,6 +96,37 @@ def make_provider(config: LlmConfig) -> Provider:
     # Fail at start-up, not after a paid call: every model needs prices in the catalogue.
     load_catalogue().get(choice.provider, choice.model)
     return PROVIDERS[choice.provider](choice.model, config)
+
+
+def make_deployments(config: LlmConfig, specs: Sequence[str] = ()) -> list[Deployment]:
+    """One router deployment per ``'provider:model'`` spec, or the single one ``config`` selects.
+
+    With no specs the router has one deployment, so a one-provider setup behaves as before.
+    """
+    if not specs:
+        choice = resolve(config)
+        specs = [f"{choice.provider}:{choice.model}"]
+    deployments: list[Deployment] = []
+    try:
+        for spec in dict.fromkeys(specs):  # a spec named twice is one deployment
+            provider = make_provider(replace(config, spec=spec))
+            info = load_catalogue().get(provider.name, provider.model)
+            deployments.append(Deployment(info.spec, provider, info))
+    except BaseException:
+        for built in deployments:  # do not leak the clients already opened
+            _close_later(built.provider)
+        raise
+    return deployments
+
+
+def _close_later(provider: Provider) -> None:
+    import asyncio
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return  # no loop: nothing was connected yet, the pool is only created on first use
+    loop.create_task(provider.aclose())
 
 
 def describe_choice(config: LlmConfig) -> str:

@@ -8,8 +8,11 @@ mistakes it for model output.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from agents.llm.base import ChatRequest, ChatResponse, Usage
 
@@ -38,6 +41,8 @@ class OfflineProvider:
         """Build a labelled, task-shaped answer from the last user message."""
         started = time.perf_counter()
         text = offline_answer(request.last_user_text())
+        if request.response_schema is not None:
+            text = json.dumps(offline_instance(request.response_schema, text))
         elapsed_ms = (time.perf_counter() - started) * 1000
         input_tokens = sum(len(m.content.split()) for m in request.messages)
         return ChatResponse(
@@ -89,3 +94,24 @@ def _keywords(prompt: str) -> list[str]:
         if word not in _STOPWORDS:
             seen.setdefault(word, None)
     return list(seen)
+
+
+def offline_instance(schema: Mapping[str, Any], answer: str, name: str = "") -> Any:
+    """A value meeting ``schema`` (the subset role contracts use), with ``answer`` in ``summary``.
+
+    Objects get every property they declare, arrays their ``minItems`` items, enums their first
+    value; strings say they are offline, so structured output is as clearly labelled as text.
+    """
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        props: Mapping[str, Any] = schema.get("properties", {})
+        return {key: offline_instance(sub, answer, key) for key, sub in props.items()}
+    if kind == "array":
+        return [offline_instance(schema.get("items", {}), answer, name) for _ in range(schema.get("minItems", 0))]
+    if kind in ("integer", "number"):
+        return schema.get("minimum", 0)
+    if kind == "boolean":
+        return False
+    return answer if name == "summary" else f"{OFFLINE_LABEL} {name or 'value'}"

@@ -7,15 +7,14 @@ module streams the answer to measure time-to-first-token and maps the SDK's exce
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import cast
+from typing import Any, cast
 
 import openai
 from openai.types import CompletionUsage
-from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam, ChatCompletionToolParam
 
 from agents.errors import (
     BadRequestError,
@@ -29,7 +28,8 @@ from agents.errors import (
     ProviderUnavailableError,
     RateLimitError,
 )
-from agents.llm.base import ChatRequest, ChatResponse, LlmConfig, Usage
+from agents.llm import wire
+from agents.llm.base import ChatMessage, ChatRequest, ChatResponse, LlmConfig, ToolSpec, Usage
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -57,12 +57,18 @@ class OpenAIProvider:
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         """Stream one chat completion; raise an ``LLMError`` subclass on failure."""
-        messages = [
-            cast(ChatCompletionMessageParam, {"role": m.role, "content": m.content}) for m in request.messages
-        ]
+        messages = [_message(m) for m in request.messages]
+        extra: dict[str, Any] = {}
+        if request.tools:
+            extra["tools"] = [_tool(t) for t in request.tools]
+        if request.response_schema is not None and not request.tools:
+            # Non-strict: role contracts use JSON Schema features strict mode does not accept.
+            extra["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "answer", "schema": dict(request.response_schema), "strict": False}}
         started = time.perf_counter()
         ttft_ms: float | None = None
         parts: list[str] = []
+        calls = wire.ToolCallParts(self.name)
         usage: Usage | None = None
         chunks = 0
         with mapped_errors(self.name):
@@ -73,11 +79,12 @@ class OpenAIProvider:
                 temperature=request.temperature,
                 stream=True,
                 stream_options={"include_usage": True},
+                **extra,
             )
             async with stream:
                 async for chunk in stream:
                     chunks += 1
-                    text = _delta_text(chunk, self.name)
+                    text = _delta_text(chunk, self.name, calls)
                     if text:
                         if ttft_ms is None:
                             ttft_ms = (time.perf_counter() - started) * 1000
@@ -94,6 +101,7 @@ class OpenAIProvider:
             usage=usage or Usage(0, 0),
             latency_ms=(time.perf_counter() - started) * 1000,
             ttft_ms=ttft_ms,
+            tool_calls=calls.finish(),
         )
 
     async def aclose(self) -> None:
@@ -117,7 +125,22 @@ def _usage(reported: CompletionUsage) -> Usage:
     return Usage(reported.prompt_tokens, reported.completion_tokens, cached_input_tokens=cached or 0)
 
 
-def _delta_text(chunk: ChatCompletionChunk, provider: str) -> str:
+def _message(m: ChatMessage) -> ChatCompletionMessageParam:
+    if m.role == "tool":
+        return cast(ChatCompletionMessageParam, {"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content})
+    if m.tool_calls:
+        calls = [{"id": c.id, "type": "function",
+                  "function": {"name": c.name, "arguments": json.dumps(dict(c.arguments))}} for c in m.tool_calls]
+        return cast(ChatCompletionMessageParam, {"role": "assistant", "content": m.content or None, "tool_calls": calls})
+    return cast(ChatCompletionMessageParam, {"role": m.role, "content": m.content})
+
+
+def _tool(t: ToolSpec) -> ChatCompletionToolParam:
+    return {"type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": dict(t.parameters)}}
+
+
+def _delta_text(chunk: ChatCompletionChunk, provider: str, calls: wire.ToolCallParts) -> str:
     # The SDK builds chunks without validation, so a server speaking a different format shows up
     # here as missing or mistyped fields rather than as an exception.
     choices: object = chunk.choices
@@ -125,7 +148,12 @@ def _delta_text(chunk: ChatCompletionChunk, provider: str) -> str:
         raise MalformedResponseError("a stream chunk has no 'choices' list", provider=provider)
     if not choices:
         return ""  # the final usage chunk carries no choices
-    content: object = getattr(getattr(choices[0], "delta", None), "content", None)
+    delta = getattr(choices[0], "delta", None)
+    for call in getattr(delta, "tool_calls", None) or ():
+        function = getattr(call, "function", None)
+        calls.start(call.index, getattr(call, "id", None), getattr(function, "name", None))
+        calls.add(call.index, getattr(function, "arguments", None))
+    content: object = getattr(delta, "content", None)
     if content is None:
         return ""
     if not isinstance(content, str):
@@ -133,33 +161,16 @@ def _delta_text(chunk: ChatCompletionChunk, provider: str) -> str:
     return content
 
 
-@contextmanager
-def mapped_errors(provider: str) -> Iterator[None]:
+def mapped_errors(provider: str) -> contextlib.AbstractContextManager[None]:
     """Turn ``openai`` SDK exceptions into the most specific ``agents.errors`` class."""
-    try:
-        yield
-    except json.JSONDecodeError as exc:
-        raise MalformedResponseError(f"undecodable stream data: {exc}", provider=provider) from exc
-    except openai.APIStatusError as exc:
-        raise _status_error(exc, provider) from exc
-    except openai.APIResponseValidationError as exc:
-        raise MalformedResponseError(exc.message, provider=provider, status_code=exc.status_code) from exc
-    except openai.APITimeoutError as exc:
-        raise ProviderTimeoutError(f"no answer in time: {exc.message}", provider=provider) from exc
-    except openai.APIConnectionError as exc:
-        raise ProviderUnavailableError(
-            f"cannot reach the provider: {exc.message}", provider=provider
-        ) from exc
-    except openai.APIError as exc:
-        # An error event inside an otherwise healthy stream: the provider failed mid-answer.
-        raise ProviderUnavailableError(f"error during streaming: {exc.message}", provider=provider) from exc
+    return wire.mapped_errors(openai, provider, _status_error)
 
 
 def _status_error(exc: openai.APIStatusError, provider: str) -> LLMError:
     status = exc.status_code
     message = f"{status}: {exc.message}"
     if isinstance(exc, openai.RateLimitError):
-        retry_after = _retry_after(exc)
+        retry_after = wire.retry_after(exc.response.headers)
         return RateLimitError(message, provider=provider, status_code=status, retry_after=retry_after)
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
         return ProviderAuthError(message, provider=provider, status_code=status)
@@ -172,16 +183,3 @@ def _status_error(exc: openai.APIStatusError, provider: str) -> LLMError:
     if status >= 500 or status == 409:
         return ProviderUnavailableError(message, provider=provider, status_code=status)
     return BadRequestError(message, provider=provider, status_code=status)
-
-
-def _retry_after(exc: openai.APIStatusError) -> float | None:
-    headers = exc.response.headers
-    for header, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(header)
-        if value is None:
-            continue
-        try:
-            return float(value) / divisor
-        except ValueError:
-            continue  # an HTTP-date: rare for LLM APIs, and the SDK already honoured it
-    return None

@@ -8,7 +8,8 @@ them restored, so the values never leave the machine.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 # Each detector is a name and a pattern. Ordered: keys before card numbers before phones, so a
@@ -19,6 +20,27 @@ DEFAULT_PATTERNS: Mapping[str, str] = {
     "CARD": r"\b(?:\d[ -]?){13,19}\b",
     "PHONE": r"(?<![\w+])\+?\d{1,3}?[ .-]?\(?\d{2,4}\)?[ .-]?\d{3,4}[ .-]?\d{3,4}\b",
 }
+
+
+_KEY_PREFIXES = ("sk-", "sk_", "pk-", "pk_", "rk-", "rk_", "ghp-", "ghp_", "gho-", "gho_", "xoxa", "xoxb", "xoxp",
+                 "AKIA")
+_MIN_PHONE_DIGITS = 8  # the shortest number PHONE matches has 2 + 3 + 3 digits; CARD needs 13
+
+
+def _enough_digits(text: str) -> bool:
+    # \d also matches non-ASCII digits, which str.count below does not see: such texts are scanned.
+    return not text.isascii() or sum(map(text.count, "0123456789")) >= _MIN_PHONE_DIGITS
+
+
+# A cheap test, in C, that must pass before a default detector's regex can match: the regexes try
+# every position of the text, which over a few kB of prompt was most of a routing decision.
+_MAY_MATCH: Mapping[str, Callable[[str], bool]] = {
+    "API_KEY": lambda t: any(p in t for p in _KEY_PREFIXES),
+    "EMAIL": lambda t: "@" in t,
+    "CARD": _enough_digits,
+    "PHONE": _enough_digits,
+}
+_CACHE_SIZE = 256
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -46,12 +68,17 @@ class PiiDetector:
     patterns: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_PATTERNS))
 
     def __post_init__(self) -> None:
-        self._compiled = [(kind, re.compile(p)) for kind, p in self.patterns.items()]
+        # Prefilters apply only to the default patterns they were written for.
+        self._compiled = [(kind, re.compile(p), _MAY_MATCH.get(kind) if p == DEFAULT_PATTERNS.get(kind) else None)
+                          for kind, p in self.patterns.items()]
+        self._seen: OrderedDict[str, bool] = OrderedDict()
 
     def find(self, text: str) -> list[Finding]:
         taken: list[tuple[int, int]] = []
         found: list[Finding] = []
-        for kind, pattern in self._compiled:
+        for kind, pattern, may_match in self._compiled:
+            if may_match is not None and not may_match(text):
+                continue
             for m in pattern.finditer(text):
                 if any(m.start() < end and start < m.end() for start, end in taken):
                     continue  # already claimed by an earlier, more specific detector
@@ -62,7 +89,16 @@ class PiiDetector:
         return sorted(found, key=lambda f: f.start)
 
     def contains_pii(self, texts: Iterable[str]) -> bool:
-        return any(self.find(t) for t in texts)
+        return any(self._has_pii(t) for t in texts)
+
+    def _has_pii(self, text: str) -> bool:
+        # A role's system prompt is the same string on every call: remember recent answers.
+        known = self._seen.get(text)
+        if known is None:
+            known = self._seen[text] = bool(self.find(text))
+            if len(self._seen) > _CACHE_SIZE:
+                self._seen.popitem(last=False)
+        return known
 
 
 @dataclass

@@ -14,18 +14,20 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from agents.errors import (
     BadRequestError,
     BudgetExceededError,
     ContextTooLongError,
+    CoolingDownError,
     LLMError,
     NoDeploymentError,
     ProviderAuthError,
     RateLimitError,
 )
-from agents.llm.base import ChatMessage, ChatRequest, ChatResponse, Provider, Usage
-from agents.llm.catalogue import TIERS, ModelInfo, Tier, cost_usd
+from agents.llm.base import ChatRequest, ChatResponse, Provider, Usage
+from agents.llm.catalogue import TIERS, ModelInfo, Tier, cost_usd, load_catalogue
 from agents.llm.privacy import PiiDetector, Redaction
 
 
@@ -97,6 +99,14 @@ class RouterConfig:
     chars_per_token: float = 4.0  # the context pre-check's estimate (conservative for English)
 
 
+class RouterObserver(Protocol):
+    """Told of every decision and cooldown (``streams`` counts them in Prometheus)."""
+
+    def decision(self, strategy: str, deployment: str) -> None: ...
+
+    def cooldown(self, deployment: str, reason: str) -> None: ...
+
+
 _COOLDOWN_ERRORS = (RateLimitError,)
 _TIER_RANK = {t: i for i, t in enumerate(TIERS)}
 
@@ -108,7 +118,20 @@ class Router:
     detector: PiiDetector = field(default_factory=PiiDetector)
     clock: Callable[[], float] = time.monotonic
     rng: random.Random = field(default_factory=random.Random)
+    observer: RouterObserver | None = None
     _sticky: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def single(cls, provider: Provider, **kwargs: object) -> Router:
+        """A router over one provider: the same decisions path, one deployment to choose."""
+        info = load_catalogue().get(provider.name, provider.model)  # unknown models are an error
+        return cls([Deployment(info.spec, provider, info)], **kwargs)  # type: ignore[arg-type]
+
+    def cap_tier(self, tier: Tier) -> Tier:
+        """``tier``, lowered to the best tier configured: a role's default tier is a preference,
+        so a setup with only small models still serves a role that prefers large ones."""
+        best = max((_TIER_RANK[d.info.tier] for d in self.deployments), default=0)
+        return TIERS[min(_TIER_RANK[tier], best)]
 
     def candidates(self, route: Route) -> tuple[list[Deployment], bool]:
         """Eligible deployments in the order to try them, and whether the prompt must be redacted."""
@@ -146,7 +169,8 @@ class Router:
 
     def _order(self, pool: list[Deployment], route: Route) -> list[Deployment]:
         if route.strategy is Strategy.COST:
-            return sorted(pool, key=lambda d: (self.worst_case_cost(d, route.request), d.name))
+            worst = Usage(input_tokens=self.estimate_tokens(route.request), output_tokens=route.request.max_tokens)
+            return sorted(pool, key=lambda d: (cost_usd(d.info, worst), d.name))  # one estimate for all
         if route.strategy is Strategy.LATENCY:
             # Unmeasured deployments go first, so every one gets measured.
             return sorted(pool, key=lambda d: (d.ttft_ewma_ms is not None, d.ttft_ewma_ms or 0.0, d.name))
@@ -173,9 +197,9 @@ class Router:
         healthy = [d for d in candidates if d.cooldown_until <= now]
         if not healthy:
             ready_in = min(d.cooldown_until for d in candidates) - now
-            raise NoDeploymentError(
+            raise CoolingDownError(
                 f"all {len(candidates)} eligible deployments are cooling down after failures; "
-                f"the first is ready again in {ready_in:.1f}s", provider="router")
+                f"the first is ready again in {ready_in:.1f}s", provider="router", retry_after=ready_in)
         chain: list[str] = []
         last: LLMError | None = None
         for d in healthy:
@@ -187,6 +211,8 @@ class Router:
                 )
                 continue
             chain.append(d.name)
+            if self.observer is not None:
+                self.observer.decision(route.strategy.value, d.name)
             masking = Redaction() if redact and not d.local else None
             request = _masked(route.request, masking, self.detector)
             d.in_flight += 1
@@ -219,12 +245,18 @@ class Router:
             self._sticky[route.sticky_key] = d.name
 
     def _on_failure(self, d: Deployment, exc: LLMError) -> None:
-        if isinstance(exc, (BadRequestError, ProviderAuthError)) and not isinstance(exc, ContextTooLongError):
-            return  # not the deployment's health: do not cool it down
+        if isinstance(exc, (BadRequestError, ProviderAuthError)):
+            return  # the request or the key, not the deployment's health: do not cool it down
+        if len(self.deployments) < 2:
+            # Nothing to fall back to: a cooldown would only fail the caller's own paced retries
+            # (the SDK's, the orchestrator's backoff) without calling.
+            return
         wait = self.config.base_cooldown_s
         if isinstance(exc, _COOLDOWN_ERRORS) and exc.retry_after:
             wait = max(wait, exc.retry_after)
         d.cooldown_until = self.clock() + min(wait, self.config.max_cooldown_s)
+        if self.observer is not None:
+            self.observer.cooldown(d.name, type(exc).__name__)
         for key, name in list(self._sticky.items()):
             if name == d.name:
                 del self._sticky[key]  # an unhealthy deployment loses its sticky projects
@@ -233,5 +265,5 @@ class Router:
 def _masked(request: ChatRequest, masking: Redaction | None, detector: PiiDetector) -> ChatRequest:
     if masking is None:
         return request
-    return replace(request, messages=tuple(ChatMessage(m.role, masking.mask(m.content, detector))
+    return replace(request, messages=tuple(replace(m, content=masking.mask(m.content, detector))
                                           for m in request.messages))

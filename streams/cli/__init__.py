@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from schemas.errors import AiosError
+from streams.cli.agents import agents
 from streams.cli.bench import bench
 from streams.cli.demo import demo
 from streams.cli.dev import dev
@@ -22,7 +23,8 @@ def cli() -> None:
     """AIOS: a streaming multi-agent platform on Kafka."""
 
 
-for command in (dev, topics, submit, tail, up, worker, demo, bench, db, stats, status, cancel, approve, reject, memory):
+for command in (dev, topics, submit, tail, up, worker, demo, bench, db, stats, status, cancel, approve, reject, memory,
+                agents):
     cli.add_command(command)
 
 

@@ -82,3 +82,37 @@ def sink_cmd(rows: int, stats_rows: int, batch: int | None, as_json: bool) -> No
                   f"{doc['sink']['insert_s']:.2f}s; `aios stats` over {doc['stats']['rows_per_table']} rows "
                   f"per table: median {q['all projects']['median']} ms (one project "
                   f"{q['one project']['median']} ms)")
+
+
+@bench.command("router")
+@click.option("--decisions", default=20_000, show_default=True, help="Routing decisions timed per strategy.")
+@click.option("--calls", default=300, show_default=True, help="Calls per path against the local server.")
+@click.option("--base-url", default=None, help="An OpenAI-compatible server [default: the wire-format fake].")
+@json_option
+def router_cmd(decisions: int, calls: int, base_url: str | None, as_json: bool) -> None:
+    """Routing decision overhead per strategy (µs), and calls/s: router vs provider vs raw SDK."""
+    from streams.bench_router import bench_router
+
+    if decisions < 100 or calls < 10:
+        raise click.BadParameter("--decisions must be ≥ 100 and --calls ≥ 10")
+    try:
+        with progress("samples", total=5 * decisions + 3 * calls, enabled=not as_json) as bar:
+            doc = bench_router(decisions=decisions, calls=calls, base_url=base_url, tick=bar.advance)
+    except AiosError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        emit_json(doc)
+        return
+    d = doc["decision"]
+    table = Table("decision", "p50 µs", "p99 µs", "mean µs")
+    for name, f in [*d["strategies"].items(), ("baseline: first in list", d["baseline_first_in_list"])]:
+        table.add_row(name, f"{f['p50_us']:.1f}", f"{f['p99_us']:.1f}", f"{f['mean_us']:.1f}")
+    console.print(f"{d['deployments']} deployments, {d['prompt_chars']}-character prompt, "
+                  f"{d['decisions']} decisions per strategy")
+    console.print(table)
+    c = doc["calls"]
+    calls_table = Table("path", "calls/s", "p50 µs", "p99 µs")
+    for name in ("raw_sdk", "provider", "router"):
+        calls_table.add_row(name, f"{c[name]['calls_per_s']:.0f}", f"{c[name]['p50_us']:.0f}",
+                            f"{c[name]['p99_us']:.0f}")
+    console.print(calls_table)

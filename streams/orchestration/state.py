@@ -19,6 +19,8 @@ from streams.orchestration.plan import Plan, PlannedTask
 PERMANENT_ERRORS = frozenset({
     "ProviderAuthError", "BadRequestError", "ContextTooLongError", "UnknownModelError",
     "NoDeploymentError", "BudgetExceededError", "MissingCredentialsError",
+    # A role's output contract broken twice in one attempt (agents.runner.INVALID_OUTPUT).
+    "invalid_output",
 })
 
 

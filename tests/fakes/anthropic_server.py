@@ -50,6 +50,13 @@ class Behaviour:
     cache_read_input_tokens: int = 0
     headers: tuple[tuple[str, str], ...] = ()
     body: dict[str, Any] | None = None  # the error body for non-200 statuses
+    tool_calls: tuple[tuple[str, dict[str, Any]], ...] = ()  # (name, input): tool_use blocks, no text
+
+
+def tool_call(name: str, **arguments: Any) -> Behaviour:
+    """Answer with a tool_use block for ``name`` (streamed as the API does: content_block_start,
+    input_json_delta fragments, stop_reason ``tool_use``)."""
+    return Behaviour(tool_calls=((name, arguments),))
 
 
 def ok(text: str | None = None, *, cache_read_input_tokens: int = 0) -> Behaviour:
@@ -133,6 +140,7 @@ def _handler_for(fake: FakeAnthropic) -> type[BaseHTTPRequestHandler]:
 
 class _MessagesHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive and chunked streaming, as the real API
+    disable_nagle_algorithm = True  # each SSE event goes out at once, not after a delayed ACK (~40 ms)
     timeout = 10  # idle keep-alive connections end instead of pinning a thread
     server_fake: FakeAnthropic
 
@@ -170,10 +178,13 @@ class _MessagesHandler(BaseHTTPRequestHandler):
             self._chunk(b"event: message_start\ndata: {this is not json\n\n")
             self._chunk(b"")
             return
-        text = _reply(body, behaviour)
+        text = "" if behaviour.tool_calls else _reply(body, behaviour)
         usage = _usage(body, text, behaviour)
         start_usage = {**usage, "output_tokens": 1}  # the real API reports a token or so up front
         self._event("message_start", {"type": "message_start", "message": _message(body, "", start_usage)})
+        if behaviour.tool_calls:
+            self._tool_use(behaviour, usage)
+            return
         self._event(
             "content_block_start",
             {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
@@ -199,6 +210,20 @@ class _MessagesHandler(BaseHTTPRequestHandler):
             )
             self._event("message_stop", {"type": "message_stop"})
         self._chunk(b"")  # the terminating zero-length chunk
+
+    def _tool_use(self, behaviour: Behaviour, usage: dict[str, int]) -> None:
+        for i, (name, arguments) in enumerate(behaviour.tool_calls):
+            block = {"type": "tool_use", "id": f"toolu_{i}", "name": name, "input": {}}
+            self._event("content_block_start", {"type": "content_block_start", "index": i, "content_block": block})
+            encoded = json.dumps(arguments)
+            for fragment in (encoded[: len(encoded) // 2], encoded[len(encoded) // 2 :]):
+                delta = {"type": "input_json_delta", "partial_json": fragment}
+                self._event("content_block_delta", {"type": "content_block_delta", "index": i, "delta": delta})
+            self._event("content_block_stop", {"type": "content_block_stop", "index": i})
+        self._event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                                      "usage": {"output_tokens": 5}})
+        self._event("message_stop", {"type": "message_stop"})
+        self._chunk(b"")
 
     def _event(self, name: str, obj: dict[str, Any]) -> None:
         self._chunk(f"event: {name}\ndata: {json.dumps(obj)}\n\n".encode())

@@ -36,6 +36,13 @@ class Behaviour:
     malformed: bool = False
     headers: tuple[tuple[str, str], ...] = ()
     body: dict[str, Any] | None = None  # the error body for non-200 statuses
+    tool_calls: tuple[tuple[str, dict[str, Any]], ...] = ()  # (name, arguments): call tools, no text
+
+
+def tool_call(name: str, **arguments: Any) -> Behaviour:
+    """Answer with a call of tool ``name`` (streamed as the API does: id and name, then the
+    arguments' JSON in fragments, finish_reason ``tool_calls``)."""
+    return Behaviour(tool_calls=((name, arguments),))
 
 
 def ok(text: str | None = None) -> Behaviour:
@@ -112,6 +119,7 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
 
 class _ChatHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive and chunked streaming, as the real API
+    disable_nagle_algorithm = True  # each SSE event goes out at once, not after a delayed ACK (~40 ms)
     timeout = 10  # idle keep-alive connections end instead of pinning a thread
     server_fake: FakeOpenAI
 
@@ -147,11 +155,18 @@ class _ChatHandler(BaseHTTPRequestHandler):
             self._chunk(b"data: {this is not json\n\n")
         else:
             time.sleep(behaviour.first_token_delay)
-            text = _reply(body, behaviour)
-            self._event(_chunk_obj(body, {"role": "assistant", "content": ""}, None))
+            text = "" if behaviour.tool_calls else _reply(body, behaviour)
+            self._event(_chunk_obj(body, {"role": "assistant", "content": None if behaviour.tool_calls else ""}, None))
             for piece in _pieces(text):
                 self._event(_chunk_obj(body, {"content": piece}, None))
-            self._event(_chunk_obj(body, {}, "stop"))
+            for i, (name, arguments) in enumerate(behaviour.tool_calls):
+                head = {"index": i, "id": f"call_{i}", "type": "function", "function": {"name": name, "arguments": ""}}
+                self._event(_chunk_obj(body, {"tool_calls": [head]}, None))
+                encoded = json.dumps(arguments)
+                for fragment in (encoded[: len(encoded) // 2], encoded[len(encoded) // 2 :]):
+                    self._event(_chunk_obj(body, {"tool_calls": [{"index": i, "function": {"arguments": fragment}}]},
+                                           None))
+            self._event(_chunk_obj(body, {}, "tool_calls" if behaviour.tool_calls else "stop"))
             if (body.get("stream_options") or {}).get("include_usage"):
                 usage_chunk = _chunk_obj(body, None, None)
                 usage_chunk["usage"] = _usage(body, text)

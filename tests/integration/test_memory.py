@@ -119,7 +119,9 @@ def test_the_prompt_stays_within_the_role_budget(counter: TokenCounter) -> None:
     history = [f"[backend] task t-{n}: build part {n} of the billing service\n=> done, tests pass " * 3
                for n in range(60)]
     summary = EXTRACTIVE_LABEL + "\n" + "\n".join(f"- earlier decision {n} about invoices" for n in range(40))
-    task = AgentTask("t-61", "p", "backend", "Add refunds to the billing service " * 20,
+    # general: a free-text role, whose short persona leaves room in a 120-token budget (a
+    # structured role's system prompt carries its JSON Schema contract, ~200 tokens).
+    task = AgentTask("t-61", "p", "general", "Add refunds to the billing service " * 20,
                      context={"t-60": "the invoice schema " * 100}, history=history, summary=summary,
                      recall=["a recalled memory about refunds"])
     for tokens in (120, 400, 1500):

@@ -19,7 +19,7 @@ from tests.fakes.openai_server import FakeOpenAI, context_too_long, ok, status
 TASK = AgentTask(
     task_id="t-2",
     project_id="p-1",
-    role="backend",
+    role="general",
     description="Implement the orders endpoint",
     attempt=2,
     context={"t-1": "Schema: orders(id, total)"},
@@ -30,12 +30,12 @@ TASK = AgentTask(
 def test_request_names_role_and_carries_task_dependencies_and_history() -> None:
     request = build_request(TASK)
     system, user = request.messages
-    assert system.role == "system" and "backend" in system.content
+    assert system.role == "system" and "general agent" in system.content
     assert user.role == "user"
     assert user.content.startswith("Task: Implement the orders endpoint")
     assert "[t-1]\nSchema: orders(id, total)" in user.content
     assert user.content.index("we use postgres") < user.content.index("split into two tasks")
-    assert request.metadata == {"task_id": "t-2", "project_id": "p-1", "role": "backend", "attempt": "2"}
+    assert request.metadata == {"task_id": "t-2", "project_id": "p-1", "role": "general", "attempt": "2"}
 
 
 def test_request_is_trimmed_to_budget_keeping_newest_history() -> None:
@@ -67,7 +67,7 @@ async def test_run_task_with_offline_provider() -> None:
 
 
 class _Failing:
-    name, model, offline = "failing", "none", False
+    name, model, offline = "openai", "gpt-4o-mini", False  # a catalogue entry: the router prices it
 
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
@@ -80,7 +80,7 @@ class _Failing:
 
 
 async def test_llm_errors_become_failed_outcomes() -> None:
-    outcome = await run_task(_Failing(RateLimitError("slow down", provider="failing", retry_after=3)), TASK)
+    outcome = await run_task(_Failing(RateLimitError("slow down", provider="openai", retry_after=3)), TASK)
     assert not outcome.ok
     assert outcome.output == ""
     assert outcome.error == "slow down"
@@ -124,7 +124,7 @@ async def test_run_task_against_the_fake_anthropic_server(
     assert good.response.usage.output_tokens == 3
     # The system prompt travels as Anthropic's `system` parameter, the task as the user turn.
     sent = fake_anthropic.requests[0].body
-    assert "backend agent" in sent["system"]
+    assert "general agent" in sent["system"]
     assert [m["role"] for m in sent["messages"]] == ["user"]
     assert (too_long.ok, too_long.error_type) == (False, ContextTooLongError.__name__)
     assert (overloaded.ok, overloaded.error_type) == (False, "OverloadedError")

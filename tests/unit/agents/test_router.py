@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from agents.errors import BadRequestError, BudgetExceededError, NoDeploymentError
+from agents.errors import BadRequestError, BudgetExceededError, CoolingDownError, NoDeploymentError
 from agents.llm.base import ChatMessage, ChatRequest, LlmConfig
 from agents.llm.catalogue import ModelInfo, Tier
 from agents.llm.openai_provider import OpenAIProvider
@@ -114,14 +114,26 @@ async def test_429_cools_down_honours_retry_after_and_falls_back(
 
 async def test_5xx_cools_down_and_all_cooling_is_a_clear_error(
         make: Callable[..., tuple[Deployment, FakeOpenAI]]) -> None:
-    only, srv = make("only")
+    first, first_srv = make("first")
+    second, second_srv = make("second")
     clock = Clock()
-    router = Router([only], config=RouterConfig(base_cooldown_s=5.0), clock=clock)
+    router = Router([first, second], config=RouterConfig(base_cooldown_s=5.0), clock=clock)
+    first_srv.script(status(500))
+    second_srv.script(status(503))
+    with pytest.raises(Exception, match="503|nternal|unavailable"):
+        await router.complete(Route(ask()))
+    with pytest.raises(CoolingDownError, match="cooling down.*ready again in 5.0s") as cooling:
+        await router.complete(Route(ask()))
+    assert cooling.value.retry_after == pytest.approx(5.0)  # retryable: the orchestrator backs off
+
+
+async def test_a_single_deployment_is_not_cooled_down(make: Callable[..., tuple[Deployment, FakeOpenAI]]) -> None:
+    only, srv = make("only")
+    router = Router([only], config=RouterConfig(base_cooldown_s=5.0), clock=Clock())
     srv.script(status(500))
     with pytest.raises(Exception, match="500|nternal|unavailable"):
         await router.complete(Route(ask()))
-    with pytest.raises(NoDeploymentError, match="cooling down.*ready again in 5.0s"):
-        await router.complete(Route(ask()))
+    assert (await router.complete(Route(ask()))).deployment == "only", "nothing to fall back to: call again"
 
 
 async def test_restricted_data_never_reaches_a_remote_server(

@@ -1,0 +1,104 @@
+"""Tools an agent's model may call (function calling): a small interface and read-only tools.
+
+A tool has a :class:`~agents.llm.base.ToolSpec` (name, description, JSON Schema arguments) and an
+async ``run``. What a tool may read comes in a :class:`ToolContext` built by the worker, so tools
+stay free of Kafka and of stores. A bad call (unknown tool, arguments that break the schema) is
+answered with an error text the model can act on, not an exception: the model made the mistake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from jsonschema.validators import Draft202012Validator
+
+from agents.llm.base import ToolCall, ToolSpec
+
+MAX_TOOL_ROUNDS = 4  # rounds of tool calls before the model must answer
+MAX_RESULT_CHARS = 8_000  # a tool result is a prompt part too: keep it bounded
+
+Search = Callable[[str, int], Awaitable[Sequence[str]]]
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What tools may read for one task: its dependencies' outputs, and a memory search."""
+
+    outputs: Mapping[str, str] = field(default_factory=dict)
+    search: Search | None = None
+
+
+class Tool(Protocol):
+    spec: ToolSpec
+
+    async def run(self, arguments: Mapping[str, Any], ctx: ToolContext) -> str:
+        """The result the model reads; raise nothing for a bad request, say what was wrong."""
+        ...
+
+
+class ReadDependencyOutput:
+    """The whole output of a task this one depends on (the prompt may carry a trimmed copy)."""
+
+    spec = ToolSpec(
+        "read_dependency_output",
+        "Read the full output of a task this task depends on, by its task id.",
+        {"type": "object", "required": ["task_id"], "additionalProperties": False,
+         "properties": {"task_id": {"type": "string", "description": "The dependency's task id."}}},
+    )
+
+    async def run(self, arguments: Mapping[str, Any], ctx: ToolContext) -> str:
+        task_id = arguments["task_id"]
+        if task_id not in ctx.outputs:
+            known = ", ".join(sorted(ctx.outputs)) or "none"
+            return f"error: {task_id!r} is not a dependency of this task; dependencies: {known}"
+        return ctx.outputs[task_id]
+
+
+class SearchMemory:
+    """The project's memories most relevant to a query."""
+
+    spec = ToolSpec(
+        "search_memory",
+        "Search the project's memory (earlier turns and summaries) for what is relevant to a query.",
+        {"type": "object", "required": ["query"], "additionalProperties": False,
+         "properties": {"query": {"type": "string", "minLength": 1},
+                        "top_k": {"type": "integer", "minimum": 1, "maximum": 10}}},
+    )
+
+    async def run(self, arguments: Mapping[str, Any], ctx: ToolContext) -> str:
+        if ctx.search is None:
+            return "error: memory search is not available on this worker"
+        hits = await ctx.search(arguments["query"], int(arguments.get("top_k", 3)))
+        if not hits:
+            return "no memory matches the query"
+        return "\n\n".join(f"[{i + 1}] {hit}" for i, hit in enumerate(hits))
+
+
+class Toolbox:
+    """Tools by name: their specs for the request, and running the calls the model makes."""
+
+    def __init__(self, tools: Sequence[Tool]) -> None:
+        self._tools = {t.spec.name: t for t in tools}
+        self._validators = {t.spec.name: Draft202012Validator(dict(t.spec.parameters)) for t in tools}
+
+    def specs(self) -> tuple[ToolSpec, ...]:
+        return tuple(t.spec for t in self._tools.values())
+
+    async def run(self, call: ToolCall, ctx: ToolContext) -> str:
+        tool = self._tools.get(call.name)
+        if tool is None:
+            return f"error: no tool {call.name!r}; tools: {', '.join(self._tools)}"
+        problems = [e.message for e in self._validators[call.name].iter_errors(dict(call.arguments))]
+        if problems:
+            return f"error: bad arguments for {call.name}: {'; '.join(problems)}"
+        result = await tool.run(call.arguments, ctx)
+        if len(result) > MAX_RESULT_CHARS:
+            result = result[:MAX_RESULT_CHARS] + f"\n… [{len(result) - MAX_RESULT_CHARS} characters cut]"
+        return result
+
+
+def read_only_tools() -> Toolbox:
+    """The tools every agent gets: read a dependency's output, search memory."""
+    return Toolbox([ReadDependencyOutput(), SearchMemory()])

@@ -1,0 +1,103 @@
+"""Function calling: the read-only tools, the bounded tool loop, and both vendors' wire formats."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from agents.llm.anthropic_provider import AnthropicProvider
+from agents.llm.base import ToolCall
+from agents.llm.offline import OfflineProvider
+from agents.llm.openai_provider import OpenAIProvider
+from agents.runner import AgentTask, run_task
+from agents.tools import MAX_RESULT_CHARS, MAX_TOOL_ROUNDS, ToolContext, read_only_tools
+from tests.fakes import anthropic_server
+from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.openai_server import FakeOpenAI, ok, tool_call
+
+DEP = "Schema: orders(id, total) " + "x" * 50
+TASK = AgentTask("t-2", "p", "general", "Implement the orders endpoint", context={"t-1": DEP})
+
+
+class MemoryJournal:
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, int, int], Mapping[str, Any]] = {}
+
+    async def get(self, task_id: str, attempt: int, step: int) -> Mapping[str, Any] | None:
+        return self.records.get((task_id, attempt, step))
+
+    async def put(self, task_id: str, attempt: int, step: int, record: Mapping[str, Any]) -> None:
+        self.records.setdefault((task_id, attempt, step), record)
+
+
+async def test_openai_tool_call_then_final_answer(
+    fake_openai: FakeOpenAI, make_openai: Callable[..., OpenAIProvider]
+) -> None:
+    fake_openai.script(tool_call("read_dependency_output", task_id="t-1"), ok("done with the schema"))
+    outcome = await run_task(make_openai(), TASK, tools=read_only_tools())
+    assert outcome.ok and outcome.output == "done with the schema"
+    assert [(r.step, r.call.name, r.result) for r in outcome.tools] == [(0, "read_dependency_output", DEP)]
+    first, second = (r.body for r in fake_openai.requests)
+    assert [t["function"]["name"] for t in first["tools"]] == ["read_dependency_output", "search_memory"]
+    asked, answered = second["messages"][-2:]
+    assert asked["tool_calls"][0]["function"] == {"name": "read_dependency_output", "arguments": '{"task_id": "t-1"}'}
+    assert answered == {"role": "tool", "tool_call_id": "call_0", "content": DEP}
+    assert [c.step for c in outcome.calls] == [0, 1]
+
+
+async def test_anthropic_tool_use_then_final_answer(
+    fake_anthropic: FakeAnthropic, make_anthropic: Callable[..., AnthropicProvider]
+) -> None:
+    fake_anthropic.script(anthropic_server.tool_call("search_memory", query="orders", top_k=2),
+                          anthropic_server.ok("answered"))
+
+    async def search(query: str, top_k: int) -> Sequence[str]:
+        return [f"memory about {query}"] * top_k
+
+    outcome = await run_task(make_anthropic(), TASK, tools=read_only_tools(), search=search)
+    assert outcome.ok and outcome.output == "answered"
+    assert outcome.tools[0].call == ToolCall("toolu_0", "search_memory", {"query": "orders", "top_k": 2})
+    first, second = (r.body for r in fake_anthropic.requests)
+    assert first["tools"][0]["input_schema"]["required"] == ["task_id"]
+    assistant, user = second["messages"][-2:]
+    assert assistant["content"] == [{"type": "tool_use", "id": "toolu_0", "name": "search_memory",
+                                     "input": {"query": "orders", "top_k": 2}}]
+    assert user["content"][0]["type"] == "tool_result" and user["content"][0]["tool_use_id"] == "toolu_0"
+    assert "[2] memory about orders" in user["content"][0]["content"]
+
+
+async def test_the_tool_loop_is_bounded(fake_openai: FakeOpenAI, make_openai: Callable[..., OpenAIProvider]) -> None:
+    fake_openai.script(*[tool_call("read_dependency_output", task_id="t-1")] * MAX_TOOL_ROUNDS, ok("finally"))
+    outcome = await run_task(make_openai(), TASK, tools=read_only_tools())
+    assert outcome.ok and outcome.output == "finally"
+    assert len(fake_openai.requests) == MAX_TOOL_ROUNDS + 1
+    assert "tools" not in fake_openai.requests[-1].body, "the last round must answer"
+
+
+async def test_a_replay_reuses_every_step_including_tool_rounds(
+    fake_openai: FakeOpenAI, make_openai: Callable[..., OpenAIProvider]
+) -> None:
+    fake_openai.script(tool_call("read_dependency_output", task_id="t-1"), ok("done"))
+    journal = MemoryJournal()
+    first = await run_task(make_openai(), TASK, tools=read_only_tools(), journal=journal)
+    again = await run_task(make_openai(), TASK, tools=read_only_tools(), journal=journal)
+    assert len(fake_openai.requests) == 2, "the replay called nothing"
+    assert again.output == first.output and all(c.replayed for c in again.calls)
+    assert [r.call for r in again.tools] == [r.call for r in first.tools]
+
+
+async def test_bad_calls_are_answered_with_what_was_wrong() -> None:
+    tools = read_only_tools()
+    ctx = ToolContext({"t-1": "y" * (MAX_RESULT_CHARS + 100)})
+    assert "no tool 'rm_rf'" in await tools.run(ToolCall("1", "rm_rf", {}), ctx)
+    assert "bad arguments" in await tools.run(ToolCall("2", "read_dependency_output", {"id": "t-1"}), ctx)
+    assert "dependencies: t-1" in await tools.run(ToolCall("3", "read_dependency_output", {"task_id": "zz"}), ctx)
+    assert "not available" in await tools.run(ToolCall("4", "search_memory", {"query": "x"}), ctx)
+    long = await tools.run(ToolCall("5", "read_dependency_output", {"task_id": "t-1"}), ctx)
+    assert long.endswith("[100 characters cut]")
+
+
+async def test_offline_answers_are_not_journaled() -> None:
+    journal = MemoryJournal()
+    outcome = await run_task(OfflineProvider(), TASK, journal=journal)
+    assert outcome.ok and journal.records == {}, "free and deterministic: no Redis round trips"
