@@ -141,14 +141,18 @@ _texts = st.lists(_words, min_size=1, max_size=30).map(" ".join)
 
 @settings_(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(description=_texts, deps=st.lists(_texts, max_size=3), history=st.lists(_texts, max_size=40),
-       summary=_texts, recall=st.lists(_texts, max_size=4), tokens=st.integers(64, 600))
+       summary=_texts, recall=st.lists(_texts, max_size=4), role=st.sampled_from(["general", "qa", "planner"]),
+       room=st.integers(16, 600))
 def test_prompts_of_any_text_stay_within_the_budget(counter: TokenCounter, description: str, deps: list[str],
                                                      history: list[str], summary: str, recall: list[str],
-                                                     tokens: int) -> None:
+                                                     role: str, room: int) -> None:
     # Parts are counted separately and summed (not the assembled prompt): this checks the sum bounds
-    # the real tokenizer's count of the whole, for punctuation, CJK and emoji alike.
-    task = AgentTask("t", "p", "qa", description, context={f"d{i}": d for i, d in enumerate(deps)},
+    # the real tokenizer's count of the whole, for punctuation, CJK and emoji alike. The budget
+    # leaves `room` beyond the role's system prompt (a contract role's prompt carries its schema).
+    task = AgentTask("t", "p", role, description, context={f"d{i}": d for i, d in enumerate(deps)},
                      history=history, summary=summary, recall=recall)
+    system = build_request(AgentTask("t", "p", role, "x")).messages[0].content
+    tokens = counter.count(system) + room
     request = build_request(task, budget=TokenBudget(tokens, counter.count, counter.truncate))
     assert sum(counter.count(m.content) for m in request.messages) <= tokens
 
