@@ -20,13 +20,14 @@ import redis
 
 from agents.memory import EXTRACTIVE_LABEL, first_sentence
 from agents.runner import AgentTask, TokenBudget, build_request
-from connectors.redis_context import RedisContext, ScopePolicy, window_keys
+from connectors.redis_context import SCOPES, RedisContext, ScopePolicy, window_keys
 from connectors.tokens import TokenCounter
+from schemas.errors import ConfigError
 from streams.app import running
 from streams.kafka import EventProducer, TopicReader
 from streams.memory_rebuild import rebuild_memory
 from streams.runtime import open_context
-from streams.settings import Settings
+from streams.settings import Settings, load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -110,6 +111,35 @@ def test_settings_carry_a_ttl_per_scope(settings: Settings) -> None:
     assert s.ttl_for("task") == 5 and s.ttl_for("project") == s.context_ttl_s
     context = open_context(s)
     assert context.policy("task").ttl_s == 5 and context.policy("agent").ttl_s == s.context_ttl_s
+
+
+async def test_each_scope_has_its_own_retention_policy(settings: Settings, counter: TokenCounter) -> None:
+    s = load_settings(topic_prefix=settings.topic_prefix, context_scope_turns={"task": 3},
+                      context_scope_tokens={"agent": 40}, context_scope_ttl_s={"session": 7, "task": 11})
+    context = open_context(s)
+    try:
+        texts = [f"Note {n}: the deploy of service {n} went through review and shipped." for n in range(6)]
+        for scope in SCOPES:
+            for n, text in enumerate(texts):
+                await context.append(scope, "policy", f"{scope}-{n}", turn(n, text, counter))
+        windows = {scope: await context.read(scope, "policy") for scope in SCOPES}
+        assert len(windows["task"].turns) == 3  # its own turn bound
+        assert windows["agent"].tokens <= 40 < windows["project"].tokens  # its own token bound
+        assert len(windows["project"].turns) == len(windows["session"].turns) == 6  # the defaults
+        ttls = {scope: await context.redis.ttl(window_keys(s.topic_prefix, scope, "policy")["turns"])
+                for scope in SCOPES}
+        assert 0 < ttls["session"] <= 7 and 7 < ttls["task"] <= 11
+        assert ttls["project"] > 11 and ttls["agent"] > 11
+    finally:
+        await delete_prefix(context.redis, s.topic_prefix)
+        await context.aclose()
+
+
+def test_a_policy_for_an_unknown_scope_says_what_to_fix() -> None:
+    with pytest.raises(ConfigError, match="AIOS_CONTEXT_SCOPE_TURNS: team=3 is not valid; name scopes from"):
+        load_settings(context_scope_turns={"team": 3})
+    with pytest.raises(ConfigError, match="AIOS_CONTEXT_SCOPE_TOKENS: task=0"):
+        load_settings(context_scope_tokens={"task": 0})
 
 
 def test_the_prompt_stays_within_the_role_budget(counter: TokenCounter) -> None:
@@ -198,6 +228,7 @@ async def test_an_over_budget_window_folds_into_a_summary_event(small_windows: S
         assert summaries and summaries[-1]["content"] == summary["content"]
         assert summaries[-1]["memory_id"] == f"project:proj-mem:summary:{summary['seq']}"
         assert summaries[-1]["tokens"] == counter.count(summary["content"]) <= 400
+        assert {e["speaker"] for e in summaries} == {"memory"}  # offline: no LLM wrote it
 
         # Replaying the whole log (a fresh processor group reads it again) changes nothing and
         # produces no new summaries.
