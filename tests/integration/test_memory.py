@@ -25,7 +25,6 @@ from connectors.tokens import TokenCounter
 from schemas.errors import ConfigError
 from streams.app import running
 from streams.kafka import EventProducer, TopicReader
-from streams.memory_rebuild import rebuild_memory
 from streams.runtime import open_context
 from streams.settings import Settings, load_settings
 
@@ -246,43 +245,6 @@ async def test_an_over_budget_window_folds_into_a_summary_event(small_windows: S
 async def _last_turn_applied(context: RedisContext, scope_id: str, memory_id: str) -> bool:
     window = await context.read("project", scope_id)
     return bool(window.turns) and window.turns[-1]["memory_id"] == memory_id and window.summary is not None
-
-
-async def test_rebuild_after_deleting_the_keys_gives_the_same_contexts(small_windows: Settings,
-                                                                      counter: TokenCounter) -> None:
-    s = small_windows
-    events = [memory_event(s.topic_prefix, n, t, tokens=counter.count(t), scope_id=f"proj-{n % 2}")
-              for n, t in enumerate(TURNS)]
-    produce(s, events)
-    context = open_context(s)
-    try:
-        async with running(s, ["memory"]):
-            for p in ("proj-0", "proj-1"):
-                last = max(n for n in range(len(TURNS)) if f"proj-{n % 2}" == p)
-                await wait_for(lambda p=p, last=last: _last_turn_applied(context, p, f"task-{last}:1:turn"))
-            await asyncio.sleep(1)  # the summary events come back through the topic as no-ops
-        before = {p: await snapshot(context, p) for p in ("proj-0", "proj-1")}
-        assert all(b[0] for b in before.values())
-        memory_topic = f"{s.topic_prefix}.memory"
-        ends_before = _end_offsets(s, memory_topic)
-
-        # The test's stand-in for FLUSHDB: only this test's keys (other tests share this Redis).
-        assert await delete_prefix(context.redis, s.topic_prefix) > 0
-        assert (await context.read("project", "proj-0")).turns == []
-
-        report = await rebuild_memory(s)
-
-        assert {p: await snapshot(context, p) for p in ("proj-0", "proj-1")} == before
-        assert report.windows == 2 and report.applied == len(TURNS) + report.events - len(TURNS)
-        assert report.keys_swapped > 0 and report.vectors is None
-        assert _end_offsets(s, memory_topic) == ends_before  # a rebuild never produces
-        assert [k async for k in context.redis.scan_iter(match=f"{s.topic_prefix}:rebuild-*")] == []
-        # The rebuilt windows keep working: the live processor dedups the replayed ids.
-        key = window_keys(s.topic_prefix, "project", "proj-0")["turns"]
-        assert 0 < await context.redis.ttl(key) <= s.ttl_for("project")
-    finally:
-        await delete_prefix(context.redis, s.topic_prefix)
-        await context.aclose()
 
 
 def _end_offsets(settings: Settings, topic: str) -> list[int]:
