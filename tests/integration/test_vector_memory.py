@@ -243,3 +243,35 @@ def test_an_unreachable_server_is_store_unavailable(embedder: OnnxEmbedder) -> N
     with pytest.raises(StoreUnavailableError, match="not reachable.*AIOS_QDRANT_URL"):
         mem.ensure_collection()
     mem.close()
+
+
+def test_the_name_is_an_alias_of_a_generation_that_a_swap_replaces(memory: VectorMemory) -> None:
+    first = memory.target()
+    assert first.startswith(f"{memory.collection}--")
+    memory.upsert([_item(1, RELEVANT)])
+    generation = memory.generation("next")
+    generation.create()
+    generation.upsert([_item(2, DISTRACTORS[0]), _item(3, DISTRACTORS[1])])
+    assert memory.count() == 1  # readers still see the old generation
+
+    assert memory.swap_in(generation) == first
+
+    assert memory.target() == generation.collection and memory.count() == 2
+    assert not memory._client.collection_exists(first)
+
+
+def test_a_collection_made_before_aliases_is_replaced_by_the_first_swap(tmp_path: Path,
+                                                                         embedder: OnnxEmbedder) -> None:
+    with VectorMemory.local(tmp_path / "q", embedder=embedder) as mem:
+        legacy = mem.with_collection(mem.collection)
+        legacy.create()  # a real collection under the name, as older versions made it
+        legacy.upsert([_item(1, RELEVANT)])
+        assert mem.ensure_collection() is False and mem.target() == mem.collection
+        generation = mem.generation("g1")
+        generation.create()
+        generation.upsert([_item(2, DISTRACTORS[0])])
+
+        assert mem.swap_in(generation) == mem.collection
+
+        assert mem.target() == generation.collection
+        assert [h.id for h in mem.search(PARAPHRASE, 5)] == ["mem-2"]
