@@ -275,3 +275,21 @@ def test_a_collection_made_before_aliases_is_replaced_by_the_first_swap(tmp_path
 
         assert mem.target() == generation.collection
         assert [h.id for h in mem.search(PARAPHRASE, 5)] == ["mem-2"]
+
+
+@pytest.mark.parametrize("projects", [3, 60])  # most searches exact from the top candidates; most fall back
+def test_filtered_local_search_matches_an_exhaustive_ranking(memory: VectorMemory, projects: int) -> None:
+    rng = np.random.default_rng(projects)
+    vectors = rng.standard_normal((600, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    memory.upsert([_item(n, f"v{n}", project=f"p{n % projects}", kind=("turn", "summary")[n % 2])
+                   for n in range(600)], vectors=vectors)
+    for q in rng.standard_normal((15, 384)).astype(np.float32):
+        q /= np.linalg.norm(q)
+        scores = vectors @ q
+        for project, kind, threshold in (("p1", None, None), ("p2", "turn", None), ("p0", None, 0.05)):
+            expected = [f"mem-{n}" for n in np.argsort(-scores)
+                        if n % projects == int(project[1:]) and (kind is None or ("turn", "summary")[n % 2] == kind)
+                        and (threshold is None or scores[n] >= threshold)][:5]
+            hits = memory.search(q, 5, project=project, kind=kind, score_threshold=threshold)
+            assert [h.id for h in hits] == expected
