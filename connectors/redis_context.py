@@ -19,8 +19,10 @@ from connectors.errors import StoreUnavailableError
 
 SCOPES = ("session", "project", "agent", "task")
 
-# One round trip: mark the memory id as applied (NX); only then append, evict the oldest turns
-# into the fold list while the window is over its count or token bound, and extend the TTLs.
+# One round trip: mark the memory id as applied (NX); only then append and, when the window is
+# over its count or token bound, evict the oldest turns into the fold list until it is back under
+# the lower trim bounds (ARGV[6], ARGV[7]), and extend the TTLs. Trimming below the bound makes
+# folds (and LLM summary calls) come in chunks rather than on every turn of a full window.
 # The newest turn always stays, even when it alone is over the token bound.
 _APPEND = """
 if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[5]) then
@@ -30,12 +32,14 @@ redis.call('RPUSH', KEYS[1], ARGV[1])
 local total = redis.call('INCRBY', KEYS[2], ARGV[2])
 local n = redis.call('LLEN', KEYS[1])
 local evicted = 0
-while n > 1 and (n > tonumber(ARGV[3]) or total > tonumber(ARGV[4])) do
-  local old = redis.call('LPOP', KEYS[1])
-  total = redis.call('DECRBY', KEYS[2], tonumber(cjson.decode(old)['tokens']) or 0)
-  redis.call('RPUSH', KEYS[3], old)
-  n = n - 1
-  evicted = evicted + 1
+if n > tonumber(ARGV[3]) or total > tonumber(ARGV[4]) then
+  while n > 1 and (n > tonumber(ARGV[6]) or total > tonumber(ARGV[7])) do
+    local old = redis.call('LPOP', KEYS[1])
+    total = redis.call('DECRBY', KEYS[2], tonumber(cjson.decode(old)['tokens']) or 0)
+    redis.call('RPUSH', KEYS[3], old)
+    n = n - 1
+    evicted = evicted + 1
+  end
 end
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
 redis.call('EXPIRE', KEYS[5], ARGV[5])
@@ -75,6 +79,11 @@ class ScopePolicy:
     turns: int
     tokens: int
     ttl_s: int
+    trim_to: float = 1.0  # a window over a bound is trimmed to this fraction of both bounds
+
+    def low(self) -> tuple[int, int]:
+        """The turns and tokens a window over its bounds is trimmed down to."""
+        return max(1, int(self.turns * self.trim_to)), max(1, int(self.tokens * self.trim_to))
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +170,8 @@ class RedisContext:
                     seen = f"{self.prefix}:mem-applied:{item.memory_id}"
                     await self._append(
                         keys=[keys["turns"], keys["tokens"], keys["fold"], seen, keys["summary"]],
-                        args=[value, int(item.data.get("tokens", 0)), policy.turns, policy.tokens, policy.ttl_s],
+                        args=[value, int(item.data.get("tokens", 0)), policy.turns, policy.tokens, policy.ttl_s,
+                              *policy.low()],
                         client=pipe)
             results = await pipe.execute()
         except RedisError as exc:

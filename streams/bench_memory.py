@@ -164,7 +164,8 @@ async def bench_processor(settings: Settings, *, events: int, windows: int, coun
 async def _context_apply_rate(s: Settings, batch: list[dict[str, Any]]) -> float:
     """The processor's Redis step alone (Lua append per event, 500 per pipelined round trip)."""
     ctx = RedisContext.from_url(s.redis_url, prefix=f"{s.topic_prefix}:ctxonly",
-                                default=ScopePolicy(s.context_window_turns, s.context_window_tokens, 600))
+                                default=ScopePolicy(s.context_window_turns, s.context_window_tokens, 600,
+                                                    s.context_trim_to))
     try:
         turns = [to_turn(e) for e in batch]
         started = time.perf_counter()

@@ -50,8 +50,10 @@ def llm_config(settings: Settings) -> LlmConfig:
 def open_context(settings: Settings, prefix: str | None = None) -> RedisContext:
     """Rolling-context windows with each scope's retention policy from settings."""
     s = settings
-    default = ScopePolicy(turns=s.context_window_turns, tokens=s.context_window_tokens, ttl_s=s.context_ttl_s)
-    policies = {scope: ScopePolicy(s.turns_for(scope), s.tokens_for(scope), s.ttl_for(scope)) for scope in SCOPES}
+    default = ScopePolicy(turns=s.context_window_turns, tokens=s.context_window_tokens, ttl_s=s.context_ttl_s,
+                          trim_to=s.context_trim_to)
+    policies = {scope: ScopePolicy(s.turns_for(scope), s.tokens_for(scope), s.ttl_for(scope), s.context_trim_to)
+                for scope in SCOPES}
     return RedisContext.from_url(s.redis_url, prefix=prefix or s.topic_prefix, default=default, policies=policies)
 
 

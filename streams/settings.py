@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     context_window_tokens: int = Field(
         2000, ge=1, description="Tokens kept per window; older turns fold into its running summary."
     )
+    context_trim_to: float = Field(
+        0.8, gt=0, le=1, description="A window over a bound is trimmed to this fraction of its bounds, so "
+        "turns fold into the summary (an LLM call) in chunks; 1 folds on every turn of a full window.",
+    )
     context_summary_tokens: int = Field(300, ge=16, description="Token budget of a window's running summary.")
     context_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="Default TTL of a window after its last write.")
     context_scope_ttl_s: dict[str, int] = Field(

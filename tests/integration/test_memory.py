@@ -20,7 +20,7 @@ import redis
 
 from agents.memory import EXTRACTIVE_LABEL, first_sentence
 from agents.runner import AgentTask, TokenBudget, build_request
-from connectors.redis_context import SCOPES, RedisContext, ScopePolicy, window_keys
+from connectors.redis_context import SCOPES, RedisContext, ScopePolicy, Turn, window_keys
 from connectors.tokens import TokenCounter
 from schemas.errors import ConfigError
 from streams.app import running
@@ -84,6 +84,28 @@ async def test_window_is_bounded_by_real_tokens(ctx: RedisContext, counter: Toke
     assert window.turns[-1]["content"] == texts[-1] and len(window.turns) < 5
 
 
+async def test_a_full_window_is_trimmed_below_its_bound_so_folds_come_in_chunks(
+        settings: Settings, counter: TokenCounter) -> None:
+    ctx = RedisContext.from_url(settings.redis_url, prefix=settings.topic_prefix,
+                                default=ScopePolicy(turns=10, tokens=10_000, ttl_s=60, trim_to=0.6))
+    try:
+        def item(n: int) -> Turn:
+            return Turn("project", "trim", f"m-{n}", "turn", turn(n, f"turn {n}", counter))
+
+        evicted = [a.evicted for a in await ctx.apply_many([item(n) for n in range(16)])]
+        # The 11th turn takes the window over 10 turns: it is trimmed to 6 (0.6 of the bound) and
+        # refills to 10 before the 16th trims it again: two folds of 5 turns, not six of 1.
+        assert evicted == [0] * 10 + [5] + [0] * 4 + [5]
+        window = await ctx.read("project", "trim")
+        assert [t["content"] for t in window.turns] == [f"turn {n}" for n in range(10, 16)]
+        (_, folded), = await ctx.pending_folds([("project", "trim")])
+        assert [t["content"] for t in folded] == [f"turn {n}" for n in range(10)]
+        assert (await ctx.apply_many([item(16)]))[0].evicted == 0
+    finally:
+        await delete_prefix(ctx.redis, settings.topic_prefix)
+        await ctx.aclose()
+
+
 async def test_replayed_memory_ids_are_applied_once(ctx: RedisContext, counter: TokenCounter) -> None:
     for _ in range(3):
         for n in range(8):
@@ -122,7 +144,7 @@ async def test_each_scope_has_its_own_retention_policy(settings: Settings, count
             for n, text in enumerate(texts):
                 await context.append(scope, "policy", f"{scope}-{n}", turn(n, text, counter))
         windows = {scope: await context.read(scope, "policy") for scope in SCOPES}
-        assert len(windows["task"].turns) == 3  # its own turn bound
+        assert len(windows["task"].turns) == int(3 * s.context_trim_to)  # its own bound, then trimmed
         assert windows["agent"].tokens <= 40 < windows["project"].tokens  # its own token bound
         assert len(windows["project"].turns) == len(windows["session"].turns) == 6  # the defaults
         ttls = {scope: await context.redis.ttl(window_keys(s.topic_prefix, scope, "policy")["turns"])
