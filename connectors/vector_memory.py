@@ -370,8 +370,11 @@ class VectorMemory:
                 return copied
 
     def close(self) -> None:
-        """Release the client (and, in local mode, the folder lock)."""
+        """Release the client (and, in local mode, the folder lock), and a provider embedder's."""
         self._client.close()
+        close = getattr(self.embedder, "close", None)
+        if callable(close):
+            close()
 
     def __enter__(self) -> VectorMemory:
         return self

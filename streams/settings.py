@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     embedding_model_dir: Path = Field(
         Path("../shared/models/all-MiniLM-L6-v2-onnx"), description="ONNX all-MiniLM-L6-v2 model folder."
     )
+    embeddings: str = Field(
+        "local", description="'local' (the ONNX model in embedding_model_dir) or 'openai:<model>', e.g. "
+        "openai:text-embedding-3-small, with AIOS_OPENAI_API_KEY (and AIOS_OPENAI_BASE_URL).",
+    )
+    embedding_dimension: int = Field(
+        384, ge=1, le=4096, description="Vector size asked of provider embeddings (the local model gives 384)."
+    )
     history_ttl_days: int = Field(
         90, ge=1, le=36500, description="Days ClickHouse keeps history rows and rollups (table TTL)."
     )
@@ -124,6 +131,15 @@ class Settings(BaseSettings):
                 f"AIOS_TOPIC_PREFIX={value!r}: use 1-64 characters from A-Z a-z 0-9 . _ -"
             )
         return value
+
+    @field_validator("embeddings")
+    @classmethod
+    def _check_embeddings(cls, value: str) -> str:
+        provider, _, model = value.strip().partition(":")
+        if value.strip() != "local" and (provider != "openai" or not model.strip()):
+            raise ValueError(f"AIOS_EMBEDDINGS={value!r}: use 'local' or 'openai:<model>', "
+                             "e.g. openai:text-embedding-3-small")
+        return value.strip()
 
     @field_validator("context_scope_ttl_s", "context_scope_turns", "context_scope_tokens")
     @classmethod

@@ -293,3 +293,21 @@ def test_filtered_local_search_matches_an_exhaustive_ranking(memory: VectorMemor
                         and (threshold is None or scores[n] >= threshold)][:5]
             hits = memory.search(q, 5, project=project, kind=kind, score_threshold=threshold)
             assert [h.id for h in hits] == expected
+
+
+def test_provider_embeddings_index_and_recall_through_the_settings(tmp_path: Path) -> None:
+    from pydantic import SecretStr
+
+    from streams.runtime import open_vector_memory
+    from streams.settings import load_settings
+    from tests.fakes.openai_server import FakeOpenAI
+
+    with FakeOpenAI() as fake:
+        s = load_settings(data_dir=tmp_path, embeddings="openai:text-embedding-3-small",
+                          openai_api_key=SecretStr("sk-test"), openai_base_url=fake.base_url)
+        with open_vector_memory(s) as vm:
+            vm.upsert([_item(n, text) for n, text in enumerate(DISTRACTORS[:20])])
+            # The fake's vectors are hashes of the text, so only the same text is close: it ranks first.
+            hits = vm.search(DISTRACTORS[7], 3)
+            assert hits[0].id == "mem-7" and hits[0].score > 0.99 > hits[1].score
+        assert any(r.path == "/v1/embeddings" for r in fake.requests)
