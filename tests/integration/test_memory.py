@@ -106,6 +106,24 @@ async def test_a_full_window_is_trimmed_below_its_bound_so_folds_come_in_chunks(
         await ctx.aclose()
 
 
+async def test_a_summary_in_a_batch_covers_only_the_turns_folded_before_it(ctx: RedisContext,
+                                                                          counter: TokenCounter) -> None:
+    def item(n: int) -> Turn:
+        return Turn("project", "order", f"m-{n}", "turn", turn(n, f"turn {n}", counter))
+
+    summary = Turn("project", "order", "project:order:summary:1", "summary",
+                   {"memory_id": "project:order:summary:1", "kind": "summary", "content": "turns 0 and 1",
+                    "tokens": 4, "seq": 1})
+    # One pipelined batch; the window keeps 5 turns: turns 5 and 6 push 0 and 1 out, the summary
+    # folds those two, and turn 7 pushes 2 out after it.
+    applied = await ctx.apply_many([*(item(n) for n in range(7)), summary, item(7), item(3)])
+    assert [a.applied for a in applied] == [True] * 9 + [False]  # m-3 again: a replay
+    assert [a.evicted for a in applied] == [0] * 5 + [1, 1, 0, 1, 0]
+    (current, folded), = await ctx.pending_folds([("project", "order")])
+    assert current is not None and current["content"] == "turns 0 and 1"
+    assert [t["content"] for t in folded] == ["turn 2"]
+
+
 async def test_replayed_memory_ids_are_applied_once(ctx: RedisContext, counter: TokenCounter) -> None:
     for _ in range(3):
         for n in range(8):
