@@ -107,7 +107,10 @@ class MemoryProcessor(BatchProcessor):
     name = NAME
 
     def __init__(self, rt: Runtime) -> None:
-        super().__init__(rt, [rt.topics.memory], batch_size=500, wait_s=0.01)
+        # Large batches: the per-batch costs (offset commit, summary flush, fold reads) dominated at
+        # 500, and a window's turns in one batch fold into one summary. A batch is only this large
+        # when there is a backlog; otherwise consume returns what arrived within wait_s.
+        super().__init__(rt, [rt.topics.memory], batch_size=2000, wait_s=0.01)
         self.summaries = EventProducer(rt.settings, codec=rt.codec)
         self.complete: Complete | None = None
 
