@@ -59,6 +59,19 @@ def _model_error(model_dir: Path, problem: str) -> EmbeddingModelError:
     )
 
 
+def _output(texts: Sequence[str], dimension: int) -> NDArray[np.float32]:
+    """The array ``embed`` fills, after refusing a bare string (it would embed each character)."""
+    if isinstance(texts, str):
+        raise TypeError("embed() takes a sequence of texts; wrap a single text in a list")
+    return np.empty((len(texts), dimension), dtype=np.float32)
+
+
+def _unit_rows(vectors: NDArray[np.float32]) -> NDArray[np.float32]:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit: NDArray[np.float32] = (vectors / np.clip(norms, 1e-12, None)).astype(np.float32)
+    return unit
+
+
 class OnnxEmbedder:
     """Mean-pooled, L2-normalised sentence vectors from a BERT-style ONNX encoder.
 
@@ -148,9 +161,7 @@ class OnnxEmbedder:
 
     def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """Embed ``texts`` into an ``(n, dimension)`` float32 array of unit vectors, in input order."""
-        if isinstance(texts, str):
-            raise TypeError("embed() takes a sequence of texts; wrap a single text in a list")
-        out = np.empty((len(texts), self._dimension), dtype=np.float32)
+        out = _output(texts, self._dimension)
         if not texts:
             return out
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -178,9 +189,7 @@ class OnnxEmbedder:
         states: NDArray[np.float32] = np.asarray(hidden, dtype=np.float32)
         weights = mask[:, :, None].astype(np.float32)
         pooled = (states * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
-        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        unit: NDArray[np.float32] = (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
-        return unit
+        return _unit_rows(pooled)
 
 
 class OpenAIEmbedder:
@@ -210,9 +219,7 @@ class OpenAIEmbedder:
         """Embed ``texts`` into an ``(n, dimension)`` float32 array of unit vectors, in input order."""
         import openai
 
-        if isinstance(texts, str):
-            raise TypeError("embed() takes a sequence of texts; wrap a single text in a list")
-        out = np.empty((len(texts), self._dimension), dtype=np.float32)
+        out = _output(texts, self._dimension)
         for start in range(0, len(texts), self.batch_size):
             chunk = list(texts[start : start + self.batch_size])
             try:
@@ -227,8 +234,7 @@ class OpenAIEmbedder:
             if vectors.shape != (len(chunk), self._dimension):
                 raise EmbeddingError(f"OpenAI embeddings returned shape {vectors.shape} for {len(chunk)} texts "
                                      f"of {self._dimension} dimensions; does {self.model} support `dimensions`?")
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            out[start : start + len(chunk)] = vectors / np.clip(norms, 1e-12, None)
+            out[start : start + len(chunk)] = _unit_rows(vectors)
         return out
 
     def close(self) -> None:
