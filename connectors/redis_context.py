@@ -19,27 +19,47 @@ from connectors.errors import StoreUnavailableError
 
 SCOPES = ("session", "project", "agent", "task")
 
-# One round trip: mark the memory id as applied (NX); only then append, evict the oldest turns
-# into the fold list while the window is over its count or token bound, and extend the TTLs.
-# The newest turn always stays, even when it alone is over the token bound.
+# Appends a run of turns to one window, in order, in one script call (one call per window per
+# batch: the per-call packing in redis-py cost more than the appends). For each turn: mark its
+# memory id as applied (NX), and only then append and, when the window is over its count or token
+# bound, evict the oldest turns into the fold list until it is back under the lower trim bounds.
+# Trimming below the bound makes folds (and LLM summary calls) come in chunks rather than on every
+# turn of a full window. The newest turn always stays, even when it alone is over the token bound.
+# KEYS: turns, tokens, fold, summary, then one applied-marker per turn.
+# ARGV: turn bound, token bound, ttl, low turns, low tokens, then (value, tokens) per turn.
+# Returns (applied, evicted) per turn, flattened.
 _APPEND = """
-if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[5]) then
-  return {0, 0}
+local bound_n, bound_t, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local low_n, low_t = tonumber(ARGV[4]), tonumber(ARGV[5])
+local out = {}
+local any = false
+for i = 5, #KEYS do
+  local value, tokens = ARGV[2 * i - 4], ARGV[2 * i - 3]
+  local evicted = 0
+  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ttl) then
+    any = true
+    redis.call('RPUSH', KEYS[1], value)
+    local total = redis.call('INCRBY', KEYS[2], tokens)
+    local n = redis.call('LLEN', KEYS[1])
+    if n > bound_n or total > bound_t then
+      while n > 1 and (n > low_n or total > low_t) do
+        local old = redis.call('LPOP', KEYS[1])
+        total = redis.call('DECRBY', KEYS[2], tonumber(cjson.decode(old)['tokens']) or 0)
+        redis.call('RPUSH', KEYS[3], old)
+        n = n - 1
+        evicted = evicted + 1
+      end
+    end
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+  out[#out + 1] = evicted
 end
-redis.call('RPUSH', KEYS[1], ARGV[1])
-local total = redis.call('INCRBY', KEYS[2], ARGV[2])
-local n = redis.call('LLEN', KEYS[1])
-local evicted = 0
-while n > 1 and (n > tonumber(ARGV[3]) or total > tonumber(ARGV[4])) do
-  local old = redis.call('LPOP', KEYS[1])
-  total = redis.call('DECRBY', KEYS[2], tonumber(cjson.decode(old)['tokens']) or 0)
-  redis.call('RPUSH', KEYS[3], old)
-  n = n - 1
-  evicted = evicted + 1
+if any then
+  for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ttl) end
 end
-for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
-redis.call('EXPIRE', KEYS[5], ARGV[5])
-return {1, evicted}
+return out
 """
 
 # A summary replaces the folded turns it covers; an older or equal sequence number is a replay.
@@ -75,6 +95,11 @@ class ScopePolicy:
     turns: int
     tokens: int
     ttl_s: int
+    trim_to: float = 1.0  # a window over a bound is trimmed to this fraction of both bounds
+
+    def low(self) -> tuple[int, int]:
+        """The turns and tokens a window over its bounds is trimmed down to."""
+        return max(1, int(self.turns * self.trim_to)), max(1, int(self.tokens * self.trim_to))
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +128,10 @@ class Context:
     summary: dict[str, Any] | None
     turns: list[dict[str, Any]] = field(default_factory=list)
     tokens: int = 0
+
+
+def _json(data: Mapping[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"))
 
 
 def _text(item: Any) -> str:
@@ -145,28 +174,54 @@ class RedisContext:
         return (await self.apply_many([Turn(scope, scope_id, memory_id, "turn", turn)]))[0].applied
 
     async def apply_many(self, items: Sequence[Turn]) -> list[Applied]:
-        """Apply turns and summaries in one pipelined round trip, in order."""
+        """Apply turns and summaries in one pipelined round trip; each window's writes in order.
+
+        The turns of one window go in one script call; a summary of a window first sends the turns
+        queued before it, so it covers exactly what the log had folded when it was written.
+        """
         if not items:
             return []
+        calls: list[list[int]] = []  # the item indices each pipelined call answers for
         try:
             pipe = self._redis.pipeline(transaction=False)
-            for item in items:
-                keys = window_keys(self.prefix, item.scope, item.scope_id)
+            runs: dict[tuple[str, str], list[int]] = {}
+            for i, item in enumerate(items):
+                window = (item.scope, item.scope_id)
+                if item.kind != "summary":
+                    runs.setdefault(window, []).append(i)
+                    continue
+                if window in runs:
+                    calls.append(await self._queue_run(pipe, items, runs.pop(window)))
                 policy = self.policy(item.scope)
-                value = json.dumps(item.data, separators=(",", ":"))
-                if item.kind == "summary":
-                    await self._summary(keys=[keys["summary"], keys["fold"]],
-                                        args=[value, int(item.data["seq"]), policy.ttl_s], client=pipe)
-                else:
-                    seen = f"{self.prefix}:mem-applied:{item.memory_id}"
-                    await self._append(
-                        keys=[keys["turns"], keys["tokens"], keys["fold"], seen, keys["summary"]],
-                        args=[value, int(item.data.get("tokens", 0)), policy.turns, policy.tokens, policy.ttl_s],
-                        client=pipe)
+                keys = window_keys(self.prefix, item.scope, item.scope_id)
+                await self._summary(keys=[keys["summary"], keys["fold"]],
+                                    args=[_json(item.data), int(item.data["seq"]), policy.ttl_s], client=pipe)
+                calls.append([i])
+            for run in runs.values():
+                calls.append(await self._queue_run(pipe, items, run))
             results = await pipe.execute()
         except RedisError as exc:
             raise StoreUnavailableError(f"Redis pipelined apply of {len(items)} memory writes failed: {exc}") from exc
-        return [Applied(bool(r), 0) if isinstance(r, int) else Applied(bool(r[0]), int(r[1])) for r in results]
+        applied = [Applied(False)] * len(items)
+        for indices, result in zip(calls, results, strict=True):
+            if isinstance(result, int):  # a summary
+                applied[indices[0]] = Applied(bool(result))
+                continue
+            for n, i in enumerate(indices):
+                applied[i] = Applied(bool(result[2 * n]), int(result[2 * n + 1]))
+        return applied
+
+    async def _queue_run(self, pipe: Any, items: Sequence[Turn], run: list[int]) -> list[int]:
+        first = items[run[0]]
+        keys = window_keys(self.prefix, first.scope, first.scope_id)
+        policy = self.policy(first.scope)
+        args: list[Any] = [policy.turns, policy.tokens, policy.ttl_s, *policy.low()]
+        for i in run:
+            args += [_json(items[i].data), int(items[i].data.get("tokens", 0))]
+        await self._append(keys=[keys["turns"], keys["tokens"], keys["fold"], keys["summary"],
+                                 *(f"{self.prefix}:mem-applied:{items[i].memory_id}" for i in run)],
+                           args=args, client=pipe)
+        return run
 
     async def pending_folds(self, windows: Sequence[tuple[str, str]]) -> list[tuple[dict[str, Any] | None,
                                                                                    list[dict[str, Any]]]]:

@@ -1,9 +1,12 @@
 """Rebuild Redis windows (and the Qdrant collection) from ``aios.memory``, then swap them in.
 
-The log is read with a fresh consumer that assigns every partition from its beginning up to the
-end offsets seen at the start and never commits. Everything is written under a temporary Redis
-key prefix and a temporary collection, then swapped in (Redis RENAME per key; Qdrant: clear the
-live collection or scope and copy the rebuilt points in). Nothing is ever produced to a topic.
+Two phases. :func:`stage` reads the log with a fresh consumer that assigns every partition from
+its beginning up to the end offsets seen at the start and never commits, and writes everything
+under a temporary Redis key prefix and a new Qdrant generation collection; readers meanwhile see
+the live data, untouched. :func:`swap` then replaces the live windows in one MULTI/EXEC (DEL the
+live keys, RENAME the rebuilt ones onto their names) and points the collection's alias at the new
+generation in one alias operation. Nothing is ever produced to a topic: this module has no
+producer, and summaries are replayed from the log, never recomputed by an LLM.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaException, TopicPartition
 
@@ -23,6 +26,9 @@ from streams.errors import KafkaError
 from streams.kafka import make_codec, make_consumer
 from streams.processors.memory import memory_item, to_turn
 from streams.runtime import open_context, open_vector_memory
+
+if TYPE_CHECKING:
+    from connectors.vector_memory import VectorMemory
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -76,9 +82,45 @@ def backlog(settings: Settings) -> int:
     return sum(e.offset - s.offset for s, e in zip(offsets[:half], offsets[half:], strict=True))
 
 
+@dataclass
+class Staged:
+    """A rebuild replayed into fresh keys and collection, not yet swapped in."""
+
+    report: RebuildReport
+    temp: RedisContext
+    live: RedisContext
+    last_ts: dict[tuple[str, str], int]
+    vectors: VectorMemory | None = None  # the live collection
+    generation: VectorMemory | None = None  # the rebuilt one
+
+    async def discard(self) -> None:
+        """Delete what was staged (after a failure, or instead of swapping)."""
+        keys = [k async for k in self.temp.redis.scan_iter(match=f"{self.temp.prefix}:*", count=1000)]
+        for start in range(0, len(keys), 1000):
+            await self.temp.redis.delete(*keys[start:start + 1000])
+        if self.generation is not None:
+            self.generation.drop()
+
+    async def aclose(self) -> None:
+        await self.temp.aclose()
+        await self.live.aclose()
+        if self.vectors is not None:
+            self.vectors.close()
+
+
 async def rebuild_memory(settings: Settings, *, scope: str | None = None,
                          on_progress: Callable[[int], None] | None = None) -> RebuildReport:
     """Replay the memory topic into fresh keys/collection and swap them in; see the module doc."""
+    staged = await stage(settings, scope=scope, on_progress=on_progress)
+    try:
+        return await swap(staged)
+    finally:
+        await staged.aclose()
+
+
+async def stage(settings: Settings, *, scope: str | None = None,
+                on_progress: Callable[[int], None] | None = None) -> Staged:
+    """Replay the memory topic into fresh keys and a new collection generation; nothing live changes."""
     started = time.perf_counter()
     topic = Topics.from_settings(settings).memory
     report = RebuildReport(topic=topic, scope=scope)
@@ -89,15 +131,14 @@ async def rebuild_memory(settings: Settings, *, scope: str | None = None,
     report.partitions = {s.partition: (s.offset, e.offset) for s, e in zip(offsets[:half], offsets[half:],
                                                                            strict=True)}
     codec = make_codec(settings, validate=False)
-    temp = f"{settings.topic_prefix}:rebuild-{uuid.uuid4().hex[:8]}"
-    ctx = open_context(settings, prefix=temp)
-    live_ctx = open_context(settings)
-    vectors = open_vector_memory(settings) if settings.vector_memory else None
-    fresh = vectors.with_collection(f"{vectors.collection}-rebuild-{temp[-8:]}") if vectors else None
-    last_ts: dict[tuple[str, str], int] = {}
+    tag = uuid.uuid4().hex[:8]
+    staged = Staged(report, open_context(settings, prefix=f"{settings.topic_prefix}:rebuild-{tag}"),
+                    open_context(settings), {})
     try:
-        if fresh is not None:
-            fresh.ensure_collection()
+        if settings.vector_memory:
+            staged.vectors = open_vector_memory(settings)
+            staged.generation = staged.vectors.generation(tag)
+            staged.generation.create()
             report.vectors = 0
         quiet_since = time.monotonic()
         while remaining:
@@ -119,28 +160,41 @@ async def rebuild_memory(settings: Settings, *, scope: str | None = None,
                 if scope is None or m["scope"] == scope:
                     events.append(m)
                     window = (m["scope"], m["scope_id"])
-                    last_ts[window] = max(last_ts.get(window, 0), to_ms(m["timestamp"]))
+                    staged.last_ts[window] = max(staged.last_ts.get(window, 0), to_ms(m["timestamp"]))
             report.events += len(msgs)
-            if fresh is not None and events:
-                report.vectors = (report.vectors or 0) + fresh.upsert([memory_item(m) for m in events])
-            applied = await ctx.apply_many([to_turn(m) for m in events])
+            if staged.generation is not None and events:
+                report.vectors = (report.vectors or 0) + staged.generation.upsert([memory_item(m) for m in events])
+            applied = await staged.temp.apply_many([to_turn(m) for m in events])
             report.applied += sum(a.applied for a in applied)
             if on_progress is not None and msgs:
                 on_progress(len(msgs))
-        report.windows = len(last_ts)
-        report.expired_windows, report.keys_swapped = await _swap_redis(ctx, live_ctx, last_ts)
-        if vectors is not None and fresh is not None:
-            vectors.delete_where(scope=scope)
-            vectors.copy_from(fresh)
-            fresh.drop()
-            report.collection = vectors.collection
+        if scope is not None and staged.vectors is not None and staged.generation is not None:
+            # A scoped rebuild keeps the other scopes' points: the new generation replaces them all.
+            staged.generation.copy_from(staged.vectors, except_scope=scope)
+        report.windows = len(staged.last_ts)
+    except BaseException:
+        await staged.discard()
+        await staged.aclose()
+        raise
     finally:
         consumer.close()  # never committed: the rebuild leaves no group offsets that matter
-        await ctx.aclose()
-        await live_ctx.aclose()
-        if vectors is not None:
-            vectors.close()
     report.seconds = time.perf_counter() - started
+    return staged
+
+
+async def swap(staged: Staged) -> RebuildReport:
+    """Swap the staged windows and collection in, each in one atomic step; see the module doc."""
+    started = time.perf_counter()
+    report = staged.report
+    try:
+        report.expired_windows, report.keys_swapped = await _swap_redis(staged.temp, staged.live, staged.last_ts)
+        if staged.vectors is not None and staged.generation is not None:
+            staged.vectors.swap_in(staged.generation)
+            report.collection = staged.generation.collection
+    except BaseException:
+        await staged.discard()
+        raise
+    report.seconds += time.perf_counter() - started
     return report
 
 
@@ -159,9 +213,10 @@ async def _swap_redis(temp: RedisContext, live: RedisContext,
             pipe.exists(key)
     flags = (await pipe.execute())[1::2]
     expired = sum(1 for (scope, _), ts in last_ts.items() if ts + temp.policy(scope).ttl_s * 1000 <= now)
-    swapped = 0
-    # Per window, atomically: the live keys go (including ones the rebuild did not produce, like
-    # an old summary) and the rebuilt ones take their names.
+    markers = [_text(k) async for k in r.scan_iter(match=f"{temp.prefix}:mem-applied:*", count=1000)]
+    # One transaction: the live keys go (including ones the rebuild did not produce, like an old
+    # summary) and the rebuilt ones take their names, with the applied-id markers, so a reader
+    # sees either the old windows or the new ones, and a crash never leaves windows without markers.
     swap = r.pipeline(transaction=True)
     for i, (scope, scope_id) in enumerate(windows):
         new = list(window_keys(temp.prefix, scope, scope_id).values())
@@ -170,10 +225,13 @@ async def _swap_redis(temp: RedisContext, live: RedisContext,
         for j, (src, dst) in enumerate(zip(new, old, strict=True)):
             if flags[i * len(new) + j]:
                 swap.rename(src, dst)
-                swapped += 1
-    await swap.execute()
-    async for key in r.scan_iter(match=f"{temp.prefix}:*", count=1000):  # the applied-id markers
-        name = key.decode() if isinstance(key, bytes) else str(key)
-        await r.rename(name, live.prefix + name[len(temp.prefix):])
-        swapped += 1
-    return expired, swapped
+    for name in markers:
+        swap.rename(name, live.prefix + name[len(temp.prefix):])
+    # A key whose TTL ran out in the meantime fails its RENAME alone ("no such key"): it is gone,
+    # as it would be live, and the rest of the transaction stands.
+    results = await swap.execute(raise_on_error=False)
+    return expired, sum(1 for res in results if res is True)
+
+
+def _text(key: bytes | str) -> str:
+    return key.decode() if isinstance(key, bytes) else key

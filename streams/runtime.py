@@ -19,6 +19,7 @@ from connectors.history import HistoryStore, open_store
 from connectors.redis_context import SCOPES, RedisContext, ScopePolicy
 from connectors.tokens import TokenCounter
 from schemas.codec import Codec
+from schemas.errors import ConfigError
 from streams.kafka import make_codec
 from streams.settings import Settings
 from streams.topics import Topics
@@ -27,6 +28,7 @@ T = TypeVar("T")
 
 if TYPE_CHECKING:
     from agents.llm.router import Router
+    from connectors.embeddings import Embedder
     from connectors.llm_journal import LlmJournal
     from connectors.vector_memory import VectorMemory
 
@@ -51,17 +53,33 @@ def llm_config(settings: Settings) -> LlmConfig:
 def open_context(settings: Settings, prefix: str | None = None) -> RedisContext:
     """Rolling-context windows with each scope's retention policy from settings."""
     s = settings
-    default = ScopePolicy(turns=s.context_window_turns, tokens=s.context_window_tokens, ttl_s=s.context_ttl_s)
-    policies = {scope: ScopePolicy(default.turns, default.tokens, s.ttl_for(scope)) for scope in SCOPES}
+    default = ScopePolicy(turns=s.context_window_turns, tokens=s.context_window_tokens, ttl_s=s.context_ttl_s,
+                          trim_to=s.context_trim_to)
+    policies = {scope: ScopePolicy(s.turns_for(scope), s.tokens_for(scope), s.ttl_for(scope), s.context_trim_to)
+                for scope in SCOPES}
     return RedisContext.from_url(s.redis_url, prefix=prefix or s.topic_prefix, default=default, policies=policies)
+
+
+def open_embedder(settings: Settings) -> Embedder:
+    """The local ONNX model, or provider embeddings with AIOS_EMBEDDINGS=openai:<model>."""
+    from connectors.embeddings import OnnxEmbedder, OpenAIEmbedder
+
+    if settings.embeddings == "local":
+        return OnnxEmbedder(settings.embedding_model_dir)
+    model = settings.embeddings.partition(":")[2].strip()
+    if settings.openai_api_key is None:
+        raise ConfigError(f"AIOS_EMBEDDINGS={settings.embeddings} needs AIOS_OPENAI_API_KEY (or OPENAI_API_KEY); "
+                          "or set AIOS_EMBEDDINGS=local for the local model")
+    return OpenAIEmbedder(model, api_key=settings.openai_api_key.get_secret_value(),
+                          base_url=settings.openai_base_url, dimension=settings.embedding_dimension,
+                          timeout_s=settings.llm_timeout_s, max_retries=settings.llm_max_retries)
 
 
 def open_vector_memory(settings: Settings, collection: str | None = None) -> VectorMemory:
     """Qdrant server when AIOS_QDRANT_URL is set, else local mode under data_dir/qdrant."""
-    from connectors.embeddings import OnnxEmbedder
     from connectors.vector_memory import VectorMemory
 
-    embedder = OnnxEmbedder(settings.embedding_model_dir)
+    embedder = open_embedder(settings)
     kwargs: dict[str, Any] = {"embedder": embedder, "prefix": settings.topic_prefix, "collection": collection}
     if settings.qdrant_url:
         memory = VectorMemory.server(settings.qdrant_url, **kwargs)

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     embedding_model_dir: Path = Field(
         Path("../shared/models/all-MiniLM-L6-v2-onnx"), description="ONNX all-MiniLM-L6-v2 model folder."
     )
+    embeddings: str = Field(
+        "local", description="'local' (the ONNX model in embedding_model_dir) or 'openai:<model>', e.g. "
+        "openai:text-embedding-3-small, with AIOS_OPENAI_API_KEY (and AIOS_OPENAI_BASE_URL).",
+    )
+    embedding_dimension: int = Field(
+        384, ge=1, le=4096, description="Vector size asked of provider embeddings (the local model gives 384)."
+    )
     history_ttl_days: int = Field(
         90, ge=1, le=36500, description="Days ClickHouse keeps history rows and rollups (table TTL)."
     )
@@ -55,11 +62,23 @@ class Settings(BaseSettings):
     context_window_tokens: int = Field(
         2000, ge=1, description="Tokens kept per window; older turns fold into its running summary."
     )
+    context_trim_to: float = Field(
+        0.8, gt=0, le=1, description="A window over a bound is trimmed to this fraction of its bounds, so "
+        "turns fold into the summary (an LLM call) in chunks; 1 folds on every turn of a full window.",
+    )
     context_summary_tokens: int = Field(300, ge=16, description="Token budget of a window's running summary.")
     context_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="Default TTL of a window after its last write.")
     context_scope_ttl_s: dict[str, int] = Field(
         default_factory=lambda: {"session": 24 * 3600, "task": 24 * 3600},
         description="TTL per scope (JSON, e.g. {\"task\": 3600}); scopes not named use context_ttl_s.",
+    )
+    context_scope_turns: dict[str, int] = Field(
+        default_factory=dict,
+        description="Turns kept per scope (JSON, e.g. {\"task\": 10}); scopes not named use context_window_turns.",
+    )
+    context_scope_tokens: dict[str, int] = Field(
+        default_factory=dict,
+        description="Tokens kept per scope (JSON, e.g. {\"agent\": 800}); others use context_window_tokens.",
     )
     prompt_tokens: int = Field(3000, ge=64, description="Default prompt budget (system + user) per role.")
     role_prompt_tokens: dict[str, int] = Field(
@@ -145,21 +164,38 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("context_scope_ttl_s")
+    @field_validator("embeddings")
     @classmethod
-    def _check_scope_ttls(cls, value: dict[str, int]) -> dict[str, int]:
+    def _check_embeddings(cls, value: str) -> str:
+        provider, _, model = value.strip().partition(":")
+        if value.strip() != "local" and (provider != "openai" or not model.strip()):
+            raise ValueError(f"AIOS_EMBEDDINGS={value!r}: use 'local' or 'openai:<model>', "
+                             "e.g. openai:text-embedding-3-small")
+        return value.strip()
+
+    @field_validator("context_scope_ttl_s", "context_scope_turns", "context_scope_tokens")
+    @classmethod
+    def _check_scope_policy(cls, value: dict[str, int], info: ValidationInfo) -> dict[str, int]:
         scopes = ("session", "project", "agent", "task")
-        for scope, ttl in value.items():
-            if scope not in scopes or ttl < 1:
+        for scope, amount in value.items():
+            if scope not in scopes or amount < 1:
                 raise ValueError(
-                    f"AIOS_CONTEXT_SCOPE_TTL_S: {scope}={ttl} is not valid; name scopes from "
-                    f"{', '.join(scopes)} with a TTL of at least 1 second"
+                    f"AIOS_{str(info.field_name).upper()}: {scope}={amount} is not valid; name scopes from "
+                    f"{', '.join(scopes)}, each with a value of at least 1"
                 )
         return value
 
     def ttl_for(self, scope: str) -> int:
         """Seconds a window of ``scope`` lives after its last write."""
         return self.context_scope_ttl_s.get(scope, self.context_ttl_s)
+
+    def turns_for(self, scope: str) -> int:
+        """Turns a window of ``scope`` keeps before folding the oldest into its summary."""
+        return self.context_scope_turns.get(scope, self.context_window_turns)
+
+    def tokens_for(self, scope: str) -> int:
+        """Tokens a window of ``scope`` keeps before folding the oldest into its summary."""
+        return self.context_scope_tokens.get(scope, self.context_window_tokens)
 
     def prompt_budget_for(self, role: str) -> int:
         """Prompt tokens (system + user) an agent of ``role`` may use."""

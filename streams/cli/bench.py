@@ -116,3 +116,69 @@ def router_cmd(decisions: int, calls: int, base_url: str | None, as_json: bool) 
         calls_table.add_row(name, f"{c[name]['calls_per_s']:.0f}", f"{c[name]['p50_us']:.0f}",
                             f"{c[name]['p99_us']:.0f}")
     console.print(calls_table)
+
+
+@bench.command("memory")
+@click.option("--turns", default=50, show_default=True, help="Turns in the window whose fetch is timed.")
+@click.option("--fetches", default=5000, show_default=True, help="Timed context fetches.")
+@click.option("--events", default=20_000, show_default=True, help="MemoryEvents through the memory processor.")
+@click.option("--windows", default=200, show_default=True, help="Windows (scope ids) the events are spread over.")
+@click.option("--sentences", default=2000, show_default=True, help="Sentences embedded with the local model.")
+@click.option("--vectors", default="10k,100k", show_default=True,
+              help="Collection sizes for recall in Qdrant local mode, comma-separated.")
+@click.option("--queries", default=200, show_default=True, help="Timed searches per collection size.")
+@click.option("--disk-max", default=10_000, show_default=True,
+              help="Larger collections are built in memory (same local-mode search code, no per-point commit).")
+@click.option("--max-build-s", default=900.0, show_default=True,
+              help="Stop filling a collection after this many seconds and measure the size reached.")
+@click.option("--query-budget-s", default=120.0, show_default=True,
+              help="Stop searching a collection after this many seconds (at least 10 searches).")
+@json_option
+def memory_cmd(turns: int, fetches: int, events: int, windows: int, sentences: int, vectors: str, queries: int,
+               disk_max: int, max_build_s: float, query_budget_s: float, as_json: bool) -> None:
+    """Context fetch p50/p99, memory processor events/s vs raw redis-py, embedding and recall speed."""
+    from contextlib import contextmanager
+    from typing import Any
+
+    from streams.bench_memory import bench_memory, iter_sizes
+
+    try:
+        sizes = list(iter_sizes(vectors))
+    except ValueError as exc:
+        raise click.BadParameter(f"--vectors {vectors!r}: give sizes like 10000,100000 or 10k,100k") from exc
+    if min(turns, fetches, events, windows, sentences, queries, *sizes, 1) < 1:
+        raise click.BadParameter("every count must be ≥ 1")
+    settings = settings_or_exit()
+
+    @contextmanager
+    def phase(description: str, total: int) -> Any:
+        with progress(description, total=total, enabled=not as_json) as bar:
+            yield bar.advance
+
+    try:
+        doc = bench_memory(settings, turns=turns, fetches=fetches, events=events, windows=windows,
+                           sentences=sentences, sizes=sizes, queries=queries, disk_max=disk_max,
+                           max_build_s=max_build_s, query_budget_s=query_budget_s, phase=phase)
+    except AiosError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        emit_json(doc)
+        return
+    f, p = doc["fetch"], doc["processor"]
+    table = Table("figure", "value", "baseline (same run)", "target")
+    table.add_row(f"context fetch, {f['turns']}-turn window p50 / p99 ms",
+                  f"{f['context_read']['p50_ms']:.2f} / {f['context_read']['p99_ms']:.2f}",
+                  f"bare LRANGE {f['raw_lrange']['p50_ms']:.2f} / {f['raw_lrange']['p99_ms']:.2f}", "p99 ≤ 3")
+    table.add_row("memory processor events/s (no embedding)", str(p["processor"]["events_per_s"]),
+                  f"raw redis-py pipeline {p['raw_redis_pipeline']['events_per_s']}", "≥ 5000")
+    table.add_row("  of which the Redis step alone", str(p["context_apply_many"]["events_per_s"]), "", "")
+    table.add_row("embedding sentences/s (ONNX MiniLM)", str(doc["embedding"]["sentences_per_s"]), "", "")
+    for r in doc["recall"]:
+        size = (f"{r['vectors']:,} ({r['storage']}, {r['upserts_per_s']} upserts/s)"
+                + ("" if r["complete"] else f" of {r['requested']:,}: build stopped"))
+        table.add_row(f"recall top-5 at {size} vectors p50 / p99 ms",
+                      f"{r['top5']['p50_ms']:.1f} / {r['top5']['p99_ms']:.1f}",
+                      f"project filter {r['top5_project_filter']['p50_ms']:.1f} / "
+                      f"{r['top5_project_filter']['p99_ms']:.1f}", "p50 ≤ 25 at 10k")
+    console.print(table)
+    console.print(f"{doc['cpus']} CPUs, load average {doc['load_avg_1m']} before, {doc['load_avg_1m_after']} after")

@@ -4,7 +4,11 @@ Per batch: (with vector memory on) embed and index the events into Qdrant, then 
 Redis in one pipelined round trip (a replayed memory id is a no-op), then fold the turns the
 batch pushed out of their windows into each window's running summary. A summary is produced as
 a ``kind=summary`` MemoryEvent, durable on ``aios.memory`` before Redis stores it, so a rebuild
-from the log sees the same summaries.
+from the log sees the same summaries (a rebuild never calls the LLM again).
+
+The summary is written by the runtime's LLM (its speaker names the model, and the call is an
+LlmCall event like any other), or by the labelled extractive fallback when the only provider is
+the offline one or the LLM call fails.
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ from typing import Any
 import faust
 from confluent_kafka import Message
 
-from agents.memory import extractive_summary
+from agents.llm.base import ChatRequest, ChatResponse
+from agents.llm.catalogue import cost_usd, load_catalogue
+from agents.memory import EXTRACTIVE_SOURCE, Complete, Summary, fold_summary
 from connectors.redis_context import Turn
 from connectors.vector_memory import MemoryItem
 from schemas.errors import SchemaError
-from schemas.events import envelope, to_ms
+from schemas.events import envelope, new_id, to_ms
 from streams.kafka import EventProducer
-from streams.metrics import EVENTS
+from streams.metrics import EVENTS, LLM_COST, LLM_TOKENS
 from streams.processors.batch import BatchProcessor, retry_forever
 from streams.processors.common import log
 from streams.runtime import Runtime
@@ -52,6 +58,40 @@ def summary_seq(memory_id: str) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
+def summary_llm(rt: Runtime) -> Complete | None:
+    """What writes summaries: the runtime's LLM router (cheapest small-tier model), or None
+    (extractive) when every deployment is the offline provider."""
+    from agents.llm.router import Route, Strategy
+
+    router = rt.router
+    if all(d.provider.offline for d in router.deployments):
+        return None
+
+    async def complete(request: ChatRequest) -> ChatResponse:
+        return (await router.complete(Route(request, tier="small", strategy=Strategy.COST))).response
+
+    return complete
+
+
+def summary_speaker(summary: Summary) -> str:
+    return SUMMARY_SPEAKER if summary.source == EXTRACTIVE_SOURCE else f"{SUMMARY_SPEAKER}:{summary.source}"
+
+
+def summary_call_event(event: dict[str, Any], summary: Summary, agent_id: str) -> dict[str, Any] | None:
+    """The LlmCall that produced ``event``'s summary (None for an extractive one), for cost accounting."""
+    resp = summary.response
+    if resp is None:
+        return None
+    return {
+        **envelope(event["trace_id"]), "call_id": new_id(), "task_id": None, "project_id": event["project_id"],
+        "agent_id": agent_id, "attempt": 1, "step": 0, "provider": resp.provider, "model": resp.model,
+        "strategy": "memory-summary", "input_tokens": resp.usage.input_tokens,
+        "output_tokens": resp.usage.output_tokens,
+        "cost_usd": cost_usd(load_catalogue().get(resp.provider, resp.model), resp.usage),
+        "latency_ms": resp.latency_ms, "ttft_ms": resp.ttft_ms, "outcome": "ok", "error": None,
+    }
+
+
 def to_turn(m: dict[str, Any]) -> Turn:
     return Turn(m["scope"], m["scope_id"], m["memory_id"], m["kind"], stored(m))
 
@@ -77,10 +117,15 @@ class MemoryProcessor(BatchProcessor):
     name = NAME
 
     def __init__(self, rt: Runtime) -> None:
-        super().__init__(rt, [rt.topics.memory], batch_size=500, wait_s=0.01)
+        # Large batches: the per-batch costs (offset commit, summary flush, fold reads) dominated at
+        # 500, and a window's turns in one batch fold into one summary. A batch is only this large
+        # when there is a backlog; otherwise consume returns what arrived within wait_s.
+        super().__init__(rt, [rt.topics.memory], batch_size=2000, wait_s=0.01)
         self.summaries = EventProducer(rt.settings, codec=rt.codec)
+        self.complete: Complete | None = None
 
     async def on_start(self) -> None:
+        self.complete = summary_llm(self.rt)  # a misconfigured provider fails here, at start
         if self.rt.settings.vector_memory:
             await self.rt.vector_memory()  # load the model before the first batch, not during it
         await super().on_start()
@@ -108,19 +153,36 @@ class MemoryProcessor(BatchProcessor):
         """Fold each window's evicted turns into a new summary: produced first, then stored."""
         keys = list(windows)
         pending = await retry_forever("memory: Redis", self.rt.context.pending_folds, keys)
-        events = []
-        for (scope, scope_id), (current, turns) in zip(keys, pending, strict=True):
-            if not turns:
-                continue
-            content = extractive_summary(
-                current["content"] if current else "", [t["content"] for t in turns],
-                budget_tokens=self.rt.settings.context_summary_tokens, count_tokens=self.rt.tokens.count)
+        todo = [(window, current, turns) for window, (current, turns) in zip(keys, pending, strict=True) if turns]
+        s, tokens = self.rt.settings, self.rt.tokens
+        # One LLM call per window, concurrently: a batch can push turns out of many windows.
+        summaries = await asyncio.gather(*(
+            fold_summary(current["content"] if current else "", [t["content"] for t in turns],
+                         budget_tokens=s.context_summary_tokens, count_tokens=tokens.count,
+                         truncate=tokens.truncate, complete=self.complete,
+                         input_tokens=s.tokens_for(window[0]) + s.context_summary_tokens)
+            for window, current, turns in todo))
+        events, calls = [], []
+        for ((scope, scope_id), current, _), summary in zip(todo, summaries, strict=True):
+            if summary.error is not None:
+                log.warning("memory: LLM summary of %s %s failed, extractive instead: %s", scope, scope_id,
+                            summary.error)
+                EVENTS.labels(NAME, "summary_fallback").inc()
             seq = (int(current["seq"]) if current else 0) + 1
-            events.append({
+            event = {
                 **envelope(), "memory_id": summary_id(scope, scope_id, seq), "scope": scope, "scope_id": scope_id,
-                "project_id": windows[(scope, scope_id)], "kind": "summary", "speaker": SUMMARY_SPEAKER,
-                "content": content, "task_id": None, "tokens": self.rt.tokens.count(content),
-            })
+                "project_id": windows[(scope, scope_id)], "kind": "summary", "speaker": summary_speaker(summary),
+                "content": summary.text, "task_id": None, "tokens": tokens.count(summary.text),
+            }
+            events.append(event)
+            call = summary_call_event(event, summary, self.rt.agent_id)
+            if call is not None:
+                calls.append(call)
+        for call in calls:
+            self.summaries.send(self.rt.topics.llm_calls, "LlmCall", call, key=call["project_id"])
+            LLM_TOKENS.labels(call["provider"], call["model"], "input").inc(call["input_tokens"])
+            LLM_TOKENS.labels(call["provider"], call["model"], "output").inc(call["output_tokens"])
+            LLM_COST.labels(call["provider"], call["model"]).inc(call["cost_usd"])
         for event in events:
             self.summaries.send(self.rt.topics.memory, "MemoryEvent", event, key=event["scope_id"])
         await asyncio.to_thread(self.summaries.flush)  # raises (crash, redelivery) if not durable

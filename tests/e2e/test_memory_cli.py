@@ -22,7 +22,8 @@ MODEL_DIR = Path(__file__).resolve().parents[2].parent / "shared/models/all-Mini
 
 def test_rebuild_then_show_and_search(cli: Cli) -> None:
     cli.env.update({"AIOS_VECTOR_MEMORY": "1", "AIOS_EMBEDDING_MODEL_DIR": str(MODEL_DIR),
-                    "AIOS_CONTEXT_WINDOW_TURNS": "10"})
+                    "AIOS_CONTEXT_WINDOW_TURNS": "10",
+                    "AIOS_CONTEXT_TRIM_TO": "1"})  # windows hold exactly the newest 10
     cli.run("topics", "create")
     prefix = cli.env["AIOS_TOPIC_PREFIX"]
     settings = load_settings(topic_prefix=prefix, kafka_bootstrap=cli.env["AIOS_KAFKA_BOOTSTRAP"])

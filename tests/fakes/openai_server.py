@@ -15,7 +15,11 @@ Each request consumes the next scripted behaviour; when the script is empty the 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import random
+import struct
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
@@ -24,6 +28,7 @@ from typing import Any
 from tests.fakes.scripted import RecordedRequest, ScriptedServer
 
 CHAT_PATH = "/v1/chat/completions"
+EMBEDDINGS_PATH = "/v1/embeddings"
 
 
 @dataclass(frozen=True)
@@ -134,10 +139,12 @@ class _ChatHandler(BaseHTTPRequestHandler):
             body = {}
         request = RecordedRequest(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
         behaviour = self.server_fake._next(request)
-        if self.path != CHAT_PATH:
+        if self.path not in (CHAT_PATH, EMBEDDINGS_PATH):
             self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
         elif behaviour.status != 200:
             self._send_json(behaviour.status, behaviour.body or {}, behaviour.headers)
+        elif self.path == EMBEDDINGS_PATH:
+            self._send_json(200, _embeddings(body))
         elif body.get("stream"):
             self._stream(body, behaviour)
         elif behaviour.malformed:
@@ -194,6 +201,32 @@ class _ChatHandler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+
+def fake_embedding(text: str, dimensions: int) -> list[float]:
+    """The deterministic (not normalised) vector the fake returns for ``text``: equal texts, equal vectors."""
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+    rng = random.Random(seed)  # noqa: S311 - deterministic test data
+    return [rng.uniform(-1, 1) for _ in range(dimensions)]
+
+
+def _embeddings(body: dict[str, Any]) -> dict[str, Any]:
+    texts = body.get("input") or []
+    texts = [texts] if isinstance(texts, str) else texts
+    dims = int(body.get("dimensions") or 1536)
+    # The SDK asks for base64 by default; answering floats (what it gets with encoding_format=float)
+    # exercises its fallback, so honour the request.
+    data = []
+    for i, text in enumerate(texts):
+        vector = fake_embedding(str(text), dims)
+        if body.get("encoding_format") == "base64":
+            encoded: Any = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
+        else:
+            encoded = vector
+        data.append({"object": "embedding", "index": i, "embedding": encoded})
+    tokens = sum(len(str(t).split()) for t in texts)
+    return {"object": "list", "data": data, "model": body.get("model", "fake"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
 def _reply(body: dict[str, Any], behaviour: Behaviour) -> str:

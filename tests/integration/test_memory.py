@@ -23,13 +23,13 @@ from hypothesis import strategies as st
 
 from agents.memory import EXTRACTIVE_LABEL, first_sentence
 from agents.runner import AgentTask, TokenBudget, build_request
-from connectors.redis_context import RedisContext, ScopePolicy, window_keys
+from connectors.redis_context import SCOPES, RedisContext, ScopePolicy, Turn, window_keys
 from connectors.tokens import TokenCounter
+from schemas.errors import ConfigError
 from streams.app import running
 from streams.kafka import EventProducer, TopicReader
-from streams.memory_rebuild import rebuild_memory
 from streams.runtime import open_context
-from streams.settings import Settings
+from streams.settings import Settings, load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -87,6 +87,46 @@ async def test_window_is_bounded_by_real_tokens(ctx: RedisContext, counter: Toke
     assert window.turns[-1]["content"] == texts[-1] and len(window.turns) < 5
 
 
+async def test_a_full_window_is_trimmed_below_its_bound_so_folds_come_in_chunks(
+        settings: Settings, counter: TokenCounter) -> None:
+    ctx = RedisContext.from_url(settings.redis_url, prefix=settings.topic_prefix,
+                                default=ScopePolicy(turns=10, tokens=10_000, ttl_s=60, trim_to=0.6))
+    try:
+        def item(n: int) -> Turn:
+            return Turn("project", "trim", f"m-{n}", "turn", turn(n, f"turn {n}", counter))
+
+        evicted = [a.evicted for a in await ctx.apply_many([item(n) for n in range(16)])]
+        # The 11th turn takes the window over 10 turns: it is trimmed to 6 (0.6 of the bound) and
+        # refills to 10 before the 16th trims it again: two folds of 5 turns, not six of 1.
+        assert evicted == [0] * 10 + [5] + [0] * 4 + [5]
+        window = await ctx.read("project", "trim")
+        assert [t["content"] for t in window.turns] == [f"turn {n}" for n in range(10, 16)]
+        (_, folded), = await ctx.pending_folds([("project", "trim")])
+        assert [t["content"] for t in folded] == [f"turn {n}" for n in range(10)]
+        assert (await ctx.apply_many([item(16)]))[0].evicted == 0
+    finally:
+        await delete_prefix(ctx.redis, settings.topic_prefix)
+        await ctx.aclose()
+
+
+async def test_a_summary_in_a_batch_covers_only_the_turns_folded_before_it(ctx: RedisContext,
+                                                                          counter: TokenCounter) -> None:
+    def item(n: int) -> Turn:
+        return Turn("project", "order", f"m-{n}", "turn", turn(n, f"turn {n}", counter))
+
+    summary = Turn("project", "order", "project:order:summary:1", "summary",
+                   {"memory_id": "project:order:summary:1", "kind": "summary", "content": "turns 0 and 1",
+                    "tokens": 4, "seq": 1})
+    # One pipelined batch; the window keeps 5 turns: turns 5 and 6 push 0 and 1 out, the summary
+    # folds those two, and turn 7 pushes 2 out after it.
+    applied = await ctx.apply_many([*(item(n) for n in range(7)), summary, item(7), item(3)])
+    assert [a.applied for a in applied] == [True] * 9 + [False]  # m-3 again: a replay
+    assert [a.evicted for a in applied] == [0] * 5 + [1, 1, 0, 1, 0]
+    (current, folded), = await ctx.pending_folds([("project", "order")])
+    assert current is not None and current["content"] == "turns 0 and 1"
+    assert [t["content"] for t in folded] == ["turn 2"]
+
+
 async def test_replayed_memory_ids_are_applied_once(ctx: RedisContext, counter: TokenCounter) -> None:
     for _ in range(3):
         for n in range(8):
@@ -113,6 +153,35 @@ def test_settings_carry_a_ttl_per_scope(settings: Settings) -> None:
     assert s.ttl_for("task") == 5 and s.ttl_for("project") == s.context_ttl_s
     context = open_context(s)
     assert context.policy("task").ttl_s == 5 and context.policy("agent").ttl_s == s.context_ttl_s
+
+
+async def test_each_scope_has_its_own_retention_policy(settings: Settings, counter: TokenCounter) -> None:
+    s = load_settings(topic_prefix=settings.topic_prefix, context_scope_turns={"task": 3},
+                      context_scope_tokens={"agent": 40}, context_scope_ttl_s={"session": 7, "task": 11})
+    context = open_context(s)
+    try:
+        texts = [f"Note {n}: the deploy of service {n} went through review and shipped." for n in range(6)]
+        for scope in SCOPES:
+            for n, text in enumerate(texts):
+                await context.append(scope, "policy", f"{scope}-{n}", turn(n, text, counter))
+        windows = {scope: await context.read(scope, "policy") for scope in SCOPES}
+        assert len(windows["task"].turns) == int(3 * s.context_trim_to)  # its own bound, then trimmed
+        assert windows["agent"].tokens <= 40 < windows["project"].tokens  # its own token bound
+        assert len(windows["project"].turns) == len(windows["session"].turns) == 6  # the defaults
+        ttls = {scope: await context.redis.ttl(window_keys(s.topic_prefix, scope, "policy")["turns"])
+                for scope in SCOPES}
+        assert 0 < ttls["session"] <= 7 and 7 < ttls["task"] <= 11
+        assert ttls["project"] > 11 and ttls["agent"] > 11
+    finally:
+        await delete_prefix(context.redis, s.topic_prefix)
+        await context.aclose()
+
+
+def test_a_policy_for_an_unknown_scope_says_what_to_fix() -> None:
+    with pytest.raises(ConfigError, match="AIOS_CONTEXT_SCOPE_TURNS: team=3 is not valid; name scopes from"):
+        load_settings(context_scope_turns={"team": 3})
+    with pytest.raises(ConfigError, match="AIOS_CONTEXT_SCOPE_TOKENS: task=0"):
+        load_settings(context_scope_tokens={"task": 0})
 
 
 def test_the_prompt_stays_within_the_role_budget(counter: TokenCounter) -> None:
@@ -225,6 +294,7 @@ async def test_an_over_budget_window_folds_into_a_summary_event(small_windows: S
         assert summaries and summaries[-1]["content"] == summary["content"]
         assert summaries[-1]["memory_id"] == f"project:proj-mem:summary:{summary['seq']}"
         assert summaries[-1]["tokens"] == counter.count(summary["content"]) <= 400
+        assert {e["speaker"] for e in summaries} == {"memory"}  # offline: no LLM wrote it
 
         # Replaying the whole log (a fresh processor group reads it again) changes nothing and
         # produces no new summaries.
@@ -242,43 +312,6 @@ async def test_an_over_budget_window_folds_into_a_summary_event(small_windows: S
 async def _last_turn_applied(context: RedisContext, scope_id: str, memory_id: str) -> bool:
     window = await context.read("project", scope_id)
     return bool(window.turns) and window.turns[-1]["memory_id"] == memory_id and window.summary is not None
-
-
-async def test_rebuild_after_deleting_the_keys_gives_the_same_contexts(small_windows: Settings,
-                                                                      counter: TokenCounter) -> None:
-    s = small_windows
-    events = [memory_event(s.topic_prefix, n, t, tokens=counter.count(t), scope_id=f"proj-{n % 2}")
-              for n, t in enumerate(TURNS)]
-    produce(s, events)
-    context = open_context(s)
-    try:
-        async with running(s, ["memory"]):
-            for p in ("proj-0", "proj-1"):
-                last = max(n for n in range(len(TURNS)) if f"proj-{n % 2}" == p)
-                await wait_for(lambda p=p, last=last: _last_turn_applied(context, p, f"task-{last}:1:turn"))
-            await asyncio.sleep(1)  # the summary events come back through the topic as no-ops
-        before = {p: await snapshot(context, p) for p in ("proj-0", "proj-1")}
-        assert all(b[0] for b in before.values())
-        memory_topic = f"{s.topic_prefix}.memory"
-        ends_before = _end_offsets(s, memory_topic)
-
-        # The test's stand-in for FLUSHDB: only this test's keys (other tests share this Redis).
-        assert await delete_prefix(context.redis, s.topic_prefix) > 0
-        assert (await context.read("project", "proj-0")).turns == []
-
-        report = await rebuild_memory(s)
-
-        assert {p: await snapshot(context, p) for p in ("proj-0", "proj-1")} == before
-        assert report.windows == 2 and report.applied == len(TURNS) + report.events - len(TURNS)
-        assert report.keys_swapped > 0 and report.vectors is None
-        assert _end_offsets(s, memory_topic) == ends_before  # a rebuild never produces
-        assert [k async for k in context.redis.scan_iter(match=f"{s.topic_prefix}:rebuild-*")] == []
-        # The rebuilt windows keep working: the live processor dedups the replayed ids.
-        key = window_keys(s.topic_prefix, "project", "proj-0")["turns"]
-        assert 0 < await context.redis.ttl(key) <= s.ttl_for("project")
-    finally:
-        await delete_prefix(context.redis, s.topic_prefix)
-        await context.aclose()
 
 
 def _end_offsets(settings: Settings, topic: str) -> list[int]:

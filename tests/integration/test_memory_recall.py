@@ -55,7 +55,8 @@ async def assign_and_wait(s: Settings, description: str, project: str) -> dict[s
 
 
 async def test_the_agent_recalls_the_related_memory_and_records_it(settings: Settings, tmp_path: Path) -> None:
-    s = settings.model_copy(update={"vector_memory": True, "embedding_model_dir": MODEL_DIR})
+    # Trimmed to the bound exactly (no chunked folds), so the summary count below is exact.
+    s = settings.model_copy(update={"vector_memory": True, "embedding_model_dir": MODEL_DIR, "context_trim_to": 1.0})
     assert len(DISTRACTORS) >= 50
     producer = EventProducer(s)
     memories = [event(n, text, "proj-rec") for n, text in enumerate(DISTRACTORS, start=100)]

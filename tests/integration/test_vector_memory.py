@@ -243,3 +243,71 @@ def test_an_unreachable_server_is_store_unavailable(embedder: OnnxEmbedder) -> N
     with pytest.raises(StoreUnavailableError, match="not reachable.*AIOS_QDRANT_URL"):
         mem.ensure_collection()
     mem.close()
+
+
+def test_the_name_is_an_alias_of_a_generation_that_a_swap_replaces(memory: VectorMemory) -> None:
+    first = memory.target()
+    assert first.startswith(f"{memory.collection}--")
+    memory.upsert([_item(1, RELEVANT)])
+    generation = memory.generation("next")
+    generation.create()
+    generation.upsert([_item(2, DISTRACTORS[0]), _item(3, DISTRACTORS[1])])
+    assert memory.count() == 1  # readers still see the old generation
+
+    assert memory.swap_in(generation) == first
+
+    assert memory.target() == generation.collection and memory.count() == 2
+    assert not memory._client.collection_exists(first)
+
+
+def test_a_collection_made_before_aliases_is_replaced_by_the_first_swap(tmp_path: Path,
+                                                                         embedder: OnnxEmbedder) -> None:
+    with VectorMemory.local(tmp_path / "q", embedder=embedder) as mem:
+        legacy = mem.with_collection(mem.collection)
+        legacy.create()  # a real collection under the name, as older versions made it
+        legacy.upsert([_item(1, RELEVANT)])
+        assert mem.ensure_collection() is False and mem.target() == mem.collection
+        generation = mem.generation("g1")
+        generation.create()
+        generation.upsert([_item(2, DISTRACTORS[0])])
+
+        assert mem.swap_in(generation) == mem.collection
+
+        assert mem.target() == generation.collection
+        assert [h.id for h in mem.search(PARAPHRASE, 5)] == ["mem-2"]
+
+
+@pytest.mark.parametrize("projects", [3, 60])  # most searches exact from the top candidates; most fall back
+def test_filtered_local_search_matches_an_exhaustive_ranking(memory: VectorMemory, projects: int) -> None:
+    rng = np.random.default_rng(projects)
+    vectors = rng.standard_normal((600, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    memory.upsert([_item(n, f"v{n}", project=f"p{n % projects}", kind=("turn", "summary")[n % 2])
+                   for n in range(600)], vectors=vectors)
+    for q in rng.standard_normal((15, 384)).astype(np.float32):
+        q /= np.linalg.norm(q)
+        scores = vectors @ q
+        for project, kind, threshold in (("p1", None, None), ("p2", "turn", None), ("p0", None, 0.05)):
+            expected = [f"mem-{n}" for n in np.argsort(-scores)
+                        if n % projects == int(project[1:]) and (kind is None or ("turn", "summary")[n % 2] == kind)
+                        and (threshold is None or scores[n] >= threshold)][:5]
+            hits = memory.search(q, 5, project=project, kind=kind, score_threshold=threshold)
+            assert [h.id for h in hits] == expected
+
+
+def test_provider_embeddings_index_and_recall_through_the_settings(tmp_path: Path) -> None:
+    from pydantic import SecretStr
+
+    from streams.runtime import open_vector_memory
+    from streams.settings import load_settings
+    from tests.fakes.openai_server import FakeOpenAI
+
+    with FakeOpenAI() as fake:
+        s = load_settings(data_dir=tmp_path, embeddings="openai:text-embedding-3-small",
+                          openai_api_key=SecretStr("sk-test"), openai_base_url=fake.base_url)
+        with open_vector_memory(s) as vm:
+            vm.upsert([_item(n, text) for n, text in enumerate(DISTRACTORS[:20])])
+            # The fake's vectors are hashes of the text, so only the same text is close: it ranks first.
+            hits = vm.search(DISTRACTORS[7], 3)
+            assert hits[0].id == "mem-7" and hits[0].score > 0.99 > hits[1].score
+        assert any(r.path == "/v1/embeddings" for r in fake.requests)
