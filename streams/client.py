@@ -23,6 +23,7 @@ def build_task(
     priority: int = 0,
     task_id: str | None = None,
     submitted_by: str = "cli",
+    privacy: str = "normal",
 ) -> dict[str, Any]:
     if not description.strip():
         raise OrchestrationError("the task description is empty: say what the agent should do")
@@ -34,7 +35,7 @@ def build_task(
         "description": description,
         "priority": priority,
         "depends_on": [],
-        "privacy": "normal",
+        "privacy": privacy,  # normal | restricted (local models only); the orchestrator fails closed
         "submitted_by": submitted_by,
         "metadata": {},
     }
@@ -77,9 +78,20 @@ class TaskClient:
             "submitted_by": submitted_by,
             "tasks": [{"task_id": t.id, "role": t.role, "description": t.description,
                        "depends_on": list(t.depends_on), "priority": t.priority, "acceptance": t.acceptance,
-                       "requires_approval": t.requires_approval} for t in plan.tasks],
+                       "requires_approval": t.requires_approval, "privacy": t.privacy} for t in plan.tasks],
         }
         self.producer.send(self.topics.projects, "ProjectPlan", event, key=plan.project)
+        self.producer.flush()
+        return event
+
+    def submit_goal(self, project: str, goal: str, *, budget_usd: float | None = None,
+                    submitted_by: str = "cli") -> dict[str, Any]:
+        """Start a project from a goal: the orchestrator asks the planner role for its plan."""
+        if not goal.strip():
+            raise OrchestrationError("the goal is empty: say what the project should achieve")
+        event = {**envelope(), "project_id": project, "goal": goal, "budget_usd": budget_usd,
+                 "submitted_by": submitted_by, "tasks": []}
+        self.producer.send(self.topics.projects, "ProjectPlan", event, key=project)
         self.producer.flush()
         return event
 

@@ -7,6 +7,7 @@ mistakes it for model output.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -99,11 +100,17 @@ def _keywords(prompt: str) -> list[str]:
 def offline_instance(schema: Mapping[str, Any], answer: str, name: str = "") -> Any:
     """A value meeting ``schema`` (the subset role contracts use), with ``answer`` in ``summary``.
 
-    Objects get every property they declare, arrays their ``minItems`` items, enums their first
+    A schema with ``examples`` gets its first example. Objects get every property they declare, arrays their ``minItems`` items, enums their first
     value; strings say they are offline, so structured output is as clearly labelled as text.
     """
     if "enum" in schema:
         return schema["enum"][0]
+    if schema.get("examples"):
+        # A contract's own example (the planner's: a small plan of real roles), labelled in its summary.
+        example = copy.deepcopy(schema["examples"][0])
+        if isinstance(example, dict) and "summary" in example:
+            example["summary"] = answer
+        return example
     kind = schema.get("type")
     if kind == "object":
         props: Mapping[str, Any] = schema.get("properties", {})

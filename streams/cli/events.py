@@ -33,26 +33,32 @@ def jsonable(value: Any) -> Any:
 @click.command()
 @click.argument("text", required=False)
 @click.option("--plan", "plan_file", type=click.File("r"), help="Submit a plan (JSON; see the README) instead.")
+@click.option("--goal", default=None, help="Start project --project from a goal; the planner role plans it.")
 @click.option("--role", default="general", show_default=True, help="Agent role to do the work.")
 @click.option("--project", default="default", show_default=True)
 @click.option("--priority", default=0, show_default=True, type=int)
+@click.option("--privacy", type=click.Choice(["normal", "restricted"]), default="normal", show_default=True,
+              help="restricted: only local models see the task.")
 @click.option("--wait", is_flag=True, help="Wait for the result (or, with --plan, the final project status).")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait with --wait.")
 @json_option
-def submit(text: str | None, plan_file: Any, role: str, project: str, priority: int, wait: bool, timeout: float,
-           as_json: bool) -> None:
-    """Produce a task (or a whole plan) for the orchestrator (idempotent producer, acks=all)."""
+def submit(text: str | None, plan_file: Any, goal: str | None, role: str, project: str, priority: int,
+           privacy: str, wait: bool, timeout: float, as_json: bool) -> None:
+    """Produce a task, a whole plan, or a goal for the orchestrator (idempotent producer, acks=all)."""
     settings = settings_or_exit()
+    if sum(x is not None for x in (text, plan_file, goal)) > 1:
+        raise click.UsageError("give one of TEXT, --plan or --goal")
     if plan_file is not None:
-        if text:
-            raise click.UsageError("give either TEXT or --plan, not both")
         _submit_plan(settings, plan_file.read(), wait, timeout, as_json)
+        return
+    if goal is not None:
+        _submit_goal(settings, project, goal, wait, timeout, as_json)
         return
     if text is None:
         raise click.UsageError("say what to do: aios submit \"TEXT\" (or --plan plan.json)")
     client = TaskClient(settings)
     try:
-        task = build_task(text, role=role, project=project, priority=priority)
+        task = build_task(text, role=role, project=project, priority=priority, privacy=privacy)
         if wait:
             client.watch_results()
         client.submit(task)
@@ -95,6 +101,30 @@ def _submit_plan(settings: Any, text: str, wait: bool, timeout: float, as_json: 
         emit_json(doc)
         return
     console.print(f"submitted project {plan.project} with {len(plan.tasks)} tasks")
+    if status is not None:
+        console.print(f"{status['state']}: {status['counts']}")
+
+
+def _submit_goal(settings: Any, project: str, goal: str, wait: bool, timeout: float, as_json: bool) -> None:
+    from streams.client import wait_project
+    from streams.orchestration.goal import goal_plan
+
+    client = TaskClient(settings)
+    try:
+        goal_plan(project, goal, None, settings.roles)  # the planner must run here: say so before producing
+        client.submit_goal(project, goal)
+        status = wait_project(settings, project, timeout) if wait else None
+    except AiosError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        client.close()
+    doc: dict[str, Any] = {"project": project, "goal": goal}
+    if status is not None:
+        doc["status"] = jsonable(status)
+    if as_json:
+        emit_json(doc)
+        return
+    console.print(f"submitted goal for project {project}: the planner role plans it")
     if status is not None:
         console.print(f"{status['state']}: {status['counts']}")
 

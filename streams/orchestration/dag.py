@@ -44,6 +44,7 @@ class Node:
     attempts: int = 0  # attempts dispatched so far
     errors: list[str] = field(default_factory=list)  # every failed attempt's error, oldest first
     retry_at_ms: int | None = None  # a failed attempt waits for its backoff; READY once due
+    privacy: str = "normal"  # restricted: routed to local models only
 
 
 @dataclass
@@ -63,7 +64,7 @@ class ProjectDag:
         self.dependents: dict[str, list[str]] = {}
         for t in plan.tasks:
             self.add(Node(t.id, t.role, t.priority, t.depends_on, t.requires_approval,
-                          description=t.description, acceptance=t.acceptance), ready=False)
+                          description=t.description, acceptance=t.acceptance, privacy=t.privacy), ready=False)
         for node in self.nodes.values():
             self._maybe_ready(node)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -35,6 +35,8 @@ class PlannedTask(BaseModel):
     priority: int = Field(default=0, ge=-1000, le=1000, description="Higher runs first among ready tasks.")
     acceptance: str = Field(default="", max_length=5_000, description="How to tell the task is done.")
     requires_approval: bool = Field(default=False, description="Wait in awaiting_approval before dispatch.")
+    privacy: Literal["normal", "restricted"] = Field(
+        default="normal", description="restricted: only local models see the task (and its prompt).")
 
 
 class Plan(BaseModel):

@@ -9,6 +9,7 @@ changelog carries on where it was.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -45,6 +46,7 @@ class Dispatch:
     attempt: int
     priority: int
     context: dict[str, str]
+    privacy: str = "normal"
 
 
 @dataclass
@@ -83,6 +85,7 @@ class ProjectState:
         # would otherwise grow without bound, and every event rewrites the whole state.
         self.archived: dict[str, int] = {}
         self.standalone: set[str] = set()
+        self.goal = False  # started from a goal: the planner task's answer extends the DAG
 
     # --- construction and serialisation ----------------------------------------------------
 
@@ -103,7 +106,7 @@ class ProjectState:
         return {
             "project": self.dag.project, "started_ms": self.started_ms, "budget_usd": self.budget_usd,
             "cost_usd": self.cost_usd, "cancelled": self.cancelled, "submitted_at": self.submitted_at,
-            "archived": self.archived, "standalone": sorted(self.standalone),
+            "archived": self.archived, "standalone": sorted(self.standalone), "goal": self.goal,
             "nodes": [{**asdict(n), "state": n.state.value} for n in self.dag.nodes.values()],
         }
 
@@ -119,6 +122,7 @@ class ProjectState:
         state.submitted_at = dict(data["submitted_at"])
         state.archived = dict(data.get("archived", {}))
         state.standalone = set(data.get("standalone", ()))
+        state.goal = bool(data.get("goal", False))
         return state
 
     def archive_finished_standalone(self) -> None:
@@ -141,7 +145,8 @@ class ProjectState:
             return Actions()  # a redelivered submission
         missing = [d for d in task.depends_on if d not in self.dag.nodes]
         node = Node(task.id, task.role, task.priority, tuple(d for d in task.depends_on if d in self.dag.nodes),
-                    task.requires_approval, description=task.description, acceptance=task.acceptance)
+                    task.requires_approval, description=task.description, acceptance=task.acceptance,
+                    privacy=task.privacy)
         self.submitted_at[task.id] = submitted_ms
         self.standalone.add(task.id)
         self.dag.add(node)
@@ -151,6 +156,15 @@ class ProjectState:
         if node.state is State.SKIPPED:
             return Actions(finals=[Final(task.id, task.role, "skipped", 0, error=node.reason)])
         return Actions()
+
+    def extend(self, tasks: Sequence[PlannedTask], *, now_ms: int) -> None:
+        """Add planned tasks (in dependency order, their dependencies already in the DAG)."""
+        for t in tasks:
+            if t.id in self.dag.nodes:
+                continue  # a replayed expansion
+            self.submitted_at[t.id] = now_ms
+            self.dag.add(Node(t.id, t.role, t.priority, t.depends_on, t.requires_approval,
+                              description=t.description, acceptance=t.acceptance, privacy=t.privacy))
 
     def fail_task(self, task: PlannedTask, reason: str, *, submitted_ms: int) -> Actions:
         """A task that can never run (e.g. its role does not exist here) fails visibly at once."""
@@ -224,7 +238,8 @@ class ProjectState:
         self.dag.release_due(now_ms)
         if self.cancelled or self.budget_spent:
             return []
-        return [Dispatch(n.id, n.role, n.description, n.attempts, n.priority, self.dag.dependency_outputs(n.id))
+        return [Dispatch(n.id, n.role, n.description, n.attempts, n.priority, self.dag.dependency_outputs(n.id),
+                         n.privacy)
                 for n in self.dag.take(limits)]
 
     def next_retry_ms(self) -> int | None:

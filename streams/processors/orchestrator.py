@@ -14,7 +14,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, Literal
 
 import faust
 
@@ -22,6 +22,7 @@ from schemas.errors import SchemaError
 from schemas.events import envelope, now_ms, to_ms
 from streams.metrics import EVENTS, PROCESSING
 from streams.orchestration.dag import Limits
+from streams.orchestration.goal import GOAL_TASK, goal_plan, planned_tasks
 from streams.orchestration.plan import Plan, PlanError, PlannedTask, validate_plan
 from streams.orchestration.state import PERMANENT_ERRORS, Actions, ProjectState, RetryPolicy
 from streams.processors.common import dead_letter, raw_topic, send
@@ -59,6 +60,11 @@ def final_result(project: str, f: Any, attempt: dict[str, Any] | None, trace_id:
     if f.status != "succeeded":
         base["output"] = ""  # the error says what happened; a failed attempt's partial text is not a result
     return base
+
+
+def _privacy(value: str | None) -> Literal["normal", "restricted"]:
+    # Fail closed: anything but "normal" (a typo included) keeps the task on local models.
+    return "normal" if value in (None, "normal") else "restricted"
 
 
 class Batch:
@@ -139,23 +145,30 @@ class Orchestrator:
                 await dead_letter(self.app, self.rt, message, NAME,
                                   PlanError([f"project {project!r} already exists; plans are submitted once"]))
                 return
+            from_goal = bool(v["goal"]) and not v["tasks"]
             try:
-                plan = Plan(project=project, budget_usd=v["budget_usd"], tasks=tuple(
-                    PlannedTask(id=t["task_id"], role=t["role"], description=t["description"],
-                                depends_on=tuple(t["depends_on"]), priority=t["priority"],
-                                acceptance=t["acceptance"], requires_approval=t["requires_approval"])
-                    for t in v["tasks"]))
+                if from_goal:
+                    plan = goal_plan(project, v["goal"], v["budget_usd"], self.roles)
+                else:
+                    plan = Plan(project=project, budget_usd=v["budget_usd"], tasks=tuple(
+                        PlannedTask(id=t["task_id"], role=t["role"], description=t["description"],
+                                    depends_on=tuple(t["depends_on"]), priority=t["priority"],
+                                    acceptance=t["acceptance"], requires_approval=t["requires_approval"],
+                                    privacy=_privacy(t.get("privacy")))
+                        for t in v["tasks"]))
                 validate_plan(plan, self.roles)
             except (PlanError, ValueError) as exc:
                 await dead_letter(self.app, self.rt, message, NAME, exc)
                 return
             state = ProjectState.from_plan(plan, now_ms=to_ms(v["timestamp"]))
+            state.goal = from_goal
             actions = Actions()
         elif name == "Task":
             if state is None:
                 state = ProjectState.empty(project, now_ms=now)
             task = PlannedTask(id=v["task_id"], role=v["role"], description=v["description"],
-                               depends_on=tuple(v["depends_on"]), priority=v["priority"])
+                               depends_on=tuple(v["depends_on"]), priority=v["priority"],
+                               privacy=_privacy(v.get("privacy")))
             submitted = to_ms(v["timestamp"])
             if v["role"] not in self.roles:
                 reason = (f"unknown role {v['role']!r}; this deployment runs: "
@@ -167,9 +180,18 @@ class Orchestrator:
             if state is None:
                 return  # an attempt for a project we never saw (e.g. another deployment's)
             attempt_event = v
-            actions = state.on_attempt(v["task_id"], v["attempt"], v["status"] == "succeeded", v["output"],
-                                       v["error"], v["cost_usd"], now_ms=now, policy=POLICY, rng=_rng,
+            ok, error, expansion = v["status"] == "succeeded", v["error"], None
+            if ok and state.goal and v["task_id"] == GOAL_TASK:
+                try:
+                    expansion = planned_tasks(project, state.dag.nodes[GOAL_TASK].description, v["output"],
+                                              self.roles)
+                except PlanError as exc:  # a failed attempt: the planner gets another go
+                    ok, error = False, f"the planner's plan is invalid: {exc}"
+            actions = state.on_attempt(v["task_id"], v["attempt"], ok, v["output"], error, v["cost_usd"],
+                                       now_ms=now, policy=POLICY, rng=_rng,
                                        retryable=v["error_type"] not in PERMANENT_ERRORS)
+            if expansion and any(f.task_id == GOAL_TASK and f.status == "succeeded" for f in actions.finals):
+                state.extend(expansion, now_ms=now)
         else:  # Control
             if state is None:
                 return
@@ -208,7 +230,7 @@ class Orchestrator:
             assignment = {
                 **envelope(trace_id), "event_id": _final_id(project, d.task_id, f"assign-{d.attempt}"),
                 "task_id": d.task_id, "project_id": project, "role": d.role, "description": d.description,
-                "attempt": d.attempt, "priority": d.priority, "privacy": "normal", "context": d.context,
+                "attempt": d.attempt, "priority": d.priority, "privacy": d.privacy, "context": d.context,
                 "submitted_at": state.submitted_at.get(d.task_id, state.started_ms),
             }
             batch.effects.append(await send(self.app, self.rt, t.role(d.role), "Assignment", assignment, d.task_id))

@@ -110,3 +110,14 @@ def test_tail_of_a_missing_topic_says_how_to_create_it(cli: Cli) -> None:
     proc = cli.run("tail", "results", "--timeout", "1", check=False)
     assert proc.returncode == 1
     assert "aios topics create" in proc.stderr
+
+
+def test_a_goal_without_the_planner_role_says_how_to_fix_it(cli: Cli) -> None:
+    proc = cli.run("submit", "--goal", "Build a shop", "--project", "shop", check=False)
+    assert proc.returncode != 0
+    assert "needs the 'planner' role" in proc.stderr and "AIOS_ROLES" in proc.stderr
+
+
+def test_a_goal_and_a_text_together_are_a_usage_error(cli: Cli) -> None:
+    proc = cli.run("submit", "do it", "--goal", "Build a shop", check=False)
+    assert proc.returncode == 2 and "one of TEXT, --plan or --goal" in proc.stderr

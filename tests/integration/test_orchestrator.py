@@ -12,7 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from streams.app import running
-from streams.client import TaskClient, wait_project
+from streams.client import TaskClient, build_task, wait_project
 from streams.kafka import TopicReader
 from streams.orchestration.plan import parse_plan
 from streams.settings import Settings
@@ -123,3 +123,51 @@ async def test_approval_gate_reject_and_recovery_after_restart(roles_settings: S
     assert states == {"draft": "succeeded", "publish": "succeeded", "risky": "failed", "after-risky": "skipped"}
     results = read_all(s, "results")
     assert Counter(r["task_id"] for r in results) == Counter(dict.fromkeys(states, 1))  # one terminal result each
+
+
+async def test_a_goal_is_planned_by_the_planner_then_run(settings: Settings) -> None:
+    s = settings.model_copy(update={"roles": ("planner", "backend", "qa")})
+    create_topics(s)
+    async with running(s, ["orchestrator", "results", "agents"]):
+        client = TaskClient(s)
+        try:
+            client.submit_goal("goal", "Build a URL shortener")
+        finally:
+            client.close()
+        final = await asyncio.to_thread(wait_project, s, "goal", 60)
+    # The offline planner answers with its contract's example plan: design -> build -> test.
+    states = {t["task_id"]: t["state"] for t in final["tasks"]}
+    assert states == dict.fromkeys(("plan", "design", "build", "test"), "succeeded")
+    assignments = {a["task_id"]: a for a in read_all(s, "agent.backend") + read_all(s, "agent.qa")}
+    assert set(assignments["test"]["context"]) == {"plan", "build"}  # the plan travels with every task
+    plan_output = json.loads(assignments["design"]["context"]["plan"])
+    assert [t["id"] for t in plan_output["tasks"]] == ["design", "build", "test"]
+
+
+async def test_a_plan_naming_roles_not_running_fails_the_goal_visibly(settings: Settings) -> None:
+    s = settings.model_copy(update={"roles": ("planner", "general")})  # the example plan needs backend, qa
+    create_topics(s)
+    async with running(s, ["orchestrator", "results", "agents"]):
+        client = TaskClient(s)
+        try:
+            client.submit_goal("nogo", "Build a URL shortener")
+        finally:
+            client.close()
+        final = await asyncio.to_thread(wait_project, s, "nogo", 90)
+    [plan] = final["tasks"]
+    assert final["state"] == "failed" and plan["state"] == "failed"
+    assert "the planner's plan is invalid" in plan["reason"] and "unknown role 'backend'" in plan["reason"]
+
+
+async def test_a_restricted_task_reaches_its_agent_restricted(settings: Settings) -> None:
+    async with running(settings, ["orchestrator", "results"]):
+        client = TaskClient(settings)
+        try:
+            for privacy in ("restricted", "normal", "typo"):
+                client.submit(build_task(f"{privacy} work", privacy=privacy))
+        finally:
+            client.close()
+        await asyncio.sleep(3)
+    sent = {a["description"]: a["privacy"] for a in read_all(settings, "agent.general")}
+    # Anything but "normal" fails closed: the task stays on local models.
+    assert sent == {"restricted work": "restricted", "normal work": "normal", "typo work": "restricted"}

@@ -1,0 +1,63 @@
+"""Projects from a goal: ``aios submit --goal`` starts a project whose first task asks the planner
+role for the plan; the planner's answer (its role contract: ``{"summary", "tasks": [...]}``) becomes
+the rest of the project's DAG.
+
+Pure: the orchestrator calls these while it handles the planner task's attempt. Every planned task
+depends on the planner task, so each gets the plan as context, and validation is the same as for
+``--plan`` (roles, dangling and self dependencies, cycles), naming the offending tasks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from streams.orchestration.plan import Plan, PlanError, PlannedTask, parse_plan
+
+GOAL_TASK = "plan"
+PLANNER_ROLE = "planner"
+_PLANNED_FIELDS = ("id", "role", "description", "depends_on", "priority", "acceptance")
+
+
+def goal_plan(project: str, goal: str, budget_usd: float | None, roles: Iterable[str]) -> Plan:
+    """The one-task plan a goal starts with; PlanError when this deployment runs no planner."""
+    roles = set(roles)
+    if PLANNER_ROLE not in roles:
+        raise PlanError([f"a goal needs the {PLANNER_ROLE!r} role; this deployment runs "
+                         f"{', '.join(sorted(roles))} (add it to AIOS_ROLES)"])
+    task = PlannedTask(id=GOAL_TASK, role=PLANNER_ROLE, description=goal,
+                       acceptance="A plan: tasks with roles, descriptions and depends_on edges.")
+    return Plan(project=project, tasks=(task,), budget_usd=budget_usd)
+
+
+def planned_tasks(project: str, goal: str, output: str, roles: Iterable[str]) -> tuple[PlannedTask, ...]:
+    """The tasks of the planner's answer, each depending on the planner task, in dependency order."""
+    try:
+        answer = json.loads(output)
+    except json.JSONDecodeError as exc:
+        raise PlanError([f"the planner's answer is not JSON: {exc}"]) from exc
+    tasks = answer.get("tasks") if isinstance(answer, dict) else None
+    if not isinstance(tasks, list) or not tasks:
+        raise PlanError(["the planner's answer has no tasks list"])
+    doc_tasks: list[dict[str, object]] = [{"id": GOAL_TASK, "role": PLANNER_ROLE, "description": goal}]
+    for t in tasks:
+        if not isinstance(t, dict):
+            raise PlanError([f"a planned task is not an object: {t!r}"])
+        kept = {k: t[k] for k in _PLANNED_FIELDS if k in t}
+        kept["depends_on"] = [GOAL_TASK, *[d for d in t.get("depends_on") or [] if d != GOAL_TASK]]
+        doc_tasks.append(kept)
+    plan = parse_plan(json.dumps({"project": project, "tasks": doc_tasks}), roles)
+    return _dependency_order(plan.tasks[1:])
+
+
+def _dependency_order(tasks: tuple[PlannedTask, ...]) -> tuple[PlannedTask, ...]:
+    # parse_plan has rejected cycles, so this always places every task.
+    placed: set[str] = {GOAL_TASK}
+    ordered: list[PlannedTask] = []
+    waiting = list(tasks)
+    while waiting:
+        ready = [t for t in waiting if set(t.depends_on) <= placed]
+        ordered += ready
+        placed |= {t.id for t in ready}
+        waiting = [t for t in waiting if t.id not in placed]
+    return tuple(ordered)
