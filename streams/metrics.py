@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 EVENTS = Counter(
     "aios_events_processed_total", "Events handled by a processor, by outcome.", ["processor", "outcome"]
@@ -67,3 +67,7 @@ def serve(port: int, host: str = "127.0.0.1") -> bool:
     start_http_server(port, addr=host)
     _served.add(port)
     return True
+
+ROLE_LIVE_AGENTS = Gauge("aios_role_live_agents", "Live agent workers serving a role (from aios.agents).", ["role"])
+ROLE_IN_FLIGHT = Gauge("aios_role_in_flight_tasks", "Tasks in flight at a role's live agents (from aios.agents).",
+                       ["role"])

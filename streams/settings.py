@@ -135,6 +135,11 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus /metrics; 0 disables.")
     metrics_host: str = Field("127.0.0.1", description="Address /metrics binds to (0.0.0.0 in containers).")
     commit_interval_s: float = Field(1.0, gt=0, description="How often processors commit offsets.")
+    project_concurrency: int = Field(64, ge=1, description="Tasks of one project in flight at once.")
+    role_concurrency: dict[str, int] = Field(
+        default_factory=dict,
+        description="Tasks of one role in flight at once within a project (JSON, e.g. {\"qa\": 2}).",
+    )
     kafka_session_timeout_s: float = Field(
         10.0, ge=6, le=300,
         description="Consumer group session timeout: how soon the partitions of a crashed process move on.",

@@ -9,15 +9,13 @@ from rich.table import Table
 
 from schemas.errors import AiosError
 from schemas.events import now_ms, to_ms
+from streams.agent_registry import GONE, is_stale
 from streams.cli.common import settings_or_exit
 from streams.cli.events import jsonable
 from streams.cli.output import console, emit_json, json_option
 from streams.client import latest_by
 from streams.settings import Settings
 from streams.topics import Topics
-
-STALE_INTERVALS = 3  # heartbeats a live agent may miss before it is marked stale
-GONE = frozenset({"stopped", "failed"})
 
 
 def agent_statuses(settings: Settings, *, timeout_s: float = 10.0, at_ms: int | None = None) -> list[dict[str, Any]]:
@@ -26,9 +24,8 @@ def agent_statuses(settings: Settings, *, timeout_s: float = 10.0, at_ms: int | 
     latest = latest_by(settings, Topics.from_settings(settings).agents, "agent_id", timeout_s=timeout_s, to_end=True)
     now = now_ms() if at_ms is None else at_ms
     for status in latest.values():
-        silent_ms = now - to_ms(status["timestamp"])
-        status["stale"] = status["state"] not in GONE and silent_ms > STALE_INTERVALS * status["heartbeat_interval_ms"]
-        status["last_seen_s"] = round(silent_ms / 1000, 1)
+        status["stale"] = is_stale(status, now)
+        status["last_seen_s"] = round((now - to_ms(status["timestamp"])) / 1000, 1)
     return sorted(latest.values(), key=lambda s: (s["state"] in GONE, s["agent_id"]))
 
 

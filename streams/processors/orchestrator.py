@@ -20,6 +20,7 @@ import faust
 
 from schemas.errors import SchemaError
 from schemas.events import envelope, now_ms, to_ms
+from streams.agent_registry import AgentRegistry
 from streams.metrics import EVENTS, PROCESSING
 from streams.orchestration.dag import Limits
 from streams.orchestration.goal import GOAL_TASK, goal_plan, planned_tasks
@@ -30,7 +31,6 @@ from streams.runtime import Runtime
 
 NAME = "orchestrator"
 POLICY = RetryPolicy()
-LIMITS = Limits(per_project=64)
 _rng = random.Random()  # noqa: S311 - retry jitter, not security
 
 
@@ -101,8 +101,10 @@ class Batch:
 class Orchestrator:
     """Turns one decoded input into state changes and output events."""
 
-    def __init__(self, app: faust.App, rt: Runtime, table: Any) -> None:
-        self.app, self.rt, self.table = app, rt, table
+    def __init__(self, app: faust.App, rt: Runtime, table: Any, registry: AgentRegistry) -> None:
+        self.app, self.rt, self.table, self.registry = app, rt, table, registry
+        s = rt.settings
+        self.limits = Limits(per_project=s.project_concurrency, per_role=dict(s.role_concurrency))
         self.roles = set(rt.settings.roles)
         self.requested: dict[str, int] = {}  # table key -> retry time already requested by the timer
         # Table key -> its earliest pending retry. The timer reads this, not the whole table
@@ -205,7 +207,7 @@ class Orchestrator:
             else:
                 actions = Actions()  # retry_due: release whatever is due below
                 self.requested.pop(key, None)
-        dispatches = state.dispatchable(now_ms=now, limits=LIMITS)
+        dispatches = state.dispatchable(now_ms=now, limits=self.limits)
         await self.emit(project, state, actions, dispatches, attempt_event, v["trace_id"], message, batch,
                         with_status=key == project)
         state.archive_finished_standalone()
@@ -239,7 +241,8 @@ class Orchestrator:
             await dead_letter(self.app, self.rt, message, NAME,
                               RuntimeError(f"task {task_id} failed after {len(errors)} attempts"), errors=errors)
         if with_status:  # projects report their status; a standalone task's result says it all
-            status = {**envelope(trace_id), **state.status(now_ms=now_ms())}
+            # Roles no live agent serves are named in the status, not left to wait in silence.
+            status = {**envelope(trace_id), **state.status(now_ms=now_ms(), live_roles=self.registry.live_roles())}
             # Through the committer's outbox: a status never shows results not yet on aios.results.
             await send(self.app, self.rt, t.finals, "ProjectStatus", status, project)
 
@@ -270,7 +273,9 @@ BATCH_WITHIN_S = 0.003
 def register(app: faust.App, rt: Runtime) -> None:
     # faust's table codec is JSON: keys are project ids, values the state dicts.
     table = app.Table("projects", default=None, partitions=rt.settings.topic_partitions)
-    orch = Orchestrator(app, rt, table)
+    registry = AgentRegistry(rt)
+    rt.services.append(registry)
+    orch = Orchestrator(app, rt, table, registry)
 
     async def orchestrate(stream: Any) -> None:
         # Batches amortise waiting for the effects' acknowledgements over many inputs; `within`
