@@ -30,6 +30,7 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         # The Java client's (and aiokafka's, so faust's) key hashing: an event keyed by project_id
         # lands on the same partition whoever produced it, which the orchestrator's table needs.
         "partitioner": "murmur2_random",
+        **settings.kafka_security(),
     }
     config.update(extra)
     return config
@@ -81,6 +82,7 @@ def make_consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
         "fetch.wait.max.ms": 10,
+        **settings.kafka_security(),
     }
     config.update(extra)
     return Consumer(config)

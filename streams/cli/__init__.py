@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from schemas.errors import AiosError
+from streams.cli.api import api_cmd
 from streams.cli.bench import bench
 from streams.cli.demo import demo
 from streams.cli.dev import dev
@@ -22,7 +23,7 @@ def cli() -> None:
     """AIOS: a streaming multi-agent platform on Kafka."""
 
 
-for command in (dev, topics, submit, tail, up, worker, demo, bench, db, stats, status, cancel, approve, reject, memory):
+for command in (api_cmd, dev, topics, submit, tail, up, worker, demo, bench, db, stats, status, cancel, approve, reject, memory):
     cli.add_command(command)
 
 

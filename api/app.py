@@ -1,0 +1,47 @@
+"""The FastAPI application: routes, error mapping and the services' lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from api.errors import ApiError
+from api.routes import health, router
+from api.services import Services, StoreFactory
+from schemas.errors import AiosError
+from streams.errors import KafkaError, OrchestrationError
+from streams.settings import Settings
+
+
+def create_app(settings: Settings, *, store: StoreFactory | None = None) -> FastAPI:
+    """The API for ``settings``; ``store`` shares a process's history store (``aios up``)."""
+    services = Services(settings, store=store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await services.start()
+        try:
+            yield
+        finally:
+            await services.close()
+
+    app = FastAPI(title="AIOS", version="1", lifespan=lifespan,
+                  description="Submit tasks and plans to the AIOS pipeline, read their state, stream events.")
+    app.state.services = services
+    app.include_router(health)
+    app.include_router(router)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(AiosError)
+    async def aios_error(request: Request, exc: AiosError) -> JSONResponse:
+        # Kafka (or another dependency) failing is the server's trouble; anything else the caller's.
+        down = isinstance(exc, KafkaError) or not isinstance(exc, OrchestrationError)
+        return JSONResponse({"detail": str(exc)}, status_code=503 if down else 400)
+
+    return app

@@ -1,0 +1,29 @@
+"""``aios api``: the REST/WebSocket API and dashboard on AIOS_API_HOST:AIOS_API_PORT."""
+
+from __future__ import annotations
+
+import click
+
+from schemas.errors import AiosError
+from streams.cli.common import settings_or_exit
+from streams.cli.output import err_console
+
+
+@click.command("api")
+@click.option("--port", type=int, default=None, help="Override AIOS_API_PORT.")
+def api_cmd(port: int | None) -> None:
+    """Serve the API and the dashboard (the processors run elsewhere: `aios up --no-api`, workers)."""
+    # The CLI is the composition edge: it alone reaches up into api/ (lazily, so other commands
+    # do not pay for FastAPI's import).
+    import uvicorn
+
+    from api.server import uvicorn_config
+
+    settings = settings_or_exit(api_port=port)
+    try:
+        config = uvicorn_config(settings)
+    except AiosError as exc:
+        raise click.ClickException(str(exc)) from exc
+    scheme = "https" if settings.api_tls_certfile else "http"
+    err_console.print(f"aios: API on {scheme}://{settings.api_host}:{settings.api_port} (dashboard at /); Ctrl-C stops")
+    uvicorn.Server(config).run()
