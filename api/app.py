@@ -6,11 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from api.errors import ApiError
+from api.hardening import BodyLimit, SecurityHeaders
 from api.routes import health, router
 from api.services import Services, StoreFactory
+from api.stream import ws_router
 from schemas.errors import AiosError
 from streams.errors import KafkaError, OrchestrationError
 from streams.settings import Settings
@@ -31,8 +34,15 @@ def create_app(settings: Settings, *, store: StoreFactory | None = None) -> Fast
     app = FastAPI(title="AIOS", version="1", lifespan=lifespan,
                   description="Submit tasks and plans to the AIOS pipeline, read their state, stream events.")
     app.state.services = services
+    # Outermost last: the size cap runs first, and every answer (errors too) gets the headers.
+    app.add_middleware(CORSMiddleware, allow_origins=list(settings.api_cors_origins), allow_credentials=False,
+                       allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"],
+                       max_age=600)
+    app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
+    app.add_middleware(SecurityHeaders, settings=settings)
     app.include_router(health)
     app.include_router(router)
+    app.include_router(ws_router)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -173,3 +173,27 @@ class Health(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str
+
+
+class KeyIn(Strict):
+    role: Literal["admin", "operator", "submitter", "viewer"]
+    projects: list[Annotated[str, Field(min_length=1, max_length=128, pattern=r"^(\*|[A-Za-z0-9._:-]+)$")]] = Field(
+        min_length=1, max_length=1000, description="Project ids the key may touch; ['*'] for all.")
+    name: str = Field("", max_length=200)
+
+
+class KeyOut(BaseModel):
+    id: str
+    role: str
+    projects: list[str]
+    name: str
+    created_at: int
+    revoked: bool
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="The API key: shown once, only its salted hash is stored.")
+
+
+class KeyList(BaseModel):
+    keys: list[KeyOut]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 
-from api.errors import ApiError, NotFound
+from api.auth import authenticated
+from api.errors import ApiError, Forbidden, NotFound
+from api.keys import key_doc
 from api.models import (
     ID,
     AgentList,
@@ -15,6 +17,10 @@ from api.models import (
     ControlIn,
     ErrorOut,
     Health,
+    KeyCreated,
+    KeyIn,
+    KeyList,
+    KeyOut,
     ProjectAccepted,
     ProjectIn,
     ProjectList,
@@ -28,6 +34,8 @@ from api.models import (
     TaskIn,
     TaskOut,
 )
+from api.principal import Principal
+from api.rbac import Permission, check_write, require
 from api.services import Services
 from api.view import TaskRecord
 from connectors.history.queries import stats as history_stats
@@ -40,7 +48,11 @@ ProjectId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID)]
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 429, 503)}
 
-router = APIRouter(prefix="/v1", responses=ERRORS)
+router = APIRouter(prefix="/v1", responses=ERRORS, dependencies=[Depends(authenticated)])
+Reader = Annotated[Principal, Depends(require(Permission.READ))]
+Submitter = Annotated[Principal, Depends(require(Permission.SUBMIT))]
+Operator = Annotated[Principal, Depends(require(Permission.CONTROL))]
+Admin = Annotated[Principal, Depends(require(Permission.ADMIN))]
 health = APIRouter()
 
 
@@ -56,8 +68,9 @@ def _task_out(rec: TaskRecord) -> TaskOut:
 
 
 @router.post("/tasks", status_code=202, response_model=TaskAccepted)
-async def submit_task(request: Request, body: TaskIn) -> TaskAccepted:
+async def submit_task(request: Request, body: TaskIn, who: Submitter) -> TaskAccepted:
     """Produce a standalone task; 202 once Kafka has acknowledged it (acks=all)."""
+    check_write(who, body.project)
     svc = services(request)
     if body.role not in svc.settings.roles:
         raise ApiError(f"unknown role {body.role!r}; this deployment runs: {', '.join(svc.settings.roles)}")
@@ -69,8 +82,9 @@ async def submit_task(request: Request, body: TaskIn) -> TaskAccepted:
 
 
 @router.post("/projects", status_code=202, response_model=ProjectAccepted)
-async def submit_project(request: Request, body: ProjectIn) -> ProjectAccepted:
+async def submit_project(request: Request, body: ProjectIn, who: Submitter) -> ProjectAccepted:
     """Produce a plan (a DAG of tasks), or a goal as a one-task plan, as one event."""
+    check_write(who, body.project)
     svc = services(request)
     tasks = body.tasks or [PlannedTask(id="goal", role=body.role, description=body.goal or "")]
     try:
@@ -90,21 +104,22 @@ async def submit_project(request: Request, body: ProjectIn) -> ProjectAccepted:
 
 
 @router.get("/tasks/{task_id}", response_model=TaskOut)
-async def get_task(request: Request, task_id: TaskId,
+async def get_task(request: Request, task_id: TaskId, who: Reader,
                    project: Annotated[str | None, Query(max_length=128, pattern=ID)] = None) -> TaskOut:
     """A task's state and, once finished, its result. ``project`` picks one when ids repeat."""
-    rec = services(request).view.find_task(task_id, lambda p: project in (None, p))
+    rec = services(request).view.find_task(task_id, lambda p: project in (None, p) and who.sees(p))
     if rec is None:
         raise NotFound(f"no task {task_id!r} is known (yet); a task just submitted appears within a second")
     return _task_out(rec)
 
 
-async def _control(request: Request, task_id: str, project: str | None, action: str, reason: str) -> ControlAccepted:
+async def _control(request: Request, who: Principal, task_id: str, project: str | None, action: str,
+                   reason: str) -> ControlAccepted:
     svc = services(request)
-    rec = svc.view.find_task(task_id, lambda p: project in (None, p))
+    rec = svc.view.find_task(task_id, lambda p: project in (None, p) and who.sees(p))
     if rec is None:
         raise NotFound(f"no task {task_id!r} is known; check the id (GET /v1/projects/{{id}} lists them)")
-    await svc.control(rec.project_id, action, task_id, reason, "api")
+    await svc.control(rec.project_id, action, task_id, reason, f"api:{who.via}:{who.subject}")
     return ControlAccepted(project_id=rec.project_id, task_id=task_id, action=action)  # type: ignore[arg-type]
 
 
@@ -112,37 +127,37 @@ ProjectQuery = Annotated[str | None, Query(max_length=128, pattern=ID)]
 
 
 @router.post("/tasks/{task_id}/approve", status_code=202, response_model=ControlAccepted)
-async def approve(request: Request, task_id: TaskId, project: ProjectQuery = None) -> ControlAccepted:
+async def approve(request: Request, task_id: TaskId, who: Operator, project: ProjectQuery = None) -> ControlAccepted:
     """Let a task waiting in awaiting_approval run."""
-    return await _control(request, task_id, project, "approve", "")
+    return await _control(request, who, task_id, project, "approve", "")
 
 
 @router.post("/tasks/{task_id}/reject", status_code=202, response_model=ControlAccepted)
-async def reject(request: Request, task_id: TaskId, body: Annotated[ControlIn, Body()],
+async def reject(request: Request, task_id: TaskId, body: Annotated[ControlIn, Body()], who: Operator,
                  project: ProjectQuery = None) -> ControlAccepted:
     """Fail a task waiting for approval; its dependents are skipped."""
-    return await _control(request, task_id, project, "reject", body.reason or "rejected")
+    return await _control(request, who, task_id, project, "reject", body.reason or "rejected")
 
 
 @router.post("/tasks/{task_id}/cancel", status_code=202, response_model=ControlAccepted)
-async def cancel(request: Request, task_id: TaskId, project: ProjectQuery = None) -> ControlAccepted:
+async def cancel(request: Request, task_id: TaskId, who: Operator, project: ProjectQuery = None) -> ControlAccepted:
     """Cancel a task; its dependents are skipped."""
-    return await _control(request, task_id, project, "cancel", "cancelled through the API")
+    return await _control(request, who, task_id, project, "cancel", "cancelled through the API")
 
 
 @router.get("/projects", response_model=ProjectList)
-async def list_projects(request: Request) -> ProjectList:
-    """Every project with a status."""
-    statuses = services(request).view.projects()
+async def list_projects(request: Request, who: Reader) -> ProjectList:
+    """Every project with a status that this credential may see."""
+    statuses = {p: s for p, s in services(request).view.projects().items() if who.sees(p)}
     return ProjectList(projects=[ProjectSummary(project_id=p, state=s["state"], percent_done=s["percent_done"],
                                                 cost_usd=s["cost_usd"]) for p, s in sorted(statuses.items())])
 
 
 @router.get("/projects/{project_id}", response_model=ProjectOut)
-async def get_project(request: Request, project_id: ProjectId) -> ProjectOut:
+async def get_project(request: Request, project_id: ProjectId, who: Reader) -> ProjectOut:
     """A project's status as `aios status PROJECT` shows it, with each task's dependencies."""
     view = services(request).view
-    status = view.project(project_id)
+    status = view.project(project_id) if who.sees(project_id) else None
     if status is None:
         raise NotFound(f"no status for project {project_id!r} yet")
     edges = view.edges(project_id)
@@ -151,27 +166,40 @@ async def get_project(request: Request, project_id: ProjectId) -> ProjectOut:
 
 
 @router.get("/projects/{project_id}/results", response_model=ResultsOut)
-async def get_results(request: Request, project_id: ProjectId) -> ResultsOut:
+async def get_results(request: Request, project_id: ProjectId, who: Reader) -> ResultsOut:
     """The terminal result of every finished task of the project."""
     view = services(request).view
-    records = view.project_tasks(project_id)
-    if not records and view.project(project_id) is None:
+    records = view.project_tasks(project_id) if who.sees(project_id) else []
+    if not records and (view.project(project_id) is None or not who.sees(project_id)):
         raise NotFound(f"no project {project_id!r} is known")
     return ResultsOut(project_id=project_id, results=[ResultOut.model_validate(r.result)
                                                       for r in records if r.result is not None])
 
 
 @router.get("/agents", response_model=AgentList)
-async def agents(request: Request) -> AgentList:
-    """The live agent registry (the compacted agents topic)."""
-    return AgentList(agents=[AgentOut.model_validate(a) for a in services(request).view.agents()])
+async def agents(request: Request, who: Reader) -> AgentList:
+    """The live agent registry (the compacted agents topic).
+
+    A credential scoped to some projects sees only those projects' tasks among an agent's in-flight ones.
+    """
+    view = services(request).view
+    out = []
+    for a in view.agents():
+        if not who.all_projects:
+            a = {**a, "in_flight": [t for t in a["in_flight"] if view.find_task(t, who.sees) is not None]}
+        out.append(AgentOut.model_validate(a))
+    return AgentList(agents=out)
 
 
 @router.get("/stats", response_model=StatsOut)
-async def stats(request: Request, project: ProjectQuery = None,
+async def stats(request: Request, who: Reader, project: ProjectQuery = None,
                 since_s: Annotated[int, Query(ge=1, le=90 * 86400)] = 3600) -> StatsOut:
     """Throughput, latency quantiles, success rate, cost and load per role, from ClickHouse."""
     svc = services(request)
+    if project is None and not who.all_projects:
+        raise Forbidden("this credential is scoped to projects: ask for one with ?project=")
+    if project is not None and not who.sees(project):
+        raise NotFound(f"no project {project!r} is known")
 
     def run(store: Any) -> dict[str, Any]:
         return {"engine": store.engine, **history_stats(store, since_s=since_s, project_id=project).to_dict()}
@@ -192,3 +220,25 @@ async def readyz(request: Request, response: Response) -> Health:
     if not ok:
         response.status_code = 503
     return Health(status="ok" if ok else "unavailable", checks=checks)
+
+
+@router.get("/keys", response_model=KeyList)
+async def list_keys(request: Request, who: Admin) -> KeyList:
+    """Every API key's id, role, projects and state (never the key)."""
+    return KeyList(keys=[KeyOut(**key_doc(k)) for k in await services(request).keys.list()])  # type: ignore[arg-type]
+
+
+@router.post("/keys", status_code=201, response_model=KeyCreated)
+async def create_key(request: Request, body: KeyIn, who: Admin) -> KeyCreated:
+    """Create a key; the response is the only time the key is shown."""
+    try:
+        key, info = await services(request).keys.create(body.role, body.projects, body.name)
+    except ValueError as exc:
+        raise ApiError(str(exc)) from exc
+    return KeyCreated(key=key, **key_doc(info))  # type: ignore[arg-type]
+
+
+@router.delete("/keys/{key_id}", response_model=KeyOut)
+async def revoke_key(request: Request, key_id: Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")], who: Admin) -> KeyOut:
+    """Revoke a key: the next request with it gets 401."""
+    return KeyOut(**key_doc(await services(request).keys.revoke(key_id)))  # type: ignore[arg-type]

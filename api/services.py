@@ -11,7 +11,12 @@ import redis.asyncio as aioredis
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from api.auth import Authenticator
+from api.jwt_auth import JwtVerifier
+from api.keys import KeyStore
 from api.producer import AsyncProducer
+from api.ratelimit import RateLimiter
+from api.stream import Hub
 from api.view import LiveView
 from connectors.history import HistoryStore, open_store
 from schemas.events import envelope
@@ -35,15 +40,21 @@ class Services:
         self._store_lock = threading.Lock()
         self.producer: AsyncProducer | None = None
         self.view = LiveView(settings)
+        self.hub = Hub(self.view)
         self.redis: aioredis.Redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5)
+        self.keys = KeyStore(self.redis, settings.topic_prefix)
+        self.auth = Authenticator(self.keys, JwtVerifier(settings) if settings.api_jwks_url else None)
+        self.limiter = RateLimiter(self.redis, settings.topic_prefix, settings.api_rate_per_s, settings.api_rate_burst)
         self._admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": 5000,
                                    **settings.kafka_security()})
 
     async def start(self) -> None:
         self.producer = AsyncProducer(self.settings)
+        self.hub.start()
         await asyncio.to_thread(self.view.start)
 
     async def close(self) -> None:
+        self.hub.stop()
         await asyncio.to_thread(self.view.close)
         if self.producer is not None:
             await asyncio.to_thread(self.producer.close)

@@ -80,6 +80,18 @@ def _watermarks(consumer: Any, tp: TopicPartition, attempts: int = 50) -> tuple[
     raise AssertionError("unreachable")  # noqa: S101 - the loop returns or raises
 
 
+def _topic_metadata(consumer: Any, topic: str, wait_s: float = 5.0) -> Any:
+    """A topic's metadata, waiting briefly for a just-created topic to show up; None if it never does."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        tmeta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if tmeta is not None and tmeta.error is None and tmeta.partitions:
+            return tmeta
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.2)
+
+
 class LiveView:
     """Call :meth:`start`, then read with the accessors; :meth:`close` stops the thread."""
 
@@ -104,11 +116,11 @@ class LiveView:
         """Start reading; return once the view has caught up with what the topics held at start."""
         consumer = make_consumer(self.settings, group=f"aios-api-view-{time.time_ns()}")
         try:
-            meta = consumer.list_topics(timeout=10)
             assignment, ends = [], {}
             for topic in self.short:
-                tmeta = meta.topics.get(topic)
-                if tmeta is None or tmeta.error is not None:
+                tmeta = _topic_metadata(consumer, topic)
+                if tmeta is None:
+                    consumer.close()
                     raise KafkaError(f"topic {topic!r} does not exist; create the topics with `aios topics create`")
                 for p in tmeta.partitions:
                     low, high = _watermarks(consumer, TopicPartition(topic, p))

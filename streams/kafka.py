@@ -75,6 +75,10 @@ class EventProducer:
 
 
 def make_consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
+    return Consumer(consumer_config(settings, group, **extra))
+
+
+def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap,
         "group.id": group,
@@ -85,7 +89,7 @@ def make_consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
         **settings.kafka_security(),
     }
     config.update(extra)
-    return Consumer(config)
+    return config
 
 
 class TopicReader:
@@ -134,4 +138,5 @@ class TopicReader:
         self._consumer.close()
 
 
-__all__ = ["OFFSET_END", "EventProducer", "TopicReader", "make_codec", "make_consumer", "producer_config"]
+__all__ = ["OFFSET_END", "EventProducer", "TopicReader", "consumer_config", "make_codec", "make_consumer",
+           "producer_config"]

@@ -129,6 +129,8 @@ class Settings(BaseSettings):
     api_jwks_url: str | None = Field(None, description="OIDC JWKS URL; set it to accept JWT bearer tokens.")
     api_jwt_issuer: str | None = Field(None, description="Required `iss` of JWT bearer tokens.")
     api_jwt_audience: str | None = Field(None, description="Required `aud` of JWT bearer tokens.")
+    api_jwks_refetch_cooldown_s: float = Field(
+        30.0, ge=0, description="Least time between JWKS refetches for an unknown key id (rotation).")
     api_jwt_role_claim: str = Field("aios_role", description="Claim holding the token's AIOS role.")
     api_jwt_projects_claim: str = Field("aios_projects", description="Claim listing the token's projects ('*': all).")
     api_ws_queue: int = Field(1000, ge=1, description="Events a WebSocket client may lag behind before it is closed.")

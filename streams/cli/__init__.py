@@ -11,6 +11,7 @@ from streams.cli.bench import bench
 from streams.cli.demo import demo
 from streams.cli.dev import dev
 from streams.cli.events import submit, tail
+from streams.cli.keys import keys
 from streams.cli.memory import memory
 from streams.cli.projects import approve, cancel, reject, status
 from streams.cli.run import up, worker
@@ -23,7 +24,7 @@ def cli() -> None:
     """AIOS: a streaming multi-agent platform on Kafka."""
 
 
-for command in (api_cmd, dev, topics, submit, tail, up, worker, demo, bench, db, stats, status, cancel, approve, reject, memory):
+for command in (api_cmd, keys, dev, topics, submit, tail, up, worker, demo, bench, db, stats, status, cancel, approve, reject, memory):
     cli.add_command(command)
 
 

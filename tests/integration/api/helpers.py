@@ -40,3 +40,9 @@ async def poll(call: Callable[[], Any], until: Callable[[Any], bool], timeout_s:
             return last
         await asyncio.sleep(0.2)
     raise AssertionError(f"condition not met within {timeout_s}s; last: {last!r}")
+
+
+async def key_headers(api: httpx.AsyncClient, role: str = "admin", projects: tuple[str, ...] = ("*",)) -> dict[str, str]:
+    """A fresh API key of ``role`` on ``projects``, as request headers."""
+    key, _ = await api.app_state.services.keys.create(role, list(projects))  # type: ignore[attr-defined]
+    return {"Authorization": f"Bearer {key}"}
