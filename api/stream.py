@@ -39,7 +39,7 @@ REPLAY_CHUNK = 500
 ws_router = APIRouter()
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: the hub keeps a set of them
 class Client:
     principal: Principal
     project: str | None
@@ -75,19 +75,23 @@ class Hub:
         if self._unsubscribe is not None:
             self._unsubscribe()
 
-    def _from_thread(self, event: LiveEvent) -> None:
+    def _from_thread(self, events: list[LiveEvent]) -> None:
+        # One hop into the loop per batch the view read, not per event.
         if self._loop is not None and self.clients:
-            self._loop.call_soon_threadsafe(self.publish, event)
+            self._loop.call_soon_threadsafe(self.publish, events)
 
-    def publish(self, event: LiveEvent) -> None:
+    def publish(self, events: list[LiveEvent]) -> None:
         for client in list(self.clients):
-            if client.overflowed.is_set() or not client.wants(event):
-                continue
-            try:
-                client.queue.put_nowait(event)
-            except asyncio.QueueFull:
-                client.overflowed.set()
-                self.dropped += 1
+            for event in events:
+                if client.overflowed.is_set():
+                    break
+                if not client.wants(event):
+                    continue
+                try:
+                    client.queue.put_nowait(event)
+                except asyncio.QueueFull:
+                    client.overflowed.set()
+                    self.dropped += 1
 
 
 def topic_of(view: LiveView, type_: str) -> str:
@@ -253,27 +257,29 @@ async def _replay(ws: WebSocket, services: Any, client: Client, from_id: str | N
 
 
 async def _live(ws: WebSocket, client: Client, view: LiveView, ends: dict[tuple[str, int], int]) -> None:
-    receiver = asyncio.create_task(_until_closed(ws))
-    try:
+    async def send_loop() -> None:
         while True:
-            getter = asyncio.ensure_future(client.queue.get())
-            overflow = asyncio.ensure_future(client.overflowed.wait())
-            done, _ = await asyncio.wait({getter, overflow, receiver}, return_when=asyncio.FIRST_COMPLETED)
-            overflow.cancel()
-            if getter not in done:
-                getter.cancel()
-            if client.overflowed.is_set():
-                await ws.close(TOO_SLOW, f"client too slow: more than {client.queue.maxsize} events behind")
-                return
-            if receiver in done:
-                return
-            event = getter.result()
+            event = await client.queue.get()
             topic, partition, offset = parse_event_id(event.id)
             if offset < ends.get((topic, partition), 0):
                 continue  # already sent by the replay
             await ws.send_text(render(event, client, view))
+
+    sender = asyncio.create_task(send_loop())
+    receiver = asyncio.create_task(_until_closed(ws))
+    overflow = asyncio.create_task(client.overflowed.wait())
+    try:
+        await asyncio.wait({sender, receiver, overflow}, return_when=asyncio.FIRST_COMPLETED)
+        if client.overflowed.is_set():
+            # The sender may be stuck on a full socket: stop it, and queue the close frame behind
+            # what the client has not read yet.
+            sender.cancel()
+            await ws.close(TOO_SLOW, f"client too slow: more than {client.queue.maxsize} events behind")
+        elif sender.done():
+            sender.result()  # a send failed: let the caller see why
     finally:
-        receiver.cancel()
+        for task in (sender, receiver, overflow):
+            task.cancel()
 
 
 async def _until_closed(ws: WebSocket) -> None:

@@ -63,7 +63,7 @@ class _State:
     agents: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-Subscriber = Callable[[LiveEvent], None]
+Subscriber = Callable[[list[LiveEvent]], None]
 
 
 def _watermarks(consumer: Any, tp: TopicPartition, attempts: int = 50) -> tuple[int, int]:
@@ -142,7 +142,7 @@ class LiveView:
             self._thread.join(timeout=10)
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
-        """Call ``subscriber`` (from the view's thread) for every new event; returns the unsubscribe."""
+        """Call ``subscriber`` (from the view's thread) with each batch of new events; returns the unsubscribe."""
         with self._lock:
             self._subscribers.append(subscriber)
 
@@ -157,6 +157,7 @@ class LiveView:
             self.caught_up.set()
         try:
             while not self._stop.is_set():
+                batch: list[LiveEvent] = []
                 for msg in consumer.consume(500, 0.1):
                     if msg.error() is not None:
                         log.warning("api view: %s", msg.error())
@@ -170,7 +171,12 @@ class LiveView:
                         decoded = self.codec.decode(msg.value())
                     except SchemaError:
                         continue  # undecodable bytes are the DLQ's business, not the view's
-                    self._apply(self.short[topic], f"{topic}:{partition}:{offset}", decoded.value)
+                    batch.append(self._apply(self.short[topic], f"{topic}:{partition}:{offset}", decoded.value))
+                if batch:
+                    with self._lock:
+                        subscribers = list(self._subscribers)
+                    for subscriber in subscribers:
+                        subscriber(batch)
         except Exception as exc:  # the thread must report why it stopped, whatever it was
             self.error = f"{type(exc).__name__}: {exc}"
             log.error("api view stopped: %s", self.error)
@@ -179,7 +185,7 @@ class LiveView:
             consumer.close()
 
     # -- state ---------------------------------------------------------------------------------
-    def _apply(self, kind: str, event_id: str, v: dict[str, Any]) -> None:
+    def _apply(self, kind: str, event_id: str, v: dict[str, Any]) -> LiveEvent:
         event = LiveEvent(event_id, kind, v.get("project_id"), to_ms(v["timestamp"]), v)
         with self._lock:
             s = self._state
@@ -205,9 +211,7 @@ class LiveView:
                         rec.state, rec.attempts, rec.reason = t["state"], t["attempts"], t["reason"]
             elif kind == "agents":
                 s.agents[v["agent_id"]] = v
-            subscribers = list(self._subscribers)
-        for subscriber in subscribers:
-            subscriber(event)
+        return event
 
     def _task(self, project: str, task_id: str, **update: Any) -> TaskRecord:
         s = self._state
