@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from api.errors import ApiError
 from api.hardening import BodyLimit, SecurityHeaders
@@ -17,6 +19,8 @@ from api.stream import ws_router
 from schemas.errors import AiosError
 from streams.errors import KafkaError, OrchestrationError
 from streams.settings import Settings
+
+STATIC = Path(__file__).parent / "static"
 
 
 def create_app(settings: Settings, *, store: StoreFactory | None = None) -> FastAPI:
@@ -43,6 +47,11 @@ def create_app(settings: Settings, *, store: StoreFactory | None = None) -> Fast
     app.include_router(health)
     app.include_router(router)
     app.include_router(ws_router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
