@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from api.auth import AuthMiddleware
 from api.errors import ApiError
 from api.hardening import BodyLimit, SecurityHeaders
 from api.routes import health, router
@@ -38,7 +39,9 @@ def create_app(settings: Settings, *, store: StoreFactory | None = None) -> Fast
     app = FastAPI(title="AIOS", version="1", lifespan=lifespan,
                   description="Submit tasks and plans to the AIOS pipeline, read their state, stream events.")
     app.state.services = services
-    # Outermost last: the size cap runs first, and every answer (errors too) gets the headers.
+    # Outermost last: headers on every answer, the size cap, CORS (so even a 401 is readable
+    # cross-origin), then authentication.
+    app.add_middleware(AuthMiddleware)
     app.add_middleware(CORSMiddleware, allow_origins=list(settings.api_cors_origins), allow_credentials=False,
                        allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"],
                        max_age=600)

@@ -6,10 +6,13 @@ browsers cannot set headers on one. The principal lands on ``request.state.princ
 
 from __future__ import annotations
 
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.errors import NotAuthenticated
+from api.errors import ApiError, NotAuthenticated
 from api.jwt_auth import JwtVerifier
 from api.keys import KeyStore, looks_like_key
 from api.principal import Principal
@@ -42,10 +45,42 @@ def bearer(conn: HTTPConnection, *, allow_query: bool = False) -> str | None:
     return None
 
 
-async def authenticated(request: Request) -> Principal:
-    """The route dependency: authenticate, then apply the caller's rate limit."""
-    services = request.app.state.services
-    principal: Principal = await services.auth.authenticate(bearer(request))
-    await services.limiter.check(principal)
-    request.state.principal = principal
+_SCHEME = HTTPBearer(auto_error=False, description="An AIOS API key (aios_…) or an OIDC JWT.")
+
+
+async def authenticated(request: Request,
+                        _documented: HTTPAuthorizationCredentials | None = Security(_SCHEME)) -> Principal:  # noqa: B008
+    """The route dependency: the principal :class:`AuthMiddleware` established.
+
+    ``_documented`` only puts the bearer scheme into the OpenAPI document; the middleware checked it.
+    """
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:  # a route outside /v1/ asked for it: a programming error, refused safely
+        raise NotAuthenticated("authentication required", headers={"WWW-Authenticate": "Bearer"})
     return principal
+
+
+class AuthMiddleware:
+    """Authenticates and rate-limits every HTTP request under /v1/ before anything else reads it.
+
+    Running ahead of routing means an unauthenticated caller learns nothing, not even whether its
+    body would parse: it gets 401 (or 429 past its rate) whatever it sent.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/") or scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)  # the WebSocket authenticates in its endpoint
+            return
+        services = scope["app"].state.services
+        try:
+            principal = await services.auth.authenticate(bearer(HTTPConnection(scope)))
+            await services.limiter.check(principal)
+        except ApiError as exc:
+            response = JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=exc.headers)
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)

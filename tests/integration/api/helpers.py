@@ -16,13 +16,16 @@ from streams.settings import Settings
 
 @asynccontextmanager
 async def api_client(settings: Settings, *, store: StoreFactory | None = None,
-                     headers: dict[str, str] | None = None) -> AsyncIterator[httpx.AsyncClient]:
+                     as_admin: bool = False) -> AsyncIterator[httpx.AsyncClient]:
+    """``as_admin``: every request carries an admin key for every project, unless it sets its own."""
     s = settings.model_copy(update={"api_port": 0})
     server, task = await serve_embedded(s, store=store)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             client.app_state = server.config.app.state  # type: ignore[attr-defined]
+            if as_admin:
+                client.headers.update(await key_headers(client, "admin", ("*",)))
             yield client
     finally:
         server.should_exit = True

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 async def test_a_task_submitted_through_the_api_runs_and_its_result_is_readable(settings: Settings) -> None:
     async with running(settings, ["orchestrator", "agents", "history"]) as live, \
-            api_client(settings, store=lambda: live.runtime.store) as api:
+            api_client(settings, store=lambda: live.runtime.store, as_admin=True) as api:
         r = await api.post("/v1/tasks", json={"description": "say hello", "project": f"web-{settings.topic_prefix}"})
         assert r.status_code == 202, r.text
         accepted = r.json()
@@ -42,7 +42,7 @@ async def test_a_plan_runs_and_project_status_and_results_follow(settings: Setti
         {"id": "api", "role": "general", "description": "design the API"},
         {"id": "ship", "role": "general", "description": "release notes", "depends_on": ["api"],
          "requires_approval": True}]}
-    async with running(settings, ["orchestrator", "agents"]), api_client(settings) as api:
+    async with running(settings, ["orchestrator", "agents"]), api_client(settings, as_admin=True) as api:
         r = await api.post("/v1/projects", json=plan)
         assert r.status_code == 202, r.text
         assert r.json()["task_ids"] == ["api", "ship"]
@@ -62,7 +62,7 @@ async def test_a_plan_runs_and_project_status_and_results_follow(settings: Setti
 
 
 async def test_a_goal_becomes_a_one_task_project_and_cancel_and_reject_are_sent(settings: Settings) -> None:
-    async with running(settings, ["orchestrator", "agents"]), api_client(settings) as api:
+    async with running(settings, ["orchestrator", "agents"]), api_client(settings, as_admin=True) as api:
         r = await api.post("/v1/projects", json={"project": "g1", "goal": "write a haiku"})
         assert r.status_code == 202 and r.json()["task_ids"] == ["goal"]
         await poll(lambda: api.get("/v1/projects/g1"), lambda r: r.status_code == 200 and r.json()["state"] == "succeeded")
@@ -79,7 +79,7 @@ async def test_a_goal_becomes_a_one_task_project_and_cancel_and_reject_are_sent(
 
 
 async def test_bad_input_is_a_clear_4xx(settings: Settings) -> None:
-    async with api_client(settings) as api:
+    async with api_client(settings, as_admin=True) as api:
         assert (await api.post("/v1/tasks", json={"description": ""})).status_code == 422
         extra = await api.post("/v1/tasks", json={"description": "x", "colour": "red"})
         assert extra.status_code == 422 and "colour" in extra.text
@@ -105,7 +105,7 @@ async def test_agents_come_from_the_compacted_registry(settings: Settings) -> No
               "version": "0.1.0", "host": "host", "heartbeat_interval_ms": 5000}
     producer.send(Topics.from_settings(settings).agents, "AgentStatus", status, key="host-1")
     producer.flush()
-    async with api_client(settings) as api:
+    async with api_client(settings, as_admin=True) as api:
         agents = (await api.get("/v1/agents")).json()["agents"]
         assert [(a["agent_id"], a["state"]) for a in agents] == [("host-1", "ready")]
         busy = {**status, **envelope(), "state": "busy", "in_flight": ["t1"]}
