@@ -6,9 +6,10 @@ browsers cannot set headers on one. The principal lands on ``request.state.princ
 
 from __future__ import annotations
 
-from fastapi import Request, Security
+from typing import Any
+
+from fastapi import Request
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -45,19 +46,30 @@ def bearer(conn: HTTPConnection, *, allow_query: bool = False) -> str | None:
     return None
 
 
-_SCHEME = HTTPBearer(auto_error=False, description="An AIOS API key (aios_…) or an OIDC JWT.")
-
-
-async def authenticated(request: Request,
-                        _documented: HTTPAuthorizationCredentials | None = Security(_SCHEME)) -> Principal:  # noqa: B008
-    """The route dependency: the principal :class:`AuthMiddleware` established.
-
-    ``_documented`` only puts the bearer scheme into the OpenAPI document; the middleware checked it.
-    """
+def principal_of(request: Request) -> Principal:
+    """The principal :class:`AuthMiddleware` established for this request."""
     principal: Principal | None = getattr(request.state, "principal", None)
     if principal is None:  # a route outside /v1/ asked for it: a programming error, refused safely
         raise NotAuthenticated("authentication required", headers={"WWW-Authenticate": "Bearer"})
     return principal
+
+
+def document_bearer(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Declare the bearer scheme, and that every /v1 operation needs it, in the OpenAPI document.
+
+    The middleware enforces it; declaring it here (rather than through a FastAPI security
+    dependency per route) keeps dependency resolution off the hot path.
+    """
+    openapi.setdefault("components", {}).setdefault("securitySchemes", {})["HTTPBearer"] = {
+        "type": "http", "scheme": "bearer", "description": "An AIOS API key (aios_…) or an OIDC JWT."}
+    for path, operations in openapi.get("paths", {}).items():
+        if path.startswith("/v1/"):
+            for operation in operations.values():
+                operation["security"] = [{"HTTPBearer": []}]
+                operation.setdefault("responses", {}).setdefault(
+                    "401", {"description": "No valid credential", "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/ErrorOut"}}}})
+    return openapi
 
 
 class AuthMiddleware:

@@ -21,7 +21,9 @@ from streams.settings import Settings
 
 class AsyncProducer:
     def __init__(self, settings: Settings, codec: Codec | None = None) -> None:
-        self.codec = codec or make_codec(settings)
+        # Events are built here from request bodies pydantic already validated: skip re-validation
+        # on encode, as the processors do (it was a tenth of a request's CPU time).
+        self.codec = codec or make_codec(settings, validate=False)
         self._producer = Producer(producer_config(settings))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="aios-api-producer", daemon=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import click
 
 from schemas.errors import AiosError
@@ -26,4 +28,15 @@ def api_cmd(port: int | None) -> None:
         raise click.ClickException(str(exc)) from exc
     scheme = "https" if settings.api_tls_certfile else "http"
     err_console.print(f"aios: API on {scheme}://{settings.api_host}:{settings.api_port} (dashboard at /); Ctrl-C stops")
-    uvicorn.Server(config).run()
+
+    async def serve() -> None:
+        server = uvicorn.Server(config)  # handles SIGINT/SIGTERM itself
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                task.result()
+                raise click.ClickException("the API did not start (see the messages above)")
+            await asyncio.sleep(0.05)
+        err_console.print("aios: ready")
+        await task
+    asyncio.run(serve())
