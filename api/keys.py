@@ -13,27 +13,15 @@ import json
 import re
 import secrets
 import time
-from dataclasses import asdict, dataclass
 
 import redis.asyncio as aioredis
 
 from api.errors import NotAuthenticated, NotFound
+from api.models import KeyOut
 from api.principal import ALL_PROJECTS, Principal, parse_role
 
 _KEY = re.compile(r"^aios_([0-9a-f]{16})_([A-Za-z0-9_-]{20,100})$")
 _PROJECT = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-
-@dataclass(frozen=True)
-class KeyInfo:
-    """What ``aios keys list`` shows: never the secret, never its hash."""
-
-    id: str
-    role: str
-    projects: list[str]
-    name: str
-    created_at: int
-    revoked: bool
 
 
 def _digest(salt: bytes, secret: str) -> str:
@@ -60,7 +48,7 @@ class KeyStore:
     def _index(self) -> str:
         return f"{self.prefix}:apikeys"
 
-    async def create(self, role: str, projects: list[str], name: str = "") -> tuple[str, KeyInfo]:
+    async def create(self, role: str, projects: list[str], name: str = "") -> tuple[str, KeyOut]:
         """Store a new key; return the full key (shown once) and its record."""
         parsed = parse_role(role)
         if not projects:
@@ -71,14 +59,15 @@ class KeyStore:
         key_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         salt = secrets.token_bytes(16)
-        info = KeyInfo(key_id, parsed.value, sorted(set(projects)), name, int(time.time()), False)
+        info = KeyOut(id=key_id, role=parsed.value, projects=sorted(set(projects)), name=name,
+                      created_at=int(time.time()), revoked=False)
         await self.redis.hset(self._hkey(key_id), mapping={
             "salt": salt.hex(), "hash": _digest(salt, secret), "role": info.role,
             "projects": json.dumps(info.projects), "name": name, "created_at": info.created_at, "revoked": 0})
         await self.redis.sadd(self._index, key_id)
         return f"aios_{key_id}_{secret}", info
 
-    async def revoke(self, key_id: str) -> KeyInfo:
+    async def revoke(self, key_id: str) -> KeyOut:
         if not await self.redis.exists(self._hkey(key_id)):
             raise NotFound(f"no API key {key_id!r}; `aios keys list` shows the ids")
         await self.redis.hset(self._hkey(key_id), "revoked", 1)
@@ -86,15 +75,15 @@ class KeyStore:
         assert info is not None  # noqa: S101 - it exists: checked above
         return info
 
-    async def get(self, key_id: str) -> KeyInfo | None:
+    async def get(self, key_id: str) -> KeyOut | None:
         raw = await self.redis.hgetall(self._hkey(key_id))
         if not raw:
             return None
         f = {_str(k): _str(v) for k, v in raw.items()}
-        return KeyInfo(key_id, f["role"], json.loads(f["projects"]), f["name"], int(f["created_at"]),
-                       f["revoked"] == "1")
+        return KeyOut(id=key_id, role=f["role"], projects=json.loads(f["projects"]), name=f["name"],
+                      created_at=int(f["created_at"]), revoked=f["revoked"] == "1")
 
-    async def list(self) -> list[KeyInfo]:
+    async def list(self) -> list[KeyOut]:
         ids = sorted(_str(i) for i in await self.redis.smembers(self._index))
         found = [await self.get(i) for i in ids]
         return [k for k in found if k is not None]
@@ -115,5 +104,6 @@ class KeyStore:
         return Principal(key_id, parse_role(_str(role)), frozenset(json.loads(projects)), "key")
 
 
-def key_doc(info: KeyInfo) -> dict[str, object]:
-    return asdict(info)
+def key_doc(info: KeyOut) -> dict[str, object]:
+    """What `aios keys` prints: never the secret, never its hash."""
+    return info.model_dump()

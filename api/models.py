@@ -183,6 +183,8 @@ class KeyIn(Strict):
 
 
 class KeyOut(BaseModel):
+    """An API key's record as shown to people: never the secret, never its hash."""
+
     id: str
     role: str
     projects: list[str]

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 
 from api.errors import ApiError, Forbidden, NotFound
-from api.keys import key_doc
 from api.models import (
     ID,
     AgentList,
@@ -225,7 +224,7 @@ async def readyz(request: Request, response: Response) -> Health:
 @router.get("/keys", response_model=KeyList)
 async def list_keys(request: Request, who: Admin) -> KeyList:
     """Every API key's id, role, projects and state (never the key)."""
-    return KeyList(keys=[KeyOut(**key_doc(k)) for k in await services(request).keys.list()])  # type: ignore[arg-type]
+    return KeyList(keys=await services(request).keys.list())
 
 
 @router.post("/keys", status_code=201, response_model=KeyCreated)
@@ -235,10 +234,10 @@ async def create_key(request: Request, body: KeyIn, who: Admin) -> KeyCreated:
         key, info = await services(request).keys.create(body.role, body.projects, body.name)
     except ValueError as exc:
         raise ApiError(str(exc)) from exc
-    return KeyCreated(key=key, **key_doc(info))  # type: ignore[arg-type]
+    return KeyCreated(key=key, **info.model_dump())
 
 
 @router.delete("/keys/{key_id}", response_model=KeyOut)
 async def revoke_key(request: Request, key_id: Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")], who: Admin) -> KeyOut:
     """Revoke a key: the next request with it gets 401."""
-    return KeyOut(**key_doc(await services(request).keys.revoke(key_id)))  # type: ignore[arg-type]
+    return await services(request).keys.revoke(key_id)

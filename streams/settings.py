@@ -135,13 +135,6 @@ class Settings(BaseSettings):
     api_jwt_projects_claim: str = Field("aios_projects", description="Claim listing the token's projects ('*': all).")
     api_ws_queue: int = Field(1000, ge=1, description="Events a WebSocket client may lag behind before it is closed.")
 
-    @field_validator("api_cors_origins", mode="before")
-    @classmethod
-    def _split_origins(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
-
     def kafka_security(self) -> dict[str, str]:
         """librdkafka security properties (empty for PLAINTEXT), for every confluent-kafka client."""
         config: dict[str, str] = {}
@@ -189,9 +182,9 @@ class Settings(BaseSettings):
         """Prompt tokens (system + user) an agent of ``role`` may use."""
         return self.role_prompt_tokens.get(role, self.prompt_tokens)
 
-    @field_validator("roles", mode="before")
+    @field_validator("roles", "api_cors_origins", mode="before")
     @classmethod
-    def _split_roles(cls, value: object) -> object:
+    def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):
             value = tuple(part.strip() for part in value.split(",") if part.strip())
         return value
