@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from api.auth import AuthMiddleware, document_bearer
 from api.errors import ApiError
 from api.hardening import BodyLimit, SecurityHeaders
+from api.metrics import Metrics
 from api.routes import health, router
 from api.services import Services, StoreFactory
 from api.stream import ws_router
@@ -49,6 +50,7 @@ def create_app(settings: Settings, *, store: StoreFactory | None = None) -> Fast
                        max_age=600)
     app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
     app.add_middleware(SecurityHeaders, settings=settings)
+    app.add_middleware(Metrics)
     app.include_router(health)
     app.include_router(router)
     app.include_router(ws_router)

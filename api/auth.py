@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api.errors import ApiError, NotAuthenticated
 from api.jwt_auth import JwtVerifier
 from api.keys import KeyStore, looks_like_key
+from api.metrics import AUTH_FAILURES
 from api.principal import Principal
 
 
@@ -91,6 +92,7 @@ class AuthMiddleware:
             principal = await services.auth.authenticate(bearer(HTTPConnection(scope)))
             await services.limiter.check(principal)
         except ApiError as exc:
+            AUTH_FAILURES.labels(str(exc.status)).inc()
             response = JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=exc.headers)
             await response(scope, receive, send)
             return

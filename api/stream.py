@@ -21,6 +21,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from api.auth import bearer
 from api.errors import ApiError
+from api.metrics import WS_CLIENTS, WS_DROPPED
 from api.principal import Principal
 from api.rbac import Permission, allowed
 from api.view import LiveEvent, LiveView
@@ -92,6 +93,7 @@ class Hub:
                 except asyncio.QueueFull:
                     client.overflowed.set()
                     self.dropped += 1
+                    WS_DROPPED.inc()
 
 
 def topic_of(view: LiveView, type_: str) -> str:
@@ -228,6 +230,7 @@ async def stream(ws: WebSocket) -> None:
     client = Client(principal, project or (next(iter(principal.projects)) if not principal.all_projects else None),
                     types, asyncio.Queue(maxsize=services.settings.api_ws_queue))
     hub.clients.add(client)  # live events queue up while a replay runs
+    WS_CLIENTS.inc()
     try:
         ends: dict[tuple[str, int], int] = {}
         if q.get("from_id") or from_ts is not None:
@@ -239,6 +242,7 @@ async def stream(ws: WebSocket) -> None:
         await ws.close(BAD_REQUEST, str(exc)[:120])
     finally:
         hub.clients.discard(client)
+        WS_CLIENTS.dec()
 
 
 async def _replay(ws: WebSocket, services: Any, client: Client, from_id: str | None,

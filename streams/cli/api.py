@@ -20,12 +20,14 @@ def api_cmd(port: int | None) -> None:
     import uvicorn
 
     from api.server import uvicorn_config
+    from streams.metrics import serve as serve_metrics
 
     settings = settings_or_exit(api_port=port)
     try:
         config = uvicorn_config(settings)
     except AiosError as exc:
         raise click.ClickException(str(exc)) from exc
+    serve_metrics(settings.metrics_port, settings.metrics_host)
     scheme = "https" if settings.api_tls_certfile else "http"
     err_console.print(f"aios: API on {scheme}://{settings.api_host}:{settings.api_port} (dashboard at /); Ctrl-C stops")
 

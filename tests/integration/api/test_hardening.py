@@ -131,3 +131,23 @@ async def test_tls_serves_https_with_hsts(settings: Settings, tmp_path: Path) ->
         uvicorn_config(settings.model_copy(update={"api_tls_certfile": cert}))
     with pytest.raises(ConfigError, match="does not exist"):
         uvicorn_config(settings.model_copy(update={"api_tls_certfile": cert, "api_tls_keyfile": tmp_path / "nope"}))
+
+
+async def test_requests_are_counted_by_route_template(settings: Settings) -> None:
+    from prometheus_client import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    route = {"method": "GET", "route": "/v1/tasks/{task_id}"}
+    before = (value("aios_api_requests_total", **route, status="404"),
+              value("aios_api_auth_failures_total", status="401"),
+              value("aios_api_request_seconds_count", **route))
+    async with api_client(settings, as_admin=True) as api:
+        for i in range(3):
+            assert (await api.get(f"/v1/tasks/missing-{i}")).status_code == 404
+        assert (await api.get("/v1/tasks/x", headers={"Authorization": "Bearer nope"})).status_code == 401
+    after = (value("aios_api_requests_total", **route, status="404"),
+             value("aios_api_auth_failures_total", status="401"),
+             value("aios_api_request_seconds_count", **route))
+    assert (after[0] - before[0], after[1] - before[1], after[2] - before[2]) == (3, 1, 3)
