@@ -18,23 +18,29 @@ from api.jwt_auth import JwtVerifier
 from api.keys import KeyStore, looks_like_key
 from api.metrics import AUTH_FAILURES
 from api.principal import Principal
+from api.ratelimit import RateLimiter
 
 
 class Authenticator:
-    def __init__(self, keys: KeyStore, jwt: JwtVerifier | None) -> None:
+    def __init__(self, keys: KeyStore, jwt: JwtVerifier | None, limiter: RateLimiter) -> None:
         self.keys = keys
         self.jwt = jwt
+        self.limiter = limiter
 
-    async def authenticate(self, token: str | None) -> Principal:
+    async def authenticate(self, token: str | None, *, limit: bool = False) -> Principal:
+        """The caller's principal; with ``limit``, its rate-limit bucket is charged as well."""
         if not token:
             raise NotAuthenticated("authentication required: send 'Authorization: Bearer <API key or token>'",
                                    headers={"WWW-Authenticate": "Bearer"})
         if looks_like_key(token):
-            return await self.keys.authenticate(token)
+            return await self.keys.authenticate(token, self.limiter if limit else None)
         if self.jwt is None:
             raise NotAuthenticated("this API accepts API keys only (AIOS_API_JWKS_URL is not set)",
                                    headers={"WWW-Authenticate": "Bearer"})
-        return await self.jwt.authenticate(token)
+        principal = await self.jwt.authenticate(token)
+        if limit:
+            await self.limiter.check(principal)
+        return principal
 
 
 def bearer(conn: HTTPConnection, *, allow_query: bool = False) -> str | None:
@@ -89,8 +95,7 @@ class AuthMiddleware:
             return
         services = scope["app"].state.services
         try:
-            principal = await services.auth.authenticate(bearer(HTTPConnection(scope)))
-            await services.limiter.check(principal)
+            principal = await services.auth.authenticate(bearer(HTTPConnection(scope)), limit=True)
         except ApiError as exc:
             AUTH_FAILURES.labels(str(exc.status)).inc()
             response = JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=exc.headers)

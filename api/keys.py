@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from api.errors import NotAuthenticated, NotFound
 from api.models import KeyOut
 from api.principal import ALL_PROJECTS, Principal, parse_role
+from api.ratelimit import RateLimiter
 
 _KEY = re.compile(r"^aios_([0-9a-f]{16})_([A-Za-z0-9_-]{20,100})$")
 _PROJECT = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -88,19 +89,29 @@ class KeyStore:
         found = [await self.get(i) for i in ids]
         return [k for k in found if k is not None]
 
-    async def authenticate(self, token: str) -> Principal:
-        """The principal of a valid, unrevoked key; NotAuthenticated otherwise (one message for all)."""
+    async def authenticate(self, token: str, limiter: RateLimiter | None = None) -> Principal:
+        """The principal of a valid, unrevoked key; NotAuthenticated otherwise (one message for all).
+
+        With ``limiter``, the key's rate-limit bucket is charged in the same Redis round trip (a
+        wrong secret for a real key id is charged too, which slows guessing).
+        """
         match = _KEY.match(token)
         invalid = NotAuthenticated("invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
         if match is None:
             raise invalid
         key_id, secret = match.groups()
-        salt, digest, role, projects, revoked = await self.redis.hmget(
-            self._hkey(key_id), ["salt", "hash", "role", "projects", "revoked"])
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(self._hkey(key_id), ["salt", "hash", "role", "projects", "revoked"])
+        if limiter is not None:
+            await limiter.charge(pipe, "key", key_id)
+        replies = await pipe.execute()
+        salt, digest, role, projects, revoked = replies[0]
         if digest is None or salt is None or role is None or projects is None or _str(revoked or "") == "1":
             raise invalid
         if not hmac.compare_digest(_digest(bytes.fromhex(_str(salt)), secret), _str(digest)):
             raise invalid
+        if limiter is not None:
+            limiter.verdict(replies[1])
         return Principal(key_id, parse_role(_str(role)), frozenset(json.loads(projects)), "key")
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from api.errors import RateLimited
 from api.principal import Principal
@@ -41,9 +43,20 @@ class RateLimiter:
         self.burst = burst
         self._script = redis.register_script(_BUCKET)
 
+    def _key(self, via: str, subject: str) -> str:
+        return f"{self.prefix}:ratelimit:{via}:{subject}"
+
     async def check(self, principal: Principal) -> None:
-        key = f"{self.prefix}:ratelimit:{principal.via}:{principal.subject}"
-        allowed, wait_ms = await self._script(keys=[key], args=[self.rate, self.burst])
+        """Take one token from the principal's bucket, or raise RateLimited with the wait."""
+        self.verdict(await self._script(keys=[self._key(principal.via, principal.subject)],
+                                        args=[self.rate, self.burst]))
+
+    async def charge(self, pipe: Pipeline, via: str, subject: str) -> None:
+        """Queue the bucket charge on ``pipe`` (no I/O yet); pass its reply to :meth:`verdict`."""
+        await self._script(keys=[self._key(via, subject)], args=[self.rate, self.burst], client=pipe)
+
+    def verdict(self, reply: Any) -> None:
+        allowed, wait_ms = reply
         if not int(allowed):
             retry = max(1, math.ceil(int(wait_ms) / 1000))
             raise RateLimited(f"rate limit of {self.rate:g}/s (burst {self.burst}) exceeded; retry in {retry}s",

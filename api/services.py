@@ -43,8 +43,8 @@ class Services:
         self.hub = Hub(self.view)
         self.redis: aioredis.Redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5)
         self.keys = KeyStore(self.redis, settings.topic_prefix)
-        self.auth = Authenticator(self.keys, JwtVerifier(settings) if settings.api_jwks_url else None)
         self.limiter = RateLimiter(self.redis, settings.topic_prefix, settings.api_rate_per_s, settings.api_rate_burst)
+        self.auth = Authenticator(self.keys, JwtVerifier(settings) if settings.api_jwks_url else None, self.limiter)
         self._admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": 5000,
                                    **settings.kafka_security()})
 
