@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from redis.exceptions import RedisError
 
 from api.auth import AuthMiddleware, document_bearer
 from api.errors import ApiError
@@ -70,6 +71,10 @@ def create_app(settings: Settings, *, store: StoreFactory | None = None) -> Fast
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RedisError)
+    async def redis_error(request: Request, exc: RedisError) -> JSONResponse:
+        return JSONResponse({"detail": f"Redis is unavailable: {exc}"}, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(AiosError)
     async def aios_error(request: Request, exc: AiosError) -> JSONResponse:

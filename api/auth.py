@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -99,6 +100,12 @@ class AuthMiddleware:
         except ApiError as exc:
             AUTH_FAILURES.labels(str(exc.status)).inc()
             response = JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=exc.headers)
+            await response(scope, receive, send)
+            return
+        except RedisError as exc:
+            AUTH_FAILURES.labels("503").inc()
+            response = JSONResponse({"detail": f"credentials cannot be checked: Redis is unavailable ({exc})"},
+                                    status_code=503, headers={"Retry-After": "1"})
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal

@@ -24,6 +24,7 @@ from streams.settings import Settings
 from streams.topics import Topics
 
 StoreFactory = Callable[[], HistoryStore]
+REDIS_CONNECTIONS = 64
 
 
 class Services:
@@ -41,7 +42,10 @@ class Services:
         self.producer: AsyncProducer | None = None
         self.view = LiveView(settings)
         self.hub = Hub(self.view)
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5)
+        # A bounded pool that makes a request wait for a free connection, instead of failing once
+        # every connection is busy (the default pool raises MaxConnectionsError under load).
+        self.redis: aioredis.Redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=5, socket_timeout=5))
         self.keys = KeyStore(self.redis, settings.topic_prefix)
         self.limiter = RateLimiter(self.redis, settings.topic_prefix, settings.api_rate_per_s, settings.api_rate_burst)
         self.auth = Authenticator(self.keys, JwtVerifier(settings) if settings.api_jwks_url else None, self.limiter)

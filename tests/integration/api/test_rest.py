@@ -121,4 +121,9 @@ async def test_readyz_reports_an_unreachable_redis(settings: Settings) -> None:
         r = await api.get("/readyz")
         assert r.status_code == 503
         assert r.json()["checks"]["redis"].startswith("unreachable") and r.json()["checks"]["kafka"] == "ok"
+        # Credentials cannot be checked: a clear 503, not a 500 or a dropped connection.
+        key_like = {"Authorization": "Bearer aios_0123456789abcdef_" + "x" * 43}
+        down = await api.get("/v1/projects", headers=key_like)
+        assert down.status_code == 503 and down.headers["retry-after"] == "1"
+        assert "Redis is unavailable" in down.json()["detail"]
     assert isinstance(api, httpx.AsyncClient)
