@@ -13,6 +13,8 @@ java_major() { java -version 2>&1 | sed -nE 's/.*version "([0-9]+).*/\1/p' | hea
 if ! command -v java >/dev/null 2>&1 || [ "$(java_major)" -lt 17 ]; then need+=(openjdk-17-jre-headless); fi
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || need+=(python3 python3-venv)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+# The dashboard's browser test drives Debian's Chromium through Playwright (never a downloaded browser).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "system packages: all present"

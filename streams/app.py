@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 
 import faust
@@ -39,6 +40,27 @@ def check_processors(names: Sequence[str]) -> list[str]:
     return list(names)
 
 
+def faust_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """The same Kafka security settings the confluent-kafka clients get, in faust's (aiokafka's) form."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol.endswith("SSL"):
+        context = ssl.create_default_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
+        if settings.kafka_ssl_certfile is not None:
+            context.load_cert_chain(str(settings.kafka_ssl_certfile),
+                                    str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None)
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    password = settings.kafka_sasl_password
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=password.get_secret_value() if password is not None else None,
+        ssl_context=context, mechanism=settings.kafka_sasl_mechanism or "PLAIN")
+
+
 def build_app(settings: Settings, processors: Sequence[str], name: str) -> tuple[faust.App, Runtime]:
     check_processors(processors)
     datadir = settings.data_dir / "faust" / name
@@ -46,6 +68,7 @@ def build_app(settings: Settings, processors: Sequence[str], name: str) -> tuple
     app = faust.App(
         group_id(settings, name),
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+        broker_credentials=faust_credentials(settings),
         value_serializer="raw",
         key_serializer="raw",
         # Topics are created by `aios topics create`; the broker has auto-create off.
@@ -155,17 +178,26 @@ async def running(
         await rt.aclose()
 
 
+Sidecar = Callable[[RunningApp], AbstractAsyncContextManager[object]]
+
+
 async def serve_forever(
-    settings: Settings, processors: Sequence[str], name: str, on_ready: Callable[[], None] | None = None
+    settings: Settings, processors: Sequence[str], name: str, on_ready: Callable[[], None] | None = None,
+    sidecar: Sidecar | None = None,
 ) -> None:
-    """Run until SIGINT/SIGTERM, with /metrics served on AIOS_METRICS_PORT."""
+    """Run until SIGINT/SIGTERM, with /metrics served on AIOS_METRICS_PORT.
+
+    ``sidecar`` runs beside the processors, sharing their runtime (``aios up`` serves the API so).
+    """
     serve(settings.metrics_port, settings.metrics_host)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    async with running(settings, processors, name) as live:
+    async with running(settings, processors, name) as live, AsyncExitStack() as stack:
+        if sidecar is not None:
+            await stack.enter_async_context(sidecar(live))
         if on_ready is not None:
             on_ready()
         while not stop.is_set():

@@ -197,11 +197,13 @@ def pipeline(settings: Settings, burst: int, paced: int, rate: float, tick: Call
 class PipelineProcess:
     """One ``aios`` process of the pipeline, on the bench's prefix and its own data directory."""
 
-    def __init__(self, settings: Settings, command: list[str], data_dir: Path) -> None:
+    def __init__(self, settings: Settings, command: list[str], data_dir: Path,
+                 env_extra: dict[str, str] | None = None) -> None:
         env = {**os.environ,
                "AIOS_TOPIC_PREFIX": settings.topic_prefix, "AIOS_DATA_DIR": str(data_dir),
                "AIOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "AIOS_REDIS_URL": settings.redis_url,
-               "AIOS_LLM": "offline:echo", "AIOS_METRICS_PORT": "0", "AIOS_ROLES": ",".join(settings.roles)}
+               "AIOS_LLM": "offline:echo", "AIOS_METRICS_PORT": "0", "AIOS_ROLES": ",".join(settings.roles),
+               **(env_extra or {})}
         code = "import sys; from streams.cli import main; sys.argv[0] = 'aios'; main()"
         # Our own interpreter running our own CLI: no untrusted input reaches the command line.
         self.proc = subprocess.Popen(  # noqa: S603

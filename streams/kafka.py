@@ -30,6 +30,7 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         # The Java client's (and aiokafka's, so faust's) key hashing: an event keyed by project_id
         # lands on the same partition whoever produced it, which the orchestrator's table needs.
         "partitioner": "murmur2_random",
+        **settings.kafka_security(),
     }
     config.update(extra)
     return config
@@ -74,6 +75,10 @@ class EventProducer:
 
 
 def make_consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
+    return Consumer(consumer_config(settings, group, **extra))
+
+
+def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap,
         "group.id": group,
@@ -83,9 +88,10 @@ def make_consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
         "fetch.wait.max.ms": 10,
         "session.timeout.ms": int(settings.kafka_session_timeout_s * 1000),
         "heartbeat.interval.ms": int(settings.kafka_session_timeout_s * 250),
+        **settings.kafka_security(),
     }
     config.update(extra)
-    return Consumer(config)
+    return config
 
 
 class TopicReader:
@@ -162,4 +168,5 @@ class TopicReader:
         self._consumer.close()
 
 
-__all__ = ["OFFSET_END", "EventProducer", "TopicReader", "make_codec", "make_consumer", "producer_config"]
+__all__ = ["OFFSET_END", "EventProducer", "TopicReader", "consumer_config", "make_codec", "make_consumer",
+           "producer_config"]

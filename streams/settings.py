@@ -160,6 +160,55 @@ class Settings(BaseSettings):
     sink_flush_s: float = Field(0.5, gt=0)
     log_level: str = Field("WARNING")
 
+    # Kafka security, passed to every Kafka client (confluent-kafka and faust/aiokafka).
+    kafka_security_protocol: str = Field(
+        "PLAINTEXT", pattern=r"^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$",
+        description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
+    kafka_sasl_mechanism: str | None = Field(
+        None, pattern=r"^(PLAIN|SCRAM-SHA-256|SCRAM-SHA-512)$", description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers' certificates.")
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS).")
+
+    # API (`aios api`, and `aios up`)
+    api_host: str = Field("127.0.0.1", description="Address the API binds to (0.0.0.0 in containers).")
+    api_port: int = Field(8000, ge=0, le=65535, description="API port; 0 lets `aios up` run without the API.")
+    api_tls_certfile: Path | None = Field(None, description="Serve HTTPS with this certificate (PEM).")
+    api_tls_keyfile: Path | None = Field(None, description="The private key of AIOS_API_TLS_CERTFILE (PEM).")
+    api_cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Origins allowed by CORS, comma-separated; empty allows none.")
+    api_max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413.")
+    api_rate_per_s: float = Field(50.0, gt=0, description="Requests per second per API key or token subject.")
+    api_rate_burst: int = Field(100, ge=1, description="Requests a key may make at once before the rate applies.")
+    api_jwks_url: str | None = Field(None, description="OIDC JWKS URL; set it to accept JWT bearer tokens.")
+    api_jwt_issuer: str | None = Field(None, description="Required `iss` of JWT bearer tokens.")
+    api_jwt_audience: str | None = Field(None, description="Required `aud` of JWT bearer tokens.")
+    api_jwks_refetch_cooldown_s: float = Field(
+        30.0, ge=0, description="Least time between JWKS refetches for an unknown key id (rotation).")
+    api_jwt_role_claim: str = Field("aios_role", description="Claim holding the token's AIOS role.")
+    api_jwt_projects_claim: str = Field("aios_projects", description="Claim listing the token's projects ('*': all).")
+    api_ws_queue: int = Field(1000, ge=1, description="Events a WebSocket client may lag behind before it is closed.")
+
+    def kafka_security(self) -> dict[str, str]:
+        """librdkafka security properties (empty for PLAINTEXT), for every confluent-kafka client."""
+        config: dict[str, str] = {}
+        if self.kafka_security_protocol != "PLAINTEXT":
+            config["security.protocol"] = self.kafka_security_protocol
+        if self.kafka_sasl_mechanism:
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username:
+            config["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password is not None:
+            config["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        for key, path in (("ssl.ca.location", self.kafka_ssl_cafile),
+                          ("ssl.certificate.location", self.kafka_ssl_certfile),
+                          ("ssl.key.location", self.kafka_ssl_keyfile)):
+            if path is not None:
+                config[key] = str(path)
+        return config
+
     @field_validator("topic_prefix")
     @classmethod
     def _check_prefix(cls, value: str) -> str:
@@ -206,9 +255,9 @@ class Settings(BaseSettings):
         """Prompt tokens (system + user) an agent of ``role`` may use."""
         return self.role_prompt_tokens.get(role, self.prompt_tokens)
 
-    @field_validator("roles", "llm_deployments", mode="before")
+    @field_validator("roles", "llm_deployments", "api_cors_origins", mode="before")
     @classmethod
-    def _split_roles(cls, value: object) -> object:
+    def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):
             value = tuple(part.strip() for part in value.split(",") if part.strip())
         return value

@@ -53,6 +53,8 @@ def _one(store: HistoryStore, sql: str) -> dict[str, Any]:
 
 
 def _float(value: Any) -> float | None:
+    if value is None:  # chdb gives NULL quantiles over an empty window (a server gives NaN)
+        return None
     number = float(value)
     return None if number != number else round(number, 2)  # NaN: no rows in the window
 

@@ -7,10 +7,12 @@ import click
 
 from schemas.errors import AiosError
 from streams.cli.agents import agents
+from streams.cli.api import api_cmd
 from streams.cli.bench import bench
 from streams.cli.demo import demo
 from streams.cli.dev import dev
 from streams.cli.events import submit, tail
+from streams.cli.keys import keys
 from streams.cli.memory import memory
 from streams.cli.projects import approve, cancel, reject, status
 from streams.cli.run import up, worker
@@ -23,8 +25,8 @@ def cli() -> None:
     """AIOS: a streaming multi-agent platform on Kafka."""
 
 
-for command in (dev, topics, submit, tail, up, worker, demo, bench, db, stats, status, cancel, approve, reject, memory,
-                agents):
+for command in (api_cmd, keys, dev, topics, submit, tail, up, worker, demo, bench, db, stats, status, cancel, approve,
+                reject, memory, agents):
     cli.add_command(command)
 
 

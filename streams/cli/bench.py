@@ -182,3 +182,44 @@ def memory_cmd(turns: int, fetches: int, events: int, windows: int, sentences: i
                       f"{r['top5_project_filter']['p99_ms']:.1f}", "p50 ≤ 25 at 10k")
     console.print(table)
     console.print(f"{doc['cpus']} CPUs, load average {doc['load_avg_1m']} before, {doc['load_avg_1m_after']} after")
+
+
+@bench.command("api")
+@click.option("--requests", default=5000, show_default=True, help="POST /v1/tasks per run (paced and burst).")
+@click.option("--rate", default=1000.0, show_default=True, help="Offered load (requests/s) for the latency run.")
+@click.option("--connections", default=32, show_default=True, help="Keep-alive connections of the load generator.")
+@click.option("--clients", default=100, show_default=True, help="WebSocket clients in the fan-out run.")
+@click.option("--events", default=1000, show_default=True, help="Events each WebSocket client should receive.")
+@click.option("--event-rate", default=200.0, show_default=True, help="Events/s produced in the fan-out run.")
+@click.option("--port", default=18765, show_default=True, help="Port of the `aios api` process under test.")
+@json_option
+def api_cmd(requests: int, rate: float, connections: int, clients: int, events: int, event_rate: float, port: int,
+            as_json: bool) -> None:
+    """POST /v1/tasks req/s and p99 at a fixed rate vs a raw producer, and WebSocket fan-out."""
+    from api.bench import bench_api  # the CLI is the edge that composes api/ with streams/
+
+    if min(requests, connections, clients, events) < 1 or rate <= 0 or event_rate <= 0:
+        raise click.BadParameter("counts must be ≥ 1 and rates > 0")
+    settings = settings_or_exit()
+    try:
+        with progress("requests", total=min(500, requests) + 2 * requests, enabled=not as_json) as bar:
+            doc = bench_api(settings, requests=requests, rate=rate, connections=connections, clients=clients,
+                            events=events, event_rate=event_rate, port=port, tick=bar.advance)
+    except AiosError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        emit_json(doc)
+        return
+    table = Table("run", "requests", "per s", "p50 ms", "p99 ms", "max ms")
+    for name, runs in (("API POST /v1/tasks", doc["api"]), ("raw producer", doc["raw_producer"])):
+        for mode in ("burst", "paced"):
+            f = runs[mode]
+            label = f"{name} ({'burst' if mode == 'burst' else f'at {rate:g}/s'})"
+            table.add_row(label, str(f["requests"]), f"{f['per_s']:.0f}", f"{f['p50_ms']:.1f}", f"{f['p99_ms']:.1f}",
+                          f"{f['max_ms']:.1f}")
+    console.print(table)
+    w = doc["websocket"]
+    console.print(f"API/raw burst throughput: {doc['ratio_api_over_raw_burst']:.3f}; WebSocket fan-out: "
+                  f"{w['clients']} clients x {w['events']} events at {w['offered_rate_per_s']:g}/s -> "
+                  f"{w['deliveries_per_s']:.0f} deliveries/s, p50 {w['p50_ms']} ms, p99 {w['p99_ms']} ms, "
+                  f"{w['complete_clients']} complete, closed {w['closed']}")

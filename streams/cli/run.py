@@ -3,28 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractAsyncContextManager
 
 import click
 
 from schemas.errors import AiosError
-from streams.app import EMBEDDED, check_processors, serve_forever
+from streams.app import EMBEDDED, RunningApp, Sidecar, check_processors, serve_forever
 from streams.cli.common import settings_or_exit
 from streams.cli.output import err_console
 from streams.processors import PROCESSORS
 from streams.settings import Settings
 
 
-def _run(settings: Settings, processors: list[str], name: str) -> None:
+def _api_sidecar(settings: Settings) -> Sidecar:
+    """``aios up`` serves the API too, sharing the processors' history store (chdb is one per process)."""
+    from api.server import api_sidecar  # the CLI is the edge that composes api/ with streams/
+
+    def sidecar(live: RunningApp) -> AbstractAsyncContextManager[object]:
+        err_console.print(f"aios: API on {settings.api_host}:{settings.api_port}")
+        return api_sidecar(settings, store=lambda: live.runtime.store)
+    return sidecar
+
+
+def _run(settings: Settings, processors: list[str], name: str, sidecar: Sidecar | None = None) -> None:
     err_console.print(f"aios: running {', '.join(processors)} as group {settings.topic_prefix}-{name}; Ctrl-C stops")
     try:
-        asyncio.run(serve_forever(settings, processors, name, on_ready=lambda: err_console.print("aios: ready")))
+        asyncio.run(serve_forever(settings, processors, name, on_ready=lambda: err_console.print("aios: ready"),
+                                  sidecar=sidecar))
     except AiosError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
 @click.command()
 @click.option("--no-stack", is_flag=True, help="Do not start the local Kafka/Redis (use what settings point at).")
-def up(no_stack: bool) -> None:
+@click.option("--no-api", is_flag=True, help="Do not serve the API and dashboard (AIOS_API_PORT).")
+def up(no_stack: bool, no_api: bool) -> None:
     """Run every processor in one process (embedded mode), starting the local stack if needed."""
     settings = settings_or_exit()
     if not no_stack:
@@ -36,7 +49,7 @@ def up(no_stack: bool) -> None:
             create_topics(settings)
         except AiosError as exc:
             raise click.ClickException(str(exc)) from exc
-    _run(settings, list(PROCESSORS), EMBEDDED)
+    _run(settings, list(PROCESSORS), EMBEDDED, None if no_api or settings.api_port == 0 else _api_sidecar(settings))
 
 
 @click.command()

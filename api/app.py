@@ -1,0 +1,85 @@
+"""The FastAPI application: routes, error mapping and the services' lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from redis.exceptions import RedisError
+
+from api.auth import AuthMiddleware, document_bearer
+from api.errors import ApiError
+from api.hardening import BodyLimit, SecurityHeaders
+from api.metrics import Metrics
+from api.routes import health, router
+from api.services import Services, StoreFactory
+from api.stream import ws_router
+from schemas.errors import AiosError
+from streams.errors import KafkaError, OrchestrationError
+from streams.settings import Settings
+
+STATIC = Path(__file__).parent / "static"
+
+
+def create_app(settings: Settings, *, store: StoreFactory | None = None) -> FastAPI:
+    """The API for ``settings``; ``store`` shares a process's history store (``aios up``)."""
+    services = Services(settings, store=store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await services.start()
+        try:
+            yield
+        finally:
+            await services.close()
+
+    app = FastAPI(title="AIOS", version="1", lifespan=lifespan,
+                  description="Submit tasks and plans to the AIOS pipeline, read their state, stream events.")
+    app.state.services = services
+    # Outermost last: headers on every answer, the size cap, CORS (so even a 401 is readable
+    # cross-origin), then authentication.
+    app.add_middleware(AuthMiddleware)
+    app.add_middleware(CORSMiddleware, allow_origins=list(settings.api_cors_origins), allow_credentials=False,
+                       allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"],
+                       max_age=600)
+    app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
+    app.add_middleware(SecurityHeaders, settings=settings)
+    app.add_middleware(Metrics)
+    app.include_router(health)
+    app.include_router(router)
+    app.include_router(ws_router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_bearer(get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes))
+        return app.openapi_schema
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RedisError)
+    async def redis_error(request: Request, exc: RedisError) -> JSONResponse:
+        return JSONResponse({"detail": f"Redis is unavailable: {exc}"}, status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(AiosError)
+    async def aios_error(request: Request, exc: AiosError) -> JSONResponse:
+        # Kafka (or another dependency) failing is the server's trouble; anything else the caller's.
+        down = isinstance(exc, KafkaError) or not isinstance(exc, OrchestrationError)
+        return JSONResponse({"detail": str(exc)}, status_code=503 if down else 400)
+
+    return app

@@ -1,0 +1,112 @@
+"""Authentication for every route but the health checks, and for the WebSocket.
+
+``Authorization: Bearer <API key or JWT>``; a WebSocket may pass ``?access_token=`` instead, since
+browsers cannot set headers on one. The principal lands on ``request.state.principal``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.errors import ApiError, NotAuthenticated
+from api.jwt_auth import JwtVerifier
+from api.keys import KeyStore, looks_like_key
+from api.metrics import AUTH_FAILURES
+from api.principal import Principal
+from api.ratelimit import RateLimiter
+
+
+class Authenticator:
+    def __init__(self, keys: KeyStore, jwt: JwtVerifier | None, limiter: RateLimiter) -> None:
+        self.keys = keys
+        self.jwt = jwt
+        self.limiter = limiter
+
+    async def authenticate(self, token: str | None, *, limit: bool = False) -> Principal:
+        """The caller's principal; with ``limit``, its rate-limit bucket is charged as well."""
+        if not token:
+            raise NotAuthenticated("authentication required: send 'Authorization: Bearer <API key or token>'",
+                                   headers={"WWW-Authenticate": "Bearer"})
+        if looks_like_key(token):
+            return await self.keys.authenticate(token, self.limiter if limit else None)
+        if self.jwt is None:
+            raise NotAuthenticated("this API accepts API keys only (AIOS_API_JWKS_URL is not set)",
+                                   headers={"WWW-Authenticate": "Bearer"})
+        principal = await self.jwt.authenticate(token)
+        if limit:
+            await self.limiter.check(principal)
+        return principal
+
+
+def bearer(conn: HTTPConnection, *, allow_query: bool = False) -> str | None:
+    header = conn.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    if allow_query:
+        return conn.query_params.get("access_token")
+    return None
+
+
+def principal_of(request: Request) -> Principal:
+    """The principal :class:`AuthMiddleware` established for this request."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:  # a route outside /v1/ asked for it: a programming error, refused safely
+        raise NotAuthenticated("authentication required", headers={"WWW-Authenticate": "Bearer"})
+    return principal
+
+
+def document_bearer(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Declare the bearer scheme, and that every /v1 operation needs it, in the OpenAPI document.
+
+    The middleware enforces it; declaring it here (rather than through a FastAPI security
+    dependency per route) keeps dependency resolution off the hot path.
+    """
+    openapi.setdefault("components", {}).setdefault("securitySchemes", {})["HTTPBearer"] = {
+        "type": "http", "scheme": "bearer", "description": "An AIOS API key (aios_…) or an OIDC JWT."}
+    for path, operations in openapi.get("paths", {}).items():
+        if path.startswith("/v1/"):
+            for operation in operations.values():
+                operation["security"] = [{"HTTPBearer": []}]
+                operation.setdefault("responses", {}).setdefault(
+                    "401", {"description": "No valid credential", "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/ErrorOut"}}}})
+    return openapi
+
+
+class AuthMiddleware:
+    """Authenticates and rate-limits every HTTP request under /v1/ before anything else reads it.
+
+    Running ahead of routing means an unauthenticated caller learns nothing, not even whether its
+    body would parse: it gets 401 (or 429 past its rate) whatever it sent.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/") or scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)  # the WebSocket authenticates in its endpoint
+            return
+        services = scope["app"].state.services
+        try:
+            principal = await services.auth.authenticate(bearer(HTTPConnection(scope)), limit=True)
+        except ApiError as exc:
+            AUTH_FAILURES.labels(str(exc.status)).inc()
+            response = JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=exc.headers)
+            await response(scope, receive, send)
+            return
+        except RedisError as exc:
+            AUTH_FAILURES.labels("503").inc()
+            response = JSONResponse({"detail": f"credentials cannot be checked: Redis is unavailable ({exc})"},
+                                    status_code=503, headers={"Retry-After": "1"})
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)

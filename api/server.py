@@ -1,0 +1,61 @@
+"""Serving the API with uvicorn: alone (``aios api``) or inside ``aios up``'s event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Generator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import uvicorn
+
+from api.app import create_app
+from api.services import StoreFactory
+from schemas.errors import ConfigError
+from streams.settings import Settings
+
+
+def uvicorn_config(settings: Settings, *, store: StoreFactory | None = None, **extra: Any) -> uvicorn.Config:
+    """uvicorn's config with the API's address and TLS settings."""
+    cert, key = settings.api_tls_certfile, settings.api_tls_keyfile
+    if (cert is None) != (key is None):
+        raise ConfigError("TLS needs both AIOS_API_TLS_CERTFILE and AIOS_API_TLS_KEYFILE (or neither)")
+    for path in (cert, key):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"TLS file {path} does not exist; check AIOS_API_TLS_CERTFILE/KEYFILE")
+    return uvicorn.Config(
+        create_app(settings, store=store), host=settings.api_host, port=settings.api_port,
+        ssl_certfile=str(cert) if cert else None, ssl_keyfile=str(key) if key else None,
+        log_level="warning", access_log=False, server_header=False, lifespan="on", **extra)
+
+
+class EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to its host process (``aios up``)."""
+
+    @contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def serve_embedded(settings: Settings, *, store: StoreFactory | None = None) -> tuple[EmbeddedServer,
+                                                                                             asyncio.Task[None]]:
+    """Start the API in the running loop; return the server (``should_exit = True`` stops it) and its task."""
+    server = EmbeddedServer(uvicorn_config(settings, store=store))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()  # raises the start-up error
+            raise ConfigError(f"the API did not start on {settings.api_host}:{settings.api_port}")
+        await asyncio.sleep(0.05)
+    return server, task
+
+
+@asynccontextmanager
+async def api_sidecar(settings: Settings, store: StoreFactory | None = None) -> AsyncIterator[EmbeddedServer]:
+    """The API served in this event loop for the duration of the block."""
+    server, task = await serve_embedded(settings, store=store)
+    try:
+        yield server
+    finally:
+        server.should_exit = True
+        await task

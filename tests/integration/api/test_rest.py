@@ -1,0 +1,129 @@
+"""The REST API on the real Kafka, Redis and chdb: tasks and plans submitted through it run through
+the embedded pipeline, and their state and results are read back through it."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from schemas.events import envelope
+from streams.app import running
+from streams.kafka import EventProducer
+from streams.settings import Settings
+from streams.topics import Topics
+from tests.integration.api.helpers import api_client, poll
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_task_submitted_through_the_api_runs_and_its_result_is_readable(settings: Settings) -> None:
+    async with running(settings, ["orchestrator", "agents", "history"]) as live, \
+            api_client(settings, store=lambda: live.runtime.store, as_admin=True) as api:
+        r = await api.post("/v1/tasks", json={"description": "say hello", "project": f"web-{settings.topic_prefix}"})
+        assert r.status_code == 202, r.text
+        accepted = r.json()
+        assert accepted["project_id"] == f"web-{settings.topic_prefix}" and accepted["offset"] >= 0
+        task = await poll(lambda: api.get(f"/v1/tasks/{accepted['task_id']}"),
+                          lambda r: r.status_code == 200 and r.json()["state"] == "succeeded")
+        body = task.json()
+        assert body["result"]["status"] == "succeeded" and "say hello" in body["result"]["output"]
+        assert body["description"] == "say hello" and body["role"] == "general"
+        # The chdb directory is shared by the session's tests; the project is this test's own.
+        stats = await poll(lambda: api.get("/v1/stats", params={"project": f"web-{settings.topic_prefix}", "since_s": 600}),
+                           lambda r: r.status_code == 200 and r.json()["succeeded"] >= 1)
+        assert stats.json()["failed"] == 0 and stats.json()["engine"] == "chdb"
+        ready = await api.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"] == {"kafka": "ok", "redis": "ok", "store": "ok", "view": "ok"}
+
+
+async def test_a_plan_runs_and_project_status_and_results_follow(settings: Settings) -> None:
+    plan = {"project": "shop", "tasks": [
+        {"id": "api", "role": "general", "description": "design the API"},
+        {"id": "ship", "role": "general", "description": "release notes", "depends_on": ["api"],
+         "requires_approval": True}]}
+    async with running(settings, ["orchestrator", "agents"]), api_client(settings, as_admin=True) as api:
+        r = await api.post("/v1/projects", json=plan)
+        assert r.status_code == 202, r.text
+        assert r.json()["task_ids"] == ["api", "ship"]
+        waiting = await poll(lambda: api.get("/v1/projects/shop"),
+                             lambda r: r.status_code == 200 and r.json()["counts"].get("awaiting_approval") == 1)
+        entries = {t["task_id"]: t for t in waiting.json()["tasks"]}
+        assert entries["ship"]["depends_on"] == ["api"] and entries["api"]["state"] == "succeeded"
+        assert (await api.post("/v1/tasks/ship/approve")).status_code == 202
+        done = await poll(lambda: api.get("/v1/projects/shop"), lambda r: r.json()["state"] == "succeeded")
+        assert done.json()["percent_done"] == 100.0
+        results = (await api.get("/v1/projects/shop/results")).json()["results"]
+        assert sorted(r["task_id"] for r in results) == ["api", "ship"]
+        listed = (await api.get("/v1/projects")).json()["projects"]
+        assert [p["project_id"] for p in listed] == ["shop"]
+        again = await api.post("/v1/projects", json=plan)
+        assert again.status_code == 400 and "already exists" in again.json()["detail"]
+
+
+async def test_a_goal_becomes_a_one_task_project_and_cancel_and_reject_are_sent(settings: Settings) -> None:
+    async with running(settings, ["orchestrator", "agents"]), api_client(settings, as_admin=True) as api:
+        r = await api.post("/v1/projects", json={"project": "g1", "goal": "write a haiku"})
+        assert r.status_code == 202 and r.json()["task_ids"] == ["goal"]
+        await poll(lambda: api.get("/v1/projects/g1"), lambda r: r.status_code == 200 and r.json()["state"] == "succeeded")
+        gated = {"project": "g2", "tasks": [{"id": "a", "role": "general", "description": "x", "requires_approval": True},
+                                            {"id": "b", "role": "general", "description": "y", "depends_on": ["a"]}]}
+        assert (await api.post("/v1/projects", json=gated)).status_code == 202
+        await poll(lambda: api.get("/v1/projects/g2"), lambda r: r.status_code == 200
+                   and r.json()["counts"].get("awaiting_approval") == 1)
+        rejected = await api.post("/v1/tasks/a/reject", json={"reason": "not needed"}, params={"project": "g2"})
+        assert rejected.status_code == 202 and rejected.json() == {"project_id": "g2", "task_id": "a", "action": "reject"}
+        final = await poll(lambda: api.get("/v1/projects/g2"), lambda r: r.json()["state"] in ("failed", "cancelled"))
+        states = {t["task_id"]: t["state"] for t in final.json()["tasks"]}
+        assert states == {"a": "failed", "b": "skipped"}
+
+
+async def test_bad_input_is_a_clear_4xx(settings: Settings) -> None:
+    async with api_client(settings, as_admin=True) as api:
+        assert (await api.post("/v1/tasks", json={"description": ""})).status_code == 422
+        extra = await api.post("/v1/tasks", json={"description": "x", "colour": "red"})
+        assert extra.status_code == 422 and "colour" in extra.text
+        role = await api.post("/v1/tasks", json={"description": "x", "role": "wizard"})
+        assert role.status_code == 400 and "unknown role 'wizard'" in role.json()["detail"]
+        both = await api.post("/v1/projects", json={"project": "p", "goal": "g", "tasks": [
+            {"id": "a", "role": "general", "description": "d"}]})
+        assert both.status_code == 422 and "not both" in both.text
+        cycle = await api.post("/v1/projects", json={"project": "p", "tasks": [
+            {"id": "a", "role": "general", "description": "d", "depends_on": ["b"]},
+            {"id": "b", "role": "general", "description": "d", "depends_on": ["a"]}]})
+        assert cycle.status_code == 400 and "cycle" in cycle.json()["detail"]
+        missing = await api.get("/v1/tasks/nope")
+        assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+        assert (await api.get("/v1/projects/nope")).status_code == 404
+        assert (await api.post("/v1/tasks/nope/cancel")).status_code == 404
+        assert (await api.get("/healthz")).json() == {"status": "ok", "checks": {}}
+
+
+async def test_agents_come_from_the_compacted_registry(settings: Settings) -> None:
+    producer = EventProducer(settings)
+    status = {**envelope(), "agent_id": "host-1", "role": "general", "state": "ready", "in_flight": [],
+              "version": "0.1.0", "host": "host", "heartbeat_interval_ms": 5000}
+    producer.send(Topics.from_settings(settings).agents, "AgentStatus", status, key="host-1")
+    producer.flush()
+    async with api_client(settings, as_admin=True) as api:
+        agents = (await api.get("/v1/agents")).json()["agents"]
+        assert [(a["agent_id"], a["state"]) for a in agents] == [("host-1", "ready")]
+        busy = {**status, **envelope(), "state": "busy", "in_flight": ["t1"]}
+        producer.send(Topics.from_settings(settings).agents, "AgentStatus", busy, key="host-1")
+        producer.flush()
+        after = await poll(lambda: api.get("/v1/agents"), lambda r: r.json()["agents"][0]["state"] == "busy")
+        assert after.json()["agents"][0]["in_flight"] == ["t1"]
+
+
+async def test_readyz_reports_an_unreachable_redis(settings: Settings) -> None:
+    broken = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    async with api_client(broken) as api:
+        r = await api.get("/readyz")
+        assert r.status_code == 503
+        assert r.json()["checks"]["redis"].startswith("unreachable") and r.json()["checks"]["kafka"] == "ok"
+        # Credentials cannot be checked: a clear 503, not a 500 or a dropped connection.
+        key_like = {"Authorization": "Bearer aios_0123456789abcdef_" + "x" * 43}
+        down = await api.get("/v1/projects", headers=key_like)
+        assert down.status_code == 503 and down.headers["retry-after"] == "1"
+        assert "Redis is unavailable" in down.json()["detail"]
+    assert isinstance(api, httpx.AsyncClient)
