@@ -48,6 +48,36 @@ def pipeline_cmd(tasks: int, paced: int, rate: float, mode: str, as_json: bool) 
                   f"p50 ratio: {doc['ratio']['p50_pipeline_over_raw']}")
 
 
+@bench.command("orchestrator")
+@click.option("--tasks", default=1000, show_default=True, help="Tasks in the DAG (rounded to width x depth).")
+@click.option("--width", default=25, show_default=True, help="Tasks per layer; each depends on two of the layer before.")
+@json_option
+def orchestrator_cmd(tasks: int, width: int, as_json: bool) -> None:
+    """A layered DAG through orchestrator, results committer and agents (offline): scheduling overhead."""
+    from streams.bench_orchestrator import bench_orchestrator
+
+    if width < 2 or tasks < 2 * width:
+        raise click.BadParameter("--width must be ≥ 2 and --tasks at least two layers (2 x width)")
+    depth = tasks // width
+    settings = settings_or_exit()
+    try:
+        with progress("tasks", total=width * depth, enabled=not as_json) as bar:
+            doc = bench_orchestrator(settings, width=width, depth=depth, tick=bar.advance)
+    except AiosError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        emit_json(doc)
+        return
+    o, r = doc["overhead_ms"], doc["raw_kafka_hop_ms"]
+    table = Table("figure", "p50 ms", "p99 ms", "max ms")
+    table.add_row(f"scheduling overhead ({o['count']} dependent tasks)", f"{o['p50']:.1f}", f"{o['p99']:.1f}",
+                  f"{o['max']:.1f}")
+    table.add_row("raw confluent-kafka hop (same run)", f"{r['p50']:.1f}", f"{r['p99']:.1f}", "")
+    console.print(table)
+    console.print(f"{doc['dag']['tasks']} tasks ({width} x {depth}) in {doc['elapsed_s']} s: "
+                  f"{doc['tasks_per_s']} tasks/s; target overhead p50 ≤ {doc['target']['overhead_p50_ms']} ms")
+
+
 @bench.command("sink")
 @click.option("--rows", default=100_000, show_default=True, help="Events through the sink path and the raw insert.")
 @click.option("--stats-rows", default=1_000_000, show_default=True, help="Synthetic rows per table for `aios stats`.")
