@@ -106,9 +106,10 @@ class Journal(Protocol):
     async def put(self, task_id: str, attempt: int, step: int, record: Mapping[str, Any]) -> None: ...
 
 
-def call_id(task_id: str, attempt: int, step: int) -> str:
-    """The id of one LLM call: the same on every replay of the same (task, attempt, step)."""
-    return f"{task_id}:{attempt}:{step}"
+def call_id(project_id: str, task_id: str, attempt: int, step: int) -> str:
+    """The id of one LLM call: the same on every replay of the same (task, attempt, step). Plan
+    task ids are unique only within their project, so the project is part of it."""
+    return f"{project_id}/{task_id}:{attempt}:{step}"
 
 
 @dataclass(frozen=True)
@@ -286,7 +287,9 @@ class _Steps:
     async def call(self, request: ChatRequest) -> CallRecord:
         step = len(self.calls)
         t = self.task
-        recorded = await self.journal.get(t.task_id, t.attempt, step) if self.journal else None
+        # Keyed by project too: plan task ids ("t1") repeat across projects.
+        task_key = f"{t.project_id}/{t.task_id}"
+        recorded = await self.journal.get(task_key, t.attempt, step) if self.journal else None
         if recorded is not None:
             record = CallRecord.from_record(recorded)
         else:
@@ -298,7 +301,7 @@ class _Steps:
                                 routed.cost_usd, routed.fallback_chain)
             if self.journal is not None:
                 # Recorded before anything is produced: a crash from here on replays, not re-pays.
-                await self.journal.put(t.task_id, t.attempt, step, record.to_record())
+                await self.journal.put(task_key, t.attempt, step, record.to_record())
         self.calls.append(record)
         return record
 

@@ -88,7 +88,7 @@ def llm_call_events(a: dict[str, Any], outcome: AgentOutcome, agent_id: str) -> 
 
 def llm_call_event(a: dict[str, Any], call: CallRecord, outcome: AgentOutcome, agent_id: str) -> dict[str, Any]:
     resp = call.response
-    cid = call_id(a["task_id"], a["attempt"], call.step)
+    cid = call_id(a["project_id"], a["task_id"], a["attempt"], call.step)
     last = call is outcome.calls[-1]
     return {
         **envelope(a["trace_id"]),
@@ -119,7 +119,7 @@ def tool_messages(a: dict[str, Any], outcome: AgentOutcome, agent_id: str) -> li
     so a replay re-emits the same messages."""
     messages = []
     for record in outcome.tools:
-        mid = f"{call_id(a['task_id'], a['attempt'], record.step)}:{record.call.id}"
+        mid = f"{call_id(a['project_id'], a['task_id'], a['attempt'], record.step)}:{record.call.id}"
         content = {"tool": record.call.name, "arguments": dict(record.call.arguments), "result": record.result,
                    "step": record.step}
         messages.append({

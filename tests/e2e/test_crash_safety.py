@@ -73,6 +73,12 @@ def plan(n: int) -> dict[str, Any]:
     return {"project": f"crash-plan-{n}", "tasks": tasks}
 
 
+def task_line(body: dict[str, Any]) -> str:
+    """The task a chat request is for: the first line of its user message ("Task: ...")."""
+    user = next(m["content"] for m in body["messages"] if m["role"] == "user")
+    return str(user).splitlines()[0]
+
+
 def task(result: dict[str, Any]) -> tuple[str, str]:
     return result["project_id"], result["task_id"]  # plan task ids are unique within a project
 
@@ -128,6 +134,7 @@ def test_sigkilled_workers_leave_exactly_one_result_per_task(cli: Cli, tmp_path:
         finally:
             for w in workers.values():
                 w.stop()
+        calls = Counter(task_line(r.body) for r in llm.requests)
 
     per_task = Counter(task(r) for r in results)
     assert kills == {"agents": 4, "orchestrator": 3, "results": 2}
@@ -137,3 +144,11 @@ def test_sigkilled_workers_leave_exactly_one_result_per_task(cli: Cli, tmp_path:
     assert all(r["status"] == "succeeded" for r in results), Counter(r["status"] for r in results)
     # Outputs of plan tasks came from the real SDK against the local server, not the offline provider.
     assert all(r["provider"] == "openai" for r in results)
+    # Every (task, attempt 1, step 0) reached the LLM; a redelivered assignment replayed the journal.
+    # A call can only repeat if a kill lands between the answer arriving and its journal write, so
+    # repeats are bounded by the calls in flight at the agent kills (8 per worker) and reported.
+    assert len(calls) == TOTAL
+    repeated = sum(n - 1 for n in calls.values())
+    print(f"kills {dict(kills)}, tasks {TOTAL}, results {len(results)}, duplicate results 0, "
+          f"LLM calls {sum(calls.values())}, repeated LLM calls {repeated}")
+    assert repeated <= kills["agents"] * 8

@@ -63,7 +63,7 @@ async def test_a_redelivered_assignment_never_calls_the_llm_again(settings: Sett
             calls = await asyncio.to_thread(read, s, s.topic_prefix + ".llm-calls", 4)
             attempts = await asyncio.to_thread(read, s, s.topic_prefix + ".attempts", 2)
         requests = server.requests
-    task = event["task_id"]
+    task = f"{event['project_id']}/{event['task_id']}"
     assert len(requests) == 2, "one request per (task, attempt, step), whatever the deliveries"
     assert sorted(c["call_id"] for c in calls) == [f"{task}:1:0", f"{task}:1:0", f"{task}:1:1", f"{task}:1:1"]
     by_id: dict[str, set[str]] = {}
