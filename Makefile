@@ -64,7 +64,11 @@ bench: up ## Benchmarks (figures go in docs/benchmarks.md)
 	$(AIOS) topics create
 	$(AIOS) bench pipeline --mode embedded
 	$(AIOS) bench pipeline --mode distributed
+	$(AIOS) bench orchestrator
+	$(AIOS) bench router
+	$(AIOS) bench sink
 	$(AIOS) bench memory
+	$(AIOS) bench api
 
 clean: down ## Remove the venv, jars and local data
 	rm -rf $(VENV) infra/kafka/lib infra/connect/lib .aios-data
