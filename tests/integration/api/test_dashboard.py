@@ -34,7 +34,7 @@ async def test_a_task_appears_on_the_board_and_turns_succeeded(settings: Setting
         **envelope(), "agent_id": "worker-1", "role": "general", "state": "ready", "in_flight": [],
         "version": "0.1.0", "host": "h", "heartbeat_interval_ms": 5000}, key="worker-1")
     producer.flush()
-    async with running(settings, ["orchestrator", "agents", "history"]) as live, \
+    async with running(settings, ["orchestrator", "results", "agents", "history"]) as live, \
             api_client(settings, store=lambda: live.runtime.store) as api, async_playwright() as pw:
         headers = await key_headers(api, "operator", ("*",))
         browser = await pw.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])

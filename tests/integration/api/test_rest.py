@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 async def test_a_task_submitted_through_the_api_runs_and_its_result_is_readable(settings: Settings) -> None:
-    async with running(settings, ["orchestrator", "agents", "history"]) as live, \
+    async with running(settings, ["orchestrator", "results", "agents", "history"]) as live, \
             api_client(settings, store=lambda: live.runtime.store, as_admin=True) as api:
         r = await api.post("/v1/tasks", json={"description": "say hello", "project": f"web-{settings.topic_prefix}"})
         assert r.status_code == 202, r.text
@@ -42,7 +42,7 @@ async def test_a_plan_runs_and_project_status_and_results_follow(settings: Setti
         {"id": "api", "role": "general", "description": "design the API"},
         {"id": "ship", "role": "general", "description": "release notes", "depends_on": ["api"],
          "requires_approval": True}]}
-    async with running(settings, ["orchestrator", "agents"]), api_client(settings, as_admin=True) as api:
+    async with running(settings, ["orchestrator", "results", "agents"]), api_client(settings, as_admin=True) as api:
         r = await api.post("/v1/projects", json=plan)
         assert r.status_code == 202, r.text
         assert r.json()["task_ids"] == ["api", "ship"]
@@ -62,7 +62,7 @@ async def test_a_plan_runs_and_project_status_and_results_follow(settings: Setti
 
 
 async def test_a_goal_becomes_a_one_task_project_and_cancel_and_reject_are_sent(settings: Settings) -> None:
-    async with running(settings, ["orchestrator", "agents"]), api_client(settings, as_admin=True) as api:
+    async with running(settings, ["orchestrator", "results", "agents"]), api_client(settings, as_admin=True) as api:
         r = await api.post("/v1/projects", json={"project": "g1", "goal": "write a haiku"})
         assert r.status_code == 202 and r.json()["task_ids"] == ["goal"]
         await poll(lambda: api.get("/v1/projects/g1"), lambda r: r.status_code == 200 and r.json()["state"] == "succeeded")
