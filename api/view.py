@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from confluent_kafka import KafkaError as CKafkaError
 from confluent_kafka import KafkaException, TopicPartition
 
 from schemas.codec import Codec
@@ -114,7 +115,10 @@ class LiveView:
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, timeout_s: float = 30.0) -> None:
         """Start reading; return once the view has caught up with what the topics held at start."""
-        consumer = make_consumer(self.settings, group=f"aios-api-view-{time.time_ns()}")
+        # EOF events mark each partition's end: on topics written in transactions (results,
+        # project-status) the last offset is a commit marker no record ever carries.
+        consumer = make_consumer(self.settings, group=f"aios-api-view-{time.time_ns()}",
+                                 **{"enable.partition.eof": True})
         try:
             assignment, ends = [], {}
             for topic in self.short:
@@ -159,8 +163,14 @@ class LiveView:
             while not self._stop.is_set():
                 batch: list[LiveEvent] = []
                 for msg in consumer.consume(500, 0.1):
-                    if msg.error() is not None:
-                        log.warning("api view: %s", msg.error())
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == CKafkaError._PARTITION_EOF:
+                            ends.pop((msg.topic(), msg.partition()), None)
+                            if not ends:
+                                self.caught_up.set()
+                        else:
+                            log.warning("api view: %s", err)
                         continue
                     topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
                     if ends and ends.get((topic, partition), -1) <= offset + 1:
