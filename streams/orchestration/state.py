@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from streams.orchestration.dag import TERMINAL, Limits, Node, ProjectDag, State
@@ -107,7 +107,9 @@ class ProjectState:
             "project": self.dag.project, "started_ms": self.started_ms, "budget_usd": self.budget_usd,
             "cost_usd": self.cost_usd, "cancelled": self.cancelled, "submitted_at": self.submitted_at,
             "archived": self.archived, "standalone": sorted(self.standalone), "goal": self.goal,
-            "nodes": [{**asdict(n), "state": n.state.value} for n in self.dag.nodes.values()],
+            # vars() rather than dataclasses.asdict: asdict deep-copies field by field, and this runs
+            # for every node of a project once per batch (a fifth of the orchestrator's time).
+            "nodes": [{**vars(n), "state": n.state.value, "errors": list(n.errors)} for n in self.dag.nodes.values()],
         }
 
     @classmethod
