@@ -32,7 +32,7 @@ async def test_a_tool_call_is_recorded_on_the_messages_topic(settings: Settings)
             calls = await asyncio.to_thread(read, s, s.topic_prefix + ".llm-calls", 2)
         assert len(server.requests) == 2
     (message,) = messages
-    assert message["kind"] == "tool_call" and message["message_id"] == f"{event['task_id']}:1:0:call_0"
+    assert message["kind"] == "tool_call" and message["message_id"] == f"{event['project_id']}/{event['task_id']}:1:0:call_0"
     content = json.loads(message["content"])
     assert content == {"tool": "read_dependency_output", "arguments": {"task_id": "api"},
                        "result": "POST /links -> 201", "step": 0}
