@@ -287,8 +287,6 @@ class Orchestrator:
 
 
 _EXPECTED = {"ProjectPlan", "Task", "TaskResult", "Control"}
-BATCH_MAX = 500
-BATCH_WITHIN_S = 0.003
 
 
 def register(app: faust.App, rt: Runtime) -> None:
@@ -299,27 +297,27 @@ def register(app: faust.App, rt: Runtime) -> None:
     orch = Orchestrator(app, rt, table, registry)
 
     async def orchestrate(stream: Any) -> None:
-        # Batches amortise waiting for the effects' acknowledgements over many inputs; `within`
-        # bounds the latency a quiet stream adds.
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+        # One event at a time, not take_events(): take_events acks a batch's events even when the
+        # batch is interrupted (a rebalance cancels the actor), which lost tasks in the kill test.
+        # With events(), an event is acked only once the loop comes back for the next one.
+        async for event in stream.events():
             started = time.perf_counter()
             batch = Batch()
             try:
-                for event in events:
-                    try:
-                        decoded = rt.codec.decode(event.value)
-                        name = decoded.name.rsplit(".", 1)[-1]
-                        if name not in _EXPECTED:
-                            raise SchemaError(f"the orchestrator does not take {name} events")
-                    except SchemaError as exc:
-                        await dead_letter(app, rt, event.message, NAME, exc)
-                        EVENTS.labels(NAME, "dead_letter").inc()
-                        continue
-                    await orch.handle(name, decoded.value, event.message, batch)
+                try:
+                    decoded = rt.codec.decode(event.value)
+                    name = decoded.name.rsplit(".", 1)[-1]
+                    if name not in _EXPECTED:
+                        raise SchemaError(f"the orchestrator does not take {name} events")
+                except SchemaError as exc:
+                    await dead_letter(app, rt, event.message, NAME, exc)
+                    EVENTS.labels(NAME, "dead_letter").inc()
+                    continue
+                await orch.handle(name, decoded.value, event.message, batch)
                 await orch.emit_statuses(batch)
                 await batch.commit(table, orch.decoded)
             except BaseException:
-                orch.decoded.clear()  # states this batch mutated must not outlive it
+                orch.decoded.clear()  # states this event mutated must not outlive it
                 raise
             PROCESSING.labels(NAME).observe(time.perf_counter() - started)
 

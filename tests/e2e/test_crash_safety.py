@@ -131,6 +131,10 @@ def test_sigkilled_workers_leave_exactly_one_result_per_task(cli: Cli, tmp_path:
             while len({task(r) for r in results}) < TOTAL and time.monotonic() < deadline:
                 time.sleep(3)
                 results = committed_results(cli)
+            # A worker that died on its own (not by our kills) would explain missing results: say so.
+            dead = {name: "".join(w.log[-40:]) for name, w in workers.items()
+                    if w.proc is not None and w.proc.poll() is not None}
+            assert not dead, f"workers exited by themselves: {dead}"
         finally:
             for w in workers.values():
                 w.stop()
