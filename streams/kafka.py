@@ -6,7 +6,16 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka import KafkaError as CKafkaError
 
 from schemas.codec import Codec, ConfluentRegistry, Decoded
 from schemas.errors import SchemaError
@@ -94,6 +103,33 @@ def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, A
     return config
 
 
+def read_partition(settings: Settings, topic: str, partition: int, *, timeout_s: float = 60.0) -> list[Message]:
+    """Every committed record of one partition, from its start to its end at the time of reading.
+
+    The end is told by a partition-EOF event, not by a watermark query: the fetcher rides out
+    leader elections (right after topic creation), where watermark queries fail, and EOF is
+    reached at the last stable offset, after any transaction marker.
+    """
+    reader = make_consumer(settings, group=f"{settings.topic_prefix}-reader", **{"enable.partition.eof": True})
+    out: list[Message] = []
+    try:
+        reader.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for msg in reader.consume(1000, 0.5):
+                err = msg.error()
+                if err is None:
+                    out.append(msg)
+                elif err.code() == CKafkaError._PARTITION_EOF:
+                    return out
+                elif err.fatal():
+                    raise KafkaError(f"reading {topic}[{partition}] failed: {err}")
+                # other errors are transient (a leader moving): the fetcher retries
+        raise KafkaError(f"could not read {topic}[{partition}] to its end within {timeout_s:.0f}s")
+    finally:
+        reader.close()
+
+
 class TopicReader:
     """Reads one topic from the beginning or from its current end, decoding each event.
 
@@ -169,4 +205,4 @@ class TopicReader:
 
 
 __all__ = ["OFFSET_END", "EventProducer", "TopicReader", "consumer_config", "make_codec", "make_consumer",
-           "producer_config"]
+           "producer_config", "read_partition"]

@@ -36,6 +36,7 @@ class Topics:
         self.attempts = f"{prefix}.attempts"
         self.project_status = f"{prefix}.project-status"
         self.finals = f"{prefix}.finals"  # the orchestrator's terminal results, before the committer
+        self.orchestrator_state = f"{prefix}.orchestrator-state"  # its project and task entries
         self.results = f"{prefix}.results"
         self.messages = f"{prefix}.messages"
         self.memory = f"{prefix}.memory"
@@ -59,10 +60,6 @@ class Topics:
     def orchestrator_inputs(self) -> list[str]:
         """Co-partitioned, keyed by project_id: one orchestrator instance owns each project."""
         return [self.tasks, self.projects, self.attempts, self.control]
-
-    def changelogs(self) -> list[str]:
-        """faust's changelog of the orchestrator's project table, for each app that can run it."""
-        return [f"{self.prefix}-{app}-projects-changelog" for app in ("embedded", "orchestrator")]
 
     def all(self) -> list[str]:
         """Every Avro topic; the JSON bridge topics carry copies of these events, so they are not here."""
@@ -102,7 +99,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.tasks_json, "Task as plain JSON", "any", parts, rf, keep),
         TopicSpec(t.results_json, "TaskResult as plain JSON", "project_id", parts, rf, keep),
     ]
-    specs += [TopicSpec(name, "(faust table changelog)", "project_id", parts, rf, compacted) for name in t.changelogs()]
+    # Partitioned as the orchestrator's inputs (each entry goes to its project's input partition).
+    specs.append(TopicSpec(t.orchestrator_state, "(orchestrator state entries, JSON)", "project_id[/task_id]",
+                           parts, rf, compacted))
     return specs
 
 
@@ -201,7 +200,7 @@ def _describe(admin: AdminClient, timeout_s: float) -> dict[str, int]:
 
 
 def delete_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
-    """Delete every topic of ``settings.topic_prefix`` (its plan's topics and faust's changelogs)."""
+    """Delete every topic of ``settings.topic_prefix`` (its plan's topics and any other `<prefix>-` topic)."""
     admin = admin_client(settings)
     prefix = settings.topic_prefix
     names = [n for n in _describe(admin, timeout_s) if n.startswith((f"{prefix}.", f"{prefix}-"))]

@@ -62,15 +62,25 @@ class ProjectDag:
         self.project = plan.project
         self.nodes: dict[str, Node] = {}
         self.dependents: dict[str, list[str]] = {}
+        # Ids of nodes changed since the orchestrator last wrote this project's state: only those
+        # go to the state log (rewriting a 1,000-task project per event was its main cost).
+        self.touched: set[str] = set()
         for t in plan.tasks:
             self.add(Node(t.id, t.role, t.priority, t.depends_on, t.requires_approval,
                           description=t.description, acceptance=t.acceptance, privacy=t.privacy), ready=False)
         for node in self.nodes.values():
             self._maybe_ready(node)
 
+    @classmethod
+    def empty(cls, project: str) -> ProjectDag:
+        dag = cls.__new__(cls)
+        dag.project, dag.nodes, dag.dependents, dag.touched = project, {}, {}, set()
+        return dag
+
     def add(self, node: Node, *, ready: bool = True) -> None:
         """Add a task whose dependencies are already in the DAG (standalone tasks join this way)."""
         self.nodes[node.id] = node
+        self.touched.add(node.id)
         self.dependents.setdefault(node.id, [])
         for dep in node.depends_on:
             self.dependents.setdefault(dep, []).append(node.id)
@@ -121,6 +131,7 @@ class ProjectDag:
         node = self.nodes[task_id]
         node.errors.append(error)
         node.state, node.retry_at_ms = State.PENDING, retry_at_ms
+        self.touched.add(task_id)
 
     def release_due(self, now_ms: int) -> list[Node]:
         """Failed attempts whose backoff has passed become ready again."""
@@ -128,6 +139,7 @@ class ProjectDag:
                if n.state is State.PENDING and n.retry_at_ms is not None and n.retry_at_ms <= now_ms]
         for n in due:
             n.state, n.retry_at_ms = State.READY, None
+            self.touched.add(n.id)
         return due
 
     def take(self, limits: Limits | None = None) -> list[Node]:
@@ -146,6 +158,7 @@ class ProjectDag:
                 continue
             node.state = State.DISPATCHED
             node.attempts += 1
+            self.touched.add(node.id)
             per_role[node.role] = per_role.get(node.role, 0) + 1
             taken.append(node)
         return taken
@@ -156,6 +169,7 @@ class ProjectDag:
         if node.state in TERMINAL:
             return []  # a duplicate result (redelivery) changes nothing
         node.state, node.output = State.SUCCEEDED, output
+        self.touched.add(task_id)
         changed = []
         for dep_id in self.dependents[task_id]:
             if self._maybe_ready(self.nodes[dep_id]):
@@ -168,6 +182,7 @@ class ProjectDag:
         if node.state in TERMINAL:
             return []
         node.state, node.reason = State.FAILED, reason
+        self.touched.add(task_id)
         return self._skip_dependents(task_id, f"dependency {task_id} failed: {reason}")
 
     def cancel(self, task_id: str, reason: str = "cancelled") -> list[Node]:
@@ -176,11 +191,13 @@ class ProjectDag:
         if node.state in TERMINAL:
             return []
         node.state, node.reason = State.CANCELLED, reason
+        self.touched.add(task_id)
         return [node, *self._skip_dependents(task_id, f"dependency {task_id} was cancelled")]
 
     def approve(self, task_id: str) -> bool:
         node = self.nodes[task_id]
         node.approved = True
+        self.touched.add(task_id)
         return self._maybe_ready(node)
 
     def reject(self, task_id: str, reason: str) -> list[Node]:
@@ -197,6 +214,7 @@ class ProjectDag:
         if target is node.state:
             return False
         node.state = target
+        self.touched.add(node.id)
         return True
 
     def _skip_dependents(self, task_id: str, reason: str) -> list[Node]:
@@ -209,6 +227,7 @@ class ProjectDag:
                 if n.state in TERMINAL or n.state is State.DISPATCHED:
                     continue
                 n.state, n.reason = State.SKIPPED, reason
+                self.touched.add(tid)
                 skipped.append(n)
                 nxt.extend(self.dependents[tid])
             frontier = nxt

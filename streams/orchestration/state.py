@@ -72,6 +72,9 @@ class Actions:
         return bool(self.dispatch or self.finals or self.dead_letters or self.retry_at_ms)
 
 
+_NOT_NODE = frozenset({"state", "depends_on", "errors", "submitted_at", "standalone"})
+
+
 class ProjectState:
     def __init__(self, dag: ProjectDag, *, started_ms: int, budget_usd: float | None = None) -> None:
         self.dag = dag
@@ -86,6 +89,7 @@ class ProjectState:
         self.archived: dict[str, int] = {}
         self.standalone: set[str] = set()
         self.goal = False  # started from a goal: the planner task's answer extends the DAG
+        self.removed: set[str] = set()  # archived since the last ``changes()``: their entries go
 
     # --- construction and serialisation ----------------------------------------------------
 
@@ -98,34 +102,60 @@ class ProjectState:
     @classmethod
     def empty(cls, project: str, *, now_ms: int) -> ProjectState:
         """A project that standalone tasks join one by one."""
-        dag = ProjectDag.__new__(ProjectDag)
-        dag.project, dag.nodes, dag.dependents = project, {}, {}
-        return cls(dag, started_ms=now_ms)
+        return cls(ProjectDag.empty(project), started_ms=now_ms)
+
+    # The state is stored as entries: one for the project, one per task. The orchestrator writes
+    # only the entries an event changed (``changes``); a restart rebuilds from all of them.
+
+    def meta(self) -> dict[str, Any]:
+        return {"project": self.dag.project, "started_ms": self.started_ms, "budget_usd": self.budget_usd,
+                "cost_usd": self.cost_usd, "cancelled": self.cancelled, "archived": self.archived,
+                "goal": self.goal}
+
+    def node_entry(self, task_id: str) -> dict[str, Any]:
+        n = self.dag.nodes[task_id]
+        # vars() rather than dataclasses.asdict: asdict deep-copies field by field.
+        return {**vars(n), "state": n.state.value, "errors": list(n.errors),
+                "submitted_at": self.submitted_at.get(task_id), "standalone": task_id in self.standalone}
+
+    def changes(self) -> tuple[dict[str, Any], dict[str, dict[str, Any] | None]]:
+        """The project entry and the task entries changed since the last call (None: removed)."""
+        touched, self.dag.touched = self.dag.touched, set()
+        nodes: dict[str, dict[str, Any] | None] = dict.fromkeys(self.removed)
+        self.removed = set()
+        for tid in touched:
+            if tid in self.dag.nodes:
+                nodes[tid] = self.node_entry(tid)
+        return self.meta(), nodes
+
+    @classmethod
+    def from_entries(cls, meta: dict[str, Any], nodes: list[dict[str, Any]]) -> ProjectState:
+        """Rebuild from a project entry and its task entries (in any order)."""
+        dag = ProjectDag.empty(meta["project"])
+        parsed = [Node(**{k: v for k, v in raw.items() if k not in _NOT_NODE},
+                       state=State(raw["state"]), depends_on=tuple(raw["depends_on"]), errors=list(raw["errors"]))
+                  for raw in nodes]
+        for node in parsed:  # with ready=False, add() needs no dependency to be there yet
+            dag.add(node, ready=False)
+        dag.touched = set()
+        state = cls(dag, started_ms=meta["started_ms"], budget_usd=meta["budget_usd"])
+        state.cost_usd, state.cancelled = meta["cost_usd"], meta["cancelled"]
+        state.archived = dict(meta["archived"])
+        state.goal = bool(meta["goal"])
+        for raw in nodes:
+            if raw["submitted_at"] is not None:
+                state.submitted_at[raw["id"]] = raw["submitted_at"]
+            if raw["standalone"]:
+                state.standalone.add(raw["id"])
+        return state
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "project": self.dag.project, "started_ms": self.started_ms, "budget_usd": self.budget_usd,
-            "cost_usd": self.cost_usd, "cancelled": self.cancelled, "submitted_at": self.submitted_at,
-            "archived": self.archived, "standalone": sorted(self.standalone), "goal": self.goal,
-            # vars() rather than dataclasses.asdict: asdict deep-copies field by field, and this runs
-            # for every node of a project once per batch (a fifth of the orchestrator's time).
-            "nodes": [{**vars(n), "state": n.state.value, "errors": list(n.errors)} for n in self.dag.nodes.values()],
-        }
+        """Every entry at once (tests and tools; the orchestrator writes ``changes``)."""
+        return {"meta": self.meta(), "nodes": [self.node_entry(t) for t in self.dag.nodes]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProjectState:
-        dag = ProjectDag.__new__(ProjectDag)
-        dag.project, dag.nodes, dag.dependents = data["project"], {}, {}
-        for raw in data["nodes"]:
-            node = Node(**{**raw, "state": State(raw["state"]), "depends_on": tuple(raw["depends_on"])})
-            dag.add(node, ready=False)
-        state = cls(dag, started_ms=data["started_ms"], budget_usd=data["budget_usd"])
-        state.cost_usd, state.cancelled = data["cost_usd"], data["cancelled"]
-        state.submitted_at = dict(data["submitted_at"])
-        state.archived = dict(data.get("archived", {}))
-        state.standalone = set(data.get("standalone", ()))
-        state.goal = bool(data.get("goal", False))
-        return state
+        return cls.from_entries(data["meta"], data["nodes"])
 
     def archive_finished_standalone(self) -> None:
         """Drop finished standalone tasks nobody depends on, keeping their counts."""
@@ -134,6 +164,8 @@ class ProjectState:
             if node is None or node.state not in TERMINAL or self.dag.dependents.get(tid):
                 continue
             del self.dag.nodes[tid]
+            self.removed.add(tid)
+            self.dag.touched.discard(tid)
             self.standalone.discard(tid)
             self.dag.dependents.pop(tid, None)
             self.submitted_at.pop(tid, None)

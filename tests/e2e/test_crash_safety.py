@@ -88,13 +88,29 @@ def settings_of(cli: Cli) -> Settings:
                          data_dir=cli.env["AIOS_DATA_DIR"])
 
 
-def committed_results(cli: Cli) -> list[dict[str, Any]]:
+def read_all(cli: Cli, topic: str) -> list[dict[str, Any]]:
     s = settings_of(cli)
-    reader = TopicReader(s, f"{s.topic_prefix}.results", from_beginning=True)  # read_committed
+    reader = TopicReader(s, f"{s.topic_prefix}.{topic}", from_beginning=True)  # read_committed
     try:
         return [d.value for _, d in reader.events(timeout_s=3) if not isinstance(d, Exception)]
     finally:
         reader.close()
+
+
+def committed_results(cli: Cli) -> list[dict[str, Any]]:
+    return read_all(cli, "results")
+
+
+def where_they_stopped(cli: Cli, missing: set[tuple[str, str]]) -> str:
+    """For a task without a result: how far its events got (assignments, attempts, finals), so a
+    failure names the hop that lost it."""
+    seen: dict[tuple[str, str], list[str]] = {t: [] for t in missing}
+    for topic in ("agent.general", "attempts", "finals"):
+        for event in read_all(cli, topic):
+            t = (event.get("project_id", ""), event.get("task_id", ""))
+            if t in seen:
+                seen[t].append(f"{topic}#{event.get('attempt')}:{event.get('status', '')}")
+    return "\n".join(f"  {p}/{t}: {' '.join(hops) or 'no assignment'}" for (p, t), hops in sorted(seen.items()))
 
 
 @pytest.mark.timeout(600)
@@ -142,7 +158,11 @@ def test_sigkilled_workers_leave_exactly_one_result_per_task(cli: Cli, tmp_path:
 
     per_task = Counter(task(r) for r in results)
     assert kills == {"agents": 4, "orchestrator": 3, "results": 2}
-    assert len(per_task) == TOTAL, f"{TOTAL - len(per_task)} tasks have no result"
+    if len(per_task) < TOTAL:
+        everything = {(f"crash-plan-{n}", f"t{i}") for n in range(PLANS) for i in range(PLAN_TASKS)}
+        everything |= {(t["project_id"], t["task_id"]) for t in read_all(cli, "tasks")}
+        missing = everything - set(per_task)
+        raise AssertionError(f"{len(missing)} tasks have no result:\n{where_they_stopped(cli, missing)}")
     repeated = {t: n for t, n in per_task.items() if n > 1}
     assert not repeated, f"results visible more than once: {repeated}"
     assert all(r["status"] == "succeeded" for r in results), Counter(r["status"] for r in results)

@@ -1,5 +1,5 @@
 """The orchestrator on real Kafka: DAG release with dependency outputs, retries and the DLQ,
-approval gates, cancellation, and recovery of its state from the changelog after a restart."""
+approval gates, cancellation, and recovery of its state from its state log after a restart."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ async def test_approval_gate_reject_and_recovery_after_restart(roles_settings: S
     async with running(s, ["orchestrator", "results", "agents"]):
         await submit(s, text)
         await asyncio.sleep(3)
-    # The orchestrator stopped; its state must come back from the changelog.
+    # The orchestrator stopped; its state must come back from its state log.
     async with running(s, ["orchestrator", "results", "agents"]):
         client = TaskClient(s)
         try:

@@ -20,9 +20,8 @@ def test_create_is_idempotent_and_matches_the_plan(settings: Settings) -> None:
     assert set(infos) == {f"{p}.tasks", f"{p}.projects", f"{p}.control", f"{p}.agent.general", f"{p}.attempts",
                           f"{p}.finals", f"{p}.results", f"{p}.project-status", f"{p}.messages", f"{p}.memory", f"{p}.llm-calls",
                           f"{p}.agents", f"{p}.dlq", f"{p}.tasks-json", f"{p}.results-json",
-                          f"{p}-embedded-projects-changelog",
-                          f"{p}-orchestrator-projects-changelog"}
-    for compacted in (f"{p}.agents", f"{p}.project-status", f"{p}-embedded-projects-changelog"):
+                          f"{p}.orchestrator-state"}
+    for compacted in (f"{p}.agents", f"{p}.project-status", f"{p}.orchestrator-state"):
         assert infos[compacted].cleanup_policy == "compact"
     assert infos[f"{p}.tasks"].cleanup_policy == "delete"
     assert infos[f"{p}.tasks"].retention_ms == str(settings.topic_retention_ms)

@@ -1,0 +1,178 @@
+"""Exactly-once processors: consume a batch, produce its outputs and commit its offsets in one Kafka
+transaction (consume-transform-produce on confluent-kafka).
+
+A batch's outputs, state-log entries included, become visible to read_committed readers together
+with the offsets that consumed it, or not at all. A process killed mid-batch leaves an open
+transaction that its restarted successor (same transactional id) aborts at once, and the batch is
+read again from the committed offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import abstractmethod
+from typing import Any
+
+import faust
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError as CKafkaError
+
+from streams.errors import KafkaError
+from streams.kafka import make_consumer, producer_config
+from streams.metrics import PROCESSING
+from streams.processors.common import log
+from streams.runtime import Runtime
+
+# A first record is waited for up to POLL_S; whatever else is already fetched joins its batch.
+# (consume(n, timeout) would wait the whole timeout for n records, adding latency to every batch.)
+POLL_S = 0.05
+
+
+class TransactionalProcessor(faust.Service):
+    """Reads ``topics`` as group ``<prefix>-<name>``; ``process`` each batch inside a transaction."""
+
+    name: str = "transactional"
+
+    def __init__(self, rt: Runtime, topics: list[str], *, batch_size: int, fetch_wait_ms: int = 5,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rt = rt
+        self.topics = topics
+        self.batch_size = batch_size
+        self.fetch_wait_ms = fetch_wait_ms
+        # Stable across restarts of the same deployment: a restarted process fences its killed
+        # predecessor and aborts its open transaction at once, instead of holding back
+        # read_committed readers until the transaction times out.
+        self.transactional_id = f"{rt.settings.topic_prefix}-{self.name}-{rt.settings.instance}"
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+
+    # --- what a processor implements -------------------------------------------------------
+
+    @abstractmethod
+    def process(self, batch: list[Message]) -> None:
+        """Produce the batch's outputs with ``self.produce``; runs inside the open transaction.
+
+        Called with an empty batch when nothing arrived, for timed work (retries, snapshots)."""
+
+    def has_timed_work(self) -> bool:
+        """Whether ``process`` has work with no input (a due retry, a status to refresh)."""
+        return False
+
+    def on_assigned(self, partitions: list[int]) -> None:
+        """Partitions of the input topics were assigned (rebuild state for them here)."""
+
+    def on_revoked(self, partitions: list[int]) -> None:
+        """Partitions were taken away (drop their state)."""
+
+    def on_aborted(self) -> None:
+        """The batch's transaction was aborted: in-memory changes made by ``process`` must go."""
+
+    # --- the loop --------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        s = self.rt.settings
+        self.producer = Producer(producer_config(s, **{
+            "transactional.id": self.transactional_id,
+            "transaction.timeout.ms": s.transaction_timeout_ms,
+        }))
+        try:
+            await asyncio.to_thread(self.producer.init_transactions, 30)
+        except KafkaException as exc:
+            raise KafkaError(f"{self.name} could not start its transactions: {exc}") from exc
+        self.consumer = make_consumer(s, group=f"{s.topic_prefix}-{self.name}",
+                                      **{"fetch.wait.max.ms": self.fetch_wait_ms})
+        self.consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    async def on_stop(self) -> None:
+        if self.consumer is not None:
+            await asyncio.to_thread(self.consumer.close)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.on_assigned(sorted({tp.partition for tp in partitions}))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.on_revoked(sorted({tp.partition for tp in partitions}))
+
+    @faust.Service.task
+    async def _run(self) -> None:
+        while not self.should_stop:
+            await asyncio.to_thread(self.step)
+
+    def take(self) -> list[Message]:
+        consumer = self.consumer
+        if consumer is None:
+            raise KafkaError(f"{self.name} started without a consumer")
+        first = consumer.poll(POLL_S)
+        if first is None:
+            return []
+        batch = [first, *consumer.consume(self.batch_size - 1, 0)]
+        good = []
+        for msg in batch:
+            err = msg.error()
+            if err is None:
+                good.append(msg)
+            else:
+                log.warning("%s: consume error: %s", self.name, err)
+        return good
+
+    def step(self) -> None:
+        """One batch (possibly empty) in one transaction."""
+        consumer, producer = self.consumer, self.producer
+        if consumer is None or producer is None:
+            raise KafkaError(f"{self.name} is not started")
+        batch = self.take()
+        if not batch and not self.has_timed_work():
+            return
+        started = time.perf_counter()
+        try:
+            producer.begin_transaction()
+            self.process(batch)
+            if batch:
+                positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
+                producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata())
+            producer.commit_transaction()
+        except KafkaException as exc:
+            err = exc.args[0]
+            if not (isinstance(err, CKafkaError) and err.txn_requires_abort()):
+                raise KafkaError(f"{self.name}: {err}") from exc  # fatal (e.g. fenced): crash
+            log.warning("%s: transaction aborted (%s); the batch will be read again", self.name, err)
+            producer.abort_transaction()
+            self.on_aborted()
+            self.rewind()
+            return
+        except BaseException:
+            # A bug in process(): the process goes down and its successor reads the batch again
+            # (the open transaction is aborted by the successor's init_transactions).
+            self.on_aborted()
+            raise
+        if batch:
+            PROCESSING.labels(self.name).observe(time.perf_counter() - started)
+
+    def produce(self, topic: str, value: bytes | None, key: bytes | str | None, partition: int | None = None) -> None:
+        producer = self.producer
+        if producer is None:
+            raise KafkaError(f"{self.name} is not started")
+        while True:
+            try:
+                if partition is None:
+                    producer.produce(topic, value=value, key=key)
+                else:
+                    producer.produce(topic, value=value, key=key, partition=partition)
+                return
+            except BufferError:
+                producer.poll(0.05)  # the local queue is full: let deliveries make room
+
+    def rewind(self) -> None:
+        """Back to the last committed offsets, so an aborted batch is read again."""
+        consumer = self.consumer
+        if consumer is None:
+            return
+        assignment = consumer.assignment()
+        if not assignment:
+            return
+        for tp in consumer.committed(assignment, timeout=10):
+            if tp.offset < 0:
+                tp.offset = OFFSET_BEGINNING  # nothing committed yet in this partition
+            consumer.seek(tp)
