@@ -65,6 +65,7 @@ class ProjectDag:
         # Ids of nodes changed since the orchestrator last wrote this project's state: only those
         # go to the state log (rewriting a 1,000-task project per event was its main cost).
         self.touched: set[str] = set()
+        self._init_index()
         for t in plan.tasks:
             self.add(Node(t.id, t.role, t.priority, t.depends_on, t.requires_approval,
                           description=t.description, acceptance=t.acceptance, privacy=t.privacy), ready=False)
@@ -75,18 +76,45 @@ class ProjectDag:
     def empty(cls, project: str) -> ProjectDag:
         dag = cls.__new__(cls)
         dag.project, dag.nodes, dag.dependents, dag.touched = project, {}, {}, set()
+        dag._init_index()
         return dag
+
+    def _init_index(self) -> None:
+        # Task ids by state, and those waiting out a retry backoff: every event asks for the ready
+        # and running tasks, and scanning all of a 1,000-task project each time was most of the
+        # orchestrator's work per event.
+        self.by_state: dict[State, set[str]] = {s: set() for s in State}
+        self.retrying: set[str] = set()
+
+    def set_state(self, node: Node, state: State) -> None:
+        """Every state change goes through here: it keeps the index and marks the node for the log."""
+        self.by_state[node.state].discard(node.id)
+        node.state = state
+        self.by_state[state].add(node.id)
+        self.touched.add(node.id)
+
+    def remove(self, task_id: str) -> Node:
+        node = self.nodes.pop(task_id)
+        self.by_state[node.state].discard(task_id)
+        self.retrying.discard(task_id)
+        self.dependents.pop(task_id, None)
+        self.touched.discard(task_id)
+        return node
 
     def add(self, node: Node, *, ready: bool = True) -> None:
         """Add a task whose dependencies are already in the DAG (standalone tasks join this way)."""
         self.nodes[node.id] = node
         self.touched.add(node.id)
+        self.by_state[node.state].add(node.id)
+        if node.retry_at_ms is not None:
+            self.retrying.add(node.id)
         self.dependents.setdefault(node.id, [])
         for dep in node.depends_on:
             self.dependents.setdefault(dep, []).append(node.id)
         if ready:
             if any(self.nodes[d].state in (State.FAILED, State.SKIPPED, State.CANCELLED) for d in node.depends_on):
-                node.state, node.reason = State.SKIPPED, "a dependency did not succeed"
+                self.set_state(node, State.SKIPPED)
+                node.reason = "a dependency did not succeed"
             else:
                 self._maybe_ready(node)
 
@@ -94,17 +122,14 @@ class ProjectDag:
 
     def ready(self) -> list[Node]:
         """Ready tasks, highest priority first, then by id for a stable order."""
-        return sorted((n for n in self.nodes.values() if n.state is State.READY), key=lambda n: (-n.priority, n.id))
+        return sorted((self.nodes[t] for t in self.by_state[State.READY]), key=lambda n: (-n.priority, n.id))
 
     def counts(self) -> dict[str, int]:
-        out = {s.value: 0 for s in State}
-        for n in self.nodes.values():
-            out[n.state.value] += 1
-        return out
+        return {s.value: len(ids) for s, ids in self.by_state.items()}
 
     @property
     def done(self) -> bool:
-        return all(n.state in TERMINAL for n in self.nodes.values())
+        return all(not ids for s, ids in self.by_state.items() if s not in TERMINAL)
 
     def dependency_outputs(self, task_id: str) -> dict[str, str]:
         """What travels with a task: the outputs of the tasks it depends on."""
@@ -130,35 +155,47 @@ class ProjectDag:
         """A failed attempt that will be retried: back to waiting until ``retry_at_ms``."""
         node = self.nodes[task_id]
         node.errors.append(error)
-        node.state, node.retry_at_ms = State.PENDING, retry_at_ms
-        self.touched.add(task_id)
+        self.set_state(node, State.PENDING)
+        node.retry_at_ms = retry_at_ms
+        self.retrying.add(task_id)
 
     def release_due(self, now_ms: int) -> list[Node]:
         """Failed attempts whose backoff has passed become ready again."""
-        due = [n for n in self.nodes.values()
-               if n.state is State.PENDING and n.retry_at_ms is not None and n.retry_at_ms <= now_ms]
-        for n in due:
-            n.state, n.retry_at_ms = State.READY, None
-            self.touched.add(n.id)
+        due = []
+        for tid in list(self.retrying):
+            n = self.nodes[tid]
+            if n.state is not State.PENDING:  # cancelled or skipped while it waited
+                self.retrying.discard(tid)
+            elif n.retry_at_ms is not None and n.retry_at_ms <= now_ms:
+                self.retrying.discard(tid)
+                n.retry_at_ms = None
+                self.set_state(n, State.READY)
+                due.append(n)
         return due
+
+    def next_retry_ms(self) -> int | None:
+        """When the earliest retry falls due (None: no task waits for one)."""
+        due = [n.retry_at_ms for t in self.retrying
+               if (n := self.nodes[t]).state is State.PENDING and n.retry_at_ms is not None]
+        return min(due) if due else None
 
     def take(self, limits: Limits | None = None) -> list[Node]:
         """Mark ready tasks dispatched, by priority, within the concurrency limits; return them."""
         limits = limits or Limits()
-        running = [n for n in self.nodes.values() if n.state is State.DISPATCHED]
+        running = len(self.by_state[State.DISPATCHED])  # before this call's own dispatches
         per_role: dict[str, int] = {}
-        for n in running:
-            per_role[n.role] = per_role.get(n.role, 0) + 1
+        for tid in self.by_state[State.DISPATCHED]:
+            role = self.nodes[tid].role
+            per_role[role] = per_role.get(role, 0) + 1
         taken: list[Node] = []
         for node in self.ready():
-            if limits.per_project is not None and len(running) + len(taken) >= limits.per_project:
+            if limits.per_project is not None and running + len(taken) >= limits.per_project:
                 break
             cap = limits.per_role.get(node.role)
             if cap is not None and per_role.get(node.role, 0) >= cap:
                 continue
-            node.state = State.DISPATCHED
+            self.set_state(node, State.DISPATCHED)
             node.attempts += 1
-            self.touched.add(node.id)
             per_role[node.role] = per_role.get(node.role, 0) + 1
             taken.append(node)
         return taken
@@ -168,8 +205,8 @@ class ProjectDag:
         node = self.nodes[task_id]
         if node.state in TERMINAL:
             return []  # a duplicate result (redelivery) changes nothing
-        node.state, node.output = State.SUCCEEDED, output
-        self.touched.add(task_id)
+        self.set_state(node, State.SUCCEEDED)
+        node.output = output
         changed = []
         for dep_id in self.dependents[task_id]:
             if self._maybe_ready(self.nodes[dep_id]):
@@ -181,8 +218,8 @@ class ProjectDag:
         node = self.nodes[task_id]
         if node.state in TERMINAL:
             return []
-        node.state, node.reason = State.FAILED, reason
-        self.touched.add(task_id)
+        self.set_state(node, State.FAILED)
+        node.reason = reason
         return self._skip_dependents(task_id, f"dependency {task_id} failed: {reason}")
 
     def cancel(self, task_id: str, reason: str = "cancelled") -> list[Node]:
@@ -190,8 +227,8 @@ class ProjectDag:
         node = self.nodes[task_id]
         if node.state in TERMINAL:
             return []
-        node.state, node.reason = State.CANCELLED, reason
-        self.touched.add(task_id)
+        self.set_state(node, State.CANCELLED)
+        node.reason = reason
         return [node, *self._skip_dependents(task_id, f"dependency {task_id} was cancelled")]
 
     def approve(self, task_id: str) -> bool:
@@ -213,8 +250,7 @@ class ProjectDag:
         target = State.AWAITING_APPROVAL if node.requires_approval and not node.approved else State.READY
         if target is node.state:
             return False
-        node.state = target
-        self.touched.add(node.id)
+        self.set_state(node, target)
         return True
 
     def _skip_dependents(self, task_id: str, reason: str) -> list[Node]:
@@ -226,8 +262,8 @@ class ProjectDag:
                 n = self.nodes[tid]
                 if n.state in TERMINAL or n.state is State.DISPATCHED:
                     continue
-                n.state, n.reason = State.SKIPPED, reason
-                self.touched.add(tid)
+                self.set_state(n, State.SKIPPED)
+                n.reason = reason
                 skipped.append(n)
                 nxt.extend(self.dependents[tid])
             frontier = nxt

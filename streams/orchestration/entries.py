@@ -15,8 +15,17 @@ from streams.orchestration.state import ProjectState
 SEP = "\x1f"  # unit separator: cannot appear in project or task ids
 
 
+# The input positions the partition's state corresponds to (no project id starts with SEP).
+POSITIONS_KEY = f"{SEP}positions".encode()
+
+
 def entry_key(project: str, task_id: str | None = None) -> bytes:
     return (project if task_id is None else f"{project}{SEP}{task_id}").encode()
+
+
+def encode_positions(positions: dict[str, int]) -> bytes:
+    """Input topic -> next offset to read, for one partition number of the co-partitioned inputs."""
+    return json.dumps(positions).encode()
 
 
 def encode_changes(state: ProjectState) -> list[tuple[bytes, bytes | None]]:
@@ -35,8 +44,12 @@ class Rebuilder:
     def __init__(self) -> None:
         self.metas: dict[str, dict[str, Any]] = {}
         self.nodes: dict[str, dict[str, dict[str, Any]]] = {}
+        self.positions: dict[str, int] = {}  # input topic -> next offset, as of the last entry
 
     def add(self, key: bytes, value: bytes | None) -> None:
+        if key == POSITIONS_KEY:
+            self.positions = json.loads(value) if value is not None else {}
+            return
         project, _, task_id = key.decode().partition(SEP)
         if not task_id:
             if value is None:

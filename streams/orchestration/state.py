@@ -163,11 +163,9 @@ class ProjectState:
             node = self.dag.nodes.get(tid)
             if node is None or node.state not in TERMINAL or self.dag.dependents.get(tid):
                 continue
-            del self.dag.nodes[tid]
+            self.dag.remove(tid)
             self.removed.add(tid)
-            self.dag.touched.discard(tid)
             self.standalone.discard(tid)
-            self.dag.dependents.pop(tid, None)
             self.submitted_at.pop(tid, None)
             self.archived[node.state.value] = self.archived.get(node.state.value, 0) + 1
 
@@ -185,7 +183,8 @@ class ProjectState:
         self.standalone.add(task.id)
         self.dag.add(node)
         if missing:
-            node.state, node.reason = State.FAILED, f"depends on unknown task(s) {', '.join(missing)}"
+            self.dag.set_state(node, State.FAILED)
+            node.reason = f"depends on unknown task(s) {', '.join(missing)}"
             return Actions(finals=[Final(task.id, task.role, "failed", 0, error=node.reason)])
         if node.state is State.SKIPPED:
             return Actions(finals=[Final(task.id, task.role, "skipped", 0, error=node.reason)])
@@ -277,8 +276,7 @@ class ProjectState:
                 for n in self.dag.take(limits)]
 
     def next_retry_ms(self) -> int | None:
-        due = [n.retry_at_ms for n in self.dag.nodes.values() if n.retry_at_ms is not None]
-        return min(due) if due else None
+        return self.dag.next_retry_ms()
 
     # --- status ----------------------------------------------------------------------------
 

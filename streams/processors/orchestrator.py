@@ -4,9 +4,11 @@ retried with backoff; every task ends with one terminal result.
 Its inputs (tasks, projects, attempts, control) are co-partitioned and keyed by project_id, so
 one instance owns each project. It is an exactly-once processor (``transactional.py``): each
 batch's outputs (assignments, finals, dead letters, statuses) and the state entries it changed
-are written in one Kafka transaction with the batch's offsets. Project state is kept in memory
-and logged, one entry per project and per task, to the compacted ``orchestrator-state`` topic in
-the input's partition; a restarted (or newly assigned) orchestrator rebuilds it from there.
+are written in one Kafka transaction with the batch's input positions. Project state is kept in
+memory and logged, one entry per project and per task, to the compacted ``orchestrator-state``
+topic in the input's partition, together with the positions of that partition's inputs; a
+restarted (or newly assigned) orchestrator rebuilds the state from there and resumes reading
+exactly where the state stops.
 Retries never sleep on a partition: due retries are released by the loop between batches.
 """
 
@@ -17,7 +19,7 @@ import uuid
 from typing import Any, Literal
 
 import faust
-from confluent_kafka import Message
+from confluent_kafka import Message, TopicPartition
 
 from schemas.errors import SchemaError
 from schemas.events import envelope, now_ms, to_ms
@@ -25,7 +27,7 @@ from streams.agent_registry import AgentRegistry
 from streams.kafka import read_partition
 from streams.metrics import EVENTS
 from streams.orchestration.dag import Limits
-from streams.orchestration.entries import Rebuilder, encode_changes
+from streams.orchestration.entries import POSITIONS_KEY, Rebuilder, encode_changes, encode_positions
 from streams.orchestration.goal import GOAL_TASK, goal_plan, planned_tasks
 from streams.orchestration.plan import Plan, PlanError, PlannedTask, validate_plan
 from streams.orchestration.state import PERMANENT_ERRORS, Actions, Final, ProjectState, RetryPolicy
@@ -38,7 +40,7 @@ POLICY = RetryPolicy()
 BATCH_SIZE = 500
 # A project's status snapshot is emitted at most this often while it runs (computing it, critical
 # path included, is the costliest thing the orchestrator does per project); at once when it ends.
-STATUS_INTERVAL_MS = 250
+STATUS_INTERVAL_MS = 1000
 _rng = random.Random()  # noqa: S311 - retry jitter, not security
 _EXPECTED = {"ProjectPlan", "Task", "TaskResult", "Control"}
 
@@ -86,17 +88,34 @@ class Orchestrator(TransactionalProcessor):
         self.status_at: dict[str, int] = {}  # project -> when its last status went out
         self.dirty: dict[str, str] = {}  # projects changed in this batch -> a trace id for their events
         self.stale_status: dict[str, str] = {}  # projects whose status is behind -> a trace id
+        self.positions: dict[int, dict[str, int]] = {}  # partition -> input topic -> next offset
 
     # --- state: rebuilt per partition from the state log -----------------------------------
 
-    def on_assigned(self, partitions: list[int]) -> None:
+    def on_assigned(self, partitions: list[int]) -> dict[tuple[str, int], int]:
+        resume: dict[tuple[str, int], int] = {}
         for p in partitions:
             rebuilder = Rebuilder()
             for msg in read_partition(self.rt.settings, self.rt.topics.orchestrator_state, p):
                 rebuilder.add(msg.key() or b"", msg.value())
             for project, state in rebuilder.states().items():
                 self._adopt(project, state, p)
+            self.positions[p] = dict(rebuilder.positions)
+            resume.update({(topic, p): offset for topic, offset in rebuilder.positions.items()})
             log.info("%s: partition %d holds %d projects", NAME, p, len(rebuilder.metas))
+        return resume
+
+    def record_positions(self, positions: list[TopicPartition]) -> bool:
+        """The batch's input positions go into the state log, in the same transaction as the state."""
+        changed: set[int] = set()
+        for tp in positions:
+            known = self.positions.setdefault(tp.partition, {})
+            if known.get(tp.topic) != tp.offset:
+                known[tp.topic] = tp.offset
+                changed.add(tp.partition)
+        for p in changed:
+            self.produce(self.rt.topics.orchestrator_state, encode_positions(self.positions[p]), POSITIONS_KEY, p)
+        return True
 
     def _adopt(self, project: str, state: ProjectState, partition: int) -> None:
         self.states[project], self.partition_of[project] = state, partition
@@ -108,18 +127,20 @@ class Orchestrator(TransactionalProcessor):
 
     def on_revoked(self, partitions: list[int]) -> None:
         gone = set(partitions)
+        for p in partitions:
+            self.positions.pop(p, None)
         for project in [p for p, part in self.partition_of.items() if part in gone]:
             del self.states[project], self.partition_of[project]
             self.due.pop(project, None)
             self.status_at.pop(project, None)
             self.stale_status.pop(project, None)
 
-    def on_aborted(self) -> None:
+    def on_aborted(self) -> dict[tuple[str, int], int]:
         # The batch mutated states that its transaction did not record: start again from the log.
-        partitions = sorted(set(self.partition_of.values()))
+        partitions = sorted(self.positions)
         self.dirty.clear()
         self.on_revoked(partitions)
-        self.on_assigned(partitions)
+        return self.on_assigned(partitions)
 
     # --- a batch ---------------------------------------------------------------------------
 

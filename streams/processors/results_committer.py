@@ -43,18 +43,20 @@ class ResultsCommitter(TransactionalProcessor):
         self.done: dict[int, set[tuple[str, str]]] = {}
         self.added: list[tuple[int, tuple[str, str]]] = []  # this batch's additions, undone on abort
 
-    def on_assigned(self, partitions: list[int]) -> None:
+    def on_assigned(self, partitions: list[int]) -> dict[tuple[str, int], int]:
         for p in partitions:
             self.done[p] = self._committed_tasks(p)
+        return {}  # resume from the group's offsets, committed in each transaction
 
     def on_revoked(self, partitions: list[int]) -> None:
         for p in partitions:
             self.done.pop(p, None)
 
-    def on_aborted(self) -> None:
+    def on_aborted(self) -> dict[tuple[str, int], int]:
         for partition, task in self.added:
             self.done.get(partition, set()).discard(task)
         self.added = []
+        return {}
 
     def _committed_tasks(self, partition: int) -> set[tuple[str, str]]:
         """Tasks already on ``results`` in ``partition`` (finals and results are co-partitioned)."""

@@ -37,6 +37,15 @@ def snapshot(state: ProjectState) -> dict[str, Any]:
     return doc
 
 
+def assert_indexed(state: ProjectState) -> None:
+    """The by-state index the scheduler reads agrees with every node's own state."""
+    dag = state.dag
+    assert {s: ids for s, ids in dag.by_state.items() if ids} == {
+        s: {n.id for n in dag.nodes.values() if n.state is s} for s in {n.state for n in dag.nodes.values()}}
+    waiting = {n.id for n in dag.nodes.values() if n.retry_at_ms is not None and n.state.value == "pending"}
+    assert waiting <= dag.retrying
+
+
 @st.composite
 def plans(draw: st.DrawFn) -> Plan:
     n = draw(st.integers(1, 8))
@@ -63,7 +72,10 @@ def test_logged_changes_rebuild_the_live_state(plan: Plan, events: list[tuple[st
         state.dispatchable(now_ms=now, limits=Limits(per_project=2))
         state.archive_finished_standalone()
         log.update(encode_changes(state))
-        assert snapshot(rebuilt(log)) == snapshot(state)
+        again = rebuilt(log)
+        assert snapshot(again) == snapshot(state)
+        assert_indexed(state)
+        assert_indexed(again)
 
     write()
     for kind, i in events:
