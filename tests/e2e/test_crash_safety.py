@@ -165,6 +165,10 @@ def test_sigkilled_workers_leave_exactly_one_result_per_task(cli: Cli, tmp_path:
         raise AssertionError(f"{len(missing)} tasks have no result:\n{where_they_stopped(cli, missing)}")
     repeated = {t: n for t, n in per_task.items() if n > 1}
     assert not repeated, f"results visible more than once: {repeated}"
+    # The orchestrator itself is transactional: even its outbox holds one committed final per task
+    # (the committer's dedup is only the second line of defence).
+    finals = Counter(task(f) for f in read_all(cli, "finals") if "status" in f)  # not the statuses
+    assert finals == Counter(dict.fromkeys(per_task, 1)), {t: n for t, n in finals.items() if n != 1}
     assert all(r["status"] == "succeeded" for r in results), Counter(r["status"] for r in results)
     # Outputs of plan tasks came from the real SDK against the local server, not the offline provider.
     assert all(r["provider"] == "openai" for r in results)
