@@ -205,8 +205,12 @@ class Codec:
             raise EncodeError(f"{schema.short_name} does not match its schema: {exc}") from exc
         return buf.getvalue()
 
-    def decode(self, data: bytes | None, expect: str | None = None) -> Decoded:
-        """Decode bytes in either wire format; ``expect`` rejects other record types."""
+    def frame(self, data: bytes | None) -> tuple[RecordSchema, bytes, WireFormat]:
+        """The writer schema and the Avro body of ``data``, read from the framing alone.
+
+        Nothing past the header is read: the body may still be corrupt. The history sink uses this
+        to hand bodies to ClickHouse, which decodes them natively.
+        """
         if not data or len(data) < 5:
             raise UndecodableError(f"{len(data or b'')} bytes is too short to be an AIOS event")
         if data[:2] == SINGLE_OBJECT_MAGIC and len(data) >= 10:
@@ -215,12 +219,14 @@ class Codec:
                 raise UndecodableError(
                     f"single-object fingerprint {data[2:10].hex()} matches no known schema version"
                 )
-            payload, fmt = data[10:], WireFormat.SINGLE_OBJECT
-        elif data[0] == CONFLUENT_MAGIC:
-            writer = self._writer_by_id(struct.unpack(">I", data[1:5])[0])
-            payload, fmt = data[5:], WireFormat.CONFLUENT
-        else:
-            raise UndecodableError(f"unknown wire format (first bytes {data[:4].hex()})")
+            return writer, data[10:], WireFormat.SINGLE_OBJECT
+        if data[0] == CONFLUENT_MAGIC:
+            return self._writer_by_id(struct.unpack(">I", data[1:5])[0]), data[5:], WireFormat.CONFLUENT
+        raise UndecodableError(f"unknown wire format (first bytes {data[:4].hex()})")
+
+    def decode(self, data: bytes | None, expect: str | None = None) -> Decoded:
+        """Decode bytes in either wire format; ``expect`` rejects other record types."""
+        writer, payload, fmt = self.frame(data)
         if expect is not None and writer.short_name != expect and writer.name != expect:
             raise UndecodableError(f"expected a {expect} event, got {writer.short_name}")
         reader = self.catalog.current.get(writer.name, writer)

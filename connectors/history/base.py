@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from connectors.history.avro_ingest import IngestTable, ensure_ingest
 from connectors.history.migrations import DATABASE, MigrationReport, migrate
 
 # Each event type's typed table (see migrations.py); every event also lands in ``events``.
@@ -60,6 +61,9 @@ class HistoryStore(ABC):
     engine: str
     ttl_days: int = 90
     _columns: dict[str, tuple[str, ...]] | None = None
+    # Record types ClickHouse decodes itself (see avro_ingest.py), by full record name; filled by
+    # setup(). A store without them (not set up, or a test double) takes every event through insert().
+    ingest: dict[str, IngestTable] = {}  # replaced per instance by setup(), never mutated
 
     @abstractmethod
     def execute(self, sql: str) -> None:
@@ -70,6 +74,14 @@ class HistoryStore(ABC):
         """One INSERT of JSONEachRow ``lines`` into ``aios.<table>`` (unknown JSON keys are skipped).
 
         Raises StoreUnavailableError when the store cannot be reached.
+        """
+
+    @abstractmethod
+    def insert_avro(self, ingest: IngestTable, container: bytes) -> None:
+        """One INSERT of an Avro object container into ``ingest``'s table (FORMAT Avro).
+
+        Raises StoreUnavailableError when the store cannot be reached, StoreQueryError when it
+        rejects the data (a corrupt body among the events).
         """
 
     @abstractmethod
@@ -86,8 +98,12 @@ class HistoryStore(ABC):
         return report
 
     def setup(self) -> None:
-        """Create or upgrade the schema (idempotent)."""
+        """Create or upgrade the schema, then the ingest tables of the current schemas (idempotent)."""
+        from schemas.codec import load_catalog
+
         self.migrate()
+        current = [(schema.raw, schema.fingerprint) for schema in load_catalog().current.values()]
+        self.ingest = ensure_ingest(self.execute, self.query, current, TYPED_TABLES)
 
     def _input_columns(self) -> dict[str, tuple[str, ...]]:
         # Columns a JSON event fills: plain and EPHEMERAL ones, not those computed from them (ts).

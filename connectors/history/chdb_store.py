@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from connectors.errors import ConnectorError, StoreQueryError
-from connectors.history.base import HistoryStore
+from connectors.history.avro_ingest import IngestTable
+from connectors.history.base import HistoryStore, _quote
 from connectors.history.migrations import DATABASE
+
+_SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # noqa: S108 - private mkstemp files
 
 
 class ChdbStore(HistoryStore):
@@ -65,6 +70,20 @@ class ChdbStore(HistoryStore):
         body = "\n".join(lines)
         self._run(f"INSERT INTO {DATABASE}.{table} ({', '.join(columns)}) "
                   f"SETTINGS input_format_skip_unknown_fields = 1 FORMAT JSONEachRow\n{body}")
+
+    def insert_avro(self, ingest: IngestTable, container: bytes) -> None:
+        # chdb takes no binary data with a query, so the container goes through a file (in memory
+        # where /dev/shm exists); the explicit structure spares ClickHouse inferring it.
+        fd, path = tempfile.mkstemp(prefix="aios-sink-", suffix=".avro", dir=_SCRATCH)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(container)
+            columns = ", ".join(ingest.columns)
+            self._run(f"INSERT INTO {DATABASE}.{ingest.table} ({columns}) SELECT {columns} "  # noqa: S608 - our names
+                      f"FROM file({_quote(path)}, 'Avro', {_quote(ingest.structure)}) "
+                      "SETTINGS output_format_json_quote_64bit_integers = 0")
+        finally:
+            os.unlink(path)
 
     def query(self, sql: str) -> list[dict[str, Any]]:
         result = self._run(sql, "JSONEachRow")

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from connectors.errors import StoreQueryError, StoreUnavailableError
+from connectors.history.avro_ingest import IngestTable
 from connectors.history.base import HistoryStore
 from connectors.history.migrations import DATABASE
 
@@ -51,6 +52,18 @@ class ClickHouseServerStore(HistoryStore):
         try:
             self._client.raw_insert(f"{DATABASE}.{table}", column_names=list(columns), insert_block=body,
                                     settings={"input_format_skip_unknown_fields": 1}, fmt="JSONEachRow")
+        except OperationalError as exc:
+            raise StoreUnavailableError(f"ClickHouse insert failed: {exc}") from exc
+        except DatabaseError as exc:
+            raise StoreQueryError(f"ClickHouse: {exc}") from exc
+
+    def insert_avro(self, ingest: IngestTable, container: bytes) -> None:
+        from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+        try:
+            self._client.raw_insert(f"{DATABASE}.{ingest.table}", column_names=list(ingest.columns),
+                                    insert_block=container, fmt="Avro",
+                                    settings={"output_format_json_quote_64bit_integers": 0})
         except OperationalError as exc:
             raise StoreUnavailableError(f"ClickHouse insert failed: {exc}") from exc
         except DatabaseError as exc:

@@ -1,5 +1,7 @@
 """The history sink: every topic into ClickHouse, in batches, committed only after storing.
 
+The batch itself is written by connectors.history.writer (ClickHouse decodes most events).
+
 Rows are keyed by event_id (ReplacingMergeTree), so redelivery and replays converge. A store
 outage blocks the sink with backoff (backpressure: offsets stay uncommitted); nothing is dropped.
 """
@@ -13,34 +15,13 @@ import faust
 from confluent_kafka import Message
 
 from connectors.errors import StoreUnavailableError
-from connectors.history import EventRow
-from schemas.codec import Decoded
-from schemas.errors import SchemaError
-from schemas.events import event_json, to_ms
+from connectors.history.writer import BatchResult, Record, to_row, write_batch
 from streams.metrics import EVENTS, SINK_BATCH, SINK_FLUSH, SINK_RETRIES, SINK_ROWS
 from streams.processors.batch import BatchProcessor, retry_forever
 from streams.runtime import Runtime
 
 NAME = "history"
-
-
-def to_row(decoded: Decoded, topic: str, partition: int, offset: int) -> EventRow:
-    v = decoded.value
-    status = v.get("status") or v.get("state") or v.get("outcome") or ""
-    return EventRow(
-        event_id=v["event_id"],
-        event_type=decoded.name.rsplit(".", 1)[-1],
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        ts=to_ms(v["timestamp"]),
-        trace_id=v["trace_id"],
-        task_id=v.get("task_id") or "",
-        project_id=v.get("project_id") or "",
-        role=v.get("role") or "",
-        status=str(status),
-        payload=event_json(v).decode(),
-    )
+__all__ = ["HistorySink", "register", "to_row"]  # to_row: for callers that build rows themselves
 
 
 class HistorySink(BatchProcessor):
@@ -56,27 +37,25 @@ class HistorySink(BatchProcessor):
         self.owned = {t.results, t.project_status, t.messages, t.llm_calls, t.agents}
 
     async def apply(self, batch: list[Message]) -> None:
-        rows: list[EventRow] = []
-        for i, msg in enumerate(batch):
-            try:
-                decoded = self.rt.codec.decode(msg.value())
-                rows.append(to_row(decoded, str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)))
-            except SchemaError as exc:
-                if msg.topic() in self.owned:
-                    self.dead_letter(msg, exc)
-                EVENTS.labels(NAME, "undecodable").inc()
-            if i % 100 == 99:
-                await asyncio.sleep(0)  # decoding a large batch must not starve the other processors
+        records = [Record(str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0), msg.value())
+                   for msg in batch]
+        by_record = {id(r): msg for r, msg in zip(records, batch, strict=True)}
         started = time.perf_counter()
-        await retry_forever("history store", self._insert, rows)
+        # Off the event loop: framing, and the Python decoding of what ClickHouse cannot decode,
+        # must not starve the other processors.
+        result: BatchResult = await retry_forever("history store", self._write, records)
         SINK_FLUSH.labels(self.rt.store.engine).observe(time.perf_counter() - started)
-        SINK_ROWS.labels(self.rt.store.engine).inc(len(rows))
-        SINK_BATCH.observe(len(rows))
-        EVENTS.labels(NAME, "stored").inc(len(rows))
+        for record, exc in result.rejected:
+            if record.topic in self.owned:
+                self.dead_letter(by_record[id(record)], exc)
+            EVENTS.labels(NAME, "undecodable").inc()
+        SINK_ROWS.labels(self.rt.store.engine).inc(result.stored)
+        SINK_BATCH.observe(result.stored)
+        EVENTS.labels(NAME, "stored").inc(result.stored)
 
-    async def _insert(self, rows: list[EventRow]) -> None:
+    async def _write(self, records: list[Record]) -> BatchResult:
         try:
-            await asyncio.to_thread(self.rt.store.insert, rows)
+            return await asyncio.to_thread(write_batch, self.rt.store, self.rt.codec, records)
         except StoreUnavailableError:
             SINK_RETRIES.inc()
             raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from prometheus_client import REGISTRY
 
 from connectors.errors import StoreUnavailableError
 from connectors.history import EventRow, HistoryStore
+from connectors.history.avro_ingest import IngestTable
 from streams.client import build_task
 from streams.kafka import EventProducer
 from streams.processors.history_sink import HistorySink
@@ -43,6 +45,9 @@ class FlakyStore(HistoryStore):
 
     def insert_json(self, table: str, columns: Sequence[str], lines: Sequence[str]) -> None:
         raise AssertionError("the sink inserts through insert()")
+
+    def insert_avro(self, ingest: IngestTable, container: bytes) -> None:
+        raise AssertionError("no ingest tables: every event takes the Python path through insert()")
 
     def query(self, sql: str) -> list[dict[str, Any]]:
         return []
@@ -100,3 +105,64 @@ async def test_sink_survives_a_store_outage_and_commits_only_after_storing(setti
     assert store.attempts >= 4
     assert retries() - retries_before == 3
     assert {r.task_id for r in store.rows} == {t["task_id"] for t in tasks}
+
+
+class FlakyNativeStore(HistoryStore):
+    """A real chdb store whose native (Avro) inserts fail ``failures`` times first."""
+
+    engine = "flaky-native"
+
+    def __init__(self, real: HistoryStore, failures: int) -> None:
+        self.real = real
+        self.ingest = real.ingest
+        self.failures = failures
+        self.attempts = 0
+
+    def insert_avro(self, ingest: IngestTable, container: bytes) -> None:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise StoreUnavailableError(f"store down (attempt {self.attempts})")
+        self.real.insert_avro(ingest, container)
+
+    def execute(self, sql: str) -> None:
+        self.real.execute(sql)
+
+    def insert_json(self, table: str, columns: Sequence[str], lines: Sequence[str]) -> None:
+        self.real.insert_json(table, columns, lines)
+
+    def query(self, sql: str) -> list[dict[str, Any]]:
+        return self.real.query(sql)
+
+    def close(self) -> None:
+        pass
+
+
+async def test_native_inserts_survive_an_outage_too(settings: Settings, session_data_dir: Path) -> None:
+    from connectors.history.chdb_store import ChdbStore
+
+    topic = f"{settings.topic_prefix}.tasks"
+    project = f"outage-native-{settings.topic_prefix}"
+    producer = EventProducer(settings)
+    tasks = [build_task(f"native outage {i}", project=project) for i in range(5)]
+    for task in tasks:
+        producer.send(topic, "Task", task, key=task["task_id"])
+    producer.flush()
+
+    store = FlakyNativeStore(ChdbStore.open(session_data_dir / "chdb"), failures=3)
+    assert "aios.v1.Task" in store.ingest
+    rt = Runtime(settings)
+    rt.__dict__["store"] = store
+    sink = HistorySink(rt)
+    retries_before = retries()
+    await sink.start()
+    try:
+        await wait_for(lambda: store.attempts >= 2)
+        assert store.count_events(project_id=project) == 0
+        assert committed(settings, topic) == 0, "nothing is committed while the batch is not stored"
+        await wait_for(lambda: store.count_events(project_id=project) == len(tasks))
+        await wait_for(lambda: committed(settings, topic) == len(tasks))
+    finally:
+        await sink.stop()
+    assert retries() - retries_before == 3
+    rows = store.query(f"SELECT task_id FROM aios.tasks FINAL WHERE project_id = '{project}'")  # noqa: S608
+    assert {r["task_id"] for r in rows} == {t["task_id"] for t in tasks}

@@ -41,3 +41,40 @@ def test_chdb_store_round_trip_and_bad_sql(session_data_dir: Path) -> None:
     assert store.count_events(task_id="unit-t1") == 1
     with pytest.raises(StoreQueryError):
         store.query("SELECT no_such_column FROM aios.events")
+
+
+class _FakeClient:
+    """Stands in for clickhouse-connect's client: records raw_insert calls or raises ``error``."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.calls: list[dict[str, object]] = []
+
+    def raw_insert(self, table: str, **kwargs: object) -> None:
+        if self.error is not None:
+            raise self.error
+        self.calls.append({"table": table, **kwargs})
+
+
+def test_server_store_inserts_avro_into_the_ingest_table_and_maps_errors() -> None:
+    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+    from connectors.history.avro_ingest import plan_ingest
+    from connectors.history.clickhouse_store import ClickHouseServerStore
+    from schemas.codec import Codec
+
+    schema = Codec().catalog.get("AgentMessage")
+    plan = plan_ingest(schema.raw, schema.fingerprint, "AgentMessage", None, {})
+    assert plan is not None
+    store = object.__new__(ClickHouseServerStore)  # no server here: only the insert path is under test
+    store._client = _FakeClient()
+    store.insert_avro(plan, b"Obj\x01...")
+    call = store._client.calls[0]
+    assert call["table"] == f"aios.{plan.table}" and call["fmt"] == "Avro"
+    assert call["column_names"] == list(plan.columns) and call["insert_block"] == b"Obj\x01..."
+    store._client = _FakeClient(OperationalError("connection refused"))
+    with pytest.raises(StoreUnavailableError):
+        store.insert_avro(plan, b"")
+    store._client = _FakeClient(DatabaseError("Cannot parse Avro"))
+    with pytest.raises(StoreQueryError):
+        store.insert_avro(plan, b"")
