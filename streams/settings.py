@@ -136,6 +136,11 @@ class Settings(BaseSettings):
     metrics_host: str = Field("127.0.0.1", description="Address /metrics binds to (0.0.0.0 in containers).")
     commit_interval_s: float = Field(1.0, gt=0, description="How often processors commit offsets.")
     project_concurrency: int = Field(64, ge=1, description="Tasks of one project in flight at once.")
+    finished_project_retention_s: float = Field(
+        3600.0, ge=0,
+        description="How long the orchestrator keeps a finished project's tasks (their outputs can still "
+        "be depended on by new tasks); after that only its counts stay, in memory and in its state log.",
+    )
     role_concurrency: dict[str, int] = Field(
         default_factory=dict,
         description="Tasks of one role in flight at once within a project (JSON, e.g. {\"qa\": 2}).",
@@ -151,7 +156,8 @@ class Settings(BaseSettings):
     )
     transaction_timeout_ms: int = Field(
         10_000, ge=1000, le=900_000,
-        description="How long an open results transaction of a dead process can hold back readers.",
+        description="How long an open transaction of a dead orchestrator or results committer can hold "
+        "back read_committed readers.",
     )
     # consume() returns at AIOS_SINK_FLUSH_S or a full batch, whichever comes first: a large batch
     # costs no latency when traffic is light, and under backlog each chdb INSERT (a part per

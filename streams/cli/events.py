@@ -94,15 +94,8 @@ def _submit_plan(settings: Any, text: str, wait: bool, timeout: float, as_json: 
         raise click.ClickException(str(exc)) from exc
     finally:
         client.close()
-    doc: dict[str, Any] = {"project": plan.project, "tasks": [t.id for t in plan.tasks]}
-    if status is not None:
-        doc["status"] = jsonable(status)
-    if as_json:
-        emit_json(doc)
-        return
-    console.print(f"submitted project {plan.project} with {len(plan.tasks)} tasks")
-    if status is not None:
-        console.print(f"{status['state']}: {status['counts']}")
+    _report_project({"project": plan.project, "tasks": [t.id for t in plan.tasks]}, status, as_json,
+                    f"submitted project {plan.project} with {len(plan.tasks)} tasks")
 
 
 def _submit_goal(settings: Any, project: str, goal: str, wait: bool, timeout: float, as_json: bool) -> None:
@@ -118,13 +111,18 @@ def _submit_goal(settings: Any, project: str, goal: str, wait: bool, timeout: fl
         raise click.ClickException(str(exc)) from exc
     finally:
         client.close()
-    doc: dict[str, Any] = {"project": project, "goal": goal}
+    _report_project({"project": project, "goal": goal}, status, as_json,
+                    f"submitted goal for project {project}: the planner role plans it")
+
+
+def _report_project(doc: dict[str, Any], status: dict[str, Any] | None, as_json: bool, line: str) -> None:
+    """What a plan or goal submission prints: the submission, and the final status when waited for."""
     if status is not None:
         doc["status"] = jsonable(status)
     if as_json:
         emit_json(doc)
         return
-    console.print(f"submitted goal for project {project}: the planner role plans it")
+    console.print(line)
     if status is not None:
         console.print(f"{status['state']}: {status['counts']}")
 

@@ -90,6 +90,7 @@ class ProjectState:
         self.standalone: set[str] = set()
         self.goal = False  # started from a goal: the planner task's answer extends the DAG
         self.removed: set[str] = set()  # archived since the last ``changes()``: their entries go
+        self.finished_ms: int | None = None  # when every task had ended (set by the orchestrator)
 
     # --- construction and serialisation ----------------------------------------------------
 
@@ -110,7 +111,7 @@ class ProjectState:
     def meta(self) -> dict[str, Any]:
         return {"project": self.dag.project, "started_ms": self.started_ms, "budget_usd": self.budget_usd,
                 "cost_usd": self.cost_usd, "cancelled": self.cancelled, "archived": self.archived,
-                "goal": self.goal}
+                "goal": self.goal, "finished_ms": self.finished_ms}
 
     def node_entry(self, task_id: str) -> dict[str, Any]:
         n = self.dag.nodes[task_id]
@@ -142,6 +143,7 @@ class ProjectState:
         state.cost_usd, state.cancelled = meta["cost_usd"], meta["cancelled"]
         state.archived = dict(meta["archived"])
         state.goal = bool(meta["goal"])
+        state.finished_ms = meta.get("finished_ms")
         for raw in nodes:
             if raw["submitted_at"] is not None:
                 state.submitted_at[raw["id"]] = raw["submitted_at"]
@@ -163,11 +165,19 @@ class ProjectState:
             node = self.dag.nodes.get(tid)
             if node is None or node.state not in TERMINAL or self.dag.dependents.get(tid):
                 continue
-            self.dag.remove(tid)
-            self.removed.add(tid)
-            self.standalone.discard(tid)
-            self.submitted_at.pop(tid, None)
-            self.archived[node.state.value] = self.archived.get(node.state.value, 0) + 1
+            self._archive(tid)
+
+    def archive_all(self) -> None:
+        """A project finished long ago keeps only its counts (tasks, outputs and reasons go)."""
+        for tid in list(self.dag.nodes):
+            self._archive(tid)
+
+    def _archive(self, tid: str) -> None:
+        node = self.dag.remove(tid)
+        self.removed.add(tid)
+        self.standalone.discard(tid)
+        self.submitted_at.pop(tid, None)
+        self.archived[node.state.value] = self.archived.get(node.state.value, 0) + 1
 
     # --- events ----------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import faust
 from confluent_kafka import Message, TopicPartition
 
 from schemas.errors import SchemaError
-from schemas.events import envelope, now_ms, to_ms
+from schemas.events import envelope, new_id, now_ms, to_ms
 from streams.agent_registry import AgentRegistry
 from streams.kafka import read_partition
 from streams.metrics import EVENTS
@@ -41,6 +41,7 @@ BATCH_SIZE = 500
 # A project's status snapshot is emitted at most this often while it runs (computing it, critical
 # path included, is the costliest thing the orchestrator does per project); at once when it ends.
 STATUS_INTERVAL_MS = 1000
+SWEEP_INTERVAL_MS = 10_000  # how often finished projects past their retention are archived
 _rng = random.Random()  # noqa: S311 - retry jitter, not security
 _EXPECTED = {"ProjectPlan", "Task", "TaskResult", "Control"}
 
@@ -89,6 +90,8 @@ class Orchestrator(TransactionalProcessor):
         self.dirty: dict[str, str] = {}  # projects changed in this batch -> a trace id for their events
         self.stale_status: dict[str, str] = {}  # projects whose status is behind -> a trace id
         self.positions: dict[int, dict[str, int]] = {}  # partition -> input topic -> next offset
+        self.retention_ms = int(s.finished_project_retention_s * 1000)
+        self.next_sweep_ms = 0
 
     # --- state: rebuilt per partition from the state log -----------------------------------
 
@@ -146,7 +149,7 @@ class Orchestrator(TransactionalProcessor):
 
     def has_timed_work(self) -> bool:
         now = now_ms()
-        return any(due <= now for due in self.due.values()) or any(
+        return now >= self.next_sweep_ms or any(due <= now for due in self.due.values()) or any(
             now - self.status_at.get(p, 0) >= STATUS_INTERVAL_MS for p in self.stale_status)
 
     def process(self, batch: list[Message]) -> None:
@@ -156,7 +159,19 @@ class Orchestrator(TransactionalProcessor):
         for project, due in list(self.due.items()):
             if due <= now:
                 self._release_due(project, now)
+        if now >= self.next_sweep_ms:
+            self._archive_finished(now)
         self._write_changes(now)
+
+    def _archive_finished(self, now: int) -> None:
+        """Finished projects past AIOS_FINISHED_PROJECT_RETENTION_S keep only their counts: memory
+        and the state log do not grow with every task ever run."""
+        self.next_sweep_ms = now + SWEEP_INTERVAL_MS
+        for project, state in self.states.items():
+            if state.dag.nodes and state.finished_ms is not None and now - state.finished_ms >= self.retention_ms:
+                state.archive_all()
+                # Logged, but no new status: the last one, with its task list, stays on the topic.
+                self._log_changes(project, state)
 
     def _one(self, msg: Message) -> None:
         try:
@@ -255,8 +270,7 @@ class Orchestrator(TransactionalProcessor):
         if state is None:
             self.due.pop(project, None)
             return
-        self._apply(project, state, Actions(), None, self.stale_status.get(project) or envelope()["trace_id"],
-                    None, now)
+        self._apply(project, state, Actions(), None, self.stale_status.get(project) or new_id(), None, now)
 
     def _apply(self, project: str, state: ProjectState, actions: Actions, attempt_event: dict[str, Any] | None,
                trace_id: str, msg: Message | None, now: int) -> None:
@@ -280,6 +294,10 @@ class Orchestrator(TransactionalProcessor):
             if msg is not None:
                 self._dead_letter(msg, RuntimeError(f"task {task_id} failed after {len(errors)} attempts"), errors)
         state.archive_finished_standalone()
+        if state.dag.done:
+            state.finished_ms = state.finished_ms or now
+        else:
+            state.finished_ms = None  # a new task joined a finished project
         retry = state.next_retry_ms()
         if retry is None:
             self.due.pop(project, None)
@@ -289,13 +307,8 @@ class Orchestrator(TransactionalProcessor):
 
     def _write_changes(self, now: int) -> None:
         """The batch's state entries, and the statuses that are due, into the open transaction."""
-        state_topic = self.rt.topics.orchestrator_state
         for project, trace_id in self.dirty.items():
-            state = self.states[project]
-            partition = self.partition_of[project]
-            # Same partition as the project's inputs: whoever owns the input partition owns this.
-            for key, value in encode_changes(state):
-                self.produce(state_topic, value, key, partition)
+            self._log_changes(project, self.states[project])
             self.stale_status[project] = trace_id
         self.dirty.clear()
         live_roles: set[str] | None = None
@@ -312,6 +325,12 @@ class Orchestrator(TransactionalProcessor):
             del self.stale_status[project]
 
     # --- output ----------------------------------------------------------------------------
+
+    def _log_changes(self, project: str, state: ProjectState) -> None:
+        # Same partition as the project's inputs: whoever owns the input partition owns this.
+        partition = self.partition_of[project]
+        for key, value in encode_changes(state):
+            self.produce(self.rt.topics.orchestrator_state, value, key, partition)
 
     def _send(self, topic: str, record: str, value: dict[str, Any], key: str) -> None:
         self.produce(topic, self.rt.codec.encode(record, value, topic), key)

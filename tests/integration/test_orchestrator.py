@@ -13,7 +13,8 @@ from pydantic import SecretStr
 
 from streams.app import running
 from streams.client import TaskClient, build_task, wait_project
-from streams.kafka import TopicReader
+from streams.kafka import TopicReader, read_partition
+from streams.orchestration.entries import Rebuilder
 from streams.orchestration.plan import parse_plan
 from streams.settings import Settings
 from streams.topics import create_topics
@@ -171,3 +172,33 @@ async def test_a_restricted_task_reaches_its_agent_restricted(settings: Settings
     sent = {a["description"]: a["privacy"] for a in read_all(settings, "agent.general")}
     # Anything but "normal" fails closed: the task stays on local models.
     assert sent == {"restricted work": "restricted", "normal work": "normal", "typo work": "restricted"}
+
+
+async def test_a_finished_project_past_its_retention_keeps_only_counts(roles_settings: Settings) -> None:
+    s = roles_settings.model_copy(update={"finished_project_retention_s": 0.0})
+    text = plan_doc("done", {"id": "a", "role": "general", "description": "a"},
+                    {"id": "b", "role": "qa", "description": "b", "depends_on": ["a"]})
+    async with running(s, ["orchestrator", "results", "agents"]):
+        await submit(s, text)
+        final = await asyncio.to_thread(wait_project, s, "done", 60)
+        assert final["state"] == "succeeded"
+
+        def archived() -> bool:
+            rebuilder = Rebuilder()
+            for p in range(s.topic_partitions):
+                for msg in read_partition(s, f"{s.topic_prefix}.orchestrator-state", p):
+                    rebuilder.add(msg.key() or b"", msg.value())
+            state = rebuilder.states().get("done")
+            return state is not None and not state.dag.nodes and state.archived == {"succeeded": 2}
+
+        deadline = asyncio.get_running_loop().time() + 30  # the sweep runs every 10 s
+        while not archived():
+            assert asyncio.get_running_loop().time() < deadline, "the finished project was never archived"
+            await asyncio.sleep(1)
+        await submit(s, text)  # the same project again: still known, so refused
+        await asyncio.sleep(2)
+    letters = [d for d in read_all(s, "dlq") if d["processor"] == "orchestrator"]
+    assert any("project 'done' already exists" in d["error"] for d in letters)
+    # Its last status, with the task list, is the one that stays.
+    status = [v for v in read_all(s, "project-status") if v["project_id"] == "done"][-1]
+    assert {t["task_id"] for t in status["tasks"]} == {"a", "b"}

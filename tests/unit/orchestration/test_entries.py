@@ -123,3 +123,24 @@ def test_a_corrupt_entry_is_a_clear_error() -> None:
     rebuilder = Rebuilder()
     with pytest.raises(ValueError, match="Expecting value"):
         rebuilder.add(entry_key("P"), b"not json")
+
+
+def test_a_finished_project_archived_keeps_only_its_counts() -> None:
+    plan = Plan(project="P", tasks=(PlannedTask(id="a", role="general", description="a"),
+                                    PlannedTask(id="b", role="general", description="b", depends_on=("a",))))
+    state = ProjectState.from_plan(plan, now_ms=0)
+    rng = random.Random(0)
+    for tid in ("a", "b"):
+        state.dispatchable(now_ms=0)
+        state.on_attempt(tid, 1, True, f"{tid} done", None, 0.01, now_ms=1, policy=POLICY, rng=rng)
+    log = dict(encode_changes(state))
+    state.finished_ms = 5
+    state.archive_all()
+    changes = dict(encode_changes(state))
+    assert changes[entry_key("P", "a")] is None and changes[entry_key("P", "b")] is None
+    log.update(changes)
+    again = rebuilt(log)
+    assert again.dag.nodes == {} and again.finished_ms == 5
+    status = again.status(now_ms=10)
+    assert status["state"] == "succeeded" and status["counts"]["succeeded"] == 2 and status["percent_done"] == 100.0
+    assert again.cost_usd == 0.02
