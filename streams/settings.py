@@ -136,6 +136,13 @@ class Settings(BaseSettings):
     metrics_host: str = Field("127.0.0.1", description="Address /metrics binds to (0.0.0.0 in containers).")
     commit_interval_s: float = Field(1.0, gt=0, description="How often processors commit offsets.")
     project_concurrency: int = Field(64, ge=1, description="Tasks of one project in flight at once.")
+    orchestrator_group_fencing: bool = Field(
+        False,
+        description="Also commit the orchestrator's input offsets to its consumer group inside each "
+        "transaction, so a member that stalled past its session while its partitions moved cannot "
+        "commit a stale batch. Costs two coordinator round trips per batch; set it when more than "
+        "one orchestrator runs (a single one is fenced by its transactional id).",
+    )
     finished_project_retention_s: float = Field(
         3600.0, ge=0,
         description="How long the orchestrator keeps a finished project's tasks (their outputs can still "

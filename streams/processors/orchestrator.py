@@ -78,7 +78,8 @@ class Orchestrator(TransactionalProcessor):
     name = NAME
 
     def __init__(self, rt: Runtime, registry: AgentRegistry, **kwargs: Any) -> None:
-        super().__init__(rt, rt.topics.orchestrator_inputs(), batch_size=BATCH_SIZE, **kwargs)
+        super().__init__(rt, rt.topics.orchestrator_inputs(), batch_size=BATCH_SIZE,
+                         fence_by_group=rt.settings.orchestrator_group_fencing, **kwargs)
         s = rt.settings
         self.registry = registry
         self.limits = Limits(per_project=s.project_concurrency, per_role=dict(s.role_concurrency))

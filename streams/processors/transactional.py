@@ -38,12 +38,16 @@ class TransactionalProcessor(faust.Service):
     name: str = "transactional"
 
     def __init__(self, rt: Runtime, topics: list[str], *, batch_size: int, fetch_wait_ms: int = 5,
-                 **kwargs: Any) -> None:
+                 fence_by_group: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.rt = rt
         self.topics = topics
         self.batch_size = batch_size
         self.fetch_wait_ms = fetch_wait_ms
+        # Offsets committed to the group inside the transaction: the group coordinator then refuses
+        # the commit of a member that lost its partitions (KIP-447), even when positions are also
+        # recorded in the processor's own log.
+        self.fence_by_group = fence_by_group
         # Stable across restarts of the same deployment: a restarted process fences its killed
         # predecessor and aborts its open transaction at once, instead of holding back
         # read_committed readers until the transaction times out.
@@ -148,7 +152,8 @@ class TransactionalProcessor(faust.Service):
             self.process(batch)
             positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0] if batch else []
             recorded = bool(positions) and self.record_positions(positions)
-            if positions and not recorded:
+            in_group = bool(positions) and (self.fence_by_group or not recorded)
+            if in_group:
                 producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata())
             producer.commit_transaction()
         except KafkaException as exc:
@@ -161,7 +166,7 @@ class TransactionalProcessor(faust.Service):
             producer.abort_transaction()
             self.rewind(self.on_aborted())
             return
-        if recorded:
+        if recorded and not in_group:
             # For lag metrics and tools only: the processor resumes from its own log.
             consumer.commit(offsets=positions, asynchronous=True)
         if batch:

@@ -9,11 +9,12 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from confluent_kafka import TopicPartition
 from pydantic import SecretStr
 
 from streams.app import running
 from streams.client import TaskClient, build_task, wait_project
-from streams.kafka import TopicReader, read_partition
+from streams.kafka import TopicReader, make_consumer, read_partition
 from streams.orchestration.entries import Rebuilder
 from streams.orchestration.plan import parse_plan
 from streams.settings import Settings
@@ -202,3 +203,20 @@ async def test_a_finished_project_past_its_retention_keeps_only_counts(roles_set
     # Its last status, with the task list, is the one that stays.
     status = [v for v in read_all(s, "project-status") if v["project_id"] == "done"][-1]
     assert {t["task_id"] for t in status["tasks"]} == {"a", "b"}
+
+
+async def test_group_fencing_commits_the_offsets_inside_the_transactions(roles_settings: Settings) -> None:
+    s = roles_settings.model_copy(update={"orchestrator_group_fencing": True})
+    text = plan_doc("fenced", {"id": "a", "role": "general", "description": "a"},
+                    {"id": "b", "role": "qa", "description": "b", "depends_on": ["a"]})
+    async with running(s, ["orchestrator", "results", "agents"]):
+        await submit(s, text)
+        final = await asyncio.to_thread(wait_project, s, "fenced", 60)
+    assert final["state"] == "succeeded"
+    consumer = make_consumer(s, group=f"{s.topic_prefix}-orchestrator")
+    try:
+        topic = f"{s.topic_prefix}.attempts"
+        committed = consumer.committed([TopicPartition(topic, p) for p in range(s.topic_partitions)], timeout=10)
+    finally:
+        consumer.close()
+    assert sum(max(tp.offset, 0) for tp in committed) == 2  # both attempts, committed by the transactions
