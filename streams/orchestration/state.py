@@ -1,9 +1,8 @@
 """One project's orchestration state: the DAG plus attempts, retries, budget and timing.
 
-The orchestrator processor keeps one of these per project in a changelog-backed table (as a
-plain dict) and turns each incoming event into :class:`Actions`. Everything here is
-deterministic given the events and the clock, so a restarted orchestrator that replays its
-changelog carries on where it was.
+The orchestrator processor keeps one of these per project in memory, turns each incoming event
+into :class:`Actions`, and logs the entries an event changed (``changes``, see entries.py); a
+restarted orchestrator rebuilds the same state from those entries and carries on where it was.
 """
 
 from __future__ import annotations
