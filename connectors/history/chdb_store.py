@@ -15,6 +15,11 @@ from connectors.history.avro_ingest import IngestTable
 from connectors.history.base import HistoryStore, _quote
 from connectors.history.migrations import DATABASE
 
+# The ingest table feeds a view per typed table and one into events, and those feed the rollups:
+# running the views side by side lets one INSERT use more than one core (a 10,000-event batch took
+# ~115-160 ms instead of ~170-200 ms on the 2 shared cores; docs/benchmarks.md).
+INGEST_SETTINGS = ("input_format_avro_allow_missing_fields = 1, output_format_json_quote_64bit_integers = 0, "
+                   "parallel_view_processing = 1")
 _SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # noqa: S108 - private mkstemp files
 
 
@@ -86,8 +91,7 @@ class ChdbStore(HistoryStore):
                 structure = members[0][0].structure
                 self._run(f"INSERT INTO {DATABASE}.{table} SELECT * "  # noqa: S608 - our names
                           f"FROM file({_quote(scratch + '/*.avro')}, 'Avro', {_quote(structure)}) "
-                          "SETTINGS input_format_avro_allow_missing_fields = 1, "
-                          "output_format_json_quote_64bit_integers = 0")
+                          f"SETTINGS {INGEST_SETTINGS}")
 
     def query(self, sql: str) -> list[dict[str, Any]]:
         result = self._run(sql, "JSONEachRow")
