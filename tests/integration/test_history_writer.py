@@ -129,3 +129,19 @@ def test_a_batch_of_every_record_type_is_one_insert(store: ChdbStore, monkeypatc
     typed = {t: store.query(f"SELECT count() AS n FROM aios.{t} FINAL WHERE project_id = '{project}'")  # noqa: S608
              for t in ("tasks", "assignments", "results", "messages", "memory", "llm_calls")}
     assert {t: int(r[0]["n"]) for t, r in typed.items()} == dict.fromkeys(typed, 3)
+
+
+def test_a_duplicate_within_one_batch_collapses_under_final(store: ChdbStore) -> None:
+    # The ingest INSERT skips collapsing at insert time (optimize_on_insert = 0): FINAL does it.
+    codec = Codec(validate=False)
+    project = f"w-{uuid.uuid4().hex[:8]}"
+    batch = records(codec, project, tasks=1)
+    result = write_batch(store, codec, batch + batch)
+    assert (result.stored, result.native) == (12, 12)
+    assert len(stored_events(store, project)) == 6
+    assert store.count_events(project_id=project) == 6
+    n = store.query(f"SELECT count() AS n FROM aios.results FINAL WHERE project_id = '{project}'")  # noqa: S608
+    assert int(n[0]["n"]) == 1
+    states = store.query("SELECT uniqExactMerge(events) AS n FROM aios.task_states_1m "  # noqa: S608
+                         f"WHERE project_id = '{project}'")
+    assert int(states[0]["n"]) == 3
