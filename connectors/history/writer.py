@@ -1,8 +1,9 @@
 """One batch of Kafka records into the history store, as the sink and its benchmark both run it.
 
-Record types with an ingest table (avro_ingest.py) go to ClickHouse as Avro, undecoded: Python
-reads only the framing. Everything else (older writer versions, record types the ingest mapping
-does not cover) is decoded in Python and inserted as JSON rows, as before.
+Record types mapped onto the ingest table (avro_ingest.py) go to ClickHouse as Avro, undecoded:
+Python reads only the framing and builds one container per record type, and the batch's
+containers are stored together (one INSERT on chdb). Everything else (older writer versions,
+record types the ingest mapping does not cover) is decoded in Python and inserted as JSON rows.
 """
 
 from __future__ import annotations
