@@ -2,19 +2,25 @@
 
 Decoding Avro into Python dicts costs 20-50 µs per event, which caps one core far below the sink's
 target. ClickHouse reads Avro natively, so the sink frames each event's Avro body into an Avro
-object container and inserts that into an *ingest table* of its record type:
+object container of its record type and inserts the batch's containers into one *ingest table*:
 
-- the ingest table (``ENGINE = Null``, so it stores nothing) has one column per field of the
-  record's current schema, plus ``_topic``, ``_partition`` and ``_offset``;
-- one materialised view copies each row into the typed table (``tasks``, ``results``, …), whose
-  own rollup views then fire as before;
-- another builds the ``events`` row, with the event as JSON in ``payload``.
+- the ingest table (``ENGINE = Null``, so it stores nothing) has one column per field of every
+  mapped record type's current schema (Nullable where any type's field is), plus ``_type`` (the
+  short record name) and ``_topic``, ``_partition``, ``_offset``; a container fills its own
+  type's columns and the rest take their defaults;
+- one materialised view per typed table copies its type's rows there (``tasks``, ``results``, …),
+  whose own rollup views then fire as before;
+- another builds every ``events`` row, with the event as JSON (its own type's fields) in ``payload``.
 
-The objects are derived from the ``.avsc`` file and the typed table, hold no data, and are named
+One table for all types lets chdb store a whole batch with one INSERT: ClickHouse pays 15-25 ms
+per INSERT (a pipeline per view, a part per target table) whatever its size, which per record
+type was most of a 10,000-event batch's time.
+
+The objects are derived from the ``.avsc`` files and the typed tables, hold no data, and are named
 after a hash of their own DDL: a schema change creates new ones beside the old rather than
 altering anything a running sink may be inserting into. A record type whose schema uses Avro
-types this mapping does not cover (bytes, nested records, general unions) has no ingest table;
-the sink decodes those in Python as before.
+types this mapping does not cover (bytes, nested records, general unions), or whose field types
+clash with another type's, is left out; the sink decodes those in Python as before.
 
 Each event is its own block in the container. A block carries its byte size, so ClickHouse cannot
 read one event's bytes as the next event's: a truncated body fails the insert (the sink then
@@ -35,9 +41,10 @@ import orjson
 from connectors.errors import StoreQueryError
 from connectors.history.migrations import DATABASE
 
-# Kafka coordinates ride in front of the event's own fields; a record encodes as its fields in
+# The record type and Kafka coordinates ride in front of the event's own fields; a record encodes as its fields in
 # order, so prefixing their encodings to the body is a valid encoding of the wider record.
 KAFKA_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("_type", "string", "LowCardinality(String)"),  # the short record name: which views take the row
     ("_topic", "string", "LowCardinality(String)"),
     ("_partition", "int", "UInt32"),
     ("_offset", "long", "UInt64"),
@@ -82,29 +89,41 @@ def clickhouse_type(avro: Any) -> str | None:
 
 
 @dataclass(frozen=True)
+class RecordSpec:
+    """One record type the sink may hand to ClickHouse: its current schema and where it is stored."""
+
+    raw: Mapping[str, Any]  # the .avsc
+    fingerprint: bytes
+    event_type: str  # short name, e.g. Task
+    typed: str | None  # its typed table, or None for record types stored in ``events`` only
+    typed_columns: Mapping[str, str]  # the typed table's input columns and types (``timestamp`` included)
+
+
+@dataclass(frozen=True)
 class IngestTable:
-    """Where one record type's Avro goes, and the statements that create it (idempotent)."""
+    """Where one record type's Avro goes: its container's shape and the shared table it feeds."""
 
     record: str  # full record name, e.g. aios.v1.Task
+    event_type: str
     fingerprint: bytes  # the current schema's; other writer versions take the Python path
-    table: str
-    columns: tuple[str, ...]
-    structure: str  # "name Type, …": the container's records as ClickHouse columns
+    table: str  # the ingest table every mapped record type shares
+    columns: tuple[str, ...]  # this record type's container fields, as columns of ``table``
+    structure: str  # "name Type, …": ``table``'s columns, the union of every record type's
     container_schema: bytes  # the Avro schema (JSON) of the container's records
-    statements: tuple[str, ...]
 
 
-def plan_ingest(raw_schema: Mapping[str, Any], fingerprint: bytes, event_type: str,
-                typed: str | None, typed_columns: Mapping[str, str]) -> IngestTable | None:
-    """The ingest objects for one record type, or None when its schema cannot be mapped.
+@dataclass(frozen=True)
+class IngestPlan:
+    tables: dict[str, IngestTable]  # by full record name
+    statements: tuple[str, ...]  # create the shared table and its views (idempotent)
 
-    ``typed_columns`` are the typed table's input columns and types (``timestamp`` included);
-    ``typed`` is None for record types stored in ``events`` only.
-    """
+
+def _fields(raw: Mapping[str, Any], event_type: str) -> list[tuple[str, str]] | None:
+    """The record's fields as ClickHouse columns, or None when its schema cannot be mapped."""
     if not _NAME.fullmatch(event_type):
         return None
     fields: list[tuple[str, str]] = []
-    for field in raw_schema.get("fields", []):
+    for field in raw.get("fields", []):
         ch = clickhouse_type(field["type"])
         if ch is None or not _NAME.fullmatch(str(field["name"])):
             return None
@@ -112,50 +131,97 @@ def plan_ingest(raw_schema: Mapping[str, Any], fingerprint: bytes, event_type: s
     names = {name for name, _ in fields}
     if not {"event_id", "timestamp", "trace_id"} <= names or names & {f for f, _, _ in KAFKA_FIELDS}:
         return None
-    kinds = dict(fields)
+    return fields
 
-    def text(name: str) -> str:  # a string field as events wants it: '' when absent or null
-        if name not in kinds:
+
+def _merge(columns: dict[str, str], fields: list[tuple[str, str]]) -> dict[str, str] | None:
+    """``columns`` widened by ``fields`` (Nullable where any record type's field is), or None on a clash."""
+    out = dict(columns)
+    for name, ch in fields:
+        have = out.get(name)
+        if have is None:
+            out[name] = ch
+        elif _strip(have) != _strip(ch):
+            return None  # one column cannot hold both; that record type stays on the Python path
+        elif ch.startswith("Nullable"):
+            out[name] = ch
+    return out
+
+
+def _strip(ch: str) -> str:
+    return ch[9:-1] if ch.startswith("Nullable(") else ch
+
+
+def plan_ingest(specs: Sequence[RecordSpec]) -> IngestPlan:
+    """One ingest table for every record type that maps onto it, and the views that fan it out.
+
+    A record type whose schema cannot be mapped, or whose field types clash with another's, is
+    left out: the sink decodes it in Python.
+    """
+    columns: dict[str, str] = {f: c for f, _, c in KAFKA_FIELDS}
+    members: list[tuple[RecordSpec, list[tuple[str, str]]]] = []
+    for spec in specs:
+        fields = _fields(spec.raw, spec.event_type)
+        merged = _merge(columns, fields) if fields is not None else None
+        if fields is None or merged is None:
+            continue
+        columns = merged
+        members.append((spec, fields))
+    if not members:
+        return IngestPlan({}, ())
+
+    def text(name: str) -> str:  # a string column as events wants it: '' when absent or null
+        if name not in columns:
             return "''"
-        return f"ifNull({name}, '')" if kinds[name].startswith("Nullable") else name
+        return f"ifNull({name}, '')" if columns[name].startswith("Nullable") else name
 
-    columns = ", ".join(f"{name} {ch}" for name, ch in (*[(f, c) for f, _, c in KAFKA_FIELDS], *fields))
-    status = [text(f) for f in _STATUS_FIELDS if f in kinds]
+    status = [text(f) for f in _STATUS_FIELDS if f in columns]
     status_sql = f"multiIf({', '.join(f'{s} != {chr(39)}{chr(39)}, {s}' for s in status)}, '')" if status else "''"
-    payload = ", ".join(name for name, _ in fields)
-    events_select = f"""SELECT event_id, '{event_type}' AS event_type, _topic AS topic, _partition AS partition,
-        _offset AS offset, fromUnixTimestamp64Milli(timestamp, 'UTC') AS ts, trace_id,
-        {text('task_id')} AS task_id, {text('project_id')} AS project_id, {text('role')} AS role,
-        {status_sql} AS status, _payload AS payload
-        FROM (SELECT *, formatRowNoNewline('JSONEachRow', {payload}) AS _payload FROM {{source}})"""  # noqa: S608 - names checked
-    typed_select = ""
-    if typed is not None:
+    # Each record type's payload holds its own fields only, as the Python path writes it; multiIf
+    # evaluates a branch only for the rows of its type.
+    payloads = ", ".join(f"_type = '{spec.event_type}', formatRowNoNewline('JSONEachRow', "
+                         f"{', '.join(name for name, _ in fields)})" for spec, fields in members)
+    events_select = f"""SELECT {text('event_id')} AS event_id, _type AS event_type, _topic AS topic,
+        _partition AS partition, _offset AS offset, fromUnixTimestamp64Milli(timestamp, 'UTC') AS ts,
+        {text('trace_id')} AS trace_id, {text('task_id')} AS task_id, {text('project_id')} AS project_id,
+        {text('role')} AS role, {status_sql} AS status, multiIf({payloads}, '') AS payload
+        FROM {{source}}"""  # noqa: S608 - names checked
+    typed_selects: list[tuple[str, str]] = []
+    for spec, fields in members:
+        if spec.typed is None:
+            continue
+        own = dict(fields)
         parts = []
-        for name, ch in typed_columns.items():
+        for name, ch in spec.typed_columns.items():
             if name == "timestamp":
                 parts.append("fromUnixTimestamp64Milli(timestamp, 'UTC') AS ts")
-            elif name in kinds:
-                nullable_in = kinds[name].startswith("Nullable")
-                if nullable_in and not ch.startswith("Nullable"):
-                    parts.append(f"ifNull({name}, {_DEFAULTS.get(kinds[name][9:-1], '0')}) AS {name}")
+            elif name in own:
+                if columns[name].startswith("Nullable") and not ch.startswith("Nullable"):
+                    parts.append(f"ifNull({name}, {_DEFAULTS.get(_strip(columns[name]), '0')}) AS {name}")
                 else:
                     parts.append(name)
-        typed_select = f"SELECT {', '.join(parts)} FROM {{source}}"  # noqa: S608 - names checked above
-    digest = hashlib.sha256("\n".join((columns, events_select, typed_select, str(typed))).encode()).hexdigest()
-    table = f"ingest_{event_type.lower()}_{digest[:12]}"
+        typed_selects.append((spec.typed, f"SELECT {', '.join(parts)} FROM {{source}} "  # noqa: S608 - names checked
+                                          f"WHERE _type = '{spec.event_type}'"))
+    structure = ", ".join(f"{name} {ch}" for name, ch in columns.items())
+    digest = hashlib.sha256("\n".join((structure, events_select, *(f"{t}:{s}" for t, s in typed_selects)))
+                            .encode()).hexdigest()
+    table = f"ingest_{digest[:12]}"
     source = f"{DATABASE}.{table}"
-    statements = [f"CREATE TABLE IF NOT EXISTS {source} ({columns}) ENGINE = Null",
+    statements = [f"CREATE TABLE IF NOT EXISTS {source} ({structure}) ENGINE = Null",
                   f"CREATE MATERIALIZED VIEW IF NOT EXISTS {source}_events TO {DATABASE}.events AS "
                   + events_select.format(source=source)]
-    if typed is not None:
-        statements.append(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {source}_typed TO {DATABASE}.{typed} AS "
-                          + typed_select.format(source=source))
-    container = dict(raw_schema)
-    container["fields"] = [{"name": f, "type": t} for f, t, _ in KAFKA_FIELDS] + list(raw_schema["fields"])
-    return IngestTable(record=f"{raw_schema.get('namespace', '')}.{raw_schema['name']}".lstrip("."),
-                       fingerprint=fingerprint, table=table,
-                       columns=(*[f for f, _, _ in KAFKA_FIELDS], *(name for name, _ in fields)), structure=columns,
-                       container_schema=orjson.dumps(container), statements=tuple(statements))
+    statements += [f"CREATE MATERIALIZED VIEW IF NOT EXISTS {source}_{typed} TO {DATABASE}.{typed} AS "
+                   + select.format(source=source) for typed, select in typed_selects]
+    tables: dict[str, IngestTable] = {}
+    for spec, fields in members:
+        container = dict(spec.raw)
+        container["fields"] = [{"name": f, "type": t} for f, t, _ in KAFKA_FIELDS] + list(spec.raw["fields"])
+        record = f"{spec.raw.get('namespace', '')}.{spec.raw['name']}".lstrip(".")
+        tables[record] = IngestTable(
+            record=record, event_type=spec.event_type, fingerprint=spec.fingerprint, table=table,
+            columns=(*[f for f, _, _ in KAFKA_FIELDS], *(name for name, _ in fields)), structure=structure,
+            container_schema=orjson.dumps(container))
+    return IngestPlan(tables, tuple(statements))
 
 
 def _varint(n: int) -> bytes:
@@ -175,6 +241,7 @@ class ContainerBuilder:
     def __init__(self, ingest: IngestTable) -> None:
         self.ingest = ingest
         self.sync = os.urandom(16)
+        self._type = _avro_string(ingest.event_type.encode())
         self._topics: dict[str, bytes] = {}
         self._parts: list[bytes] = []
         self.count = 0
@@ -183,9 +250,9 @@ class ContainerBuilder:
         prefix = self._topics.get(topic)
         if prefix is None:
             raw = topic.encode()
-            prefix = self._topics[topic] = _varint(len(raw)) + raw
+            prefix = self._topics[topic] = self._type + _varint(len(raw)) + raw
         head = prefix + _varint(partition) + _varint(offset)
-        # block: object count (1), byte size, the record (Kafka coordinates, then the body), sync
+        # block: object count (1), byte size, the record (type and Kafka coordinates, then the body), sync
         self._parts.append(b"\x02" + _varint(len(head) + len(body)) + head)
         self._parts.append(body)
         self._parts.append(self.sync)
@@ -204,7 +271,7 @@ def _avro_string(raw: bytes) -> bytes:
 def ensure_ingest(execute: Callable[[str], Any], query: Callable[[str], list[dict[str, Any]]],
                   schemas: Sequence[tuple[Mapping[str, Any], bytes]],
                   typed_tables: Mapping[str, str]) -> dict[str, IngestTable]:
-    """Create the ingest objects of every mappable record type; return them by full record name.
+    """Create the shared ingest table and its views; return the mapped record types by full name.
 
     ``schemas`` are the current (raw .avsc, fingerprint) pairs; ``typed_tables`` maps a short
     record name to its typed table.
@@ -214,16 +281,14 @@ def ensure_ingest(execute: Callable[[str], Any], query: Callable[[str], list[dic
     columns: dict[str, dict[str, str]] = {}
     for row in rows:
         columns.setdefault(str(row["table"]), {})[str(row["name"])] = str(row["type"])
-    out: dict[str, IngestTable] = {}
+    specs = []
     for raw, fingerprint in schemas:
         event_type = str(raw["name"]).rsplit(".", 1)[-1]
         typed = typed_tables.get(event_type)
         if typed is not None and typed not in columns:
             raise StoreQueryError(f"typed table {DATABASE}.{typed} is missing: run `aios db migrate`")
-        plan = plan_ingest(raw, fingerprint, event_type, typed, columns.get(typed or "", {}))
-        if plan is None:
-            continue
-        for statement in plan.statements:
-            execute(statement)
-        out[plan.record] = plan
-    return out
+        specs.append(RecordSpec(raw, fingerprint, event_type, typed, columns.get(typed or "", {})))
+    plan = plan_ingest(specs)
+    for statement in plan.statements:
+        execute(statement)
+    return plan.tables

@@ -77,9 +77,12 @@ class HistoryStore(ABC):
         """
 
     @abstractmethod
-    def insert_avro(self, ingest: IngestTable, container: bytes) -> None:
-        """One INSERT of an Avro object container into ``ingest``'s table (FORMAT Avro).
+    def insert_avro(self, containers: Sequence[tuple[IngestTable, bytes]]) -> None:
+        """Avro object containers (FORMAT Avro), each into its ingest table: in one INSERT where the
+        engine can take several files at once (chdb), else one INSERT per container.
 
+        When this raises, some rows may be stored already; storing them again is harmless (rows
+        are idempotent on event_id).
         Raises StoreUnavailableError when the store cannot be reached, StoreQueryError when it
         rejects the data (a corrupt body among the events).
         """

@@ -15,6 +15,13 @@ from connectors.history.avro_ingest import IngestTable
 from connectors.history.base import HistoryStore, _quote
 from connectors.history.migrations import DATABASE
 
+# The ingest table feeds a view per typed table and one into events, and those feed the rollups:
+# running the views side by side lets one INSERT use more than one core (60,000 bench events in
+# 10,000-event batches: ~51k rows/s against ~34k without, on 2 cores). optimize_on_insert = 0 skips
+# collapsing duplicate event ids within the block at insert (~58k rows/s): every exact reader uses
+# FINAL or uniqExact, and duplicates from separate batches sit in separate parts anyway.
+INGEST_SETTINGS = ("input_format_avro_allow_missing_fields = 1, output_format_json_quote_64bit_integers = 0, "
+                   "parallel_view_processing = 1, optimize_on_insert = 0")
 _SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # noqa: S108 - private mkstemp files
 
 
@@ -71,19 +78,22 @@ class ChdbStore(HistoryStore):
         self._run(f"INSERT INTO {DATABASE}.{table} ({', '.join(columns)}) "
                   f"SETTINGS input_format_skip_unknown_fields = 1 FORMAT JSONEachRow\n{body}")
 
-    def insert_avro(self, ingest: IngestTable, container: bytes) -> None:
-        # chdb takes no binary data with a query, so the container goes through a file (in memory
-        # where /dev/shm exists); the explicit structure spares ClickHouse inferring it.
-        fd, path = tempfile.mkstemp(prefix="aios-sink-", suffix=".avro", dir=_SCRATCH)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(container)
-            columns = ", ".join(ingest.columns)
-            self._run(f"INSERT INTO {DATABASE}.{ingest.table} ({columns}) SELECT {columns} "  # noqa: S608 - our names
-                      f"FROM file({_quote(path)}, 'Avro', {_quote(ingest.structure)}) "
-                      "SETTINGS output_format_json_quote_64bit_integers = 0")
-        finally:
-            os.unlink(path)
+    def insert_avro(self, containers: Sequence[tuple[IngestTable, bytes]]) -> None:
+        # chdb takes no binary data with a query, so each container goes into a file (in memory
+        # where /dev/shm exists), and one INSERT reads them all: ClickHouse's fixed cost per INSERT
+        # (a pipeline per view, a part per target table) is paid once per batch, not once per type.
+        # Each file carries its own record type's schema; columns it lacks take their defaults.
+        by_table: dict[str, list[tuple[IngestTable, bytes]]] = {}
+        for ingest, container in containers:
+            by_table.setdefault(ingest.table, []).append((ingest, container))
+        for table, members in by_table.items():
+            with tempfile.TemporaryDirectory(prefix="aios-sink-", dir=_SCRATCH) as scratch:
+                for i, (_, container) in enumerate(members):
+                    Path(scratch, f"{i}.avro").write_bytes(container)
+                structure = members[0][0].structure
+                self._run(f"INSERT INTO {DATABASE}.{table} SELECT * "  # noqa: S608 - our names
+                          f"FROM file({_quote(scratch + '/*.avro')}, 'Avro', {_quote(structure)}) "
+                          f"SETTINGS {INGEST_SETTINGS}")
 
     def query(self, sql: str) -> list[dict[str, Any]]:
         result = self._run(sql, "JSONEachRow")

@@ -57,17 +57,19 @@ class ClickHouseServerStore(HistoryStore):
         except DatabaseError as exc:
             raise StoreQueryError(f"ClickHouse: {exc}") from exc
 
-    def insert_avro(self, ingest: IngestTable, container: bytes) -> None:
+    def insert_avro(self, containers: Sequence[tuple[IngestTable, bytes]]) -> None:
         from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-        try:
-            self._client.raw_insert(f"{DATABASE}.{ingest.table}", column_names=list(ingest.columns),
-                                    insert_block=container, fmt="Avro",
-                                    settings={"output_format_json_quote_64bit_integers": 0})
-        except OperationalError as exc:
-            raise StoreUnavailableError(f"ClickHouse insert failed: {exc}") from exc
-        except DatabaseError as exc:
-            raise StoreQueryError(f"ClickHouse: {exc}") from exc
+        # An INSERT over HTTP carries one body in one format, so one INSERT per container here.
+        for ingest, container in containers:
+            try:
+                self._client.raw_insert(f"{DATABASE}.{ingest.table}", column_names=list(ingest.columns),
+                                        insert_block=container, fmt="Avro",
+                                        settings={"output_format_json_quote_64bit_integers": 0})
+            except OperationalError as exc:
+                raise StoreUnavailableError(f"ClickHouse insert failed: {exc}") from exc
+            except DatabaseError as exc:
+                raise StoreQueryError(f"ClickHouse: {exc}") from exc
 
     def query(self, sql: str) -> list[dict[str, Any]]:
         from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError

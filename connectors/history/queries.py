@@ -59,20 +59,32 @@ def _float(value: Any) -> float | None:
     return None if number != number else round(number, 2)  # NaN: no rows in the window
 
 
-def summary(store: HistoryStore, w: Window, stats: Stats) -> None:
-    row = _one(store, f"""SELECT count() AS results, countIf(status = 'succeeded') AS succeeded,
-        countIf(status = 'failed') AS failed,
+def results(store: HistoryStore, w: Window, stats: Stats) -> dict[str, dict[str, Any]]:
+    """Fill the summary from one pass over ``results``; return the per-role rows of that pass.
+
+    GROUP BY ROLLUP builds the all-roles row by merging the per-role states, so the table is
+    read (with FINAL) once rather than once for the summary and again for the roles.
+    """
+    by_role: dict[str, dict[str, Any]] = {}
+    total: dict[str, Any] = {}
+    for row in store.query(f"""SELECT grouping(role) AS all_roles, role, count() AS n,
+        countIf(status = 'succeeded') AS succeeded, countIf(status = 'failed') AS failed,
         quantilesTDigest(0.5, 0.95, 0.99)({RESULT_LATENCY_MS}) AS q
-        FROM {DATABASE}.results FINAL WHERE {w.where()}""")  # noqa: S608 - values quoted by Window
-    stats.results = int(row.get("results", 0))
-    stats.succeeded = int(row.get("succeeded", 0))
-    stats.failed = int(row.get("failed", 0))
-    q = row.get("q") or [float("nan")] * 3
+        FROM {DATABASE}.results FINAL WHERE {w.where()} GROUP BY ROLLUP(role)"""):  # noqa: S608 - quoted by Window
+        if int(row["all_roles"]):
+            total = row
+        else:
+            by_role[str(row["role"])] = row
+    stats.results = int(total.get("n", 0))
+    stats.succeeded = int(total.get("succeeded", 0))
+    stats.failed = int(total.get("failed", 0))
+    q = total.get("q") or [float("nan")] * 3
     stats.latency_ms = {"p50": _float(q[0]), "p95": _float(q[1]), "p99": _float(q[2])}
     stats.tasks_per_min = round(stats.results / (w.since_s / 60), 2)
     stats.success_rate = round(stats.succeeded / stats.results, 4) if stats.results else None
     row = _one(store, f"SELECT count() AS n FROM {DATABASE}.tasks FINAL WHERE {w.where()}")  # noqa: S608
     stats.submitted = int(row.get("n", 0))
+    return by_role
 
 
 def cost(store: HistoryStore, w: Window, limit: int = 20) -> list[dict[str, Any]]:
@@ -93,19 +105,19 @@ def top_failures(store: HistoryStore, w: Window, limit: int = 10) -> list[dict[s
     return [{"error": r["error"], "count": int(r["n"]), "role": r["role"]} for r in rows]
 
 
-def roles(store: HistoryStore, w: Window) -> list[dict[str, Any]]:
-    """Per role: tasks assigned, results, failures and median latency in the window."""
+def roles(store: HistoryStore, w: Window, done: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per role: tasks assigned, results, failures and median latency in the window.
+
+    ``done`` holds the per-role rows of ``results()``.
+    """
     assigned = {str(r["role"]): int(r["n"]) for r in store.query(
         f"SELECT role, count() AS n FROM {DATABASE}.assignments FINAL WHERE {w.where()} GROUP BY role")}  # noqa: S608
-    done = {str(r["role"]): r for r in store.query(f"""SELECT role, count() AS n,
-        countIf(status = 'failed') AS failed, quantileTDigest(0.5)({RESULT_LATENCY_MS}) AS p50
-        FROM {DATABASE}.results FINAL WHERE {w.where()} GROUP BY role""")}  # noqa: S608
     out = []
     for role in sorted(set(assigned) | set(done)):
         r = done.get(role, {})
         out.append({"role": role, "assigned": assigned.get(role, 0), "results": int(r.get("n", 0)),
                     "failed": int(r.get("failed", 0)),
-                    "p50_ms": _float(r["p50"]) if "p50" in r else None})
+                    "p50_ms": _float(r["q"][0]) if r.get("q") else None})
     return out
 
 
@@ -121,9 +133,9 @@ def stats(store: HistoryStore, *, since_s: int, project_id: str | None = None) -
     """Everything ``aios stats`` prints, over the last ``since_s`` seconds."""
     w = Window(since_s, project_id)
     out = Stats(since_s=since_s, project_id=project_id)
-    summary(store, w, out)
+    done = results(store, w, out)
     out.cost = cost(store, w)
     out.top_failures = top_failures(store, w)
-    out.roles = roles(store, w)
+    out.roles = roles(store, w, done)
     out.dead_letters = dead_letters(store, w)
     return out

@@ -1,8 +1,9 @@
 """One batch of Kafka records into the history store, as the sink and its benchmark both run it.
 
-Record types with an ingest table (avro_ingest.py) go to ClickHouse as Avro, undecoded: Python
-reads only the framing. Everything else (older writer versions, record types the ingest mapping
-does not cover) is decoded in Python and inserted as JSON rows, as before.
+Record types mapped onto the ingest table (avro_ingest.py) go to ClickHouse as Avro, undecoded:
+Python reads only the framing and builds one container per record type, and the batch's
+containers are stored together (one INSERT on chdb). Everything else (older writer versions,
+record types the ingest mapping does not cover) is decoded in Python and inserted as JSON rows.
 """
 
 from __future__ import annotations
@@ -77,8 +78,8 @@ def write_batch(store: HistoryStore, codec: Codec, records: Sequence[Record]) ->
         row = _python_row(codec, record, result)
         if row is not None:
             rows.append(row)
-    for table, members in native.values():
-        result.native += _insert_native(store, codec, table, members, result)
+    if native:
+        result.native = _insert_native(store, codec, list(native.values()), result)
     store.insert(rows)
     result.stored = result.native + len(rows)
     return result
@@ -99,24 +100,29 @@ def _container(table: IngestTable, members: Sequence[tuple[Record, bytes]]) -> b
     return builder.build()
 
 
-def _insert_native(store: HistoryStore, codec: Codec, table: IngestTable,
-                   members: list[tuple[Record, bytes]], result: BatchResult) -> int:
+def _insert_native(store: HistoryStore, codec: Codec,
+                   groups: list[tuple[IngestTable, list[tuple[Record, bytes]]]], result: BatchResult) -> int:
+    """One container per record type, all in one ``insert_avro``; return the events stored."""
     try:
-        store.insert_avro(table, _container(table, members))
-        return len(members)
+        store.insert_avro([(table, _container(table, members)) for table, members in groups])
+        return sum(len(members) for _, members in groups)
     except StoreQueryError:
-        # ClickHouse rejects the whole container for one corrupt body. Find the bad ones with the
+        # ClickHouse rejects the whole INSERT for one corrupt body. Find the bad ones with the
         # Python decoder (slow, but only on this path) and store the rest, still natively.
-        good: list[tuple[Record, bytes]] = []
-        for record, body in members:
-            try:
-                codec.decode(record.value)
-            except SchemaError as exc:
-                result.rejected.append((record, exc))
-                continue
-            good.append((record, body))
-        if len(good) == len(members):
+        good: list[tuple[IngestTable, list[tuple[Record, bytes]]]] = []
+        for table, members in groups:
+            kept: list[tuple[Record, bytes]] = []
+            for record, body in members:
+                try:
+                    codec.decode(record.value)
+                except SchemaError as exc:
+                    result.rejected.append((record, exc))
+                    continue
+                kept.append((record, body))
+            if kept:
+                good.append((table, kept))
+        if sum(len(m) for _, m in good) == sum(len(m) for _, m in groups):
             raise  # every event decodes: the store itself refused the data
     if good:
-        store.insert_avro(table, _container(table, good))
-    return len(good)
+        store.insert_avro([(table, _container(table, members)) for table, members in good])
+    return sum(len(members) for _, members in good)

@@ -42,9 +42,13 @@ def test_migrations_are_recorded_once_and_create_every_table(store: ChdbStore) -
         assert tables[name]["engine"] == "AggregatingMergeTree"
     rollup_views = [n for n, r in tables.items() if r["engine"] == "MaterializedView" and not n.startswith("ingest_")]
     assert len(rollup_views) == 7
-    # The sink's ingest objects (avro_ingest.py): a Null table and its views per mappable record type.
-    ingest = [n for n, r in tables.items() if n.startswith("ingest_task_") and r["engine"] == "Null"]
-    assert len(ingest) == 1 and f"{ingest[0]}_events" in tables and f"{ingest[0]}_typed" in tables
+    # The sink's ingest objects (avro_ingest.py): one Null table shared by the mappable record
+    # types, a view into events and one into each of their typed tables.
+    ingest = [n for n, r in tables.items() if n.startswith("ingest_") and r["engine"] == "Null"]
+    assert len(ingest) == 1 and f"{ingest[0]}_events" in tables
+    assert {f"{ingest[0]}_{t}" for t in ("tasks", "assignments", "results", "messages", "memory", "llm_calls",
+                                          "agent_status")} <= set(tables)
+    assert f"{ingest[0]}_dead_letters" not in tables  # DeadLetter has bytes: decoded in Python
 
 
 def test_a_redelivered_batch_lands_once_in_typed_tables_rollups_and_stats(store: ChdbStore) -> None:
@@ -101,3 +105,39 @@ def test_db_migrate_cli_and_a_bad_since(store: ChdbStore) -> None:
         "engine": "chdb", "applied": [], "already_applied": [1, 2, 3]}
     bad = CliRunner().invoke(cli, ["stats", "--since", "yesterday"], env=env)
     assert bad.exit_code == 2 and "30m, 1h, 7d" in bad.output
+
+
+def test_stats_summary_and_roles_come_from_one_pass_and_agree(store: ChdbStore) -> None:
+    codec = Codec(validate=False)
+    project = f"schema-{uuid.uuid4().hex[:8]}"
+    rows = []
+    for i, (role, status, latency) in enumerate([("backend", "succeeded", 100.0), ("backend", "failed", 300.0),
+                                                 ("qa", "succeeded", 50.0)]):
+        for name, value in task_events(i):
+            if "project_id" in value:
+                value["project_id"] = project
+            if "role" in value:
+                value["role"] = role
+            if name == "TaskResult":
+                value.update(status=status, error="boom" if status == "failed" else None, submitted_at=0,
+                             latency_ms=latency)
+            rows.append(to_row(codec.decode(codec.encode(name, value)), f"t.{name}", 0, len(rows)))
+    store.insert(rows)
+
+    got = stats(store, since_s=3600, project_id=project)
+    assert (got.submitted, got.results, got.succeeded, got.failed) == (3, 3, 2, 1)
+    # the same figures as queries of their own (the all-roles row merges the per-role digests)
+    direct = {str(r["role"]): float(r["p50"]) for r in store.query(
+        f"SELECT role, quantileTDigest(0.5)(latency_ms) AS p50 FROM aios.results FINAL "  # noqa: S608
+        f"WHERE project_id = '{project}' GROUP BY role")}
+    direct[""] = float(store.query(f"SELECT quantileTDigest(0.5)(latency_ms) AS p50 FROM aios.results FINAL "  # noqa: S608
+                                   f"WHERE project_id = '{project}'")[0]["p50"])
+    assert got.latency_ms["p50"] == direct[""]
+    assert got.roles == [{"role": "backend", "assigned": 2, "results": 2, "failed": 1, "p50_ms": direct["backend"]},
+                         {"role": "qa", "assigned": 1, "results": 1, "failed": 0, "p50_ms": 50.0}]
+    assert direct["qa"] == 50.0
+    assert got.top_failures == [{"error": "boom", "count": 1, "role": "backend"}]
+
+    empty = stats(store, since_s=3600, project_id=f"{project}-none")
+    assert (empty.results, empty.success_rate, empty.roles, empty.cost) == (0, None, [], [])
+    assert empty.latency_ms == {"p50": None, "p95": None, "p99": None}

@@ -108,3 +108,40 @@ def test_record_types_without_an_ingest_table_take_the_python_path(store: ChdbSt
     assert sorted(r["event_type"] for r in got.values()) == sorted(name for name, _ in task_events(0))
     tasks = store.query(f"SELECT count() AS n FROM aios.tasks FINAL WHERE project_id = '{project}'")  # noqa: S608
     assert int(tasks[0]["n"]) == 1
+
+
+def test_a_batch_of_every_record_type_is_one_insert(store: ChdbStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    codec = Codec(validate=False)
+    project = f"w-{uuid.uuid4().hex[:8]}"
+    statements: list[str] = []
+    run = store._run
+
+    def spy(sql: str, fmt: str = "CSV") -> Any:
+        statements.append(sql)
+        return run(sql, fmt)
+
+    monkeypatch.setattr(store, "_run", spy)
+    result = write_batch(store, codec, records(codec, project, tasks=3))
+    assert (result.stored, result.native) == (18, 18)
+    assert [s.split(" SELECT")[0] for s in statements if s.startswith("INSERT")] == [
+        f"INSERT INTO aios.{store.ingest['aios.v1.Task'].table}"]
+    assert len(stored_events(store, project)) == 18
+    typed = {t: store.query(f"SELECT count() AS n FROM aios.{t} FINAL WHERE project_id = '{project}'")  # noqa: S608
+             for t in ("tasks", "assignments", "results", "messages", "memory", "llm_calls")}
+    assert {t: int(r[0]["n"]) for t, r in typed.items()} == dict.fromkeys(typed, 3)
+
+
+def test_a_duplicate_within_one_batch_collapses_under_final(store: ChdbStore) -> None:
+    # The ingest INSERT skips collapsing at insert time (optimize_on_insert = 0): FINAL does it.
+    codec = Codec(validate=False)
+    project = f"w-{uuid.uuid4().hex[:8]}"
+    batch = records(codec, project, tasks=1)
+    result = write_batch(store, codec, batch + batch)
+    assert (result.stored, result.native) == (12, 12)
+    assert len(stored_events(store, project)) == 6
+    assert store.count_events(project_id=project) == 6
+    n = store.query(f"SELECT count() AS n FROM aios.results FINAL WHERE project_id = '{project}'")  # noqa: S608
+    assert int(n[0]["n"]) == 1
+    states = store.query("SELECT uniqExactMerge(events) AS n FROM aios.task_states_1m "  # noqa: S608
+                         f"WHERE project_id = '{project}'")
+    assert int(states[0]["n"]) == 3

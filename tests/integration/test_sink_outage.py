@@ -46,7 +46,7 @@ class FlakyStore(HistoryStore):
     def insert_json(self, table: str, columns: Sequence[str], lines: Sequence[str]) -> None:
         raise AssertionError("the sink inserts through insert()")
 
-    def insert_avro(self, ingest: IngestTable, container: bytes) -> None:
+    def insert_avro(self, containers: Sequence[tuple[IngestTable, bytes]]) -> None:
         raise AssertionError("no ingest tables: every event takes the Python path through insert()")
 
     def query(self, sql: str) -> list[dict[str, Any]]:
@@ -118,11 +118,11 @@ class FlakyNativeStore(HistoryStore):
         self.failures = failures
         self.attempts = 0
 
-    def insert_avro(self, ingest: IngestTable, container: bytes) -> None:
+    def insert_avro(self, containers: Sequence[tuple[IngestTable, bytes]]) -> None:
         self.attempts += 1
         if self.attempts <= self.failures:
             raise StoreUnavailableError(f"store down (attempt {self.attempts})")
-        self.real.insert_avro(ingest, container)
+        self.real.insert_avro(containers)
 
     def execute(self, sql: str) -> None:
         self.real.execute(sql)

@@ -8,7 +8,7 @@ from typing import Any
 import fastavro
 import pytest
 
-from connectors.history.avro_ingest import ContainerBuilder, _varint, clickhouse_type, plan_ingest
+from connectors.history.avro_ingest import ContainerBuilder, RecordSpec, _varint, clickhouse_type, plan_ingest
 from schemas.codec import Codec
 from streams.bench_sink import task_events
 
@@ -32,31 +32,60 @@ def test_clickhouse_type(avro: Any, expected: str | None) -> None:
     assert clickhouse_type(avro) == expected
 
 
+BASE = [{"name": "event_id", "type": "string"}, {"name": "timestamp", "type": "long"},
+        {"name": "trace_id", "type": "string"}]
+
+
+def spec(name: str, fields: list[dict[str, Any]], typed: str | None = None,
+         typed_columns: dict[str, str] | None = None) -> RecordSpec:
+    return RecordSpec({"type": "record", "name": name, "fields": fields}, name.encode().ljust(8, b"_"), name,
+                      typed, typed_columns or {})
+
+
 def test_plan_skips_schemas_it_cannot_map() -> None:
-    base = [{"name": "event_id", "type": "string"}, {"name": "timestamp", "type": "long"},
-            {"name": "trace_id", "type": "string"}]
-    ok = plan_ingest({"type": "record", "name": "X", "fields": base}, b"f" * 8, "X", None, {})
-    assert ok is not None and ok.columns[:3] == ("_topic", "_partition", "_offset")
-    with_bytes = {"type": "record", "name": "X", "fields": [*base, {"name": "b", "type": "bytes"}]}
-    assert plan_ingest(with_bytes, b"f" * 8, "X", None, {}) is None
-    clash = {"type": "record", "name": "X", "fields": [*base, {"name": "_topic", "type": "string"}]}
-    assert plan_ingest(clash, b"f" * 8, "X", None, {}) is None
-    no_envelope = {"type": "record", "name": "X", "fields": base[:1]}
-    assert plan_ingest(no_envelope, b"f" * 8, "X", None, {}) is None
+    plan = plan_ingest([
+        spec("X", BASE),
+        spec("WithBytes", [*BASE, {"name": "b", "type": "bytes"}]),
+        spec("Clash", [*BASE, {"name": "_topic", "type": "string"}]),
+        spec("NoEnvelope", BASE[:1]),
+    ])
+    assert set(plan.tables) == {"X"}
+    assert plan.tables["X"].columns[:4] == ("_type", "_topic", "_partition", "_offset")
+    assert plan_ingest([spec("NoEnvelope", BASE[:1])]).statements == ()
 
 
-def test_plan_names_follow_the_ddl_and_typed_view_fills_ts_and_nulls() -> None:
+def test_record_types_share_one_table_widened_to_nullable_and_clashing_types_stay_out() -> None:
+    plan = plan_ingest([
+        spec("A", [*BASE, {"name": "note", "type": "string"}, {"name": "n", "type": "int"}]),
+        spec("B", [*BASE, {"name": "note", "type": ["null", "string"]}]),
+        spec("C", [*BASE, {"name": "n", "type": "string"}]),  # n is Int32 for A: one column cannot hold both
+    ])
+    assert set(plan.tables) == {"A", "B"}
+    a, b = plan.tables["A"], plan.tables["B"]
+    assert a.table == b.table and a.structure == b.structure
+    assert "note Nullable(String)" in a.structure and "n Int32" in a.structure
+    assert a.columns[-2:] == ("note", "n") and b.columns[-1] == "note"
+    events_view = plan.statements[1]
+    # each type's payload has its own fields only, as the Python path writes it
+    assert "_type = 'A', formatRowNoNewline('JSONEachRow', event_id, timestamp, trace_id, note, n)" in events_view
+    assert "_type = 'B', formatRowNoNewline('JSONEachRow', event_id, timestamp, trace_id, note)" in events_view
+
+
+def test_plan_names_follow_the_ddl_and_typed_views_fill_ts_and_nulls() -> None:
     codec = Codec()
     schema = codec.catalog.get("TaskResult")
     typed = {"event_id": "String", "timestamp": "Int64", "trace_id": "String", "error": "String",
              "ttft_ms": "Nullable(Float64)"}
-    a = plan_ingest(schema.raw, schema.fingerprint, "TaskResult", "results", typed)
-    b = plan_ingest(schema.raw, schema.fingerprint, "TaskResult", "results", {**typed, "status": "String"})
-    assert a is not None and b is not None
-    assert a.table != b.table, "a different typed table gets new objects, never altered ones"
+    result = RecordSpec(schema.raw, schema.fingerprint, "TaskResult", "results", typed)
+    a = plan_ingest([result])
+    b = plan_ingest([RecordSpec(schema.raw, schema.fingerprint, "TaskResult", "results", {**typed, "status": "String"})])
+    assert a.tables["aios.v1.TaskResult"].table != b.tables["aios.v1.TaskResult"].table, \
+        "a different typed table gets new objects, never altered ones"
     view = a.statements[2]
+    assert view.startswith(f"CREATE MATERIALIZED VIEW IF NOT EXISTS aios.{a.tables['aios.v1.TaskResult'].table}_results")
     assert "fromUnixTimestamp64Milli(timestamp, 'UTC') AS ts" in view
     assert "ifNull(error, '') AS error" in view
+    assert view.endswith("WHERE _type = 'TaskResult'")
 
 
 def test_varint_is_avro_zigzag() -> None:
@@ -68,15 +97,14 @@ def test_varint_is_avro_zigzag() -> None:
 def test_container_is_a_valid_avro_file_with_the_kafka_coordinates() -> None:
     codec = Codec()
     schema = codec.catalog.get("Task")
-    plan = plan_ingest(schema.raw, schema.fingerprint, "Task", None, {})
-    assert plan is not None
+    plan = plan_ingest([RecordSpec(schema.raw, schema.fingerprint, "Task", None, {})]).tables["aios.v1.Task"]
     builder = ContainerBuilder(plan)
     events = [value for name, value in task_events(0) + task_events(1) if name == "Task"]
     for i, value in enumerate(events):
         _, body, _ = codec.frame(codec.encode("Task", value))
         builder.add("aios.tasks", i, 10**9 + i, body)
     records = list(fastavro.reader(io.BytesIO(builder.build())))
-    assert [(r["_topic"], r["_partition"], r["_offset"]) for r in records] == [
-        ("aios.tasks", 0, 10**9), ("aios.tasks", 1, 10**9 + 1)]
+    assert [(r["_type"], r["_topic"], r["_partition"], r["_offset"]) for r in records] == [
+        ("Task", "aios.tasks", 0, 10**9), ("Task", "aios.tasks", 1, 10**9 + 1)]
     assert [r["event_id"] for r in records] == [e["event_id"] for e in events]
     assert records[0]["description"] == events[0]["description"]

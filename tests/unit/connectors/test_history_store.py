@@ -59,22 +59,24 @@ class _FakeClient:
 def test_server_store_inserts_avro_into_the_ingest_table_and_maps_errors() -> None:
     from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-    from connectors.history.avro_ingest import plan_ingest
+    from connectors.history.avro_ingest import RecordSpec, plan_ingest
     from connectors.history.clickhouse_store import ClickHouseServerStore
     from schemas.codec import Codec
 
-    schema = Codec().catalog.get("AgentMessage")
-    plan = plan_ingest(schema.raw, schema.fingerprint, "AgentMessage", None, {})
-    assert plan is not None
+    catalog = Codec().catalog
+    plan = plan_ingest([RecordSpec(catalog.get(n).raw, catalog.get(n).fingerprint, n, None, {})
+                        for n in ("AgentMessage", "Task")])
+    message, task = plan.tables["aios.v1.AgentMessage"], plan.tables["aios.v1.Task"]
     store = object.__new__(ClickHouseServerStore)  # no server here: only the insert path is under test
     store._client = _FakeClient()
-    store.insert_avro(plan, b"Obj\x01...")
-    call = store._client.calls[0]
-    assert call["table"] == f"aios.{plan.table}" and call["fmt"] == "Avro"
-    assert call["column_names"] == list(plan.columns) and call["insert_block"] == b"Obj\x01..."
+    store.insert_avro([(message, b"Obj\x01 m"), (task, b"Obj\x01 t")])
+    first, second = store._client.calls  # HTTP takes one body per INSERT: one per record type
+    assert first["table"] == second["table"] == f"aios.{message.table}" and first["fmt"] == "Avro"
+    assert first["column_names"] == list(message.columns) and first["insert_block"] == b"Obj\x01 m"
+    assert second["column_names"] == list(task.columns) and second["insert_block"] == b"Obj\x01 t"
     store._client = _FakeClient(OperationalError("connection refused"))
     with pytest.raises(StoreUnavailableError):
-        store.insert_avro(plan, b"")
+        store.insert_avro([(message, b"")])
     store._client = _FakeClient(DatabaseError("Cannot parse Avro"))
     with pytest.raises(StoreQueryError):
-        store.insert_avro(plan, b"")
+        store.insert_avro([(message, b"")])
