@@ -136,6 +136,11 @@ class Settings(BaseSettings):
     metrics_host: str = Field("127.0.0.1", description="Address /metrics binds to (0.0.0.0 in containers).")
     commit_interval_s: float = Field(1.0, gt=0, description="How often processors commit offsets.")
     project_concurrency: int = Field(64, ge=1, description="Tasks of one project in flight at once.")
+    task_timeout_s: float = Field(
+        900.0, gt=0,
+        description="An attempt with no outcome after this long fails and is retried like any failure "
+        "(a lost assignment, a stuck agent); its late outcome is then ignored.",
+    )
     orchestrator_group_fencing: bool = Field(
         False,
         description="Also commit the orchestrator's input offsets to its consumer group inside each "

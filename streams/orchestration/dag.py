@@ -45,6 +45,7 @@ class Node:
     errors: list[str] = field(default_factory=list)  # every failed attempt's error, oldest first
     retry_at_ms: int | None = None  # a failed attempt waits for its backoff; READY once due
     privacy: str = "normal"  # restricted: routed to local models only
+    dispatched_ms: int | None = None  # when the current attempt went out (for its timeout)
 
 
 @dataclass
@@ -179,7 +180,7 @@ class ProjectDag:
                if (n := self.nodes[t]).state is State.PENDING and n.retry_at_ms is not None]
         return min(due) if due else None
 
-    def take(self, limits: Limits | None = None) -> list[Node]:
+    def take(self, limits: Limits | None = None, now_ms: int | None = None) -> list[Node]:
         """Mark ready tasks dispatched, by priority, within the concurrency limits; return them."""
         limits = limits or Limits()
         running = len(self.by_state[State.DISPATCHED])  # before this call's own dispatches
@@ -196,6 +197,7 @@ class ProjectDag:
                 continue
             self.set_state(node, State.DISPATCHED)
             node.attempts += 1
+            node.dispatched_ms = now_ms
             per_role[node.role] = per_role.get(node.role, 0) + 1
             taken.append(node)
         return taken

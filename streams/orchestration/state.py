@@ -282,10 +282,32 @@ class ProjectState:
             return []
         return [Dispatch(n.id, n.role, n.description, n.attempts, n.priority, self.dag.dependency_outputs(n.id),
                          n.privacy)
-                for n in self.dag.take(limits)]
+                for n in self.dag.take(limits, now_ms)]
 
     def next_retry_ms(self) -> int | None:
         return self.dag.next_retry_ms()
+
+    def next_timeout_ms(self, timeout_ms: int) -> int | None:
+        """When the earliest dispatched attempt runs out of time (None: nothing is in flight)."""
+        started = [n.dispatched_ms for t in self.dag.by_state[State.DISPATCHED]
+                   if (n := self.dag.nodes[t]).dispatched_ms is not None]
+        return min(started) + timeout_ms if started else None
+
+    def time_out(self, *, now_ms: int, timeout_ms: int, policy: RetryPolicy, rng: random.Random) -> Actions:
+        """Attempts with no outcome within ``timeout_ms`` fail (and are retried like any failure):
+        an assignment lost on its way, or an agent stuck, must not hold its task forever. A late
+        outcome of such an attempt is then stale and ignored."""
+        out = Actions()
+        for tid in sorted(self.dag.by_state[State.DISPATCHED]):
+            node = self.dag.nodes[tid]
+            if node.dispatched_ms is None or now_ms - node.dispatched_ms < timeout_ms:
+                continue
+            acts = self.on_attempt(tid, node.attempts, False, "", f"no outcome within {timeout_ms / 1000:g}s",
+                                   0.0, now_ms=now_ms, policy=policy, rng=rng)
+            out.finals += acts.finals
+            out.dead_letters += acts.dead_letters
+            out.retry_at_ms += acts.retry_at_ms
+        return out
 
     # --- status ----------------------------------------------------------------------------
 

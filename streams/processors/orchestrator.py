@@ -92,6 +92,7 @@ class Orchestrator(TransactionalProcessor):
         self.stale_status: dict[str, str] = {}  # projects whose status is behind -> a trace id
         self.positions: dict[int, dict[str, int]] = {}  # partition -> input topic -> next offset
         self.retention_ms = int(s.finished_project_retention_s * 1000)
+        self.timeout_ms = int(s.task_timeout_s * 1000)
         self.next_sweep_ms = 0
 
     # --- state: rebuilt per partition from the state log -----------------------------------
@@ -123,11 +124,17 @@ class Orchestrator(TransactionalProcessor):
 
     def _adopt(self, project: str, state: ProjectState, partition: int) -> None:
         self.states[project], self.partition_of[project] = state, partition
-        retry = state.next_retry_ms()
-        if retry is not None:
-            self.due[project] = retry
+        self._schedule(project, state)
         if not state.dag.done:
             self.stale_status[project] = ""  # a restart refreshes the status of unfinished projects
+
+    def _schedule(self, project: str, state: ProjectState) -> None:
+        """When the project next needs the loop's attention: a retry falls due or an attempt times out."""
+        deadlines = [t for t in (state.next_retry_ms(), state.next_timeout_ms(self.timeout_ms)) if t is not None]
+        if deadlines:
+            self.due[project] = min(deadlines)
+        else:
+            self.due.pop(project, None)
 
     def on_revoked(self, partitions: list[int]) -> None:
         gone = set(partitions)
@@ -271,7 +278,8 @@ class Orchestrator(TransactionalProcessor):
         if state is None:
             self.due.pop(project, None)
             return
-        self._apply(project, state, Actions(), None, self.stale_status.get(project) or new_id(), None, now)
+        actions = state.time_out(now_ms=now, timeout_ms=self.timeout_ms, policy=POLICY, rng=_rng)
+        self._apply(project, state, actions, None, self.stale_status.get(project) or new_id(), None, now)
 
     def _apply(self, project: str, state: ProjectState, actions: Actions, attempt_event: dict[str, Any] | None,
                trace_id: str, msg: Message | None, now: int) -> None:
@@ -292,18 +300,14 @@ class Orchestrator(TransactionalProcessor):
             self._send(t.role(d.role), "Assignment", assignment, d.task_id)
             EVENTS.labels(NAME, "dispatched").inc()
         for task_id, errors in actions.dead_letters:
-            if msg is not None:
-                self._dead_letter(msg, RuntimeError(f"task {task_id} failed after {len(errors)} attempts"), errors)
+            self._dead_letter(msg, RuntimeError(f"task {task_id} failed after {len(errors)} attempts"), errors,
+                              key=project)
         state.archive_finished_standalone()
         if state.dag.done:
             state.finished_ms = state.finished_ms or now
         else:
             state.finished_ms = None  # a new task joined a finished project
-        retry = state.next_retry_ms()
-        if retry is None:
-            self.due.pop(project, None)
-        else:
-            self.due[project] = retry
+        self._schedule(project, state)
         self.dirty[project] = trace_id
 
     def _write_changes(self, now: int) -> None:
@@ -336,12 +340,17 @@ class Orchestrator(TransactionalProcessor):
     def _send(self, topic: str, record: str, value: dict[str, Any], key: str) -> None:
         self.produce(topic, self.rt.codec.encode(record, value, topic), key)
 
-    def _dead_letter(self, msg: Message, exc: Exception, errors: list[str] | None = None) -> None:
-        letter = dead_letter_event(str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0),
-                                   msg.key(), msg.value(), NAME, exc, errors)
-        key = msg.key()
-        self._send(self.rt.topics.dlq, "DeadLetter", letter,
-                   key.decode(errors="replace") if isinstance(key, bytes) else str(msg.topic()))
+    def _dead_letter(self, msg: Message | None, exc: Exception, errors: list[str] | None = None,
+                     key: str | None = None) -> None:
+        """The input record and why it failed; with no record (a task that timed out), its errors."""
+        if msg is None:
+            letter = dead_letter_event(self.rt.topics.attempts, -1, -1, None, None, NAME, exc, errors)
+        else:
+            letter = dead_letter_event(str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0),
+                                       msg.key(), msg.value(), NAME, exc, errors)
+            raw = msg.key()
+            key = key or (raw.decode(errors="replace") if isinstance(raw, bytes) else str(msg.topic()))
+        self._send(self.rt.topics.dlq, "DeadLetter", letter, key or NAME)
 
 
 def register(app: faust.App, rt: Runtime) -> None:

@@ -119,3 +119,23 @@ def test_finished_standalone_tasks_leave_the_state_but_stay_counted() -> None:
     planned = ProjectState.from_plan(plan(), now_ms=0)
     planned.archive_finished_standalone()
     assert set(planned.dag.nodes) == {"a", "b"}  # a plan's tasks always stay
+
+
+def test_an_attempt_with_no_outcome_times_out_and_is_retried_then_fails() -> None:
+    s = ProjectState.from_plan(plan(), now_ms=0)
+    rng = random.Random(0)
+    [d] = s.dispatchable(now_ms=0)
+    assert s.next_timeout_ms(1000) == 1000
+    assert not s.time_out(now_ms=999, timeout_ms=1000, policy=POLICY, rng=rng)
+    acts = s.time_out(now_ms=1000, timeout_ms=1000, policy=POLICY, rng=rng)
+    assert acts.retry_at_ms == [1100] and s.next_timeout_ms(1000) is None
+    # The first attempt's late outcome is stale: it changes nothing.
+    assert not s.on_attempt("a", 1, True, "late", None, 0.0, now_ms=1050, policy=POLICY, rng=rng)
+    [d] = s.dispatchable(now_ms=1100)
+    assert d.attempt == 2
+    s.time_out(now_ms=2100, timeout_ms=1000, policy=POLICY, rng=rng)
+    [d] = s.dispatchable(now_ms=5000)
+    acts = s.time_out(now_ms=6000, timeout_ms=1000, policy=POLICY, rng=rng)
+    assert [(f.task_id, f.status) for f in acts.finals] == [("a", "failed"), ("b", "skipped")]
+    [(task, errors)] = acts.dead_letters
+    assert task == "a" and errors == [f"attempt {n}: no outcome within 1s" for n in (1, 2, 3)]
