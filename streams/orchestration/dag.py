@@ -8,6 +8,7 @@ which is how the orchestrator recovers from its changelog after a crash.
 from __future__ import annotations
 
 import enum
+import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -48,6 +49,10 @@ class Node:
     dispatched_ms: int | None = None  # when the current attempt went out (for its timeout)
 
 
+def _order(n: Node) -> tuple[int, str]:
+    return -n.priority, n.id
+
+
 @dataclass
 class Limits:
     """Concurrency caps on dispatched tasks; None means unlimited."""
@@ -86,6 +91,9 @@ class ProjectDag:
         # orchestrator's work per event.
         self.by_state: dict[State, set[str]] = {s: set() for s in State}
         self.retrying: set[str] = set()
+        # Ready tasks in dispatch order. Entries of tasks that left READY stay until popped (a
+        # lazy heap): an event that frees one slot then costs a pop, not a sort of the backlog.
+        self.ready_heap: list[tuple[int, str]] = []
 
     def set_state(self, node: Node, state: State) -> None:
         """Every state change goes through here: it keeps the index and marks the node for the log."""
@@ -93,6 +101,8 @@ class ProjectDag:
         node.state = state
         self.by_state[state].add(node.id)
         self.touched.add(node.id)
+        if state is State.READY:
+            heapq.heappush(self.ready_heap, _order(node))
 
     def remove(self, task_id: str) -> Node:
         node = self.nodes.pop(task_id)
@@ -107,6 +117,8 @@ class ProjectDag:
         self.nodes[node.id] = node
         self.touched.add(node.id)
         self.by_state[node.state].add(node.id)
+        if node.state is State.READY:
+            heapq.heappush(self.ready_heap, _order(node))
         if node.retry_at_ms is not None:
             self.retrying.add(node.id)
         self.dependents.setdefault(node.id, [])
@@ -123,7 +135,7 @@ class ProjectDag:
 
     def ready(self) -> list[Node]:
         """Ready tasks, highest priority first, then by id for a stable order."""
-        return sorted((self.nodes[t] for t in self.by_state[State.READY]), key=lambda n: (-n.priority, n.id))
+        return sorted((self.nodes[t] for t in self.by_state[State.READY]), key=_order)
 
     def counts(self) -> dict[str, int]:
         return {s.value: len(ids) for s, ids in self.by_state.items()}
@@ -184,22 +196,31 @@ class ProjectDag:
         """Mark ready tasks dispatched, by priority, within the concurrency limits; return them."""
         limits = limits or Limits()
         running = len(self.by_state[State.DISPATCHED])  # before this call's own dispatches
+        room = None if limits.per_project is None else limits.per_project - running
+        if room is not None and room <= 0 or not self.by_state[State.READY]:
+            return []  # under a backlog, most events end here: no ready list is built
         per_role: dict[str, int] = {}
         for tid in self.by_state[State.DISPATCHED]:
             role = self.nodes[tid].role
             per_role[role] = per_role.get(role, 0) + 1
         taken: list[Node] = []
-        for node in self.ready():
-            if limits.per_project is not None and running + len(taken) >= limits.per_project:
-                break
+        held: list[tuple[int, str]] = []  # ready, but their role is at its cap: back in the heap after
+        while self.ready_heap and (room is None or len(taken) < room):
+            entry = heapq.heappop(self.ready_heap)
+            node = self.nodes.get(entry[1])
+            if node is None or node.state is not State.READY or _order(node) != entry:
+                continue  # stale: dispatched, cancelled or archived since it was pushed
             cap = limits.per_role.get(node.role)
             if cap is not None and per_role.get(node.role, 0) >= cap:
+                held.append(entry)
                 continue
             self.set_state(node, State.DISPATCHED)
             node.attempts += 1
             node.dispatched_ms = now_ms
             per_role[node.role] = per_role.get(node.role, 0) + 1
             taken.append(node)
+        for entry in held:
+            heapq.heappush(self.ready_heap, entry)
         return taken
 
     def succeeded(self, task_id: str, output: str) -> list[Node]:

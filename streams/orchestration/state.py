@@ -160,7 +160,9 @@ class ProjectState:
 
     def archive_finished_standalone(self) -> None:
         """Drop finished standalone tasks nobody depends on, keeping their counts."""
-        for tid in list(self.standalone):
+        # Only tasks changed since the state was last logged can have just finished: scanning
+        # every standalone task per event was quadratic under a backlog of them.
+        for tid in list(self.standalone & self.dag.touched):
             node = self.dag.nodes.get(tid)
             if node is None or node.state not in TERMINAL or self.dag.dependents.get(tid):
                 continue

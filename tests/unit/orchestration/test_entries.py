@@ -44,6 +44,7 @@ def assert_indexed(state: ProjectState) -> None:
         s: {n.id for n in dag.nodes.values() if n.state is s} for s in {n.state for n in dag.nodes.values()}}
     waiting = {n.id for n in dag.nodes.values() if n.retry_at_ms is not None and n.state.value == "pending"}
     assert waiting <= dag.retrying
+    assert {n.id for n in dag.nodes.values() if n.state.value == "ready"} <= {tid for _, tid in dag.ready_heap}
 
 
 @st.composite
@@ -66,10 +67,11 @@ def test_logged_changes_rebuild_the_live_state(plan: Plan, events: list[tuple[st
     now = 0
     state = ProjectState.from_plan(plan, now_ms=now)
     log: dict[bytes, bytes | None] = {}
+    limits = Limits(per_project=2) if seed % 2 else Limits(per_project=3, per_role={"general": 1})
 
     def write() -> None:
         # A concurrency cap keeps ready tasks back, so some are taken by a later, unrelated event.
-        state.dispatchable(now_ms=now, limits=Limits(per_project=2))
+        state.dispatchable(now_ms=now, limits=limits)
         state.archive_finished_standalone()
         log.update(encode_changes(state))
         again = rebuilt(log)
