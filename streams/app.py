@@ -21,6 +21,7 @@ from streams.errors import OrchestrationError
 from streams.lag import ConsumerLag, watch
 from streams.metrics import serve
 from streams.processors import PROCESSORS
+from streams.processors.transactional import TransactionalProcessor
 from streams.runtime import Runtime
 from streams.settings import Settings
 
@@ -159,6 +160,9 @@ async def running(
     try:
         if uses_faust:
             await _wait_assigned(app, ready_timeout_s)
+        for service in rt.services:
+            if isinstance(service, TransactionalProcessor):
+                await service.wait_assigned(ready_timeout_s)
         yield RunningApp(app, rt)
         # A clean stop drains first (agents finish in-flight tasks); a crash goes straight down.
         for drain in rt.drainers:

@@ -13,6 +13,7 @@ read again from the committed offsets.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from abc import abstractmethod
 from typing import Any
@@ -54,6 +55,14 @@ class TransactionalProcessor(faust.Service):
         self.transactional_id = f"{rt.settings.topic_prefix}-{self.name}-{rt.settings.instance}"
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
+        self.assigned = threading.Event()  # set once the group gave this member its partitions
+
+    async def wait_assigned(self, timeout_s: float) -> None:
+        """Until the group has assigned this member (its state rebuilt), so 'ready' means ready."""
+        if not await asyncio.to_thread(self.assigned.wait, timeout_s):
+            raise KafkaError(f"{self.name}: no partitions assigned within {timeout_s:.0f}s; is Kafka up, are "
+                             "the topics created (aios topics create), and are there no more members than "
+                             "partitions (AIOS_TOPIC_PARTITIONS)?")
 
     # --- what a processor implements -------------------------------------------------------
 
@@ -112,6 +121,8 @@ class TransactionalProcessor(faust.Service):
             for tp in partitions:
                 tp.offset = resume.get((tp.topic, tp.partition), tp.offset)
             consumer.assign(partitions)
+        if partitions:
+            self.assigned.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.on_revoked(sorted({tp.partition for tp in partitions}))

@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from streams.app import running
 from streams.client import TaskClient, build_task, wait_project
+from streams.errors import KafkaError
 from streams.kafka import TopicReader, make_consumer, read_partition
 from streams.orchestration.entries import Rebuilder
 from streams.orchestration.plan import parse_plan
@@ -237,3 +238,10 @@ async def test_an_assignment_nobody_answers_times_out_retries_then_dead_letters(
     assert [a["attempt"] for a in read_all(s, "agent.backend")] == [1, 2, 3]
     [letter] = [d for d in read_all(s, "dlq") if d["processor"] == "orchestrator"]
     assert letter["errors"] == [f"attempt {n}: no outcome within 1s" for n in (1, 2, 3)]
+
+
+async def test_an_orchestrator_without_its_topics_says_what_to_do(settings: Settings) -> None:
+    s = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}-none"})  # never created
+    with pytest.raises(KafkaError, match=r"no partitions assigned within 5s; .*aios topics create"):
+        async with running(s, ["orchestrator"], ready_timeout_s=5):
+            pass
