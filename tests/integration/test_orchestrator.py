@@ -45,6 +45,12 @@ def read_all(settings: Settings, topic: str) -> list[dict[str, Any]]:
         reader.close()
 
 
+def two_steps(project: str) -> str:
+    """a (general), then b (qa) with a's output."""
+    return plan_doc(project, {"id": "a", "role": "general", "description": "a"},
+                    {"id": "b", "role": "qa", "description": "b", "depends_on": ["a"]})
+
+
 async def submit(settings: Settings, text: str) -> Any:
     plan = parse_plan(text, settings.roles)
     client = TaskClient(settings)
@@ -178,8 +184,7 @@ async def test_a_restricted_task_reaches_its_agent_restricted(settings: Settings
 
 async def test_a_finished_project_past_its_retention_keeps_only_counts(roles_settings: Settings) -> None:
     s = roles_settings.model_copy(update={"finished_project_retention_s": 0.0})
-    text = plan_doc("done", {"id": "a", "role": "general", "description": "a"},
-                    {"id": "b", "role": "qa", "description": "b", "depends_on": ["a"]})
+    text = two_steps("done")
     async with running(s, ["orchestrator", "results", "agents"]):
         await submit(s, text)
         final = await asyncio.to_thread(wait_project, s, "done", 60)
@@ -208,8 +213,7 @@ async def test_a_finished_project_past_its_retention_keeps_only_counts(roles_set
 
 async def test_group_fencing_commits_the_offsets_inside_the_transactions(roles_settings: Settings) -> None:
     s = roles_settings.model_copy(update={"orchestrator_group_fencing": True})
-    text = plan_doc("fenced", {"id": "a", "role": "general", "description": "a"},
-                    {"id": "b", "role": "qa", "description": "b", "depends_on": ["a"]})
+    text = two_steps("fenced")
     async with running(s, ["orchestrator", "results", "agents"]):
         await submit(s, text)
         final = await asyncio.to_thread(wait_project, s, "fenced", 60)
