@@ -154,7 +154,10 @@ def test_sigkilled_workers_leave_exactly_one_result_per_task(cli: Cli, tmp_path:
         finally:
             for w in workers.values():
                 w.stop()
-        calls = Counter(task_line(r.body) for r in llm.requests)
+        # A request whose sender was SIGKILLed mid-send arrives without a complete JSON body: it
+        # was never answered, so it is counted apart.
+        cut_off = sum(1 for r in llm.requests if "messages" not in r.body)
+        calls = Counter(task_line(r.body) for r in llm.requests if "messages" in r.body)
 
     per_task = Counter(task(r) for r in results)
     assert kills == {"agents": 4, "orchestrator": 3, "results": 2}
@@ -178,5 +181,5 @@ def test_sigkilled_workers_leave_exactly_one_result_per_task(cli: Cli, tmp_path:
     assert len(calls) == TOTAL
     repeated = sum(n - 1 for n in calls.values())
     print(f"kills {dict(kills)}, tasks {TOTAL}, results {len(results)}, duplicate results 0, "
-          f"LLM calls {sum(calls.values())}, repeated LLM calls {repeated}")
-    assert repeated <= kills["agents"] * 8
+          f"LLM calls {sum(calls.values())}, repeated LLM calls {repeated}, requests cut off by a kill {cut_off}")
+    assert repeated + cut_off <= kills["agents"] * 8
