@@ -12,7 +12,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from streams.client import TaskClient, build_task
 from streams.errors import OrchestrationError
 from streams.kafka import make_consumer, producer_config
 from streams.settings import Settings
-from streams.topics import admin_client, create_topics
+from streams.topics import admin_client, create_topics, delete_topics
 
 
 @dataclass(frozen=True)
@@ -249,11 +250,27 @@ MODES = {
 }
 
 
+@contextmanager
+def scratch_topics(base: Settings, prefix: str) -> Iterator[Settings]:
+    """The settings of a bench's own topics, created for it and deleted after it: a bench left
+    behind per run once filled the local broker (hundreds of prefixes, thousands of partitions)."""
+    settings = base.model_copy(update={"topic_prefix": f"{prefix}{int(time.time())}"})
+    create_topics(settings)
+    try:
+        yield settings
+    finally:
+        delete_topics(settings)
+
+
 def bench_pipeline(base: Settings, *, tasks: int, paced: int, rate: float, mode: str,
                    tick: Callable[[int], None]) -> dict[str, Any]:
-    prefix = f"bench{int(time.time())}"
-    settings = base.model_copy(update={"topic_prefix": prefix})
-    create_topics(settings)
+    with scratch_topics(base, "bench") as settings:
+        return _bench_pipeline(settings, tasks=tasks, paced=paced, rate=rate, mode=mode, tick=tick)
+
+
+def _bench_pipeline(settings: Settings, *, tasks: int, paced: int, rate: float, mode: str,
+                    tick: Callable[[int], None]) -> dict[str, Any]:
+    prefix = settings.topic_prefix
     raw_topic = f"{prefix}.raw-baseline"
     admin = admin_client(settings)  # keep a reference: futures fail if the client is collected
     futures = admin.create_topics(

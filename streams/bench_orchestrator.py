@@ -24,13 +24,13 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, TopicPartition
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
 
-from streams.bench import PipelineProcess, _latency_figures, _wait_for_leaders, raw_kafka
+from streams.bench import PipelineProcess, _latency_figures, _wait_for_leaders, raw_kafka, scratch_topics
 from streams.client import TaskClient, wait_project
 from streams.errors import OrchestrationError
 from streams.kafka import TopicReader, make_codec, make_consumer
 from streams.orchestration.plan import Plan, PlannedTask, validate_plan
 from streams.settings import Settings
-from streams.topics import admin_client, create_topics
+from streams.topics import admin_client
 
 PROCESSES = [["worker", "orchestrator"], ["worker", "results"], ["worker", "agents"]]
 PROJECT = "bench-dag"
@@ -108,9 +108,12 @@ class Watcher(threading.Thread):
 
 
 def bench_orchestrator(base: Settings, *, width: int, depth: int, tick: Callable[[int], None]) -> dict[str, Any]:
-    prefix = f"benchorch{int(time.time())}"
-    settings = base.model_copy(update={"topic_prefix": prefix})
-    create_topics(settings)
+    with scratch_topics(base, "benchorch") as settings:
+        return _bench_orchestrator(settings, width=width, depth=depth, tick=tick)
+
+
+def _bench_orchestrator(settings: Settings, *, width: int, depth: int, tick: Callable[[int], None]) -> dict[str, Any]:
+    prefix = settings.topic_prefix
     role = settings.roles[0]
     stamp_by_broker(settings, [f"{prefix}.attempts", f"{prefix}.agent.{role}"])
     raw_topic = f"{prefix}.raw-baseline"
