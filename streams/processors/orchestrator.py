@@ -317,12 +317,13 @@ class Orchestrator(TransactionalProcessor):
             self.stale_status[project] = trace_id
         self.dirty.clear()
         live_roles: set[str] | None = None
+        asked = False
         for project, trace_id in list(self.stale_status.items()):
             state = self.states[project]
             if not state.dag.done and now - self.status_at.get(project, 0) < STATUS_INTERVAL_MS:
                 continue
-            if live_roles is None:
-                live_roles = self.registry.live_roles() or set()  # named in the status: roles nobody serves
+            if not asked:  # once per batch; None until the registry caught up (then no note at all)
+                live_roles, asked = self.registry.live_roles(), True
             status = {**envelope(trace_id or None), **state.status(now_ms=now, live_roles=live_roles)}
             # Through the committer's outbox: a status never shows results not yet on aios.results.
             self._send(self.rt.topics.finals, "ProjectStatus", status, project)
