@@ -25,7 +25,7 @@ from streams.client import TaskClient, build_task
 from streams.errors import OrchestrationError
 from streams.kafka import make_consumer, producer_config
 from streams.settings import Settings
-from streams.topics import admin_client, create_topics, delete_topics
+from streams.topics import admin_client, create_topics, delete_topics, wait_for_leaders
 
 
 @dataclass(frozen=True)
@@ -123,17 +123,12 @@ def raw_kafka(settings: Settings, topic: str, burst: int, paced: int, rate: floa
     return Figures(burst, burst / burst_elapsed, len(latencies), rate, p50, p99, worst)
 
 
-def _wait_for_leaders(admin: Any, topic: str, partitions: int, timeout_s: float = 30.0) -> None:
-    """A just-created topic is usable once every partition has a leader; a client that looks
-    earlier caches "unknown topic" until its next metadata refresh (minutes)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        meta = admin.list_topics(topic, timeout=5).topics.get(topic)
-        if meta is not None and meta.error is None and len(meta.partitions) == partitions \
-                and all(p.leader >= 0 for p in meta.partitions.values()):
-            return
-        time.sleep(0.1)
-    raise OrchestrationError(f"topic {topic} has no leader for every partition after {timeout_s:.0f}s")
+def create_raw_topic(settings: Settings, name: str) -> None:
+    """The plain topic that a bench's raw confluent-kafka baseline runs on, beside its own topics."""
+    admin = admin_client(settings)  # keep a reference: futures fail if the client is collected
+    admin.create_topics([NewTopic(name, num_partitions=settings.topic_partitions,
+                                  replication_factor=settings.topic_replication)])[name].result(30)
+    wait_for_leaders(admin, {name: settings.topic_partitions})
 
 
 def _assign_at_end(consumer: Consumer, topic: str) -> None:
@@ -272,11 +267,7 @@ def _bench_pipeline(settings: Settings, *, tasks: int, paced: int, rate: float, 
                     tick: Callable[[int], None]) -> dict[str, Any]:
     prefix = settings.topic_prefix
     raw_topic = f"{prefix}.raw-baseline"
-    admin = admin_client(settings)  # keep a reference: futures fail if the client is collected
-    futures = admin.create_topics(
-        [NewTopic(raw_topic, num_partitions=settings.topic_partitions, replication_factor=settings.topic_replication)])
-    futures[raw_topic].result(30)
-    _wait_for_leaders(admin, raw_topic, settings.topic_partitions)
+    create_raw_topic(settings, raw_topic)
     raw = raw_kafka(settings, raw_topic, tasks, paced, rate, tick)
     if mode not in MODES:
         raise OrchestrationError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")

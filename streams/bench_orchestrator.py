@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, TopicPartition
-from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
-from streams.bench import PipelineProcess, _latency_figures, _wait_for_leaders, raw_kafka, scratch_topics
+from streams.bench import PipelineProcess, _latency_figures, create_raw_topic, raw_kafka, scratch_topics
 from streams.client import TaskClient, wait_project
 from streams.errors import OrchestrationError
 from streams.kafka import TopicReader, make_codec, make_consumer
@@ -117,10 +117,7 @@ def _bench_orchestrator(settings: Settings, *, width: int, depth: int, tick: Cal
     role = settings.roles[0]
     stamp_by_broker(settings, [f"{prefix}.attempts", f"{prefix}.agent.{role}"])
     raw_topic = f"{prefix}.raw-baseline"
-    admin = admin_client(settings)  # keep a reference: futures fail if the client is collected
-    admin.create_topics([NewTopic(raw_topic, num_partitions=settings.topic_partitions,
-                                  replication_factor=settings.topic_replication)])[raw_topic].result(30)
-    _wait_for_leaders(admin, raw_topic, settings.topic_partitions)
+    create_raw_topic(settings, raw_topic)
     raw = raw_kafka(settings, raw_topic, 1000, 300, 100.0, lambda n: None)
     plan = layered_plan(width, depth, role)
     validate_plan(plan, settings.roles)

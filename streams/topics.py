@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError as CKafkaError
@@ -148,7 +149,32 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[TopicOutc
                     outcomes[spec.name] = TopicOutcome(spec.name, "exists", spec.partitions)
                     continue
                 raise KafkaError(f"could not create topic {spec.name}: {err}") from exc
+        wait_for_leaders(admin, {s.name: s.partitions for s in missing}, timeout_s)
     return [outcomes[s.name] for s in specs]
+
+
+def wait_for_leaders(admin: AdminClient, partitions: dict[str, int], timeout_s: float = 30.0) -> None:
+    """Return once every topic has a leader for each of its partitions. The controller answers
+    CreateTopics before the broker serves the topic; a client that looks in between is told the
+    topic does not exist (and librdkafka caches that until its next metadata refresh)."""
+    deadline = time.monotonic() + timeout_s
+    waiting = dict(partitions)
+    while waiting:
+        try:
+            meta = admin.list_topics(timeout=5).topics
+        except KafkaException:
+            meta = {}
+        for name, count in list(waiting.items()):
+            tmeta = meta.get(name)
+            if tmeta is not None and tmeta.error is None and len(tmeta.partitions) == count \
+                    and all(p.leader >= 0 for p in tmeta.partitions.values()):
+                del waiting[name]
+        if not waiting:
+            return
+        if time.monotonic() >= deadline:
+            raise KafkaError(f"topics without a leader for every partition after {timeout_s:.0f}s: "
+                             f"{', '.join(sorted(waiting))}; is the broker healthy? (aios dev status)")
+        time.sleep(0.1)
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from streams.errors import KafkaError
 from streams.settings import Settings
-from streams.topics import create_topics, list_topics
+from streams.topics import admin_client, create_topics, delete_topics, list_topics, wait_for_leaders
 
 pytestmark = pytest.mark.integration
 
@@ -45,3 +48,19 @@ def test_auto_create_is_off(base_settings: Settings) -> None:
     p.produce("it-never-created-topic", b"x", on_delivery=lambda err, msg: errors.append(err))
     p.flush(10)
     assert errors and errors[0] is not None, "the broker auto-created a topic; auto.create must be off"
+
+
+def test_waiting_for_a_topic_that_never_gets_a_leader_names_it(settings: Settings) -> None:
+    admin = admin_client(settings)
+    with pytest.raises(KafkaError, match=r"itnever\.tasks.*aios dev status"):
+        wait_for_leaders(admin, {"itnever.tasks": 1}, timeout_s=0.5)
+
+
+def test_created_topics_are_served_at_once_to_a_fresh_client(base_settings: Settings) -> None:
+    s = base_settings.model_copy(update={"topic_prefix": f"itfresh{time.time_ns()}"})
+    create_topics(s)
+    try:
+        # A new client, no retry: creation returned only after the broker served every partition.
+        assert f"{s.topic_prefix}.tasks" in {t.name for t in list_topics(s)}
+    finally:
+        delete_topics(s)
