@@ -172,9 +172,10 @@ class Settings(BaseSettings):
         "back read_committed readers.",
     )
     # consume() returns at AIOS_SINK_FLUSH_S or a full batch, whichever comes first: a large batch
-    # costs no latency when traffic is light, and under backlog each chdb INSERT (a part per
-    # table and per rollup view, ~10 ms each) is paid once per 10,000 events instead of 1,000.
-    sink_batch_size: int = Field(10000, ge=1)
+    # costs no latency when traffic is light, and under backlog each chdb INSERT's fixed cost (a
+    # part per table and per rollup view, 50-80 ms in all) is paid once per 50,000 events: ~100k
+    # rows/s against ~60k at 10,000 (docs/benchmarks.md), for ~25 MB of events held per batch.
+    sink_batch_size: int = Field(50000, ge=1)
     sink_flush_s: float = Field(0.5, gt=0)
     log_level: str = Field("WARNING")
 

@@ -13,7 +13,8 @@ import orjson
 from connectors.history.avro_ingest import IngestTable, ensure_ingest
 from connectors.history.migrations import DATABASE, MigrationReport, migrate
 
-# Each event type's typed table (see migrations.py); every event also lands in ``events``.
+# Each event type's typed table (see migrations.py), which holds all its fields; every event also
+# lands in ``events``, with its JSON payload only when its type has no typed table.
 TYPED_TABLES = {
     "Task": "tasks",
     "Assignment": "assignments",
@@ -30,7 +31,10 @@ EVENT_COLUMNS = ("event_id", "event_type", "topic", "partition", "offset", "ts",
 
 @dataclass(frozen=True)
 class EventRow:
-    """One event as stored; ``ts`` is epoch milliseconds, ``payload`` the event as JSON."""
+    """One event as decoded by Python; ``ts`` is epoch milliseconds, ``payload`` the event as JSON.
+
+    The JSON fills the event's typed table; ``events`` keeps it only for untyped record types.
+    """
 
     event_id: str
     event_type: str
@@ -48,6 +52,8 @@ class EventRow:
     def to_json(self) -> str:
         row = dict(self.__dict__)  # not asdict(): it deep-copies, and this runs per stored event
         row["ts"] = self.ts / 1000.0  # DateTime64(3) accepts fractional epoch seconds
+        if self.event_type in TYPED_TABLES:
+            row["payload"] = ""  # stored once, in the typed table
         return orjson.dumps(row).decode()
 
 

@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
+from connectors.history.base import TYPED_TABLES
 from connectors.history.chdb_store import ChdbStore
 from connectors.history.writer import Record, to_row, write_batch
 from schemas.codec import Codec
 from schemas.errors import UndecodableError
+from schemas.events import envelope
 from streams.bench_sink import TOPICS, task_events
 
 pytestmark = pytest.mark.integration
@@ -48,6 +50,27 @@ def test_every_pipeline_event_type_is_decoded_by_clickhouse(store: ChdbStore) ->
     assert "aios.v1.DeadLetter" not in store.ingest  # bytes: decoded in Python, payload in base64
 
 
+def assert_stored_once(store: ChdbStore, codec: Codec, batch: list[Record], project: str) -> None:
+    """Each event has its ``events`` row as Python builds it, and a typed event's fields are all
+    in its typed table (``events.payload`` stays empty for it: each event is stored once)."""
+    got = stored_events(store, project)
+    for record in batch:
+        decoded = codec.decode(record.value)
+        expected = to_row(decoded, record.topic, record.partition, record.offset)
+        row = got[expected.event_id]
+        assert {f: row[f] for f in EVENT_FIELDS} == {f: getattr(expected, f) for f in EVENT_FIELDS}
+        table = TYPED_TABLES.get(expected.event_type)
+        if table is None:
+            assert json.loads(row["payload"]) == json.loads(expected.payload)
+            continue
+        assert row["payload"] == ""
+        typed = store.query(f"SELECT * EXCEPT ts, toUnixTimestamp64Milli(ts) AS timestamp "  # noqa: S608
+                            f"FROM aios.{table} FINAL WHERE event_id = '{expected.event_id}'")[0]
+        # (a null string is '' in a String column, as errors always were)
+        want = {k: "" if v is None and typed[k] == "" else v for k, v in json.loads(expected.payload).items()}
+        assert {k: typed[k] for k in decoded.value} == want
+
+
 def test_native_rows_match_what_the_python_path_builds(store: ChdbStore) -> None:
     codec = Codec(validate=False)
     project = f"w-{uuid.uuid4().hex[:8]}"
@@ -55,12 +78,8 @@ def test_native_rows_match_what_the_python_path_builds(store: ChdbStore) -> None
     result = write_batch(store, codec, batch)
     assert (result.stored, result.native, result.rejected) == (12, 12, [])
 
-    got = stored_events(store, project)
-    for record in batch:
-        expected = to_row(codec.decode(record.value), record.topic, record.partition, record.offset)
-        row = got[expected.event_id]
-        assert {f: row[f] for f in EVENT_FIELDS} == {f: getattr(expected, f) for f in EVENT_FIELDS}
-        assert json.loads(row["payload"]) == json.loads(expected.payload)
+    assert_stored_once(store, codec, batch, project)
+    expected = to_row(codec.decode(batch[-1].value), batch[-1].topic, batch[-1].partition, batch[-1].offset)
     ts = store.query(f"SELECT toUnixTimestamp64Milli(ts) AS ms FROM aios.events FINAL "  # noqa: S608
                      f"WHERE event_id = '{expected.event_id}'")
     assert int(ts[0]["ms"]) == expected.ts
@@ -108,6 +127,18 @@ def test_record_types_without_an_ingest_table_take_the_python_path(store: ChdbSt
     assert sorted(r["event_type"] for r in got.values()) == sorted(name for name, _ in task_events(0))
     tasks = store.query(f"SELECT count() AS n FROM aios.tasks FINAL WHERE project_id = '{project}'")  # noqa: S608
     assert int(tasks[0]["n"]) == 1
+
+
+def test_the_python_path_stores_each_event_once_too(store: ChdbStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    codec = Codec(validate=False)
+    project = f"w-{uuid.uuid4().hex[:8]}"
+    control = {**envelope(), "project_id": project, "action": "cancel", "task_id": None, "reason": "test",
+               "requested_by": "w"}  # no typed table: its JSON stays in events.payload
+    batch = [*records(codec, project), Record("w.control", 0, 7, codec.encode("Control", control))]
+    monkeypatch.setattr(store, "ingest", {})  # every record type through Python
+    result = write_batch(store, codec, batch)
+    assert (result.stored, result.native, result.rejected) == (13, 0, [])
+    assert_stored_once(store, codec, batch, project)
 
 
 def test_a_batch_of_every_record_type_is_one_insert(store: ChdbStore, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -51,11 +51,12 @@ async def test_task_result_history_and_context(settings: Settings) -> None:
             ("Task", "Assignment", "MemoryEvent", "LlmCall"), 1)
         assert counts["TaskResult"] == 2  # the agent's attempt, and the orchestrator's terminal result
         row = store.query(
-            "SELECT status, payload FROM aios.events FINAL "  # noqa: S608 - task_id is our own hex id
-            f"WHERE event_type = 'TaskResult' AND topic = '{settings.topic_prefix}.results' "
-            f"AND task_id = '{task['task_id']}'")[0]
+            "SELECT e.status AS status, r.output AS output FROM aios.events AS e FINAL "  # noqa: S608 - our own hex id
+            "JOIN aios.results AS r FINAL ON r.event_id = e.event_id "
+            f"WHERE e.event_type = 'TaskResult' AND e.topic = '{settings.topic_prefix}.results' "
+            f"AND e.task_id = '{task['task_id']}'")[0]
         assert row["status"] == "succeeded"
-        assert json.loads(row["payload"])["output"] == result["output"]
+        assert row["output"] == result["output"]
 
     r = redis.Redis.from_url(settings.redis_url)
     key = context_key(settings.topic_prefix, "project", "proj-e2e")

@@ -71,6 +71,17 @@ def test_record_types_share_one_table_widened_to_nullable_and_clashing_types_sta
     assert "_type = 'B', formatRowNoNewline('JSONEachRow', event_id, timestamp, trace_id, note)" in events_view
 
 
+def test_a_typed_event_gets_no_json_payload_in_events() -> None:
+    typed = {"event_id": "String", "timestamp": "Int64", "trace_id": "String", "note": "String"}
+    plan = plan_ingest([spec("A", [*BASE, {"name": "note", "type": "string"}], typed="a", typed_columns=typed),
+                        spec("B", [*BASE, {"name": "note", "type": "string"}])])
+    events_view = plan.statements[1]
+    assert "_type = 'A', formatRowNoNewline" not in events_view
+    assert "_type = 'B', formatRowNoNewline" in events_view
+    only_typed = plan_ingest([spec("A", BASE, typed="a", typed_columns=typed)]).statements[1]
+    assert "formatRowNoNewline" not in only_typed and "'' AS payload" in only_typed
+
+
 def test_plan_names_follow_the_ddl_and_typed_views_fill_ts_and_nulls() -> None:
     codec = Codec()
     schema = codec.catalog.get("TaskResult")
