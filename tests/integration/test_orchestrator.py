@@ -9,13 +9,13 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaException, Producer, TopicPartition
 from pydantic import SecretStr
 
 from streams.app import running
 from streams.client import TaskClient, build_task, wait_project
 from streams.errors import KafkaError
-from streams.kafka import TopicReader, make_consumer, read_partition
+from streams.kafka import TopicReader, make_consumer, producer_config, read_partition
 from streams.orchestration.entries import Rebuilder
 from streams.orchestration.plan import parse_plan
 from streams.settings import Settings
@@ -249,3 +249,24 @@ async def test_an_orchestrator_without_its_topics_says_what_to_do(settings: Sett
     with pytest.raises(KafkaError, match=r"no partitions assigned within 5s; .*aios topics create"):
         async with running(s, ["orchestrator"], ready_timeout_s=5):
             pass
+
+
+async def test_a_restart_fences_both_producers_of_a_killed_predecessor(roles_settings: Settings) -> None:
+    """Batches alternate between two transactional ids; a predecessor killed with a transaction
+    open on either one must not hold back read_committed readers, nor commit after the restart."""
+    s = roles_settings
+    zombie = Producer(producer_config(s, **{
+        "transactional.id": f"{s.topic_prefix}-orchestrator-{s.instance}-alt", "linger.ms": 0,
+        "transaction.timeout.ms": 120_000}))  # only the restart can end it within the test
+    zombie.init_transactions(30)
+    zombie.begin_transaction()
+    for partition in range(s.topic_partitions):  # whichever partition the project's statuses take
+        zombie.produce(f"{s.topic_prefix}.project-status", value=b"never committed", key=b"zombie", partition=partition)
+    zombie.flush(10)
+    async with running(s, ["orchestrator", "results", "agents"]):
+        await submit(s, two_steps("after-zombie"))
+        final = await asyncio.to_thread(wait_project, s, "after-zombie", 30)
+    assert final["state"] == "succeeded"  # read_committed readers got past the open transaction
+    with pytest.raises(KafkaException) as fenced:
+        zombie.commit_transaction(10)
+    assert fenced.value.args[0].fatal()
