@@ -121,3 +121,17 @@ def test_a_goal_without_the_planner_role_says_how_to_fix_it(cli: Cli) -> None:
 def test_a_goal_and_a_text_together_are_a_usage_error(cli: Cli) -> None:
     proc = cli.run("submit", "do it", "--goal", "Build a shop", check=False)
     assert proc.returncode == 2 and "one of TEXT, --plan or --goal" in proc.stderr
+
+
+def test_bench_orchestrator_measures_every_dependent_task_after_a_warm_up(cli: Cli) -> None:
+    doc = cli.json("bench", "orchestrator", "--tasks", "30", "--width", "10", timeout=300)
+    assert doc["dag"] == {"tasks": 30, "width": 10, "depth": 3, "edges_per_task": 2}
+    assert doc["warmup"] == {"project": "bench-warmup", "tasks": 30, "measured": False}
+    assert doc["overhead_ms"]["count"] == doc["visible_overhead_ms"]["count"] == 20  # layers 1 and 2
+    assert 0 <= doc["overhead_ms"]["p50"] <= doc["overhead_ms"]["p99"] <= doc["overhead_ms"]["max"]
+    assert doc["raw_kafka_hop_ms"]["p50"] > 0 and doc["tasks_per_s"] > 0
+
+
+def test_bench_orchestrator_refuses_a_dag_of_one_layer(cli: Cli) -> None:
+    proc = cli.run("bench", "orchestrator", "--tasks", "10", "--width", "10", check=False)
+    assert proc.returncode == 2 and "at least two layers" in proc.stderr
