@@ -11,17 +11,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from connectors.errors import ConnectorError, StoreQueryError
-from connectors.history.avro_ingest import IngestTable
+from connectors.history.avro_ingest import INGEST_INSERT_SETTINGS, IngestTable
 from connectors.history.base import HistoryStore, _quote
 from connectors.history.migrations import DATABASE
 
-# The ingest table feeds a view per typed table and one into events, and those feed the rollups:
-# running the views side by side lets one INSERT use more than one core (60,000 bench events in
-# 10,000-event batches: ~51k rows/s against ~34k without, on 2 cores). optimize_on_insert = 0 skips
-# collapsing duplicate event ids within the block at insert (~58k rows/s): every exact reader uses
-# FINAL or uniqExact, and duplicates from separate batches sit in separate parts anyway.
-INGEST_SETTINGS = ("input_format_avro_allow_missing_fields = 1, output_format_json_quote_64bit_integers = 0, "
-                   "parallel_view_processing = 1, optimize_on_insert = 0")
+# What the ingest INSERT runs with (avro_ingest.INGEST_INSERT_SETTINGS), as SQL.
+INGEST_SETTINGS = ", ".join(f"{name} = {value}" for name, value in INGEST_INSERT_SETTINGS.items())
 _SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # noqa: S108 - private mkstemp files
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from connectors.errors import StoreQueryError, StoreUnavailableError
-from connectors.history.avro_ingest import IngestTable
+from connectors.history.avro_ingest import INGEST_INSERT_SETTINGS, IngestTable
 from connectors.history.base import HistoryStore
 from connectors.history.migrations import DATABASE
 
@@ -64,8 +64,7 @@ class ClickHouseServerStore(HistoryStore):
         for ingest, container in containers:
             try:
                 self._client.raw_insert(f"{DATABASE}.{ingest.table}", column_names=list(ingest.columns),
-                                        insert_block=container, fmt="Avro",
-                                        settings={"output_format_json_quote_64bit_integers": 0})
+                                        insert_block=container, fmt="Avro", settings=dict(INGEST_INSERT_SETTINGS))
             except OperationalError as exc:
                 raise StoreUnavailableError(f"ClickHouse insert failed: {exc}") from exc
             except DatabaseError as exc:

@@ -74,6 +74,10 @@ def test_server_store_inserts_avro_into_the_ingest_table_and_maps_errors() -> No
     assert first["table"] == second["table"] == f"aios.{message.table}" and first["fmt"] == "Avro"
     assert first["column_names"] == list(message.columns) and first["insert_block"] == b"Obj\x01 m"
     assert second["column_names"] == list(task.columns) and second["insert_block"] == b"Obj\x01 t"
+    # the same INSERT settings as on chdb: views side by side, no in-block dedup at insert
+    assert first["settings"] == {"input_format_avro_allow_missing_fields": 1,
+                                 "output_format_json_quote_64bit_integers": 0,
+                                 "parallel_view_processing": 1, "optimize_on_insert": 0}
     store._client = _FakeClient(OperationalError("connection refused"))
     with pytest.raises(StoreUnavailableError):
         store.insert_avro([(message, b"")])
