@@ -200,7 +200,14 @@ def list_topics(settings: Settings, timeout_s: float = 15.0) -> list[TopicInfo]:
     if names:
         resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in names]
         for res, fut in admin.describe_configs(resources, request_timeout=timeout_s).items():
-            entries = fut.result(timeout=timeout_s)
+            try:
+                entries = fut.result(timeout=timeout_s)
+            except KafkaException as exc:
+                err = exc.args[0]
+                if isinstance(err, CKafkaError) and err.code() == CKafkaError.UNKNOWN_TOPIC_OR_PART:
+                    names.remove(res.name)  # deleted since the metadata was read: it no longer exists
+                    continue
+                raise KafkaError(f"could not read the configuration of topic {res.name}: {err}") from exc
             configs[res.name] = {k: str(v.value) for k, v in entries.items()}
     out = []
     for name in names:
@@ -236,4 +243,18 @@ def delete_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
                 future.result(timeout=timeout_s)
             except KafkaException as exc:
                 raise KafkaError(f"could not delete topic {name}: {exc.args[0]}") from exc
+        _wait_until_gone(admin, names, timeout_s)
     return sorted(names)
+
+
+def _wait_until_gone(admin: AdminClient, names: list[str], timeout_s: float) -> None:
+    """As for creation, the controller answers before the broker stops serving the topics: a
+    client looking in between would still see them (and fail to describe them)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = sorted(set(names) & set(_describe(admin, timeout_s)))
+        if not left:
+            return
+        if time.monotonic() >= deadline:
+            raise KafkaError(f"topics still listed {timeout_s:.0f}s after their deletion: {', '.join(left)}")
+        time.sleep(0.1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -64,3 +65,36 @@ def test_created_topics_are_served_at_once_to_a_fresh_client(base_settings: Sett
         assert f"{s.topic_prefix}.tasks" in {t.name for t in list_topics(s)}
     finally:
         delete_topics(s)
+
+
+def test_deleted_topics_are_gone_at_once_for_a_fresh_client(base_settings: Settings) -> None:
+    s = base_settings.model_copy(update={"topic_prefix": f"itgone{time.time_ns()}"})
+    create_topics(s)
+    deleted = delete_topics(s)
+    assert f"{s.topic_prefix}.tasks" in deleted
+    assert list_topics(s) == []  # a new client: deletion returned only once the broker dropped them
+
+
+def test_a_topic_deleted_while_listing_is_left_out(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The race of the listing with a deletion, made certain: metadata read from before the delete.
+    admin = admin_client(settings)
+    before = admin.list_topics(timeout=10)
+    gone = f"{settings.topic_prefix}.memory"
+    admin.delete_topics([gone], operation_timeout=30)[gone].result(30)
+    wait_gone = time.monotonic() + 30
+    while gone in admin.list_topics(timeout=10).topics and time.monotonic() < wait_gone:
+        time.sleep(0.1)
+
+    class StaleMetadata:
+        def __init__(self, real: Any) -> None:
+            self.real = real
+
+        def list_topics(self, timeout: float) -> Any:
+            return before
+
+        def describe_configs(self, resources: Any, request_timeout: float) -> Any:
+            return self.real.describe_configs(resources, request_timeout=request_timeout)
+
+    monkeypatch.setattr("streams.topics.admin_client", lambda s: StaleMetadata(admin_client(s)))
+    names = {t.name for t in list_topics(settings)}
+    assert gone not in names and f"{settings.topic_prefix}.tasks" in names
