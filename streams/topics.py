@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import KafkaError as CKafkaError
 from confluent_kafka import KafkaException
@@ -157,23 +159,28 @@ def wait_for_leaders(admin: AdminClient, partitions: dict[str, int], timeout_s: 
     """Return once every topic has a leader for each of its partitions. The controller answers
     CreateTopics before the broker serves the topic; a client that looks in between is told the
     topic does not exist (and librdkafka caches that until its next metadata refresh)."""
+    def unserved(meta: dict[str, Any]) -> list[str]:
+        return [name for name, count in partitions.items()
+                if (t := meta.get(name)) is None or t.error is not None or len(t.partitions) != count
+                or any(p.leader < 0 for p in t.partitions.values())]
+
+    _until_settled(admin, unserved, timeout_s, "topics without a leader for every partition")
+
+
+def _until_settled(admin: AdminClient, unsettled: Callable[[dict[str, Any]], list[str]], timeout_s: float,
+                   what: str) -> None:
+    """Poll the broker's metadata until ``unsettled`` names no topic, or fail naming them."""
     deadline = time.monotonic() + timeout_s
-    waiting = dict(partitions)
-    while waiting:
+    while True:
         try:
-            meta = admin.list_topics(timeout=5).topics
+            left = unsettled(admin.list_topics(timeout=5).topics)
         except KafkaException:
-            meta = {}
-        for name, count in list(waiting.items()):
-            tmeta = meta.get(name)
-            if tmeta is not None and tmeta.error is None and len(tmeta.partitions) == count \
-                    and all(p.leader >= 0 for p in tmeta.partitions.values()):
-                del waiting[name]
-        if not waiting:
+            left = ["(metadata unavailable)"]
+        if not left:
             return
         if time.monotonic() >= deadline:
-            raise KafkaError(f"topics without a leader for every partition after {timeout_s:.0f}s: "
-                             f"{', '.join(sorted(waiting))}; is the broker healthy? (aios dev status)")
+            raise KafkaError(f"{what} after {timeout_s:.0f}s: {', '.join(sorted(left))}; "
+                             "is the broker healthy? (aios dev status)")
         time.sleep(0.1)
 
 
@@ -250,11 +257,5 @@ def delete_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
 def _wait_until_gone(admin: AdminClient, names: list[str], timeout_s: float) -> None:
     """As for creation, the controller answers before the broker stops serving the topics: a
     client looking in between would still see them (and fail to describe them)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        left = sorted(set(names) & set(_describe(admin, timeout_s)))
-        if not left:
-            return
-        if time.monotonic() >= deadline:
-            raise KafkaError(f"topics still listed {timeout_s:.0f}s after their deletion: {', '.join(left)}")
-        time.sleep(0.1)
+    _until_settled(admin, lambda meta: [n for n in names if n in meta], timeout_s,
+                   "topics still listed after their deletion")
