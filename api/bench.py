@@ -30,7 +30,7 @@ from streams.client import build_task
 from streams.errors import OrchestrationError
 from streams.kafka import make_codec, producer_config
 from streams.settings import Settings
-from streams.topics import Topics, admin_client, create_topics
+from streams.topics import Topics, create_topics, delete_topics
 
 
 @dataclass
@@ -191,15 +191,6 @@ async def fan_out(settings: Settings, port: int, key: str, clients: int, events:
 
 # --- the whole bench ---------------------------------------------------------------------------
 
-def drop_topics(settings: Settings) -> None:
-    """Delete the bench's own topics: a shared broker should not keep every run's partitions."""
-    admin = admin_client(settings)
-    prefix = settings.topic_prefix
-    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith((f"{prefix}.", f"{prefix}-"))]
-    for future in (admin.delete_topics(names, operation_timeout=30).values() if names else ()):
-        future.result(60)
-
-
 async def _make_key(settings: Settings) -> str:
     client = aioredis.Redis.from_url(settings.redis_url)
     try:
@@ -235,7 +226,7 @@ def bench_api(base: Settings, *, requests: int, rate: float, connections: int, c
             fan = asyncio.run(fan_out(settings, port, key, clients, events, event_rate))
         finally:
             proc.stop()
-            drop_topics(settings)
+            delete_topics(settings)  # a shared broker should not keep every run's partitions
     return {
         "kafka": settings.kafka_bootstrap, "prefix": prefix, "cpus": os.cpu_count(),
         "load_average": os.getloadavg()[0], "threads": threading.active_count(),

@@ -33,7 +33,7 @@ from streams.kafka import EventProducer
 from streams.processors.memory import NAME as MEMORY
 from streams.processors.memory import stored, to_turn
 from streams.settings import Settings
-from streams.topics import Topics, admin_client, create_topics
+from streams.topics import Topics, create_topics, delete_topics
 
 # A phase of the bench: its name and how many steps it has; gives the function that advances it.
 Phase = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
@@ -202,11 +202,7 @@ async def _cleanup(s: Settings) -> None:
             client.delete(*keys[i:i + 1000])
     finally:
         client.close()
-    admin = admin_client(s)
-    futures = admin.delete_topics([t for t in admin.list_topics(timeout=10).topics
-                                   if t.startswith(f"{s.topic_prefix}.")])
-    for future in futures.values():
-        future.result(30)
+    delete_topics(s)
 
 
 # --- embeddings -----------------------------------------------------------------------------------

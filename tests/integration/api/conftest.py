@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from api.bench import drop_topics
+from streams.topics import delete_topics
 
 
 @pytest.fixture(autouse=True)
@@ -16,4 +16,4 @@ def _drop_test_topics(request: pytest.FixtureRequest) -> Iterator[None]:
     settings = request.getfixturevalue("settings") if "settings" in request.fixturenames else None
     yield
     if settings is not None:
-        drop_topics(settings)
+        delete_topics(settings)

@@ -26,11 +26,10 @@ from schemathesis.checks import (
 from schemathesis.openapi import from_dict
 from schemathesis.specs.openapi import schemas as _openapi_schemas  # noqa: F401
 
-from api.bench import drop_topics
 from api.keys import KeyStore
 from api.server import uvicorn_config
 from streams.settings import Settings
-from streams.topics import create_topics
+from streams.topics import create_topics, delete_topics
 
 # schemathesis imports its OpenAPI modules lazily, and pytest rewrites a plugin's modules as they
 # load. Done inside a test (after chdb, librdkafka and uvicorn are loaded), that rewrite hit CPython
@@ -68,7 +67,7 @@ def live(base_settings: Settings) -> Iterator[Live]:
     finally:
         server.should_exit = True
         thread.join(30)
-        drop_topics(s)
+        delete_topics(s)
 
 
 async def admin_key(settings: Settings) -> str:
