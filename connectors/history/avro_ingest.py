@@ -23,9 +23,11 @@ altering anything a running sink may be inserting into. A record type whose sche
 types this mapping does not cover (bytes, nested records, general unions), or whose field types
 clash with another type's, is left out; the sink decodes those in Python as before.
 
-Each event is its own block in the container. A block carries its byte size, so ClickHouse cannot
-read one event's bytes as the next event's: a truncated body fails the insert (the sink then
-sorts the batch out in Python), and trailing garbage is skipped, as fastavro skips it.
+A container holds its events in one block, each event followed by a 4-byte frame mark
+(``_end``): ClickHouse reads a body that is truncated or runs long as the next event's start, so
+the mark lands on other bytes and the ingest table's ``framed`` constraint fails the INSERT rather
+than storing misread rows. A ``utf8`` constraint checks every string column, as fastavro checks on
+the Python path. When ClickHouse refuses a batch, the sink sorts it out in Python (writer.py).
 """
 
 from __future__ import annotations
@@ -42,14 +44,19 @@ import orjson
 from connectors.errors import StoreQueryError
 from connectors.history.migrations import DATABASE
 
-# The record type and Kafka coordinates ride in front of the event's own fields; a record encodes as its fields in
-# order, so prefixing their encodings to the body is a valid encoding of the wider record.
+# The record type and Kafka coordinates ride in front of the event's own fields, and the frame mark behind them; a
+# record encodes as its fields in order, so prefixing and suffixing their encodings to the body is a valid encoding of
+# the wider record.
 KAFKA_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("_type", "string", "LowCardinality(String)"),  # the short record name: which views take the row
     ("_topic", "string", "LowCardinality(String)"),
     ("_partition", "int", "UInt32"),
     ("_offset", "long", "UInt64"),
 )
+FRAME_END = bytes.fromhex("9e3779b9")  # any 4 bytes: a misread lands on them by chance 1 in 2**32
+_FRAME_FIELD = ("_end", {"type": "fixed", "name": "AiosFrameEnd", "size": len(FRAME_END)},
+                f"FixedString({len(FRAME_END)})")
+_RESERVED = {f for f, _, _ in (*KAFKA_FIELDS, _FRAME_FIELD)}
 _PRIMITIVES = {"string": "String", "int": "Int32", "long": "Int64", "float": "Float32", "double": "Float64",
                "boolean": "Bool"}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # Avro's name rule; names go into SQL unquoted
@@ -142,7 +149,7 @@ def _fields(raw: Mapping[str, Any], event_type: str) -> list[tuple[str, str]] | 
             return None
         fields.append((str(field["name"]), ch))
     names = {name for name, _ in fields}
-    if not {"event_id", "timestamp", "trace_id"} <= names or names & {f for f, _, _ in KAFKA_FIELDS}:
+    if not {"event_id", "timestamp", "trace_id"} <= names or names & _RESERVED:
         return None
     return fields
 
@@ -217,12 +224,17 @@ def plan_ingest(specs: Sequence[RecordSpec]) -> IngestPlan:
                     parts.append(name)
         typed_selects.append((spec.typed, f"SELECT {', '.join(parts)} FROM {{source}} "  # noqa: S608 - names checked
                                           f"WHERE _type = '{spec.event_type}'"))
+    columns[_FRAME_FIELD[0]] = _FRAME_FIELD[2]
     structure = ", ".join(f"{name} {ch}" for name, ch in columns.items())
-    digest = hashlib.sha256("\n".join((structure, events_select, *(f"{t}:{s}" for t, s in typed_selects)))
+    digest = hashlib.sha256("\n".join((structure, FRAME_END.hex(), events_select, *(f"{t}:{s}" for t, s in typed_selects)))
                             .encode()).hexdigest()
     table = f"ingest_{digest[:12]}"
     source = f"{DATABASE}.{table}"
-    statements = [f"CREATE TABLE IF NOT EXISTS {source} ({structure}) ENGINE = Null",
+    checks = [f"CONSTRAINT framed CHECK _end = unhex('{FRAME_END.hex()}')"]
+    utf8 = [check for name, ch in columns.items() if name not in _RESERVED and (check := _utf8_check(name, ch))]
+    if utf8:
+        checks.append(f"CONSTRAINT utf8 CHECK {' AND '.join(utf8)}")
+    statements = [f"CREATE TABLE IF NOT EXISTS {source} ({structure}, {', '.join(checks)}) ENGINE = Null",
                   f"CREATE MATERIALIZED VIEW IF NOT EXISTS {source}_events TO {DATABASE}.events AS "
                   + events_select.format(source=source)]
     statements += [f"CREATE MATERIALIZED VIEW IF NOT EXISTS {source}_{typed} TO {DATABASE}.{typed} AS "
@@ -230,58 +242,88 @@ def plan_ingest(specs: Sequence[RecordSpec]) -> IngestPlan:
     tables: dict[str, IngestTable] = {}
     for spec, fields in members:
         container = dict(spec.raw)
-        container["fields"] = [{"name": f, "type": t} for f, t, _ in KAFKA_FIELDS] + list(spec.raw["fields"])
+        container["fields"] = ([{"name": f, "type": t} for f, t, _ in KAFKA_FIELDS] + list(spec.raw["fields"])
+                               + [{"name": _FRAME_FIELD[0], "type": _FRAME_FIELD[1]}])
         record = f"{spec.raw.get('namespace', '')}.{spec.raw['name']}".lstrip(".")
         tables[record] = IngestTable(
             record=record, event_type=spec.event_type, fingerprint=spec.fingerprint, table=table,
-            columns=(*[f for f, _, _ in KAFKA_FIELDS], *(name for name, _ in fields)), structure=structure,
+            columns=(*[f for f, _, _ in KAFKA_FIELDS], *(name for name, _ in fields), _FRAME_FIELD[0]),
+            structure=structure,
             container_schema=orjson.dumps(container))
     return IngestPlan(tables, tuple(statements))
 
 
-def _encode_varint(n: int) -> bytes:
-    n <<= 1
+def _utf8_check(name: str, ch: str) -> str | None:
+    """A check that column ``name`` of type ``ch`` holds valid UTF-8 only, or None for non-string types."""
+    inner = _strip(ch)
+    if inner == "String":
+        return f"isValidUTF8({name})" if inner == ch else f"isValidUTF8(ifNull({name}, ''))"
+    if inner == "Array(String)":
+        return f"arrayAll(s -> isValidUTF8(s), {name})"
+    if inner.startswith("Map(String,"):
+        keys = f"arrayAll(s -> isValidUTF8(s), mapKeys({name}))"
+        return f"{keys} AND arrayAll(s -> isValidUTF8(s), mapValues({name}))" if inner == "Map(String, String)" else keys
+    return None
+
+
+def _unsigned_varint(z: int) -> bytes:
     out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
+    while z > 0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
     return bytes(out)
 
 
-# Block sizes and partitions are nearly always below this: a lookup instead of a loop per event.
-_SMALL_VARINTS = tuple(_encode_varint(n) for n in range(8192))
+# Every event needs a varint for its Kafka offset, mostly in the millions, so varints come from two
+# tables instead of a loop per event: the whole encoding of numbers below 2**14, and for larger
+# ones the two 7-bit groups of each 14 low bits (continuation bits set) in front of the rest.
+_WHOLE = tuple(_unsigned_varint(z) for z in range(1 << 14))
+_GROUPS = tuple(bytes(((z & 0x7F) | 0x80, (z >> 7) | 0x80)) for z in range(1 << 14))
 
 
 def _varint(n: int) -> bytes:
     """Avro's zig-zag varint of a non-negative ``n``."""
-    return _SMALL_VARINTS[n] if n < 8192 else _encode_varint(n)
+    z = n << 1  # zig-zag of a non-negative number
+    if z < 1 << 14:
+        return _WHOLE[z]
+    out = _GROUPS[z & 0x3FFF]
+    z >>= 14
+    while z >= 1 << 14:
+        out += _GROUPS[z & 0x3FFF]
+        z >>= 14
+    return out + _WHOLE[z]
 
 
 class ContainerBuilder:
-    """An Avro object container of one ingest table's records, one block per event."""
+    """An Avro object container of one ingest table's records, in one block."""
 
     def __init__(self, ingest: IngestTable) -> None:
         self.ingest = ingest
-        self.sync = os.urandom(16)
         self._type = _avro_string(ingest.event_type.encode())
-        self._heads: dict[tuple[str, int], bytes] = {}  # type, topic and partition, encoded once
+        self._heads: dict[str, dict[int, bytes]] = {}  # type, topic and partition, encoded once
         self._parts: list[bytes] = []
-        self.count = 0
 
     def add(self, topic: str, partition: int, offset: int, body: bytes) -> None:
-        prefix = self._heads.get((topic, partition))
+        heads = self._heads.get(topic)
+        if heads is None:
+            heads = self._heads[topic] = {}
+        prefix = heads.get(partition)
         if prefix is None:
-            prefix = self._heads[(topic, partition)] = self._type + _avro_string(topic.encode()) + _varint(partition)
-        head = prefix + _varint(offset)
-        # block: object count (1), byte size, the record (type and Kafka coordinates, then the body), sync
-        self._parts += (b"\x02" + _varint(len(head) + len(body)) + head, body, self.sync)
-        self.count += 1
+            prefix = heads[partition] = self._type + _avro_string(topic.encode()) + _varint(partition)
+        # the record: type and Kafka coordinates, the event's body, the frame mark
+        self._parts += (prefix, _varint(offset), body, FRAME_END)
+
+    @property
+    def count(self) -> int:
+        return len(self._parts) // 4
 
     def build(self) -> bytes:
         meta = (b"\x04" + _avro_string(b"avro.schema") + _avro_string(self.ingest.container_schema)
                 + _avro_string(b"avro.codec") + _avro_string(b"null") + b"\x00")
-        return b"".join((b"Obj\x01", meta, self.sync, *self._parts))
+        sync = os.urandom(16)
+        data = b"".join(self._parts)
+        return b"".join((b"Obj\x01", meta, sync, _varint(self.count), _varint(len(data)), data, sync))
 
 
 def _avro_string(raw: bytes) -> bytes:

@@ -8,13 +8,13 @@ record types the ingest mapping does not cover) is decoded in Python and inserte
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from connectors.errors import StoreQueryError
 from connectors.history.avro_ingest import ContainerBuilder, IngestTable
 from connectors.history.base import EventRow, HistoryStore
-from schemas.codec import Codec, Decoded
+from schemas.codec import Codec, Decoded, RecordSchema
 from schemas.errors import SchemaError
 from schemas.events import event_json, to_ms
 
@@ -63,26 +63,44 @@ def write_batch(store: HistoryStore, codec: Codec, records: Sequence[Record]) ->
     """
     result = BatchResult()
     rows: list[EventRow] = []
-    native: dict[str, tuple[IngestTable, list[tuple[Record, bytes]]]] = {}
-    ingest = store.ingest
+    native = _NativeBatch(store.ingest)
     for record in records:
         try:
             writer, body, _ = codec.frame(record.value)
         except SchemaError as exc:
             result.rejected.append((record, exc))
             continue
-        table = ingest.get(writer.name)
-        if table is not None and table.fingerprint == writer.fingerprint:
-            native.setdefault(writer.name, (table, []))[1].append((record, body))
-            continue
-        row = _python_row(codec, record, result)
-        if row is not None:
-            rows.append(row)
-    if native:
-        result.native = _insert_native(store, codec, list(native.values()), result)
-    store.insert(rows)
+        if not native.add(writer, record, body):
+            row = _python_row(codec, record, result)
+            if row is not None:
+                rows.append(row)
+    if native.groups:
+        rows += _insert_native(store, codec, native, result)
+    store.insert(rows)  # raises StoreQueryError when the store refuses even these
     result.stored = result.native + len(rows)
     return result
+
+
+class _NativeBatch:
+    """The batch's events that ClickHouse decodes: one container per record type."""
+
+    def __init__(self, ingest: Mapping[str, IngestTable]) -> None:
+        self.ingest = ingest
+        self.groups: dict[bytes, tuple[ContainerBuilder, list[Record]]] = {}  # by writer fingerprint
+        self._python: set[bytes] = set()  # writers whose events take the Python path
+
+    def add(self, writer: RecordSchema, record: Record, body: bytes) -> bool:
+        """Add the event if its writer is the current schema of a mapped record type."""
+        group = self.groups.get(writer.fingerprint)
+        if group is None:
+            table = self.ingest.get(writer.name)
+            if writer.fingerprint in self._python or table is None or table.fingerprint != writer.fingerprint:
+                self._python.add(writer.fingerprint)
+                return False
+            group = self.groups[writer.fingerprint] = (ContainerBuilder(table), [])
+        group[0].add(record.topic, record.partition, record.offset, body)
+        group[1].append(record)
+        return True
 
 
 def _python_row(codec: Codec, record: Record, result: BatchResult) -> EventRow | None:
@@ -93,36 +111,18 @@ def _python_row(codec: Codec, record: Record, result: BatchResult) -> EventRow |
         return None
 
 
-def _container(table: IngestTable, members: Sequence[tuple[Record, bytes]]) -> bytes:
-    builder = ContainerBuilder(table)
-    for record, body in members:
-        builder.add(record.topic, record.partition, record.offset, body)
-    return builder.build()
+def _insert_native(store: HistoryStore, codec: Codec, batch: _NativeBatch, result: BatchResult) -> list[EventRow]:
+    """All the containers in one ``insert_avro``; set ``result.native``.
 
-
-def _insert_native(store: HistoryStore, codec: Codec,
-                   groups: list[tuple[IngestTable, list[tuple[Record, bytes]]]], result: BatchResult) -> int:
-    """One container per record type, all in one ``insert_avro``; return the events stored."""
+    Returns nothing when ClickHouse stored the batch. It refuses the whole INSERT for one body
+    that is corrupt, not UTF-8, or longer than its schema says (avro_ingest's constraints); then
+    Python's decoder sorts the batch out (slow, but only on this path): what it cannot decode is
+    rejected, and the rest is returned as rows for the Python path, as fastavro reads them.
+    """
     try:
-        store.insert_avro([(table, _container(table, members)) for table, members in groups])
-        return sum(len(members) for _, members in groups)
+        store.insert_avro([(builder.ingest, builder.build()) for builder, _ in batch.groups.values()])
     except StoreQueryError:
-        # ClickHouse rejects the whole INSERT for one corrupt body. Find the bad ones with the
-        # Python decoder (slow, but only on this path) and store the rest, still natively.
-        good: list[tuple[IngestTable, list[tuple[Record, bytes]]]] = []
-        for table, members in groups:
-            kept: list[tuple[Record, bytes]] = []
-            for record, body in members:
-                try:
-                    codec.decode(record.value)
-                except SchemaError as exc:
-                    result.rejected.append((record, exc))
-                    continue
-                kept.append((record, body))
-            if kept:
-                good.append((table, kept))
-        if sum(len(m) for _, m in good) == sum(len(m) for _, m in groups):
-            raise  # every event decodes: the store itself refused the data
-    if good:
-        store.insert_avro([(table, _container(table, members)) for table, members in good])
-    return sum(len(members) for _, members in good)
+        return [row for _, members in batch.groups.values() for record in members
+                if (row := _python_row(codec, record, result)) is not None]
+    result.native = sum(len(members) for _, members in batch.groups.values())
+    return []

@@ -8,7 +8,14 @@ from typing import Any
 import fastavro
 import pytest
 
-from connectors.history.avro_ingest import ContainerBuilder, RecordSpec, _varint, clickhouse_type, plan_ingest
+from connectors.history.avro_ingest import (
+    FRAME_END,
+    ContainerBuilder,
+    RecordSpec,
+    _varint,
+    clickhouse_type,
+    plan_ingest,
+)
 from schemas.codec import Codec
 from streams.bench_sink import task_events
 
@@ -64,7 +71,7 @@ def test_record_types_share_one_table_widened_to_nullable_and_clashing_types_sta
     a, b = plan.tables["A"], plan.tables["B"]
     assert a.table == b.table and a.structure == b.structure
     assert "note Nullable(String)" in a.structure and "n Int32" in a.structure
-    assert a.columns[-2:] == ("note", "n") and b.columns[-1] == "note"
+    assert a.columns[-3:] == ("note", "n", "_end") and b.columns[-2:] == ("note", "_end")
     events_view = plan.statements[1]
     # each type's payload has its own fields only, as the Python path writes it
     assert "_type = 'A', formatRowNoNewline('JSONEachRow', event_id, timestamp, trace_id, note, n)" in events_view
@@ -119,3 +126,22 @@ def test_container_is_a_valid_avro_file_with_the_kafka_coordinates() -> None:
         ("Task", "aios.tasks", 0, 10**9), ("Task", "aios.tasks", 1, 10**9 + 1)]
     assert [r["event_id"] for r in records] == [e["event_id"] for e in events]
     assert records[0]["description"] == events[0]["description"]
+    assert all(r["_end"] == FRAME_END for r in records)  # the frame mark behind each body
+
+
+def test_the_ingest_table_checks_the_frame_mark_and_every_string_for_utf8() -> None:
+    plan = plan_ingest([spec("A", [*BASE, {"name": "note", "type": ["null", "string"]},
+                                   {"name": "tags", "type": {"type": "array", "items": "string"}},
+                                   {"name": "meta", "type": {"type": "map", "values": "string"}},
+                                   {"name": "counts", "type": {"type": "map", "values": "int"}},
+                                   {"name": "n", "type": "int"}])])
+    create = plan.statements[0]
+    assert f"CONSTRAINT framed CHECK _end = unhex('{FRAME_END.hex()}')" in create
+    utf8 = create.split("CONSTRAINT utf8 CHECK ", 1)[1]
+    for check in ("isValidUTF8(event_id)", "isValidUTF8(trace_id)", "isValidUTF8(ifNull(note, ''))",
+                  "arrayAll(s -> isValidUTF8(s), tags)", "arrayAll(s -> isValidUTF8(s), mapKeys(meta))",
+                  "arrayAll(s -> isValidUTF8(s), mapValues(meta))", "arrayAll(s -> isValidUTF8(s), mapKeys(counts))"):
+        assert check in utf8
+    assert "mapValues(counts)" not in utf8 and "(n)" not in utf8 and "_topic" not in utf8  # not strings, or ours
+    reserved = plan_ingest([spec("B", [*BASE, {"name": "_end", "type": "string"}])])
+    assert reserved.tables == {}, "a schema with a field named like the frame mark stays on the Python path"
