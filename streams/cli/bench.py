@@ -104,10 +104,10 @@ def sink_cmd(rows: int, stats_rows: int, batch: int | None, as_json: bool) -> No
     if as_json:
         emit_json(doc)
         return
-    table = Table("run", "rows", "seconds", "rows/s")
+    table = Table("run", "rows", "seconds", "CPU seconds", "rows/s")
     for name in ("sink", "raw_insert"):
         f = doc[name]
-        table.add_row(name, str(doc["rows"]), f"{f['seconds']:.2f}", str(f["rows_per_s"]))
+        table.add_row(name, str(doc["rows"]), f"{f['seconds']:.2f}", f"{f['cpu_seconds']:.2f}", str(f["rows_per_s"]))
     console.print(table)
     q = doc["stats"]["query_ms"]
     console.print(f"sink/raw: {doc['ratio_sink_over_raw']:.3f}; decoded by ClickHouse: "

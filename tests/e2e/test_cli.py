@@ -135,3 +135,18 @@ def test_bench_orchestrator_measures_every_dependent_task_after_a_warm_up(cli: C
 def test_bench_orchestrator_refuses_a_dag_of_one_layer(cli: Cli) -> None:
     proc = cli.run("bench", "orchestrator", "--tasks", "10", "--width", "10", check=False)
     assert proc.returncode == 2 and "at least two layers" in proc.stderr
+
+
+def test_bench_sink_stores_every_event_natively_and_times_the_raw_insert_of_the_same_rows(cli: Cli) -> None:
+    doc = cli.json("bench", "sink", "--rows", "600", "--batch", "250", "--stats-rows", "2000", timeout=300)
+    assert (doc["rows"], doc["batch"]) == (600, 250)
+    sink, raw = doc["sink"], doc["raw_insert"]
+    assert sink["stored"] == sink["decoded_by_clickhouse"] == raw["stored"] == 600
+    assert all(run["seconds"] > 0 and run["cpu_seconds"] > 0 and run["rows_per_s"] > 0 for run in (sink, raw))
+    assert doc["ratio_sink_over_raw"] == round(sink["rows_per_s"] / raw["rows_per_s"], 3)
+    assert doc["stats"]["rows_per_table"] == doc["stats"]["results_seen"] == 2000
+
+
+def test_bench_sink_refuses_an_empty_run(cli: Cli) -> None:
+    proc = cli.run("bench", "sink", "--rows", "0", check=False)
+    assert proc.returncode == 2 and "must be ≥ 1" in proc.stderr
