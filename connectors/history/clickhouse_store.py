@@ -21,7 +21,9 @@ class ClickHouseServerStore(HistoryStore):
         self.url = url
         self.ttl_days = ttl_days
         try:
-            self._client = clickhouse_connect.get_client(dsn=url, connect_timeout=5)
+            # No session: the sink's inserts and the API's and stats' queries share this client
+            # from several threads, and ClickHouse refuses concurrent queries in one session.
+            self._client = clickhouse_connect.get_client(dsn=url, connect_timeout=5, autogenerate_session_id=False)
         except OperationalError as exc:
             raise StoreUnavailableError(
                 f"ClickHouse at AIOS_CLICKHOUSE_URL is not reachable: {exc}. "

@@ -16,6 +16,7 @@ from confluent_kafka.admin import AdminClient
 
 from streams.settings import Settings, load_settings
 from streams.topics import create_topics, delete_topics
+from tests.integration.clickhouse_server import ClickHouseServer
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +44,15 @@ def settings(base_settings: Settings) -> Iterator[Settings]:
     yield s
     # Thousands of leftover partitions across a run once took the local broker's heap.
     delete_topics(s)
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseServer]:
+    """A real ClickHouse server (the engine chdb embeds, listening on HTTP) for the server store."""
+    server = ClickHouseServer(tmp_path_factory.mktemp("clickhouse-server"))
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(f"cannot start the test ClickHouse server: {exc}")
+    yield server
+    server.stop()

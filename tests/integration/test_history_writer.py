@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -11,18 +10,15 @@ import pytest
 
 from connectors.errors import StoreQueryError
 from connectors.history.avro_ingest import FRAME_END, ContainerBuilder
-from connectors.history.base import TYPED_TABLES
 from connectors.history.chdb_store import ChdbStore
 from connectors.history.writer import Record, to_row, write_batch
 from schemas.codec import Codec
 from schemas.errors import UndecodableError
 from schemas.events import envelope
-from streams.bench_sink import TOPICS, task_events
+from streams.bench_sink import task_events
+from tests.integration.helpers import assert_stored_once, records, stored_events
 
 pytestmark = pytest.mark.integration
-
-EVENT_FIELDS = ("event_id", "event_type", "topic", "partition", "offset", "trace_id", "task_id", "project_id",
-                "role", "status")
 
 
 @pytest.fixture
@@ -30,47 +26,10 @@ def store(session_data_dir: Path) -> ChdbStore:
     return ChdbStore.open(session_data_dir / "chdb")  # the one chdb directory of this process
 
 
-def records(codec: Codec, project: str, tasks: int = 2) -> list[Record]:
-    out = []
-    for i in range(tasks):
-        for name, value in task_events(i):
-            value["project_id"] = project
-            if name == "TaskResult" and i == 0:
-                value.update(status="failed", error="boom")
-            out.append(Record(f"w.{TOPICS[name]}", i, 1000 + len(out), codec.encode(name, value)))
-    return out
-
-
-def stored_events(store: ChdbStore, project: str) -> dict[str, dict[str, Any]]:
-    rows = store.query(f"SELECT * FROM aios.events FINAL WHERE project_id = '{project}'")  # noqa: S608
-    return {r["event_id"]: r for r in rows}
-
-
 def test_every_pipeline_event_type_is_decoded_by_clickhouse(store: ChdbStore) -> None:
     assert {"aios.v1.Task", "aios.v1.Assignment", "aios.v1.TaskResult", "aios.v1.AgentMessage",
             "aios.v1.MemoryEvent", "aios.v1.LlmCall", "aios.v1.AgentStatus"} <= set(store.ingest)
     assert "aios.v1.DeadLetter" not in store.ingest  # bytes: decoded in Python, payload in base64
-
-
-def assert_stored_once(store: ChdbStore, codec: Codec, batch: list[Record], project: str) -> None:
-    """Each event has its ``events`` row as Python builds it, and a typed event's fields are all
-    in its typed table (``events.payload`` stays empty for it: each event is stored once)."""
-    got = stored_events(store, project)
-    for record in batch:
-        decoded = codec.decode(record.value)
-        expected = to_row(decoded, record.topic, record.partition, record.offset)
-        row = got[expected.event_id]
-        assert {f: row[f] for f in EVENT_FIELDS} == {f: getattr(expected, f) for f in EVENT_FIELDS}
-        table = TYPED_TABLES.get(expected.event_type)
-        if table is None:
-            assert json.loads(row["payload"]) == json.loads(expected.payload)
-            continue
-        assert row["payload"] == ""
-        typed = store.query(f"SELECT * EXCEPT ts, toUnixTimestamp64Milli(ts) AS timestamp "  # noqa: S608
-                            f"FROM aios.{table} FINAL WHERE event_id = '{expected.event_id}'")[0]
-        # (a null string is '' in a String column, as errors always were)
-        want = {k: "" if v is None and typed[k] == "" else v for k, v in json.loads(expected.payload).items()}
-        assert {k: typed[k] for k in decoded.value} == want
 
 
 def test_native_rows_match_what_the_python_path_builds(store: ChdbStore) -> None:
