@@ -29,6 +29,8 @@ ROUTER_COOLDOWNS = Counter(
 AGENT_STATUS = Counter("aios_agent_status_total", "AgentStatus events published, by state.", ["state"])
 LLM_REPLAYS = Counter("aios_llm_replays_total", "LLM answers reused from the journal instead of calling again.")
 SINK_RETRIES = Counter("aios_sink_store_retries_total", "History-store writes retried after an outage.")
+SINK_REFUSED = Counter("aios_sink_native_refused_total",
+                       "History-sink batches ClickHouse refused to decode, decoded in Python instead.")
 SINK_FLUSH = Histogram(
     "aios_sink_flush_seconds",
     "Time to store one history-sink batch, retries during an outage included.",

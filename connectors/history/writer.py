@@ -34,6 +34,7 @@ class BatchResult:
     stored: int = 0
     native: int = 0  # of which ClickHouse decoded
     rejected: list[tuple[Record, SchemaError]] = field(default_factory=list)
+    refused: str | None = None  # why ClickHouse refused the native INSERT, when Python decoded the batch instead
 
 
 def to_row(decoded: Decoded, topic: str, partition: int, offset: int) -> EventRow:
@@ -121,7 +122,8 @@ def _insert_native(store: HistoryStore, codec: Codec, batch: _NativeBatch, resul
     """
     try:
         store.insert_avro([(builder.ingest, builder.build()) for builder, _ in batch.groups.values()])
-    except StoreQueryError:
+    except StoreQueryError as exc:
+        result.refused = str(exc)
         return [row for _, members in batch.groups.values() for record in members
                 if (row := _python_row(codec, record, result)) is not None]
     result.native = sum(len(members) for _, members in batch.groups.values())

@@ -16,8 +16,9 @@ from confluent_kafka import Message
 
 from connectors.errors import StoreUnavailableError
 from connectors.history.writer import BatchResult, Record, to_row, write_batch
-from streams.metrics import EVENTS, SINK_BATCH, SINK_FLUSH, SINK_RETRIES, SINK_ROWS
+from streams.metrics import EVENTS, SINK_BATCH, SINK_FLUSH, SINK_REFUSED, SINK_RETRIES, SINK_ROWS
 from streams.processors.batch import BatchProcessor, retry_forever
+from streams.processors.common import log
 from streams.runtime import Runtime
 
 NAME = "history"
@@ -45,6 +46,12 @@ class HistorySink(BatchProcessor):
         # must not starve the other processors.
         result: BatchResult = await retry_forever("history store", self._write, records)
         SINK_FLUSH.labels(self.rt.store.engine).observe(time.perf_counter() - started)
+        if result.refused is not None:
+            # Slow (Python decodes the whole batch) but nothing is lost; a steady stream of these
+            # means a producer writes bodies that do not match their schema.
+            SINK_REFUSED.inc()
+            log.warning("history: ClickHouse refused a batch of %d events, decoded in Python instead "
+                        "(%d rejected): %s", len(records), len(result.rejected), result.refused[:500])
         for record, exc in result.rejected:
             if record.topic in self.owned:
                 self.dead_letter(by_record[id(record)], exc)

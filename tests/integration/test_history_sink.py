@@ -6,8 +6,11 @@ import asyncio
 import time
 
 import pytest
+from prometheus_client import REGISTRY
 
+from schemas.codec import Codec
 from streams.app import running
+from streams.bench_sink import task_events
 from streams.client import build_task
 from streams.kafka import EventProducer, TopicReader
 from streams.settings import Settings
@@ -22,7 +25,12 @@ async def test_history_worker_stores_rows_and_dead_letters_garbage(settings: Set
     producer.send(f"{p}.tasks", "Task", task, key=task["task_id"])
     producer.send(f"{p}.tasks", "Task", task, key=task["task_id"])  # a redelivery: same event_id
     producer.send_raw(f"{p}.results", b"\x00\x00\x00\x00\x09garbage", key="bad")  # Confluent-framed, no registry
+    # Framed as a current TaskResult but cut short: ClickHouse refuses the batch, Python sorts it out.
+    result = dict(next(v for name, v in task_events(0) if name == "TaskResult"))
+    truncated = Codec().encode("TaskResult", result)[:-30]
+    producer.send_raw(f"{p}.results", truncated, key="short")
     producer.flush()
+    refused_before = REGISTRY.get_sample_value("aios_sink_native_refused_total") or 0.0
 
     async with running(settings, ["history"]) as live:
         store = live.runtime.store
@@ -37,8 +45,10 @@ async def test_history_worker_stores_rows_and_dead_letters_garbage(settings: Set
     reader = TopicReader(settings, f"{p}.dlq", from_beginning=True)
     letters = [d.value for _, d in reader.events(timeout_s=5) if not isinstance(d, Exception)]
     reader.close()
-    assert len(letters) == 1
-    assert letters[0]["processor"] == "history"
-    assert letters[0]["source_topic"] == f"{p}.results"
-    assert "AIOS_SCHEMA_REGISTRY_URL" in letters[0]["error"]
-    assert letters[0]["payload"] == b"\x00\x00\x00\x00\x09garbage"
+    assert len(letters) == 2
+    assert {letter["processor"] for letter in letters} == {"history"}
+    assert {letter["source_topic"] for letter in letters} == {f"{p}.results"}
+    by_payload = {letter["payload"]: letter for letter in letters}
+    assert "AIOS_SCHEMA_REGISTRY_URL" in by_payload[b"\x00\x00\x00\x00\x09garbage"]["error"]
+    assert "corrupt TaskResult payload" in by_payload[truncated]["error"]
+    assert (REGISTRY.get_sample_value("aios_sink_native_refused_total") or 0.0) > refused_before

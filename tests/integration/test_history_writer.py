@@ -37,7 +37,7 @@ def test_native_rows_match_what_the_python_path_builds(store: ChdbStore) -> None
     project = f"w-{uuid.uuid4().hex[:8]}"
     batch = records(codec, project)
     result = write_batch(store, codec, batch)
-    assert (result.stored, result.native, result.rejected) == (12, 12, [])
+    assert (result.stored, result.native, result.rejected, result.refused) == (12, 12, [], None)
 
     assert_stored_once(store, codec, batch, project)
     expected = to_row(codec.decode(batch[-1].value), batch[-1].topic, batch[-1].partition, batch[-1].offset)
@@ -74,6 +74,7 @@ def test_a_corrupt_body_is_rejected_and_the_rest_of_its_batch_stored(store: Chdb
     # ClickHouse refused the batch for the truncated body (its frame mark landed on the next
     # event's bytes), so Python decoded the batch and stored the rest as the Python path does.
     assert (result.stored, result.native) == (11, 0)
+    assert result.refused is not None  # ClickHouse's reason, which the sink logs
     assert_stored_once(store, codec, batch[1:], project)
     assert len(stored_events(store, project)) == 11
 
