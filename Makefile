@@ -9,6 +9,7 @@ EXTRAS  := dev,registry,vector,anthropic
 STAMP   := $(VENV)/.installed
 JARS    := infra/kafka/lib/.resolved
 CONNECT_JARS := infra/connect/lib/.resolved
+REGISTRY := infra/schema-registry/bin/schema-registry
 
 .DEFAULT_GOAL := help
 .PHONY: help install system demo test test-unit test-integration lint typecheck bench up down clean
@@ -37,6 +38,10 @@ $(CONNECT_JARS): infra/connect/pom.xml
 
 install: $(STAMP) $(JARS) $(CONNECT_JARS) ## Create the venv, install AIOS and resolve Kafka's and Connect's jars
 
+# The Confluent-API schema registry the tests run against, built from the Go module proxy.
+$(REGISTRY): infra/schema-registry/build.sh infra/schema-registry/go.mod infra/schema-registry/go.sum
+	bash infra/schema-registry/build.sh
+
 up: install ## Start the local Kafka and Redis (idempotent)
 	$(AIOS) dev up
 
@@ -46,7 +51,7 @@ down: ## Stop the local Kafka and Redis
 demo: install ## Run a sample project through the embedded pipeline
 	$(AIOS) demo
 
-test: install ## Run every test against the real local Kafka, Redis and chdb
+test: install $(REGISTRY) ## Run every test against the real local Kafka, Redis, chdb, ClickHouse over HTTP and a schema registry
 	$(AIOS) dev up
 	$(BIN)/pytest -q -p no:cacheprovider
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
@@ -16,7 +17,7 @@ from confluent_kafka.admin import AdminClient
 
 from streams.settings import Settings, load_settings
 from streams.topics import create_topics, delete_topics
-from tests.integration.clickhouse_server import ClickHouseServer
+from tests.integration.local_servers import ClickHouseServer, LocalServer, SchemaRegistry
 
 
 @pytest.fixture(scope="session")
@@ -46,13 +47,28 @@ def settings(base_settings: Settings) -> Iterator[Settings]:
     delete_topics(s)
 
 
+Server = TypeVar("Server", bound=LocalServer)
+
+
+def started(server: Server) -> Server:
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(f"cannot start the test {server.name}: {exc}")
+    return server
+
+
 @pytest.fixture(scope="session")
 def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseServer]:
     """A real ClickHouse server (the engine chdb embeds, listening on HTTP) for the server store."""
     server = ClickHouseServer(tmp_path_factory.mktemp("clickhouse-server"))
-    try:
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(f"cannot start the test ClickHouse server: {exc}")
-    yield server
+    yield started(server)
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SchemaRegistry]:
+    """A real Confluent-API schema registry server (AxonOps, in memory), fresh for the session."""
+    server = SchemaRegistry(tmp_path_factory.mktemp("schema-registry"))
+    yield started(server)
     server.stop()

@@ -1,6 +1,6 @@
 """The history store on a real ClickHouse server over HTTP (clickhouse-connect), as AIOS_CLICKHOUSE_URL selects it.
 
-The server is the ClickHouse engine chdb embeds, listening (tests/integration/clickhouse_server.py):
+The server is the ClickHouse engine chdb embeds, listening (tests/integration/local_servers.py):
 the migrations, the sink's Avro inserts, the constraints on them, the stats queries and an outage
 all go through the HTTP interface, as against clickhouse-server.
 """
@@ -27,8 +27,8 @@ from streams.kafka import EventProducer
 from streams.processors.history_sink import HistorySink
 from streams.runtime import Runtime
 from streams.settings import Settings
-from tests.integration.clickhouse_server import ClickHouseServer
 from tests.integration.helpers import assert_stored_once, records, stored_events
+from tests.integration.local_servers import ClickHouseServer
 
 pytestmark = pytest.mark.integration
 
