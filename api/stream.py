@@ -28,7 +28,7 @@ from api.view import LiveEvent, LiveView
 from schemas.errors import SchemaError
 from schemas.events import to_ms
 from streams.cli.events import jsonable
-from streams.kafka import make_consumer
+from streams.kafka import make_consumer, watermarks
 from streams.settings import Settings
 
 TOO_SLOW = 4008
@@ -131,7 +131,7 @@ class Replay:
                   for t in types for p in meta.topics[topic_of(self.view, t)].partitions]
         found = self.consumer.offsets_for_times(wanted, timeout=10)
         for tp in found:
-            low, high = self.consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
+            low, high = watermarks(self.consumer, TopicPartition(tp.topic, tp.partition))
             key = (tp.topic, tp.partition)
             ends[key] = high
             starts[key] = exact.get(key, high if tp.offset < 0 else max(tp.offset, low))

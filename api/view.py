@@ -22,7 +22,7 @@ from schemas.codec import Codec
 from schemas.errors import SchemaError
 from schemas.events import to_ms
 from streams.errors import KafkaError
-from streams.kafka import make_codec, make_consumer
+from streams.kafka import make_codec, make_consumer, watermarks
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -65,20 +65,6 @@ class _State:
 
 
 Subscriber = Callable[[list[LiveEvent]], None]
-
-
-def _watermarks(consumer: Any, tp: TopicPartition, attempts: int = 50) -> tuple[int, int]:
-    """A partition's (low, high) offsets, retried while a just-created topic elects its leader."""
-    for attempt in range(attempts):
-        try:
-            low, high = consumer.get_watermark_offsets(tp, timeout=10)
-            return int(low), int(high)
-        except KafkaException:
-            # librdkafka does not flag NOT_LEADER here as retriable, though it passes in a moment.
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.2)
-    raise AssertionError("unreachable")  # noqa: S101 - the loop returns or raises
 
 
 def _topic_metadata(consumer: Any, topic: str, wait_s: float = 5.0) -> Any:
@@ -127,7 +113,7 @@ class LiveView:
                     consumer.close()
                     raise KafkaError(f"topic {topic!r} does not exist; create the topics with `aios topics create`")
                 for p in tmeta.partitions:
-                    low, high = _watermarks(consumer, TopicPartition(topic, p))
+                    low, high = watermarks(consumer, TopicPartition(topic, p))
                     assignment.append(TopicPartition(topic, p, low))
                     if high > low:
                         ends[(topic, p)] = high

@@ -23,7 +23,7 @@ from confluent_kafka.admin import NewTopic
 
 from streams.client import TaskClient, build_task
 from streams.errors import OrchestrationError
-from streams.kafka import make_consumer, producer_config
+from streams.kafka import make_consumer, producer_config, watermarks
 from streams.settings import Settings
 from streams.topics import admin_client, create_topics, delete_topics, wait_for_leaders
 
@@ -135,7 +135,7 @@ def _assign_at_end(consumer: Consumer, topic: str) -> None:
     meta = consumer.list_topics(topic, timeout=10).topics[topic]
     parts = []
     for p in meta.partitions:
-        _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        _, high = watermarks(consumer, TopicPartition(topic, p))
         parts.append(TopicPartition(topic, p, high))
     consumer.assign(parts)
 

@@ -130,6 +130,27 @@ def read_partition(settings: Settings, topic: str, partition: int, *, timeout_s:
         reader.close()
 
 
+# Answers a partition gives while its leader is still being elected (a topic created a moment ago,
+# a broker busy with other topics): they pass within moments, though librdkafka does not flag them
+# as retriable for a watermark query.
+_LEADER_MOVING = frozenset({CKafkaError.NOT_LEADER_FOR_PARTITION, CKafkaError.LEADER_NOT_AVAILABLE,
+                            CKafkaError.UNKNOWN_TOPIC_OR_PART})
+
+
+def watermarks(consumer: Consumer, tp: TopicPartition, wait_s: float = 10.0) -> tuple[int, int]:
+    """A partition's (low, high) offsets, asked again while its leader is moving, for up to ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            return int(low), int(high)
+        except KafkaException as exc:
+            code = exc.args[0].code() if exc.args and isinstance(exc.args[0], CKafkaError) else None
+            if code not in _LEADER_MOVING or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 class TopicReader:
     """Reads one topic from the beginning or from its current end, decoding each event.
 
@@ -151,7 +172,7 @@ class TopicReader:
         self._ends: dict[int, int] = {}  # partition -> high watermark when the reader was opened
         for p in tmeta.partitions:
             try:
-                low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                low, high = watermarks(self._consumer, TopicPartition(topic, p))
             except KafkaException as exc:
                 self._consumer.close()
                 raise KafkaError(f"cannot read the offsets of {topic}[{p}]: {exc}") from exc

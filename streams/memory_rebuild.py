@@ -23,7 +23,7 @@ from connectors.redis_context import RedisContext, window_keys
 from schemas.errors import SchemaError
 from schemas.events import to_ms
 from streams.errors import KafkaError
-from streams.kafka import make_codec, make_consumer
+from streams.kafka import make_codec, make_consumer, watermarks
 from streams.processors.memory import memory_item, to_turn
 from streams.runtime import open_context, open_vector_memory
 
@@ -64,7 +64,7 @@ def end_offsets(settings: Settings, topic: str) -> tuple[Any, list[TopicPartitio
             raise KafkaError(f"topic {topic!r} does not exist; create the topics with `aios topics create`")
         starts, ends = [], []
         for p in sorted(tmeta.partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            low, high = watermarks(consumer, TopicPartition(topic, p))
             starts.append(TopicPartition(topic, p, low))
             ends.append(TopicPartition(topic, p, high))
     except KafkaException as exc:
