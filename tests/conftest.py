@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import pytest
+
+# CPython before 3.11.8 can fail ast.parse running in two threads at once ("SystemError: AST
+# constructor recursion depth mismatch"). pytest's assertion rewriting parses a plugin's modules
+# (anyio is one) when they are first imported, and anyio imports its parts lazily, from whichever
+# thread first needs one: a test API server's thread serving its first static file crashed that
+# way. Importing them all here, on the main thread, keeps those parses out of the threads.
+for _name in dir(anyio):
+    getattr(anyio, _name)
 
 
 @pytest.fixture(scope="session")
