@@ -352,7 +352,8 @@ def test_current_schemas_are_backward_compatible_with_themselves(name: str) -> N
     assert _fastavro_resolves(raw, raw, sample_value(name))
 
 
-def test_compatibility_rule_agrees_with_fastavro() -> None:
+def compatibility_cases() -> list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any], bool]]:
+    """(what changes, writer schema, reader schema, a value of the writer, BACKWARD compatible?)."""
     current, old = load_raw("Task"), old_task_raw()
     required = load_raw("Task")
     required["fields"] = [*required["fields"], {"name": "owner", "type": "string"}]
@@ -360,15 +361,17 @@ def test_compatibility_rule_agrees_with_fastavro() -> None:
     retyped["fields"] = [{**f, "type": "int"} if f["name"] == "role" else f for f in retyped["fields"]]
     widened = old_task_raw()
     widened["fields"] = [{**f, "type": "long"} if f["name"] == "priority" else f for f in widened["fields"]]
-
-    cases = [
-        (old, current, old_task_value(), True),  # added fields all have defaults
-        (current, old, sample_value("Task"), True),  # removed fields are skipped
-        (current, required, sample_value("Task"), False),  # new field without a default
-        (current, retyped, sample_value("Task"), False),  # string -> int
-        (old, widened, old_task_value(), True),  # int -> long promotion
+    return [
+        ("fields added with defaults", old, current, old_task_value(), True),
+        ("fields removed", current, old, sample_value("Task"), True),
+        ("a field added without a default", current, required, sample_value("Task"), False),
+        ("string to int", current, retyped, sample_value("Task"), False),
+        ("int to long", old, widened, old_task_value(), True),
     ]
-    for writer, reader, value, expected in cases:
+
+
+def test_compatibility_rule_agrees_with_fastavro() -> None:
+    for _, writer, reader, value, expected in compatibility_cases():
         assert is_backward_compatible(writer, reader) is expected
         assert _fastavro_resolves(writer, reader, value) is expected
 
