@@ -54,9 +54,10 @@ KAFKA_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("_offset", "long", "UInt64"),
 )
 FRAME_END = bytes.fromhex("9e3779b9")  # any 4 bytes: a misread lands on them by chance 1 in 2**32
-_FRAME_FIELD = ("_end", {"type": "fixed", "name": "AiosFrameEnd", "size": len(FRAME_END)},
-                f"FixedString({len(FRAME_END)})")
-_RESERVED = {f for f, _, _ in (*KAFKA_FIELDS, _FRAME_FIELD)}
+_FRAME_FIELD = "_end"  # behind the event's own fields, read as a column the ingest table's constraint checks
+_FRAME_AVRO = {"type": "fixed", "name": "AiosFrameEnd", "size": len(FRAME_END)}
+_FRAME_COLUMN = f"FixedString({len(FRAME_END)})"
+_RESERVED = {*(f for f, _, _ in KAFKA_FIELDS), _FRAME_FIELD}
 _PRIMITIVES = {"string": "String", "int": "Int32", "long": "Int64", "float": "Float32", "double": "Float64",
                "boolean": "Bool"}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # Avro's name rule; names go into SQL unquoted
@@ -224,7 +225,7 @@ def plan_ingest(specs: Sequence[RecordSpec]) -> IngestPlan:
                     parts.append(name)
         typed_selects.append((spec.typed, f"SELECT {', '.join(parts)} FROM {{source}} "  # noqa: S608 - names checked
                                           f"WHERE _type = '{spec.event_type}'"))
-    columns[_FRAME_FIELD[0]] = _FRAME_FIELD[2]
+    columns[_FRAME_FIELD] = _FRAME_COLUMN
     structure = ", ".join(f"{name} {ch}" for name, ch in columns.items())
     digest = hashlib.sha256("\n".join((structure, FRAME_END.hex(), events_select, *(f"{t}:{s}" for t, s in typed_selects)))
                             .encode()).hexdigest()
@@ -243,11 +244,11 @@ def plan_ingest(specs: Sequence[RecordSpec]) -> IngestPlan:
     for spec, fields in members:
         container = dict(spec.raw)
         container["fields"] = ([{"name": f, "type": t} for f, t, _ in KAFKA_FIELDS] + list(spec.raw["fields"])
-                               + [{"name": _FRAME_FIELD[0], "type": _FRAME_FIELD[1]}])
+                               + [{"name": _FRAME_FIELD, "type": _FRAME_AVRO}])
         record = f"{spec.raw.get('namespace', '')}.{spec.raw['name']}".lstrip(".")
         tables[record] = IngestTable(
             record=record, event_type=spec.event_type, fingerprint=spec.fingerprint, table=table,
-            columns=(*[f for f, _, _ in KAFKA_FIELDS], *(name for name, _ in fields), _FRAME_FIELD[0]),
+            columns=(*[f for f, _, _ in KAFKA_FIELDS], *(name for name, _ in fields), _FRAME_FIELD),
             structure=structure,
             container_schema=orjson.dumps(container))
     return IngestPlan(tables, tuple(statements))
