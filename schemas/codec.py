@@ -168,10 +168,16 @@ class Codec:
     """Encode and decode AIOS events; thread-safe after construction."""
 
     def __init__(
-        self, catalog: SchemaCatalog | None = None, registry: Registry | None = None, *, validate: bool = True
+        self, catalog: SchemaCatalog | None = None, registry: Registry | None = None, *, validate: bool = True,
+        mixed_topics: frozenset[str] = frozenset(),
     ) -> None:
         self.catalog = catalog or load_catalog()
         self.registry = registry
+        # Registry subjects follow TopicNameStrategy (<topic>-value): one record type per topic, its
+        # versions checked for BACKWARD compatibility. A topic that carries several record types (the
+        # orchestrator's outbox) gets TopicRecordNameStrategy instead (<topic>-<full record name>):
+        # under one <topic>-value subject the second type would be refused as incompatible.
+        self.mixed_topics = mixed_topics
         # Full validation costs about as much as writing; processors that only re-encode values
         # they decoded and built themselves may turn it off. Values from outside keep it on.
         self.validate = validate
@@ -245,7 +251,8 @@ class Codec:
             return cached
         if self.registry is None:  # only reachable through misuse: encode() checks first
             raise EncodeError("no schema registry configured")
-        schema_id = self.registry.register(f"{topic}-value", json.dumps(schema.raw))
+        subject = f"{topic}-{schema.name}" if topic in self.mixed_topics else f"{topic}-value"
+        schema_id = self.registry.register(subject, json.dumps(schema.raw))
         with self._lock:
             self._subject_ids[key] = schema_id
             self._by_id[schema_id] = schema

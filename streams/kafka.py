@@ -21,12 +21,14 @@ from schemas.codec import Codec, ConfluentRegistry, Decoded
 from schemas.errors import SchemaError
 from streams.errors import KafkaError
 from streams.settings import Settings
+from streams.topics import Topics
 
 
 def make_codec(settings: Settings, *, validate: bool = True) -> Codec:
     """The codec every process uses: registry framing when a registry is configured."""
     registry = ConfluentRegistry(settings.schema_registry_url) if settings.schema_registry_url else None
-    return Codec(registry=registry, validate=validate)
+    # The orchestrator's outbox carries its TaskResults and ProjectStatuses in one ordered stream.
+    return Codec(registry=registry, validate=validate, mixed_topics=frozenset({Topics.from_settings(settings).finals}))
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:

@@ -7,7 +7,9 @@ talks to it as to Confluent's: subjects, global ids, BACKWARD checks and the err
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
 from typing import Any
 
@@ -18,6 +20,11 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from connectors.history.writer import Record, write_batch
 from schemas.codec import CONFLUENT_MAGIC, Codec, ConfluentRegistry, WireFormat
 from schemas.errors import EncodeError, UndecodableError
+from streams.app import running
+from streams.kafka import read_partition
+from streams.processors import PROCESSORS
+from streams.settings import Settings
+from tests.integration.helpers import submit_and_wait
 from tests.integration.local_servers import SchemaRegistry
 from tests.unit.schemas import RECORD_NAMES, load_raw, sample_value
 from tests.unit.schemas.test_codec import (
@@ -129,3 +136,46 @@ def test_the_history_sink_stores_registry_framed_events_natively(schema_registry
     result = write_batch(store, reader, framed)
     assert (result.stored, result.native, result.rejected) == (12, 12, [])
     assert_stored_once(store, reader, framed, project)
+
+
+async def test_the_whole_pipeline_runs_on_the_confluent_wire_format(settings: Settings,
+                                                                     schema_registry: SchemaRegistry) -> None:
+    # AIOS_SCHEMA_REGISTRY_URL set: every producer registers <topic>-value and frames by id.
+    s = settings.model_copy(update={"schema_registry_url": schema_registry.url})
+    project = f"reg-{uuid.uuid4().hex[:8]}"
+    async with running(s, list(PROCESSORS)) as live:
+        result = await submit_and_wait(s, "Summarise the design of a rate limiter", project=project)
+        assert result["status"] == "succeeded" and "rate limiter" in result["output"]
+        store = live.runtime.store
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            counts = await asyncio.to_thread(store.counts_by_type, project_id=project)
+            if counts.get("TaskResult", 0) >= 2 and counts.get("LlmCall") and counts.get("MemoryEvent"):
+                break
+            await asyncio.sleep(0.2)
+        assert counts["Task"] == counts["Assignment"] == counts["LlmCall"] == 1 and counts["TaskResult"] == 2
+        live.check()
+
+    framed = [m for p in range(s.topic_partitions) for m in read_partition(s, f"{s.topic_prefix}.results", p)]
+    assert framed and all((m.value() or b"")[:1] == bytes([CONFLUENT_MAGIC]) for m in framed)
+    subjects = set(SchemaRegistryClient({"url": schema_registry.url}).get_subjects())
+    p = s.topic_prefix
+    assert {f"{p}.{t}-value" for t in ("tasks", "agent.general", "attempts", "llm-calls", "memory")} <= subjects
+    # The outbox carries two record types (TopicRecordNameStrategy); the results committer forwards
+    # its bytes to results and project-status unchanged, so readers there resolve these same ids.
+    assert {f"{p}.finals-aios.v1.TaskResult", f"{p}.finals-aios.v1.ProjectStatus"} <= subjects
+
+
+def test_a_topic_of_two_record_types_needs_a_subject_per_record(schema_registry: SchemaRegistry) -> None:
+    t = topic()
+    status = sample_value("ProjectStatus")
+    one_subject = Codec(registry=ConfluentRegistry(schema_registry.url))
+    one_subject.encode("TaskResult", sample_value("TaskResult"), topic=t)
+    with pytest.raises(EncodeError, match="409"):  # <topic>-value holds TaskResult: another record is "incompatible"
+        one_subject.encode("ProjectStatus", status, topic=t)
+    mixed = Codec(registry=ConfluentRegistry(schema_registry.url), mixed_topics=frozenset({t}))
+    data = mixed.encode("ProjectStatus", status, topic=t)
+    mixed.encode("TaskResult", sample_value("TaskResult"), topic=t)
+    subjects = set(SchemaRegistryClient({"url": schema_registry.url}).get_subjects())
+    assert {f"{t}-aios.v1.ProjectStatus", f"{t}-aios.v1.TaskResult"} <= subjects
+    assert Codec(registry=ConfluentRegistry(schema_registry.url)).decode(data).value == status
