@@ -244,6 +244,12 @@ class Codec:
             raise UndecodableError(f"{writer.short_name} did not decode to a record")
         return Decoded(writer.name, value, fmt)
 
+    def register(self, name: str, topic: str) -> int:
+        """Register record ``name``'s current schema under ``topic``'s subject; return its id."""
+        if self.registry is None:
+            raise EncodeError("registering a schema needs a schema registry (AIOS_SCHEMA_REGISTRY_URL)")
+        return self._schema_id(topic, self.catalog.get(name))
+
     def _schema_id(self, topic: str, schema: RecordSchema) -> int:
         key = (topic, schema.name)
         cached = self._subject_ids.get(key)

@@ -15,6 +15,7 @@ processor in transactions when only the orchestrator and this hop need them.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import faust
@@ -42,6 +43,17 @@ class ResultsCommitter(TransactionalProcessor):
         # unique only within their project)
         self.done: dict[int, set[tuple[str, str]]] = {}
         self.added: list[tuple[int, tuple[str, str]]] = []  # this batch's additions, undone on abort
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        if self.rt.codec.registry is not None:
+            # The bytes copied keep the ids the outbox's subjects gave them. A registry gives one
+            # schema one id whatever the subject, so registering the same schemas under results'
+            # and project-status' own subjects (<topic>-value) matches those ids, for readers that
+            # look a topic's schema up by subject.
+            t = self.rt.topics
+            await asyncio.to_thread(self.rt.codec.register, "TaskResult", t.results)
+            await asyncio.to_thread(self.rt.codec.register, "ProjectStatus", t.project_status)
 
     def on_assigned(self, partitions: list[int]) -> dict[tuple[str, int], int]:
         for p in partitions:

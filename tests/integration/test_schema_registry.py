@@ -162,8 +162,14 @@ async def test_the_whole_pipeline_runs_on_the_confluent_wire_format(settings: Se
     p = s.topic_prefix
     assert {f"{p}.{t}-value" for t in ("tasks", "agent.general", "attempts", "llm-calls", "memory")} <= subjects
     # The outbox carries two record types (TopicRecordNameStrategy); the results committer forwards
-    # its bytes to results and project-status unchanged, so readers there resolve these same ids.
+    # its bytes to results and project-status unchanged, and registers the same schemas under those
+    # topics' own subjects: one schema, one id, so the ids in the copied bytes are theirs.
     assert {f"{p}.finals-aios.v1.TaskResult", f"{p}.finals-aios.v1.ProjectStatus"} <= subjects
+    client = SchemaRegistryClient({"url": schema_registry.url})
+    results_id = client.get_latest_version(f"{p}.results-value").schema_id
+    assert {int.from_bytes((m.value() or b"")[1:5], "big") for m in framed} == {results_id}
+    assert client.get_latest_version(f"{p}.project-status-value").schema_id == \
+        client.get_latest_version(f"{p}.finals-aios.v1.ProjectStatus").schema_id
 
 
 def test_a_topic_of_two_record_types_needs_a_subject_per_record(schema_registry: SchemaRegistry) -> None:

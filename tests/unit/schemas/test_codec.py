@@ -417,3 +417,13 @@ def test_to_ms_is_exact_for_decoded_timestamps() -> None:
     decoded = codec.decode(codec.encode("Task", value)).value["timestamp"]
     assert exact_ms(decoded) == 536870911  # the codec itself is exact
     assert to_ms(decoded) == 536870911  # to_ms returns 536870910
+
+
+def test_register_names_the_subject_and_needs_a_registry(codec: Codec, registry: ConfluentRegistry) -> None:
+    with pytest.raises(EncodeError, match="AIOS_SCHEMA_REGISTRY_URL"):
+        codec.register("TaskResult", "aios.results")
+    with_registry = Codec(registry=registry)
+    schema_id = with_registry.register("TaskResult", "aios.results")
+    assert registry._client.get_latest_version("aios.results-value").schema_id == schema_id
+    data = with_registry.encode("TaskResult", sample_value("TaskResult"), topic="aios.results")
+    assert int.from_bytes(data[1:5], "big") == schema_id
