@@ -15,6 +15,16 @@ COPY agents ./agents
 COPY streams ./streams
 RUN pip wheel --wheel-dir /wheels ".[vector,registry,anthropic]"
 
+# --- the history sink's Avro → Native transcoder (Rust, pyo3): an abi3 wheel for CPython 3.11+.
+# Debian bookworm's python3 is 3.11, as in the runtime image.
+FROM rust:1-slim-bookworm AS transcoder
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3-venv \
+    && rm -rf /var/lib/apt/lists/* \
+    && python3 -m venv /venv && /venv/bin/pip install --no-cache-dir "maturin>=1.7,<2"
+COPY connectors/history/transcoder /src
+RUN /venv/bin/maturin build --release --locked --manifest-path /src/Cargo.toml --out /wheels
+
 # --- runtime
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -22,7 +32,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-index --find-links /wheels "aios[vector,registry,anthropic]"
+    --mount=type=bind,from=transcoder,source=/wheels,target=/transcoder \
+    pip install --no-index --find-links /wheels --find-links /transcoder "aios[vector,registry,anthropic]" aios-transcoder
 RUN useradd --system --uid 10001 --create-home --home-dir /var/lib/aios aios
 USER aios
 WORKDIR /var/lib/aios

@@ -10,6 +10,9 @@ STAMP   := $(VENV)/.installed
 JARS    := infra/kafka/lib/.resolved
 CONNECT_JARS := infra/connect/lib/.resolved
 REGISTRY := infra/schema-registry/bin/schema-registry
+TRANSCODER_SRC := connectors/history/transcoder
+TRANSCODER := $(VENV)/.transcoder
+export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 .DEFAULT_GOAL := help
 .PHONY: help install system demo test test-unit test-integration lint typecheck bench up down clean
@@ -27,6 +30,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	@touch $@
 
+# The history sink's Avro → Native transcoder (Rust, pyo3), built by maturin with the crates pinned in Cargo.lock.
+$(TRANSCODER): $(STAMP) $(wildcard $(TRANSCODER_SRC)/src/*.rs) $(addprefix $(TRANSCODER_SRC)/,Cargo.toml Cargo.lock pyproject.toml aios_transcoder.pyi)
+	@command -v cargo >/dev/null || { echo "Rust's cargo is needed to build $(TRANSCODER_SRC): install it with rustup (https://rustup.rs)" >&2; exit 1; }
+	$(BIN)/python -m pip install -q ./$(TRANSCODER_SRC)
+	@touch $@
+
 $(JARS): infra/kafka/pom.xml
 	cd infra/kafka && mvn -q -B dependency:copy-dependencies -DoutputDirectory=lib -DincludeScope=runtime
 	@touch $@
@@ -36,7 +45,7 @@ $(CONNECT_JARS): infra/connect/pom.xml
 	cd infra/connect && mvn -q -B dependency:copy-dependencies -DoutputDirectory=lib -DincludeScope=runtime
 	@touch $@
 
-install: $(STAMP) $(JARS) $(CONNECT_JARS) ## Create the venv, install AIOS and resolve Kafka's and Connect's jars
+install: $(STAMP) $(TRANSCODER) $(JARS) $(CONNECT_JARS) ## Create the venv, install AIOS and its transcoder, resolve Kafka's and Connect's jars
 
 # The Confluent-API schema registry the tests run against, built from the Go module proxy.
 $(REGISTRY): infra/schema-registry/build.sh infra/schema-registry/go.mod infra/schema-registry/go.sum

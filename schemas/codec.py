@@ -215,7 +215,7 @@ class Codec:
         """The writer schema and the Avro body of ``data``, read from the framing alone.
 
         Nothing past the header is read: the body may still be corrupt. The history sink uses this
-        to hand bodies to ClickHouse, which decodes them natively.
+        to learn which record type a body is before its transcoder reads it.
         """
         if not data or len(data) < 5:
             raise UndecodableError(f"{len(data or b'')} bytes is too short to be an AIOS event")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,8 +11,11 @@ from typing import Any
 
 import orjson
 
-from connectors.history.avro_ingest import IngestTable, ensure_ingest
+from connectors.history import transcode
+from connectors.history.ingest import IngestTable, ensure_ingest
 from connectors.history.migrations import DATABASE, MigrationReport, migrate
+
+log = logging.getLogger(__name__)
 
 # Each event type's typed table (see migrations.py), which holds all its fields; every event also
 # lands in ``events``, with its JSON payload only when its type has no typed table.
@@ -67,9 +71,11 @@ class HistoryStore(ABC):
     engine: str
     ttl_days: int = 90
     _columns: dict[str, tuple[str, ...]] | None = None
-    # Record types ClickHouse decodes itself (see avro_ingest.py), by full record name; filled by
-    # setup(). A store without them (not set up, or a test double) takes every event through insert().
+    # Record types stored through the ingest table (see ingest.py), by full record name, and the
+    # encoder of their Native blocks; set by setup(). A store without them (not set up, a test
+    # double, or no transcoder) takes every event through insert().
     ingest: dict[str, IngestTable] = {}  # replaced per instance by setup(), never mutated
+    encoder: transcode.NativeEncoder | None = None
 
     @abstractmethod
     def execute(self, sql: str) -> None:
@@ -83,14 +89,12 @@ class HistoryStore(ABC):
         """
 
     @abstractmethod
-    def insert_avro(self, containers: Sequence[tuple[IngestTable, bytes]]) -> None:
-        """Avro object containers (FORMAT Avro), each into its ingest table: in one INSERT where the
-        engine can take several files at once (chdb), else one INSERT per container.
+    def insert_native(self, table: str, structure: str, blocks: bytes) -> None:
+        """One INSERT of ClickHouse Native ``blocks`` into ingest table ``aios.<table>``, whose
+        columns are ``structure``; a block may carry some of them only (the rest take defaults).
 
-        When this raises, some rows may be stored already; storing them again is harmless (rows
-        are idempotent on event_id).
         Raises StoreUnavailableError when the store cannot be reached, StoreQueryError when it
-        rejects the data (a corrupt body among the events).
+        rejects the data.
         """
 
     @abstractmethod
@@ -113,6 +117,10 @@ class HistoryStore(ABC):
         self.migrate()
         current = [(schema.raw, schema.fingerprint) for schema in load_catalog().current.values()]
         self.ingest = ensure_ingest(self.execute, self.query, current, TYPED_TABLES)
+        self.encoder = transcode.NativeEncoder(self.ingest) if self.ingest and transcode.AVAILABLE else None
+        if self.ingest and not transcode.AVAILABLE:
+            log.warning("the aios_transcoder extension is not installed (run `make install`): the history "
+                        "sink decodes every event in Python, about twenty times slower")
 
     def _input_columns(self) -> dict[str, tuple[str, ...]]:
         # Columns a JSON event fills: plain and EPHEMERAL ones, not those computed from them (ts).

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from connectors.errors import ConnectorError, StoreQueryError
-from connectors.history.avro_ingest import INGEST_INSERT_SETTINGS, IngestTable
 from connectors.history.base import HistoryStore, _quote
+from connectors.history.ingest import INGEST_INSERT_SETTINGS
 from connectors.history.migrations import DATABASE
 
-# What the ingest INSERT runs with (avro_ingest.INGEST_INSERT_SETTINGS), as SQL.
+# What the ingest INSERT runs with (ingest.INGEST_INSERT_SETTINGS), as SQL.
 INGEST_SETTINGS = ", ".join(f"{name} = {value}" for name, value in INGEST_INSERT_SETTINGS.items())
 _SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # noqa: S108 - private mkstemp files
 
@@ -73,22 +73,15 @@ class ChdbStore(HistoryStore):
         self._run(f"INSERT INTO {DATABASE}.{table} ({', '.join(columns)}) "
                   f"SETTINGS input_format_skip_unknown_fields = 1 FORMAT JSONEachRow\n{body}")
 
-    def insert_avro(self, containers: Sequence[tuple[IngestTable, bytes]]) -> None:
-        # chdb takes no binary data with a query, so each container goes into a file (in memory
-        # where /dev/shm exists), and one INSERT reads them all: ClickHouse's fixed cost per INSERT
-        # (a pipeline per view, a part per target table) is paid once per batch, not once per type.
-        # Each file carries its own record type's schema; columns it lacks take their defaults.
-        by_table: dict[str, list[tuple[IngestTable, bytes]]] = {}
-        for ingest, container in containers:
-            by_table.setdefault(ingest.table, []).append((ingest, container))
-        for table, members in by_table.items():
-            with tempfile.TemporaryDirectory(prefix="aios-sink-", dir=_SCRATCH) as scratch:
-                for i, (_, container) in enumerate(members):
-                    Path(scratch, f"{i}.avro").write_bytes(container)
-                structure = members[0][0].structure
-                self._run(f"INSERT INTO {DATABASE}.{table} SELECT * "  # noqa: S608 - our names
-                          f"FROM file({_quote(scratch + '/*.avro')}, 'Avro', {_quote(structure)}) "
-                          f"SETTINGS {INGEST_SETTINGS}")
+    def insert_native(self, table: str, structure: str, blocks: bytes) -> None:
+        # chdb takes no binary data with a query, so the blocks go into a file (in memory where
+        # /dev/shm exists) that the INSERT reads; columns a block lacks take their defaults.
+        with tempfile.NamedTemporaryFile(prefix="aios-sink-", suffix=".native", dir=_SCRATCH) as scratch:
+            scratch.write(blocks)
+            scratch.flush()
+            self._run(f"INSERT INTO {DATABASE}.{table} SELECT * "  # noqa: S608 - our names
+                      f"FROM file({_quote(scratch.name)}, 'Native', {_quote(structure)}) "
+                      f"SETTINGS {INGEST_SETTINGS}")
 
     def query(self, sql: str) -> list[dict[str, Any]]:
         result = self._run(sql, "JSONEachRow")

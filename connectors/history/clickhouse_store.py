@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from connectors.errors import StoreQueryError, StoreUnavailableError
-from connectors.history.avro_ingest import INGEST_INSERT_SETTINGS, IngestTable
 from connectors.history.base import HistoryStore
+from connectors.history.ingest import INGEST_INSERT_SETTINGS
 from connectors.history.migrations import DATABASE
 
 
@@ -59,18 +59,16 @@ class ClickHouseServerStore(HistoryStore):
         except DatabaseError as exc:
             raise StoreQueryError(f"ClickHouse: {exc}") from exc
 
-    def insert_avro(self, containers: Sequence[tuple[IngestTable, bytes]]) -> None:
+    def insert_native(self, table: str, structure: str, blocks: bytes) -> None:
         from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-        # An INSERT over HTTP carries one body in one format, so one INSERT per container here.
-        for ingest, container in containers:
-            try:
-                self._client.raw_insert(f"{DATABASE}.{ingest.table}", column_names=list(ingest.columns),
-                                        insert_block=container, fmt="Avro", settings=dict(INGEST_INSERT_SETTINGS))
-            except OperationalError as exc:
-                raise StoreUnavailableError(f"ClickHouse insert failed: {exc}") from exc
-            except DatabaseError as exc:
-                raise StoreQueryError(f"ClickHouse: {exc}") from exc
+        try:  # the INSERT's own column list is the table's, so the blocks' columns match by name
+            self._client.raw_insert(f"{DATABASE}.{table}", insert_block=blocks, fmt="Native",
+                                    settings=dict(INGEST_INSERT_SETTINGS))
+        except OperationalError as exc:
+            raise StoreUnavailableError(f"ClickHouse insert failed: {exc}") from exc
+        except DatabaseError as exc:
+            raise StoreQueryError(f"ClickHouse: {exc}") from exc
 
     def query(self, sql: str) -> list[dict[str, Any]]:
         from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError

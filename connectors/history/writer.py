@@ -1,20 +1,20 @@
 """One batch of Kafka records into the history store, as the sink and its benchmark both run it.
 
-Record types mapped onto the ingest table (avro_ingest.py) go to ClickHouse as Avro, undecoded:
-Python reads only the framing and builds one container per record type, and the batch's
-containers are stored together (one INSERT on chdb). Everything else (older writer versions,
-record types the ingest mapping does not cover) is decoded in Python and inserted as JSON rows.
+Events of record types mapped onto the ingest table (ingest.py) are turned into Native blocks by
+the transcoder (transcode.py) and stored with one INSERT, never decoded in Python. Everything else
+(older writer versions, record types the mapping does not cover, bodies the transcoder does not
+take) is decoded in Python and inserted as JSON rows, or rejected when it does not decode.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from connectors.errors import StoreQueryError
-from connectors.history.avro_ingest import ContainerBuilder, IngestTable
 from connectors.history.base import EventRow, HistoryStore
-from schemas.codec import Codec, Decoded, RecordSchema
+from connectors.history.transcode import NativeBatch
+from schemas.codec import Codec, Decoded
 from schemas.errors import SchemaError
 from schemas.events import event_json, to_ms
 
@@ -63,45 +63,17 @@ def write_batch(store: HistoryStore, codec: Codec, records: Sequence[Record]) ->
     StoreQueryError when the store rejects data that Python decodes without fault.
     """
     result = BatchResult()
-    rows: list[EventRow] = []
-    native = _NativeBatch(store.ingest)
-    for record in records:
-        try:
-            writer, body, _ = codec.frame(record.value)
-        except SchemaError as exc:
-            result.rejected.append((record, exc))
-            continue
-        if not native.add(writer, record, body):
-            row = _python_row(codec, record, result)
-            if row is not None:
-                rows.append(row)
-    if native.groups:
-        rows += _insert_native(store, codec, native, result)
+    encoder = store.encoder
+    if encoder is None:
+        rows = [row for record in records if (row := _python_row(codec, record, result)) is not None]
+    else:
+        batch = encoder.encode(codec, records)
+        rows = [row for record in batch.left if (row := _python_row(codec, record, result)) is not None]
+        if batch.taken:
+            rows += _insert_native(store, codec, batch, result)
     store.insert(rows)  # raises StoreQueryError when the store refuses even these
     result.stored = result.native + len(rows)
     return result
-
-
-class _NativeBatch:
-    """The batch's events that ClickHouse decodes: one container per record type."""
-
-    def __init__(self, ingest: Mapping[str, IngestTable]) -> None:
-        self.ingest = ingest
-        self.groups: dict[bytes, tuple[ContainerBuilder, list[Record]]] = {}  # by writer fingerprint
-        self._python: set[bytes] = set()  # writers whose events take the Python path
-
-    def add(self, writer: RecordSchema, record: Record, body: bytes) -> bool:
-        """Add the event if its writer is the current schema of a mapped record type."""
-        group = self.groups.get(writer.fingerprint)
-        if group is None:
-            table = self.ingest.get(writer.name)
-            if writer.fingerprint in self._python or table is None or table.fingerprint != writer.fingerprint:
-                self._python.add(writer.fingerprint)
-                return False
-            group = self.groups[writer.fingerprint] = (ContainerBuilder(table), [])
-        group[0].add(record.topic, record.partition, record.offset, body)
-        group[1].append(record)
-        return True
 
 
 def _python_row(codec: Codec, record: Record, result: BatchResult) -> EventRow | None:
@@ -112,19 +84,17 @@ def _python_row(codec: Codec, record: Record, result: BatchResult) -> EventRow |
         return None
 
 
-def _insert_native(store: HistoryStore, codec: Codec, batch: _NativeBatch, result: BatchResult) -> list[EventRow]:
-    """All the containers in one ``insert_avro``; set ``result.native``.
+def _insert_native(store: HistoryStore, codec: Codec, batch: NativeBatch, result: BatchResult) -> list[EventRow]:
+    """The batch's Native blocks in one INSERT; set ``result.native``.
 
-    Returns nothing when ClickHouse stored the batch. It refuses the whole INSERT for one body
-    that is corrupt, not UTF-8, or longer than its schema says (avro_ingest's constraints); then
-    Python's decoder sorts the batch out (slow, but only on this path): what it cannot decode is
-    rejected, and the rest is returned as rows for the Python path, as fastavro reads them.
+    Returns nothing when ClickHouse stored them. The transcoder checked every body, so a refusal
+    means the store itself objects (a changed table, a server setting); then Python decodes those
+    events and they take the JSON path, which tells whether the data or the store is at fault.
     """
     try:
-        store.insert_avro([(builder.ingest, builder.build()) for builder, _ in batch.groups.values()])
+        store.insert_native(batch.table, batch.structure, batch.block)
     except StoreQueryError as exc:
         result.refused = str(exc)
-        return [row for _, members in batch.groups.values() for record in members
-                if (row := _python_row(codec, record, result)) is not None]
-    result.native = sum(len(members) for _, members in batch.groups.values())
+        return [row for record in batch.taken if (row := _python_row(codec, record, result)) is not None]
+    result.native = len(batch.taken)
     return []

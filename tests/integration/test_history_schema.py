@@ -42,7 +42,7 @@ def test_migrations_are_recorded_once_and_create_every_table(store: ChdbStore) -
         assert tables[name]["engine"] == "AggregatingMergeTree"
     rollup_views = [n for n, r in tables.items() if r["engine"] == "MaterializedView" and not n.startswith("ingest_")]
     assert len(rollup_views) == 7
-    # The sink's ingest objects (avro_ingest.py): one Null table shared by the mappable record
+    # The sink's ingest objects (ingest.py): one Null table shared by the mappable record
     # types, a view into events and one into each of their typed tables.
     ingest = [n for n, r in tables.items() if n.startswith("ingest_") and r["engine"] == "Null"]
     assert len(ingest) == 1 and f"{ingest[0]}_events" in tables

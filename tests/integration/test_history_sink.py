@@ -8,6 +8,8 @@ import time
 import pytest
 from prometheus_client import REGISTRY
 
+from connectors.errors import StoreQueryError
+from connectors.history.chdb_store import ChdbStore
 from schemas.codec import Codec
 from streams.app import running
 from streams.bench_sink import task_events
@@ -18,19 +20,30 @@ from streams.settings import Settings
 pytestmark = pytest.mark.integration
 
 
-async def test_history_worker_stores_rows_and_dead_letters_garbage(settings: Settings) -> None:
+async def test_history_worker_stores_rows_and_dead_letters_garbage(settings: Settings,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     p = settings.topic_prefix
     producer = EventProducer(settings)
     task = build_task("stored by the sink", project="sink-only")
     producer.send(f"{p}.tasks", "Task", task, key=task["task_id"])
     producer.send(f"{p}.tasks", "Task", task, key=task["task_id"])  # a redelivery: same event_id
     producer.send_raw(f"{p}.results", b"\x00\x00\x00\x00\x09garbage", key="bad")  # Confluent-framed, no registry
-    # Framed as a current TaskResult but cut short: ClickHouse refuses the batch, Python sorts it out.
+    # Framed as a current TaskResult but cut short: the transcoder leaves it to Python, which rejects it.
     result = dict(next(v for name, v in task_events(0) if name == "TaskResult"))
     truncated = Codec().encode("TaskResult", result)[:-30]
     producer.send_raw(f"{p}.results", truncated, key="short")
     producer.flush()
     refused_before = REGISTRY.get_sample_value("aios_sink_native_refused_total") or 0.0
+    # ClickHouse refuses the first Native INSERT: the sink counts it, and Python stores that batch.
+    real_insert, calls = ChdbStore.insert_native, []
+
+    def refuse_first(store: ChdbStore, table: str, structure: str, blocks: bytes) -> None:
+        calls.append(table)
+        if len(calls) == 1:
+            raise StoreQueryError("chdb: refused for the test")
+        real_insert(store, table, structure, blocks)
+
+    monkeypatch.setattr(ChdbStore, "insert_native", refuse_first)
 
     async with running(settings, ["history"]) as live:
         store = live.runtime.store

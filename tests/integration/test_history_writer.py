@@ -1,4 +1,4 @@
-"""The sink's batch writer on real chdb: ClickHouse decodes the Avro, and stores what Python would."""
+"""The sink's batch writer on real chdb: the transcoder's Native blocks store what Python would."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ from typing import Any
 import pytest
 
 from connectors.errors import StoreQueryError
-from connectors.history.avro_ingest import FRAME_END, ContainerBuilder
 from connectors.history.chdb_store import ChdbStore
+from connectors.history.transcode import NativeEncoder
 from connectors.history.writer import Record, to_row, write_batch
 from schemas.codec import Codec
 from schemas.errors import UndecodableError
 from schemas.events import envelope
 from streams.bench_sink import task_events
 from tests.integration.helpers import assert_stored_once, records, stored_events
+from tests.unit.connectors.test_transcoder import HEADER, META, PLAN, VALUE, Rec, body, transcoder, with_field
 
 pytestmark = pytest.mark.integration
 
@@ -26,10 +27,30 @@ def store(session_data_dir: Path) -> ChdbStore:
     return ChdbStore.open(session_data_dir / "chdb")  # the one chdb directory of this process
 
 
-def test_every_pipeline_event_type_is_decoded_by_clickhouse(store: ChdbStore) -> None:
+def test_every_pipeline_event_type_goes_through_the_transcoder(store: ChdbStore) -> None:
     assert {"aios.v1.Task", "aios.v1.Assignment", "aios.v1.TaskResult", "aios.v1.AgentMessage",
             "aios.v1.MemoryEvent", "aios.v1.LlmCall", "aios.v1.AgentStatus"} <= set(store.ingest)
     assert "aios.v1.DeadLetter" not in store.ingest  # bytes: decoded in Python, payload in base64
+    assert store.encoder is not None
+
+
+def test_clickhouse_reads_every_avro_type_from_the_native_blocks_as_fastavro_does(store: ChdbStore,
+                                                                                    tmp_path: Path) -> None:
+    blocked = b"\x03\x08\x02x\x02y\x00"  # ["x", "y"] as one block with a negative count and its size in bytes
+    values = [HEADER + body(), HEADER + body(o="set", arr=[], m={}, n=-(2**31), l=-(2**63), s=""),
+              HEADER + with_field(body(), "arr", blocked)]
+    block, taken, left, _ = transcoder().transcode([Rec(f"t{i}", i, 2**40 + i, v) for i, v in enumerate(values)])
+    assert (taken, left) == (3, [])
+    path = tmp_path / "block.native"
+    path.write_bytes(block)
+    rows = store.query(f"SELECT * FROM file('{path}', 'Native') ORDER BY _offset "  # noqa: S608 - our path
+                       "SETTINGS output_format_json_quote_64bit_integers = 0")
+    expected = [VALUE, {**VALUE, "o": "set", "arr": [], "m": {}, "n": -(2**31), "l": -(2**63), "s": ""},
+                {**VALUE, "arr": ["x", "y"]}]
+    for i, (row, want) in enumerate(zip(rows, expected, strict=True)):
+        assert {k: row[k] for k in want} == want
+        assert (row["_type"], row["_topic"], row["_partition"], row["_offset"]) == ("R", f"t{i}", i, 2**40 + i)
+    assert [name for name, _, _ in PLAN] + META == list(rows[0])
 
 
 def test_native_rows_match_what_the_python_path_builds(store: ChdbStore) -> None:
@@ -69,12 +90,10 @@ def test_a_corrupt_body_is_rejected_and_the_rest_of_its_batch_stored(store: Chdb
     truncated = Record(batch[0].topic, 0, 1, batch[0].value[:-30] if batch[0].value else None)
     garbage = Record("w.tasks", 0, 2, b"\x07 not avro at all")
     result = write_batch(store, codec, [truncated, garbage, *batch[1:]])
-    assert [r for r, _ in result.rejected] == [garbage, truncated]
+    # the transcoder left both to Python, which rejects them; the rest went in as Native blocks
+    assert sorted(str(r.value) for r, _ in result.rejected) == sorted([str(garbage.value), str(truncated.value)])
     assert all(isinstance(exc, UndecodableError) for _, exc in result.rejected)
-    # ClickHouse refused the batch for the truncated body (its frame mark landed on the next
-    # event's bytes), so Python decoded the batch and stored the rest as the Python path does.
-    assert (result.stored, result.native) == (11, 0)
-    assert result.refused is not None  # ClickHouse's reason, which the sink logs
+    assert (result.stored, result.native, result.refused) == (11, 11, None)
     assert_stored_once(store, codec, batch[1:], project)
     assert len(stored_events(store, project)) == 11
 
@@ -96,38 +115,37 @@ def test_a_string_that_is_not_utf8_is_rejected_as_the_python_path_rejects_it(sto
     result = write_batch(store, codec, [bad, *batch[1:]])
     assert [r for r, _ in result.rejected] == [bad]
     assert "utf-8" in str(result.rejected[0][1])
-    assert result.stored == 11
+    assert (result.stored, result.native) == (11, 11)
     assert_stored_once(store, codec, batch[1:], project)
     assert store.query(f"SELECT count() AS n FROM aios.tasks WHERE event_id = '{task['event_id']}'")[0]["n"] == 0  # noqa: S608
 
 
 def test_a_body_with_bytes_past_its_end_is_stored_as_fastavro_reads_it(store: ChdbStore) -> None:
-    # Natively, the extra bytes would be read as the next event's start: the frame mark catches
-    # that, and the batch is stored through Python, which skips them as fastavro does.
+    # The transcoder leaves a body that does not end where its schema says to Python, which
+    # skips the extra bytes as fastavro does.
     codec = Codec(validate=False)
     project = f"w-{uuid.uuid4().hex[:8]}"
     batch = records(codec, project)
     padded = Record(batch[0].topic, batch[0].partition, batch[0].offset, (batch[0].value or b"") + b"\x02\x04xx")
     result = write_batch(store, codec, [padded, *batch[1:]])
-    assert (result.stored, result.native, result.rejected) == (12, 0, [])
+    assert (result.stored, result.native, result.rejected) == (12, 11, [])
     assert_stored_once(store, codec, batch, project)
 
 
-def test_a_misread_record_fails_the_frame_check(store: ChdbStore) -> None:
+def test_when_clickhouse_refuses_the_blocks_python_decodes_the_batch(store: ChdbStore,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     codec = Codec(validate=False)
     project = f"w-{uuid.uuid4().hex[:8]}"
-    record = records(codec, project, tasks=1)[0]
-    table = store.ingest["aios.v1.Task"]
-    writer, body, _ = codec.frame(record.value)
-    builder = ContainerBuilder(table)
-    builder.add(record.topic, record.partition, record.offset, body)
-    container = builder.build()
-    assert container.count(FRAME_END) == 1
-    with pytest.raises(StoreQueryError, match="framed"):
-        store.insert_avro([(table, container.replace(FRAME_END, b"\x00" * len(FRAME_END)))])
-    assert stored_events(store, project) == {}
-    store.insert_avro([(table, container)])
-    assert list(stored_events(store, project)) == [codec.decode(record.value).value["event_id"]]
+    batch = records(codec, project)
+
+    def refuse(table: str, structure: str, blocks: bytes) -> None:
+        raise StoreQueryError("chdb: Code: 27. Cannot parse input")
+
+    monkeypatch.setattr(store, "insert_native", refuse)
+    result = write_batch(store, codec, batch)
+    assert (result.stored, result.native, result.rejected) == (12, 0, [])
+    assert result.refused == "chdb: Code: 27. Cannot parse input"  # the sink logs it and counts the refusal
+    assert_stored_once(store, codec, batch, project)
 
 
 def test_record_types_without_an_ingest_table_take_the_python_path(store: ChdbStore,
@@ -136,7 +154,7 @@ def test_record_types_without_an_ingest_table_take_the_python_path(store: ChdbSt
     project = f"w-{uuid.uuid4().hex[:8]}"
     batch = records(codec, project, tasks=1)
     # As for an older writer version of Task, or a type whose schema the mapping does not cover.
-    monkeypatch.setattr(store, "ingest", {k: v for k, v in store.ingest.items() if k != "aios.v1.Task"})
+    monkeypatch.setattr(store, "encoder", NativeEncoder({k: v for k, v in store.ingest.items() if k != "aios.v1.Task"}))
     result = write_batch(store, codec, batch)
     assert (result.stored, result.native) == (6, 5)
     got = stored_events(store, project)
@@ -151,7 +169,7 @@ def test_the_python_path_stores_each_event_once_too(store: ChdbStore, monkeypatc
     control = {**envelope(), "project_id": project, "action": "cancel", "task_id": None, "reason": "test",
                "requested_by": "w"}  # no typed table: its JSON stays in events.payload
     batch = [*records(codec, project), Record("w.control", 0, 7, codec.encode("Control", control))]
-    monkeypatch.setattr(store, "ingest", {})  # every record type through Python
+    monkeypatch.setattr(store, "encoder", None)  # every record type through Python, as without the transcoder
     result = write_batch(store, codec, batch)
     assert (result.stored, result.native, result.rejected) == (13, 0, [])
     assert_stored_once(store, codec, batch, project)

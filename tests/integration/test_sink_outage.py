@@ -14,7 +14,6 @@ from prometheus_client import REGISTRY
 
 from connectors.errors import StoreUnavailableError
 from connectors.history import EventRow, HistoryStore
-from connectors.history.avro_ingest import IngestTable
 from streams.client import build_task
 from streams.kafka import EventProducer
 from streams.processors.history_sink import HistorySink
@@ -46,7 +45,7 @@ class FlakyStore(HistoryStore):
     def insert_json(self, table: str, columns: Sequence[str], lines: Sequence[str]) -> None:
         raise AssertionError("the sink inserts through insert()")
 
-    def insert_avro(self, containers: Sequence[tuple[IngestTable, bytes]]) -> None:
+    def insert_native(self, table: str, structure: str, blocks: bytes) -> None:
         raise AssertionError("no ingest tables: every event takes the Python path through insert()")
 
     def query(self, sql: str) -> list[dict[str, Any]]:
@@ -108,21 +107,22 @@ async def test_sink_survives_a_store_outage_and_commits_only_after_storing(setti
 
 
 class FlakyNativeStore(HistoryStore):
-    """A real chdb store whose native (Avro) inserts fail ``failures`` times first."""
+    """A real chdb store whose Native inserts fail ``failures`` times first."""
 
     engine = "flaky-native"
 
     def __init__(self, real: HistoryStore, failures: int) -> None:
         self.real = real
         self.ingest = real.ingest
+        self.encoder = real.encoder
         self.failures = failures
         self.attempts = 0
 
-    def insert_avro(self, containers: Sequence[tuple[IngestTable, bytes]]) -> None:
+    def insert_native(self, table: str, structure: str, blocks: bytes) -> None:
         self.attempts += 1
         if self.attempts <= self.failures:
             raise StoreUnavailableError(f"store down (attempt {self.attempts})")
-        self.real.insert_avro(containers)
+        self.real.insert_native(table, structure, blocks)
 
     def execute(self, sql: str) -> None:
         self.real.execute(sql)

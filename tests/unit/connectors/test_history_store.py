@@ -56,31 +56,22 @@ class _FakeClient:
         self.calls.append({"table": table, **kwargs})
 
 
-def test_server_store_inserts_avro_into_the_ingest_table_and_maps_errors() -> None:
+def test_server_store_inserts_native_blocks_into_the_ingest_table_and_maps_errors() -> None:
     from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-    from connectors.history.avro_ingest import RecordSpec, plan_ingest
     from connectors.history.clickhouse_store import ClickHouseServerStore
-    from schemas.codec import Codec
 
-    catalog = Codec().catalog
-    plan = plan_ingest([RecordSpec(catalog.get(n).raw, catalog.get(n).fingerprint, n, None, {})
-                        for n in ("AgentMessage", "Task")])
-    message, task = plan.tables["aios.v1.AgentMessage"], plan.tables["aios.v1.Task"]
     store = object.__new__(ClickHouseServerStore)  # no server here: only the insert path is under test
     store._client = _FakeClient()
-    store.insert_avro([(message, b"Obj\x01 m"), (task, b"Obj\x01 t")])
-    first, second = store._client.calls  # HTTP takes one body per INSERT: one per record type
-    assert first["table"] == second["table"] == f"aios.{message.table}" and first["fmt"] == "Avro"
-    assert first["column_names"] == list(message.columns) and first["insert_block"] == b"Obj\x01 m"
-    assert second["column_names"] == list(task.columns) and second["insert_block"] == b"Obj\x01 t"
+    store.insert_native("ingest_x", "a String", b"blocks")
+    (call,) = store._client.calls  # one body per batch: every record type's block in one INSERT
+    assert call["table"] == "aios.ingest_x" and call["fmt"] == "Native" and call["insert_block"] == b"blocks"
     # the same INSERT settings as on chdb: views side by side, no in-block dedup at insert
-    assert first["settings"] == {"input_format_avro_allow_missing_fields": 1,
-                                 "output_format_json_quote_64bit_integers": 0,
-                                 "parallel_view_processing": 1, "optimize_on_insert": 0}
+    assert call["settings"] == {"output_format_json_quote_64bit_integers": 0,
+                                "parallel_view_processing": 1, "optimize_on_insert": 0}
     store._client = _FakeClient(OperationalError("connection refused"))
     with pytest.raises(StoreUnavailableError):
-        store.insert_avro([(message, b"")])
-    store._client = _FakeClient(DatabaseError("Cannot parse Avro"))
+        store.insert_native("ingest_x", "a String", b"")
+    store._client = _FakeClient(DatabaseError("Cannot parse input"))
     with pytest.raises(StoreQueryError):
-        store.insert_avro([(message, b"")])
+        store.insert_native("ingest_x", "a String", b"")

@@ -1,23 +1,13 @@
-"""The Avro → ClickHouse mapping and the object container the history sink hands to ClickHouse."""
+"""The Avro → ClickHouse mapping: the shared ingest table, its views, and the transcoder's plans."""
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
-import fastavro
 import pytest
 
-from connectors.history.avro_ingest import (
-    FRAME_END,
-    ContainerBuilder,
-    RecordSpec,
-    _varint,
-    clickhouse_type,
-    plan_ingest,
-)
+from connectors.history.ingest import RecordSpec, clickhouse_type, plan_ingest, transcoder_op
 from schemas.codec import Codec
-from streams.bench_sink import task_events
 
 
 @pytest.mark.parametrize(("avro", "expected"), [
@@ -57,7 +47,9 @@ def test_plan_skips_schemas_it_cannot_map() -> None:
         spec("NoEnvelope", BASE[:1]),
     ])
     assert set(plan.tables) == {"X"}
-    assert plan.tables["X"].columns[:4] == ("_type", "_topic", "_partition", "_offset")
+    assert [name for name, _, _ in plan.tables["X"].fields] == ["event_id", "timestamp", "trace_id"]
+    assert plan.tables["X"].structure.startswith(
+        "_type LowCardinality(String), _topic LowCardinality(String), _partition UInt32, _offset UInt64")
     assert plan_ingest([spec("NoEnvelope", BASE[:1])]).statements == ()
 
 
@@ -71,7 +63,10 @@ def test_record_types_share_one_table_widened_to_nullable_and_clashing_types_sta
     a, b = plan.tables["A"], plan.tables["B"]
     assert a.table == b.table and a.structure == b.structure
     assert "note Nullable(String)" in a.structure and "n Int32" in a.structure
-    assert a.columns[-3:] == ("note", "n", "_end") and b.columns[-2:] == ("note", "_end")
+    # each field fills its column with the table's type: B's plain note goes into A's Nullable one
+    assert a.fields[-2:] == (("note", "Nullable(String)", "string"), ("n", "Int32", "int"))
+    assert b.fields[-1] == ("note", "Nullable(String)", ("null_first", "string"))
+    assert "CONSTRAINT" not in plan.statements[0], "the transcoder checks every body; ClickHouse need not"
     events_view = plan.statements[1]
     # each type's payload has its own fields only, as the Python path writes it
     assert "_type = 'A', formatRowNoNewline('JSONEachRow', event_id, timestamp, trace_id, note, n)" in events_view
@@ -106,42 +101,22 @@ def test_plan_names_follow_the_ddl_and_typed_views_fill_ts_and_nulls() -> None:
     assert view.endswith("WHERE _type = 'TaskResult'")
 
 
-def test_varint_is_avro_zigzag() -> None:
-    assert _varint(0) == b"\x00" and _varint(1) == b"\x02" and _varint(64) == b"\x80\x01"
-    buf = io.BytesIO(_varint(2**40 + 3))
-    assert fastavro.schemaless_reader(buf, "long") == 2**40 + 3  # type: ignore[arg-type]
+@pytest.mark.parametrize(("avro", "op"), [
+    ("string", "string"),
+    ({"type": "long", "logicalType": "timestamp-millis"}, "long"),
+    (["null", "string"], ("null_first", "string")),
+    (["double", "null"], ("null_second", "double")),
+    ({"type": "enum", "name": "E", "symbols": ["a", "b"]}, ("enum", ["a", "b"])),
+    ({"type": "array", "items": "string"}, ("array", "string")),
+    ({"type": "map", "values": {"type": "enum", "name": "F", "symbols": ["x"]}}, ("map", ("enum", ["x"]))),
+])
+def test_transcoder_op(avro: Any, op: Any) -> None:
+    assert transcoder_op(avro) == op
 
 
-def test_container_is_a_valid_avro_file_with_the_kafka_coordinates() -> None:
-    codec = Codec()
-    schema = codec.catalog.get("Task")
-    plan = plan_ingest([RecordSpec(schema.raw, schema.fingerprint, "Task", None, {})]).tables["aios.v1.Task"]
-    builder = ContainerBuilder(plan)
-    events = [value for name, value in task_events(0) + task_events(1) if name == "Task"]
-    for i, value in enumerate(events):
-        _, body, _ = codec.frame(codec.encode("Task", value))
-        builder.add("aios.tasks", i, 10**9 + i, body)
-    records = list(fastavro.reader(io.BytesIO(builder.build())))
-    assert [(r["_type"], r["_topic"], r["_partition"], r["_offset"]) for r in records] == [
-        ("Task", "aios.tasks", 0, 10**9), ("Task", "aios.tasks", 1, 10**9 + 1)]
-    assert [r["event_id"] for r in records] == [e["event_id"] for e in events]
-    assert records[0]["description"] == events[0]["description"]
-    assert all(r["_end"] == FRAME_END for r in records)  # the frame mark behind each body
-
-
-def test_the_ingest_table_checks_the_frame_mark_and_every_string_for_utf8() -> None:
-    plan = plan_ingest([spec("A", [*BASE, {"name": "note", "type": ["null", "string"]},
-                                   {"name": "tags", "type": {"type": "array", "items": "string"}},
-                                   {"name": "meta", "type": {"type": "map", "values": "string"}},
-                                   {"name": "counts", "type": {"type": "map", "values": "int"}},
-                                   {"name": "n", "type": "int"}])])
-    create = plan.statements[0]
-    assert f"CONSTRAINT framed CHECK _end = unhex('{FRAME_END.hex()}')" in create
-    utf8 = create.split("CONSTRAINT utf8 CHECK ", 1)[1]
-    for check in ("isValidUTF8(event_id)", "isValidUTF8(trace_id)", "isValidUTF8(ifNull(note, ''))",
-                  "arrayAll(s -> isValidUTF8(s), tags)", "arrayAll(s -> isValidUTF8(s), mapKeys(meta))",
-                  "arrayAll(s -> isValidUTF8(s), mapValues(meta))", "arrayAll(s -> isValidUTF8(s), mapKeys(counts))"):
-        assert check in utf8
-    assert "mapValues(counts)" not in utf8 and "(n)" not in utf8 and "_topic" not in utf8  # not strings, or ours
-    reserved = plan_ingest([spec("B", [*BASE, {"name": "_end", "type": "string"}])])
-    assert reserved.tables == {}, "a schema with a field named like the frame mark stays on the Python path"
+def test_every_mapped_record_type_gets_a_plan_for_each_field() -> None:
+    catalog = Codec().catalog
+    specs = [RecordSpec(s.raw, s.fingerprint, s.short_name, None, {}) for s in catalog.current.values()]
+    plan = plan_ingest(specs)
+    for name, table in plan.tables.items():
+        assert [f for f, _, _ in table.fields] == [f["name"] for f in catalog.get(name).raw["fields"]]

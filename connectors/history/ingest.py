@@ -1,63 +1,53 @@
-"""Native Avro ingest: ClickHouse decodes the events, Python only moves bytes.
+"""Native ingest: the events' fields reach ClickHouse as columns, and Python only moves bytes.
 
 Decoding Avro into Python dicts costs 20-50 µs per event, which caps one core far below the sink's
-target. ClickHouse reads Avro natively, so the sink frames each event's Avro body into an Avro
-object container of its record type and inserts the batch's containers into one *ingest table*:
+target, and ClickHouse's own Avro reader cost more CPU than the rest of the INSERT. So the
+``aios_transcoder`` extension (Rust, transcoder/) reads each event's Avro body with a plan derived
+here from its record type's schema and writes the batch as ClickHouse Native blocks, one per record
+type, into one *ingest table*:
 
 - the ingest table (``ENGINE = Null``, so it stores nothing) has one column per field of every
   mapped record type's current schema (Nullable where any type's field is), plus ``_type`` (the
-  short record name) and ``_topic``, ``_partition``, ``_offset``; a container fills its own
-  type's columns and the rest take their defaults;
+  short record name) and ``_topic``, ``_partition``, ``_offset``; a block fills its own type's
+  columns and ClickHouse gives the rest their defaults;
 - one materialised view per typed table copies its type's rows there (``tasks``, ``results``, …),
   whose own rollup views then fire as before;
 - another builds every ``events`` row, with the event as JSON (its own type's fields) in ``payload``
   when its type has no typed table.
 
-One table for all types lets chdb store a whole batch with one INSERT: ClickHouse pays 15-25 ms
-per INSERT (a pipeline per view, a part per target table) whatever its size, which per record
-type was most of a 10,000-event batch's time.
+One table for all types lets a whole batch be stored with one INSERT: ClickHouse pays 15-25 ms per
+INSERT (a pipeline per view, a part per target table) whatever its size.
 
 The objects are derived from the ``.avsc`` files and the typed tables, hold no data, and are named
 after a hash of their own DDL: a schema change creates new ones beside the old rather than
 altering anything a running sink may be inserting into. A record type whose schema uses Avro
 types this mapping does not cover (bytes, nested records, general unions), or whose field types
-clash with another type's, is left out; the sink decodes those in Python as before.
+clash with another type's, is left out; the sink decodes those in Python.
 
-A container holds its events in one block, each event followed by a 4-byte frame mark
-(``_end``): ClickHouse reads a body that is truncated or runs long as the next event's start, so
-the mark lands on other bytes and the ingest table's ``framed`` constraint fails the INSERT rather
-than storing misread rows. A ``utf8`` constraint checks every string column, as fastavro checks on
-the Python path. When ClickHouse refuses a batch, the sink sorts it out in Python (writer.py).
+The transcoder checks each body whole before it copies it (bounds, union and enum indexes, UTF-8,
+no bytes left over); a body it does not take goes to Python's decoder, which rejects it or stores
+it as fastavro reads it (writer.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from connectors.errors import StoreQueryError
 from connectors.history.migrations import DATABASE
 
-# The record type and Kafka coordinates ride in front of the event's own fields, and the frame mark behind them; a
-# record encodes as its fields in order, so prefixing and suffixing their encodings to the body is a valid encoding of
-# the wider record.
-KAFKA_FIELDS: tuple[tuple[str, str, str], ...] = (
-    ("_type", "string", "LowCardinality(String)"),  # the short record name: which views take the row
-    ("_topic", "string", "LowCardinality(String)"),
-    ("_partition", "int", "UInt32"),
-    ("_offset", "long", "UInt64"),
+# The record type and Kafka coordinates, which the transcoder writes beside each event's own fields.
+KAFKA_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("_type", "LowCardinality(String)"),  # the short record name: which views take the row
+    ("_topic", "LowCardinality(String)"),
+    ("_partition", "UInt32"),
+    ("_offset", "UInt64"),
 )
-FRAME_END = bytes.fromhex("9e3779b9")  # any 4 bytes: a misread lands on them by chance 1 in 2**32
-_FRAME_FIELD = "_end"  # behind the event's own fields, read as a column the ingest table's constraint checks
-_FRAME_AVRO = {"type": "fixed", "name": "AiosFrameEnd", "size": len(FRAME_END)}
-_FRAME_COLUMN = f"FixedString({len(FRAME_END)})"
-_RESERVED = {*(f for f, _, _ in KAFKA_FIELDS), _FRAME_FIELD}
+_RESERVED = {name for name, _ in KAFKA_COLUMNS}
 _PRIMITIVES = {"string": "String", "int": "Int32", "long": "Int64", "float": "Float32", "double": "Float64",
                "boolean": "Bool"}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # Avro's name rule; names go into SQL unquoted
@@ -71,7 +61,6 @@ _STATUS_FIELDS = ("status", "state", "outcome")
 # within the block at insert (~58k rows/s): every exact reader uses FINAL or uniqExact, and
 # duplicates from separate batches sit in separate parts anyway.
 INGEST_INSERT_SETTINGS: Mapping[str, int] = {
-    "input_format_avro_allow_missing_fields": 1,  # each record type's container lacks the others' columns
     "output_format_json_quote_64bit_integers": 0,  # payload JSON: epoch ms as numbers, as Python writes them
     "parallel_view_processing": 1,
     "optimize_on_insert": 0,
@@ -109,6 +98,23 @@ def clickhouse_type(avro: Any) -> str | None:
     return None
 
 
+def transcoder_op(avro: Any) -> Any:
+    """How the transcoder reads a field of Avro type ``avro`` (one ``clickhouse_type`` maps)."""
+    if isinstance(avro, str):
+        return avro
+    if isinstance(avro, list):
+        kind = next(t for t in avro if t != "null")
+        return ("null_first" if avro[0] == "null" else "null_second", transcoder_op(kind))
+    kind = avro["type"]
+    if kind == "enum":
+        return ("enum", list(avro["symbols"]))
+    if kind == "array":
+        return ("array", transcoder_op(avro["items"]))
+    if kind == "map":
+        return ("map", transcoder_op(avro["values"]))
+    return transcoder_op(kind)  # a primitive, maybe with a logical type that keeps its encoding
+
+
 @dataclass(frozen=True)
 class RecordSpec:
     """One record type the sink may hand to ClickHouse: its current schema and where it is stored."""
@@ -122,15 +128,14 @@ class RecordSpec:
 
 @dataclass(frozen=True)
 class IngestTable:
-    """Where one record type's Avro goes: its container's shape and the shared table it feeds."""
+    """Where one record type's events go: the shared table it feeds and how its fields fill it."""
 
     record: str  # full record name, e.g. aios.v1.Task
     event_type: str
     fingerprint: bytes  # the current schema's; other writer versions take the Python path
     table: str  # the ingest table every mapped record type shares
-    columns: tuple[str, ...]  # this record type's container fields, as columns of ``table``
+    fields: tuple[tuple[str, str, Any], ...]  # in field order: column, its type in ``table``, transcoder op
     structure: str  # "name Type, …": ``table``'s columns, the union of every record type's
-    container_schema: bytes  # the Avro schema (JSON) of the container's records
 
 
 @dataclass(frozen=True)
@@ -179,7 +184,7 @@ def plan_ingest(specs: Sequence[RecordSpec]) -> IngestPlan:
     A record type whose schema cannot be mapped, or whose field types clash with another's, is
     left out: the sink decodes it in Python.
     """
-    columns: dict[str, str] = {f: c for f, _, c in KAFKA_FIELDS}
+    columns: dict[str, str] = dict(KAFKA_COLUMNS)
     members: list[tuple[RecordSpec, list[tuple[str, str]]]] = []
     for spec in specs:
         fields = _fields(spec.raw, spec.event_type)
@@ -225,110 +230,25 @@ def plan_ingest(specs: Sequence[RecordSpec]) -> IngestPlan:
                     parts.append(name)
         typed_selects.append((spec.typed, f"SELECT {', '.join(parts)} FROM {{source}} "  # noqa: S608 - names checked
                                           f"WHERE _type = '{spec.event_type}'"))
-    columns[_FRAME_FIELD] = _FRAME_COLUMN
     structure = ", ".join(f"{name} {ch}" for name, ch in columns.items())
-    digest = hashlib.sha256("\n".join((structure, FRAME_END.hex(), events_select, *(f"{t}:{s}" for t, s in typed_selects)))
+    digest = hashlib.sha256("\n".join((structure, events_select, *(f"{t}:{s}" for t, s in typed_selects)))
                             .encode()).hexdigest()
     table = f"ingest_{digest[:12]}"
     source = f"{DATABASE}.{table}"
-    checks = [f"CONSTRAINT framed CHECK _end = unhex('{FRAME_END.hex()}')"]
-    utf8 = [check for name, ch in columns.items() if name not in _RESERVED and (check := _utf8_check(name, ch))]
-    if utf8:
-        checks.append(f"CONSTRAINT utf8 CHECK {' AND '.join(utf8)}")
-    statements = [f"CREATE TABLE IF NOT EXISTS {source} ({structure}, {', '.join(checks)}) ENGINE = Null",
+    statements = [f"CREATE TABLE IF NOT EXISTS {source} ({structure}) ENGINE = Null",
                   f"CREATE MATERIALIZED VIEW IF NOT EXISTS {source}_events TO {DATABASE}.events AS "
                   + events_select.format(source=source)]
     statements += [f"CREATE MATERIALIZED VIEW IF NOT EXISTS {source}_{typed} TO {DATABASE}.{typed} AS "
                    + select.format(source=source) for typed, select in typed_selects]
     tables: dict[str, IngestTable] = {}
     for spec, fields in members:
-        container = dict(spec.raw)
-        container["fields"] = ([{"name": f, "type": t} for f, t, _ in KAFKA_FIELDS] + list(spec.raw["fields"])
-                               + [{"name": _FRAME_FIELD, "type": _FRAME_AVRO}])
+        avro = {str(f["name"]): f["type"] for f in spec.raw["fields"]}
         record = f"{spec.raw.get('namespace', '')}.{spec.raw['name']}".lstrip(".")
         tables[record] = IngestTable(
             record=record, event_type=spec.event_type, fingerprint=spec.fingerprint, table=table,
-            columns=(*[f for f, _, _ in KAFKA_FIELDS], *(name for name, _ in fields), _FRAME_FIELD),
-            structure=structure,
-            container_schema=orjson.dumps(container))
+            fields=tuple((name, columns[name], transcoder_op(avro[name])) for name, _ in fields),
+            structure=structure)
     return IngestPlan(tables, tuple(statements))
-
-
-def _utf8_check(name: str, ch: str) -> str | None:
-    """A check that column ``name`` of type ``ch`` holds valid UTF-8 only, or None for non-string types."""
-    inner = _strip(ch)
-    if inner == "String":
-        return f"isValidUTF8({name})" if inner == ch else f"isValidUTF8(ifNull({name}, ''))"
-    if inner == "Array(String)":
-        return f"arrayAll(s -> isValidUTF8(s), {name})"
-    if inner.startswith("Map(String,"):
-        keys = f"arrayAll(s -> isValidUTF8(s), mapKeys({name}))"
-        return f"{keys} AND arrayAll(s -> isValidUTF8(s), mapValues({name}))" if inner == "Map(String, String)" else keys
-    return None
-
-
-def _unsigned_varint(z: int) -> bytes:
-    out = bytearray()
-    while z > 0x7F:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
-
-
-# Every event needs a varint for its Kafka offset, mostly in the millions, so varints come from two
-# tables instead of a loop per event: the whole encoding of numbers below 2**14, and for larger
-# ones the two 7-bit groups of each 14 low bits (continuation bits set) in front of the rest.
-_WHOLE = tuple(_unsigned_varint(z) for z in range(1 << 14))
-_GROUPS = tuple(bytes(((z & 0x7F) | 0x80, (z >> 7) | 0x80)) for z in range(1 << 14))
-
-
-def _varint(n: int) -> bytes:
-    """Avro's zig-zag varint of a non-negative ``n``."""
-    z = n << 1  # zig-zag of a non-negative number
-    if z < 1 << 14:
-        return _WHOLE[z]
-    out = _GROUPS[z & 0x3FFF]
-    z >>= 14
-    while z >= 1 << 14:
-        out += _GROUPS[z & 0x3FFF]
-        z >>= 14
-    return out + _WHOLE[z]
-
-
-class ContainerBuilder:
-    """An Avro object container of one ingest table's records, in one block."""
-
-    def __init__(self, ingest: IngestTable) -> None:
-        self.ingest = ingest
-        self._type = _avro_string(ingest.event_type.encode())
-        self._heads: dict[str, dict[int, bytes]] = {}  # type, topic and partition, encoded once
-        self._parts: list[bytes] = []
-
-    def add(self, topic: str, partition: int, offset: int, body: bytes) -> None:
-        heads = self._heads.get(topic)
-        if heads is None:
-            heads = self._heads[topic] = {}
-        prefix = heads.get(partition)
-        if prefix is None:
-            prefix = heads[partition] = self._type + _avro_string(topic.encode()) + _varint(partition)
-        # the record: type and Kafka coordinates, the event's body, the frame mark
-        self._parts += (prefix, _varint(offset), body, FRAME_END)
-
-    @property
-    def count(self) -> int:
-        return len(self._parts) // 4
-
-    def build(self) -> bytes:
-        meta = (b"\x04" + _avro_string(b"avro.schema") + _avro_string(self.ingest.container_schema)
-                + _avro_string(b"avro.codec") + _avro_string(b"null") + b"\x00")
-        sync = os.urandom(16)
-        data = b"".join(self._parts)
-        return b"".join((b"Obj\x01", meta, sync, _varint(self.count), _varint(len(data)), data, sync))
-
-
-def _avro_string(raw: bytes) -> bytes:
-    return _varint(len(raw)) + raw
 
 
 def ensure_ingest(execute: Callable[[str], Any], query: Callable[[str], list[dict[str, Any]]],
