@@ -2,7 +2,7 @@
 
 Both insert runs happen in one process against one fresh chdb data directory. The sink run takes
 encoded events through the sink's own code path (``connectors.history.writer.write_batch`` per
-batch: framing in Python, Avro decoded by ClickHouse into ``events`` and the typed tables). The raw
+batch: the Rust transcoder's Native blocks into ``events`` and the typed tables through the ingest views). The raw
 run inserts the same stored rows again, exported beforehand in ClickHouse's own columnar Native
 format, with one INSERT per table: no parsing and no Python per row, the fastest bulk insert we
 found. The stats run fills the typed tables with synthetic rows through
@@ -93,7 +93,7 @@ def sink_run(store: HistoryStore, codec: Codec, encoded: list[Record], batch: in
              tick: Callable[[int], None]) -> tuple[float, float, int]:
     """``write_batch`` per batch, as HistorySink.apply runs it (without Kafka).
 
-    Returns the wall and CPU seconds taken and the events ClickHouse decoded natively.
+    Returns the wall and CPU seconds taken and the events stored as Native blocks.
     """
     native = 0
     clock = Clock()
@@ -214,7 +214,7 @@ def bench_sink(*, rows: int, stats_rows: int, batch: int, data_dir: Path | None 
         "batch": batch,
         "sink": {"seconds": round(sink_s, 3), "cpu_seconds": round(sink_cpu, 3), "rows_per_s": round(sink_rate),
                  "stored": stored,
-                 "decoded_by_clickhouse": native},
+                 "native": native},
         "raw_insert": {"seconds": round(raw_s, 3), "cpu_seconds": round(raw_cpu, 3), "rows_per_s": round(raw_rate),
                        "stored": raw_stored,
                        "method": "Native files, one INSERT per table"},

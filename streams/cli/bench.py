@@ -110,8 +110,8 @@ def sink_cmd(rows: int, stats_rows: int, batch: int | None, as_json: bool) -> No
         table.add_row(name, str(doc["rows"]), f"{f['seconds']:.2f}", f"{f['cpu_seconds']:.2f}", str(f["rows_per_s"]))
     console.print(table)
     q = doc["stats"]["query_ms"]
-    console.print(f"sink/raw: {doc['ratio_sink_over_raw']:.3f}; decoded by ClickHouse: "
-                  f"{doc['sink']['decoded_by_clickhouse']} of {doc['rows']}; `aios stats` over {doc['stats']['rows_per_table']} rows "
+    console.print(f"sink/raw: {doc['ratio_sink_over_raw']:.3f}; stored as Native blocks: "
+                  f"{doc['sink']['native']} of {doc['rows']}; `aios stats` over {doc['stats']['rows_per_table']} rows "
                   f"per table: median {q['all projects']['median']} ms (one project "
                   f"{q['one project']['median']} ms)")
 

@@ -1,6 +1,7 @@
 """The history sink: every topic into ClickHouse, in batches, committed only after storing.
 
-The batch itself is written by connectors.history.writer (ClickHouse decodes most events).
+The batch itself is written by connectors.history.writer (the transcoder turns most events into
+ClickHouse Native blocks; Python decodes the rest).
 
 Rows are keyed by event_id (ReplacingMergeTree), so redelivery and replays converge. A store
 outage blocks the sink with backoff (backpressure: offsets stay uncommitted); nothing is dropped.
@@ -42,13 +43,13 @@ class HistorySink(BatchProcessor):
                    for msg in batch]
         by_record = {id(r): msg for r, msg in zip(records, batch, strict=True)}
         started = time.perf_counter()
-        # Off the event loop: framing, and the Python decoding of what ClickHouse cannot decode,
+        # Off the event loop: transcoding, and the Python decoding of what the transcoder leaves,
         # must not starve the other processors.
         result: BatchResult = await retry_forever("history store", self._write, records)
         SINK_FLUSH.labels(self.rt.store.engine).observe(time.perf_counter() - started)
         if result.refused is not None:
-            # Slow (Python decodes the whole batch) but nothing is lost; a steady stream of these
-            # means a producer writes bodies that do not match their schema.
+            # Slow (Python decodes the whole batch) but nothing is lost. The transcoder checked every
+            # body, so a steady stream of these means the store objects: a changed table or setting.
             SINK_REFUSED.inc()
             log.warning("history: ClickHouse refused a batch of %d events, decoded in Python instead "
                         "(%d rejected): %s", len(records), len(result.rejected), result.refused[:500])

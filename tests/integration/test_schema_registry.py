@@ -121,7 +121,7 @@ def test_an_unreachable_registry_is_undecodable_with_the_reason() -> None:
 
 def test_the_history_sink_stores_registry_framed_events_natively(schema_registry: SchemaRegistry,
                                                                   session_data_dir: Any) -> None:
-    # Confluent framing resolves the writer by id over HTTP, then ClickHouse decodes the body.
+    # Confluent framing resolves the writer by id over HTTP, then the transcoder reads the body.
     from connectors.history.chdb_store import ChdbStore
     from tests.integration.helpers import assert_stored_once, records
 
