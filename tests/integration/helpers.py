@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 from connectors.history.base import TYPED_TABLES, HistoryStore
@@ -12,6 +15,27 @@ from schemas.codec import Codec
 from streams.bench_sink import TOPICS, task_events
 from streams.client import TaskClient, build_task
 from streams.settings import Settings
+
+
+async def wait_until(probe: Callable[[], Any], timeout_s: float = 30.0, *, every_s: float = 0.1,
+                     riding_out: tuple[type[Exception], ...] = ()) -> Any:
+    """Poll ``probe`` until it gives something truthy, and return that.
+
+    It runs in a worker thread, since probes block on stores and brokers; a probe that returns a
+    coroutine has it awaited here. Errors of the ``riding_out`` types count as "not yet".
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            value = await asyncio.to_thread(probe)
+            if inspect.isawaitable(value):
+                value = await value
+        except riding_out:
+            value = None
+        if value:
+            return value
+        await asyncio.sleep(every_s)
+    raise AssertionError(f"condition not met within {timeout_s} s")
 
 
 async def submit_and_wait(settings: Settings, description: str, timeout_s: float = 30, **task: Any) -> dict[str, Any]:

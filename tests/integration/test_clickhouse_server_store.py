@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -27,7 +26,7 @@ from streams.kafka import EventProducer
 from streams.processors.history_sink import HistorySink
 from streams.runtime import Runtime
 from streams.settings import Settings
-from tests.integration.helpers import assert_stored_once, records, stored_events
+from tests.integration.helpers import assert_stored_once, records, stored_events, wait_until
 from tests.integration.local_servers import ClickHouseServer
 
 pytestmark = pytest.mark.integration
@@ -133,27 +132,17 @@ async def test_the_sink_waits_out_a_server_outage_and_loses_nothing(
     await sink.start()
     try:
         before = produce(5, "before")
-        await wait_until(lambda: store.count_events(project_id=project) == 5)
+        await wait_until(lambda: store.count_events(project_id=project) == 5, every_s=0.2,
+                         riding_out=(StoreUnavailableError,))
         clickhouse_server.stop()  # killed: connections refused from here on
         during = produce(5, "during")
         await asyncio.sleep(2)  # the sink keeps retrying its batch, with backoff
         clickhouse_server.start()
-        await wait_until(lambda: store.count_events(project_id=project) == 10, timeout_s=60)
+        await wait_until(lambda: store.count_events(project_id=project) == 10, timeout_s=60, every_s=0.2,
+                         riding_out=(StoreUnavailableError,))
     finally:
         await sink.stop()
     stored = {r["event_id"] for r in store.query(
         f"SELECT event_id FROM aios.tasks FINAL WHERE project_id = '{project}'")}  # noqa: S608
     assert stored == set(before) | set(during)
     assert (REGISTRY.get_sample_value("aios_sink_store_retries_total") or 0.0) > retries_before
-
-
-async def wait_until(check: object, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if await asyncio.to_thread(check):  # type: ignore[arg-type]
-                return
-        except StoreUnavailableError:
-            pass
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s} s")

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import math
+import random
+import struct
 import uuid
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import pytest
 
 from connectors.errors import StoreQueryError
@@ -17,7 +22,17 @@ from schemas.errors import UndecodableError
 from schemas.events import envelope
 from streams.bench_sink import task_events
 from tests.integration.helpers import assert_stored_once, records, stored_events
-from tests.unit.connectors.test_transcoder import HEADER, META, PLAN, VALUE, Rec, body, transcoder, with_field
+from tests.unit.connectors.test_transcoder import (
+    HEADER,
+    META,
+    PLAN,
+    SCHEMA,
+    VALUE,
+    Rec,
+    body,
+    transcoder,
+    with_field,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +66,37 @@ def test_clickhouse_reads_every_avro_type_from_the_native_blocks_as_fastavro_doe
         assert {k: row[k] for k in want} == want
         assert (row["_type"], row["_topic"], row["_partition"], row["_offset"]) == ("R", f"t{i}", i, 2**40 + i)
     assert [name for name, _, _ in PLAN] + META == list(rows[0])
+
+
+def test_damaged_bodies_the_transcoder_takes_read_in_clickhouse_as_fastavro_reads_them(store: ChdbStore,
+                                                                                        tmp_path: Path) -> None:
+    # A damaged body that still reads whole is valid Avro of other values: ClickHouse must get
+    # exactly those values, field by field, as fastavro decodes the same bytes.
+    rng = random.Random(11)
+    valid = body(arr=["one", "two"], m={"a": 1, "b": -1}, o="text", s="a longer string")
+    values = []
+    for _ in range(4000):
+        damaged = bytearray(valid)
+        for _ in range(rng.randint(1, 3)):
+            damaged[rng.randrange(len(damaged))] = rng.choice((rng.randrange(256), rng.randrange(0x20, 0x7f)))
+        values.append(bytes(damaged))
+    block, taken, left, _ = transcoder().transcode([Rec("t", 0, i, HEADER + v) for i, v in enumerate(values)])
+    assert 100 < taken < len(values) - 100, "the damage should leave some bodies readable and break others"
+    path = tmp_path / "damaged.native"
+    path.write_bytes(block)
+    rows = store.query(f"SELECT * FROM file('{path}', 'Native') ORDER BY _offset "  # noqa: S608 - our path
+                       "SETTINGS output_format_json_quote_64bit_integers = 0")
+    kept = [i for i in range(len(values)) if i not in set(left)]
+    assert [row["_offset"] for row in rows] == kept
+    for row in rows:
+        want = fastavro.schemaless_reader(io.BytesIO(values[row["_offset"]]), SCHEMA, SCHEMA)
+        assert isinstance(want, dict)
+        for name in ("f", "d"):  # Float32 prints as its shortest form; NaN and infinities as null
+            got, exact = row.pop(name), want.pop(name)
+            if math.isfinite(exact):
+                fmt = "<f" if name == "f" else "<d"
+                assert struct.pack(fmt, got) == struct.pack(fmt, exact), (name, got, exact)
+        assert {k: row[k] for k in want} == want
 
 
 def test_native_rows_match_what_the_python_path_builds(store: ChdbStore) -> None:

@@ -30,6 +30,7 @@ from streams.app import running
 from streams.kafka import EventProducer, TopicReader
 from streams.runtime import open_context
 from streams.settings import Settings, load_settings
+from tests.integration.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -239,15 +240,6 @@ def produce(settings: Settings, events: list[dict[str, Any]]) -> None:
     producer.flush()
 
 
-async def wait_for(probe: Any, timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := await probe():
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout_s}s")
-
-
 def read_memory_topic(settings: Settings) -> list[dict[str, Any]]:
     reader = TopicReader(settings, f"{settings.topic_prefix}.memory", from_beginning=True)
     try:
@@ -278,7 +270,7 @@ async def test_an_over_budget_window_folds_into_a_summary_event(small_windows: S
     context = open_context(s)
     try:
         async with running(s, ["memory"]):
-            applied = await wait_for(lambda: _last_turn_applied(context, "proj-mem", "task-19:1:turn"))
+            applied = await wait_until(lambda: _last_turn_applied(context, "proj-mem", "task-19:1:turn"))
             assert applied
         summary, turns, tokens = await snapshot(context, "proj-mem")
         assert tokens <= 120 and turns[-1]["content"] == TURNS[-1]

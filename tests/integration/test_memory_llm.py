@@ -22,6 +22,7 @@ from streams.runtime import open_context
 from streams.settings import Settings
 from streams.topics import Topics
 from tests.fakes.openai_server import FakeOpenAI
+from tests.integration.helpers import wait_until
 from tests.integration.test_memory import (
     MODEL_DIR,
     TURNS,
@@ -29,7 +30,6 @@ from tests.integration.test_memory import (
     memory_event,
     produce,
     read_memory_topic,
-    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -89,7 +89,7 @@ async def test_the_llm_summarises_and_the_next_prompt_carries_summary_and_recent
                 window = await context.read("project", "proj-mem")
                 return bool(window.turns) and window.turns[-1]["content"] == TURNS[-1] and (
                     window.summary is not None)
-            await wait_for(summarised)
+            await wait_until(summarised)
             await asyncio.sleep(1)  # any later fold of the same batch lands too
             window = await context.read("project", "proj-mem")
             assert window.summary is not None
@@ -136,7 +136,7 @@ async def test_a_failing_llm_folds_into_the_labelled_extractive_summary(llm_sett
                 window = await context.read("project", "proj-mem")
                 return bool(window.turns) and window.turns[-1]["content"] == TURNS[-1] and (
                     window.summary is not None)
-            await wait_for(summarised)
+            await wait_until(summarised)
         window = await context.read("project", "proj-mem")
         assert window.summary is not None and window.summary["content"].startswith("[extractive summary]")
         assert fake.requests, "the LLM was asked first"

@@ -19,6 +19,7 @@ from streams.processors.memory import to_turn
 from streams.runtime import open_context
 from streams.settings import Settings
 from streams.topics import admin_client
+from tests.integration.helpers import wait_until
 from tests.integration.test_memory import (
     MODEL_DIR,
     TURNS,
@@ -28,7 +29,6 @@ from tests.integration.test_memory import (
     memory_event,
     produce,
     snapshot,
-    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -69,7 +69,7 @@ async def test_rebuild_after_flushdb_gives_the_same_contexts(own_db: Settings) -
         async with running(s, ["memory"]):
             for p in ("proj-0", "proj-1"):
                 last = max(n for n in range(len(TURNS)) if f"proj-{n % 2}" == p)
-                await wait_for(lambda p=p, last=last: _last_turn_applied(context, p, f"task-{last}:1:turn"))
+                await wait_until(lambda p=p, last=last: _last_turn_applied(context, p, f"task-{last}:1:turn"))
         before = {p: await snapshot(context, p) for p in ("proj-0", "proj-1")}
         assert all(b[0] for b in before.values()), "both windows folded into a summary"
         offsets = all_end_offsets(s)

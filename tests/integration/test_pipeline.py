@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
 
 import pytest
 import redis
@@ -15,19 +14,9 @@ from streams.app import running
 from streams.kafka import EventProducer, TopicReader
 from streams.processors import PROCESSORS
 from streams.settings import Settings
-from tests.integration.helpers import submit_and_wait
+from tests.integration.helpers import submit_and_wait, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-async def wait_until(probe: Any, timeout_s: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = await asyncio.to_thread(probe)
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout_s}s")
 
 
 async def test_task_result_history_and_context(settings: Settings) -> None:

@@ -7,9 +7,7 @@ talks to it as to Confluent's: subjects, global ids, BACKWARD checks and the err
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import uuid
 from typing import Any
 
@@ -24,7 +22,7 @@ from streams.app import running
 from streams.kafka import read_partition
 from streams.processors import PROCESSORS
 from streams.settings import Settings
-from tests.integration.helpers import submit_and_wait
+from tests.integration.helpers import submit_and_wait, wait_until
 from tests.integration.local_servers import SchemaRegistry
 from tests.unit.schemas import RECORD_NAMES, load_raw, sample_value
 from tests.unit.schemas.test_codec import (
@@ -147,12 +145,11 @@ async def test_the_whole_pipeline_runs_on_the_confluent_wire_format(settings: Se
         result = await submit_and_wait(s, "Summarise the design of a rate limiter", project=project)
         assert result["status"] == "succeeded" and "rate limiter" in result["output"]
         store = live.runtime.store
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            counts = await asyncio.to_thread(store.counts_by_type, project_id=project)
-            if counts.get("TaskResult", 0) >= 2 and counts.get("LlmCall") and counts.get("MemoryEvent"):
-                break
-            await asyncio.sleep(0.2)
+        def stored() -> dict[str, int] | None:
+            c = store.counts_by_type(project_id=project)
+            return c if c.get("TaskResult", 0) >= 2 and c.get("LlmCall") and c.get("MemoryEvent") else None
+
+        counts = await wait_until(stored)
         assert counts["Task"] == counts["Assignment"] == counts["LlmCall"] == 1 and counts["TaskResult"] == 2
         live.check()
 

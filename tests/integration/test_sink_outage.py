@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from streams.kafka import EventProducer
 from streams.processors.history_sink import HistorySink
 from streams.runtime import Runtime
 from streams.settings import Settings
+from tests.integration.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -70,15 +69,6 @@ def retries() -> float:
     return REGISTRY.get_sample_value("aios_sink_store_retries_total") or 0.0
 
 
-async def wait_for(check: Any, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await asyncio.to_thread(check):
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {check}")
-
-
 async def test_sink_survives_a_store_outage_and_commits_only_after_storing(settings: Settings) -> None:
     topic = f"{settings.topic_prefix}.tasks"
     producer = EventProducer(settings)
@@ -94,11 +84,11 @@ async def test_sink_survives_a_store_outage_and_commits_only_after_storing(setti
     retries_before = retries()
     await sink.start()
     try:
-        await wait_for(lambda: store.attempts >= 2)
+        await wait_until(lambda: store.attempts >= 2)
         assert store.rows == []
         assert committed(settings, topic) == 0, "nothing is committed while the batch is not stored"
-        await wait_for(lambda: {r.event_id for r in store.rows} == {t["event_id"] for t in tasks})
-        await wait_for(lambda: committed(settings, topic) == len(tasks))
+        await wait_until(lambda: {r.event_id for r in store.rows} == {t["event_id"] for t in tasks})
+        await wait_until(lambda: committed(settings, topic) == len(tasks))
     finally:
         await sink.stop()
     assert store.attempts >= 4
@@ -156,11 +146,11 @@ async def test_native_inserts_survive_an_outage_too(settings: Settings, session_
     retries_before = retries()
     await sink.start()
     try:
-        await wait_for(lambda: store.attempts >= 2)
+        await wait_until(lambda: store.attempts >= 2)
         assert store.count_events(project_id=project) == 0
         assert committed(settings, topic) == 0, "nothing is committed while the batch is not stored"
-        await wait_for(lambda: store.count_events(project_id=project) == len(tasks))
-        await wait_for(lambda: committed(settings, topic) == len(tasks))
+        await wait_until(lambda: store.count_events(project_id=project) == len(tasks))
+        await wait_until(lambda: committed(settings, topic) == len(tasks))
     finally:
         await sink.stop()
     assert retries() - retries_before == 3
