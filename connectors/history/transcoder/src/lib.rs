@@ -1,10 +1,10 @@
-//! Avro event bodies to one ClickHouse Native block, for the history sink.
+//! Avro event bodies to ClickHouse Native blocks, for the history sink.
 //!
-//! ClickHouse's Avro reader costs more CPU per row than the whole rest of the sink's INSERT; its
-//! Native format is what it reads fastest (columns laid out as it keeps them in memory). This
-//! module reads each event's Avro body with the plan Python derived from the record type's schema
-//! (`connectors/history/ingest.py`) and appends its fields to the columns of the shared
-//! ingest table; a record type's missing columns take their defaults, as ClickHouse gives them.
+//! ClickHouse's Avro reader cost more CPU than the rest of the sink's INSERT; its Native format is
+//! what it reads fastest (columns laid out as it keeps them in memory). This module reads each
+//! event's Avro body with the plan Python derived from the record type's schema
+//! (`connectors/history/ingest.py`) and appends its fields to its record type's block, which has
+//! that type's columns of the shared ingest table only: ClickHouse gives the others their defaults.
 //!
 //! Every body is read twice: once to check it whole (bounds, varints, union and enum indexes,
 //! UTF-8, no bytes left over), then to copy it. A body that fails the check adds nothing, and its
@@ -27,7 +27,10 @@ enum Op {
     Bool,
     Enum(Vec<Vec<u8>>),
     /// A union of null and one type; `null_index` is the null branch's position (0 or 1).
-    Optional { null_index: i64, inner: Box<Op> },
+    Optional {
+        null_index: i64,
+        inner: Box<Op>,
+    },
     Array(Box<Op>),
     Map(Box<Op>),
 }
@@ -381,12 +384,18 @@ struct RecordPlan {
 
 /// What the check made of one event.
 enum Verdict {
-    Taken { plan: usize, header: usize },
+    Taken {
+        plan: usize,
+        header: usize,
+    },
     /// Framed with a header of this length that no plan has learned.
     Unknown(usize),
     /// Not framed as an AIOS event, or a body that does not read whole as its plan says.
     Refused,
 }
+
+/// A field's plan as Python gives it: column name, ClickHouse type, Avro op.
+type FieldSpec<'py> = (String, String, Bound<'py, PyAny>);
 
 type Transcoded<'py> = (Bound<'py, PyBytes>, usize, Vec<usize>, Vec<(Vec<u8>, usize)>);
 
@@ -409,7 +418,7 @@ struct Transcoder {
     meta: [String; 4], // the column names of the record type, topic, partition and offset
     records: Vec<RecordPlan>,
     headers: HashMap<Vec<u8>, usize>, // framing header (magic and fingerprint or schema id) → record plan
-    blocks: Mutex<Vec<Vec<Col>>>,       // each record plan's columns, reused by every call
+    blocks: Mutex<Vec<Vec<Col>>>,     // each record plan's columns, reused by every call
 }
 
 #[pymethods]
@@ -418,10 +427,7 @@ impl Transcoder {
     /// partition (UInt32) and offset (UInt64). `records`: per record type, (short name, [(column name, ClickHouse type, Avro plan)] in
     /// field order).
     #[new]
-    fn new(
-        meta: [String; 4],
-        records: Vec<(String, Vec<(String, String, Bound<'_, PyAny>)>)>,
-    ) -> PyResult<Self> {
+    fn new(meta: [String; 4], records: Vec<(String, Vec<FieldSpec<'_>>)>) -> PyResult<Self> {
         let mut plans = Vec::new();
         for (event_type, fields) in records {
             let mut plan = RecordPlan {
@@ -462,11 +468,7 @@ impl Transcoder {
     /// Native blocks of the `records` (objects with topic, partition, offset and value) this
     /// transcoder can read, how many it took, the indexes of those it left out, and the framing
     /// headers it has not learned (each once, with the index of its first event).
-    fn transcode<'py>(
-        &self,
-        py: Python<'py>,
-        records: &Bound<'py, PyList>,
-    ) -> PyResult<Transcoded<'py>> {
+    fn transcode<'py>(&self, py: Python<'py>, records: &Bound<'py, PyList>) -> PyResult<Transcoded<'py>> {
         let mut checked = Vec::with_capacity(records.len());
         let mut left = Vec::new();
         let mut unknown: Vec<(Vec<u8>, usize)> = Vec::new();
@@ -517,12 +519,21 @@ impl Transcoder {
             meta[3].put_fixed(&event.offset.to_le_bytes());
             rows[event.plan] += 1;
         }
-        let parts: Vec<(&RecordPlan, &Vec<Col>, usize)> =
-            self.records.iter().zip(blocks.iter()).zip(rows).filter(|(_, n)| *n > 0).map(|((p, c), n)| (p, c, n)).collect();
-        let mut heads: Vec<Vec<Vec<u8>>> = parts.iter().map(|(plan, cols, n)| self.heads(plan, cols.len(), *n)).collect();
-        let size: usize = parts.iter().zip(&heads).map(|((_, cols, _), h)| {
-            h.iter().map(Vec::len).sum::<usize>() + cols.iter().map(Col::size).sum::<usize>()
-        }).sum();
+        let parts: Vec<(&RecordPlan, &Vec<Col>, usize)> = self
+            .records
+            .iter()
+            .zip(blocks.iter())
+            .zip(rows)
+            .filter(|(_, n)| *n > 0)
+            .map(|((p, c), n)| (p, c, n))
+            .collect();
+        let mut heads: Vec<Vec<Vec<u8>>> =
+            parts.iter().map(|(plan, cols, n)| self.heads(plan, cols.len(), *n)).collect();
+        let size: usize = parts
+            .iter()
+            .zip(&heads)
+            .map(|((_, cols, _), h)| h.iter().map(Vec::len).sum::<usize>() + cols.iter().map(Col::size).sum::<usize>())
+            .sum();
         let out = PyBytes::new_with(py, size, |buf| {
             let mut at = 0;
             for ((_, cols, _), heads) in parts.iter().zip(heads.iter_mut()) {
@@ -600,7 +611,9 @@ impl Col {
             Col::Str(_) => Col::Str(Vec::new()),
             Col::Fixed { width, .. } => Col::Fixed { width: *width, data: Vec::new() },
             Col::Nullable { inner, .. } => Col::Nullable { nulls: Vec::new(), inner: Box::new(inner.empty_like()) },
-            Col::Array { inner, .. } => Col::Array { offsets: Vec::new(), items: 0, inner: Box::new(inner.empty_like()) },
+            Col::Array { inner, .. } => {
+                Col::Array { offsets: Vec::new(), items: 0, inner: Box::new(inner.empty_like()) }
+            }
             Col::Map { values, .. } => {
                 Col::Map { offsets: Vec::new(), items: 0, keys: Vec::new(), values: Box::new(values.empty_like()) }
             }
