@@ -18,7 +18,8 @@ LLM_TOKENS = Counter("aios_llm_tokens_total", "LLM tokens used.", ["provider", "
 LLM_COST = Counter("aios_llm_cost_usd_total", "LLM spend in USD.", ["provider", "model"])
 SINK_ROWS = Counter("aios_sink_rows_total", "Rows the history sink stored.", ["engine"])
 SINK_BATCH = Histogram(
-    "aios_sink_batch_rows", "Rows per history-sink batch.", buckets=(1, 10, 50, 100, 500, 1000, 5000, 10000)
+    "aios_sink_batch_rows", "Rows per history-sink batch.",
+    buckets=(1, 10, 50, 100, 500, 1000, 5000, 10000, 50000, 100000)
 )
 ROUTER_DECISIONS = Counter(
     "aios_router_decisions_total", "LLM calls the router sent to a deployment.", ["strategy", "deployment"]
@@ -30,7 +31,9 @@ AGENT_STATUS = Counter("aios_agent_status_total", "AgentStatus events published,
 LLM_REPLAYS = Counter("aios_llm_replays_total", "LLM answers reused from the journal instead of calling again.")
 SINK_RETRIES = Counter("aios_sink_store_retries_total", "History-store writes retried after an outage.")
 SINK_REFUSED = Counter("aios_sink_native_refused_total",
-                       "History-sink batches ClickHouse refused to decode, decoded in Python instead.")
+                       "History-sink batches whose Native blocks ClickHouse refused, decoded in Python instead.")
+SINK_PYTHON = Counter("aios_sink_python_decoded_total",
+                      "History-sink events decoded in Python instead of transcoded (the rejected ones included).")
 SINK_FLUSH = Histogram(
     "aios_sink_flush_seconds",
     "Time to store one history-sink batch, retries during an outage included.",

@@ -57,7 +57,8 @@ class NativeEncoder:
         if not AVAILABLE:
             raise RuntimeError("the aios_transcoder extension is not installed: run `make install`")
         if len({t.table for t in tables.values()}) != 1:
-            raise ValueError("every mapped record type must share one ingest table")
+            raise ValueError(f"the record types {sorted(tables)} must share exactly one ingest table "
+                             f"(they use {sorted({t.table for t in tables.values()})})")
         self._tables = dict(tables)
         self._plans = {name: i for i, name in enumerate(self._tables)}
         first = next(iter(self._tables.values()))

@@ -17,7 +17,7 @@ from confluent_kafka import Message
 
 from connectors.errors import StoreUnavailableError
 from connectors.history.writer import BatchResult, Record, to_row, write_batch
-from streams.metrics import EVENTS, SINK_BATCH, SINK_FLUSH, SINK_REFUSED, SINK_RETRIES, SINK_ROWS
+from streams.metrics import EVENTS, SINK_BATCH, SINK_FLUSH, SINK_PYTHON, SINK_REFUSED, SINK_RETRIES, SINK_ROWS
 from streams.processors.batch import BatchProcessor, retry_forever
 from streams.processors.common import log
 from streams.runtime import Runtime
@@ -57,6 +57,9 @@ class HistorySink(BatchProcessor):
             if record.topic in self.owned:
                 self.dead_letter(by_record[id(record)], exc)
             EVENTS.labels(NAME, "undecodable").inc()
+        # Steadily high: the transcoder is missing (see the log at start), or producers write an
+        # older schema version or bodies the transcoder does not take.
+        SINK_PYTHON.inc(result.stored - result.native + len(result.rejected))
         SINK_ROWS.labels(self.rt.store.engine).inc(result.stored)
         SINK_BATCH.observe(result.stored)
         EVENTS.labels(NAME, "stored").inc(result.stored)

@@ -34,6 +34,7 @@ async def test_history_worker_stores_rows_and_dead_letters_garbage(settings: Set
     producer.send_raw(f"{p}.results", truncated, key="short")
     producer.flush()
     refused_before = REGISTRY.get_sample_value("aios_sink_native_refused_total") or 0.0
+    python_before = REGISTRY.get_sample_value("aios_sink_python_decoded_total") or 0.0
     # ClickHouse refuses the first Native INSERT: the sink counts it, and Python stores that batch.
     real_insert, calls = ChdbStore.insert_native, []
 
@@ -65,3 +66,5 @@ async def test_history_worker_stores_rows_and_dead_letters_garbage(settings: Set
     assert "AIOS_SCHEMA_REGISTRY_URL" in by_payload[b"\x00\x00\x00\x00\x09garbage"]["error"]
     assert "corrupt TaskResult payload" in by_payload[truncated]["error"]
     assert (REGISTRY.get_sample_value("aios_sink_native_refused_total") or 0.0) > refused_before
+    # the refused batch's events and the two rejected ones at least
+    assert (REGISTRY.get_sample_value("aios_sink_python_decoded_total") or 0.0) - python_before >= 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import math
 import random
 import struct
@@ -14,6 +15,7 @@ import fastavro
 import pytest
 
 from connectors.errors import StoreQueryError
+from connectors.history import transcode
 from connectors.history.chdb_store import ChdbStore
 from connectors.history.transcode import NativeEncoder
 from connectors.history.writer import Record, to_row, write_batch
@@ -256,3 +258,23 @@ def test_a_duplicate_within_one_batch_collapses_under_final(store: ChdbStore) ->
     states = store.query("SELECT uniqExactMerge(events) AS n FROM aios.task_states_1m "  # noqa: S608
                          f"WHERE project_id = '{project}'")
     assert int(states[0]["n"]) == 3
+
+
+def test_without_the_transcoder_the_store_says_so_and_python_decodes_everything(
+        store: ChdbStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    codec = Codec(validate=False)
+    project = f"w-{uuid.uuid4().hex[:8]}"
+    batch = records(codec, project)
+    monkeypatch.setattr(transcode, "AVAILABLE", False)  # as where `make install` could not build it
+    try:
+        with caplog.at_level(logging.WARNING, logger="connectors.history.base"):
+            store.setup()
+        assert store.encoder is None
+        assert "aios_transcoder extension is not installed (run `make install`)" in caplog.text
+        result = write_batch(store, codec, batch)
+        assert (result.stored, result.native, result.rejected) == (12, 0, [])
+        assert_stored_once(store, codec, batch, project)
+    finally:
+        monkeypatch.undo()
+        store.setup()
+    assert store.encoder is not None

@@ -157,3 +157,17 @@ def test_a_plan_that_does_not_fit_is_refused_with_the_reason(records: Any, messa
 def test_learning_a_plan_that_does_not_exist_is_refused() -> None:
     with pytest.raises(ValueError, match="no record plan 3"):
         Transcoder(META, [("R", PLAN)]).learn(HEADER, 3)
+
+
+def test_an_encoder_needs_record_types_of_one_ingest_table() -> None:
+    from connectors.history.ingest import IngestTable
+    from connectors.history.transcode import NativeEncoder
+
+    def table(name: str, ingest: str) -> IngestTable:
+        return IngestTable(name, name, b"f" * 8, ingest, (("s", "String", "string"),), "s String")
+
+    with pytest.raises(ValueError, match=re.escape("must share exactly one ingest table (they use [])")):
+        NativeEncoder({})
+    with pytest.raises(ValueError, match=re.escape("(they use ['ingest_a', 'ingest_b'])")):
+        NativeEncoder({"A": table("A", "ingest_a"), "B": table("B", "ingest_b")})
+    assert NativeEncoder({"A": table("A", "ingest_a")}).table == "ingest_a"
