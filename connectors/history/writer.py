@@ -32,7 +32,7 @@ class Record:
 @dataclass
 class BatchResult:
     stored: int = 0
-    native: int = 0  # of which ClickHouse decoded
+    native: int = 0  # of which stored from the transcoder's Native blocks
     rejected: list[tuple[Record, SchemaError]] = field(default_factory=list)
     refused: str | None = None  # why ClickHouse refused the native INSERT, when Python decoded the batch instead
 
@@ -65,10 +65,10 @@ def write_batch(store: HistoryStore, codec: Codec, records: Sequence[Record]) ->
     result = BatchResult()
     encoder = store.encoder
     if encoder is None:
-        rows = [row for record in records if (row := _python_row(codec, record, result)) is not None]
+        rows = _python_rows(codec, records, result)
     else:
         batch = encoder.encode(codec, records)
-        rows = [row for record in batch.left if (row := _python_row(codec, record, result)) is not None]
+        rows = _python_rows(codec, batch.left, result)
         if batch.taken:
             rows += _insert_native(store, codec, batch, result)
     store.insert(rows)  # raises StoreQueryError when the store refuses even these
@@ -76,12 +76,15 @@ def write_batch(store: HistoryStore, codec: Codec, records: Sequence[Record]) ->
     return result
 
 
-def _python_row(codec: Codec, record: Record, result: BatchResult) -> EventRow | None:
-    try:
-        return to_row(codec.decode(record.value), record.topic, record.partition, record.offset)
-    except SchemaError as exc:
-        result.rejected.append((record, exc))
-        return None
+def _python_rows(codec: Codec, records: Sequence[Record], result: BatchResult) -> list[EventRow]:
+    """Decode ``records`` in Python; the ones that do not decode go to ``result.rejected``."""
+    rows = []
+    for record in records:
+        try:
+            rows.append(to_row(codec.decode(record.value), record.topic, record.partition, record.offset))
+        except SchemaError as exc:
+            result.rejected.append((record, exc))
+    return rows
 
 
 def _insert_native(store: HistoryStore, codec: Codec, batch: NativeBatch, result: BatchResult) -> list[EventRow]:
@@ -95,6 +98,6 @@ def _insert_native(store: HistoryStore, codec: Codec, batch: NativeBatch, result
         store.insert_native(batch.table, batch.structure, batch.block)
     except StoreQueryError as exc:
         result.refused = str(exc)
-        return [row for record in batch.taken if (row := _python_row(codec, record, result)) is not None]
+        return _python_rows(codec, batch.taken, result)
     result.native = len(batch.taken)
     return []
