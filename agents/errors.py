@@ -23,7 +23,7 @@ so an error that reaches the caller has already exhausted them.
 
 from __future__ import annotations
 
-from schemas.errors import AiosError, ConfigError
+from aios.schemas.errors import AiosError, ConfigError
 
 
 class LLMError(AiosError):

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from schemas.errors import AiosError
-from schemas.events import envelope, now_ms
+from aios.schemas.errors import AiosError
+from aios.schemas.events import envelope, now_ms
 
 
 class State(enum.StrEnum):

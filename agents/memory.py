@@ -11,8 +11,8 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from agents.errors import LLMError
-from agents.llm.base import ChatMessage, ChatRequest, ChatResponse
+from aios.agents.errors import LLMError
+from aios.agents.llm.base import ChatMessage, ChatRequest, ChatResponse
 
 EXTRACTIVE_LABEL = "[extractive summary]"
 EXTRACTIVE_SOURCE = "extractive"

@@ -16,8 +16,8 @@ from typing import Any, cast
 import jsonschema
 from jsonschema.validators import Draft202012Validator
 
-from agents.llm.catalogue import TIERS, Tier, packaged_json
-from schemas.errors import ConfigError
+from aios.agents.llm.catalogue import TIERS, Tier, packaged_json
+from aios.schemas.errors import ConfigError
 
 ROLES_FILE = "agents/roles.json"
 STRATEGIES = ("cost", "latency", "least-busy", "weighted")
@@ -115,7 +115,7 @@ class RoleRegistry:
 @cache
 def load_roles() -> RoleRegistry:
     """The registry shipped with the package (read once, then cached)."""
-    return RoleRegistry.from_dict(packaged_json("agents", "roles.json", ROLES_FILE))
+    return RoleRegistry.from_dict(packaged_json("aios.agents", "roles.json", ROLES_FILE))
 
 
 def _role(name: str, entry: object, where: str) -> Role:

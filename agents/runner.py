@@ -15,11 +15,11 @@ from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any, Protocol
 
-from agents.errors import LLMError
-from agents.llm.base import ChatMessage, ChatRequest, ChatResponse, Provider, ToolCall, Usage
-from agents.llm.router import Route, Routed, Router, Strategy
-from agents.roles import Role, load_roles
-from agents.tools import MAX_TOOL_ROUNDS, Search, Toolbox, ToolContext
+from aios.agents.errors import LLMError
+from aios.agents.llm.base import ChatMessage, ChatRequest, ChatResponse, Provider, ToolCall, Usage
+from aios.agents.llm.router import Route, Routed, Router, Strategy
+from aios.agents.roles import Role, load_roles
+from aios.agents.tools import MAX_TOOL_ROUNDS, Search, Toolbox, ToolContext
 
 # Budgets in characters (~4 per token) keep a prompt well inside small context windows even when
 # dependency outputs are long; the newest context is kept, the oldest dropped first.

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from jsonschema.validators import Draft202012Validator
 
-from agents.llm.base import ToolCall, ToolSpec
+from aios.agents.llm.base import ToolCall, ToolSpec
 
 MAX_TOOL_ROUNDS = 4  # rounds of tool calls before the model must answer
 MAX_RESULT_CHARS = 8_000  # a tool result is a prompt part too: keep it bounded

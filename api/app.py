@@ -14,16 +14,16 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from redis.exceptions import RedisError
 
-from api.auth import AuthMiddleware, document_bearer
-from api.errors import ApiError
-from api.hardening import BodyLimit, SecurityHeaders
-from api.metrics import Metrics
-from api.routes import health, router
-from api.services import Services, StoreFactory
-from api.stream import ws_router
-from schemas.errors import AiosError
-from streams.errors import KafkaError, OrchestrationError
-from streams.settings import Settings
+from aios.api.auth import AuthMiddleware, document_bearer
+from aios.api.errors import ApiError
+from aios.api.hardening import BodyLimit, SecurityHeaders
+from aios.api.metrics import Metrics
+from aios.api.routes import health, router
+from aios.api.services import Services, StoreFactory
+from aios.api.stream import ws_router
+from aios.schemas.errors import AiosError
+from aios.streams.errors import KafkaError, OrchestrationError
+from aios.streams.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
 

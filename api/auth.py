@@ -14,16 +14,16 @@ from redis.exceptions import RedisError
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.errors import ApiError, NotAuthenticated
-from api.jwt_auth import JwtVerifier
-from api.keys import KeyStore, looks_like_key
-from api.metrics import AUTH_FAILURES
-from api.principal import Principal
-from api.ratelimit import RateLimiter
+from aios.api.errors import ApiError, NotAuthenticated
+from aios.api.jwt_auth import JwtVerifier
+from aios.api.keys import ApiKeys, looks_like_key
+from aios.api.metrics import AUTH_FAILURES
+from aios.api.principal import Principal
+from aios.api.ratelimit import RateLimiter
 
 
 class Authenticator:
-    def __init__(self, keys: KeyStore, jwt: JwtVerifier | None, limiter: RateLimiter) -> None:
+    def __init__(self, keys: ApiKeys, jwt: JwtVerifier | None, limiter: RateLimiter) -> None:
         self.keys = keys
         self.jwt = jwt
         self.limiter = limiter
@@ -34,12 +34,13 @@ class Authenticator:
             raise NotAuthenticated("authentication required: send 'Authorization: Bearer <API key or token>'",
                                    headers={"WWW-Authenticate": "Bearer"})
         if looks_like_key(token):
-            return await self.keys.authenticate(token, self.limiter if limit else None)
-        if self.jwt is None:
+            principal = await self.keys.authenticate(token)
+        elif self.jwt is None:
             raise NotAuthenticated("this API accepts API keys only (AIOS_API_JWKS_URL is not set)",
                                    headers={"WWW-Authenticate": "Bearer"})
-        principal = await self.jwt.authenticate(token)
-        if limit:
+        else:
+            principal = await self.jwt.authenticate(token)
+        if limit:  # after the credential is checked: a bad guess cannot drain a real key's bucket
             await self.limiter.check(principal)
         return principal
 

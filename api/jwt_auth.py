@@ -11,9 +11,9 @@ from typing import Any
 
 import jwt
 
-from api.errors import Forbidden, NotAuthenticated
-from api.principal import ALL_PROJECTS, Principal, parse_role
-from streams.settings import Settings
+from aios.api.errors import Forbidden, NotAuthenticated
+from aios.api.principal import ALL_PROJECTS, Principal, parse_role
+from aios.streams.settings import Settings
 
 ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
 

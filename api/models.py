@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from streams.orchestration.plan import PlannedTask
+from aios.streams.orchestration.plan import PlannedTask
 
 ID = r"^[A-Za-z0-9._:-]+$"
 ROLE = r"^[a-z][a-z0-9_-]{0,39}$"

@@ -13,10 +13,10 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Message, Producer
 
-from schemas.codec import Codec
-from streams.errors import KafkaError
-from streams.kafka import make_codec, producer_config
-from streams.settings import Settings
+from aios.schemas.codec import Codec
+from aios.streams.errors import KafkaError
+from aios.streams.kafka import make_codec, producer_config
+from aios.streams.settings import Settings
 
 
 class AsyncProducer:

@@ -16,9 +16,9 @@ from enum import StrEnum
 
 from fastapi import Request
 
-from api.auth import principal_of
-from api.errors import Forbidden
-from api.principal import Principal, Role
+from aios.api.auth import principal_of
+from aios.api.errors import Forbidden
+from aios.api.principal import Principal, Role
 
 
 class Permission(StrEnum):

@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 
-from api.errors import ApiError, Forbidden, NotFound
-from api.models import (
+from aios.api.errors import ApiError, Forbidden, NotFound
+from aios.api.models import (
     ID,
     AgentList,
     AgentOut,
@@ -32,15 +32,15 @@ from api.models import (
     TaskIn,
     TaskOut,
 )
-from api.principal import Principal
-from api.rbac import Permission, check_write, require
-from api.services import Services
-from api.view import TaskRecord
-from connectors.history.queries import stats as history_stats
-from schemas.events import envelope
-from streams.client import build_task
-from streams.orchestration.goal import GOAL_TASK, PLANNER_ROLE
-from streams.orchestration.plan import Plan, PlanError, PlannedTask, validate_plan
+from aios.api.principal import Principal
+from aios.api.rbac import Permission, check_write, require
+from aios.api.services import Services
+from aios.api.view import TaskRecord
+from aios.connectors.history.queries import stats as history_stats
+from aios.schemas.events import envelope
+from aios.streams.orchestration.goal import GOAL_TASK, PLANNER_ROLE
+from aios.streams.orchestration.plan import Plan, PlanError, PlannedTask, validate_plan
+from aios.streams.readmodels.task_client import build_task
 
 TaskId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID)]
 ProjectId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID)]

@@ -9,10 +9,10 @@ from typing import Any
 
 import uvicorn
 
-from api.app import create_app
-from api.services import StoreFactory
-from schemas.errors import ConfigError
-from streams.settings import Settings
+from aios.api.app import create_app
+from aios.api.services import StoreFactory
+from aios.schemas.errors import ConfigError
+from aios.streams.settings import Settings
 
 
 def uvicorn_config(settings: Settings, *, store: StoreFactory | None = None, **extra: Any) -> uvicorn.Config:

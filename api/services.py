@@ -11,17 +11,19 @@ import redis.asyncio as aioredis
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from api.auth import Authenticator
-from api.jwt_auth import JwtVerifier
-from api.keys import KeyStore
-from api.producer import AsyncProducer
-from api.ratelimit import RateLimiter
-from api.stream import Hub
-from api.view import LiveView
-from connectors.history import HistoryStore, open_store
-from schemas.events import envelope
-from streams.settings import Settings
-from streams.topics import Topics
+from aios.api.auth import Authenticator
+from aios.api.jwt_auth import JwtVerifier
+from aios.api.keys import ApiKeys
+from aios.api.producer import AsyncProducer
+from aios.api.ratelimit import RateLimiter
+from aios.api.stream import Hub
+from aios.api.view import LiveView
+from aios.connectors.context.keys import KeyStore
+from aios.connectors.context.ratelimit import TokenBuckets
+from aios.connectors.history import HistoryStore, open_store
+from aios.schemas.events import envelope
+from aios.streams.settings import Settings
+from aios.streams.topics import Topics
 
 StoreFactory = Callable[[], HistoryStore]
 REDIS_CONNECTIONS = 64
@@ -46,8 +48,9 @@ class Services:
         # every connection is busy (the default pool raises MaxConnectionsError under load).
         self.redis: aioredis.Redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
             settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=5, socket_timeout=5))
-        self.keys = KeyStore(self.redis, settings.topic_prefix)
-        self.limiter = RateLimiter(self.redis, settings.topic_prefix, settings.api_rate_per_s, settings.api_rate_burst)
+        self.keys = ApiKeys(KeyStore(self.redis, settings.topic_prefix))
+        self.limiter = RateLimiter(TokenBuckets(self.redis, settings.topic_prefix, settings.api_rate_per_s,
+                                                settings.api_rate_burst))
         self.auth = Authenticator(self.keys, JwtVerifier(settings) if settings.api_jwks_url else None, self.limiter)
         self._admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": 5000,
                                    **settings.kafka_security()})

@@ -11,7 +11,6 @@ from Kafka before going live; events are at-least-once across the switch, so cli
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,17 +18,16 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from api.auth import bearer
-from api.errors import ApiError
-from api.metrics import WS_CLIENTS, WS_DROPPED
-from api.principal import Principal
-from api.rbac import Permission, allowed
-from api.view import LiveEvent, LiveView
-from schemas.errors import SchemaError
-from schemas.events import to_ms
-from streams.cli.events import jsonable
-from streams.kafka import make_consumer, watermarks
-from streams.settings import Settings
+from aios.api.auth import bearer
+from aios.api.errors import ApiError
+from aios.api.metrics import WS_CLIENTS, WS_DROPPED
+from aios.api.principal import Principal
+from aios.api.rbac import Permission, allowed
+from aios.api.view import LiveEvent, LiveView
+from aios.schemas.errors import SchemaError
+from aios.schemas.events import event_json, to_ms
+from aios.streams.kafka import make_consumer, watermarks
+from aios.streams.settings import Settings
 
 TOO_SLOW = 4008
 UNAUTHORIZED = 4401
@@ -187,8 +185,8 @@ def render(event: LiveEvent, client: Client, view: LiveView) -> str:
     if event.type == "agents" and not client.principal.all_projects:
         data = {**data, "in_flight": [t for t in data["in_flight"]
                                       if view.find_task(t, client.principal.sees) is not None]}
-    return json.dumps({"id": event.id, "type": event.type, "project_id": event.project_id,
-                       "timestamp": event.timestamp_ms, "data": jsonable(data)}, separators=(",", ":"))
+    return event_json({"id": event.id, "type": event.type, "project_id": event.project_id,
+                       "timestamp": event.timestamp_ms, "data": data}).decode()
 
 
 def _types(raw: str | None, view: LiveView) -> frozenset[str]:

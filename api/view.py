@@ -18,13 +18,13 @@ from typing import Any
 from confluent_kafka import KafkaError as CKafkaError
 from confluent_kafka import KafkaException, TopicPartition
 
-from schemas.codec import Codec
-from schemas.errors import SchemaError
-from schemas.events import to_ms
-from streams.errors import KafkaError
-from streams.kafka import make_codec, make_consumer, watermarks
-from streams.settings import Settings
-from streams.topics import Topics
+from aios.schemas.codec import Codec
+from aios.schemas.errors import SchemaError
+from aios.schemas.events import to_ms
+from aios.streams.errors import KafkaError
+from aios.streams.kafka import make_codec, make_consumer, watermarks
+from aios.streams.settings import Settings
+from aios.streams.topics import Topics
 
 log = logging.getLogger(__name__)
 

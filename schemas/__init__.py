@@ -1,7 +1,7 @@
 """AIOS contracts: one Avro schema per event (``avro/*.avsc``) and the codec that frames them."""
 
-from schemas.codec import Codec, WireFormat, load_catalog
-from schemas.errors import (
+from aios.schemas.codec import Codec, WireFormat, load_catalog
+from aios.schemas.errors import (
     AiosError,
     ConfigError,
     EncodeError,

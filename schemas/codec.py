@@ -22,7 +22,7 @@ import fastavro
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
 
-from schemas.errors import ConfigError, EncodeError, UndecodableError, UnknownSchemaError
+from aios.schemas.errors import ConfigError, EncodeError, UndecodableError, UnknownSchemaError
 
 AVRO_DIR = Path(__file__).parent / "avro"
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"

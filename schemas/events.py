@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,8 +38,10 @@ def to_ms(value: datetime | int) -> int:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def jsonable(value: Any) -> Any:
-    """``json.dumps(default=...)`` for decoded events: timestamps as epoch ms, bytes as base64."""
+def json_default(value: Any) -> Any:
+    """The JSON form of what JSON lacks, for ``dumps(default=...)``: timestamps as epoch ms, bytes as
+    base64. The one JSON form of an event: the CLI, the WebSocket, the JSON egress and the history
+    all write it."""
     if isinstance(value, datetime):
         return to_ms(value)
     if isinstance(value, bytes):
@@ -47,9 +49,15 @@ def jsonable(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
-def event_json(value: Mapping[str, Any]) -> bytes:
+def event_json(value: Mapping[str, Any] | Sequence[Any]) -> bytes:
     """A decoded event as compact UTF-8 JSON (timestamps as epoch ms, bytes as base64).
 
     orjson, not the stdlib: the history sink does this for every stored event.
     """
-    return orjson.dumps(value, default=jsonable, option=orjson.OPT_PASSTHROUGH_DATETIME)
+    return orjson.dumps(value, default=json_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
+
+
+def event_doc(value: Any) -> Any:
+    """A decoded event (or a list or mapping of them) as plain JSON values, in the same form as
+    :func:`event_json`: for documents that embed events, such as ``--json`` output."""
+    return orjson.loads(event_json(value))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas.errors import AiosError
+from aios.schemas.errors import AiosError
 
 
 class OrchestrationError(AiosError):

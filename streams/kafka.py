@@ -17,11 +17,11 @@ from confluent_kafka import (
 )
 from confluent_kafka import KafkaError as CKafkaError
 
-from schemas.codec import Codec, ConfluentRegistry, Decoded
-from schemas.errors import SchemaError
-from streams.errors import KafkaError
-from streams.settings import Settings
-from streams.topics import Topics
+from aios.schemas.codec import Codec, ConfluentRegistry, Decoded
+from aios.schemas.errors import SchemaError
+from aios.streams.errors import KafkaError
+from aios.streams.settings import Settings
+from aios.streams.topics import Topics
 
 
 def make_codec(settings: Settings, *, validate: bool = True) -> Codec:

@@ -19,8 +19,8 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from prometheus_client.core import CollectorRegistry, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from streams.errors import KafkaError
-from streams.metrics import LAG_ERRORS
+from aios.streams.errors import KafkaError
+from aios.streams.metrics import LAG_ERRORS
 
 log = logging.getLogger("aios.streams")
 

@@ -284,7 +284,7 @@ class Settings(BaseSettings):
     @field_validator("roles")
     @classmethod
     def _check_roles(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from agents.roles import load_roles
+        from aios.agents.roles import load_roles
 
         if not value:
             raise ValueError("AIOS_ROLES is empty: name at least one role, e.g. AIOS_ROLES=general")
@@ -319,7 +319,7 @@ def load_settings(**overrides: object) -> Settings:
     """Read the environment once; explicit overrides win (used by tests and benches)."""
     from pydantic import ValidationError
 
-    from schemas.errors import ConfigError
+    from aios.schemas.errors import ConfigError
 
     try:
         return Settings(**overrides)  # type: ignore[arg-type]

@@ -11,8 +11,8 @@ from confluent_kafka import KafkaError as CKafkaError
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from streams.errors import KafkaError
-from streams.settings import Settings
+from aios.streams.errors import KafkaError
+from aios.streams.settings import Settings
 
 
 @dataclass(frozen=True)

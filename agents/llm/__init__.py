@@ -4,9 +4,9 @@ Backends are imported lazily by :func:`make_provider`, so importing this package
 a vendor SDK.
 """
 
-from agents.llm.base import ChatMessage, ChatRequest, ChatResponse, LlmConfig, Provider, Usage
-from agents.llm.catalogue import Catalogue, ModelInfo, cost_usd, load_catalogue
-from agents.llm.factory import describe_choice, make_provider
+from aios.agents.llm.base import ChatMessage, ChatRequest, ChatResponse, LlmConfig, Provider, Usage
+from aios.agents.llm.catalogue import Catalogue, ModelInfo, cost_usd, load_catalogue
+from aios.agents.llm.factory import describe_choice, make_provider
 
 __all__ = [
     "Catalogue",

@@ -18,7 +18,7 @@ import anthropic
 import httpx2
 from anthropic.types import MessageParam, RawMessageStreamEvent, ToolParam
 
-from agents.errors import (
+from aios.agents.errors import (
     BadRequestError,
     ContextTooLongError,
     LLMError,
@@ -30,8 +30,8 @@ from agents.errors import (
     ProviderUnavailableError,
     RateLimitError,
 )
-from agents.llm import wire
-from agents.llm.base import ChatMessage, ChatRequest, ChatResponse, LlmConfig, ToolSpec, Usage
+from aios.agents.llm import wire
+from aios.agents.llm.base import ChatMessage, ChatRequest, ChatResponse, LlmConfig, ToolSpec, Usage
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_MODEL = "claude-haiku-4-5"

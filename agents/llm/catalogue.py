@@ -13,9 +13,9 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal, cast, get_args
 
-from agents.errors import UnknownModelError
-from agents.llm.base import Usage
-from schemas.errors import ConfigError
+from aios.agents.errors import UnknownModelError
+from aios.agents.llm.base import Usage
+from aios.schemas.errors import ConfigError
 
 Tier = Literal["small", "medium", "large"]
 TIERS: tuple[Tier, ...] = get_args(Tier)
@@ -114,7 +114,7 @@ def packaged_json(package: str, filename: str, origin: str) -> dict[str, Any]:
 @cache
 def load_catalogue() -> Catalogue:
     """The catalogue shipped with the package (read once, then cached)."""
-    return Catalogue.from_dict(packaged_json("agents.llm", "models.json", CATALOGUE_FILE))
+    return Catalogue.from_dict(packaged_json("aios.agents.llm", "models.json", CATALOGUE_FILE))
 
 
 def cost_usd(info: ModelInfo, usage: Usage) -> float:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from agents.llm.base import LlmConfig, Provider
-from agents.llm.catalogue import load_catalogue
-from agents.llm.router import Deployment
-from schemas.errors import ConfigError
+from aios.agents.llm.base import LlmConfig, Provider
+from aios.agents.llm.catalogue import load_catalogue
+from aios.agents.llm.router import Deployment
+from aios.schemas.errors import ConfigError
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 DEFAULT_ANTHROPIC_MODEL = "claude-haiku-4-5"
@@ -20,7 +20,7 @@ LOCAL_API_KEY = "local-no-key"
 
 def _openai(model: str, config: LlmConfig) -> Provider:
     # Imported here so choosing the offline provider never imports the openai SDK.
-    from agents.llm.openai_provider import OpenAIProvider, missing_key_error
+    from aios.agents.llm.openai_provider import OpenAIProvider, missing_key_error
 
     if not config.openai_api_key:
         raise missing_key_error()
@@ -29,7 +29,7 @@ def _openai(model: str, config: LlmConfig) -> Provider:
 
 def _anthropic(model: str, config: LlmConfig) -> Provider:
     try:
-        from agents.llm.anthropic_provider import AnthropicProvider
+        from aios.agents.llm.anthropic_provider import AnthropicProvider
     except ModuleNotFoundError as exc:  # the SDK is an optional extra
         raise ConfigError(
             "the anthropic provider needs the 'anthropic' extra: pip install 'aios[anthropic]'"
@@ -43,14 +43,14 @@ def _local(model: str, config: LlmConfig) -> Provider:
             f"local:{model} needs an OpenAI-compatible server: set AIOS_LOCAL_LLM_BASE_URL "
             "(e.g. http://localhost:11434/v1 for Ollama), or choose AIOS_LLM=offline:echo"
         )
-    from agents.llm.openai_provider import OpenAIProvider
+    from aios.agents.llm.openai_provider import OpenAIProvider
 
     local = replace(config, openai_api_key=LOCAL_API_KEY, openai_base_url=config.local_base_url)
     return OpenAIProvider(model, config=local, name="local")
 
 
 def _offline(model: str, config: LlmConfig) -> Provider:
-    from agents.llm.offline import OfflineProvider
+    from aios.agents.llm.offline import OfflineProvider
 
     return OfflineProvider(model)
 

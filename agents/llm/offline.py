@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from agents.llm.base import ChatRequest, ChatResponse, Usage
+from aios.agents.llm.base import ChatRequest, ChatResponse, Usage
 
 OFFLINE_LABEL = "[offline provider — no LLM was called]"
 

@@ -16,7 +16,7 @@ import openai
 from openai.types import CompletionUsage
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam, ChatCompletionToolParam
 
-from agents.errors import (
+from aios.agents.errors import (
     BadRequestError,
     ContextTooLongError,
     LLMError,
@@ -28,8 +28,8 @@ from agents.errors import (
     ProviderUnavailableError,
     RateLimitError,
 )
-from agents.llm import wire
-from agents.llm.base import ChatMessage, ChatRequest, ChatResponse, LlmConfig, ToolSpec, Usage
+from aios.agents.llm import wire
+from aios.agents.llm.base import ChatMessage, ChatRequest, ChatResponse, LlmConfig, ToolSpec, Usage
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4o-mini"

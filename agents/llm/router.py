@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from agents.errors import (
+from aios.agents.errors import (
     BadRequestError,
     BudgetExceededError,
     ContextTooLongError,
@@ -26,9 +26,9 @@ from agents.errors import (
     ProviderAuthError,
     RateLimitError,
 )
-from agents.llm.base import ChatRequest, ChatResponse, Provider, Usage
-from agents.llm.catalogue import TIERS, ModelInfo, Tier, cost_usd, load_catalogue
-from agents.llm.privacy import PiiDetector, Redaction
+from aios.agents.llm.base import ChatRequest, ChatResponse, Provider, Usage
+from aios.agents.llm.catalogue import TIERS, ModelInfo, Tier, cost_usd, load_catalogue
+from aios.agents.llm.privacy import PiiDetector, Redaction
 
 
 class Strategy(enum.StrEnum):

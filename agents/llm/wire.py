@@ -10,8 +10,13 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from agents.errors import LLMError, MalformedResponseError, ProviderTimeoutError, ProviderUnavailableError
-from agents.llm.base import ToolCall
+from aios.agents.errors import (
+    LLMError,
+    MalformedResponseError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+)
+from aios.agents.llm.base import ToolCall
 
 
 @contextmanager

@@ -11,9 +11,10 @@ from typing import Any
 
 import orjson
 
-from connectors.history import transcode
-from connectors.history.ingest import IngestTable, ensure_ingest
-from connectors.history.migrations import DATABASE, MigrationReport, migrate
+from aios.connectors.history import transcode
+from aios.connectors.history.ingest import IngestTable, ensure_ingest
+from aios.connectors.history.migrations import DATABASE, MigrationReport, migrate
+from aios.connectors.history.sql import quote, where
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ TYPED_TABLES = {
     "AgentStatus": "agent_status",
     "DeadLetter": "dead_letters",
 }
+ROLLUPS = ("task_states_1m", "latency_1m", "llm_usage_1m", "failures_1m")  # per-minute views (migrations)
 EVENT_COLUMNS = ("event_id", "event_type", "topic", "partition", "offset", "ts", "trace_id", "task_id",
                  "project_id", "role", "status", "payload")
 
@@ -112,7 +114,7 @@ class HistoryStore(ABC):
 
     def setup(self) -> None:
         """Create or upgrade the schema, then the ingest tables of the current schemas (idempotent)."""
-        from schemas.codec import load_catalog
+        from aios.schemas.codec import load_catalog
 
         self.migrate()
         current = [(schema.raw, schema.fingerprint) for schema in load_catalog().current.values()]
@@ -157,39 +159,42 @@ class HistoryStore(ABC):
         self, *, task_id: str | None = None, project_id: str | None = None, event_type: str | None = None
     ) -> int:
         """Distinct stored events (FINAL collapses redelivered duplicates)."""
-        clause = _where(task_id=task_id, project_id=project_id, event_type=event_type)
-        sql = f"SELECT count() AS n FROM {DATABASE}.events FINAL{clause}"  # noqa: S608 - values quoted by _where
+        clause = where(task_id=task_id, project_id=project_id, event_type=event_type)
+        sql = f"SELECT count() AS n FROM {DATABASE}.events FINAL{clause}"  # noqa: S608 - values quoted by where()
         rows = self.query(sql)
         return int(rows[0]["n"]) if rows else 0
 
     def counts_by_type(self, *, project_id: str | None = None) -> dict[str, int]:
-        clause = _where(project_id=project_id)
+        clause = where(project_id=project_id)
         sql = (
             f"SELECT event_type, count() AS n FROM {DATABASE}.events FINAL{clause} "  # noqa: S608 - quoted
             "GROUP BY event_type ORDER BY event_type"
         )
         return {str(r["event_type"]): int(r["n"]) for r in self.query(sql)}
 
+    def truncate_all(self) -> None:
+        """Empty every history table and rollup (benchmarks start from nothing)."""
+        for table in ("events", *TYPED_TABLES.values(), *ROLLUPS):
+            self.execute(f"TRUNCATE TABLE IF EXISTS {DATABASE}.{table}")
 
-def _where(**equals: str | None) -> str:
-    parts = [f"{column} = {_quote(value)}" for column, value in equals.items() if value is not None]
-    return f" WHERE {' AND '.join(parts)}" if parts else ""
+    def stored_columns(self, table: str) -> list[str]:
+        """The columns of ``table`` that hold data (not the EPHEMERAL inputs of computed ones)."""
+        rows = self.query(
+            f"SELECT name FROM system.columns WHERE database = '{DATABASE}' AND table = {quote(table)} "  # noqa: S608
+            "AND default_kind != 'EPHEMERAL' ORDER BY position")
+        return [str(r["name"]) for r in rows]
 
+    def export_native(self, table: str, path: Path) -> str | None:
+        """Write ``table``'s rows to ``path`` in ClickHouse's Native format; return the column list
+        (for :meth:`import_native`), or None when the table is empty."""
+        columns = ", ".join(self.stored_columns(table))
+        self.execute(f"INSERT INTO FUNCTION file({quote(str(path))}, 'Native') "  # noqa: S608 - quoted, our names
+                     f"SELECT {columns} FROM {DATABASE}.{table}")
+        rows = self.query(f"SELECT count() AS n FROM {DATABASE}.{table}")  # noqa: S608 - our names
+        return columns if path.stat().st_size > 0 and int(rows[0]["n"]) else None
 
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def open_store(url: str | None, data_dir: Path, *, ttl_days: int = 90, migrate: bool = True) -> HistoryStore:
-    """A server store when ``url`` is set (AIOS_CLICKHOUSE_URL), else embedded chdb under data_dir.
-
-    ``ttl_days`` is the retention written into tables the migrations create; ``migrate=False``
-    leaves pending migrations to an explicit ``store.migrate()`` (``aios db migrate``).
-    """
-    if url:
-        from connectors.history.clickhouse_store import ClickHouseServerStore
-
-        return ClickHouseServerStore(url, ttl_days=ttl_days, migrate=migrate)
-    from connectors.history.chdb_store import ChdbStore
-
-    return ChdbStore.open(data_dir / "chdb", ttl_days=ttl_days, migrate=migrate)
+    def import_native(self, table: str, columns: str, path: Path) -> None:
+        """Insert a Native file written by :meth:`export_native`, with the sink's INSERT settings."""
+        self.execute(f"INSERT INTO {DATABASE}.{table} ({columns}) "  # noqa: S608 - quoted, our names
+                     f"SELECT {columns} FROM file({quote(str(path))}, 'Native') "
+                     "SETTINGS parallel_view_processing = 1, optimize_on_insert = 0")

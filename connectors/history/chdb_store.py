@@ -10,10 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from connectors.errors import ConnectorError, StoreQueryError
-from connectors.history.base import HistoryStore, _quote
-from connectors.history.ingest import INGEST_INSERT_SETTINGS
-from connectors.history.migrations import DATABASE
+from aios.connectors.errors import ConnectorError, StoreQueryError
+from aios.connectors.history.base import HistoryStore
+from aios.connectors.history.ingest import INGEST_INSERT_SETTINGS
+from aios.connectors.history.migrations import DATABASE
+from aios.connectors.history.sql import quote
 
 # What the ingest INSERT runs with (ingest.INGEST_INSERT_SETTINGS), as SQL.
 INGEST_SETTINGS = ", ".join(f"{name} = {value}" for name, value in INGEST_INSERT_SETTINGS.items())
@@ -80,7 +81,7 @@ class ChdbStore(HistoryStore):
             scratch.write(blocks)
             scratch.flush()
             self._run(f"INSERT INTO {DATABASE}.{table} SELECT * "  # noqa: S608 - our names
-                      f"FROM file({_quote(scratch.name)}, 'Native', {_quote(structure)}) "
+                      f"FROM file({quote(scratch.name)}, 'Native', {quote(structure)}) "
                       f"SETTINGS {INGEST_SETTINGS}")
 
     def query(self, sql: str) -> list[dict[str, Any]]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from connectors.errors import StoreQueryError, StoreUnavailableError
-from connectors.history.base import HistoryStore
-from connectors.history.ingest import INGEST_INSERT_SETTINGS
-from connectors.history.migrations import DATABASE
+from aios.connectors.errors import StoreQueryError, StoreUnavailableError
+from aios.connectors.history.base import HistoryStore
+from aios.connectors.history.ingest import INGEST_INSERT_SETTINGS
+from aios.connectors.history.migrations import DATABASE
 
 
 class ClickHouseServerStore(HistoryStore):

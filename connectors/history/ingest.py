@@ -37,8 +37,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from connectors.errors import StoreQueryError
-from connectors.history.migrations import DATABASE
+from aios.connectors.errors import StoreQueryError
+from aios.connectors.history.migrations import DATABASE
 
 # The record type and Kafka coordinates, which the transcoder writes beside each event's own fields.
 KAFKA_COLUMNS: tuple[tuple[str, str], ...] = (

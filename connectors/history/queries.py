@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from connectors.history.base import HistoryStore, _quote
-from connectors.history.migrations import DATABASE, RESULT_LATENCY_MS
+from aios.connectors.history.base import HistoryStore
+from aios.connectors.history.migrations import DATABASE, RESULT_LATENCY_MS
+from aios.connectors.history.sql import quote
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class Window:
     def where(self, *, project: bool = True) -> str:
         clause = f"ts >= now64(3) - toIntervalSecond({int(self.since_s)})"
         if project and self.project_id is not None:
-            clause += f" AND project_id = {_quote(self.project_id)}"
+            clause += f" AND project_id = {quote(self.project_id)}"
         return clause
 
 

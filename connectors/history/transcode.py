@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from connectors.history.ingest import KAFKA_COLUMNS, IngestTable
-from schemas.codec import SINGLE_OBJECT_MAGIC, Codec
-from schemas.errors import SchemaError
+from aios.connectors.history.ingest import KAFKA_COLUMNS, IngestTable
+from aios.schemas.codec import SINGLE_OBJECT_MAGIC, Codec
+from aios.schemas.errors import SchemaError
 
 try:
     import aios_transcoder

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from connectors.errors import StoreQueryError
-from connectors.history.base import EventRow, HistoryStore
-from connectors.history.transcode import NativeBatch
-from schemas.codec import Codec, Decoded
-from schemas.errors import SchemaError
-from schemas.events import event_json, to_ms
+from aios.connectors.errors import StoreQueryError
+from aios.connectors.history.base import EventRow, HistoryStore
+from aios.connectors.history.transcode import NativeBatch
+from aios.schemas.codec import Codec, Decoded
+from aios.schemas.errors import SchemaError
+from aios.schemas.events import event_json, to_ms
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from streams.orchestration.plan import Plan
+from aios.streams.orchestration.plan import Plan
 
 
 class State(enum.StrEnum):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from streams.orchestration.state import ProjectState
+from aios.streams.orchestration.state import ProjectState
 
 SEP = "\x1f"  # unit separator: cannot appear in project or task ids
 

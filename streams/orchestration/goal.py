@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from streams.orchestration.plan import Plan, PlanError, PlannedTask, parse_plan
+from aios.streams.orchestration.plan import Plan, PlanError, PlannedTask, parse_plan
 
 GOAL_TASK = "plan"
 PLANNER_ROLE = "planner"

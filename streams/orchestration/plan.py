@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from streams.errors import OrchestrationError
+from aios.streams.errors import OrchestrationError
 
 
 class PlanError(OrchestrationError):

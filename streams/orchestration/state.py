@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.orchestration.dag import TERMINAL, Limits, Node, ProjectDag, State
-from streams.orchestration.plan import Plan, PlannedTask
+from aios.streams.orchestration.dag import TERMINAL, Limits, Node, ProjectDag, State
+from aios.streams.orchestration.plan import Plan, PlannedTask
 
 # Failures that another attempt cannot fix: the request or the configuration is wrong.
 PERMANENT_ERRORS = frozenset({

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import faust
-
-from streams.processors import (
+from aios.streams.engine.app import Register
+from aios.streams.processors import (
     agent_runner,
     history_sink,
     json_bridge,
@@ -14,9 +11,6 @@ from streams.processors import (
     orchestrator,
     results_committer,
 )
-from streams.runtime import Runtime
-
-Register = Callable[[faust.App, Runtime], None]
 
 PROCESSORS: dict[str, Register] = {
     "orchestrator": orchestrator.register,

@@ -16,20 +16,20 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 
-from agents.runner import AgentOutcome, AgentTask, CallRecord, TokenBudget, call_id, run_task
-from agents.tools import Search, read_only_tools
-from connectors.errors import StoreUnavailableError
-from connectors.tokens import TokenCounter
-from schemas.errors import SchemaError
-from schemas.events import envelope
-from streams.metrics import EVENTS, LLM_COST, LLM_REPLAYS, LLM_TOKENS, PROCESSING, TASK_SECONDS, TASKS
-from streams.processors import agent_status
-from streams.processors.common import dead_letter, decode_or_error, log, raw_topic, send
-from streams.runtime import Runtime
+from aios.agents.runner import AgentOutcome, AgentTask, CallRecord, TokenBudget, call_id, run_task
+from aios.agents.tools import Search, read_only_tools
+from aios.connectors.context.tokens import TokenCounter
+from aios.connectors.errors import StoreUnavailableError
+from aios.schemas.errors import SchemaError
+from aios.schemas.events import envelope
+from aios.streams.engine.records import dead_letter, decode_or_error, log, raw_topic, send
+from aios.streams.engine.runtime import Runtime
+from aios.streams.metrics import EVENTS, LLM_COST, LLM_REPLAYS, LLM_TOKENS, PROCESSING, TASK_SECONDS, TASKS
+from aios.streams.processors import agent_status
 
 if TYPE_CHECKING:
-    from agents.lifecycle import Lifecycle
-    from connectors.vector_memory import Recall
+    from aios.agents.lifecycle import Lifecycle
+    from aios.connectors.vector.base import Recall
 
 NAME = "agents"
 # Enough parallel LLM calls per role to keep a slow provider busy; offsets still commit in order.

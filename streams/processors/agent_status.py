@@ -14,10 +14,10 @@ from typing import Any
 
 import faust
 
-from agents.lifecycle import Lifecycle
-from streams.metrics import AGENT_STATUS
-from streams.processors.common import log, send
-from streams.runtime import Runtime
+from aios.agents.lifecycle import Lifecycle
+from aios.streams.engine.records import log, send
+from aios.streams.engine.runtime import Runtime
+from aios.streams.metrics import AGENT_STATUS
 
 
 async def publish(app: faust.App, rt: Runtime, lifecycle: Lifecycle) -> None:

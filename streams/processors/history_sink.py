@@ -15,12 +15,20 @@ import time
 import faust
 from confluent_kafka import Message
 
-from connectors.errors import StoreUnavailableError
-from connectors.history.writer import BatchResult, Record, to_row, write_batch
-from streams.metrics import EVENTS, SINK_BATCH, SINK_FLUSH, SINK_PYTHON, SINK_REFUSED, SINK_RETRIES, SINK_ROWS
-from streams.processors.batch import BatchProcessor, retry_forever
-from streams.processors.common import log
-from streams.runtime import Runtime
+from aios.connectors.errors import StoreUnavailableError
+from aios.connectors.history.writer import BatchResult, Record, to_row, write_batch
+from aios.streams.engine.batch import BatchProcessor, retry_forever
+from aios.streams.engine.records import log
+from aios.streams.engine.runtime import Runtime
+from aios.streams.metrics import (
+    EVENTS,
+    SINK_BATCH,
+    SINK_FLUSH,
+    SINK_PYTHON,
+    SINK_REFUSED,
+    SINK_RETRIES,
+    SINK_ROWS,
+)
 
 NAME = "history"
 __all__ = ["HistorySink", "register", "to_row"]  # to_row: for callers that build rows themselves

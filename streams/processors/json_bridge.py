@@ -16,13 +16,13 @@ from typing import Any
 import faust
 from confluent_kafka import Message
 
-from connectors.connect import InvalidJsonTaskError, result_to_json, task_from_json
-from schemas.errors import SchemaError
-from streams.kafka import EventProducer, make_codec
-from streams.metrics import EVENTS, PROCESSING
-from streams.processors.batch import BatchProcessor
-from streams.processors.common import dead_letter, decode_or_error, raw_topic
-from streams.runtime import Runtime
+from aios.schemas.errors import SchemaError
+from aios.schemas.json_task import result_to_json, task_from_json
+from aios.streams.engine.batch import BatchProcessor
+from aios.streams.engine.records import dead_letter, decode_or_error, raw_topic
+from aios.streams.engine.runtime import Runtime
+from aios.streams.kafka import EventProducer, make_codec
+from aios.streams.metrics import EVENTS, PROCESSING
 
 INGRESS = "json-ingress"
 EGRESS = "json-egress"
@@ -40,7 +40,7 @@ def register_ingress(app: faust.App, rt: Runtime) -> None:
                 task = task_from_json(event.value, roles=rt.settings.roles,
                                       source=f"{msg.topic}/{msg.partition}/{msg.offset}")
                 data = codec.encode("Task", task, rt.topics.tasks)
-            except (InvalidJsonTaskError, SchemaError) as exc:
+            except SchemaError as exc:  # InvalidJsonTaskError included
                 await dead_letter(app, rt, msg, INGRESS, exc)
                 EVENTS.labels(INGRESS, "dead_letter").inc()
                 continue

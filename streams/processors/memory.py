@@ -20,18 +20,18 @@ from typing import Any
 import faust
 from confluent_kafka import Message
 
-from agents.llm.base import ChatRequest, ChatResponse
-from agents.llm.catalogue import cost_usd, load_catalogue
-from agents.memory import EXTRACTIVE_SOURCE, Complete, Summary, fold_summary
-from connectors.redis_context import Turn
-from connectors.vector_memory import MemoryItem
-from schemas.errors import SchemaError
-from schemas.events import envelope, new_id, to_ms
-from streams.kafka import EventProducer
-from streams.metrics import EVENTS, LLM_COST, LLM_TOKENS
-from streams.processors.batch import BatchProcessor, retry_forever
-from streams.processors.common import log
-from streams.runtime import Runtime
+from aios.agents.llm.base import ChatRequest, ChatResponse
+from aios.agents.llm.catalogue import cost_usd, load_catalogue
+from aios.agents.memory import EXTRACTIVE_SOURCE, Complete, Summary, fold_summary
+from aios.connectors.context.windows import Turn
+from aios.connectors.vector.base import MemoryItem
+from aios.schemas.errors import SchemaError
+from aios.schemas.events import envelope, new_id, to_ms
+from aios.streams.engine.batch import BatchProcessor, retry_forever
+from aios.streams.engine.records import log
+from aios.streams.engine.runtime import Runtime
+from aios.streams.kafka import EventProducer
+from aios.streams.metrics import EVENTS, LLM_COST, LLM_TOKENS
 
 NAME = "memory"
 SUMMARY_SPEAKER = "memory"
@@ -61,7 +61,7 @@ def summary_seq(memory_id: str) -> int:
 def summary_llm(rt: Runtime) -> Complete | None:
     """What writes summaries: the runtime's LLM router (cheapest small-tier model), or None
     (extractive) when every deployment is the offline provider."""
-    from agents.llm.router import Route, Strategy
+    from aios.agents.llm.router import Route, Strategy
 
     router = rt.router
     if all(d.provider.offline for d in router.deployments):

@@ -21,19 +21,19 @@ from typing import Any, Literal
 import faust
 from confluent_kafka import Message, TopicPartition
 
-from schemas.errors import SchemaError
-from schemas.events import envelope, new_id, now_ms, to_ms
-from streams.agent_registry import AgentRegistry
-from streams.kafka import read_partition
-from streams.metrics import EVENTS
-from streams.orchestration.dag import Limits
-from streams.orchestration.entries import POSITIONS_KEY, Rebuilder, encode_changes, encode_positions
-from streams.orchestration.goal import GOAL_TASK, goal_plan, planned_tasks
-from streams.orchestration.plan import Plan, PlanError, PlannedTask, validate_plan
-from streams.orchestration.state import PERMANENT_ERRORS, Actions, Final, ProjectState, RetryPolicy
-from streams.processors.common import dead_letter_event, log
-from streams.processors.transactional import TransactionalProcessor
-from streams.runtime import Runtime
+from aios.schemas.errors import SchemaError
+from aios.schemas.events import envelope, new_id, now_ms, to_ms
+from aios.streams.engine.records import dead_letter_event, log
+from aios.streams.engine.runtime import Runtime
+from aios.streams.engine.transactional import TransactionalProcessor
+from aios.streams.kafka import read_partition
+from aios.streams.metrics import EVENTS
+from aios.streams.orchestration.dag import Limits
+from aios.streams.orchestration.entries import POSITIONS_KEY, Rebuilder, encode_changes, encode_positions
+from aios.streams.orchestration.goal import GOAL_TASK, goal_plan, planned_tasks
+from aios.streams.orchestration.plan import Plan, PlanError, PlannedTask, validate_plan
+from aios.streams.orchestration.state import PERMANENT_ERRORS, Actions, Final, ProjectState, RetryPolicy
+from aios.streams.readmodels.agent_registry import AgentRegistry
 
 NAME = "orchestrator"
 POLICY = RetryPolicy()

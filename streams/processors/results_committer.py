@@ -21,12 +21,12 @@ from typing import Any
 import faust
 from confluent_kafka import Message
 
-from schemas.errors import SchemaError
-from streams.kafka import read_partition
-from streams.metrics import EVENTS
-from streams.processors.common import dead_letter_event, log
-from streams.processors.transactional import TransactionalProcessor
-from streams.runtime import Runtime
+from aios.schemas.errors import SchemaError
+from aios.streams.engine.records import dead_letter_event, log
+from aios.streams.engine.runtime import Runtime
+from aios.streams.engine.transactional import TransactionalProcessor
+from aios.streams.kafka import read_partition
+from aios.streams.metrics import EVENTS
 
 NAME = "results"
 BATCH_SIZE = 500

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from streams.topics import delete_topics
+from aios.streams.topics import delete_topics
 from tests.integration.conftest import base_settings  # noqa: F401 - shared fixture
 
-AIOS = [sys.executable, "-c", "import sys; from streams.cli import main; sys.argv[0] = 'aios'; main()"]
+AIOS = [sys.executable, "-c", "import sys; from aios.cli import main; sys.argv[0] = 'aios'; main()"]
 
 
 class Cli:

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from streams.client import TaskClient, build_task
-from streams.kafka import TopicReader
-from streams.settings import Settings, load_settings
+from aios.agents.llm.servers.openai import FakeOpenAI
+from aios.streams.kafka import TopicReader
+from aios.streams.readmodels.task_client import TaskClient, build_task
+from aios.streams.settings import Settings, load_settings
 from tests.e2e.conftest import Cli
-from tests.fakes.openai_server import FakeOpenAI
 
 pytestmark = pytest.mark.integration
 

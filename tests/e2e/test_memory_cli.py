@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from streams.kafka import EventProducer
-from streams.settings import load_settings
+from aios.streams.kafka import EventProducer
+from aios.streams.settings import load_settings
 from tests.e2e.conftest import Cli
 from tests.integration.test_vector_memory import DISTRACTORS, PARAPHRASE, RELEVANT
 

@@ -15,8 +15,8 @@ import pytest
 import redis
 from confluent_kafka.admin import AdminClient
 
-from streams.settings import Settings, load_settings
-from streams.topics import create_topics, delete_topics
+from aios.streams.settings import Settings, load_settings
+from aios.streams.topics import create_topics, delete_topics
 from tests.integration.local_servers import ClickHouseServer, LocalServer, SchemaRegistry
 
 

@@ -9,12 +9,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from connectors.history.base import TYPED_TABLES, HistoryStore
-from connectors.history.writer import Record, to_row
-from schemas.codec import Codec
-from streams.bench_sink import TOPICS, task_events
-from streams.client import TaskClient, build_task
-from streams.settings import Settings
+from aios.bench.sink import TOPICS, task_events
+from aios.connectors.history.base import TYPED_TABLES, HistoryStore
+from aios.connectors.history.writer import Record, to_row
+from aios.schemas.codec import Codec
+from aios.streams.readmodels.task_client import TaskClient, build_task
+from aios.streams.settings import Settings
 
 
 async def wait_until(probe: Callable[[], Any], timeout_s: float = 30.0, *, every_s: float = 0.1,

@@ -13,17 +13,17 @@ from typing import Any
 
 import pytest
 
-from schemas.events import envelope, now_ms
-from streams.app import running
-from streams.cli.agents import agent_statuses
-from streams.client import TaskClient, build_task
-from streams.errors import KafkaError
-from streams.kafka import EventProducer, TopicReader
-from streams.settings import Settings
-from tests.fakes.openai_server import FakeOpenAI, ok, slow_first_token
+from aios.agents.llm.servers.openai import FakeOpenAI, ok, slow_first_token
+from aios.cli.agents import agent_statuses
+from aios.schemas.events import envelope, now_ms
+from aios.streams.errors import KafkaError
+from aios.streams.kafka import EventProducer, TopicReader
+from aios.streams.pipeline import running
+from aios.streams.readmodels.task_client import TaskClient, build_task
+from aios.streams.settings import Settings
 
 pytestmark = pytest.mark.integration
-AIOS = [sys.executable, "-c", "import sys; from streams.cli import main; sys.argv[0] = 'aios'; main()"]
+AIOS = [sys.executable, "-c", "import sys; from aios.cli import main; sys.argv[0] = 'aios'; main()"]
 
 
 def statuses(settings: Settings, timeout_s: float = 1.0) -> list[dict[str, Any]]:

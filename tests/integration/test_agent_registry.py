@@ -8,14 +8,14 @@ import json
 
 import pytest
 
-from streams.agent_registry import AgentRegistry
-from streams.app import running
-from streams.client import TaskClient, project_statuses
-from streams.metrics import ROLE_LIVE_AGENTS
-from streams.orchestration.plan import parse_plan
-from streams.runtime import Runtime
-from streams.settings import Settings
-from streams.topics import create_topics
+from aios.streams.engine.runtime import Runtime
+from aios.streams.metrics import ROLE_LIVE_AGENTS
+from aios.streams.orchestration.plan import parse_plan
+from aios.streams.pipeline import running
+from aios.streams.readmodels.agent_registry import AgentRegistry
+from aios.streams.readmodels.task_client import TaskClient, project_statuses
+from aios.streams.settings import Settings
+from aios.streams.topics import create_topics
 
 pytestmark = pytest.mark.integration
 

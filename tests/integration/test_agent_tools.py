@@ -9,10 +9,10 @@ import uuid
 import pytest
 from pydantic import SecretStr
 
-from streams.app import running
-from streams.kafka import EventProducer
-from streams.settings import Settings
-from tests.fakes.openai_server import FakeOpenAI, ok, tool_call
+from aios.agents.llm.servers.openai import FakeOpenAI, ok, tool_call
+from aios.streams.kafka import EventProducer
+from aios.streams.pipeline import running
+from aios.streams.settings import Settings
 from tests.integration.test_llm_journal import assignment, read
 
 pytestmark = pytest.mark.integration

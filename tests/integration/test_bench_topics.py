@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from streams.bench import scratch_topics
-from streams.settings import Settings
-from streams.topics import list_topics
+from aios.bench.pipeline import scratch_topics
+from aios.streams.settings import Settings
+from aios.streams.topics import list_topics
 
 
 def test_a_bench_deletes_its_topics_even_when_it_fails(settings: Settings) -> None:

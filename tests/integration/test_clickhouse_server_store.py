@@ -16,16 +16,16 @@ import pytest
 from click.testing import CliRunner
 from prometheus_client import REGISTRY
 
-from connectors.errors import StoreUnavailableError
-from connectors.history.clickhouse_store import ClickHouseServerStore
-from connectors.history.writer import Record, write_batch
-from schemas.codec import Codec
-from streams.cli import cli
-from streams.client import build_task
-from streams.kafka import EventProducer
-from streams.processors.history_sink import HistorySink
-from streams.runtime import Runtime
-from streams.settings import Settings
+from aios.cli import cli
+from aios.connectors.errors import StoreUnavailableError
+from aios.connectors.history.clickhouse_store import ClickHouseServerStore
+from aios.connectors.history.writer import Record, write_batch
+from aios.schemas.codec import Codec
+from aios.streams.engine.runtime import Runtime
+from aios.streams.kafka import EventProducer
+from aios.streams.processors.history_sink import HistorySink
+from aios.streams.readmodels.task_client import build_task
+from aios.streams.settings import Settings
 from tests.integration.helpers import assert_stored_once, records, stored_events, wait_until
 from tests.integration.local_servers import ClickHouseServer
 

@@ -19,16 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from streams.app import running
-from streams.kafka import TopicReader
-from streams.processors import PROCESSORS
-from streams.settings import Settings
+from aios.streams.kafka import TopicReader
+from aios.streams.pipeline import running
+from aios.streams.processors import PROCESSORS
+from aios.streams.settings import Settings
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 CONNECT = ROOT / "infra" / "connect"
-CONFIGS = ROOT / "connectors" / "connect"
+CONFIGS = CONNECT / "connectors"
 
 
 def _free_port() -> int:

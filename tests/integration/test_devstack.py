@@ -11,9 +11,9 @@ import pytest
 import redis
 from confluent_kafka.admin import AdminClient
 
-from streams import devstack
-from streams.errors import StackError
-from streams.settings import Settings, load_settings
+from aios import devstack
+from aios.streams.errors import StackError
+from aios.streams.settings import Settings, load_settings
 
 pytestmark = pytest.mark.integration
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from connectors.history.chdb_store import ChdbStore
-from connectors.history.queries import stats
-from schemas.codec import Codec
-from streams.bench_sink import task_events
-from streams.cli import cli
-from streams.processors.history_sink import to_row
+from aios.bench.sink import task_events
+from aios.cli import cli
+from aios.connectors.history.chdb_store import ChdbStore
+from aios.connectors.history.queries import stats
+from aios.schemas.codec import Codec
+from aios.streams.processors.history_sink import to_row
 
 pytestmark = pytest.mark.integration
 

@@ -8,14 +8,14 @@ import time
 import pytest
 from prometheus_client import REGISTRY
 
-from connectors.errors import StoreQueryError
-from connectors.history.chdb_store import ChdbStore
-from schemas.codec import Codec
-from streams.app import running
-from streams.bench_sink import task_events
-from streams.client import build_task
-from streams.kafka import EventProducer, TopicReader
-from streams.settings import Settings
+from aios.bench.sink import task_events
+from aios.connectors.errors import StoreQueryError
+from aios.connectors.history.chdb_store import ChdbStore
+from aios.schemas.codec import Codec
+from aios.streams.kafka import EventProducer, TopicReader
+from aios.streams.pipeline import running
+from aios.streams.readmodels.task_client import build_task
+from aios.streams.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -14,15 +14,15 @@ from typing import Any
 import fastavro
 import pytest
 
-from connectors.errors import StoreQueryError
-from connectors.history import transcode
-from connectors.history.chdb_store import ChdbStore
-from connectors.history.transcode import NativeEncoder
-from connectors.history.writer import Record, to_row, write_batch
-from schemas.codec import Codec
-from schemas.errors import UndecodableError
-from schemas.events import envelope
-from streams.bench_sink import task_events
+from aios.bench.sink import task_events
+from aios.connectors.errors import StoreQueryError
+from aios.connectors.history import transcode
+from aios.connectors.history.chdb_store import ChdbStore
+from aios.connectors.history.transcode import NativeEncoder
+from aios.connectors.history.writer import Record, to_row, write_batch
+from aios.schemas.codec import Codec
+from aios.schemas.errors import UndecodableError
+from aios.schemas.events import envelope
 from tests.integration.helpers import assert_stored_once, records, stored_events
 from tests.unit.connectors.test_transcoder import (
     HEADER,
@@ -267,7 +267,7 @@ def test_without_the_transcoder_the_store_says_so_and_python_decodes_everything(
     batch = records(codec, project)
     monkeypatch.setattr(transcode, "AVAILABLE", False)  # as where `make install` could not build it
     try:
-        with caplog.at_level(logging.WARNING, logger="connectors.history.base"):
+        with caplog.at_level(logging.WARNING, logger="aios.connectors.history.base"):
             store.setup()
         assert store.encoder is None
         assert "aios_transcoder extension is not installed (run `make install`)" in caplog.text

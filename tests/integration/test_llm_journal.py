@@ -13,14 +13,14 @@ import pytest
 import redis
 from pydantic import SecretStr
 
-from connectors.errors import StoreUnavailableError
-from connectors.llm_journal import LlmJournal, journal_key
-from schemas.events import envelope
-from streams.app import running
-from streams.kafka import EventProducer, TopicReader
-from streams.settings import Settings
-from streams.topics import create_topics
-from tests.fakes.openai_server import FakeOpenAI, ok
+from aios.agents.llm.servers.openai import FakeOpenAI, ok
+from aios.connectors.context.journal import LlmJournal, journal_key
+from aios.connectors.errors import StoreUnavailableError
+from aios.schemas.events import envelope
+from aios.streams.kafka import EventProducer, TopicReader
+from aios.streams.pipeline import running
+from aios.streams.settings import Settings
+from aios.streams.topics import create_topics
 
 pytestmark = pytest.mark.integration
 GOOD_QA = json.dumps({"summary": "one case", "test_cases": [{"name": "empty cart", "expected": "400"}]})

@@ -21,15 +21,15 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as settings_
 from hypothesis import strategies as st
 
-from agents.memory import EXTRACTIVE_LABEL, first_sentence
-from agents.runner import AgentTask, TokenBudget, build_request
-from connectors.redis_context import SCOPES, RedisContext, ScopePolicy, Turn, window_keys
-from connectors.tokens import TokenCounter
-from schemas.errors import ConfigError
-from streams.app import running
-from streams.kafka import EventProducer, TopicReader
-from streams.runtime import open_context
-from streams.settings import Settings, load_settings
+from aios.agents.memory import EXTRACTIVE_LABEL, first_sentence
+from aios.agents.runner import AgentTask, TokenBudget, build_request
+from aios.connectors.context.tokens import TokenCounter
+from aios.connectors.context.windows import SCOPES, RedisContext, ScopePolicy, Turn, window_keys
+from aios.schemas.errors import ConfigError
+from aios.streams.engine.runtime import open_context
+from aios.streams.kafka import EventProducer, TopicReader
+from aios.streams.pipeline import running
+from aios.streams.settings import Settings, load_settings
 from tests.integration.helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -309,7 +309,7 @@ async def _last_turn_applied(context: RedisContext, scope_id: str, memory_id: st
 def _end_offsets(settings: Settings, topic: str) -> list[int]:
     from confluent_kafka import TopicPartition
 
-    from streams.kafka import make_consumer
+    from aios.streams.kafka import make_consumer
 
     consumer = make_consumer(settings, group="offsets-probe")
     try:

@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from agents.runner import system_prompt
-from connectors.tokens import TokenCounter
-from streams.app import running
-from streams.kafka import EventProducer, TopicReader
-from streams.runtime import open_context
-from streams.settings import Settings
-from streams.topics import Topics
-from tests.fakes.openai_server import FakeOpenAI
+from aios.agents.llm.servers.openai import FakeOpenAI
+from aios.agents.runner import system_prompt
+from aios.connectors.context.tokens import TokenCounter
+from aios.streams.engine.runtime import open_context
+from aios.streams.kafka import EventProducer, TopicReader
+from aios.streams.pipeline import running
+from aios.streams.settings import Settings
+from aios.streams.topics import Topics
 from tests.integration.helpers import wait_until
 from tests.integration.test_memory import (
     MODEL_DIR,
@@ -123,7 +123,7 @@ async def test_the_llm_summarises_and_the_next_prompt_carries_summary_and_recent
 
 async def test_a_failing_llm_folds_into_the_labelled_extractive_summary(llm_settings: Settings,
                                                                         fake: FakeOpenAI) -> None:
-    from tests.fakes.openai_server import status
+    from aios.agents.llm.servers.openai import status
 
     s = llm_settings
     fake.script(*[status(500)] * 50)

@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 import redis
 
-from connectors.tokens import TokenCounter
-from streams.app import running
-from streams.errors import KafkaError
-from streams.memory_rebuild import rebuild_memory, stage, swap
-from streams.processors.memory import to_turn
-from streams.runtime import open_context
-from streams.settings import Settings
-from streams.topics import admin_client
+from aios.connectors.context.tokens import TokenCounter
+from aios.streams.engine.runtime import open_context
+from aios.streams.errors import KafkaError
+from aios.streams.jobs.memory_rebuild import rebuild_memory, stage, swap
+from aios.streams.pipeline import running
+from aios.streams.processors.memory import to_turn
+from aios.streams.settings import Settings
+from aios.streams.topics import admin_client
 from tests.integration.helpers import wait_until
 from tests.integration.test_memory import (
     MODEL_DIR,

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from connectors.vector_memory import collection_name
-from streams.app import running
-from streams.kafka import EventProducer, TopicReader
-from streams.memory_rebuild import rebuild_memory
-from streams.runtime import open_vector_memory
-from streams.settings import Settings
-from streams.topics import Topics
+from aios.connectors.vector.base import collection_name
+from aios.streams.engine.runtime import open_vector_memory
+from aios.streams.jobs.memory_rebuild import rebuild_memory
+from aios.streams.kafka import EventProducer, TopicReader
+from aios.streams.pipeline import running
+from aios.streams.settings import Settings
+from aios.streams.topics import Topics
 from tests.integration.test_vector_memory import DISTRACTORS, PARAPHRASE, RELEVANT
 
 pytestmark = pytest.mark.integration

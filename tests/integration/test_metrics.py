@@ -11,12 +11,12 @@ import urllib.request
 
 import pytest
 
-from streams.app import running
-from streams.kafka import EventProducer
-from streams.lag import ConsumerLag
-from streams.metrics import serve
-from streams.processors import PROCESSORS
-from streams.settings import Settings
+from aios.streams.kafka import EventProducer
+from aios.streams.lag import ConsumerLag
+from aios.streams.metrics import serve
+from aios.streams.pipeline import running
+from aios.streams.processors import PROCESSORS
+from aios.streams.settings import Settings
 from tests.integration.helpers import submit_and_wait
 
 pytestmark = pytest.mark.integration

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from streams.app import running
-from streams.settings import Settings
-from tests.fakes.openai_server import FakeOpenAI, ok, status
+from aios.agents.llm.servers.openai import FakeOpenAI, ok, status
+from aios.streams.pipeline import running
+from aios.streams.settings import Settings
 from tests.integration.helpers import submit_and_wait
 
 pytestmark = pytest.mark.integration

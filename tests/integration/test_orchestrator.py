@@ -12,15 +12,15 @@ import pytest
 from confluent_kafka import KafkaException, Producer, TopicPartition
 from pydantic import SecretStr
 
-from streams.app import running
-from streams.client import TaskClient, build_task, wait_project
-from streams.errors import KafkaError
-from streams.kafka import TopicReader, make_consumer, producer_config, read_partition
-from streams.orchestration.entries import Rebuilder
-from streams.orchestration.plan import parse_plan
-from streams.settings import Settings
-from streams.topics import create_topics
-from tests.fakes.openai_server import FakeOpenAI, status
+from aios.agents.llm.servers.openai import FakeOpenAI, status
+from aios.streams.errors import KafkaError
+from aios.streams.kafka import TopicReader, make_consumer, producer_config, read_partition
+from aios.streams.orchestration.entries import Rebuilder
+from aios.streams.orchestration.plan import parse_plan
+from aios.streams.pipeline import running
+from aios.streams.readmodels.task_client import TaskClient, build_task, wait_project
+from aios.streams.settings import Settings
+from aios.streams.topics import create_topics
 
 pytestmark = pytest.mark.integration
 ROLES = ("general", "backend", "qa")

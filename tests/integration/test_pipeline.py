@@ -9,11 +9,11 @@ import time
 import pytest
 import redis
 
-from connectors.redis_context import context_key
-from streams.app import running
-from streams.kafka import EventProducer, TopicReader
-from streams.processors import PROCESSORS
-from streams.settings import Settings
+from aios.connectors.context.windows import context_key
+from aios.streams.kafka import EventProducer, TopicReader
+from aios.streams.pipeline import running
+from aios.streams.processors import PROCESSORS
+from aios.streams.settings import Settings
 from tests.integration.helpers import submit_and_wait, wait_until
 
 pytestmark = pytest.mark.integration

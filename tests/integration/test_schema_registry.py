@@ -15,13 +15,13 @@ import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from connectors.history.writer import Record, write_batch
-from schemas.codec import CONFLUENT_MAGIC, Codec, ConfluentRegistry, WireFormat
-from schemas.errors import EncodeError, UndecodableError
-from streams.app import running
-from streams.kafka import read_partition
-from streams.processors import PROCESSORS
-from streams.settings import Settings
+from aios.connectors.history.writer import Record, write_batch
+from aios.schemas.codec import CONFLUENT_MAGIC, Codec, ConfluentRegistry, WireFormat
+from aios.schemas.errors import EncodeError, UndecodableError
+from aios.streams.kafka import read_partition
+from aios.streams.pipeline import running
+from aios.streams.processors import PROCESSORS
+from aios.streams.settings import Settings
 from tests.integration.helpers import submit_and_wait, wait_until
 from tests.integration.local_servers import SchemaRegistry
 from tests.unit.schemas import RECORD_NAMES, load_raw, sample_value
@@ -120,7 +120,7 @@ def test_an_unreachable_registry_is_undecodable_with_the_reason() -> None:
 def test_the_history_sink_stores_registry_framed_events_natively(schema_registry: SchemaRegistry,
                                                                   session_data_dir: Any) -> None:
     # Confluent framing resolves the writer by id over HTTP, then the transcoder reads the body.
-    from connectors.history.chdb_store import ChdbStore
+    from aios.connectors.history.chdb_store import ChdbStore
     from tests.integration.helpers import assert_stored_once, records
 
     store = ChdbStore.open(session_data_dir / "chdb")

@@ -10,13 +10,13 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import REGISTRY
 
-from connectors.errors import StoreUnavailableError
-from connectors.history import EventRow, HistoryStore
-from streams.client import build_task
-from streams.kafka import EventProducer
-from streams.processors.history_sink import HistorySink
-from streams.runtime import Runtime
-from streams.settings import Settings
+from aios.connectors.errors import StoreUnavailableError
+from aios.connectors.history import EventRow, HistoryStore
+from aios.streams.engine.runtime import Runtime
+from aios.streams.kafka import EventProducer
+from aios.streams.processors.history_sink import HistorySink
+from aios.streams.readmodels.task_client import build_task
+from aios.streams.settings import Settings
 from tests.integration.helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -128,7 +128,7 @@ class FlakyNativeStore(HistoryStore):
 
 
 async def test_native_inserts_survive_an_outage_too(settings: Settings, session_data_dir: Path) -> None:
-    from connectors.history.chdb_store import ChdbStore
+    from aios.connectors.history.chdb_store import ChdbStore
 
     topic = f"{settings.topic_prefix}.tasks"
     project = f"outage-native-{settings.topic_prefix}"

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from streams.errors import KafkaError
-from streams.settings import Settings
-from streams.topics import admin_client, create_topics, delete_topics, list_topics, wait_for_leaders
+from aios.streams.errors import KafkaError
+from aios.streams.settings import Settings
+from aios.streams.topics import admin_client, create_topics, delete_topics, list_topics, wait_for_leaders
 
 pytestmark = pytest.mark.integration
 
@@ -95,6 +95,6 @@ def test_a_topic_deleted_while_listing_is_left_out(settings: Settings, monkeypat
         def describe_configs(self, resources: Any, request_timeout: float) -> Any:
             return self.real.describe_configs(resources, request_timeout=request_timeout)
 
-    monkeypatch.setattr("streams.topics.admin_client", lambda s: StaleMetadata(admin_client(s)))
+    monkeypatch.setattr("aios.streams.topics.admin_client", lambda s: StaleMetadata(admin_client(s)))
     names = {t.name for t in list_topics(settings)}
     assert gone not in names and f"{settings.topic_prefix}.tasks" in names

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from connectors.embeddings import OnnxEmbedder
-from connectors.errors import ConnectorError, StoreQueryError, StoreUnavailableError
-from connectors.vector_memory import MemoryItem, VectorMemory, collection_name, point_id
+from aios.connectors.errors import ConnectorError, StoreQueryError, StoreUnavailableError
+from aios.connectors.vector.base import MemoryItem, collection_name, point_id
+from aios.connectors.vector.onnx import OnnxEmbedder
+from aios.connectors.vector.qdrant import VectorMemory
 
 pytestmark = pytest.mark.integration
 
@@ -298,9 +299,9 @@ def test_filtered_local_search_matches_an_exhaustive_ranking(memory: VectorMemor
 def test_provider_embeddings_index_and_recall_through_the_settings(tmp_path: Path) -> None:
     from pydantic import SecretStr
 
-    from streams.runtime import open_vector_memory
-    from streams.settings import load_settings
-    from tests.fakes.openai_server import FakeOpenAI
+    from aios.agents.llm.servers.openai import FakeOpenAI
+    from aios.streams.engine.runtime import open_vector_memory
+    from aios.streams.settings import load_settings
 
     with FakeOpenAI() as fake:
         s = load_settings(data_dir=tmp_path, embeddings="openai:text-embedding-3-small",

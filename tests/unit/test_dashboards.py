@@ -18,8 +18,8 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-import streams.metrics  # noqa: F401 - registers the AIOS metrics
-from streams.lag import COMMITTED_METRIC, LAG_METRIC
+import aios.streams.metrics  # noqa: F401 - registers the AIOS metrics
+from aios.streams.lag import COMMITTED_METRIC, LAG_METRIC
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "infra" / "grafana" / "provisioning" / "dashboards"
@@ -106,13 +106,13 @@ def _expand(sql: str) -> str:
 
 @pytest.fixture(scope="module")
 def store(session_data_dir: Path) -> Any:
-    from connectors.history.chdb_store import ChdbStore
+    from aios.connectors.history.chdb_store import ChdbStore
 
     return ChdbStore.open(session_data_dir / "chdb")  # migrations applied
 
 
 def test_clickhouse_panels_run_against_the_migrated_schema(store: Any) -> None:
-    from connectors.errors import StoreQueryError
+    from aios.connectors.errors import StoreQueryError
 
     panels = targets("grafana-clickhouse-datasource")
     assert panels, "no ClickHouse panel"
@@ -124,7 +124,7 @@ def test_clickhouse_panels_run_against_the_migrated_schema(store: Any) -> None:
 
 
 def test_a_panel_on_a_missing_table_is_caught(store: Any) -> None:
-    from connectors.errors import StoreQueryError
+    from aios.connectors.errors import StoreQueryError
 
     with pytest.raises(StoreQueryError):
         store.query(_expand("SELECT count() FROM aios.no_such_table WHERE $__timeFilter(ts)"))

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from streams import devstack
-from streams.errors import StackError
-from streams.settings import Settings, load_settings
+from aios import devstack
+from aios.streams.errors import StackError
+from aios.streams.settings import Settings, load_settings
 
 
 def _free_port() -> int:
@@ -164,7 +164,7 @@ def test_stale_pidfile_is_not_ours(settings: Settings) -> None:
 
 
 def test_cli_status_json_and_table(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    from streams.cli.dev import dev
+    from aios.cli.dev import dev
 
     monkeypatch.setenv("AIOS_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("AIOS_KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
@@ -180,7 +180,7 @@ def test_cli_status_json_and_table(settings: Settings, monkeypatch: pytest.Monke
 
 
 def test_cli_error_exits_1_with_the_message(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    from streams.cli.dev import dev
+    from aios.cli.dev import dev
 
     monkeypatch.setenv("AIOS_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("AIOS_KAFKA_BOOTSTRAP", settings.kafka_bootstrap)

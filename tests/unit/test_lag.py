@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import socket
 
-from streams.lag import ConsumerLag
-from streams.metrics import LAG_ERRORS
+from aios.streams.lag import ConsumerLag
+from aios.streams.metrics import LAG_ERRORS
 
 
 def test_an_unreachable_broker_leaves_lag_out_and_counts_the_miss() -> None:

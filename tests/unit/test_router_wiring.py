@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from agents.runner import AgentTask, run_task
-from streams.metrics import ROUTER_COOLDOWNS, ROUTER_DECISIONS
-from streams.runtime import Runtime
-from streams.settings import load_settings
-from tests.fakes.openai_server import FakeOpenAI, status
+from aios.agents.llm.servers.openai import FakeOpenAI, status
+from aios.agents.runner import AgentTask, run_task
+from aios.streams.engine.runtime import Runtime
+from aios.streams.metrics import ROUTER_COOLDOWNS, ROUTER_DECISIONS
+from aios.streams.settings import load_settings
 
 
 def count(metric: object, *labels: str) -> float:

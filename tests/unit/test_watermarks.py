@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from streams.kafka import watermarks
+from aios.streams.kafka import watermarks
 
 
 class Consumer:

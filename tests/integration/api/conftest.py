@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams.topics import delete_topics
+from aios.streams.topics import delete_topics
 
 
 @pytest.fixture(autouse=True)

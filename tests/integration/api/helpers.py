@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 
-from api.server import serve_embedded
-from api.services import StoreFactory
-from streams.settings import Settings
+from aios.api.server import serve_embedded
+from aios.api.services import StoreFactory
+from aios.streams.settings import Settings
 
 
 @asynccontextmanager

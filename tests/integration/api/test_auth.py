@@ -11,8 +11,8 @@ import pytest
 import redis
 from click.testing import CliRunner, Result
 
-from streams.cli import cli
-from streams.settings import Settings
+from aios.cli import cli
+from aios.streams.settings import Settings
 from tests.fakes.jwks_server import JwksServer, SigningKey
 from tests.integration.api.helpers import api_client, key_headers
 

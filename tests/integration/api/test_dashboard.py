@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from playwright.async_api import async_playwright
 
-from schemas.events import envelope
-from streams.app import running
-from streams.kafka import EventProducer
-from streams.settings import Settings
-from streams.topics import Topics
+from aios.schemas.events import envelope
+from aios.streams.kafka import EventProducer
+from aios.streams.pipeline import running
+from aios.streams.settings import Settings
+from aios.streams.topics import Topics
 from tests.integration.api.helpers import api_client, key_headers
 
 pytestmark = pytest.mark.integration

@@ -26,10 +26,10 @@ from schemathesis.checks import (
 from schemathesis.openapi import from_dict
 from schemathesis.specs.openapi import schemas as _openapi_schemas  # noqa: F401
 
-from api.keys import KeyStore
-from api.server import uvicorn_config
-from streams.settings import Settings
-from streams.topics import create_topics, delete_topics
+from aios.api.server import uvicorn_config
+from aios.connectors.context.keys import KeyStore
+from aios.streams.settings import Settings
+from aios.streams.topics import create_topics, delete_topics
 
 # schemathesis imports its OpenAPI modules lazily, and pytest rewrites a plugin's modules as they
 # load. Done inside a test (after chdb, librdkafka and uvicorn are loaded), that rewrite hit CPython

@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from api.server import uvicorn_config
-from schemas.errors import ConfigError
-from streams.settings import Settings
+from aios.api.server import uvicorn_config
+from aios.schemas.errors import ConfigError
+from aios.streams.settings import Settings
 from tests.fakes.jwks_server import JwksServer
 from tests.integration.api.helpers import api_client, key_headers
 
@@ -113,7 +113,7 @@ def self_signed(tmp: Path) -> tuple[Path, Path]:
 async def test_tls_serves_https_with_hsts(settings: Settings, tmp_path: Path) -> None:
     import httpx
 
-    from api.server import serve_embedded
+    from aios.api.server import serve_embedded
 
     cert, key = self_signed(tmp_path)
     s = settings.model_copy(update={"api_tls_certfile": cert, "api_tls_keyfile": key, "api_port": 0})

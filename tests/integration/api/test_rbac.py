@@ -8,10 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
-from schemas.events import envelope, now_ms
-from streams.kafka import EventProducer
-from streams.settings import Settings
-from streams.topics import Topics
+from aios.schemas.events import envelope, now_ms
+from aios.streams.kafka import EventProducer
+from aios.streams.settings import Settings
+from aios.streams.topics import Topics
 from tests.integration.api.helpers import api_client, key_headers, poll
 
 pytestmark = pytest.mark.integration

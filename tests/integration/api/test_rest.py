@@ -6,11 +6,11 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from schemas.events import envelope
-from streams.app import running
-from streams.kafka import EventProducer
-from streams.settings import Settings
-from streams.topics import Topics
+from aios.schemas.events import envelope
+from aios.streams.kafka import EventProducer
+from aios.streams.pipeline import running
+from aios.streams.settings import Settings
+from aios.streams.topics import Topics
 from tests.integration.api.helpers import api_client, poll
 
 pytestmark = pytest.mark.integration

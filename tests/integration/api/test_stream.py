@@ -14,10 +14,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from streams.client import build_task
-from streams.kafka import EventProducer
-from streams.settings import Settings
-from streams.topics import Topics
+from aios.streams.kafka import EventProducer
+from aios.streams.readmodels.task_client import build_task
+from aios.streams.settings import Settings
+from aios.streams.topics import Topics
 from tests.integration.api.helpers import api_client, key_headers
 
 pytestmark = pytest.mark.integration

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from api.view import LiveView
-from streams.app import running
-from streams.settings import Settings
+from aios.api.view import LiveView
+from aios.streams.pipeline import running
+from aios.streams.settings import Settings
 from tests.integration.helpers import submit_and_wait
 
 pytestmark = pytest.mark.integration

@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
-from agents.llm.anthropic_provider import AnthropicProvider
-from agents.llm.base import LlmConfig
-from agents.llm.openai_provider import OpenAIProvider
-from tests.fakes.anthropic_server import FakeAnthropic
-from tests.fakes.openai_server import FakeOpenAI
+from aios.agents.llm.anthropic_provider import AnthropicProvider
+from aios.agents.llm.base import LlmConfig
+from aios.agents.llm.openai_provider import OpenAIProvider
+from aios.agents.llm.servers.anthropic import FakeAnthropic
+from aios.agents.llm.servers.openai import FakeOpenAI
 
 
 @pytest.fixture

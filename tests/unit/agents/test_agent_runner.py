@@ -6,15 +6,15 @@ from collections.abc import Callable
 
 import pytest
 
-from agents.errors import ContextTooLongError, RateLimitError
-from agents.llm.anthropic_provider import AnthropicProvider
-from agents.llm.base import ChatRequest, ChatResponse
-from agents.llm.offline import OFFLINE_LABEL, OfflineProvider
-from agents.llm.openai_provider import OpenAIProvider
-from agents.runner import TOTAL_BUDGET, AgentTask, build_request, run_task
-from tests.fakes import anthropic_server
-from tests.fakes.anthropic_server import FakeAnthropic
-from tests.fakes.openai_server import FakeOpenAI, context_too_long, ok, status
+from aios.agents.errors import ContextTooLongError, RateLimitError
+from aios.agents.llm.anthropic_provider import AnthropicProvider
+from aios.agents.llm.base import ChatRequest, ChatResponse
+from aios.agents.llm.offline import OFFLINE_LABEL, OfflineProvider
+from aios.agents.llm.openai_provider import OpenAIProvider
+from aios.agents.llm.servers import anthropic as anthropic_server
+from aios.agents.llm.servers.anthropic import FakeAnthropic
+from aios.agents.llm.servers.openai import FakeOpenAI, context_too_long, ok, status
+from aios.agents.runner import TOTAL_BUDGET, AgentTask, build_request, run_task
 
 TASK = AgentTask(
     task_id="t-2",

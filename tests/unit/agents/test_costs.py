@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from agents.errors import UnknownModelError
-from agents.llm.base import LlmConfig
-from agents.llm.catalogue import cost_usd, load_catalogue
-from agents.llm.factory import make_provider
-from agents.runner import AgentTask, run_task
-from tests.fakes.openai_server import FakeOpenAI, ok
+from aios.agents.errors import UnknownModelError
+from aios.agents.llm.base import LlmConfig
+from aios.agents.llm.catalogue import cost_usd, load_catalogue
+from aios.agents.llm.factory import make_provider
+from aios.agents.llm.servers.openai import FakeOpenAI, ok
+from aios.agents.runner import AgentTask, run_task
 
 
 def test_an_unknown_model_is_an_error_at_startup_never_free() -> None:

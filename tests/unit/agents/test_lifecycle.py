@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.lifecycle import Lifecycle, LifecycleError, State
+from aios.agents.lifecycle import Lifecycle, LifecycleError, State
 
 
 async def test_ready_busy_draining_stopped() -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import anthropic
 import pytest
 
-from agents.errors import (
+from aios.agents.errors import (
     BadRequestError,
     ContextTooLongError,
     LLMError,
@@ -20,9 +20,9 @@ from agents.errors import (
     ProviderUnavailableError,
     RateLimitError,
 )
-from agents.llm.anthropic_provider import AnthropicProvider
-from agents.llm.base import ChatMessage, ChatRequest, LlmConfig
-from tests.fakes.anthropic_server import (
+from aios.agents.llm.anthropic_provider import AnthropicProvider
+from aios.agents.llm.base import ChatMessage, ChatRequest, LlmConfig
+from aios.agents.llm.servers.anthropic import (
     Behaviour,
     FakeAnthropic,
     context_too_long,

@@ -9,16 +9,16 @@ from typing import Any
 
 import pytest
 
-from agents.errors import LLMError, UnknownModelError
-from agents.llm.anthropic_provider import DEFAULT_MODEL as ANTHROPIC_DEFAULT
-from agents.llm.base import Usage
-from agents.llm.catalogue import TIERS, Catalogue, ModelInfo, cost_usd, load_catalogue
-from agents.llm.factory import DEFAULT_ANTHROPIC_MODEL, DEFAULT_OFFLINE_MODEL, DEFAULT_OPENAI_MODEL
-from schemas.errors import ConfigError
+from aios.agents.errors import LLMError, UnknownModelError
+from aios.agents.llm.anthropic_provider import DEFAULT_MODEL as ANTHROPIC_DEFAULT
+from aios.agents.llm.base import Usage
+from aios.agents.llm.catalogue import TIERS, Catalogue, ModelInfo, cost_usd, load_catalogue
+from aios.agents.llm.factory import DEFAULT_ANTHROPIC_MODEL, DEFAULT_OFFLINE_MODEL, DEFAULT_OPENAI_MODEL
+from aios.schemas.errors import ConfigError
 
 
 def _document() -> dict[str, Any]:
-    text = resources.files("agents.llm").joinpath("models.json").read_text(encoding="utf-8")
+    text = resources.files("aios.agents.llm").joinpath("models.json").read_text(encoding="utf-8")
     data: dict[str, Any] = json.loads(text)
     return data
 

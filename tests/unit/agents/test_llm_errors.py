@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agents import errors
-from schemas.errors import AiosError, ConfigError
+from aios.agents import errors
+from aios.schemas.errors import AiosError, ConfigError
 
 
 @pytest.mark.parametrize(

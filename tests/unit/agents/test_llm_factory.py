@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from agents.errors import MissingCredentialsError
-from agents.llm.anthropic_provider import AnthropicProvider
-from agents.llm.base import ChatMessage, ChatRequest, LlmConfig
-from agents.llm.factory import LOCAL_API_KEY, PROVIDERS, describe_choice, make_provider
-from agents.llm.offline import OfflineProvider
-from agents.llm.openai_provider import OpenAIProvider
-from schemas.errors import ConfigError
-from tests.fakes.anthropic_server import FakeAnthropic
-from tests.fakes.openai_server import FakeOpenAI
+from aios.agents.errors import MissingCredentialsError
+from aios.agents.llm.anthropic_provider import AnthropicProvider
+from aios.agents.llm.base import ChatMessage, ChatRequest, LlmConfig
+from aios.agents.llm.factory import LOCAL_API_KEY, PROVIDERS, describe_choice, make_provider
+from aios.agents.llm.offline import OfflineProvider
+from aios.agents.llm.openai_provider import OpenAIProvider
+from aios.agents.llm.servers.anthropic import FakeAnthropic
+from aios.agents.llm.servers.openai import FakeOpenAI
+from aios.schemas.errors import ConfigError
 
 
 async def test_no_spec_and_no_key_chooses_offline() -> None:

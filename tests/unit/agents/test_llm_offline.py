@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agents.llm.base import ChatMessage, ChatRequest, Provider
-from agents.llm.offline import OFFLINE_LABEL, OfflineProvider
+from aios.agents.llm.base import ChatMessage, ChatRequest, Provider
+from aios.agents.llm.offline import OFFLINE_LABEL, OfflineProvider
 
 
 def _request(text: str) -> ChatRequest:

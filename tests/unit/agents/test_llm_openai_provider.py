@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from agents.errors import (
+from aios.agents.errors import (
     BadRequestError,
     ContextTooLongError,
     LLMError,
@@ -18,9 +18,9 @@ from agents.errors import (
     ProviderUnavailableError,
     RateLimitError,
 )
-from agents.llm.base import ChatMessage, ChatRequest
-from agents.llm.openai_provider import OpenAIProvider
-from tests.fakes.openai_server import (
+from aios.agents.llm.base import ChatMessage, ChatRequest
+from aios.agents.llm.openai_provider import OpenAIProvider
+from aios.agents.llm.servers.openai import (
     FakeOpenAI,
     context_too_long,
     malformed,

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from agents.llm.openai_provider import OpenAIProvider
-from agents.memory import (
+from aios.agents.llm.openai_provider import OpenAIProvider
+from aios.agents.llm.servers.openai import FakeOpenAI, ok, status
+from aios.agents.memory import (
     EXTRACTIVE_LABEL,
     EXTRACTIVE_SOURCE,
     SUMMARY_SYSTEM,
@@ -16,7 +17,6 @@ from agents.memory import (
     summary_lines,
     summary_request,
 )
-from tests.fakes.openai_server import FakeOpenAI, ok, status
 
 
 def words(text: str) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.llm.privacy import PiiDetector, Redaction
+from aios.agents.llm.privacy import PiiDetector, Redaction
 
 
 @pytest.mark.parametrize(

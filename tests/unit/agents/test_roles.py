@@ -7,15 +7,15 @@ from collections.abc import Callable
 
 import pytest
 
-from agents.llm.base import ChatRequest
-from agents.llm.offline import OFFLINE_LABEL, OfflineProvider
-from agents.llm.openai_provider import OpenAIProvider
-from agents.roles import RoleRegistry, UnknownRoleError, load_roles
-from agents.runner import INVALID_OUTPUT, AgentTask, build_request, run_task
-from schemas.errors import ConfigError
-from streams.orchestration.state import PERMANENT_ERRORS
-from streams.settings import load_settings
-from tests.fakes.openai_server import FakeOpenAI, ok
+from aios.agents.llm.base import ChatRequest
+from aios.agents.llm.offline import OFFLINE_LABEL, OfflineProvider
+from aios.agents.llm.openai_provider import OpenAIProvider
+from aios.agents.llm.servers.openai import FakeOpenAI, ok
+from aios.agents.roles import RoleRegistry, UnknownRoleError, load_roles
+from aios.agents.runner import INVALID_OUTPUT, AgentTask, build_request, run_task
+from aios.schemas.errors import ConfigError
+from aios.streams.orchestration.state import PERMANENT_ERRORS
+from aios.streams.settings import load_settings
 
 SPECIALISTS = ("planner", "architect", "backend", "frontend", "qa", "reviewer", "writer")
 GOOD_QA = json.dumps({"summary": "two cases", "test_cases": [{"name": "empty cart", "expected": "400"}]})

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from agents.errors import BadRequestError, BudgetExceededError, CoolingDownError, NoDeploymentError
-from agents.llm.base import ChatMessage, ChatRequest, LlmConfig
-from agents.llm.catalogue import ModelInfo, Tier
-from agents.llm.openai_provider import OpenAIProvider
-from agents.llm.router import Budget, Deployment, Route, Router, RouterConfig, Strategy
-from tests.fakes.openai_server import FakeOpenAI, ok, slow_first_token, status
+from aios.agents.errors import BadRequestError, BudgetExceededError, CoolingDownError, NoDeploymentError
+from aios.agents.llm.base import ChatMessage, ChatRequest, LlmConfig
+from aios.agents.llm.catalogue import ModelInfo, Tier
+from aios.agents.llm.openai_provider import OpenAIProvider
+from aios.agents.llm.router import Budget, Deployment, Route, Router, RouterConfig, Strategy
+from aios.agents.llm.servers.openai import FakeOpenAI, ok, slow_first_token, status
 
 
 class Clock:

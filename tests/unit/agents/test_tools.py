@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from agents.llm.anthropic_provider import AnthropicProvider
-from agents.llm.base import ToolCall
-from agents.llm.offline import OfflineProvider
-from agents.llm.openai_provider import OpenAIProvider
-from agents.runner import AgentTask, run_task
-from agents.tools import MAX_RESULT_CHARS, MAX_TOOL_ROUNDS, ToolContext, read_only_tools
-from tests.fakes import anthropic_server
-from tests.fakes.anthropic_server import FakeAnthropic
-from tests.fakes.openai_server import FakeOpenAI, ok, tool_call
+from aios.agents.llm.anthropic_provider import AnthropicProvider
+from aios.agents.llm.base import ToolCall
+from aios.agents.llm.offline import OfflineProvider
+from aios.agents.llm.openai_provider import OpenAIProvider
+from aios.agents.llm.servers import anthropic as anthropic_server
+from aios.agents.llm.servers.anthropic import FakeAnthropic
+from aios.agents.llm.servers.openai import FakeOpenAI, ok, tool_call
+from aios.agents.runner import AgentTask, run_task
+from aios.agents.tools import MAX_RESULT_CHARS, MAX_TOOL_ROUNDS, ToolContext, read_only_tools
 
 DEP = "Schema: orders(id, total) " + "x" * 50
 TASK = AgentTask("t-2", "p", "general", "Implement the orders endpoint", context={"t-1": DEP})

@@ -13,10 +13,11 @@ import faust
 import pytest
 from faust.types.auth import AuthProtocol, SASLMechanism
 
-from schemas.errors import ConfigError
-from streams.app import build_app, faust_credentials
-from streams.kafka import consumer_config, producer_config
-from streams.settings import load_settings
+from aios.schemas.errors import ConfigError
+from aios.streams.engine.app import faust_credentials
+from aios.streams.kafka import consumer_config, producer_config
+from aios.streams.pipeline import build_app
+from aios.streams.settings import load_settings
 
 SCRAM = {"kafka_security_protocol": "SASL_PLAINTEXT", "kafka_sasl_mechanism": "SCRAM-SHA-512",
          "kafka_sasl_username": "aios", "kafka_sasl_password": "s3cret-pw"}
@@ -36,8 +37,8 @@ def test_sasl_scram_reaches_confluent_producer_consumer_and_admin(monkeypatch: p
     assert want.items() <= producer_config(s).items()
     assert want.items() <= consumer_config(s, "g").items()
     seen: list[dict[str, object]] = []
-    monkeypatch.setattr("streams.topics.AdminClient", lambda conf: seen.append(conf))
-    from streams.topics import admin_client
+    monkeypatch.setattr("aios.streams.topics.AdminClient", lambda conf: seen.append(conf))
+    from aios.streams.topics import admin_client
 
     admin_client(s)
     assert want.items() <= seen[0].items()

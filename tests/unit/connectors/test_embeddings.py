@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from connectors.embeddings import EmbeddingDependencyError, EmbeddingModelError, OnnxEmbedder
-from connectors.errors import ConnectorError
+from aios.connectors.errors import ConnectorError
+from aios.connectors.vector.base import EmbeddingDependencyError, EmbeddingModelError
+from aios.connectors.vector.onnx import OnnxEmbedder
 
 MODEL_SUBDIR = "shared/models/all-MiniLM-L6-v2-onnx"
 

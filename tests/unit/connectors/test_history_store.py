@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from connectors.errors import StoreQueryError, StoreUnavailableError
-from connectors.history import EventRow, open_store
-from connectors.history.base import _where
-from schemas.events import now_ms
+from aios.connectors.errors import StoreQueryError, StoreUnavailableError
+from aios.connectors.history import EventRow, open_store
+from aios.connectors.history.sql import where
+from aios.schemas.events import now_ms
 
 
 def _closed_port() -> int:
@@ -26,12 +26,12 @@ def test_clickhouse_url_selects_the_server_store_and_an_outage_is_a_clear_error(
 
 
 def test_where_quotes_values() -> None:
-    assert _where(task_id="a'b", project_id=None) == " WHERE task_id = 'a\\'b'"
-    assert _where() == ""
+    assert where(task_id="a'b", project_id=None) == " WHERE task_id = 'a\\'b'"
+    assert where() == ""
 
 
 def test_chdb_store_round_trip_and_bad_sql(session_data_dir: Path) -> None:
-    from connectors.history.chdb_store import ChdbStore
+    from aios.connectors.history.chdb_store import ChdbStore
 
     store = ChdbStore.open(session_data_dir / "chdb")  # the one chdb directory of this process
     # A recent timestamp: older rows than AIOS_HISTORY_TTL_DAYS are dropped by the table TTL.
@@ -59,7 +59,7 @@ class _FakeClient:
 def test_server_store_inserts_native_blocks_into_the_ingest_table_and_maps_errors() -> None:
     from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-    from connectors.history.clickhouse_store import ClickHouseServerStore
+    from aios.connectors.history.clickhouse_store import ClickHouseServerStore
 
     store = object.__new__(ClickHouseServerStore)  # no server here: only the insert path is under test
     store._client = _FakeClient()

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from connectors.history.ingest import RecordSpec, clickhouse_type, plan_ingest, transcoder_op
-from schemas.codec import Codec
+from aios.connectors.history.ingest import RecordSpec, clickhouse_type, plan_ingest, transcoder_op
+from aios.schemas.codec import Codec
 
 
 @pytest.mark.parametrize(("avro", "expected"), [

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from connectors.history.migrations import MIGRATIONS_TABLE, migrate, migrations
+from aios.connectors.history.migrations import MIGRATIONS_TABLE, migrate, migrations
 
 
 def test_versions_are_numbered_from_one_without_gaps_and_every_table_gets_the_ttl() -> None:

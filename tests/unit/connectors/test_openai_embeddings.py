@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
-from connectors.embeddings import EmbeddingError, OpenAIEmbedder
-from schemas.errors import ConfigError
-from streams.runtime import open_embedder
-from streams.settings import load_settings
-from tests.fakes.openai_server import FakeOpenAI, fake_embedding, status
+from aios.agents.llm.servers.openai import FakeOpenAI, fake_embedding, status
+from aios.connectors.vector.base import EmbeddingError
+from aios.connectors.vector.openai import OpenAIEmbedder
+from aios.schemas.errors import ConfigError
+from aios.streams.engine.runtime import open_embedder
+from aios.streams.settings import load_settings
 
 
 @pytest.fixture

@@ -160,8 +160,8 @@ def test_learning_a_plan_that_does_not_exist_is_refused() -> None:
 
 
 def test_an_encoder_needs_record_types_of_one_ingest_table() -> None:
-    from connectors.history.ingest import IngestTable
-    from connectors.history.transcode import NativeEncoder
+    from aios.connectors.history.ingest import IngestTable
+    from aios.connectors.history.transcode import NativeEncoder
 
     def table(name: str, ingest: str) -> IngestTable:
         return IngestTable(name, name, b"f" * 8, ingest, (("s", "String", "string"),), "s String")

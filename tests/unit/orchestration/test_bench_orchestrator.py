@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from streams.bench_orchestrator import layered_plan, overheads
-from streams.orchestration.plan import validate_plan
+from aios.bench.orchestrator import layered_plan, overheads
+from aios.streams.orchestration.plan import validate_plan
 
 
 def test_the_layered_dag_has_width_times_depth_tasks_and_two_edges_each() -> None:

@@ -7,8 +7,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.orchestration.dag import TERMINAL, Limits, ProjectDag, State
-from streams.orchestration.plan import Plan, PlannedTask
+from aios.streams.orchestration.dag import TERMINAL, Limits, ProjectDag, State
+from aios.streams.orchestration.plan import Plan, PlannedTask
 
 
 def plan_of(edges: dict[str, tuple[str, ...]], *, roles: dict[str, str] | None = None,

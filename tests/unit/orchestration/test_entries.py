@@ -15,10 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.orchestration.dag import Limits
-from streams.orchestration.entries import Rebuilder, encode_changes, entry_key
-from streams.orchestration.plan import Plan, PlannedTask
-from streams.orchestration.state import ProjectState, RetryPolicy
+from aios.streams.orchestration.dag import Limits
+from aios.streams.orchestration.entries import Rebuilder, encode_changes, entry_key
+from aios.streams.orchestration.plan import Plan, PlannedTask
+from aios.streams.orchestration.state import ProjectState, RetryPolicy
 
 POLICY = RetryPolicy(max_attempts=2, base_ms=10, max_ms=100, jitter=0.0)
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from streams.orchestration.dag import State
-from streams.orchestration.goal import GOAL_TASK, goal_plan, planned_tasks
-from streams.orchestration.plan import PlanError
-from streams.orchestration.state import ProjectState, RetryPolicy
+from aios.streams.orchestration.dag import State
+from aios.streams.orchestration.goal import GOAL_TASK, goal_plan, planned_tasks
+from aios.streams.orchestration.plan import PlanError
+from aios.streams.orchestration.state import ProjectState, RetryPolicy
 
 ROLES = ("planner", "backend", "qa")
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from streams.orchestration.plan import PlanError, find_cycle, parse_plan, plan_json_schema
+from aios.streams.orchestration.plan import PlanError, find_cycle, parse_plan, plan_json_schema
 
 ROLES = ("planner", "backend", "frontend", "qa")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import random
 
-from streams.orchestration.plan import Plan, PlannedTask
-from streams.orchestration.state import ProjectState, RetryPolicy
+from aios.streams.orchestration.plan import Plan, PlannedTask
+from aios.streams.orchestration.state import ProjectState, RetryPolicy
 
 POLICY = RetryPolicy(max_attempts=3, base_ms=100, max_ms=1000, jitter=0.0)
 

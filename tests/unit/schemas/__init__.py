@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from schemas.codec import AVRO_DIR
+from aios.schemas.codec import AVRO_DIR
 
 AVSC_FILES = sorted(AVRO_DIR.glob("*.avsc"))
 RECORD_NAMES = [p.stem for p in AVSC_FILES]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.codec import Codec, SchemaCatalog, load_catalog, parse_record_schema
+from aios.schemas.codec import Codec, SchemaCatalog, load_catalog, parse_record_schema
 from tests.unit.schemas import load_raw, sample_value, write_avsc
 
 

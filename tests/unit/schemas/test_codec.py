@@ -17,7 +17,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.codec import (
+from aios.schemas.codec import (
     CONFLUENT_MAGIC,
     SINGLE_OBJECT_MAGIC,
     Codec,
@@ -28,8 +28,8 @@ from schemas.codec import (
     load_catalog,
     parse_record_schema,
 )
-from schemas.errors import AiosError, EncodeError, SchemaError, UndecodableError
-from schemas.events import envelope, to_ms
+from aios.schemas.errors import AiosError, EncodeError, SchemaError, UndecodableError
+from aios.schemas.events import envelope, to_ms
 from tests.unit.schemas import RECORD_NAMES, load_raw, sample_value, write_avsc
 
 TOPIC = "aios.tasks"

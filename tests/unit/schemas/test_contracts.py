@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from schemas.codec import Codec, load_catalog
-from schemas.errors import EncodeError, SchemaError, UnknownSchemaError
+from aios.schemas.codec import Codec, load_catalog
+from aios.schemas.errors import EncodeError, SchemaError, UnknownSchemaError
 from tests.unit.schemas import AVSC_FILES, ENVELOPE, RECORD_NAMES, load_raw, sample_value
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from schemas.codec import Codec, SchemaCatalog, load_catalog, parse_record_schema
+from aios.schemas.codec import Codec, SchemaCatalog, load_catalog, parse_record_schema
 from tests.unit.schemas import load_raw, sample_value, write_avsc
 
 

@@ -1,0 +1,167 @@
+"""``aios submit`` and ``aios tail``: producing tasks and reading any topic, decoded."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+
+from aios.cli.common import settings_or_exit
+from aios.cli.output import console, emit_json, json_option
+from aios.schemas.codec import Decoded
+from aios.schemas.errors import AiosError
+from aios.schemas.events import event_doc
+from aios.streams.kafka import TopicReader
+from aios.streams.readmodels.task_client import TaskClient, build_task
+from aios.streams.topics import Topics
+
+
+@click.command()
+@click.argument("text", required=False)
+@click.option("--plan", "plan_file", type=click.File("r"), help="Submit a plan (JSON; see the README) instead.")
+@click.option("--goal", default=None, help="Start project --project from a goal; the planner role plans it.")
+@click.option("--role", default="general", show_default=True, help="Agent role to do the work.")
+@click.option("--project", default="default", show_default=True)
+@click.option("--priority", default=0, show_default=True, type=int)
+@click.option("--privacy", type=click.Choice(["normal", "restricted"]), default="normal", show_default=True,
+              help="restricted: only local models see the task.")
+@click.option("--wait", is_flag=True, help="Wait for the result (or, with --plan, the final project status).")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait with --wait.")
+@json_option
+def submit(text: str | None, plan_file: Any, goal: str | None, role: str, project: str, priority: int,
+           privacy: str, wait: bool, timeout: float, as_json: bool) -> None:
+    """Produce a task, a whole plan, or a goal for the orchestrator (idempotent producer, acks=all)."""
+    settings = settings_or_exit()
+    if sum(x is not None for x in (text, plan_file, goal)) > 1:
+        raise click.UsageError("give one of TEXT, --plan or --goal")
+    if plan_file is not None:
+        _submit_plan(settings, plan_file.read(), wait, timeout, as_json)
+        return
+    if goal is not None:
+        _submit_goal(settings, project, goal, wait, timeout, as_json)
+        return
+    if text is None:
+        raise click.UsageError("say what to do: aios submit \"TEXT\" (or --plan plan.json)")
+    client = TaskClient(settings)
+    try:
+        task = build_task(text, role=role, project=project, priority=priority, privacy=privacy)
+        if wait:
+            client.watch_results()
+        client.submit(task)
+        topic, partition, offset = client.producer.delivered[-1]
+        doc: dict[str, Any] = {"task_id": task["task_id"], "topic": topic, "partition": partition, "offset": offset}
+        if wait:
+            delivered = client.wait([task["task_id"]], timeout)[task["task_id"]]
+            doc["result"] = event_doc(delivered.result)
+    except AiosError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        client.close()
+    if as_json:
+        emit_json(doc)
+        return
+    console.print(f"submitted task {task['task_id']} to {topic} [{partition}] @ {offset}")
+    if wait:
+        r = doc["result"]
+        console.print(f"[bold]{r['status']}[/bold] by {r['agent_id']} ({r['provider']}:{r['model']})")
+        console.print(r["output"] or r["error"] or "")
+
+
+def _submit_plan(settings: Any, text: str, wait: bool, timeout: float, as_json: bool) -> None:
+    from aios.streams.orchestration.plan import parse_plan
+    from aios.streams.readmodels.task_client import wait_project
+
+    client = TaskClient(settings)
+    try:
+        plan = parse_plan(text, settings.roles)  # nothing is produced unless the whole plan is valid
+        client.submit_plan(plan)
+        status = wait_project(settings, plan.project, timeout) if wait else None
+    except AiosError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        client.close()
+    _report_project({"project": plan.project, "tasks": [t.id for t in plan.tasks]}, status, as_json,
+                    f"submitted project {plan.project} with {len(plan.tasks)} tasks")
+
+
+def _submit_goal(settings: Any, project: str, goal: str, wait: bool, timeout: float, as_json: bool) -> None:
+    from aios.streams.orchestration.goal import goal_plan
+    from aios.streams.readmodels.task_client import wait_project
+
+    client = TaskClient(settings)
+    try:
+        goal_plan(project, goal, None, settings.roles)  # the planner must run here: say so before producing
+        client.submit_goal(project, goal)
+        status = wait_project(settings, project, timeout) if wait else None
+    except AiosError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        client.close()
+    _report_project({"project": project, "goal": goal}, status, as_json,
+                    f"submitted goal for project {project}: the planner role plans it")
+
+
+def _report_project(doc: dict[str, Any], status: dict[str, Any] | None, as_json: bool, line: str) -> None:
+    """What a plan or goal submission prints: the submission, and the final status when waited for."""
+    if status is not None:
+        doc["status"] = event_doc(status)
+    if as_json:
+        emit_json(doc)
+        return
+    console.print(line)
+    if status is not None:
+        console.print(f"{status['state']}: {status['counts']}")
+
+
+def _line(topic: str, partition: int, offset: int, event: Decoded) -> str:
+    v = event.value
+    name = event.name.rsplit(".", 1)[-1]
+    keys = ("task_id", "project_id", "role", "status", "state", "memory_id", "provider", "error")
+    fields = " ".join(f"{k}={v[k]}" for k in keys if v.get(k) not in (None, ""))
+    return f"{topic}[{partition}]@{offset} {name} {fields}"
+
+
+@click.command()
+@click.argument("topic")
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest event instead of now.")
+@click.option("--limit", type=int, default=None, help="Stop after N events.")
+@click.option("--timeout", type=float, default=10.0, show_default=True,
+              help="Stop after this many seconds without an event.")
+@click.option("--follow", is_flag=True, help="Never stop on silence (Ctrl-C ends).")
+@json_option
+def tail(topic: str, from_beginning: bool, limit: int | None, timeout: float, follow: bool, as_json: bool) -> None:
+    """Decode and print the events of TOPIC (full name, or short: tasks, results, dlq, agent.<role>...)."""
+    settings = settings_or_exit()
+    topics = Topics.from_settings(settings)
+    name = topic if topic.startswith(f"{topics.prefix}.") else f"{topics.prefix}.{topic}"
+    events: list[dict[str, Any]] = []
+    try:
+        reader = TopicReader(settings, name, from_beginning=from_beginning)
+    except AiosError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        last = time.monotonic()
+        while (limit is None or len(events) < limit) and (follow or time.monotonic() - last < timeout):
+            msg = reader.poll(0.2)
+            if msg is None:
+                continue
+            last = time.monotonic()
+            try:
+                decoded = reader.codec.decode(msg.value())
+                doc = {"topic": name, "partition": msg.partition(), "offset": msg.offset(),
+                       "type": decoded.name.rsplit(".", 1)[-1], "event": event_doc(decoded.value)}
+                if not as_json:
+                    console.print(_line(name, int(msg.partition() or 0), int(msg.offset() or 0), decoded), markup=False)
+            except AiosError as exc:
+                doc = {"topic": name, "partition": msg.partition(), "offset": msg.offset(),
+                       "type": "undecodable", "error": str(exc)}
+                if not as_json:
+                    console.print(f"{name}[{msg.partition()}]@{msg.offset()} UNDECODABLE {exc}", markup=False)
+            events.append(doc)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        reader.close()
+    if as_json:
+        emit_json({"topic": name, "count": len(events), "events": events})

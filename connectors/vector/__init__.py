@@ -1,0 +1,1 @@
+"""Vector memory: embedders (the local ONNX model, provider embeddings) and Qdrant."""

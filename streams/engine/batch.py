@@ -1,0 +1,104 @@
+"""Batch consumers: processors that apply events in batches rather than one at a time.
+
+They run on confluent-kafka's C consumer as services beside (or without) the faust app: faust
+spends ~0.2 ms of Python per consumed event, more than the batch work itself. Offsets are
+committed only after a batch has been applied, so a crash re-applies it; the handlers are
+idempotent (ClickHouse rows by event_id, Redis turns by memory_id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import abstractmethod
+from typing import Any
+
+import faust
+from confluent_kafka import Consumer, KafkaException, Message
+
+from aios.schemas.errors import SchemaError
+from aios.streams.engine.records import dead_letter_event, log
+from aios.streams.engine.runtime import Runtime
+from aios.streams.errors import KafkaError
+from aios.streams.kafka import EventProducer, make_consumer
+from aios.streams.metrics import EVENTS, PROCESSING
+
+
+class BatchProcessor(faust.Service):
+    """Consume ``topics`` as group ``<prefix>-<name>``; ``apply`` each batch, then commit."""
+
+    name: str = "batch"
+
+    def __init__(self, rt: Runtime, topics: list[str], *, batch_size: int, wait_s: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rt = rt
+        self.topics = topics
+        self.batch_size = batch_size
+        self.wait_s = wait_s
+        self.consumer: Consumer | None = None
+        self.dlq = EventProducer(rt.settings, codec=rt.codec)
+        self._dead_letters = 0
+
+    @abstractmethod
+    async def apply(self, batch: list[Message]) -> None:
+        """Apply a batch; return only once its effects are durable. Raise to crash the process."""
+
+    async def on_start(self) -> None:
+        s = self.rt.settings
+        self.consumer = make_consumer(s, group=f"{s.topic_prefix}-{self.name}", **{"fetch.wait.max.ms": 50})
+        self.consumer.subscribe(self.topics)
+
+    async def on_stop(self) -> None:
+        if self.consumer is not None:
+            await asyncio.to_thread(self.consumer.close)
+
+    def dead_letter(self, msg: Message, exc: SchemaError) -> None:
+        """Queue a DeadLetter for ``msg``; it is flushed before the batch's offsets commit."""
+        letter = dead_letter_event(str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0),
+                                   msg.key(), msg.value(), self.name, exc)
+        self.dlq.send(self.rt.topics.dlq, "DeadLetter", letter, key=str(msg.topic()))
+        EVENTS.labels(self.name, "dead_letter").inc()
+        self._dead_letters += 1
+
+    @faust.Service.task
+    async def _run(self) -> None:
+        consumer = self.consumer
+        if consumer is None:
+            raise KafkaError(f"{self.name} started without a consumer")
+        while not self.should_stop:
+            batch = await asyncio.to_thread(consumer.consume, self.batch_size, self.wait_s)
+            batch = [m for m in batch if not self._is_error(m)]
+            if not batch:
+                continue
+            started = time.perf_counter()
+            await self.apply(batch)
+            if self._dead_letters:
+                await asyncio.to_thread(self.dlq.flush)  # dead letters are durable before we commit
+                self._dead_letters = 0
+            try:
+                await asyncio.to_thread(consumer.commit, asynchronous=False)
+            except KafkaException as exc:
+                # A rebalance took the partitions: the next owner re-applies the batch (idempotent).
+                log.warning("%s: commit failed (%s); the batch will be redelivered", self.name, exc)
+            PROCESSING.labels(self.name).observe(time.perf_counter() - started)
+
+    def _is_error(self, msg: Message) -> bool:
+        err = msg.error()
+        if err is None:
+            return False
+        log.warning("%s: consume error: %s", self.name, err)
+        return True
+
+
+async def retry_forever(what: str, call: Any, *args: Any, base_s: float = 0.2, max_s: float = 30.0) -> Any:
+    """Await ``call(*args)`` until it stops raising StoreUnavailableError (backpressure, no loss)."""
+    from aios.connectors.errors import StoreUnavailableError
+
+    backoff = base_s
+    while True:
+        try:
+            return await call(*args)
+        except StoreUnavailableError as exc:
+            log.warning("%s: %s; retrying in %.1fs", what, exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max_s)

@@ -1,0 +1,176 @@
+"""Shared resources of a running AIOS process, built once from settings and handed to processors."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import SecretStr
+
+from aios.agents.llm.base import LlmConfig
+from aios.connectors.context.tokens import TokenCounter
+from aios.connectors.context.windows import SCOPES, RedisContext, ScopePolicy
+from aios.connectors.history import HistoryStore, open_store
+from aios.schemas.codec import Codec
+from aios.schemas.errors import ConfigError
+from aios.streams.kafka import make_codec
+from aios.streams.settings import Settings
+from aios.streams.topics import Topics
+
+T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from aios.agents.llm.router import Router
+    from aios.connectors.context.journal import LlmJournal
+    from aios.connectors.vector.base import Embedder
+    from aios.connectors.vector.qdrant import VectorMemory
+
+
+def llm_config(settings: Settings) -> LlmConfig:
+    """Settings are read at the edge; agents/ only sees this typed config."""
+    def secret(value: SecretStr | None) -> str | None:
+        return value.get_secret_value() if value is not None else None
+
+    return LlmConfig(
+        spec=settings.llm,
+        openai_api_key=secret(settings.openai_api_key),
+        openai_base_url=settings.openai_base_url,
+        anthropic_api_key=secret(settings.anthropic_api_key),
+        anthropic_base_url=settings.anthropic_base_url,
+        local_base_url=settings.local_llm_base_url,
+        timeout_s=settings.llm_timeout_s,
+        max_retries=settings.llm_max_retries,
+    )
+
+
+def open_context(settings: Settings, prefix: str | None = None) -> RedisContext:
+    """Rolling-context windows with each scope's retention policy from settings."""
+    s = settings
+    default = ScopePolicy(turns=s.context_window_turns, tokens=s.context_window_tokens, ttl_s=s.context_ttl_s,
+                          trim_to=s.context_trim_to)
+    policies = {scope: ScopePolicy(s.turns_for(scope), s.tokens_for(scope), s.ttl_for(scope), s.context_trim_to)
+                for scope in SCOPES}
+    return RedisContext.from_url(s.redis_url, prefix=prefix or s.topic_prefix, default=default, policies=policies)
+
+
+def open_embedder(settings: Settings) -> Embedder:
+    """The local ONNX model, or provider embeddings with AIOS_EMBEDDINGS=openai:<model>."""
+    from aios.connectors.vector.onnx import OnnxEmbedder
+    from aios.connectors.vector.openai import OpenAIEmbedder
+
+    if settings.embeddings == "local":
+        return OnnxEmbedder(settings.embedding_model_dir)
+    model = settings.embeddings.partition(":")[2].strip()
+    if settings.openai_api_key is None:
+        raise ConfigError(f"AIOS_EMBEDDINGS={settings.embeddings} needs AIOS_OPENAI_API_KEY (or OPENAI_API_KEY); "
+                          "or set AIOS_EMBEDDINGS=local for the local model")
+    return OpenAIEmbedder(model, api_key=settings.openai_api_key.get_secret_value(),
+                          base_url=settings.openai_base_url, dimension=settings.embedding_dimension,
+                          timeout_s=settings.llm_timeout_s, max_retries=settings.llm_max_retries)
+
+
+def open_vector_memory(settings: Settings, collection: str | None = None) -> VectorMemory:
+    """Qdrant server when AIOS_QDRANT_URL is set, else local mode under data_dir/qdrant."""
+    from aios.connectors.vector.qdrant import VectorMemory
+
+    embedder = open_embedder(settings)
+    kwargs: dict[str, Any] = {"embedder": embedder, "prefix": settings.topic_prefix, "collection": collection}
+    if settings.qdrant_url:
+        memory = VectorMemory.server(settings.qdrant_url, **kwargs)
+    else:
+        memory = VectorMemory.local(settings.data_dir / "qdrant", **kwargs)
+    memory.ensure_collection()
+    return memory
+
+
+@dataclass
+class Runtime:
+    """Clients are created lazily so each processor only opens what it uses."""
+
+    settings: Settings
+    topics: Topics = field(init=False)
+    codec: Codec = field(init=False)
+    agent_id: str = field(init=False)
+    # Services that are not faust agents (the history sink); started by streams.app.running().
+    services: list[Any] = field(default_factory=list)
+    # Run in order on a clean shutdown, before the app stops (the agents' drain).
+    drainers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Run when the processors crash or fail to start, before the app stops (agents say `failed`).
+    on_failure: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.topics = Topics.from_settings(self.settings)
+        # Processors encode events they built from decoded, schema-checked inputs.
+        self.codec = make_codec(self.settings, validate=False)
+        self.agent_id = f"{socket.gethostname()}-{os.getpid()}"
+
+    @cached_property
+    def context(self) -> RedisContext:
+        return open_context(self.settings)
+
+    @cached_property
+    def tokens(self) -> TokenCounter:
+        return TokenCounter.from_model_dir(self.settings.embedding_model_dir)
+
+    @cached_property
+    def vector(self) -> VectorMemory:
+        """Vector memory with the local embedder (only when AIOS_VECTOR_MEMORY is on)."""
+        return open_vector_memory(self.settings)
+
+    @cached_property
+    def vector_executor(self) -> ThreadPoolExecutor:
+        # One thread owns the Qdrant client: local mode is not safe to call from several at once.
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="aios-qdrant")
+
+    async def vector_memory(self) -> VectorMemory:
+        """:attr:`vector`, opened (model load, collection check) in its own thread."""
+        return await self.in_vector_thread(lambda: self.vector)
+
+    async def in_vector_thread(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a VectorMemory call (embedding included) off the event loop, one at a time."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.vector_executor, functools.partial(call, *args, **kwargs))
+
+    @cached_property
+    def store(self) -> HistoryStore:
+        s = self.settings
+        return open_store(s.clickhouse_url, s.data_dir, ttl_days=s.history_ttl_days)
+
+    @cached_property
+    def router(self) -> Router:
+        """The LLM router over AIOS_LLM_DEPLOYMENTS (or the one provider AIOS_LLM picks)."""
+        from aios.agents.llm.factory import make_deployments
+        from aios.agents.llm.router import Router, RouterConfig
+        from aios.streams.metrics import RouterMetrics
+
+        s = self.settings
+        deployments = make_deployments(llm_config(s), s.llm_deployments)
+        return Router(deployments, config=RouterConfig(redact_remote=s.llm_redact_pii), observer=RouterMetrics())
+
+    @cached_property
+    def journal(self) -> LlmJournal:
+        """LLM answers by (task, attempt, step), so a replayed assignment never calls again."""
+        from aios.connectors.context.journal import LlmJournal
+
+        s = self.settings
+        return LlmJournal.from_url(s.redis_url, prefix=s.topic_prefix, ttl_s=s.llm_journal_ttl_s)
+
+    async def aclose(self) -> None:
+        if "context" in self.__dict__:
+            await self.context.aclose()
+        if "vector" in self.__dict__:
+            await self.in_vector_thread(self.vector.close)
+        if "vector_executor" in self.__dict__:
+            self.vector_executor.shutdown(wait=True)
+        if "router" in self.__dict__:
+            for deployment in self.router.deployments:
+                await deployment.provider.aclose()
+        if "journal" in self.__dict__:
+            await self.journal.aclose()

@@ -1,0 +1,226 @@
+"""Exactly-once processors: consume a batch, produce its outputs and commit its offsets in one Kafka
+transaction (consume-transform-produce on confluent-kafka).
+
+A batch's outputs, state-log entries included, become visible to read_committed readers together
+with the offsets that consumed it, or not at all. The offsets go either to the consumer group
+inside the transaction (``send_offsets_to_transaction``), or, for a processor with a state log of
+its own, into that log (``record_positions``): two fewer coordinator round trips per batch, which
+were most of the orchestrator's time per batch. A process killed mid-batch leaves an open
+transaction that its restarted successor (same transactional id) aborts at once, and the batch is
+read again from the committed offsets.
+
+Batches alternate between two transactional producers. After a commit the coordinator still
+writes the commit markers for a few ms; a transaction of the same producer that adds a partition
+meanwhile is refused (CONCURRENT_TRANSACTIONS) and librdkafka retries it after a fixed 20 ms,
+which was the orchestrator's overhead p99 and, on a slower broker, its median. The other
+producer has no commit in flight. A batch still starts only after the previous one's commit
+returned, so outputs keep their order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from abc import abstractmethod
+from typing import Any
+
+import faust
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError as CKafkaError
+
+from aios.streams.engine.records import log
+from aios.streams.engine.runtime import Runtime
+from aios.streams.errors import KafkaError
+from aios.streams.kafka import make_consumer, producer_config
+from aios.streams.metrics import PROCESSING
+
+# A first record is waited for up to POLL_S; whatever else is already fetched joins its batch.
+# (consume(n, timeout) would wait the whole timeout for n records, adding latency to every batch.)
+POLL_S = 0.05
+
+
+class TransactionalProcessor(faust.Service):
+    """Reads ``topics`` as group ``<prefix>-<name>``; ``process`` each batch inside a transaction."""
+
+    name: str = "transactional"
+
+    def __init__(self, rt: Runtime, topics: list[str], *, batch_size: int, fetch_wait_ms: int = 5,
+                 fence_by_group: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rt = rt
+        self.topics = topics
+        self.batch_size = batch_size
+        self.fetch_wait_ms = fetch_wait_ms
+        # Offsets committed to the group inside the transaction: the group coordinator then refuses
+        # the commit of a member that lost its partitions (KIP-447), even when positions are also
+        # recorded in the processor's own log.
+        self.fence_by_group = fence_by_group
+        # Stable across restarts of the same deployment: a restarted process fences its killed
+        # predecessor and aborts its open transaction at once, instead of holding back
+        # read_committed readers until the transaction times out.
+        self.transactional_id = f"{rt.settings.topic_prefix}-{self.name}-{rt.settings.instance}"
+        self.consumer: Consumer | None = None
+        self.producers: list[Producer] = []  # used in turn, one transaction each (see the module doc)
+        self.producer: Producer | None = None  # the current batch's
+        self.assigned = threading.Event()  # set once the group gave this member its partitions
+
+    async def wait_assigned(self, timeout_s: float) -> None:
+        """Until the group has assigned this member (its state rebuilt), so 'ready' means ready."""
+        if not await asyncio.to_thread(self.assigned.wait, timeout_s):
+            raise KafkaError(f"{self.name}: no partitions assigned within {timeout_s:.0f}s; is Kafka up, are "
+                             "the topics created (aios topics create), and are there no more members than "
+                             "partitions (AIOS_TOPIC_PARTITIONS)?")
+
+    # --- what a processor implements -------------------------------------------------------
+
+    @abstractmethod
+    def process(self, batch: list[Message]) -> None:
+        """Produce the batch's outputs with ``self.produce``; runs inside the open transaction.
+
+        Called with an empty batch when nothing arrived, for timed work (retries, snapshots)."""
+
+    def has_timed_work(self) -> bool:
+        """Whether ``process`` has work with no input (a due retry, a status to refresh)."""
+        return False
+
+    def record_positions(self, positions: list[TopicPartition]) -> bool:
+        """Write the batch's input positions into the processor's own log, inside the transaction,
+        and return True; False (the default) has them committed to the consumer group instead."""
+        return False
+
+    def on_assigned(self, partitions: list[int]) -> dict[tuple[str, int], int]:
+        """Partitions of the input topics were assigned (rebuild state for them here). Returns the
+        positions to resume from, if the processor records them (``record_positions``)."""
+        return {}
+
+    def on_revoked(self, partitions: list[int]) -> None:
+        """Partitions were taken away (drop their state)."""
+
+    def on_aborted(self) -> dict[tuple[str, int], int]:
+        """The batch's transaction was aborted: in-memory changes made by ``process`` must go.
+        Returns the positions to read again from, if the processor records them."""
+        return {}
+
+    # --- the loop --------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        s = self.rt.settings
+        for transactional_id in (self.transactional_id, f"{self.transactional_id}-alt"):
+            producer = Producer(producer_config(s, **{
+                "transactional.id": transactional_id,
+                "transaction.timeout.ms": s.transaction_timeout_ms,
+                "linger.ms": 0,
+            }))
+            try:  # also fences a killed predecessor's producer of this id and aborts its transaction
+                await asyncio.to_thread(producer.init_transactions, 30)
+            except KafkaException as exc:
+                raise KafkaError(f"{self.name} could not start its transactions: {exc}") from exc
+            self.producers.append(producer)
+        self.producer = self.producers[0]
+        self.consumer = make_consumer(s, group=f"{s.topic_prefix}-{self.name}",
+                                      **{"fetch.wait.max.ms": self.fetch_wait_ms})
+        self.consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    async def on_stop(self) -> None:
+        if self.consumer is not None:
+            await asyncio.to_thread(self.consumer.close)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        resume = self.on_assigned(sorted({tp.partition for tp in partitions}))
+        if resume:
+            for tp in partitions:
+                tp.offset = resume.get((tp.topic, tp.partition), tp.offset)
+            consumer.assign(partitions)
+        if partitions:
+            self.assigned.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.on_revoked(sorted({tp.partition for tp in partitions}))
+
+    @faust.Service.task
+    async def _run(self) -> None:
+        while not self.should_stop:
+            await asyncio.to_thread(self.step)
+
+    def take(self) -> list[Message]:
+        consumer = self.consumer
+        if consumer is None:
+            raise KafkaError(f"{self.name} started without a consumer")
+        first = consumer.poll(POLL_S)
+        if first is None:
+            return []
+        batch = [first, *consumer.consume(self.batch_size - 1, 0)]
+        good = []
+        for msg in batch:
+            err = msg.error()
+            if err is None:
+                good.append(msg)
+            else:
+                log.warning("%s: consume error: %s", self.name, err)
+        return good
+
+    def step(self) -> None:
+        """One batch (possibly empty) in one transaction."""
+        consumer, producer = self.consumer, self.producer
+        if consumer is None or producer is None:
+            raise KafkaError(f"{self.name} is not started")
+        batch = self.take()
+        if not batch and not self.has_timed_work():
+            return
+        started = time.perf_counter()
+        try:
+            producer.begin_transaction()
+            self.process(batch)
+            positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0] if batch else []
+            recorded = bool(positions) and self.record_positions(positions)
+            in_group = bool(positions) and (self.fence_by_group or not recorded)
+            if in_group:
+                producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata())
+            producer.commit_transaction()
+        except KafkaException as exc:
+            err = exc.args[0]
+            if not (isinstance(err, CKafkaError) and err.txn_requires_abort()):
+                # Fatal (e.g. fenced), like any other exception from process(): the process goes
+                # down, and its successor aborts the open transaction and reads the batch again.
+                raise KafkaError(f"{self.name}: {err}") from exc
+            log.warning("%s: transaction aborted (%s); the batch will be read again", self.name, err)
+            producer.abort_transaction()
+            self.rewind(self.on_aborted())
+            return
+        # The next batch goes through the other producer, whose last commit has long completed.
+        self.producer = self.producers[1] if producer is self.producers[0] else self.producers[0]
+        if recorded and not in_group:
+            # For lag metrics and tools only: the processor resumes from its own log.
+            consumer.commit(offsets=positions, asynchronous=True)
+        if batch:
+            PROCESSING.labels(self.name).observe(time.perf_counter() - started)
+
+    def produce(self, topic: str, value: bytes | None, key: bytes | str | None, partition: int | None = None) -> None:
+        producer = self.producer
+        if producer is None:
+            raise KafkaError(f"{self.name} is not started")
+        while True:
+            try:
+                if partition is None:
+                    producer.produce(topic, value=value, key=key)
+                else:
+                    producer.produce(topic, value=value, key=key, partition=partition)
+                return
+            except BufferError:
+                producer.poll(0.05)  # the local queue is full: let deliveries make room
+
+    def rewind(self, resume: dict[tuple[str, int], int]) -> None:
+        """Back to the last committed positions (``resume``, else the group's), so an aborted batch
+        is read again."""
+        consumer = self.consumer
+        if consumer is None:
+            return
+        assignment = consumer.assignment()
+        if not assignment:
+            return
+        for tp in consumer.committed(assignment, timeout=10):
+            tp.offset = resume.get((tp.topic, tp.partition), tp.offset)
+            if tp.offset < 0:
+                tp.offset = OFFSET_BEGINNING  # nothing committed yet in this partition
+            consumer.seek(tp)

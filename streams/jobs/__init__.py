@@ -1,0 +1,1 @@
+"""Jobs: one-off work over the log (rebuilding Redis and Qdrant from aios.memory)."""

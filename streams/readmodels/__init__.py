@@ -1,0 +1,1 @@
+"""Read models: views of the pipeline built from its topics (the agent registry, task results)."""

@@ -1,0 +1,71 @@
+"""JSON tasks in and results out: what is accepted, what is rejected, and why."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from aios.schemas.codec import Codec
+from aios.schemas.json_task import InvalidJsonTaskError, result_to_json, task_from_json
+
+ROLES = ("general", "backend")
+
+
+def convert(obj: object, source: str = "t/0/1") -> dict[str, object]:
+    return task_from_json(json.dumps(obj).encode(), roles=ROLES, source=source)
+
+
+def test_a_minimal_task_gets_defaults_and_encodes_as_a_task() -> None:
+    task = convert({"description": "Write the changelog"})
+    assert task["role"] == "general"
+    assert task["project_id"] == "default"
+    assert task["submitted_by"] == "json"
+    Codec(validate=True).encode("Task", task, "x.tasks")  # a valid Avro Task
+
+
+def test_every_field_is_carried_over() -> None:
+    task = convert({"description": "d", "role": "backend", "project": "p1", "priority": 3, "task_id": "t-1",
+                    "depends_on": ["t-0"], "privacy": "restricted", "submitted_by": "crm",
+                    "metadata": {"ticket": "42"}, "trace_id": "tr"})
+    assert {k: task[k] for k in ("role", "project_id", "priority", "task_id", "depends_on", "privacy",
+                                 "submitted_by", "metadata", "trace_id")} == {
+        "role": "backend", "project_id": "p1", "priority": 3, "task_id": "t-1", "depends_on": ["t-0"],
+        "privacy": "restricted", "submitted_by": "crm", "metadata": {"ticket": "42"}, "trace_id": "tr"}
+
+
+def test_a_redelivered_record_makes_the_same_task() -> None:
+    first, again = convert({"description": "d"}), convert({"description": "d"})
+    assert (first["task_id"], first["event_id"]) == (again["task_id"], again["event_id"])
+    other = convert({"description": "d"}, source="t/0/2")
+    assert other["task_id"] != first["task_id"]
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (b"", "empty record"),
+    (b"{not json", "not JSON"),
+    (b"\xff\xfe", "not JSON"),
+    (b'"a string"', "must be a JSON object"),
+    (b"{}", "'description' must be a non-empty string"),
+    (b'{"description": "  "}', "'description' must be a non-empty string"),
+    (b'{"description": "d", "descripton": "typo"}', "unknown field(s) descripton"),
+    (b'{"description": "d", "role": "chef"}', "unknown role 'chef'"),
+    (b'{"description": "d", "priority": "high"}', "'priority' must be a 32-bit integer"),
+    (b'{"description": "d", "priority": true}', "'priority' must be a 32-bit integer"),
+    (b'{"description": "d", "priority": 9999999999}', "'priority' must be a 32-bit integer"),
+    (b'{"description": "d", "privacy": "secret"}', "'privacy' must be one of normal, restricted"),
+    (b'{"description": "d", "metadata": {"n": 1}}', "'metadata' must map strings to strings"),
+    (b'{"description": "d", "depends_on": "t-0"}', "'depends_on' must be a list of strings"),
+])
+def test_invalid_records_say_what_to_fix(data: bytes, reason: str) -> None:
+    with pytest.raises(InvalidJsonTaskError) as info:
+        task_from_json(data, roles=ROLES, source="t/0/1")
+    assert reason in str(info.value)
+
+
+def test_results_become_one_line_of_json() -> None:
+    line = result_to_json({"task_id": "t", "timestamp": datetime(2026, 1, 1, tzinfo=UTC), "raw": b"\x00",
+                           "output": "two\nlines"})
+    assert b"\n" not in line
+    assert json.loads(line) == {"task_id": "t", "timestamp": 1767225600000, "raw": "AA==", "output": "two\nlines"}
