@@ -46,10 +46,10 @@ def create_app(settings: Settings, *, store: StoreFactory | None = None) -> Fast
     # Outermost last: headers on every answer, the size cap, CORS (so even a 401 is readable
     # cross-origin), then authentication.
     app.add_middleware(AuthMiddleware)
-    app.add_middleware(CORSMiddleware, allow_origins=list(settings.api_cors_origins), allow_credentials=False,
+    app.add_middleware(CORSMiddleware, allow_origins=list(settings.api.cors_origins), allow_credentials=False,
                        allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"],
                        max_age=600)
-    app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)
     app.add_middleware(SecurityHeaders, settings=settings)
     app.add_middleware(Metrics)
     app.include_router(health)

@@ -82,7 +82,7 @@ class SecurityHeaders:
                         (b"referrer-policy", b"no-referrer"), (b"content-security-policy", CSP.encode()),
                         (b"cross-origin-opener-policy", b"same-origin"),
                         (b"permissions-policy", b"camera=(), microphone=(), geolocation=()")]
-        if settings.api_tls_certfile is not None:
+        if settings.api.tls_certfile is not None:
             self.headers.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -20,14 +20,14 @@ ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
 
 class JwtVerifier:
     def __init__(self, settings: Settings) -> None:
-        if not settings.api_jwks_url:
+        if not settings.api.jwks_url:
             raise ValueError("JwtVerifier needs AIOS_API_JWKS_URL")
-        self.issuer = settings.api_jwt_issuer
-        self.audience = settings.api_jwt_audience
-        self.role_claim = settings.api_jwt_role_claim
-        self.projects_claim = settings.api_jwt_projects_claim
-        self.jwks = jwt.PyJWKClient(settings.api_jwks_url, lifespan=300, timeout=5,
-                                     cooldown_duration=settings.api_jwks_refetch_cooldown_s)
+        self.issuer = settings.api.jwt_issuer
+        self.audience = settings.api.jwt_audience
+        self.role_claim = settings.api.jwt_role_claim
+        self.projects_claim = settings.api.jwt_projects_claim
+        self.jwks = jwt.PyJWKClient(settings.api.jwks_url, lifespan=300, timeout=5,
+                                     cooldown_duration=settings.api.jwks_refetch_cooldown_s)
 
     def _decode(self, token: str) -> dict[str, Any]:
         key = self.jwks.get_signing_key_from_jwt(token)

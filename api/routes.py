@@ -72,8 +72,8 @@ async def submit_task(request: Request, body: TaskIn, who: Submitter) -> TaskAcc
     """Produce a standalone task; 202 once Kafka has acknowledged it (acks=all)."""
     check_write(who, body.project)
     svc = services(request)
-    if body.role not in svc.settings.roles:
-        raise ApiError(f"unknown role {body.role!r}; this deployment runs: {', '.join(svc.settings.roles)}")
+    if body.role not in svc.settings.processing.roles:
+        raise ApiError(f"unknown role {body.role!r}; this deployment runs: {', '.join(svc.settings.processing.roles)}")
     task = build_task(body.description, role=body.role, project=body.project, priority=body.priority,
                       privacy=body.privacy,
                       submitted_by="api")
@@ -88,7 +88,7 @@ async def submit_project(request: Request, body: ProjectIn, who: Submitter) -> P
     role when this deployment runs one (and no other role is asked for), else it is one task."""
     check_write(who, body.project)
     svc = services(request)
-    if body.goal is not None and PLANNER_ROLE in svc.settings.roles and "role" not in body.model_fields_set:
+    if body.goal is not None and PLANNER_ROLE in svc.settings.processing.roles and "role" not in body.model_fields_set:
         if svc.view.project(body.project) is not None:
             raise ApiError(f"project {body.project!r} already exists; plans are submitted once, choose another id")
         goal_event = {**envelope(), "project_id": body.project, "goal": body.goal, "budget_usd": body.budget_usd,
@@ -98,7 +98,7 @@ async def submit_project(request: Request, body: ProjectIn, who: Submitter) -> P
     tasks = body.tasks or [PlannedTask(id="goal", role=body.role, description=body.goal or "")]
     try:
         plan = Plan(project=body.project, tasks=tuple(tasks), budget_usd=body.budget_usd)
-        validate_plan(plan, svc.settings.roles)
+        validate_plan(plan, svc.settings.processing.roles)
     except PlanError as exc:
         raise ApiError(str(exc)) from exc
     if svc.view.project(body.project) is not None:

@@ -17,14 +17,14 @@ from aios.streams.settings import Settings
 
 def uvicorn_config(settings: Settings, *, store: StoreFactory | None = None, **extra: Any) -> uvicorn.Config:
     """uvicorn's config with the API's address and TLS settings."""
-    cert, key = settings.api_tls_certfile, settings.api_tls_keyfile
+    cert, key = settings.api.tls_certfile, settings.api.tls_keyfile
     if (cert is None) != (key is None):
         raise ConfigError("TLS needs both AIOS_API_TLS_CERTFILE and AIOS_API_TLS_KEYFILE (or neither)")
     for path in (cert, key):
         if path is not None and not path.is_file():
             raise ConfigError(f"TLS file {path} does not exist; check AIOS_API_TLS_CERTFILE/KEYFILE")
     return uvicorn.Config(
-        create_app(settings, store=store), host=settings.api_host, port=settings.api_port,
+        create_app(settings, store=store), host=settings.api.host, port=settings.api.port,
         ssl_certfile=str(cert) if cert else None, ssl_keyfile=str(key) if key else None,
         log_level="warning", access_log=False, server_header=False, lifespan="on", **extra)
 
@@ -45,7 +45,7 @@ async def serve_embedded(settings: Settings, *, store: StoreFactory | None = Non
     while not server.started:
         if task.done():
             task.result()  # raises the start-up error
-            raise ConfigError(f"the API did not start on {settings.api_host}:{settings.api_port}")
+            raise ConfigError(f"the API did not start on {settings.api.host}:{settings.api.port}")
         await asyncio.sleep(0.05)
     return server, task
 

@@ -36,8 +36,8 @@ class Services:
         self.settings = settings
         self.topics = Topics.from_settings(settings)
         self._owns_store = store is None
-        self._store_factory = store or (lambda: open_store(settings.clickhouse_url, settings.data_dir,
-                                                           ttl_days=settings.history_ttl_days))
+        self._store_factory = store or (lambda: open_store(settings.stores.clickhouse_url, settings.stores.data_dir,
+                                                           ttl_days=settings.stores.history_ttl_days))
         self._store: HistoryStore | None = None
         # chdb sessions are not safe to use from several threads at once.
         self._store_lock = threading.Lock()
@@ -47,13 +47,13 @@ class Services:
         # A bounded pool that makes a request wait for a free connection, instead of failing once
         # every connection is busy (the default pool raises MaxConnectionsError under load).
         self.redis: aioredis.Redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=5, socket_timeout=5))
-        self.keys = ApiKeys(KeyStore(self.redis, settings.topic_prefix))
-        self.limiter = RateLimiter(TokenBuckets(self.redis, settings.topic_prefix, settings.api_rate_per_s,
-                                                settings.api_rate_burst))
-        self.auth = Authenticator(self.keys, JwtVerifier(settings) if settings.api_jwks_url else None, self.limiter)
-        self._admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": 5000,
-                                   **settings.kafka_security()})
+            settings.stores.redis_url, max_connections=REDIS_CONNECTIONS, timeout=5, socket_timeout=5))
+        self.keys = ApiKeys(KeyStore(self.redis, settings.kafka.topic_prefix))
+        self.limiter = RateLimiter(TokenBuckets(self.redis, settings.kafka.topic_prefix, settings.api.rate_per_s,
+                                                settings.api.rate_burst))
+        self.auth = Authenticator(self.keys, JwtVerifier(settings) if settings.api.jwks_url else None, self.limiter)
+        self._admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "socket.timeout.ms": 5000,
+                                   **settings.kafka.security()})
 
     async def start(self) -> None:
         self.producer = AsyncProducer(self.settings)

@@ -226,7 +226,7 @@ async def stream(ws: WebSocket) -> None:
         await ws.close(BAD_REQUEST, str(exc)[:120])
         return
     client = Client(principal, project or (next(iter(principal.projects)) if not principal.all_projects else None),
-                    types, asyncio.Queue(maxsize=services.settings.api_ws_queue))
+                    types, asyncio.Queue(maxsize=services.settings.api.ws_queue))
     hub.clients.add(client)  # live events queue up while a replay runs
     WS_CLIENTS.inc()
     try:

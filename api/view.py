@@ -119,7 +119,7 @@ class LiveView:
                         ends[(topic, p)] = high
         except KafkaException as exc:
             consumer.close()
-            raise KafkaError(f"Kafka at {self.settings.kafka_bootstrap} did not answer: {exc}") from exc
+            raise KafkaError(f"Kafka at {self.settings.kafka.bootstrap} did not answer: {exc}") from exc
         consumer.assign(assignment)
         self._thread = threading.Thread(target=self._run, args=(consumer, ends), name="aios-api-view", daemon=True)
         self._thread.start()

@@ -26,7 +26,7 @@ from aios.streams.topics import Topics
 
 def make_codec(settings: Settings, *, validate: bool = True) -> Codec:
     """The codec every process uses: registry framing when a registry is configured."""
-    registry = ConfluentRegistry(settings.schema_registry_url) if settings.schema_registry_url else None
+    registry = ConfluentRegistry(settings.kafka.schema_registry_url) if settings.kafka.schema_registry_url else None
     # The orchestrator's outbox carries its TaskResults and ProjectStatuses in one ordered stream.
     return Codec(registry=registry, validate=validate, mixed_topics=frozenset({Topics.from_settings(settings).finals}))
 
@@ -34,14 +34,14 @@ def make_codec(settings: Settings, *, validate: bool = True) -> Codec:
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     # A submitted task is never lost: idempotence implies acks=all and ordered retries.
     config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        "bootstrap.servers": settings.kafka.bootstrap,
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 1,
         # The Java client's (and aiokafka's, so faust's) key hashing: an event keyed by project_id
         # lands on the same partition whoever produced it, which the orchestrator's table needs.
         "partitioner": "murmur2_random",
-        **settings.kafka_security(),
+        **settings.kafka.security(),
     }
     config.update(extra)
     return config
@@ -91,15 +91,15 @@ def make_consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
 
 def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        "bootstrap.servers": settings.kafka.bootstrap,
         "group.id": group,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
         "fetch.wait.max.ms": 10,
-        "session.timeout.ms": int(settings.kafka_session_timeout_s * 1000),
-        "heartbeat.interval.ms": int(settings.kafka_session_timeout_s * 250),
-        **settings.kafka_security(),
+        "session.timeout.ms": int(settings.kafka.session_timeout_s * 1000),
+        "heartbeat.interval.ms": int(settings.kafka.session_timeout_s * 250),
+        **settings.kafka.security(),
     }
     config.update(extra)
     return config
@@ -112,7 +112,7 @@ def read_partition(settings: Settings, topic: str, partition: int, *, timeout_s:
     leader elections (right after topic creation), where watermark queries fail, and EOF is
     reached at the last stable offset, after any transaction marker.
     """
-    reader = make_consumer(settings, group=f"{settings.topic_prefix}-reader", **{"enable.partition.eof": True})
+    reader = make_consumer(settings, group=f"{settings.kafka.topic_prefix}-reader", **{"enable.partition.eof": True})
     out: list[Message] = []
     try:
         reader.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
@@ -166,7 +166,7 @@ class TopicReader:
         try:
             meta = self._consumer.list_topics(topic, timeout=10)
         except KafkaException as exc:
-            raise KafkaError(f"Kafka at {settings.kafka_bootstrap} did not answer: {exc}") from exc
+            raise KafkaError(f"Kafka at {settings.kafka.bootstrap} did not answer: {exc}") from exc
         tmeta = meta.topics.get(topic)
         if tmeta is None or tmeta.error is not None or not tmeta.partitions:
             raise KafkaError(f"topic {topic!r} does not exist; create the topics with `aios topics create`")

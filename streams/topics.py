@@ -52,7 +52,7 @@ class Topics:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topics:
-        return cls(settings.topic_prefix, settings.roles)
+        return cls(settings.kafka.topic_prefix, settings.processing.roles)
 
     def role(self, role: str) -> str:
         return f"{self.prefix}.agent.{role}"
@@ -73,10 +73,10 @@ class Topics:
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """The full topic plan: partitions, replication, cleanup policy and retention."""
     t = Topics.from_settings(settings)
-    parts, rf = settings.topic_partitions, settings.topic_replication
-    keep = {"cleanup.policy": "delete", "retention.ms": str(settings.topic_retention_ms)}
+    parts, rf = settings.kafka.topic_partitions, settings.kafka.topic_replication
+    keep = {"cleanup.policy": "delete", "retention.ms": str(settings.kafka.topic_retention_ms)}
     # The DLQ keeps four times longer: it is where people look after something went wrong.
-    dlq_retention = -1 if settings.topic_retention_ms < 0 else settings.topic_retention_ms * 4
+    dlq_retention = -1 if settings.kafka.topic_retention_ms < 0 else settings.kafka.topic_retention_ms * 4
     compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"}
     # The orchestrator's inputs share the partition count and the project_id key (co-partitioned).
     specs = [
@@ -109,8 +109,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": 10000,
-                        **settings.kafka_security()})
+    return AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "socket.timeout.ms": 10000,
+                        **settings.kafka.security()})
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,7 @@ def list_topics(settings: Settings, timeout_s: float = 15.0) -> list[TopicInfo]:
     try:
         meta = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        raise KafkaError(f"Kafka at {settings.kafka_bootstrap} did not answer: {exc}") from exc
+        raise KafkaError(f"Kafka at {settings.kafka.bootstrap} did not answer: {exc}") from exc
     specs = {s.name: s for s in topic_specs(settings)}
     names = [n for n in specs if n in meta.topics]
     configs: dict[str, dict[str, str]] = {}
@@ -240,9 +240,9 @@ def _describe(admin: AdminClient, timeout_s: float) -> dict[str, int]:
 
 
 def delete_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
-    """Delete every topic of ``settings.topic_prefix`` (its plan's topics and any other `<prefix>-` topic)."""
+    """Delete every topic of ``settings.kafka.topic_prefix`` (its plan's topics and any other `<prefix>-` topic)."""
     admin = admin_client(settings)
-    prefix = settings.topic_prefix
+    prefix = settings.kafka.topic_prefix
     names = [n for n in _describe(admin, timeout_s) if n.startswith((f"{prefix}.", f"{prefix}-"))]
     if names:
         for name, future in admin.delete_topics(names, operation_timeout=timeout_s).items():

@@ -192,9 +192,9 @@ async def fan_out(settings: Settings, port: int, key: str, clients: int, events:
 # --- the whole bench ---------------------------------------------------------------------------
 
 async def _make_key(settings: Settings) -> str:
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = aioredis.Redis.from_url(settings.stores.redis_url)
     try:
-        key, _ = await KeyStore(client, settings.topic_prefix).create("admin", ["*"], name="bench")
+        key, _ = await KeyStore(client, settings.kafka.topic_prefix).create("admin", ["*"], name="bench")
         return key
     finally:
         await client.aclose()
@@ -203,7 +203,7 @@ async def _make_key(settings: Settings) -> str:
 def bench_api(base: Settings, *, requests: int, rate: float, connections: int, clients: int, events: int,
               event_rate: float, port: int, tick: Callable[[int], None]) -> dict[str, Any]:
     prefix = f"benchapi{int(time.time())}"
-    settings = base.model_copy(update={"topic_prefix": prefix})
+    settings = base.replace(topic_prefix=prefix)
     create_topics(settings)
     key = asyncio.run(_make_key(settings))
     raw_burst = raw_producer(settings, requests, None)
@@ -228,7 +228,7 @@ def bench_api(base: Settings, *, requests: int, rate: float, connections: int, c
             proc.stop()
             delete_topics(settings)  # a shared broker should not keep every run's partitions
     return {
-        "kafka": settings.kafka_bootstrap, "prefix": prefix, "cpus": os.cpu_count(),
+        "kafka": settings.kafka.bootstrap, "prefix": prefix, "cpus": os.cpu_count(),
         "load_average": os.getloadavg()[0], "threads": threading.active_count(),
         "api": {k: asdict(v) for k, v in api.items()},
         "raw_producer": {"paced": asdict(raw_paced), "burst": asdict(raw_burst)},

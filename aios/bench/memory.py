@@ -74,9 +74,9 @@ async def bench_fetch(settings: Settings, *, turns: int, fetches: int, counter: 
                       tick: Callable[[int], None]) -> dict[str, Any]:
     """Read a ``turns``-turn window (summary + turns + token total, one pipelined round trip)."""
     rng = _rng(7)
-    prefix = f"{settings.topic_prefix}:bench-{uuid.uuid4().hex[:8]}"
+    prefix = f"{settings.kafka.topic_prefix}:bench-{uuid.uuid4().hex[:8]}"
     policy = ScopePolicy(turns=turns, tokens=1_000_000, ttl_s=600)
-    ctx = RedisContext.from_url(settings.redis_url, prefix=prefix, default=policy)
+    ctx = RedisContext.from_url(settings.stores.redis_url, prefix=prefix, default=policy)
     try:
         texts = [sentence(rng, n) for n in range(turns)]
         for n, text in enumerate(texts):
@@ -120,8 +120,7 @@ async def bench_processor(settings: Settings, *, events: int, windows: int, coun
     texts = [sentence(rng, n) for n in range(min(events, 2000))]
     tokens = counter.count_many(texts)
     batch = [_event(n, texts[n % len(texts)], f"w{n % windows}", tokens[n % len(texts)]) for n in range(events)]
-    s = settings.model_copy(update={"topic_prefix": f"benchmem{uuid.uuid4().hex[:8]}", "llm": "offline:echo",
-                                    "vector_memory": False, "metrics_port": 0})
+    s = settings.replace(topic_prefix=f"benchmem{uuid.uuid4().hex[:8]}", llm="offline:echo", vector_memory=False, metrics_port=0)
     create_topics(s)
     try:
         producer = EventProducer(s)
@@ -163,9 +162,9 @@ async def bench_processor(settings: Settings, *, events: int, windows: int, coun
 
 async def _context_apply_rate(s: Settings, batch: list[dict[str, Any]]) -> float:
     """The processor's Redis step alone (Lua append per event, 500 per pipelined round trip)."""
-    ctx = RedisContext.from_url(s.redis_url, prefix=f"{s.topic_prefix}:ctxonly",
-                                default=ScopePolicy(s.context_window_turns, s.context_window_tokens, 600,
-                                                    s.context_trim_to))
+    ctx = RedisContext.from_url(s.stores.redis_url, prefix=f"{s.kafka.topic_prefix}:ctxonly",
+                                default=ScopePolicy(s.memory.context_window_turns, s.memory.context_window_tokens, 600,
+                                                    s.memory.context_trim_to))
     try:
         turns = [to_turn(e) for e in batch]
         started = time.perf_counter()
@@ -178,9 +177,9 @@ async def _context_apply_rate(s: Settings, batch: list[dict[str, Any]]) -> float
 
 def _raw_redis_rate(s: Settings, batch: list[dict[str, Any]]) -> float:
     """The baseline: redis-py RPUSH + EXPIRE of the same JSON, 500 per pipeline, no dedup or bounds."""
-    client = redis.Redis.from_url(s.redis_url)
+    client = redis.Redis.from_url(s.stores.redis_url)
     try:
-        values = [(f"{s.topic_prefix}:raw:{e['scope_id']}", json.dumps(stored(e), separators=(",", ":")))
+        values = [(f"{s.kafka.topic_prefix}:raw:{e['scope_id']}", json.dumps(stored(e), separators=(",", ":")))
                   for e in batch]
         started = time.perf_counter()
         for i in range(0, len(values), 500):
@@ -195,9 +194,9 @@ def _raw_redis_rate(s: Settings, batch: list[dict[str, Any]]) -> float:
 
 
 async def _cleanup(s: Settings) -> None:
-    client = redis.Redis.from_url(s.redis_url)
+    client = redis.Redis.from_url(s.stores.redis_url)
     try:
-        keys = list(client.scan_iter(match=f"{s.topic_prefix}:*", count=1000))
+        keys = list(client.scan_iter(match=f"{s.kafka.topic_prefix}:*", count=1000))
         for i in range(0, len(keys), 1000):
             client.delete(*keys[i:i + 1000])
     finally:
@@ -213,7 +212,7 @@ def bench_embedding(settings: Settings, *, sentences: int, tick: Callable[[int],
 
     rng = _rng(3)
     texts = [sentence(rng, n) for n in range(sentences)]
-    embedder = OnnxEmbedder(settings.embedding_model_dir)
+    embedder = OnnxEmbedder(settings.memory.embedding_model_dir)
     embedder.embed(texts[:32])  # warm-up: the first run allocates the session's buffers
     started = time.perf_counter()
     for i in range(0, len(texts), 256):
@@ -282,7 +281,7 @@ def bench_memory(settings: Settings, *, turns: int, fetches: int, events: int, w
                  sizes: Sequence[int], queries: int, disk_max: int, max_build_s: float, query_budget_s: float,
                  phase: Phase) -> dict[str, Any]:
     """Every memory figure in one run; see the module doc."""
-    counter = TokenCounter.from_model_dir(settings.embedding_model_dir)
+    counter = TokenCounter.from_model_dir(settings.memory.embedding_model_dir)
     doc: dict[str, Any] = {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
                            "tokenizer": counter.label, "targets": TARGETS}
     with phase(f"context fetch ({turns}-turn window)", fetches) as tick:

@@ -92,7 +92,7 @@ class Watcher(threading.Thread):
         self.codec = make_codec(settings)
         self.consumer = make_consumer(settings, group=f"bench-watch-{time.time_ns()}", **{"fetch.wait.max.ms": 1})
         # Assigned, not subscribed: no group join to wait for before the first assignment arrives.
-        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.topic_partitions)])
+        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.kafka.topic_partitions)])
 
     def caught_up(self, tasks: set[str], timeout_s: float) -> None:
         """Wait until every task's assignment was seen (a CI run once ended before the watcher's
@@ -121,14 +121,14 @@ def bench_orchestrator(base: Settings, *, width: int, depth: int, tick: Callable
 
 
 def _bench_orchestrator(settings: Settings, *, width: int, depth: int, tick: Callable[[int], None]) -> dict[str, Any]:
-    prefix = settings.topic_prefix
-    role = settings.roles[0]
+    prefix = settings.kafka.topic_prefix
+    role = settings.processing.roles[0]
     stamp_by_broker(settings, [f"{prefix}.attempts", f"{prefix}.agent.{role}"])
     raw_topic = f"{prefix}.raw-baseline"
     create_raw_topic(settings, raw_topic)
     raw = raw_kafka(settings, raw_topic, 1000, 300, 100.0, lambda n: None)
     plan = layered_plan(width, depth, role)
-    validate_plan(plan, settings.roles)
+    validate_plan(plan, settings.processing.roles)
     with tempfile.TemporaryDirectory(prefix="aios-bench-") as tmp:
         procs = [PipelineProcess(settings, cmd, Path(tmp) / str(i)) for i, cmd in enumerate(PROCESSES)]
         try:
@@ -168,7 +168,7 @@ def _bench_orchestrator(settings: Settings, *, width: int, depth: int, tick: Cal
                                  f"{prefix}.agent.{role} within 15 s of the DAG's end")
     v50, v99, vmax = _latency_figures(seen)
     return {
-        "kafka": settings.kafka_bootstrap, "prefix": prefix, "cpus": os.cpu_count(), "provider": "offline:echo",
+        "kafka": settings.kafka.bootstrap, "prefix": prefix, "cpus": os.cpu_count(), "provider": "offline:echo",
         "processes": [" ".join(["aios", *cmd]) for cmd in PROCESSES],
         "dag": {"tasks": len(plan.tasks), "width": width, "depth": depth, "edges_per_task": 2},
         "warmup": {"project": WARMUP, "tasks": width * 3, "measured": False},

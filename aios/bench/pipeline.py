@@ -126,9 +126,9 @@ def raw_kafka(settings: Settings, topic: str, burst: int, paced: int, rate: floa
 def create_raw_topic(settings: Settings, name: str) -> None:
     """The plain topic that a bench's raw confluent-kafka baseline runs on, beside its own topics."""
     admin = admin_client(settings)  # keep a reference: futures fail if the client is collected
-    admin.create_topics([NewTopic(name, num_partitions=settings.topic_partitions,
-                                  replication_factor=settings.topic_replication)])[name].result(30)
-    wait_for_leaders(admin, {name: settings.topic_partitions})
+    admin.create_topics([NewTopic(name, num_partitions=settings.kafka.topic_partitions,
+                                  replication_factor=settings.kafka.topic_replication)])[name].result(30)
+    wait_for_leaders(admin, {name: settings.kafka.topic_partitions})
 
 
 def _assign_at_end(consumer: Consumer, topic: str) -> None:
@@ -147,7 +147,7 @@ def pipeline(settings: Settings, burst: int, paced: int, rate: float, tick: Call
     client.watch_results()
 
     def run(count: int, pace: float | None) -> tuple[float, list[float]]:
-        tasks = [build_task(f"bench task {i}", role=settings.roles[0], project="bench", submitted_by="bench")
+        tasks = [build_task(f"bench task {i}", role=settings.processing.roles[0], project="bench", submitted_by="bench")
                  for i in range(count)]
         sent: dict[str, float] = {}
         latencies: list[float] = []
@@ -196,9 +196,9 @@ class PipelineProcess:
     def __init__(self, settings: Settings, command: list[str], data_dir: Path,
                  env_extra: dict[str, str] | None = None) -> None:
         env = {**os.environ,
-               "AIOS_TOPIC_PREFIX": settings.topic_prefix, "AIOS_DATA_DIR": str(data_dir),
-               "AIOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "AIOS_REDIS_URL": settings.redis_url,
-               "AIOS_LLM": "offline:echo", "AIOS_METRICS_PORT": "0", "AIOS_ROLES": ",".join(settings.roles),
+               "AIOS_TOPIC_PREFIX": settings.kafka.topic_prefix, "AIOS_DATA_DIR": str(data_dir),
+               "AIOS_KAFKA_BOOTSTRAP": settings.kafka.bootstrap, "AIOS_REDIS_URL": settings.stores.redis_url,
+               "AIOS_LLM": "offline:echo", "AIOS_METRICS_PORT": "0", "AIOS_ROLES": ",".join(settings.processing.roles),
                **(env_extra or {})}
         code = "import sys; from aios.cli import main; sys.argv[0] = 'aios'; main()"
         # Our own interpreter running our own CLI: no untrusted input reaches the command line.
@@ -249,7 +249,7 @@ MODES = {
 def scratch_topics(base: Settings, prefix: str) -> Iterator[Settings]:
     """The settings of a bench's own topics, created for it and deleted after it: a bench left
     behind per run once filled the local broker (hundreds of prefixes, thousands of partitions)."""
-    settings = base.model_copy(update={"topic_prefix": f"{prefix}{int(time.time())}"})
+    settings = base.replace(topic_prefix=f"{prefix}{int(time.time())}")
     create_topics(settings)
     try:
         yield settings
@@ -265,7 +265,7 @@ def bench_pipeline(base: Settings, *, tasks: int, paced: int, rate: float, mode:
 
 def _bench_pipeline(settings: Settings, *, tasks: int, paced: int, rate: float, mode: str,
                     tick: Callable[[int], None]) -> dict[str, Any]:
-    prefix = settings.topic_prefix
+    prefix = settings.kafka.topic_prefix
     raw_topic = f"{prefix}.raw-baseline"
     create_raw_topic(settings, raw_topic)
     raw = raw_kafka(settings, raw_topic, tasks, paced, rate, tick)
@@ -281,7 +281,7 @@ def _bench_pipeline(settings: Settings, *, tasks: int, paced: int, rate: float, 
             for proc in procs:
                 proc.stop()
     return {
-        "kafka": settings.kafka_bootstrap,
+        "kafka": settings.kafka.bootstrap,
         "prefix": prefix,
         "mode": mode,
         "processes": [" ".join(["aios", *cmd]) for cmd in MODES[mode]],

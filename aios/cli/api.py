@@ -27,9 +27,9 @@ def api_cmd(port: int | None) -> None:
         config = uvicorn_config(settings)
     except AiosError as exc:
         raise click.ClickException(str(exc)) from exc
-    serve_metrics(settings.metrics_port, settings.metrics_host)
-    scheme = "https" if settings.api_tls_certfile else "http"
-    err_console.print(f"aios: API on {scheme}://{settings.api_host}:{settings.api_port} (dashboard at /); Ctrl-C stops")
+    serve_metrics(settings.observability.metrics_port, settings.observability.metrics_host)
+    scheme = "https" if settings.api.tls_certfile else "http"
+    err_console.print(f"aios: API on {scheme}://{settings.api.host}:{settings.api.port} (dashboard at /); Ctrl-C stops")
 
     async def serve() -> None:
         server = uvicorn.Server(config)  # handles SIGINT/SIGTERM itself

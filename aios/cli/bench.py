@@ -97,7 +97,7 @@ def sink_cmd(rows: int, stats_rows: int, batch: int | None, as_json: bool) -> No
     settings = settings_or_exit()
     try:
         with progress("rows", total=rows, enabled=not as_json) as bar:
-            doc = bench_sink(rows=rows, stats_rows=stats_rows, batch=batch or settings.sink_batch_size,
+            doc = bench_sink(rows=rows, stats_rows=stats_rows, batch=batch or settings.processing.sink_batch_size,
                              tick=bar.advance)
     except AiosError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -49,7 +49,7 @@ async def run_demo(settings: Settings, *, on_result: Callable[[Delivered], None]
         client = TaskClient(settings)
         try:
             await asyncio.to_thread(client.watch_results)
-            tasks = [build_task(text, role=settings.roles[0], project=project, submitted_by="demo")
+            tasks = [build_task(text, role=settings.processing.roles[0], project=project, submitted_by="demo")
                      for text in SAMPLE_PROJECT]
             for task in tasks:
                 client.submit(task, flush=False)
@@ -59,7 +59,7 @@ async def run_demo(settings: Settings, *, on_result: Callable[[Delivered], None]
         finally:
             client.close()
         rt = live.runtime
-        report.redis_key = context_key(settings.topic_prefix, "project", project)
+        report.redis_key = context_key(settings.kafka.topic_prefix, "project", project)
         report.redis_turns = await _wait_for(
             lambda: _llen(rt, report.redis_key), len(tasks), timeout_s=30)
         # Every task yields Task, Assignment, TaskResult, MemoryEvent and LlmCall rows.

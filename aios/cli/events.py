@@ -74,7 +74,7 @@ def _submit_plan(settings: Any, text: str, wait: bool, timeout: float, as_json: 
 
     client = TaskClient(settings)
     try:
-        plan = parse_plan(text, settings.roles)  # nothing is produced unless the whole plan is valid
+        plan = parse_plan(text, settings.processing.roles)  # nothing is produced unless the whole plan is valid
         client.submit_plan(plan)
         status = wait_project(settings, plan.project, timeout) if wait else None
     except AiosError as exc:
@@ -91,7 +91,7 @@ def _submit_goal(settings: Any, project: str, goal: str, wait: bool, timeout: fl
 
     client = TaskClient(settings)
     try:
-        goal_plan(project, goal, None, settings.roles)  # the planner must run here: say so before producing
+        goal_plan(project, goal, None, settings.processing.roles)  # the planner must run here: say so before producing
         client.submit_goal(project, goal)
         status = wait_project(settings, project, timeout) if wait else None
     except AiosError as exc:

@@ -25,11 +25,11 @@ def _with_store(call: Callable[[Any], Awaitable[T]]) -> T:
     settings = settings_or_exit()
 
     async def run() -> T:
-        client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5)
+        client = aioredis.Redis.from_url(settings.stores.redis_url, socket_timeout=5)
         try:
-            return await call(ApiKeys(KeyStore(client, settings.topic_prefix)))
+            return await call(ApiKeys(KeyStore(client, settings.kafka.topic_prefix)))
         except aioredis.RedisError as exc:
-            raise click.ClickException(f"Redis at {settings.redis_url}: {exc}") from exc
+            raise click.ClickException(f"Redis at {settings.stores.redis_url}: {exc}") from exc
         except (AiosError, ValueError) as exc:
             raise click.ClickException(str(exc)) from exc
         finally:

@@ -20,13 +20,13 @@ def _api_sidecar(settings: Settings) -> Sidecar:
     from aios.api.server import api_sidecar  # the CLI is the edge that composes api/ with streams/
 
     def sidecar(live: RunningApp) -> AbstractAsyncContextManager[object]:
-        err_console.print(f"aios: API on {settings.api_host}:{settings.api_port}")
+        err_console.print(f"aios: API on {settings.api.host}:{settings.api.port}")
         return api_sidecar(settings, store=lambda: live.runtime.store)
     return sidecar
 
 
 def _run(settings: Settings, processors: list[str], name: str, sidecar: Sidecar | None = None) -> None:
-    err_console.print(f"aios: running {', '.join(processors)} as group {settings.topic_prefix}-{name}; Ctrl-C stops")
+    err_console.print(f"aios: running {', '.join(processors)} as group {settings.kafka.topic_prefix}-{name}; Ctrl-C stops")
     try:
         asyncio.run(serve_forever(settings, processors, name, on_ready=lambda: err_console.print("aios: ready"),
                                   sidecar=sidecar))
@@ -49,7 +49,7 @@ def up(no_stack: bool, no_api: bool) -> None:
             create_topics(settings)
         except AiosError as exc:
             raise click.ClickException(str(exc)) from exc
-    _run(settings, list(PROCESSORS), EMBEDDED, None if no_api or settings.api_port == 0 else _api_sidecar(settings))
+    _run(settings, list(PROCESSORS), EMBEDDED, None if no_api or settings.api.port == 0 else _api_sidecar(settings))
 
 
 @click.command()
@@ -60,5 +60,5 @@ def worker(name: str, roles: tuple[str, ...]) -> None:
     settings = settings_or_exit(roles=",".join(roles) if roles else None)
     check_processors([name])
     # Each role's workers form their own group, so roles scale independently.
-    group = f"{name}-{'-'.join(settings.roles)}" if name == "agents" else name
+    group = f"{name}-{'-'.join(settings.processing.roles)}" if name == "agents" else name
     _run(settings, [name], group)

@@ -32,7 +32,7 @@ def parse_since(text: str) -> int:
 
 def _store(settings: Settings, *, migrate: bool = True) -> HistoryStore:
     try:
-        return open_store(settings.clickhouse_url, settings.data_dir, ttl_days=settings.history_ttl_days,
+        return open_store(settings.stores.clickhouse_url, settings.stores.data_dir, ttl_days=settings.stores.history_ttl_days,
                           migrate=migrate)
     except AiosError as exc:
         raise click.ClickException(str(exc)) from exc

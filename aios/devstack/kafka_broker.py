@@ -62,9 +62,9 @@ def kafka_answers(bootstrap: str, timeout: float = 2.0) -> bool:
 
 
 def start_kafka(settings: Settings, layout: Layout, kafka_infra: Path, java: str, lib: Path) -> int:
-    if port_open(settings.kafka_controller_port):
+    if port_open(settings.kafka.controller_port):
         raise StackError(
-            f"the KRaft controller port {settings.kafka_controller_port} is already in use: "
+            f"the KRaft controller port {settings.kafka.controller_port} is already in use: "
             "free it or set AIOS_KAFKA_CONTROLLER_PORT to a free port"
         )
     kafka_dir = layout.root / "kafka"
@@ -73,10 +73,10 @@ def start_kafka(settings: Settings, layout: Layout, kafka_infra: Path, java: str
     props = kafka_dir / "server.properties"
     props.write_text(
         render_server_properties(
-            kafka_port=settings.kafka_port,
-            controller_port=settings.kafka_controller_port,
+            kafka_port=settings.kafka.port,
+            controller_port=settings.kafka.controller_port,
             log_dir=log_dir,
-            partitions=settings.topic_partitions,
+            partitions=settings.kafka.topic_partitions,
         )
     )
     classpath = str(lib / "*")  # java expands the wildcard itself; no shell involved
@@ -95,7 +95,7 @@ def start_kafka(settings: Settings, layout: Layout, kafka_infra: Path, java: str
         proc = subprocess.Popen(  # noqa: S603
             [
                 java,
-                f"-Xmx{settings.kafka_heap_mb}m",
+                f"-Xmx{settings.kafka.heap_mb}m",
                 "-Djava.awt.headless=true",
                 log4j,
                 "-cp",

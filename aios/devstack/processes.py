@@ -58,7 +58,7 @@ class Layout:
 
     @classmethod
     def of(cls, settings: Settings) -> Layout:
-        return cls(settings.data_dir.expanduser().resolve())
+        return cls(settings.stores.data_dir.expanduser().resolve())
 
     def file(self, service: str, suffix: str) -> Path:
         return self.root / service / f"{service}.{suffix}"

@@ -26,7 +26,7 @@ def redis_answers(url: str) -> bool:
 def start_redis(settings: Settings, layout: Layout, redis_server: str) -> None:
     redis_dir, pidfile, log = layout.root / "redis", layout.file("redis", "pid"), layout.file("redis", "log")
     redis_dir.mkdir(parents=True, exist_ok=True)
-    argv = [redis_server, "--port", str(settings.redis_port), "--bind", "127.0.0.1", "--dir", str(redis_dir)]
+    argv = [redis_server, "--port", str(settings.stores.redis_port), "--bind", "127.0.0.1", "--dir", str(redis_dir)]
     argv += ["--daemonize", "yes", "--pidfile", str(pidfile), "--logfile", str(log), "--save", ""]
     argv += ["--appendonly", "no"]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=30)  # noqa: S603

@@ -32,10 +32,10 @@ from aios.streams.settings import Settings
 
 
 def _statuses(settings: Settings, layout: Layout, actions: Sequence[Action]) -> tuple[ServiceStatus, ...]:
-    redis_address = f"127.0.0.1:{settings.redis_port}"
+    redis_address = f"127.0.0.1:{settings.stores.redis_port}"
     found = (
-        ("kafka", layout.file("kafka", "pid"), KAFKA_MARKER, settings.kafka_port, settings.kafka_bootstrap),
-        ("redis", layout.file("redis", "pid"), REDIS_MARKER, settings.redis_port, redis_address),
+        ("kafka", layout.file("kafka", "pid"), KAFKA_MARKER, settings.kafka.port, settings.kafka.bootstrap),
+        ("redis", layout.file("redis", "pid"), REDIS_MARKER, settings.stores.redis_port, redis_address),
     )
     out = []
     for (name, pidfile, marker, port, address), action in zip(found, actions, strict=True):
@@ -50,7 +50,7 @@ def _statuses(settings: Settings, layout: Layout, actions: Sequence[Action]) -> 
 def _answers(settings: Settings, name: str, port: int) -> bool:
     if not port_open(port):
         return False
-    return kafka_answers(settings.kafka_bootstrap) if name == "kafka" else redis_answers(settings.redis_url)
+    return kafka_answers(settings.kafka.bootstrap) if name == "kafka" else redis_answers(settings.stores.redis_url)
 
 
 @contextlib.contextmanager
@@ -93,8 +93,8 @@ def up(
     with _locked(layout):
         kafka, redis_ = _statuses(settings, layout, ("none", "none"))
         for service, port, env in (
-            (kafka, settings.kafka_port, "AIOS_KAFKA_BOOTSTRAP=127.0.0.1:<free port>"),
-            (redis_, settings.redis_port, "AIOS_REDIS_URL=redis://127.0.0.1:<free port>/0"),
+            (kafka, settings.kafka.port, "AIOS_KAFKA_BOOTSTRAP=127.0.0.1:<free port>"),
+            (redis_, settings.stores.redis_port, "AIOS_REDIS_URL=redis://127.0.0.1:<free port>/0"),
         ):
             if service.state == "stopped" and port_open(port):
                 raise StackError(
@@ -116,7 +116,7 @@ def up(
             start_redis(settings, layout, redis_server)
         if kafka.state != "external":
             wait_until(
-                lambda: _answers(settings, "kafka", settings.kafka_port),
+                lambda: _answers(settings, "kafka", settings.kafka.port),
                 lambda: not alive(kafka_pid or 0, KAFKA_MARKER),
                 kafka_timeout_s,
                 "Kafka",
@@ -125,7 +125,7 @@ def up(
         if redis_.state != "external":
             wait_until(
                 lambda: (
-                    _answers(settings, "redis", settings.redis_port) and layout.file("redis", "pid").exists()
+                    _answers(settings, "redis", settings.stores.redis_port) and layout.file("redis", "pid").exists()
                 ),
                 lambda: False,  # redis daemonizes itself; a failed start shows as a timeout with its log
                 redis_timeout_s,

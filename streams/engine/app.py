@@ -31,7 +31,7 @@ EMBEDDED = "embedded"
 
 
 def group_id(settings: Settings, name: str) -> str:
-    return f"{settings.topic_prefix}-{name}"
+    return f"{settings.kafka.topic_prefix}-{name}"
 
 
 Register = Callable[[faust.App, Runtime], None]
@@ -40,31 +40,31 @@ Register = Callable[[faust.App, Runtime], None]
 
 def faust_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
     """The same Kafka security settings the confluent-kafka clients get, in faust's (aiokafka's) form."""
-    protocol = settings.kafka_security_protocol
+    protocol = settings.kafka.security_protocol
     if protocol == "PLAINTEXT":
         return None
     context = None
     if protocol.endswith("SSL"):
         context = ssl.create_default_context(
-            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
-        if settings.kafka_ssl_certfile is not None:
-            context.load_cert_chain(str(settings.kafka_ssl_certfile),
-                                    str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None)
+            cafile=str(settings.kafka.ssl_cafile) if settings.kafka.ssl_cafile else None)
+        if settings.kafka.ssl_certfile is not None:
+            context.load_cert_chain(str(settings.kafka.ssl_certfile),
+                                    str(settings.kafka.ssl_keyfile) if settings.kafka.ssl_keyfile else None)
     if protocol == "SSL":
         return faust.SSLCredentials(context)
-    password = settings.kafka_sasl_password
+    password = settings.kafka.sasl_password
     return faust.SASLCredentials(
-        username=settings.kafka_sasl_username,
+        username=settings.kafka.sasl_username,
         password=password.get_secret_value() if password is not None else None,
-        ssl_context=context, mechanism=settings.kafka_sasl_mechanism or "PLAIN")
+        ssl_context=context, mechanism=settings.kafka.sasl_mechanism or "PLAIN")
 
 
 def build_app(settings: Settings, processors: Sequence[Register], name: str) -> tuple[faust.App, Runtime]:
-    datadir = settings.data_dir / "faust" / name
+    datadir = settings.stores.data_dir / "faust" / name
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         group_id(settings, name),
-        broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+        broker=[f"kafka://{server}" for server in settings.kafka.bootstrap.split(",")],
         broker_credentials=faust_credentials(settings),
         value_serializer="raw",
         key_serializer="raw",
@@ -78,10 +78,10 @@ def build_app(settings: Settings, processors: Sequence[Register], name: str) -> 
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_linger_ms=1,
-        broker_commit_interval=settings.commit_interval_s,
+        broker_commit_interval=settings.processing.commit_interval_s,
         # A SIGKILLed member holds its partitions until its session expires (faust's default: 60 s).
-        broker_session_timeout=settings.kafka_session_timeout_s,
-        broker_heartbeat_interval=settings.kafka_session_timeout_s / 4,
+        broker_session_timeout=settings.kafka.session_timeout_s,
+        broker_heartbeat_interval=settings.kafka.session_timeout_s / 4,
         stream_wait_empty=False,
         logging_config=None,
     )
@@ -136,7 +136,7 @@ async def running(
     settings: Settings, processors: Sequence[Register], name: str = EMBEDDED, *, ready_timeout_s: float = 60.0
 ) -> AsyncIterator[RunningApp]:
     """Start the processors in this event loop; stop them (committing offsets) on exit."""
-    logging.getLogger("faust").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+    logging.getLogger("faust").setLevel(max(logging.WARNING, logging.getLevelName(settings.observability.log_level)))
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     logging.getLogger("mode").setLevel(logging.WARNING)
     app, rt = build_app(settings, processors, name)
@@ -152,7 +152,7 @@ async def running(
         for service in rt.services:
             await service.start()
     groups = consumed_topics(app, rt, name)
-    unwatch = watch(REGISTRY, ConsumerLag(settings.kafka_bootstrap, lambda: groups))
+    unwatch = watch(REGISTRY, ConsumerLag(settings.kafka.bootstrap, lambda: groups))
     try:
         if uses_faust:
             await _wait_assigned(app, ready_timeout_s)
@@ -189,7 +189,7 @@ async def serve_forever(
 
     ``sidecar`` runs beside the processors, sharing their runtime (``aios up`` serves the API so).
     """
-    serve(settings.metrics_port, settings.metrics_host)
+    serve(settings.observability.metrics_port, settings.observability.metrics_host)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -39,25 +39,25 @@ def llm_config(settings: Settings) -> LlmConfig:
         return value.get_secret_value() if value is not None else None
 
     return LlmConfig(
-        spec=settings.llm,
-        openai_api_key=secret(settings.openai_api_key),
-        openai_base_url=settings.openai_base_url,
-        anthropic_api_key=secret(settings.anthropic_api_key),
-        anthropic_base_url=settings.anthropic_base_url,
-        local_base_url=settings.local_llm_base_url,
-        timeout_s=settings.llm_timeout_s,
-        max_retries=settings.llm_max_retries,
+        spec=settings.llm.spec,
+        openai_api_key=secret(settings.llm.openai_api_key),
+        openai_base_url=settings.llm.openai_base_url,
+        anthropic_api_key=secret(settings.llm.anthropic_api_key),
+        anthropic_base_url=settings.llm.anthropic_base_url,
+        local_base_url=settings.llm.local_base_url,
+        timeout_s=settings.llm.timeout_s,
+        max_retries=settings.llm.max_retries,
     )
 
 
 def open_context(settings: Settings, prefix: str | None = None) -> RedisContext:
     """Rolling-context windows with each scope's retention policy from settings."""
     s = settings
-    default = ScopePolicy(turns=s.context_window_turns, tokens=s.context_window_tokens, ttl_s=s.context_ttl_s,
-                          trim_to=s.context_trim_to)
-    policies = {scope: ScopePolicy(s.turns_for(scope), s.tokens_for(scope), s.ttl_for(scope), s.context_trim_to)
+    default = ScopePolicy(turns=s.memory.context_window_turns, tokens=s.memory.context_window_tokens, ttl_s=s.memory.context_ttl_s,
+                          trim_to=s.memory.context_trim_to)
+    policies = {scope: ScopePolicy(s.memory.turns_for(scope), s.memory.tokens_for(scope), s.memory.ttl_for(scope), s.memory.context_trim_to)
                 for scope in SCOPES}
-    return RedisContext.from_url(s.redis_url, prefix=prefix or s.topic_prefix, default=default, policies=policies)
+    return RedisContext.from_url(s.stores.redis_url, prefix=prefix or s.kafka.topic_prefix, default=default, policies=policies)
 
 
 def open_embedder(settings: Settings) -> Embedder:
@@ -65,15 +65,15 @@ def open_embedder(settings: Settings) -> Embedder:
     from aios.connectors.vector.onnx import OnnxEmbedder
     from aios.connectors.vector.openai import OpenAIEmbedder
 
-    if settings.embeddings == "local":
-        return OnnxEmbedder(settings.embedding_model_dir)
-    model = settings.embeddings.partition(":")[2].strip()
-    if settings.openai_api_key is None:
-        raise ConfigError(f"AIOS_EMBEDDINGS={settings.embeddings} needs AIOS_OPENAI_API_KEY (or OPENAI_API_KEY); "
+    if settings.memory.embeddings == "local":
+        return OnnxEmbedder(settings.memory.embedding_model_dir)
+    model = settings.memory.embeddings.partition(":")[2].strip()
+    if settings.llm.openai_api_key is None:
+        raise ConfigError(f"AIOS_EMBEDDINGS={settings.memory.embeddings} needs AIOS_OPENAI_API_KEY (or OPENAI_API_KEY); "
                           "or set AIOS_EMBEDDINGS=local for the local model")
-    return OpenAIEmbedder(model, api_key=settings.openai_api_key.get_secret_value(),
-                          base_url=settings.openai_base_url, dimension=settings.embedding_dimension,
-                          timeout_s=settings.llm_timeout_s, max_retries=settings.llm_max_retries)
+    return OpenAIEmbedder(model, api_key=settings.llm.openai_api_key.get_secret_value(),
+                          base_url=settings.llm.openai_base_url, dimension=settings.memory.embedding_dimension,
+                          timeout_s=settings.llm.timeout_s, max_retries=settings.llm.max_retries)
 
 
 def open_vector_memory(settings: Settings, collection: str | None = None) -> VectorMemory:
@@ -81,11 +81,11 @@ def open_vector_memory(settings: Settings, collection: str | None = None) -> Vec
     from aios.connectors.vector.qdrant import VectorMemory
 
     embedder = open_embedder(settings)
-    kwargs: dict[str, Any] = {"embedder": embedder, "prefix": settings.topic_prefix, "collection": collection}
-    if settings.qdrant_url:
-        memory = VectorMemory.server(settings.qdrant_url, **kwargs)
+    kwargs: dict[str, Any] = {"embedder": embedder, "prefix": settings.kafka.topic_prefix, "collection": collection}
+    if settings.stores.qdrant_url:
+        memory = VectorMemory.server(settings.stores.qdrant_url, **kwargs)
     else:
-        memory = VectorMemory.local(settings.data_dir / "qdrant", **kwargs)
+        memory = VectorMemory.local(settings.stores.data_dir / "qdrant", **kwargs)
     memory.ensure_collection()
     return memory
 
@@ -117,7 +117,7 @@ class Runtime:
 
     @cached_property
     def tokens(self) -> TokenCounter:
-        return TokenCounter.from_model_dir(self.settings.embedding_model_dir)
+        return TokenCounter.from_model_dir(self.settings.memory.embedding_model_dir)
 
     @cached_property
     def vector(self) -> VectorMemory:
@@ -141,7 +141,7 @@ class Runtime:
     @cached_property
     def store(self) -> HistoryStore:
         s = self.settings
-        return open_store(s.clickhouse_url, s.data_dir, ttl_days=s.history_ttl_days)
+        return open_store(s.stores.clickhouse_url, s.stores.data_dir, ttl_days=s.stores.history_ttl_days)
 
     @cached_property
     def router(self) -> Router:
@@ -151,8 +151,8 @@ class Runtime:
         from aios.streams.metrics import RouterMetrics
 
         s = self.settings
-        deployments = make_deployments(llm_config(s), s.llm_deployments)
-        return Router(deployments, config=RouterConfig(redact_remote=s.llm_redact_pii), observer=RouterMetrics())
+        deployments = make_deployments(llm_config(s), s.llm.deployments)
+        return Router(deployments, config=RouterConfig(redact_remote=s.llm.redact_pii), observer=RouterMetrics())
 
     @cached_property
     def journal(self) -> LlmJournal:
@@ -160,7 +160,7 @@ class Runtime:
         from aios.connectors.context.journal import LlmJournal
 
         s = self.settings
-        return LlmJournal.from_url(s.redis_url, prefix=s.topic_prefix, ttl_s=s.llm_journal_ttl_s)
+        return LlmJournal.from_url(s.stores.redis_url, prefix=s.kafka.topic_prefix, ttl_s=s.llm.journal_ttl_s)
 
     async def aclose(self) -> None:
         if "context" in self.__dict__:

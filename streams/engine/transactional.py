@@ -59,7 +59,7 @@ class TransactionalProcessor(faust.Service):
         # Stable across restarts of the same deployment: a restarted process fences its killed
         # predecessor and aborts its open transaction at once, instead of holding back
         # read_committed readers until the transaction times out.
-        self.transactional_id = f"{rt.settings.topic_prefix}-{self.name}-{rt.settings.instance}"
+        self.transactional_id = f"{rt.settings.kafka.topic_prefix}-{self.name}-{rt.settings.processing.instance}"
         self.consumer: Consumer | None = None
         self.producers: list[Producer] = []  # used in turn, one transaction each (see the module doc)
         self.producer: Producer | None = None  # the current batch's
@@ -109,7 +109,7 @@ class TransactionalProcessor(faust.Service):
         for transactional_id in (self.transactional_id, f"{self.transactional_id}-alt"):
             producer = Producer(producer_config(s, **{
                 "transactional.id": transactional_id,
-                "transaction.timeout.ms": s.transaction_timeout_ms,
+                "transaction.timeout.ms": s.kafka.transaction_timeout_ms,
                 "linger.ms": 0,
             }))
             try:  # also fences a killed predecessor's producer of this id and aborts its transaction
@@ -118,7 +118,7 @@ class TransactionalProcessor(faust.Service):
                 raise KafkaError(f"{self.name} could not start its transactions: {exc}") from exc
             self.producers.append(producer)
         self.producer = self.producers[0]
-        self.consumer = make_consumer(s, group=f"{s.topic_prefix}-{self.name}",
+        self.consumer = make_consumer(s, group=f"{s.kafka.topic_prefix}-{self.name}",
                                       **{"fetch.wait.max.ms": self.fetch_wait_ms})
         self.consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
 

@@ -56,7 +56,7 @@ class RebuildReport:
 
 def end_offsets(settings: Settings, topic: str) -> tuple[Any, list[TopicPartition]]:
     """A never-committing consumer assigned to ``topic`` from the beginning, and the end offsets."""
-    consumer = make_consumer(settings, group=f"{settings.topic_prefix}-memory-rebuild-{uuid.uuid4().hex[:8]}")
+    consumer = make_consumer(settings, group=f"{settings.kafka.topic_prefix}-memory-rebuild-{uuid.uuid4().hex[:8]}")
     try:
         meta = consumer.list_topics(topic, timeout=10)
         tmeta = meta.topics.get(topic)
@@ -69,7 +69,7 @@ def end_offsets(settings: Settings, topic: str) -> tuple[Any, list[TopicPartitio
             ends.append(TopicPartition(topic, p, high))
     except KafkaException as exc:
         consumer.close()
-        raise KafkaError(f"Kafka at {settings.kafka_bootstrap} did not answer: {exc}") from exc
+        raise KafkaError(f"Kafka at {settings.kafka.bootstrap} did not answer: {exc}") from exc
     consumer.assign([tp for tp, end in zip(starts, ends, strict=True) if end.offset > tp.offset])
     return consumer, [TopicPartition(topic, s.partition, s.offset) for s in starts] + ends
 
@@ -132,10 +132,10 @@ async def stage(settings: Settings, *, scope: str | None = None,
                                                                            strict=True)}
     codec = make_codec(settings, validate=False)
     tag = uuid.uuid4().hex[:8]
-    staged = Staged(report, open_context(settings, prefix=f"{settings.topic_prefix}:rebuild-{tag}"),
+    staged = Staged(report, open_context(settings, prefix=f"{settings.kafka.topic_prefix}:rebuild-{tag}"),
                     open_context(settings), {})
     try:
-        if settings.vector_memory:
+        if settings.memory.vector_memory:
             staged.vectors = open_vector_memory(settings)
             staged.generation = staged.vectors.generation(tag)
             staged.generation.create()

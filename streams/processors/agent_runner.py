@@ -136,11 +136,11 @@ def memory_search(rt: Runtime, a: dict[str, Any]) -> Search:
     project's rolling context window."""
     async def search(query: str, top_k: int) -> Sequence[str]:
         s = rt.settings
-        if s.vector_memory:
+        if s.memory.vector_memory:
             vm = await rt.vector_memory()
             try:
                 hits: list[Recall] = await rt.in_vector_thread(
-                    vm.search, query, top_k, project=a["project_id"], score_threshold=s.recall_threshold)
+                    vm.search, query, top_k, project=a["project_id"], score_threshold=s.memory.recall_threshold)
             except StoreUnavailableError as exc:
                 log.warning("agents: search_memory found nothing: %s", exc)  # as recall: not fatal
                 return []
@@ -155,18 +155,18 @@ def memory_search(rt: Runtime, a: dict[str, Any]) -> Search:
 
 def budget(rt: Runtime, role: str) -> TokenBudget:
     """The role's prompt budget, counted with the runtime's tokenizer."""
-    return TokenBudget(rt.settings.prompt_budget_for(role), rt.tokens.count, rt.tokens.truncate)
+    return TokenBudget(rt.settings.memory.prompt_budget_for(role), rt.tokens.count, rt.tokens.truncate)
 
 
 async def recall(rt: Runtime, a: dict[str, Any]) -> list[Recall]:
     """Top-k memories of the assignment's project most similar to its description (vector memory on)."""
     s = rt.settings
-    if not s.vector_memory:
+    if not s.memory.vector_memory:
         return []
     vm = await rt.vector_memory()
     try:
         hits: list[Recall] = await rt.in_vector_thread(
-            vm.search, a["description"], s.recall_top_k, project=a["project_id"], score_threshold=s.recall_threshold)
+            vm.search, a["description"], s.memory.recall_top_k, project=a["project_id"], score_threshold=s.memory.recall_threshold)
     except StoreUnavailableError as exc:
         # Recall improves a prompt; a Qdrant outage must not fail the task.
         log.warning("agents: recall skipped: %s", exc)
@@ -233,7 +233,7 @@ async def _handle(app: faust.App, rt: Runtime, a: dict[str, Any], started: float
     )
     async with one_at_a_time(task.task_id, task.attempt):
         outcome = await run_task(rt.router, task, budget(rt, a["role"]), journal=rt.journal,
-                                 tools=TOOLS if rt.settings.agent_tools else None, search=memory_search(rt, a))
+                                 tools=TOOLS if rt.settings.llm.agent_tools else None, search=memory_search(rt, a))
     latency_ms = (time.perf_counter() - started) * 1000
     key = a["task_id"]
     result = result_event(a, outcome, rt.agent_id, latency_ms, [r.id for r in recalled])
@@ -262,6 +262,6 @@ async def _handle(app: faust.App, rt: Runtime, a: dict[str, Any], started: float
 
 def register(app: faust.App, rt: Runtime) -> None:
     lifecycle = agent_status.attach(app, rt)  # one per worker process, whatever its roles
-    for role in rt.settings.roles:
+    for role in rt.settings.processing.roles:
         topic = raw_topic(app, rt.topics.role(role))
         app.agent(topic, name=f"{NAME}-{role}", concurrency=CONCURRENCY)(_make_handler(app, rt, role, lifecycle))

@@ -28,7 +28,7 @@ async def publish(app: faust.App, rt: Runtime, lifecycle: Lifecycle) -> None:
 
 def attach(app: faust.App, rt: Runtime) -> Lifecycle:
     """Create this worker's lifecycle, start its heartbeat and register its drain."""
-    lifecycle = Lifecycle(rt.agent_id, rt.settings.roles, rt.settings.heartbeat_interval_s)
+    lifecycle = Lifecycle(rt.agent_id, rt.settings.processing.roles, rt.settings.processing.heartbeat_interval_s)
 
     async def heartbeat() -> None:
         await publish(app, rt, lifecycle)  # starting
@@ -42,9 +42,9 @@ def attach(app: faust.App, rt: Runtime) -> Lifecycle:
         # No more fetching: what is handed back must go to the partition's next owner, not to us.
         app.consumer.pause_partitions(app.consumer.assignment())
         await publish(app, rt, lifecycle)
-        if not await lifecycle.wait_idle(rt.settings.drain_timeout_s):
+        if not await lifecycle.wait_idle(rt.settings.processing.drain_timeout_s):
             log.warning("agents: %d task(s) still in flight after %.0fs of draining: %s",
-                        len(lifecycle.in_flight), rt.settings.drain_timeout_s, ", ".join(lifecycle.in_flight))
+                        len(lifecycle.in_flight), rt.settings.processing.drain_timeout_s, ", ".join(lifecycle.in_flight))
         lifecycle.stop()
         await _publish_and_flush(app, rt, lifecycle)  # in-flight outputs and `stopped`, before the commit
 

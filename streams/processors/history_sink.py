@@ -41,7 +41,7 @@ class HistorySink(BatchProcessor):
         s = rt.settings
         # Not the orchestrator's outbox (finals): its events reach results and project-status.
         topics = [name for name in rt.topics.all() if name != rt.topics.finals]
-        super().__init__(rt, topics, batch_size=s.sink_batch_size, wait_s=s.sink_flush_s)
+        super().__init__(rt, topics, batch_size=s.processing.sink_batch_size, wait_s=s.processing.sink_flush_s)
         t = rt.topics
         # Topics no other processor reads: the sink owns them and dead-letters their garbage.
         self.owned = {t.results, t.project_status, t.messages, t.llm_calls, t.agents}

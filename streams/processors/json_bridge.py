@@ -37,7 +37,7 @@ def register_ingress(app: faust.App, rt: Runtime) -> None:
             started = time.perf_counter()
             msg = event.message
             try:
-                task = task_from_json(event.value, roles=rt.settings.roles,
+                task = task_from_json(event.value, roles=rt.settings.processing.roles,
                                       source=f"{msg.topic}/{msg.partition}/{msg.offset}")
                 data = codec.encode("Task", task, rt.topics.tasks)
             except SchemaError as exc:  # InvalidJsonTaskError included

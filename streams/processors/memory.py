@@ -126,7 +126,7 @@ class MemoryProcessor(BatchProcessor):
 
     async def on_start(self) -> None:
         self.complete = summary_llm(self.rt)  # a misconfigured provider fails here, at start
-        if self.rt.settings.vector_memory:
+        if self.rt.settings.memory.vector_memory:
             await self.rt.vector_memory()  # load the model before the first batch, not during it
         await super().on_start()
 
@@ -134,7 +134,7 @@ class MemoryProcessor(BatchProcessor):
         events, errors = decode_batch(self.rt, batch)
         for msg, exc in errors:
             self.dead_letter(msg, exc)
-        if self.rt.settings.vector_memory and events:
+        if self.rt.settings.memory.vector_memory and events:
             # Indexed before Redis: a crash in between re-indexes on redelivery (same point ids).
             vm = await self.rt.vector_memory()
             await retry_forever("memory: Qdrant", self.rt.in_vector_thread, vm.upsert,
@@ -158,9 +158,9 @@ class MemoryProcessor(BatchProcessor):
         # One LLM call per window, concurrently: a batch can push turns out of many windows.
         summaries = await asyncio.gather(*(
             fold_summary(current["content"] if current else "", [t["content"] for t in turns],
-                         budget_tokens=s.context_summary_tokens, count_tokens=tokens.count,
+                         budget_tokens=s.memory.context_summary_tokens, count_tokens=tokens.count,
                          truncate=tokens.truncate, complete=self.complete,
-                         input_tokens=s.tokens_for(window[0]) + s.context_summary_tokens)
+                         input_tokens=s.memory.tokens_for(window[0]) + s.memory.context_summary_tokens)
             for window, current, turns in todo))
         events, calls = [], []
         for ((scope, scope_id), current, _), summary in zip(todo, summaries, strict=True):

@@ -79,11 +79,11 @@ class Orchestrator(TransactionalProcessor):
 
     def __init__(self, rt: Runtime, registry: AgentRegistry, **kwargs: Any) -> None:
         super().__init__(rt, rt.topics.orchestrator_inputs(), batch_size=BATCH_SIZE,
-                         fence_by_group=rt.settings.orchestrator_group_fencing, **kwargs)
+                         fence_by_group=rt.settings.processing.orchestrator_group_fencing, **kwargs)
         s = rt.settings
         self.registry = registry
-        self.limits = Limits(per_project=s.project_concurrency, per_role=dict(s.role_concurrency))
-        self.roles = set(s.roles)
+        self.limits = Limits(per_project=s.processing.project_concurrency, per_role=dict(s.processing.role_concurrency))
+        self.roles = set(s.processing.roles)
         self.states: dict[str, ProjectState] = {}
         self.partition_of: dict[str, int] = {}  # project -> the input partition that owns it
         self.due: dict[str, int] = {}  # project -> its earliest pending retry
@@ -91,8 +91,8 @@ class Orchestrator(TransactionalProcessor):
         self.dirty: dict[str, str] = {}  # projects changed in this batch -> a trace id for their events
         self.stale_status: dict[str, str] = {}  # projects whose status is behind -> a trace id
         self.positions: dict[int, dict[str, int]] = {}  # partition -> input topic -> next offset
-        self.retention_ms = int(s.finished_project_retention_s * 1000)
-        self.timeout_ms = int(s.task_timeout_s * 1000)
+        self.retention_ms = int(s.processing.finished_project_retention_s * 1000)
+        self.timeout_ms = int(s.processing.task_timeout_s * 1000)
         self.next_sweep_ms = 0
 
     # --- state: rebuilt per partition from the state log -----------------------------------

@@ -76,7 +76,7 @@ class AgentRegistry(faust.Service):
 
     def _follow_blocking(self) -> None:
         s, topic = self.rt.settings, self.rt.topics.agents
-        consumer = make_consumer(s, group=f"{s.topic_prefix}-agent-registry", **{"enable.partition.eof": True})
+        consumer = make_consumer(s, group=f"{s.kafka.topic_prefix}-agent-registry", **{"enable.partition.eof": True})
         try:
             deadline = time.monotonic() + 30
             while True:  # a topic created a moment ago may not be in the metadata yet
@@ -112,7 +112,7 @@ class AgentRegistry(faust.Service):
 
     def _export(self) -> None:
         load = self.role_load()
-        for role in self.rt.settings.roles:
+        for role in self.rt.settings.processing.roles:
             agents, busy = load.get(role, (0, 0))
             ROLE_LIVE_AGENTS.labels(role).set(agents)
             ROLE_IN_FLIGHT.labels(role).set(busy)

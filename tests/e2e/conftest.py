@@ -44,10 +44,10 @@ def cli(tmp_path: Path, base_settings: Any) -> Iterator[Cli]:  # noqa: F811
     env.update({
         "AIOS_TOPIC_PREFIX": f"e2e{uuid.uuid4().hex[:10]}",
         "AIOS_DATA_DIR": str(tmp_path / "data"),  # its own chdb: a CLI process is another process
-        "AIOS_KAFKA_BOOTSTRAP": base_settings.kafka_bootstrap,
-        "AIOS_REDIS_URL": base_settings.redis_url,
+        "AIOS_KAFKA_BOOTSTRAP": base_settings.kafka.bootstrap,
+        "AIOS_REDIS_URL": base_settings.stores.redis_url,
         "AIOS_METRICS_PORT": "0",
     })
     yield Cli(env)
     # The broker's heap is finite: leave no topics behind (those the test created, if any).
-    delete_topics(base_settings.model_copy(update={"topic_prefix": env["AIOS_TOPIC_PREFIX"]}))
+    delete_topics(base_settings.replace(topic_prefix=env["AIOS_TOPIC_PREFIX"]))

@@ -90,7 +90,7 @@ def settings_of(cli: Cli) -> Settings:
 
 def read_all(cli: Cli, topic: str) -> list[dict[str, Any]]:
     s = settings_of(cli)
-    reader = TopicReader(s, f"{s.topic_prefix}.{topic}", from_beginning=True)  # read_committed
+    reader = TopicReader(s, f"{s.kafka.topic_prefix}.{topic}", from_beginning=True)  # read_committed
     try:
         return [d.value for _, d in reader.events(timeout_s=3) if not isinstance(d, Exception)]
     finally:

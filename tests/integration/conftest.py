@@ -25,13 +25,13 @@ def base_settings(session_data_dir: Path) -> Settings:
     settings = load_settings(data_dir=session_data_dir, metrics_port=0, llm="offline:echo")
     problems = []
     try:
-        AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).list_topics(timeout=10)
+        AdminClient({"bootstrap.servers": settings.kafka.bootstrap}).list_topics(timeout=10)
     except Exception as exc:  # any failure means the broker is not usable
-        problems.append(f"Kafka at {settings.kafka_bootstrap}: {exc}")
+        problems.append(f"Kafka at {settings.kafka.bootstrap}: {exc}")
     try:
-        redis.Redis.from_url(settings.redis_url, socket_timeout=3).ping()
+        redis.Redis.from_url(settings.stores.redis_url, socket_timeout=3).ping()
     except redis.RedisError as exc:
-        problems.append(f"Redis at {settings.redis_url}: {exc}")
+        problems.append(f"Redis at {settings.stores.redis_url}: {exc}")
     if problems:
         pytest.fail("local stack not reachable (run `make test`, or `aios dev up`):\n  " + "\n  ".join(problems))
     return settings
@@ -40,7 +40,7 @@ def base_settings(session_data_dir: Path) -> Settings:
 @pytest.fixture
 def settings(base_settings: Settings) -> Iterator[Settings]:
     """Fresh topics per test: a unique prefix, created explicitly as in production."""
-    s = base_settings.model_copy(update={"topic_prefix": f"it{uuid.uuid4().hex[:10]}"})
+    s = base_settings.replace(topic_prefix=f"it{uuid.uuid4().hex[:10]}")
     create_topics(s)
     yield s
     # Thousands of leftover partitions across a run once took the local broker's heap.

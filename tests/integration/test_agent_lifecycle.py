@@ -27,7 +27,7 @@ AIOS = [sys.executable, "-c", "import sys; from aios.cli import main; sys.argv[0
 
 
 def statuses(settings: Settings, timeout_s: float = 1.0) -> list[dict[str, Any]]:
-    reader = TopicReader(settings, settings.topic_prefix + ".agents", from_beginning=True)
+    reader = TopicReader(settings, settings.kafka.topic_prefix + ".agents", from_beginning=True)
     try:
         return [d.value for _, d in reader.events_to_end(timeout_s=timeout_s + 5) if not isinstance(d, Exception)]
     finally:
@@ -35,7 +35,7 @@ def statuses(settings: Settings, timeout_s: float = 1.0) -> list[dict[str, Any]]
 
 
 async def test_heartbeats_while_running_then_stopped_after_a_clean_stop(settings: Settings) -> None:
-    s = settings.model_copy(update={"heartbeat_interval_s": 0.3})
+    s = settings.replace(heartbeat_interval_s=0.3)
     async with running(s, ["agents"]) as live:
         await asyncio.sleep(1.2)
         seen = await asyncio.to_thread(statuses, s)
@@ -55,7 +55,7 @@ def test_a_silent_agent_is_marked_stale(settings: Settings) -> None:
     old = {**envelope(), "timestamp": now_ms() - 60_000, "agent_id": "gone-1", "role": "general",
            "roles": ["general"], "state": "busy", "in_flight": ["t"], "version": "0.1.0", "host": "h",
            "heartbeat_interval_ms": 5000, "started_at": None}
-    producer.send(settings.topic_prefix + ".agents", "AgentStatus", old, key="gone-1")
+    producer.send(settings.kafka.topic_prefix + ".agents", "AgentStatus", old, key="gone-1")
     producer.flush()
     (listed,) = agent_statuses(settings)
     assert listed["agent_id"] == "gone-1" and listed["stale"] and listed["last_seen_s"] >= 60
@@ -63,8 +63,8 @@ def test_a_silent_agent_is_marked_stale(settings: Settings) -> None:
 
 def worker_env(settings: Settings, server: FakeOpenAI) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIOS_", "OPENAI_"))}
-    env.update({"AIOS_TOPIC_PREFIX": settings.topic_prefix, "AIOS_DATA_DIR": str(settings.data_dir / "w"),
-                "AIOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "AIOS_REDIS_URL": settings.redis_url,
+    env.update({"AIOS_TOPIC_PREFIX": settings.kafka.topic_prefix, "AIOS_DATA_DIR": str(settings.stores.data_dir / "w"),
+                "AIOS_KAFKA_BOOTSTRAP": settings.kafka.bootstrap, "AIOS_REDIS_URL": settings.stores.redis_url,
                 "AIOS_METRICS_PORT": "0", "AIOS_LLM": "openai:gpt-4o-mini", "AIOS_OPENAI_API_KEY": "sk-test",
                 "AIOS_OPENAI_BASE_URL": server.base_url, "AIOS_LLM_MAX_RETRIES": "0",
                 "AIOS_HEARTBEAT_INTERVAL_S": "0.5"})
@@ -76,7 +76,7 @@ def assign(settings: Settings, description: str) -> str:
     task = build_task(description, project="drain")
     client = TaskClient(settings)
     try:
-        client.producer.send(settings.topic_prefix + ".agent.general", "Assignment", {
+        client.producer.send(settings.kafka.topic_prefix + ".agent.general", "Assignment", {
             **envelope(), "task_id": task["task_id"], "project_id": "drain", "role": "general",
             "description": description, "attempt": 1, "context": {}, "submitted_at": task["timestamp"]},
             key=task["task_id"])
@@ -135,7 +135,7 @@ async def test_sigterm_drains_the_in_flight_task_then_publishes_stopped(settings
 
 
 def attempts(settings: Settings) -> list[dict[str, Any]]:
-    reader = TopicReader(settings, settings.topic_prefix + ".attempts", from_beginning=True)
+    reader = TopicReader(settings, settings.kafka.topic_prefix + ".attempts", from_beginning=True)
     try:
         return [d.value for _, d in reader.events(timeout_s=1) if not isinstance(d, Exception)]
     finally:

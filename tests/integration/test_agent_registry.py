@@ -21,12 +21,12 @@ pytestmark = pytest.mark.integration
 
 
 async def test_a_role_without_live_agents_is_reported(settings: Settings) -> None:
-    s = settings.model_copy(update={"roles": ("general", "qa"), "heartbeat_interval_s": 0.5})
+    s = settings.replace(roles=("general", "qa"), heartbeat_interval_s=0.5)
     create_topics(s)
-    only_general = s.model_copy(update={"roles": ("general",)})
+    only_general = s.replace(roles=("general",))
     plan = parse_plan(json.dumps({"project": "p", "tasks": [
         {"id": "write", "role": "general", "description": "write it"},
-        {"id": "check", "role": "qa", "description": "check it"}]}), s.roles)
+        {"id": "check", "role": "qa", "description": "check it"}]}), s.processing.roles)
     async with running(only_general, ["agents"], name="agents-general"), \
             running(s, ["orchestrator", "results"]):
         await asyncio.sleep(2)  # heartbeats reach aios.agents and the registry

@@ -21,15 +21,15 @@ pytestmark = pytest.mark.integration
 async def test_a_tool_call_is_recorded_on_the_messages_topic(settings: Settings) -> None:
     with FakeOpenAI() as server:
         server.script(tool_call("read_dependency_output", task_id="api"), ok("The UI calls POST /links."))
-        s = settings.model_copy(update={"llm": "openai:gpt-4o-mini", "openai_api_key": SecretStr("sk-test"),
-                                        "openai_base_url": server.base_url, "llm_max_retries": 0})
+        s = settings.replace(llm="openai:gpt-4o-mini", openai_api_key=SecretStr("sk-test"),
+                                        openai_base_url=server.base_url, llm_max_retries=0)
         event = {**assignment(f"t-{uuid.uuid4().hex[:8]}", "general"), "context": {"api": "POST /links -> 201"}}
         producer = EventProducer(s)
         async with running(s, ["agents"]):
-            producer.send(s.topic_prefix + ".agent.general", "Assignment", event, key=event["task_id"])
+            producer.send(s.kafka.topic_prefix + ".agent.general", "Assignment", event, key=event["task_id"])
             producer.flush()
-            messages = await asyncio.to_thread(read, s, s.topic_prefix + ".messages", 1)
-            calls = await asyncio.to_thread(read, s, s.topic_prefix + ".llm-calls", 2)
+            messages = await asyncio.to_thread(read, s, s.kafka.topic_prefix + ".messages", 1)
+            calls = await asyncio.to_thread(read, s, s.kafka.topic_prefix + ".llm-calls", 2)
         assert len(server.requests) == 2
     (message,) = messages
     assert message["kind"] == "tool_call" and message["message_id"] == f"{event['project_id']}/{event['task_id']}:1:0:call_0"

@@ -11,6 +11,6 @@ from aios.streams.topics import list_topics
 
 def test_a_bench_deletes_its_topics_even_when_it_fails(settings: Settings) -> None:
     with pytest.raises(RuntimeError, match="mid-bench"), scratch_topics(settings, "itscratch") as s:
-        assert f"{s.topic_prefix}.tasks" in {t.name for t in list_topics(s)}
+        assert f"{s.kafka.topic_prefix}.tasks" in {t.name for t in list_topics(s)}
         raise RuntimeError("mid-bench")
-    assert not [t.name for t in list_topics(s) if t.name.startswith(s.topic_prefix)]
+    assert not [t.name for t in list_topics(s) if t.name.startswith(s.kafka.topic_prefix)]

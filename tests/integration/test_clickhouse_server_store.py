@@ -112,8 +112,8 @@ def test_an_unreachable_server_is_a_clear_error() -> None:
 
 async def test_the_sink_waits_out_a_server_outage_and_loses_nothing(
         settings: Settings, clickhouse_server: ClickHouseServer) -> None:
-    s = settings.model_copy(update={"clickhouse_url": clickhouse_server.url, "sink_flush_s": 0.2})
-    topic = f"{s.topic_prefix}.tasks"
+    s = settings.replace(clickhouse_url=clickhouse_server.url, sink_flush_s=0.2)
+    topic = f"{s.kafka.topic_prefix}.tasks"
     project = f"srv-{uuid.uuid4().hex[:8]}"
     producer = EventProducer(s)
 

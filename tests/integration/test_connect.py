@@ -55,11 +55,11 @@ def connect_worker(settings: Settings, tmp_path: Path) -> Iterator[tuple[Path, P
     assert java, "java is missing: infra/install-system.sh installs Java 17"
     jars = list((CONNECT / "lib").glob("connect-runtime-*.jar"))
     assert jars, "infra/connect/lib has no Kafka Connect jars: run `make install`"
-    p = settings.topic_prefix
+    p = settings.kafka.topic_prefix
     tasks, results = tmp_path / "tasks.jsonl", tmp_path / "results.jsonl"
     tasks.touch()
     worker = (CONNECT / "worker-standalone.properties").read_text()
-    for key, value in {"@BOOTSTRAP@": settings.kafka_bootstrap, "@OFFSETS_FILE@": str(tmp_path / "offsets"),
+    for key, value in {"@BOOTSTRAP@": settings.kafka.bootstrap, "@OFFSETS_FILE@": str(tmp_path / "offsets"),
                        "@REST_PORT@": str(_free_port())}.items():
         worker = worker.replace(key, value)
     (tmp_path / "worker.properties").write_text(worker)
@@ -117,12 +117,12 @@ async def test_file_source_to_pipeline_to_file_sink(settings: Settings, connect_
         assert isinstance(result["timestamp"], int)  # epoch ms, not a datetime repr
     assert by_task["connect-1"]["project_id"] == "conn"
 
-    reader = TopicReader(settings, f"{settings.topic_prefix}.dlq", from_beginning=True)
+    reader = TopicReader(settings, f"{settings.kafka.topic_prefix}.dlq", from_beginning=True)
     letters = [d.value for _, d in reader.events(timeout_s=5) if not isinstance(d, Exception)]
     reader.close()
     assert len(letters) == 1
     letter = letters[0]
     assert letter["processor"] == "json-ingress"
-    assert letter["source_topic"] == f"{settings.topic_prefix}.tasks-json"
+    assert letter["source_topic"] == f"{settings.kafka.topic_prefix}.tasks-json"
     assert "unknown field(s) rolle" in letter["error"]
     assert letter["payload"] == lines[1].encode()

@@ -55,12 +55,12 @@ def test_up_status_idempotent_up_down(settings: Settings, tmp_path: Path) -> Non
     assert kafka_pid and redis_pid
 
     # The services really answer.
-    metadata = AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).list_topics(timeout=10)
+    metadata = AdminClient({"bootstrap.servers": settings.kafka.bootstrap}).list_topics(timeout=10)
     assert list(metadata.brokers) == [1]
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.stores.redis_url)
     assert client.ping()
     client.close()
-    assert (settings.data_dir / "kafka" / "data" / "meta.properties").exists()
+    assert (settings.stores.data_dir / "kafka" / "data" / "meta.properties").exists()
 
     assert [(s.state, s.pid) for s in devstack.status(settings).services] == [
         ("running", kafka_pid),
@@ -76,9 +76,9 @@ def test_up_status_idempotent_up_down(settings: Settings, tmp_path: Path) -> Non
     # Another data dir pointed at the same ports sees them as external, and its down leaves them alone.
     other = load_settings(
         data_dir=tmp_path / "other",
-        kafka_bootstrap=settings.kafka_bootstrap,
-        kafka_controller_port=settings.kafka_controller_port,
-        redis_url=settings.redis_url,
+        kafka_bootstrap=settings.kafka.bootstrap,
+        kafka_controller_port=settings.kafka.controller_port,
+        redis_url=settings.stores.redis_url,
     )
     assert [(s.state, s.pid) for s in devstack.up(other).services] == [("external", None), ("external", None)]
     devstack.down(other)
@@ -88,21 +88,21 @@ def test_up_status_idempotent_up_down(settings: Settings, tmp_path: Path) -> Non
     assert [(s.state, s.action) for s in stopped.services] == [("stopped", "stopped"), ("stopped", "stopped")]
     assert _gone(kafka_pid) and _gone(redis_pid)
     assert [s.state for s in devstack.status(settings).services] == ["stopped", "stopped"]
-    assert not (settings.data_dir / "kafka" / "kafka.pid").exists()
+    assert not (settings.stores.data_dir / "kafka" / "kafka.pid").exists()
 
     harmless = devstack.down(settings)
     assert [(s.state, s.action) for s in harmless.services] == [("stopped", "none"), ("stopped", "none")]
 
     # A warm restart reuses the formatted storage (no second format) and comes back up.
-    cluster = (settings.data_dir / "kafka" / "data" / "meta.properties").read_text()
+    cluster = (settings.stores.data_dir / "kafka" / "data" / "meta.properties").read_text()
     restarted = devstack.up(settings)
     assert [s.state for s in restarted.services] == ["running", "running"]
-    assert (settings.data_dir / "kafka" / "data" / "meta.properties").read_text() == cluster
+    assert (settings.stores.data_dir / "kafka" / "data" / "meta.properties").read_text() == cluster
 
 
 def test_kafka_that_dies_while_starting_reports_its_log(settings: Settings) -> None:
     # Storage formatted for another cluster id makes the broker exit at startup.
-    data = settings.data_dir / "kafka" / "data"
+    data = settings.stores.data_dir / "kafka" / "data"
     data.mkdir(parents=True)
     (data / "meta.properties").write_text("version=1\ncluster.id=AAAAAAAAAAAAAAAAAAAAAA\nnode.id=7\n")
     with pytest.raises(StackError, match=r"Kafka exited while starting; last lines of .*kafka.log"):

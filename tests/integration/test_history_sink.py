@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 async def test_history_worker_stores_rows_and_dead_letters_garbage(settings: Settings,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    p = settings.topic_prefix
+    p = settings.kafka.topic_prefix
     producer = EventProducer(settings)
     task = build_task("stored by the sink", project="sink-only")
     producer.send(f"{p}.tasks", "Task", task, key=task["task_id"])

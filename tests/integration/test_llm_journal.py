@@ -47,21 +47,21 @@ def read(settings: Settings, topic: str, want: int, timeout_s: float = 30) -> li
 
 
 async def test_a_redelivered_assignment_never_calls_the_llm_again(settings: Settings) -> None:
-    s = settings.model_copy(update={"roles": ("qa",)})
+    s = settings.replace(roles=("qa",))
     create_topics(s)
     with FakeOpenAI() as server:
         # Step 0 breaks the qa contract, step 1 meets it: two calls, both journaled.
         server.script(ok("some tests, not JSON"), ok(GOOD_QA))
-        s = s.model_copy(update={"llm": "openai:gpt-4o-mini", "openai_api_key": SecretStr("sk-test"),
-                                 "openai_base_url": server.base_url, "llm_max_retries": 0})
+        s = s.replace(llm="openai:gpt-4o-mini", openai_api_key=SecretStr("sk-test"),
+                                 openai_base_url=server.base_url, llm_max_retries=0)
         event = assignment(f"t-{uuid.uuid4().hex[:8]}", "qa")
         producer = EventProducer(s)
         async with running(s, ["agents"]):
             for _ in range(2):  # the same assignment, delivered twice
-                producer.send(s.topic_prefix + ".agent.qa", "Assignment", event, key=event["task_id"])
+                producer.send(s.kafka.topic_prefix + ".agent.qa", "Assignment", event, key=event["task_id"])
                 producer.flush()
-            calls = await asyncio.to_thread(read, s, s.topic_prefix + ".llm-calls", 4)
-            attempts = await asyncio.to_thread(read, s, s.topic_prefix + ".attempts", 2)
+            calls = await asyncio.to_thread(read, s, s.kafka.topic_prefix + ".llm-calls", 4)
+            attempts = await asyncio.to_thread(read, s, s.kafka.topic_prefix + ".attempts", 2)
         requests = server.requests
     task = f"{event['project_id']}/{event['task_id']}"
     assert len(requests) == 2, "one request per (task, attempt, step), whatever the deliveries"
@@ -74,23 +74,23 @@ async def test_a_redelivered_assignment_never_calls_the_llm_again(settings: Sett
     assert [a["status"] for a in attempts] == ["succeeded", "succeeded"]
     assert attempts[0]["output"] == attempts[1]["output"] == json.dumps(json.loads(GOOD_QA), separators=(",", ":"))
     assert attempts[0]["cost_usd"] == attempts[1]["cost_usd"] > 0
-    ttl = redis.Redis.from_url(s.redis_url).ttl(journal_key(s.topic_prefix, task, 1, 0))
-    assert 0 < ttl <= s.llm_journal_ttl_s
+    ttl = redis.Redis.from_url(s.stores.redis_url).ttl(journal_key(s.kafka.topic_prefix, task, 1, 0))
+    assert 0 < ttl <= s.llm.journal_ttl_s
 
 
 async def test_the_journal_keeps_the_first_record_and_expires(settings: Settings) -> None:
-    journal = LlmJournal.from_url(settings.redis_url, prefix=settings.topic_prefix, ttl_s=60)
+    journal = LlmJournal.from_url(settings.stores.redis_url, prefix=settings.kafka.topic_prefix, ttl_s=60)
     try:
         assert await journal.get("t", 1, 0) is None
         await journal.put("t", 1, 0, {"text": "first"})
         await journal.put("t", 1, 0, {"text": "second"})  # a concurrent duplicate does not overwrite
         assert await journal.get("t", 1, 0) == {"text": "first"}
         assert await journal.get("t", 2, 0) is None
-        assert 0 < redis.Redis.from_url(settings.redis_url).ttl(journal_key(settings.topic_prefix, "t", 1, 0)) <= 60
+        assert 0 < redis.Redis.from_url(settings.stores.redis_url).ttl(journal_key(settings.kafka.topic_prefix, "t", 1, 0)) <= 60
     finally:
         await journal.aclose()
     with pytest.raises(ValueError, match="TTL"):
-        LlmJournal.from_url(settings.redis_url, prefix="x", ttl_s=0)
+        LlmJournal.from_url(settings.stores.redis_url, prefix="x", ttl_s=0)
 
 
 async def test_an_unreachable_redis_is_a_store_error() -> None:

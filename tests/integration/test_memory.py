@@ -46,11 +46,11 @@ def counter() -> TokenCounter:
 
 @pytest.fixture
 async def ctx(settings: Settings) -> AsyncIterator[RedisContext]:
-    context = RedisContext.from_url(settings.redis_url, prefix=settings.topic_prefix,
+    context = RedisContext.from_url(settings.stores.redis_url, prefix=settings.kafka.topic_prefix,
                                     default=ScopePolicy(turns=5, tokens=60, ttl_s=60),
                                     policies={"task": ScopePolicy(turns=5, tokens=60, ttl_s=1)})
     yield context
-    await delete_prefix(context.redis, settings.topic_prefix)
+    await delete_prefix(context.redis, settings.kafka.topic_prefix)
     await context.aclose()
 
 
@@ -90,7 +90,7 @@ async def test_window_is_bounded_by_real_tokens(ctx: RedisContext, counter: Toke
 
 async def test_a_full_window_is_trimmed_below_its_bound_so_folds_come_in_chunks(
         settings: Settings, counter: TokenCounter) -> None:
-    ctx = RedisContext.from_url(settings.redis_url, prefix=settings.topic_prefix,
+    ctx = RedisContext.from_url(settings.stores.redis_url, prefix=settings.kafka.topic_prefix,
                                 default=ScopePolicy(turns=10, tokens=10_000, ttl_s=60, trim_to=0.6))
     try:
         def item(n: int) -> Turn:
@@ -106,7 +106,7 @@ async def test_a_full_window_is_trimmed_below_its_bound_so_folds_come_in_chunks(
         assert [t["content"] for t in folded] == [f"turn {n}" for n in range(10)]
         assert (await ctx.apply_many([item(16)]))[0].evicted == 0
     finally:
-        await delete_prefix(ctx.redis, settings.topic_prefix)
+        await delete_prefix(ctx.redis, settings.kafka.topic_prefix)
         await ctx.aclose()
 
 
@@ -150,14 +150,14 @@ async def test_a_scope_ttl_expires_the_window(ctx: RedisContext, counter: TokenC
 
 
 def test_settings_carry_a_ttl_per_scope(settings: Settings) -> None:
-    s = settings.model_copy(update={"context_scope_ttl_s": {"task": 5}})
-    assert s.ttl_for("task") == 5 and s.ttl_for("project") == s.context_ttl_s
+    s = settings.replace(context_scope_ttl_s={"task": 5})
+    assert s.memory.ttl_for("task") == 5 and s.memory.ttl_for("project") == s.memory.context_ttl_s
     context = open_context(s)
-    assert context.policy("task").ttl_s == 5 and context.policy("agent").ttl_s == s.context_ttl_s
+    assert context.policy("task").ttl_s == 5 and context.policy("agent").ttl_s == s.memory.context_ttl_s
 
 
 async def test_each_scope_has_its_own_retention_policy(settings: Settings, counter: TokenCounter) -> None:
-    s = load_settings(topic_prefix=settings.topic_prefix, context_scope_turns={"task": 3},
+    s = load_settings(topic_prefix=settings.kafka.topic_prefix, context_scope_turns={"task": 3},
                       context_scope_tokens={"agent": 40}, context_scope_ttl_s={"session": 7, "task": 11})
     context = open_context(s)
     try:
@@ -166,15 +166,15 @@ async def test_each_scope_has_its_own_retention_policy(settings: Settings, count
             for n, text in enumerate(texts):
                 await context.append(scope, "policy", f"{scope}-{n}", turn(n, text, counter))
         windows = {scope: await context.read(scope, "policy") for scope in SCOPES}
-        assert len(windows["task"].turns) == int(3 * s.context_trim_to)  # its own bound, then trimmed
+        assert len(windows["task"].turns) == int(3 * s.memory.context_trim_to)  # its own bound, then trimmed
         assert windows["agent"].tokens <= 40 < windows["project"].tokens  # its own token bound
         assert len(windows["project"].turns) == len(windows["session"].turns) == 6  # the defaults
-        ttls = {scope: await context.redis.ttl(window_keys(s.topic_prefix, scope, "policy")["turns"])
+        ttls = {scope: await context.redis.ttl(window_keys(s.kafka.topic_prefix, scope, "policy")["turns"])
                 for scope in SCOPES}
         assert 0 < ttls["session"] <= 7 and 7 < ttls["task"] <= 11
         assert ttls["project"] > 11 and ttls["agent"] > 11
     finally:
-        await delete_prefix(context.redis, s.topic_prefix)
+        await delete_prefix(context.redis, s.kafka.topic_prefix)
         await context.aclose()
 
 
@@ -236,12 +236,12 @@ def memory_event(prefix: str, n: int, text: str, *, scope_id: str = "proj-mem", 
 def produce(settings: Settings, events: list[dict[str, Any]]) -> None:
     producer = EventProducer(settings)
     for event in events:
-        producer.send(f"{settings.topic_prefix}.memory", "MemoryEvent", event, key=event["scope_id"])
+        producer.send(f"{settings.kafka.topic_prefix}.memory", "MemoryEvent", event, key=event["scope_id"])
     producer.flush()
 
 
 def read_memory_topic(settings: Settings) -> list[dict[str, Any]]:
-    reader = TopicReader(settings, f"{settings.topic_prefix}.memory", from_beginning=True)
+    reader = TopicReader(settings, f"{settings.kafka.topic_prefix}.memory", from_beginning=True)
     try:
         return [d.value for _, d in reader.events(timeout_s=3) if not isinstance(d, Exception)]
     finally:
@@ -260,13 +260,13 @@ async def snapshot(context: RedisContext, scope_id: str) -> tuple[Any, list[Any]
 
 @pytest.fixture
 def small_windows(settings: Settings) -> Settings:
-    return settings.model_copy(update={"context_window_tokens": 120, "context_summary_tokens": 400})
+    return settings.replace(context_window_tokens=120, context_summary_tokens=400)
 
 
 async def test_an_over_budget_window_folds_into_a_summary_event(small_windows: Settings,
                                                                 counter: TokenCounter) -> None:
     s = small_windows
-    produce(s, [memory_event(s.topic_prefix, n, t, tokens=counter.count(t)) for n, t in enumerate(TURNS)])
+    produce(s, [memory_event(s.kafka.topic_prefix, n, t, tokens=counter.count(t)) for n, t in enumerate(TURNS)])
     context = open_context(s)
     try:
         async with running(s, ["memory"]):
@@ -291,13 +291,13 @@ async def test_an_over_budget_window_folds_into_a_summary_event(small_windows: S
         # Replaying the whole log (a fresh processor group reads it again) changes nothing and
         # produces no new summaries.
         before = await snapshot(context, "proj-mem")
-        produce(s, [memory_event(s.topic_prefix, n, t, tokens=counter.count(t)) for n, t in enumerate(TURNS)])
+        produce(s, [memory_event(s.kafka.topic_prefix, n, t, tokens=counter.count(t)) for n, t in enumerate(TURNS)])
         async with running(s, ["memory"], name="replay"):
             await asyncio.sleep(3)
         assert await snapshot(context, "proj-mem") == before
         assert len([e for e in read_memory_topic(s) if e["kind"] == "summary"]) == len(summaries)
     finally:
-        await delete_prefix(context.redis, s.topic_prefix)
+        await delete_prefix(context.redis, s.kafka.topic_prefix)
         await context.aclose()
 
 
@@ -320,5 +320,5 @@ def _end_offsets(settings: Settings, topic: str) -> list[int]:
 
 
 def test_a_live_redis_is_needed(settings: Settings) -> None:
-    assert redis.Redis.from_url(settings.redis_url).ping()
+    assert redis.Redis.from_url(settings.stores.redis_url).ping()
     assert json.loads("[]") == []

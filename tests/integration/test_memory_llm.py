@@ -45,11 +45,7 @@ def fake() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture
 def llm_settings(settings: Settings, fake: FakeOpenAI) -> Settings:
-    return settings.model_copy(update={
-        "llm": "openai:gpt-4o-mini", "openai_api_key": SecretStr("sk-test"), "openai_base_url": fake.base_url,
-        "llm_max_retries": 0, "embedding_model_dir": MODEL_DIR, "context_window_tokens": 120,
-        "context_summary_tokens": 80, "role_prompt_tokens": {"general": BUDGET},
-    })
+    return settings.replace(llm="openai:gpt-4o-mini", openai_api_key=SecretStr("sk-test"), openai_base_url=fake.base_url, llm_max_retries=0, embedding_model_dir=MODEL_DIR, context_window_tokens=120, context_summary_tokens=80, role_prompt_tokens={"general": BUDGET})
 
 
 def read_topic(settings: Settings, topic: str) -> list[dict[str, Any]]:
@@ -81,7 +77,7 @@ async def test_the_llm_summarises_and_the_next_prompt_carries_summary_and_recent
         llm_settings: Settings, fake: FakeOpenAI) -> None:
     s = llm_settings
     counter = TokenCounter.from_model_dir(MODEL_DIR)
-    produce(s, [memory_event(s.topic_prefix, n, t, tokens=counter.count(t)) for n, t in enumerate(TURNS)])
+    produce(s, [memory_event(s.kafka.topic_prefix, n, t, tokens=counter.count(t)) for n, t in enumerate(TURNS)])
     context = open_context(s)
     try:
         async with running(s, ["memory", "agents"]):
@@ -117,7 +113,7 @@ async def test_the_llm_summarises_and_the_next_prompt_carries_summary_and_recent
         assert TURNS[-1] in user and "Recent context (oldest first):" in user
         assert counter.count(system) + counter.count(user) <= BUDGET
     finally:
-        await delete_prefix(context.redis, s.topic_prefix)
+        await delete_prefix(context.redis, s.kafka.topic_prefix)
         await context.aclose()
 
 
@@ -128,7 +124,7 @@ async def test_a_failing_llm_folds_into_the_labelled_extractive_summary(llm_sett
     s = llm_settings
     fake.script(*[status(500)] * 50)
     counter = TokenCounter.from_model_dir(MODEL_DIR)
-    produce(s, [memory_event(s.topic_prefix, n, t, tokens=counter.count(t)) for n, t in enumerate(TURNS)])
+    produce(s, [memory_event(s.kafka.topic_prefix, n, t, tokens=counter.count(t)) for n, t in enumerate(TURNS)])
     context = open_context(s)
     try:
         async with running(s, ["memory"]):
@@ -143,5 +139,5 @@ async def test_a_failing_llm_folds_into_the_labelled_extractive_summary(llm_sett
         stored = [e for e in read_memory_topic(s) if e["kind"] == "summary"]
         assert stored and {e["speaker"] for e in stored} == {"memory"}
     finally:
-        await delete_prefix(context.redis, s.topic_prefix)
+        await delete_prefix(context.redis, s.kafka.topic_prefix)
         await context.aclose()

@@ -37,15 +37,14 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def own_db(settings: Settings) -> Iterator[Settings]:
     """Settings on an empty Redis database of their own, so the test may FLUSHDB for real."""
-    base = settings.redis_url.rsplit("/", 1)[0]
+    base = settings.stores.redis_url.rsplit("/", 1)[0]
     for db in range(15, 0, -1):
         client = redis.Redis.from_url(f"{base}/{db}")
         claim = f"aios-test-claim-{uuid.uuid4().hex}"
         # Empty and still ours after the claim: another test run did not take it meanwhile.
         if client.dbsize() == 0 and client.set(claim, "1", nx=True, ex=600) and client.dbsize() == 1:
             client.delete(claim)
-            yield settings.model_copy(update={"redis_url": f"{base}/{db}", "context_window_tokens": 120,
-                                              "context_summary_tokens": 400})
+            yield settings.replace(redis_url=f"{base}/{db}", context_window_tokens=120, context_summary_tokens=400)
             client.flushdb()
             client.close()
             return
@@ -54,7 +53,7 @@ def own_db(settings: Settings) -> Iterator[Settings]:
 
 
 def all_end_offsets(s: Settings) -> dict[str, list[int]]:
-    topics = [t for t in admin_client(s).list_topics(timeout=10).topics if t.startswith(f"{s.topic_prefix}.")]
+    topics = [t for t in admin_client(s).list_topics(timeout=10).topics if t.startswith(f"{s.kafka.topic_prefix}.")]
     assert len(topics) > 5
     return {t: _end_offsets(s, t) for t in sorted(topics)}
 
@@ -62,7 +61,7 @@ def all_end_offsets(s: Settings) -> dict[str, list[int]]:
 async def test_rebuild_after_flushdb_gives_the_same_contexts(own_db: Settings) -> None:
     s = own_db
     counter = TokenCounter.from_model_dir(MODEL_DIR)
-    produce(s, [memory_event(s.topic_prefix, n, t, tokens=counter.count(t), scope_id=f"proj-{n % 2}")
+    produce(s, [memory_event(s.kafka.topic_prefix, n, t, tokens=counter.count(t), scope_id=f"proj-{n % 2}")
                 for n, t in enumerate(TURNS)])
     context = open_context(s)
     try:
@@ -82,9 +81,9 @@ async def test_rebuild_after_flushdb_gives_the_same_contexts(own_db: Settings) -
         assert {p: await snapshot(context, p) for p in ("proj-0", "proj-1")} == before
         assert report.windows == 2 and report.keys_swapped > 0 and report.vectors is None
         assert all_end_offsets(s) == offsets  # no topic got a single record
-        assert [k async for k in context.redis.scan_iter(match=f"{s.topic_prefix}:rebuild-*")] == []
+        assert [k async for k in context.redis.scan_iter(match=f"{s.kafka.topic_prefix}:rebuild-*")] == []
         # The applied-id markers came back too: replaying the log into the live windows is a no-op.
-        replayed = await context.apply_many([to_turn(memory_event(s.topic_prefix, 3, TURNS[3],
+        replayed = await context.apply_many([to_turn(memory_event(s.kafka.topic_prefix, 3, TURNS[3],
                                                                   tokens=counter.count(TURNS[3]), scope_id="proj-1"))])
         assert not replayed[0].applied
     finally:
@@ -96,11 +95,11 @@ def turns_of(window: Any) -> list[str]:
 
 
 async def test_readers_see_the_old_data_until_the_swap(settings: Settings) -> None:
-    s = settings.model_copy(update={"vector_memory": True, "embedding_model_dir": MODEL_DIR,
-                                    "context_window_turns": 50})
+    s = settings.replace(vector_memory=True, embedding_model_dir=MODEL_DIR,
+                                    context_window_turns=50)
     counter = TokenCounter.from_model_dir(MODEL_DIR)
-    old = [memory_event(s.topic_prefix, n, t, tokens=counter.count(t)) for n, t in enumerate(TURNS[:6])]
-    task = {**memory_event(s.topic_prefix, 99, "a task-scoped note on retries", tokens=7),
+    old = [memory_event(s.kafka.topic_prefix, n, t, tokens=counter.count(t)) for n, t in enumerate(TURNS[:6])]
+    task = {**memory_event(s.kafka.topic_prefix, 99, "a task-scoped note on retries", tokens=7),
             "scope": "task", "scope_id": "task-99", "memory_id": "task-99:note"}
     produce(s, [*old, task])
     first = await rebuild_memory(s)
@@ -109,7 +108,7 @@ async def test_readers_see_the_old_data_until_the_swap(settings: Settings) -> No
     try:
         live_before = await context.read("project", "proj-mem")
         assert turns_of(live_before) == [f"task-{n}:1:turn" for n in range(6)]
-        produce(s, [memory_event(s.topic_prefix, n, t, tokens=counter.count(t)) for n, t in enumerate(TURNS[6:9], 6)])
+        produce(s, [memory_event(s.kafka.topic_prefix, n, t, tokens=counter.count(t)) for n, t in enumerate(TURNS[6:9], 6)])
 
         staged = await stage(s, scope="project")
         try:
@@ -131,13 +130,13 @@ async def test_readers_see_the_old_data_until_the_swap(settings: Settings) -> No
         finally:
             await staged.aclose()
     finally:
-        await delete_prefix(context.redis, s.topic_prefix)
+        await delete_prefix(context.redis, s.kafka.topic_prefix)
         await context.aclose()
 
 
 async def test_a_discarded_stage_leaves_the_live_data_alone(settings: Settings) -> None:
-    s = settings.model_copy(update={"vector_memory": True, "embedding_model_dir": MODEL_DIR})
-    produce(s, [memory_event(s.topic_prefix, n, t, tokens=10) for n, t in enumerate(TURNS[:3])])
+    s = settings.replace(vector_memory=True, embedding_model_dir=MODEL_DIR)
+    produce(s, [memory_event(s.kafka.topic_prefix, n, t, tokens=10) for n, t in enumerate(TURNS[:3])])
     await rebuild_memory(s)
     context = open_context(s)
     try:
@@ -147,18 +146,18 @@ async def test_a_discarded_stage_leaves_the_live_data_alone(settings: Settings) 
             assert staged.generation is not None and staged.vectors is not None
             generation = staged.generation.collection
             await staged.discard()
-            assert [k async for k in context.redis.scan_iter(match=f"{s.topic_prefix}:rebuild-*")] == []
+            assert [k async for k in context.redis.scan_iter(match=f"{s.kafka.topic_prefix}:rebuild-*")] == []
             names = {c.name for c in staged.vectors._client.get_collections().collections}
             assert generation not in names and staged.vectors.count() == 3
         finally:
             await staged.aclose()
         assert await context.read("project", "proj-mem") == before
     finally:
-        await delete_prefix(context.redis, s.topic_prefix)
+        await delete_prefix(context.redis, s.kafka.topic_prefix)
         await context.aclose()
 
 
 async def test_rebuilding_without_the_topics_says_how_to_create_them(base_settings: Settings) -> None:
-    s = base_settings.model_copy(update={"topic_prefix": f"missing{uuid.uuid4().hex[:8]}"})
+    s = base_settings.replace(topic_prefix=f"missing{uuid.uuid4().hex[:8]}")
     with pytest.raises(KafkaError, match="aios topics create"):
         await rebuild_memory(s)

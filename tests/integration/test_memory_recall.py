@@ -36,7 +36,7 @@ async def assign_and_wait(s: Settings, description: str, project: str) -> dict[s
     task_id = uuid.uuid4().hex
     now = int(time.time() * 1000)
     producer = EventProducer(s)
-    producer.send(f"{s.topic_prefix}.agent.general", "Assignment", {
+    producer.send(f"{s.kafka.topic_prefix}.agent.general", "Assignment", {
         "event_id": uuid.uuid4().hex, "timestamp": now, "trace_id": "t", "task_id": task_id,
         "project_id": project, "role": "general", "description": description, "submitted_at": now,
     }, key=task_id)
@@ -56,14 +56,14 @@ async def assign_and_wait(s: Settings, description: str, project: str) -> dict[s
 
 async def test_the_agent_recalls_the_related_memory_and_records_it(settings: Settings, tmp_path: Path) -> None:
     # Trimmed to the bound exactly (no chunked folds), so the summary count below is exact.
-    s = settings.model_copy(update={"vector_memory": True, "embedding_model_dir": MODEL_DIR, "context_trim_to": 1.0})
+    s = settings.replace(vector_memory=True, embedding_model_dir=MODEL_DIR, context_trim_to=1.0)
     assert len(DISTRACTORS) >= 50
     producer = EventProducer(s)
     memories = [event(n, text, "proj-rec") for n, text in enumerate(DISTRACTORS, start=100)]
     memories.append(event(1, RELEVANT, "proj-rec"))
     memories.append(event(2, RELEVANT, "other-project"))  # filtered out by project
     for m in memories:
-        producer.send(f"{s.topic_prefix}.memory", "MemoryEvent", m, key=str(m["scope_id"]))
+        producer.send(f"{s.kafka.topic_prefix}.memory", "MemoryEvent", m, key=str(m["scope_id"]))
     producer.flush()
 
     # The assignment goes straight to the role topic: this test is about the agent, not planning.
@@ -77,7 +77,7 @@ async def test_the_agent_recalls_the_related_memory_and_records_it(settings: Set
         assert result["status"] == "succeeded"
         assert result["recall"][0] == "mem-1", result["recall"]
         assert "mem-2" not in result["recall"] and len(result["recall"]) <= 3
-        assert vm.collection == collection_name(s.topic_prefix)
+        assert vm.collection == collection_name(s.kafka.topic_prefix)
         # 57 turns in a 50-turn window: 6 folded into a summary, then the agent's turn folds one
         # more into a second summary; both summaries are indexed too.
         while await live.runtime.in_vector_thread(vm.count) < len(memories) + 3:

@@ -53,7 +53,7 @@ def value(text: str, name: str, **labels: str) -> float | None:
 async def test_a_real_scrape_covers_the_pipeline_and_passes_promtool(settings: Settings) -> None:
     port = free_port()
     assert serve(port)
-    p = settings.topic_prefix
+    p = settings.kafka.topic_prefix
     async with running(settings, list(PROCESSORS)):
         result = await submit_and_wait(settings, "Explain consumer lag")
         assert result["status"] == "succeeded"
@@ -86,21 +86,21 @@ async def test_a_real_scrape_covers_the_pipeline_and_passes_promtool(settings: S
     # on every partition of what they read.
     for group, topic in ((f"{p}-embedded", f"{p}.agent.general"), (f"{p}-orchestrator", f"{p}.tasks"),
                          (f"{p}-history", f"{p}.results")):
-        for partition in range(settings.topic_partitions):
+        for partition in range(settings.kafka.topic_partitions):
             lag = value(text, "aios_consumer_lag_messages", group=group, topic=topic, partition=str(partition))
             assert lag is not None and lag >= 0, f"no lag for {group} {topic}[{partition}]"
 
 
 def test_lag_counts_what_a_group_has_not_committed(settings: Settings) -> None:
-    p = settings.topic_prefix
+    p = settings.kafka.topic_prefix
     producer = EventProducer(settings)
     for i in range(5):
         producer.send_raw(f"{p}.dlq", b"x", key=f"k{i}")
     producer.flush()
-    collector = ConsumerLag(settings.kafka_bootstrap, lambda: {f"{p}-nobody": [f"{p}.dlq", f"{p}.missing"]})
+    collector = ConsumerLag(settings.kafka.bootstrap, lambda: {f"{p}-nobody": [f"{p}.dlq", f"{p}.missing"]})
     rows = collector.read()
     # The group never committed: all five records are lag; the missing topic is left out.
     assert {r.topic for r in rows} == {f"{p}.dlq"}
-    assert len(rows) == settings.topic_partitions
+    assert len(rows) == settings.kafka.topic_partitions
     assert sum(r.lag for r in rows) == 5
     assert all(r.committed == -1 for r in rows)

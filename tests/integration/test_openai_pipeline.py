@@ -14,10 +14,10 @@ pytestmark = pytest.mark.integration
 
 
 def openai_settings(settings: Settings, server: FakeOpenAI) -> Settings:
-    return settings.model_copy(update={
-        "llm": "openai:gpt-4o-mini", "openai_api_key": SecretStr("sk-test"),
-        "openai_base_url": server.base_url, "llm_max_retries": 0,
-    })
+    return settings.replace(
+        llm="openai:gpt-4o-mini", openai_api_key=SecretStr("sk-test"),
+        openai_base_url=server.base_url, llm_max_retries=0,
+    )
 
 
 async def run_one(settings: Settings, description: str) -> dict[str, object]:

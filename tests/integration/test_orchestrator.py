@@ -28,7 +28,7 @@ ROLES = ("general", "backend", "qa")
 
 @pytest.fixture
 def roles_settings(settings: Settings) -> Settings:
-    s = settings.model_copy(update={"roles": ROLES})
+    s = settings.replace(roles=ROLES)
     create_topics(s)
     return s
 
@@ -38,7 +38,7 @@ def plan_doc(project: str, *tasks: dict[str, Any]) -> str:
 
 
 def read_all(settings: Settings, topic: str) -> list[dict[str, Any]]:
-    reader = TopicReader(settings, f"{settings.topic_prefix}.{topic}", from_beginning=True)
+    reader = TopicReader(settings, f"{settings.kafka.topic_prefix}.{topic}", from_beginning=True)
     try:
         return [d.value for _, d in reader.events(timeout_s=3) if not isinstance(d, Exception)]
     finally:
@@ -52,7 +52,7 @@ def two_steps(project: str) -> str:
 
 
 async def submit(settings: Settings, text: str) -> Any:
-    plan = parse_plan(text, settings.roles)
+    plan = parse_plan(text, settings.processing.roles)
     client = TaskClient(settings)
     try:
         client.submit_plan(plan)
@@ -87,9 +87,9 @@ async def test_a_dag_runs_in_dependency_order_with_outputs_as_context(roles_sett
 async def test_failures_retry_with_backoff_then_dead_letter_and_skip_dependents(roles_settings: Settings) -> None:
     with FakeOpenAI() as server:
         server.script(status(500), status(500), status(500))
-        s = roles_settings.model_copy(update={
-            "llm": "openai:gpt-4o-mini", "openai_api_key": SecretStr("sk-test"),
-            "openai_base_url": server.base_url, "llm_max_retries": 0})
+        s = roles_settings.replace(
+            llm="openai:gpt-4o-mini", openai_api_key=SecretStr("sk-test"),
+            openai_base_url=server.base_url, llm_max_retries=0)
         text = plan_doc("flaky", {"id": "a", "role": "backend", "description": "always fails"},
                         {"id": "b", "role": "qa", "description": "needs a", "depends_on": ["a"]})
         async with running(s, ["orchestrator", "results", "agents"]):
@@ -135,7 +135,7 @@ async def test_approval_gate_reject_and_recovery_after_restart(roles_settings: S
 
 
 async def test_a_goal_is_planned_by_the_planner_then_run(settings: Settings) -> None:
-    s = settings.model_copy(update={"roles": ("planner", "backend", "qa")})
+    s = settings.replace(roles=("planner", "backend", "qa"))
     create_topics(s)
     async with running(s, ["orchestrator", "results", "agents"]):
         client = TaskClient(s)
@@ -154,7 +154,7 @@ async def test_a_goal_is_planned_by_the_planner_then_run(settings: Settings) -> 
 
 
 async def test_a_plan_naming_roles_not_running_fails_the_goal_visibly(settings: Settings) -> None:
-    s = settings.model_copy(update={"roles": ("planner", "general")})  # the example plan needs backend, qa
+    s = settings.replace(roles=("planner", "general"))  # the example plan needs backend, qa
     create_topics(s)
     async with running(s, ["orchestrator", "results", "agents"]):
         client = TaskClient(s)
@@ -183,7 +183,7 @@ async def test_a_restricted_task_reaches_its_agent_restricted(settings: Settings
 
 
 async def test_a_finished_project_past_its_retention_keeps_only_counts(roles_settings: Settings) -> None:
-    s = roles_settings.model_copy(update={"finished_project_retention_s": 0.0})
+    s = roles_settings.replace(finished_project_retention_s=0.0)
     text = two_steps("done")
     async with running(s, ["orchestrator", "results", "agents"]):
         await submit(s, text)
@@ -192,8 +192,8 @@ async def test_a_finished_project_past_its_retention_keeps_only_counts(roles_set
 
         def archived() -> bool:
             rebuilder = Rebuilder()
-            for p in range(s.topic_partitions):
-                for msg in read_partition(s, f"{s.topic_prefix}.orchestrator-state", p):
+            for p in range(s.kafka.topic_partitions):
+                for msg in read_partition(s, f"{s.kafka.topic_prefix}.orchestrator-state", p):
                     rebuilder.add(msg.key() or b"", msg.value())
             state = rebuilder.states().get("done")
             return state is not None and not state.dag.nodes and state.archived == {"succeeded": 2}
@@ -212,23 +212,23 @@ async def test_a_finished_project_past_its_retention_keeps_only_counts(roles_set
 
 
 async def test_group_fencing_commits_the_offsets_inside_the_transactions(roles_settings: Settings) -> None:
-    s = roles_settings.model_copy(update={"orchestrator_group_fencing": True})
+    s = roles_settings.replace(orchestrator_group_fencing=True)
     text = two_steps("fenced")
     async with running(s, ["orchestrator", "results", "agents"]):
         await submit(s, text)
         final = await asyncio.to_thread(wait_project, s, "fenced", 60)
     assert final["state"] == "succeeded"
-    consumer = make_consumer(s, group=f"{s.topic_prefix}-orchestrator")
+    consumer = make_consumer(s, group=f"{s.kafka.topic_prefix}-orchestrator")
     try:
-        topic = f"{s.topic_prefix}.attempts"
-        committed = consumer.committed([TopicPartition(topic, p) for p in range(s.topic_partitions)], timeout=10)
+        topic = f"{s.kafka.topic_prefix}.attempts"
+        committed = consumer.committed([TopicPartition(topic, p) for p in range(s.kafka.topic_partitions)], timeout=10)
     finally:
         consumer.close()
     assert sum(max(tp.offset, 0) for tp in committed) == 2  # both attempts, committed by the transactions
 
 
 async def test_an_assignment_nobody_answers_times_out_retries_then_dead_letters(roles_settings: Settings) -> None:
-    s = roles_settings.model_copy(update={"task_timeout_s": 1.0})
+    s = roles_settings.replace(task_timeout_s=1.0)
     text = plan_doc("silent", {"id": "a", "role": "backend", "description": "nobody runs backend here"},
                     {"id": "b", "role": "qa", "description": "needs a", "depends_on": ["a"]})
     async with running(s, ["orchestrator", "results"]):  # no agents: every assignment goes unanswered
@@ -245,7 +245,7 @@ async def test_an_assignment_nobody_answers_times_out_retries_then_dead_letters(
 
 
 async def test_an_orchestrator_without_its_topics_says_what_to_do(settings: Settings) -> None:
-    s = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}-none"})  # never created
+    s = settings.replace(topic_prefix=f"{settings.kafka.topic_prefix}-none")  # never created
     with pytest.raises(KafkaError, match=r"no partitions assigned within 5s; .*aios topics create"):
         async with running(s, ["orchestrator"], ready_timeout_s=5):
             pass
@@ -256,12 +256,12 @@ async def test_a_restart_fences_both_producers_of_a_killed_predecessor(roles_set
     open on either one must not hold back read_committed readers, nor commit after the restart."""
     s = roles_settings
     zombie = Producer(producer_config(s, **{
-        "transactional.id": f"{s.topic_prefix}-orchestrator-{s.instance}-alt", "linger.ms": 0,
+        "transactional.id": f"{s.kafka.topic_prefix}-orchestrator-{s.processing.instance}-alt", "linger.ms": 0,
         "transaction.timeout.ms": 120_000}))  # only the restart can end it within the test
     zombie.init_transactions(30)
     zombie.begin_transaction()
-    for partition in range(s.topic_partitions):  # whichever partition the project's statuses take
-        zombie.produce(f"{s.topic_prefix}.project-status", value=b"never committed", key=b"zombie", partition=partition)
+    for partition in range(s.kafka.topic_partitions):  # whichever partition the project's statuses take
+        zombie.produce(f"{s.kafka.topic_prefix}.project-status", value=b"never committed", key=b"zombie", partition=partition)
     zombie.flush(10)
     async with running(s, ["orchestrator", "results", "agents"]):
         await submit(s, two_steps("after-zombie"))

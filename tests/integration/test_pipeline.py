@@ -42,37 +42,37 @@ async def test_task_result_history_and_context(settings: Settings) -> None:
         row = store.query(
             "SELECT e.status AS status, r.output AS output FROM aios.events AS e FINAL "  # noqa: S608 - our own hex id
             "JOIN aios.results AS r FINAL ON r.event_id = e.event_id "
-            f"WHERE e.event_type = 'TaskResult' AND e.topic = '{settings.topic_prefix}.results' "
+            f"WHERE e.event_type = 'TaskResult' AND e.topic = '{settings.kafka.topic_prefix}.results' "
             f"AND e.task_id = '{task['task_id']}'")[0]
         assert row["status"] == "succeeded"
         assert row["output"] == result["output"]
 
-    r = redis.Redis.from_url(settings.redis_url)
-    key = context_key(settings.topic_prefix, "project", "proj-e2e")
+    r = redis.Redis.from_url(settings.stores.redis_url)
+    key = context_key(settings.kafka.topic_prefix, "project", "proj-e2e")
     turns = [json.loads(t) for t in r.lrange(key, 0, -1)]
     assert len(turns) == 1
     assert turns[0]["task_id"] == task["task_id"]
     assert "rate limiter" in turns[0]["content"]
-    assert 0 < r.ttl(key) <= settings.context_ttl_s
+    assert 0 < r.ttl(key) <= settings.memory.context_ttl_s
 
 
 async def test_garbage_goes_to_dlq_and_the_stream_goes_on(settings: Settings) -> None:
     async with running(settings, ["orchestrator", "results", "agents"]):
         producer = EventProducer(settings)
         garbage = b"\x07 this is not avro \xff"
-        producer.send_raw(f"{settings.topic_prefix}.tasks", garbage, key="junk")
+        producer.send_raw(f"{settings.kafka.topic_prefix}.tasks", garbage, key="junk")
         producer.flush()
         result = await submit_and_wait(settings, "still works after garbage")
         assert result["status"] == "succeeded"
 
-    reader = TopicReader(settings, f"{settings.topic_prefix}.dlq", from_beginning=True)
+    reader = TopicReader(settings, f"{settings.kafka.topic_prefix}.dlq", from_beginning=True)
     letters = [d.value for _, d in reader.events(timeout_s=5) if not isinstance(d, Exception)]
     reader.close()
     assert len(letters) == 1
     letter = letters[0]
     assert letter["payload"] == garbage
     assert letter["key"] == b"junk"
-    assert letter["source_topic"] == f"{settings.topic_prefix}.tasks"
+    assert letter["source_topic"] == f"{settings.kafka.topic_prefix}.tasks"
     assert letter["processor"] == "orchestrator"
     assert letter["error_type"] == "UndecodableError"
     assert "unknown wire format" in letter["error"]
@@ -94,11 +94,11 @@ async def test_replayed_memory_event_is_applied_once(settings: Settings) -> None
     }
     producer = EventProducer(settings)
     for _ in range(3):  # the same memory id, delivered three times
-        producer.send(f"{settings.topic_prefix}.memory", "MemoryEvent", memory, key="replay")
+        producer.send(f"{settings.kafka.topic_prefix}.memory", "MemoryEvent", memory, key="replay")
     producer.flush()
     async with running(settings, ["memory"]):
-        key = context_key(settings.topic_prefix, "project", "replay")
-        r = redis.Redis.from_url(settings.redis_url)
+        key = context_key(settings.kafka.topic_prefix, "project", "replay")
+        r = redis.Redis.from_url(settings.stores.redis_url)
         await wait_until(lambda: r.llen(key) >= 1)
         await asyncio.sleep(1.0)  # give duplicates time to (not) arrive
         assert r.llen(key) == 1

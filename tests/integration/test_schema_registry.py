@@ -139,7 +139,7 @@ def test_the_history_sink_stores_registry_framed_events_natively(schema_registry
 async def test_the_whole_pipeline_runs_on_the_confluent_wire_format(settings: Settings,
                                                                      schema_registry: SchemaRegistry) -> None:
     # AIOS_SCHEMA_REGISTRY_URL set: every producer registers <topic>-value and frames by id.
-    s = settings.model_copy(update={"schema_registry_url": schema_registry.url})
+    s = settings.replace(schema_registry_url=schema_registry.url)
     project = f"reg-{uuid.uuid4().hex[:8]}"
     async with running(s, list(PROCESSORS)) as live:
         result = await submit_and_wait(s, "Summarise the design of a rate limiter", project=project)
@@ -153,10 +153,10 @@ async def test_the_whole_pipeline_runs_on_the_confluent_wire_format(settings: Se
         assert counts["Task"] == counts["Assignment"] == counts["LlmCall"] == 1 and counts["TaskResult"] == 2
         live.check()
 
-    framed = [m for p in range(s.topic_partitions) for m in read_partition(s, f"{s.topic_prefix}.results", p)]
+    framed = [m for p in range(s.kafka.topic_partitions) for m in read_partition(s, f"{s.kafka.topic_prefix}.results", p)]
     assert framed and all((m.value() or b"")[:1] == bytes([CONFLUENT_MAGIC]) for m in framed)
     subjects = set(SchemaRegistryClient({"url": schema_registry.url}).get_subjects())
-    p = s.topic_prefix
+    p = s.kafka.topic_prefix
     assert {f"{p}.{t}-value" for t in ("tasks", "agent.general", "attempts", "llm-calls", "memory")} <= subjects
     # The outbox carries two record types (TopicRecordNameStrategy); the results committer forwards
     # its bytes to results and project-status unchanged, and registers the same schemas under those

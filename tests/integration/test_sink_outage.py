@@ -56,10 +56,10 @@ class FlakyStore(HistoryStore):
 
 def committed(settings: Settings, topic: str) -> int:
     """Offsets the sink's consumer group has committed on ``topic``, summed over partitions."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
-                         "group.id": f"{settings.topic_prefix}-history", "enable.auto.commit": False})
+    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap,
+                         "group.id": f"{settings.kafka.topic_prefix}-history", "enable.auto.commit": False})
     try:
-        parts = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+        parts = [TopicPartition(topic, p) for p in range(settings.kafka.topic_partitions)]
         return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
     finally:
         consumer.close()
@@ -70,7 +70,7 @@ def retries() -> float:
 
 
 async def test_sink_survives_a_store_outage_and_commits_only_after_storing(settings: Settings) -> None:
-    topic = f"{settings.topic_prefix}.tasks"
+    topic = f"{settings.kafka.topic_prefix}.tasks"
     producer = EventProducer(settings)
     tasks = [build_task(f"outage {i}", project="outage") for i in range(5)]
     for task in tasks:
@@ -130,8 +130,8 @@ class FlakyNativeStore(HistoryStore):
 async def test_native_inserts_survive_an_outage_too(settings: Settings, session_data_dir: Path) -> None:
     from aios.connectors.history.chdb_store import ChdbStore
 
-    topic = f"{settings.topic_prefix}.tasks"
-    project = f"outage-native-{settings.topic_prefix}"
+    topic = f"{settings.kafka.topic_prefix}.tasks"
+    project = f"outage-native-{settings.kafka.topic_prefix}"
     producer = EventProducer(settings)
     tasks = [build_task(f"native outage {i}", project=project) for i in range(5)]
     for task in tasks:

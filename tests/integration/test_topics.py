@@ -20,7 +20,7 @@ def test_create_is_idempotent_and_matches_the_plan(settings: Settings) -> None:
     assert {o.outcome for o in again} == {"exists"}
     assert all(o.detail == "" for o in again)
     infos = {i.name: i for i in list_topics(settings)}
-    p = settings.topic_prefix
+    p = settings.kafka.topic_prefix
     assert set(infos) == {f"{p}.tasks", f"{p}.projects", f"{p}.control", f"{p}.agent.general", f"{p}.attempts",
                           f"{p}.finals", f"{p}.results", f"{p}.project-status", f"{p}.messages", f"{p}.memory", f"{p}.llm-calls",
                           f"{p}.agents", f"{p}.dlq", f"{p}.tasks-json", f"{p}.results-json",
@@ -28,13 +28,13 @@ def test_create_is_idempotent_and_matches_the_plan(settings: Settings) -> None:
     for compacted in (f"{p}.agents", f"{p}.project-status", f"{p}.orchestrator-state"):
         assert infos[compacted].cleanup_policy == "compact"
     assert infos[f"{p}.tasks"].cleanup_policy == "delete"
-    assert infos[f"{p}.tasks"].retention_ms == str(settings.topic_retention_ms)
-    assert all(i.partitions == settings.topic_partitions for i in infos.values())
+    assert infos[f"{p}.tasks"].retention_ms == str(settings.kafka.topic_retention_ms)
+    assert all(i.partitions == settings.kafka.topic_partitions for i in infos.values())
     assert all(i.replication == 1 for i in infos.values())
 
 
 def test_topic_prefix_and_roles_are_settings(base_settings: Settings) -> None:
-    s = base_settings.model_copy(update={"topic_prefix": "itprefix-roles", "roles": ("general", "backend")})
+    s = base_settings.replace(topic_prefix="itprefix-roles", roles=("general", "backend"))
     outcomes = create_topics(s)
     names = [o.name for o in outcomes]
     assert "itprefix-roles.agent.backend" in names
@@ -44,7 +44,7 @@ def test_topic_prefix_and_roles_are_settings(base_settings: Settings) -> None:
 def test_auto_create_is_off(base_settings: Settings) -> None:
     from confluent_kafka import Producer
 
-    p = Producer({"bootstrap.servers": base_settings.kafka_bootstrap, "message.timeout.ms": 3000})
+    p = Producer({"bootstrap.servers": base_settings.kafka.bootstrap, "message.timeout.ms": 3000})
     errors: list[object] = []
     p.produce("it-never-created-topic", b"x", on_delivery=lambda err, msg: errors.append(err))
     p.flush(10)
@@ -58,20 +58,20 @@ def test_waiting_for_a_topic_that_never_gets_a_leader_names_it(settings: Setting
 
 
 def test_created_topics_are_served_at_once_to_a_fresh_client(base_settings: Settings) -> None:
-    s = base_settings.model_copy(update={"topic_prefix": f"itfresh{time.time_ns()}"})
+    s = base_settings.replace(topic_prefix=f"itfresh{time.time_ns()}")
     create_topics(s)
     try:
         # A new client, no retry: creation returned only after the broker served every partition.
-        assert f"{s.topic_prefix}.tasks" in {t.name for t in list_topics(s)}
+        assert f"{s.kafka.topic_prefix}.tasks" in {t.name for t in list_topics(s)}
     finally:
         delete_topics(s)
 
 
 def test_deleted_topics_are_gone_at_once_for_a_fresh_client(base_settings: Settings) -> None:
-    s = base_settings.model_copy(update={"topic_prefix": f"itgone{time.time_ns()}"})
+    s = base_settings.replace(topic_prefix=f"itgone{time.time_ns()}")
     create_topics(s)
     deleted = delete_topics(s)
-    assert f"{s.topic_prefix}.tasks" in deleted
+    assert f"{s.kafka.topic_prefix}.tasks" in deleted
     assert list_topics(s) == []  # a new client: deletion returned only once the broker dropped them
 
 
@@ -79,7 +79,7 @@ def test_a_topic_deleted_while_listing_is_left_out(settings: Settings, monkeypat
     # The race of the listing with a deletion, made certain: metadata read from before the delete.
     admin = admin_client(settings)
     before = admin.list_topics(timeout=10)
-    gone = f"{settings.topic_prefix}.memory"
+    gone = f"{settings.kafka.topic_prefix}.memory"
     admin.delete_topics([gone], operation_timeout=30)[gone].result(30)
     wait_gone = time.monotonic() + 30
     while gone in admin.list_topics(timeout=10).topics and time.monotonic() < wait_gone:
@@ -97,4 +97,4 @@ def test_a_topic_deleted_while_listing_is_left_out(settings: Settings, monkeypat
 
     monkeypatch.setattr("aios.streams.topics.admin_client", lambda s: StaleMetadata(admin_client(s)))
     names = {t.name for t in list_topics(settings)}
-    assert gone not in names and f"{settings.topic_prefix}.tasks" in names
+    assert gone not in names and f"{settings.kafka.topic_prefix}.tasks" in names

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from aios.streams.settings import Settings
+from aios.streams.settings import env_names, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.kafka.yml"
@@ -357,21 +357,6 @@ def test_kafka_is_single_node_kraft_without_auto_create(services: dict[str, dict
 # --------------------------------------------------------------------------- AIOS environment
 
 
-def settings_env_names() -> set[str]:
-    """Every environment name `Settings` reads: prefix + field name, plus validation aliases."""
-    prefix = str(Settings.model_config.get("env_prefix", ""))
-    names = set()
-    for field_name, field in Settings.model_fields.items():
-        alias = field.validation_alias
-        if alias is None:
-            names.add((prefix + field_name).upper())
-        elif isinstance(alias, str):
-            names.add(alias.upper())
-        else:  # AliasChoices
-            names |= {str(choice).upper() for choice in alias.choices if isinstance(choice, str)}
-    return names
-
-
 def test_aios_services_share_one_environment(
     raw: dict[str, Any], aios_services: dict[str, dict[str, Any]]
 ) -> None:
@@ -387,7 +372,7 @@ def test_aios_services_share_one_environment(
 
 
 def test_aios_env_vars_are_real_settings(aios_services: dict[str, dict[str, Any]]) -> None:
-    known = settings_env_names()
+    known = env_names()
     stale_planned = sorted(set(PLANNED_AIOS_VARS) & known)
     assert not stale_planned, f"{stale_planned} are Settings fields now: drop them from PLANNED_AIOS_VARS"
     unknown = sorted(
@@ -409,10 +394,10 @@ def test_aios_env_loads_into_settings(aios_env: dict[str, str], monkeypatch: pyt
             monkeypatch.delenv(key)
     for key, value in aios_env.items():
         monkeypatch.setenv(key, value)
-    settings = Settings()
-    assert settings.kafka_bootstrap == aios_env["AIOS_KAFKA_BOOTSTRAP"]
-    assert settings.metrics_port == METRICS_PORT, f"AIOS_METRICS_PORT should be {METRICS_PORT}"
-    assert settings.openai_api_key is None or not settings.openai_api_key.get_secret_value(), (
+    settings = load_settings()
+    assert settings.kafka.bootstrap == aios_env["AIOS_KAFKA_BOOTSTRAP"]
+    assert settings.observability.metrics_port == METRICS_PORT, f"AIOS_METRICS_PORT should be {METRICS_PORT}"
+    assert settings.llm.openai_api_key is None or not settings.llm.openai_api_key.get_secret_value(), (
         "no key may be baked into the compose file; pass OPENAI_API_KEY from the shell"
     )
 

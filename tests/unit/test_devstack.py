@@ -105,7 +105,7 @@ def test_status_of_a_fresh_data_dir_is_stopped(settings: Settings) -> None:
         ("kafka", "stopped", None),
         ("redis", "stopped", None),
     ]
-    assert report.to_dict()["services"][0]["address"] == settings.kafka_bootstrap
+    assert report.to_dict()["services"][0]["address"] == settings.kafka.bootstrap
 
 
 def test_up_without_java_names_java_and_starts_nothing(settings: Settings, tmp_path: Path) -> None:
@@ -143,7 +143,7 @@ def test_missing_jars_without_mvn_say_how_to_fetch_them(settings: Settings, tmp_
 
 def test_a_port_taken_by_something_else_is_reported(settings: Settings) -> None:
     with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", settings.redis_port))
+        squatter.bind(("127.0.0.1", settings.stores.redis_port))
         squatter.listen()
         with pytest.raises(StackError, match=r"does not answer as redis.*AIOS_REDIS_URL"):
             devstack.up(settings)
@@ -155,7 +155,7 @@ def test_down_with_nothing_running_is_harmless(settings: Settings) -> None:
 
 
 def test_stale_pidfile_is_not_ours(settings: Settings) -> None:
-    pidfile = settings.data_dir / "kafka" / "kafka.pid"
+    pidfile = settings.stores.data_dir / "kafka" / "kafka.pid"
     pidfile.parent.mkdir(parents=True)
     pidfile.write_text(f"{os.getpid()}\n")  # alive, but pytest is not a Kafka broker
     assert devstack.status(settings).services[0].state == "stopped"
@@ -166,9 +166,9 @@ def test_stale_pidfile_is_not_ours(settings: Settings) -> None:
 def test_cli_status_json_and_table(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     from aios.cli.dev import dev
 
-    monkeypatch.setenv("AIOS_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("AIOS_KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
-    monkeypatch.setenv("AIOS_REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("AIOS_DATA_DIR", str(settings.stores.data_dir))
+    monkeypatch.setenv("AIOS_KAFKA_BOOTSTRAP", settings.kafka.bootstrap)
+    monkeypatch.setenv("AIOS_REDIS_URL", settings.stores.redis_url)
     result = CliRunner().invoke(dev, ["status", "--json"])
     assert result.exit_code == 0, result.output
     import json
@@ -182,11 +182,11 @@ def test_cli_status_json_and_table(settings: Settings, monkeypatch: pytest.Monke
 def test_cli_error_exits_1_with_the_message(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     from aios.cli.dev import dev
 
-    monkeypatch.setenv("AIOS_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("AIOS_KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
-    monkeypatch.setenv("AIOS_REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("AIOS_DATA_DIR", str(settings.stores.data_dir))
+    monkeypatch.setenv("AIOS_KAFKA_BOOTSTRAP", settings.kafka.bootstrap)
+    monkeypatch.setenv("AIOS_REDIS_URL", settings.stores.redis_url)
     with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", settings.kafka_port))
+        squatter.bind(("127.0.0.1", settings.kafka.port))
         squatter.listen()
         result = CliRunner().invoke(dev, ["up"])
     assert result.exit_code == 1

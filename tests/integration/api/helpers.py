@@ -18,7 +18,7 @@ from aios.streams.settings import Settings
 async def api_client(settings: Settings, *, store: StoreFactory | None = None,
                      as_admin: bool = False) -> AsyncIterator[httpx.AsyncClient]:
     """``as_admin``: every request carries an admin key for every project, unless it sets its own."""
-    s = settings.model_copy(update={"api_port": 0})
+    s = settings.replace(api_port=0)
     server, task = await serve_embedded(s, store=store)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:

@@ -45,7 +45,7 @@ async def test_api_keys_are_stored_as_salted_hashes_and_revocation_is_immediate(
         assert (await api.get("/v1/agents", headers=headers)).status_code == 200
         key = headers["Authorization"].removeprefix("Bearer ")
         key_id, secret = key.split("_")[1], key.split("_", 2)[2]
-        stored = redis.Redis.from_url(settings.redis_url).hgetall(f"{settings.topic_prefix}:apikey:{key_id}")
+        stored = redis.Redis.from_url(settings.stores.redis_url).hgetall(f"{settings.kafka.topic_prefix}:apikey:{key_id}")
         assert set(stored) == {b"salt", b"hash", b"role", b"projects", b"name", b"created_at", b"revoked"}
         assert all(secret.encode() not in v for v in stored.values())
         tampered = {"Authorization": f"Bearer aios_{key_id}_{secret[:-2]}AA"}
@@ -55,7 +55,7 @@ async def test_api_keys_are_stored_as_salted_hashes_and_revocation_is_immediate(
 
 
 async def test_aios_keys_create_list_revoke(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIOS_TOPIC_PREFIX", settings.topic_prefix)
+    monkeypatch.setenv("AIOS_TOPIC_PREFIX", settings.kafka.topic_prefix)
     def aios(*args: str) -> Result:  # the CLI runs its own event loop: keep it off the test's
         return CliRunner().invoke(cli, list(args))
 
@@ -83,8 +83,8 @@ async def test_aios_keys_create_list_revoke(settings: Settings, monkeypatch: pyt
 
 async def test_jwt_bearer_tokens_are_checked_against_the_jwks_and_follow_key_rotation(settings: Settings) -> None:
     with JwksServer() as idp:
-        s = settings.model_copy(update={"api_jwks_url": idp.url, "api_jwt_issuer": idp.issuer,
-                                        "api_jwt_audience": idp.audience, "api_jwks_refetch_cooldown_s": 0.0})
+        s = settings.replace(api_jwks_url=idp.url, api_jwt_issuer=idp.issuer,
+                                        api_jwt_audience=idp.audience, api_jwks_refetch_cooldown_s=0.0)
         async with api_client(s) as api:
             async def status(token: str) -> httpx.Response:
                 return await api.get("/v1/projects", headers={"Authorization": f"Bearer {token}"})

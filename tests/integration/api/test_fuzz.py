@@ -48,8 +48,7 @@ class Live:
 
 @pytest.fixture(scope="module")
 def live(base_settings: Settings) -> Iterator[Live]:
-    s = base_settings.model_copy(update={"topic_prefix": f"fz{uuid.uuid4().hex[:10]}", "api_port": 0,
-                                         "api_rate_per_s": 10_000.0, "api_rate_burst": 10_000})
+    s = base_settings.replace(topic_prefix=f"fz{uuid.uuid4().hex[:10]}", api_port=0, api_rate_per_s=10_000.0, api_rate_burst=10_000)
     create_topics(s)
     # The stdlib loop: uvloop's loop.close() blocked for ~30 s in this thread at teardown (native
     # handles; Python saw no busy thread), while `aios api` with uvloop on the main thread stops at once.
@@ -71,9 +70,9 @@ def live(base_settings: Settings) -> Iterator[Live]:
 
 
 async def admin_key(settings: Settings) -> str:
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = aioredis.Redis.from_url(settings.stores.redis_url)
     try:
-        key, _ = await KeyStore(client, settings.topic_prefix).create("admin", ["*"])
+        key, _ = await KeyStore(client, settings.kafka.topic_prefix).create("admin", ["*"])
         return key
     finally:
         await client.aclose()

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 
 async def test_rate_limit_per_key_answers_429_with_retry_after(settings: Settings) -> None:
-    s = settings.model_copy(update={"api_rate_per_s": 0.5, "api_rate_burst": 3})
+    s = settings.replace(api_rate_per_s=0.5, api_rate_burst=3)
     async with api_client(s) as api:
         first, second = await key_headers(api), await key_headers(api)
         codes = [(await api.get("/v1/agents", headers=first)).status_code for _ in range(3)]
@@ -37,7 +37,7 @@ async def test_rate_limit_per_key_answers_429_with_retry_after(settings: Setting
 
 
 async def test_request_bodies_over_the_limit_get_413(settings: Settings) -> None:
-    s = settings.model_copy(update={"api_max_body_bytes": 2048})
+    s = settings.replace(api_max_body_bytes=2048)
     async with api_client(s) as api:
         headers = await key_headers(api)
         big = {"description": "x" * 5000}
@@ -56,7 +56,7 @@ async def test_request_bodies_over_the_limit_get_413(settings: Settings) -> None
 
 
 async def test_security_headers_and_cors_from_settings(settings: Settings) -> None:
-    s = settings.model_copy(update={"api_cors_origins": ("https://dash.example",)})
+    s = settings.replace(api_cors_origins=("https://dash.example",))
     async with api_client(s) as api:
         headers = await key_headers(api)
         r = await api.get("/v1/projects", headers={**headers, "Origin": "https://dash.example"})
@@ -77,8 +77,8 @@ async def test_security_headers_and_cors_from_settings(settings: Settings) -> No
 async def test_secrets_never_reach_the_logs(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     with JwksServer() as idp:
-        s = settings.model_copy(update={"api_jwks_url": idp.url, "api_jwt_issuer": idp.issuer,
-                                        "api_jwt_audience": idp.audience})
+        s = settings.replace(api_jwks_url=idp.url, api_jwt_issuer=idp.issuer,
+                                        api_jwt_audience=idp.audience)
         token, expired = idp.token(), idp.token(ttl_s=-60)
         async with api_client(s) as api:
             headers = await key_headers(api, "admin")
@@ -116,7 +116,7 @@ async def test_tls_serves_https_with_hsts(settings: Settings, tmp_path: Path) ->
     from aios.api.server import serve_embedded
 
     cert, key = self_signed(tmp_path)
-    s = settings.model_copy(update={"api_tls_certfile": cert, "api_tls_keyfile": key, "api_port": 0})
+    s = settings.replace(api_tls_certfile=cert, api_tls_keyfile=key, api_port=0)
     server, task = await serve_embedded(s)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
@@ -128,9 +128,9 @@ async def test_tls_serves_https_with_hsts(settings: Settings, tmp_path: Path) ->
         server.should_exit = True
         await task
     with pytest.raises(ConfigError, match="both"):
-        uvicorn_config(settings.model_copy(update={"api_tls_certfile": cert}))
+        uvicorn_config(settings.replace(api_tls_certfile=cert))
     with pytest.raises(ConfigError, match="does not exist"):
-        uvicorn_config(settings.model_copy(update={"api_tls_certfile": cert, "api_tls_keyfile": tmp_path / "nope"}))
+        uvicorn_config(settings.replace(api_tls_certfile=cert, api_tls_keyfile=tmp_path / "nope"))
 
 
 async def test_requests_are_counted_by_route_template(settings: Settings) -> None:

@@ -19,17 +19,17 @@ pytestmark = pytest.mark.integration
 async def test_a_task_submitted_through_the_api_runs_and_its_result_is_readable(settings: Settings) -> None:
     async with running(settings, ["orchestrator", "results", "agents", "history"]) as live, \
             api_client(settings, store=lambda: live.runtime.store, as_admin=True) as api:
-        r = await api.post("/v1/tasks", json={"description": "say hello", "project": f"web-{settings.topic_prefix}"})
+        r = await api.post("/v1/tasks", json={"description": "say hello", "project": f"web-{settings.kafka.topic_prefix}"})
         assert r.status_code == 202, r.text
         accepted = r.json()
-        assert accepted["project_id"] == f"web-{settings.topic_prefix}" and accepted["offset"] >= 0
+        assert accepted["project_id"] == f"web-{settings.kafka.topic_prefix}" and accepted["offset"] >= 0
         task = await poll(lambda: api.get(f"/v1/tasks/{accepted['task_id']}"),
                           lambda r: r.status_code == 200 and r.json()["state"] == "succeeded")
         body = task.json()
         assert body["result"]["status"] == "succeeded" and "say hello" in body["result"]["output"]
         assert body["description"] == "say hello" and body["role"] == "general"
         # The chdb directory is shared by the session's tests; the project is this test's own.
-        stats = await poll(lambda: api.get("/v1/stats", params={"project": f"web-{settings.topic_prefix}", "since_s": 600}),
+        stats = await poll(lambda: api.get("/v1/stats", params={"project": f"web-{settings.kafka.topic_prefix}", "since_s": 600}),
                            lambda r: r.status_code == 200 and r.json()["succeeded"] >= 1)
         assert stats.json()["failed"] == 0 and stats.json()["engine"] == "chdb"
         ready = await api.get("/readyz")
@@ -116,7 +116,7 @@ async def test_agents_come_from_the_compacted_registry(settings: Settings) -> No
 
 
 async def test_readyz_reports_an_unreachable_redis(settings: Settings) -> None:
-    broken = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    broken = settings.replace(redis_url="redis://127.0.0.1:1/0")
     async with api_client(broken) as api:
         r = await api.get("/readyz")
         assert r.status_code == 503

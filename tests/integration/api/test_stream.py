@@ -61,7 +61,7 @@ async def test_events_are_filtered_by_project_and_type(settings: Settings) -> No
             events = await collect(ws, 2)
             assert [e["data"]["description"] for e in events] == ["for P", "for P"]
             assert all(e["type"] == "tasks" and e["project_id"] == "P" for e in events)
-            assert events[0]["id"].startswith(f"{settings.topic_prefix}.tasks:")
+            assert events[0]["id"].startswith(f"{settings.kafka.topic_prefix}.tasks:")
             with pytest.raises(TimeoutError):
                 await collect(ws, 1, timeout_s=1.5)  # Q's tasks never arrive
 
@@ -85,7 +85,7 @@ async def test_a_slow_client_is_closed_and_never_slows_a_fast_one(settings: Sett
     # 3,000 events of ~8 kB at 1,000/s: the fast client keeps up; the slow one's socket buffers fill,
     # then its queue of 1,000 (the view hands over batches of up to 500).
     n = 3000
-    s = settings.model_copy(update={"api_ws_queue": 1000})
+    s = settings.replace(api_ws_queue=1000)
     async with api_client(s) as api:
         token = (await key_headers(api))["Authorization"].split()[1]
         query = f"types=tasks&access_token={token}"

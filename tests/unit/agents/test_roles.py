@@ -48,7 +48,7 @@ def test_unknown_roles_and_bad_entries_are_clear_errors() -> None:
 
 
 def test_settings_accept_registry_roles_and_reject_unknown_ones() -> None:
-    assert load_settings(roles="planner,backend,qa").roles == ("planner", "backend", "qa")
+    assert load_settings(roles="planner,backend,qa").processing.roles == ("planner", "backend", "qa")
     with pytest.raises(ConfigError, match="unknown role 'astronaut'.*known roles"):
         load_settings(roles="general,astronaut")
 

@@ -25,7 +25,7 @@ SCRAM = {"kafka_security_protocol": "SASL_PLAINTEXT", "kafka_sasl_mechanism": "S
 
 def test_plaintext_adds_nothing() -> None:
     s = load_settings()
-    assert s.kafka_security() == {}
+    assert s.kafka.security() == {}
     assert "security.protocol" not in producer_config(s)
     assert faust_credentials(s) is None
 
@@ -70,5 +70,5 @@ def test_sasl_ssl_and_ssl_carry_a_tls_context(tmp_path: Path) -> None:
 
 
 def test_a_bad_protocol_is_a_clear_error() -> None:
-    with pytest.raises(ConfigError, match="kafka_security_protocol"):
+    with pytest.raises(ConfigError, match="AIOS_KAFKA_SECURITY_PROTOCOL"):
         load_settings(kafka_security_protocol="KERBEROS")

@@ -64,11 +64,11 @@ def test_a_single_string_is_refused(embedder: OpenAIEmbedder) -> None:
 def test_settings_choose_the_embedder_and_say_what_is_missing(fake: FakeOpenAI) -> None:
     with pytest.raises(ConfigError, match="AIOS_EMBEDDINGS='cohere:embed': use 'local' or 'openai:<model>'"):
         load_settings(embeddings="cohere:embed")
-    keyless = load_settings(embeddings="openai:text-embedding-3-small").model_copy(update={"openai_api_key": None})
+    keyless = load_settings(embeddings="openai:text-embedding-3-small").replace(openai_api_key=None)
     with pytest.raises(ConfigError, match="needs AIOS_OPENAI_API_KEY"):
         open_embedder(keyless)
-    chosen = open_embedder(keyless.model_copy(update={"openai_api_key": SecretStr("sk-test"),
-                                                     "openai_base_url": fake.base_url, "embedding_dimension": 64}))
+    chosen = open_embedder(keyless.replace(openai_api_key=SecretStr("sk-test"),
+                                                     openai_base_url=fake.base_url, embedding_dimension=64))
     assert isinstance(chosen, OpenAIEmbedder) and chosen.dimension == 64
     assert chosen.embed(["one"]).shape == (1, 64)
     chosen.close()
