@@ -5,7 +5,7 @@
     │   └── MissingCredentialsError    a provider was chosen but its key is not set
     └── LLMError                       every provider failure; carries provider and status_code
         ├── ProviderAuthError          401/403: the key is wrong or lacks access
-        ├── RateLimitError             429 after the SDK's own retries; carries retry_after
+        ├── RateLimitError             429; carries the provider's retry_after
         │   └── CoolingDownError       every eligible deployment of the router is cooling down
         ├── OverloadedError            529: the provider is shedding load
         ├── ProviderTimeoutError       no answer within the configured timeout
@@ -17,8 +17,9 @@
         ├── NoDeploymentError          the router has no deployment that may take the call
         └── BudgetExceededError        every eligible deployment could cost more than the budget left
 
-Retries are not decided here: the vendor SDK retries 408/409/429/5xx honouring retry-after,
-so an error that reaches the caller has already exhausted them.
+Retries are not decided here: the router (agents/llm/router.py) retries the transient ones
+(rate limits, overload, timeouts, unavailability) honouring retry-after; the vendor SDKs' own
+retries are off, so an error that reaches the caller has been through the router's policy once.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Anthropic chat models through the official ``anthropic`` SDK and its streaming Messages API.
 
-The SDK owns retries (408/409/429/5xx/529, honouring retry-after, up to ``max_retries``); this
+The SDK's own retries are off: the router retries (408/409/429/5xx/529, honouring retry-after). This
 module streams the answer to measure time-to-first-token, reads usage from the message_start and
 message_delta events, and maps the SDK's exceptions to ``agents.errors`` in :func:`mapped_errors`.
 ``ChatRequest.temperature`` is not sent: the SDK's Messages API no longer takes sampling parameters.
@@ -53,7 +53,7 @@ class AnthropicProvider:
             api_key=config.anthropic_api_key,
             base_url=config.anthropic_base_url or DEFAULT_BASE_URL,
             timeout=config.timeout_s,
-            max_retries=config.max_retries,
+            max_retries=0,  # the router decides every retry (agents/llm/router.py)
         )
 
     async def complete(self, request: ChatRequest) -> ChatResponse:

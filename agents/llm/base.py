@@ -134,4 +134,3 @@ class LlmConfig:
     anthropic_base_url: str | None = None
     local_base_url: str | None = None
     timeout_s: float = 60.0
-    max_retries: int = 2

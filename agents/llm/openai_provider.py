@@ -1,6 +1,6 @@
 """OpenAI (and OpenAI-compatible) chat models through the official ``openai`` SDK.
 
-The SDK owns retries (408/409/429/5xx, honouring retry-after, up to ``max_retries``); this
+The SDK's own retries are off: the router retries (408/409/429/5xx, honouring retry-after). This
 module streams the answer to measure time-to-first-token and maps the SDK's exceptions to
 ``agents.errors`` in one place, :func:`mapped_errors`.
 """
@@ -52,7 +52,7 @@ class OpenAIProvider:
             api_key=config.openai_api_key,
             base_url=config.openai_base_url or DEFAULT_BASE_URL,
             timeout=config.timeout_s,
-            max_retries=config.max_retries,
+            max_retries=0,  # the router decides every retry (agents/llm/router.py)
         )
 
     async def complete(self, request: ChatRequest) -> ChatResponse:

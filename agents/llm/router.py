@@ -2,17 +2,20 @@
 
 Every decision is made here, in one place: which deployments may see the prompt (privacy, tier,
 context window, cooldowns), their order (the strategy, and stickiness per project or session),
-and what happens on failure (cool the deployment down, honouring retry-after, and try the next
-one while the budget allows). Providers are called with their own retries off (max_retries=0)
-so retries are not decided twice.
+and what happens on failure: a transient failure (408, 409, 429, 5xx, 529, timeouts, a dropped
+connection) falls back to the next eligible deployment at once, and when none is left the router
+retries, up to ``RouterConfig.max_retries`` times, after a backoff that honours the provider's
+retry-after. The vendor SDKs run with their own retries off (``max_retries=0``), so a call is
+never retried in two places.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -23,7 +26,10 @@ from aios.agents.errors import (
     CoolingDownError,
     LLMError,
     NoDeploymentError,
+    OverloadedError,
     ProviderAuthError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
     RateLimitError,
 )
 from aios.agents.llm.base import ChatRequest, ChatResponse, Provider, Usage
@@ -97,6 +103,9 @@ class RouterConfig:
     max_cooldown_s: float = 300.0
     redact_remote: bool = False  # mask PII for remote calls instead of refusing them
     chars_per_token: float = 4.0  # the context pre-check's estimate (conservative for English)
+    max_retries: int = 2  # retries of a transient failure once no other deployment is left to try
+    retry_base_s: float = 0.5  # first backoff; doubles each retry, with jitter
+    retry_max_s: float = 20.0  # a retry-after longer than this is not waited for: the call fails
 
 
 class RouterObserver(Protocol):
@@ -108,6 +117,8 @@ class RouterObserver(Protocol):
 
 
 _COOLDOWN_ERRORS = (RateLimitError,)
+# Failures of the provider's moment, not of the request: worth another try after a pause.
+TRANSIENT_ERRORS = (RateLimitError, OverloadedError, ProviderTimeoutError, ProviderUnavailableError)
 _TIER_RANK = {t: i for i, t in enumerate(TIERS)}
 
 
@@ -119,6 +130,7 @@ class Router:
     clock: Callable[[], float] = time.monotonic
     rng: random.Random = field(default_factory=random.Random)
     observer: RouterObserver | None = None
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     _sticky: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -191,7 +203,11 @@ class Router:
         return cost_usd(d.info, Usage(input_tokens=self.estimate_tokens(request), output_tokens=request.max_tokens))
 
     async def complete(self, route: Route) -> Routed:
-        """Call the first deployment that answers; raise the last error when none does."""
+        """Call the first deployment that answers; raise the last error when none does.
+
+        Eligible deployments are tried in order, each once; a transient failure of the last one
+        left is retried after a backoff, up to ``config.max_retries`` times.
+        """
         candidates, redact = self.candidates(route)
         now = self.clock()
         healthy = [d for d in candidates if d.cooldown_until <= now]
@@ -202,7 +218,10 @@ class Router:
                 f"the first is ready again in {ready_in:.1f}s", provider="router", retry_after=ready_in)
         chain: list[str] = []
         last: LLMError | None = None
-        for d in healthy:
+        queue = list(healthy)
+        retries = 0
+        while queue:
+            d = queue.pop(0)
             if route.budget is not None and not route.budget.allows(self.worst_case_cost(d, route.request)):
                 last = BudgetExceededError(
                     f"{d.name} could cost up to ${self.worst_case_cost(d, route.request):.6f}; "
@@ -223,6 +242,12 @@ class Router:
                 self._on_failure(d, exc)
                 if isinstance(exc, BadRequestError) and not isinstance(exc, ContextTooLongError):
                     raise  # our request is wrong: another deployment will not fix it
+                if not queue and retries < self.config.max_retries and self._retryable(exc):
+                    wait = self._backoff(exc, retries)
+                    if wait is not None:
+                        retries += 1
+                        await self.sleep(wait)
+                        queue.append(d)
                 continue
             finally:
                 d.in_flight -= 1
@@ -236,6 +261,20 @@ class Router:
         if last is None:
             raise NoDeploymentError("no deployment is available", provider="router")
         raise last
+
+    @staticmethod
+    def _retryable(exc: LLMError) -> bool:
+        return isinstance(exc, TRANSIENT_ERRORS) and not isinstance(exc, CoolingDownError)
+
+    def _backoff(self, exc: LLMError, retries: int) -> float | None:
+        """Seconds to wait before retry number ``retries + 1``; None when the provider asks for
+        longer than ``retry_max_s`` (the caller's own retry policy is the better place to wait)."""
+        hint = exc.retry_after if isinstance(exc, RateLimitError) else None
+        if hint is not None:
+            return hint if hint <= self.config.retry_max_s else None
+        base = self.config.retry_base_s * (2 ** retries)
+        jitter: float = 0.5 + self.rng.random() / 2  # spread the retries of many calls that failed together
+        return min(self.config.retry_max_s, base * jitter)
 
     def _on_success(self, d: Deployment, response: ChatResponse, route: Route) -> None:
         if response.ttft_ms is not None:

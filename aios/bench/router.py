@@ -82,7 +82,7 @@ def bench_decisions(decisions: int, tick: Callable[[int], None] | None = None) -
 
 async def bench_calls(base_url: str, calls: int, tick: Callable[[int], None] | None = None) -> dict[str, Any]:
     """calls/s and per-call latency: raw SDK, provider, router — sequential, same server, same run."""
-    config = LlmConfig(openai_api_key="sk-bench", openai_base_url=base_url, max_retries=0, timeout_s=30)
+    config = LlmConfig(openai_api_key="sk-bench", openai_base_url=base_url, timeout_s=30)
     provider = OpenAIProvider("gpt-4o-mini", config=config)
     router = Router.single(provider)
     sdk = openai.AsyncOpenAI(api_key="sk-bench", base_url=base_url, max_retries=0, timeout=30)

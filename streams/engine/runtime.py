@@ -46,7 +46,6 @@ def llm_config(settings: Settings) -> LlmConfig:
         anthropic_base_url=settings.llm.anthropic_base_url,
         local_base_url=settings.llm.local_base_url,
         timeout_s=settings.llm.timeout_s,
-        max_retries=settings.llm.max_retries,
     )
 
 
@@ -152,7 +151,8 @@ class Runtime:
 
         s = self.settings
         deployments = make_deployments(llm_config(s), s.llm.deployments)
-        return Router(deployments, config=RouterConfig(redact_remote=s.llm.redact_pii), observer=RouterMetrics())
+        config = RouterConfig(redact_remote=s.llm.redact_pii, max_retries=s.llm.max_retries)
+        return Router(deployments, config=config, observer=RouterMetrics())
 
     @cached_property
     def journal(self) -> LlmJournal:

@@ -28,13 +28,12 @@ async def make_openai(fake_openai: FakeOpenAI) -> AsyncIterator[Callable[..., Op
     """Build OpenAIProviders against the fake server; every one is closed after the test."""
     made: list[OpenAIProvider] = []
 
-    def make(model: str = "gpt-4o-mini", *, max_retries: int = 0, timeout_s: float = 10.0) -> OpenAIProvider:
+    def make(model: str = "gpt-4o-mini", *, timeout_s: float = 10.0) -> OpenAIProvider:
         config = LlmConfig(
             spec=f"openai:{model}",
             openai_api_key="sk-test",
             openai_base_url=fake_openai.base_url,
             timeout_s=timeout_s,
-            max_retries=max_retries,
         )
         provider = OpenAIProvider(model, config=config)
         made.append(provider)
@@ -61,14 +60,13 @@ async def make_anthropic(fake_anthropic: FakeAnthropic) -> AsyncIterator[Callabl
     made: list[AnthropicProvider] = []
 
     def make(
-        model: str = "claude-haiku-4-5", *, max_retries: int = 0, timeout_s: float = 10.0
+        model: str = "claude-haiku-4-5", *, timeout_s: float = 10.0
     ) -> AnthropicProvider:
         config = LlmConfig(
             spec=f"anthropic:{model}",
             anthropic_api_key="sk-ant-test",
             anthropic_base_url=fake_anthropic.base_url,
             timeout_s=timeout_s,
-            max_retries=max_retries,
         )
         provider = AnthropicProvider(model, config=config)
         made.append(provider)

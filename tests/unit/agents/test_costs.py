@@ -21,7 +21,7 @@ async def test_run_task_reports_the_catalogue_cost_of_real_usage() -> None:
     with FakeOpenAI() as server:
         server.script(ok("four words of output"))
         provider = make_provider(LlmConfig(spec="openai:gpt-4o-mini", openai_api_key="sk-test",
-                                           openai_base_url=server.base_url, max_retries=0))
+                                           openai_base_url=server.base_url))
         try:
             outcome = await run_task(provider, AgentTask("t1", "p", "general", "price this"))
         finally:

@@ -22,6 +22,7 @@ from aios.agents.errors import (
 )
 from aios.agents.llm.anthropic_provider import AnthropicProvider
 from aios.agents.llm.base import ChatMessage, ChatRequest, LlmConfig
+from aios.agents.llm.router import Route, Router, RouterConfig
 from aios.agents.llm.servers.anthropic import (
     Behaviour,
     FakeAnthropic,
@@ -123,30 +124,50 @@ async def test_rate_limit_maps_with_retry_after(
 ) -> None:
     fake_anthropic.script(status(429, retry_after=7))
     with pytest.raises(RateLimitError) as caught:
-        await make_anthropic(max_retries=0).complete(REQUEST)
+        await make_anthropic().complete(REQUEST)
     assert caught.value.retry_after == 7.0
     assert caught.value.status_code == 429
     assert caught.value.provider == "anthropic"
     assert len(fake_anthropic.requests) == 1
 
 
-async def test_sdk_retries_429_honouring_retry_after(
+async def test_the_router_retries_429_honouring_retry_after(
     fake_anthropic: FakeAnthropic, make_anthropic: MakeProvider
 ) -> None:
     fake_anthropic.script(status(429, retry_after=0.2), ok("second time lucky"))
     started = time.perf_counter()
-    response = await make_anthropic(max_retries=1).complete(REQUEST)
-    assert response.text == "second time lucky"
+    routed = await Router.single(make_anthropic(), config=RouterConfig(max_retries=1)).complete(Route(REQUEST))
+    assert routed.response.text == "second time lucky"
     assert len(fake_anthropic.requests) == 2
     assert time.perf_counter() - started >= 0.2
 
 
-async def test_overloaded_is_retried_by_the_sdk(
+async def test_the_sdk_never_retries_on_its_own(
+    fake_anthropic: FakeAnthropic, make_anthropic: MakeProvider
+) -> None:
+    """Retries are decided once, by the router: the provider alone gives up on the first 500."""
+    fake_anthropic.script(status(500), ok("too late"))
+    with pytest.raises(ProviderUnavailableError):
+        await make_anthropic().complete(REQUEST)
+    assert len(fake_anthropic.requests) == 1
+
+
+async def test_500_then_200_is_one_router_retry(
+    fake_anthropic: FakeAnthropic, make_anthropic: MakeProvider
+) -> None:
+    fake_anthropic.script(status(500), ok("recovered"))
+    router = Router.single(make_anthropic(), config=RouterConfig(max_retries=2, retry_base_s=0.01))
+    routed = await router.complete(Route(REQUEST))
+    assert routed.response.text == "recovered"
+    assert len(fake_anthropic.requests) == 2
+
+
+async def test_overloaded_is_retried_by_the_router(
     fake_anthropic: FakeAnthropic, make_anthropic: MakeProvider
 ) -> None:
     fake_anthropic.script(status(529, retry_after=0.05, error_type="overloaded_error"), ok("recovered"))
-    response = await make_anthropic(max_retries=1).complete(REQUEST)
-    assert response.text == "recovered"
+    routed = await Router.single(make_anthropic(), config=RouterConfig(max_retries=1)).complete(Route(REQUEST))
+    assert routed.response.text == "recovered"
 
 
 @pytest.mark.parametrize(
@@ -173,7 +194,7 @@ async def test_status_errors_map_to_specific_classes(
 ) -> None:
     fake_anthropic.script(behaviour)
     with pytest.raises(expected) as caught:
-        await make_anthropic(max_retries=0).complete(REQUEST)
+        await make_anthropic().complete(REQUEST)
     assert type(caught.value) is expected
     assert caught.value.status_code == code
     assert caught.value.provider == "anthropic"

@@ -76,7 +76,7 @@ def test_config_repr_hides_the_keys() -> None:
 
 
 def test_existing_callers_keep_working_without_the_new_fields() -> None:
-    config = LlmConfig(spec="openai:gpt-4o-mini", openai_api_key="k", timeout_s=5.0, max_retries=1)
+    config = LlmConfig(spec="openai:gpt-4o-mini", openai_api_key="k", timeout_s=5.0)
     assert (config.anthropic_api_key, config.anthropic_base_url, config.local_base_url) == (None, None, None)
 
 

@@ -20,6 +20,7 @@ from aios.agents.errors import (
 )
 from aios.agents.llm.base import ChatMessage, ChatRequest
 from aios.agents.llm.openai_provider import OpenAIProvider
+from aios.agents.llm.router import Route, Router, RouterConfig
 from aios.agents.llm.servers.openai import (
     FakeOpenAI,
     context_too_long,
@@ -82,22 +83,42 @@ async def test_slow_first_token_shows_in_ttft(fake_openai: FakeOpenAI, make_open
 async def test_rate_limit_maps_with_retry_after(fake_openai: FakeOpenAI, make_openai: MakeProvider) -> None:
     fake_openai.script(status(429, retry_after=7))
     with pytest.raises(RateLimitError) as caught:
-        await make_openai(max_retries=0).complete(REQUEST)
+        await make_openai().complete(REQUEST)
     assert caught.value.retry_after == 7.0
     assert caught.value.status_code == 429
     assert caught.value.provider == "openai"
     assert len(fake_openai.requests) == 1
 
 
-async def test_sdk_retries_429_honouring_retry_after(
+async def test_the_router_retries_429_honouring_retry_after(
     fake_openai: FakeOpenAI, make_openai: MakeProvider
 ) -> None:
     fake_openai.script(status(429, retry_after=0.2), ok("second time lucky"))
     started = time.perf_counter()
-    response = await make_openai(max_retries=1).complete(REQUEST)
-    assert response.text == "second time lucky"
+    routed = await Router.single(make_openai(), config=RouterConfig(max_retries=1)).complete(Route(REQUEST))
+    assert routed.response.text == "second time lucky"
     assert len(fake_openai.requests) == 2
     assert time.perf_counter() - started >= 0.2
+
+
+async def test_the_sdk_never_retries_on_its_own(
+    fake_openai: FakeOpenAI, make_openai: MakeProvider
+) -> None:
+    """Retries are decided once, by the router: the provider alone gives up on the first 500."""
+    fake_openai.script(status(500), ok("too late"))
+    with pytest.raises(ProviderUnavailableError):
+        await make_openai().complete(REQUEST)
+    assert len(fake_openai.requests) == 1
+
+
+async def test_500_then_200_is_one_router_retry(
+    fake_openai: FakeOpenAI, make_openai: MakeProvider
+) -> None:
+    fake_openai.script(status(500), ok("recovered"))
+    router = Router.single(make_openai(), config=RouterConfig(max_retries=2, retry_base_s=0.01))
+    routed = await router.complete(Route(REQUEST))
+    assert routed.response.text == "recovered"
+    assert len(fake_openai.requests) == 2
 
 
 @pytest.mark.parametrize(
@@ -122,7 +143,7 @@ async def test_status_errors_map_to_specific_classes(
 ) -> None:
     fake_openai.script(behaviour)  # type: ignore[arg-type]
     with pytest.raises(expected) as caught:
-        await make_openai(max_retries=0).complete(REQUEST)
+        await make_openai().complete(REQUEST)
     assert type(caught.value) is expected
     assert caught.value.status_code == code
     assert caught.value.__cause__ is not None  # wrapped with `from exc`
@@ -135,12 +156,6 @@ async def test_plain_bad_request_is_not_context_too_long(
     with pytest.raises(BadRequestError) as caught:
         await make_openai().complete(REQUEST)
     assert not isinstance(caught.value, ContextTooLongError)
-
-
-async def test_5xx_is_retried_by_the_sdk(fake_openai: FakeOpenAI, make_openai: MakeProvider) -> None:
-    fake_openai.script(status(500, retry_after=0.05), ok("recovered"))
-    response = await make_openai(max_retries=1).complete(REQUEST)
-    assert response.text == "recovered"
 
 
 async def test_malformed_stream(fake_openai: FakeOpenAI, make_openai: MakeProvider) -> None:

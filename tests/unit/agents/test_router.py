@@ -42,7 +42,7 @@ async def make() -> AsyncIterator[Callable[..., tuple[Deployment, FakeOpenAI]]]:
         weight = float(kw.pop("weight", 1.0))  # type: ignore[arg-type]
         model_info = info(name, **kw)  # type: ignore[arg-type]
         provider = OpenAIProvider(name, config=LlmConfig(openai_api_key="sk-test", openai_base_url=server.base_url,
-                                                         max_retries=0, timeout_s=5), name=model_info.provider)
+                                                         timeout_s=5), name=model_info.provider)
         providers.append(provider)
         return Deployment(name, provider, model_info, weight=weight), server
 
@@ -117,7 +117,7 @@ async def test_5xx_cools_down_and_all_cooling_is_a_clear_error(
     first, first_srv = make("first")
     second, second_srv = make("second")
     clock = Clock()
-    router = Router([first, second], config=RouterConfig(base_cooldown_s=5.0), clock=clock)
+    router = Router([first, second], config=RouterConfig(base_cooldown_s=5.0, max_retries=0), clock=clock)
     first_srv.script(status(500))
     second_srv.script(status(503))
     with pytest.raises(Exception, match="503|nternal|unavailable"):
@@ -129,7 +129,7 @@ async def test_5xx_cools_down_and_all_cooling_is_a_clear_error(
 
 async def test_a_single_deployment_is_not_cooled_down(make: Callable[..., tuple[Deployment, FakeOpenAI]]) -> None:
     only, srv = make("only")
-    router = Router([only], config=RouterConfig(base_cooldown_s=5.0), clock=Clock())
+    router = Router([only], config=RouterConfig(base_cooldown_s=5.0, max_retries=0), clock=Clock())
     srv.script(status(500))
     with pytest.raises(Exception, match="500|nternal|unavailable"):
         await router.complete(Route(ask()))
