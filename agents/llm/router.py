@@ -272,7 +272,7 @@ class Router:
         hint = exc.retry_after if isinstance(exc, RateLimitError) else None
         if hint is not None:
             return hint if hint <= self.config.retry_max_s else None
-        base = self.config.retry_base_s * (2 ** retries)
+        base = self.config.retry_base_s * 2.0 ** retries
         jitter: float = 0.5 + self.rng.random() / 2  # spread the retries of many calls that failed together
         return min(self.config.retry_max_s, base * jitter)
 
