@@ -9,10 +9,13 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
+# aios/ is the import namespace: it holds the CLI, benches and dev stack, and links to the layers below.
+COPY aios ./aios
 COPY schemas ./schemas
 COPY connectors ./connectors
 COPY agents ./agents
 COPY streams ./streams
+COPY api ./api
 RUN pip wheel --wheel-dir /wheels ".[vector,registry,anthropic]"
 
 # --- the history sink's Avro → Native transcoder (Rust, pyo3): an abi3 wheel for CPython 3.11+.

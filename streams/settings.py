@@ -147,7 +147,9 @@ class LlmSettings(_Group):
     spec: str | None = Field(
         None, validation_alias=_env("llm"),
         description="'provider:model', e.g. openai:gpt-4o-mini or offline:echo. "
-        "Unset: openai when a key is set, else the labelled offline provider.")
+        "Unset: openai when an OpenAI key is set, else anthropic when an Anthropic key is, else the labelled "
+        "offline provider. The model must be in agents/llm/models.json (its prices); an unknown one is an error "
+        "at start-up, never $0.")
     openai_api_key: SecretStr | None = Field(
         None, validation_alias=_env("openai_api_key", "OPENAI_API_KEY"), description="Also read as OPENAI_API_KEY.")
     openai_base_url: str | None = Field(
@@ -190,7 +192,9 @@ class MemorySettings(_Group):
     """Rolling context windows, embeddings and recall, and the prompt budgets memory must fit in."""
 
     embedding_model_dir: Path = Field(
-        Path("../shared/models/all-MiniLM-L6-v2-onnx"), description="ONNX all-MiniLM-L6-v2 model folder.")
+        Path("../shared/models/all-MiniLM-L6-v2-onnx"),
+        description="ONNX all-MiniLM-L6-v2 model folder: embeddings (vector extra) and token counts of context "
+        "windows (a labelled whitespace count without it).")
     embeddings: str = Field(
         "local", description="'local' (the ONNX model in embedding_model_dir) or 'openai:<model>', e.g. "
         "openai:text-embedding-3-small, with AIOS_OPENAI_API_KEY (and AIOS_OPENAI_BASE_URL).")
@@ -202,7 +206,10 @@ class MemorySettings(_Group):
     context_trim_to: float = Field(
         0.8, gt=0, le=1, description="A window over a bound is trimmed to this fraction of its bounds, so "
         "turns fold into the summary (an LLM call) in chunks; 1 folds on every turn of a full window.")
-    context_summary_tokens: int = Field(300, ge=16, description="Token budget of a window's running summary.")
+    context_summary_tokens: int = Field(
+        300, ge=16, description="Token budget of a window's running summary. The configured LLM writes it (an "
+        "LlmCall with strategy memory-summary); with only the offline provider, or when that call fails, it is "
+        "extractive and labelled [extractive summary].")
     context_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="Default TTL of a window after its last write.")
     context_scope_ttl_s: dict[str, int] = Field(
         default_factory=lambda: {"session": 24 * 3600, "task": 24 * 3600},
@@ -217,8 +224,9 @@ class MemorySettings(_Group):
     role_prompt_tokens: dict[str, int] = Field(
         default_factory=dict, description="Prompt budget per role (JSON, e.g. {\"planner\": 6000}).")
     vector_memory: bool = Field(
-        False, description="Index turns and summaries into Qdrant and give agents recall. Off by default: "
-        "embedding costs ~ms per event and the local Qdrant folder is single-process.")
+        False, description="Index turns and summaries into Qdrant and give agents recall (the top "
+        "AIOS_RECALL_TOP_K above AIOS_RECALL_THRESHOLD of their project). Needs the vector extra. Off by "
+        "default: embedding costs ~ms per event on a small CPU.")
     recall_top_k: int = Field(3, ge=1, le=50, description="Memories recalled into a prompt.")
     recall_threshold: float = Field(0.35, ge=-1.0, le=1.0, description="Least cosine score a recalled memory needs.")
 
@@ -262,7 +270,8 @@ class ProcessingSettings(_Group):
     """How the processors run: roles, workers, the orchestrator's limits, the history sink's batches."""
 
     roles: Annotated[tuple[str, ...], NoDecode] = Field(
-        ("general",), description="Agent roles, comma-separated; each gets a topic and a consumer group.")
+        ("general",), description="Agent roles, comma-separated, from agents/roles.json (general, planner, "
+        "architect, backend, frontend, qa, reviewer, writer); each gets a topic and a consumer group.")
     instance: str = Field(
         "0", pattern=r"^[A-Za-z0-9._-]{1,64}$",
         description="This process's stable name among peers running the same processors; names its "

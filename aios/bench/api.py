@@ -23,7 +23,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from confluent_kafka import Producer
 
-from aios.bench.pipeline import PipelineProcess, percentile
+from aios.bench.toolkit import PipelineProcess, percentile
 from aios.connectors.context.keys import KeyStore
 from aios.schemas.events import now_ms
 from aios.streams.errors import OrchestrationError

@@ -24,7 +24,7 @@ import numpy as np
 import redis
 from prometheus_client import REGISTRY
 
-from aios.bench.pipeline import percentile
+from aios.bench.toolkit import percentile
 from aios.connectors.context.tokens import TokenCounter
 from aios.connectors.context.windows import RedisContext, ScopePolicy
 from aios.streams.errors import OrchestrationError

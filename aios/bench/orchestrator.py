@@ -24,7 +24,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, TopicPartition
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
-from aios.bench.pipeline import PipelineProcess, _latency_figures, create_raw_topic, raw_kafka, scratch_topics
+from aios.bench.toolkit import PipelineProcess, create_raw_topic, latency_figures, raw_kafka, scratch_topics
 from aios.streams.errors import OrchestrationError
 from aios.streams.kafka import TopicReader, make_codec, make_consumer
 from aios.streams.orchestration.plan import Plan, PlannedTask, validate_plan
@@ -161,12 +161,12 @@ def _bench_orchestrator(settings: Settings, *, width: int, depth: int, tick: Cal
     attempts = _stamped(settings, f"{prefix}.attempts", PROJECT)
     assigned = _stamped(settings, f"{prefix}.agent.{role}", PROJECT)
     gaps = overheads(plan, attempts, assigned)
-    p50, p99, worst = _latency_figures(gaps)
+    p50, p99, worst = latency_figures(gaps)
     seen = overheads(plan, attempts, watcher.seen)
     if not seen:
         raise OrchestrationError("the read_committed watcher saw none of the bench's assignments on "
                                  f"{prefix}.agent.{role} within 15 s of the DAG's end")
-    v50, v99, vmax = _latency_figures(seen)
+    v50, v99, vmax = latency_figures(seen)
     return {
         "kafka": settings.kafka.bootstrap, "prefix": prefix, "cpus": os.cpu_count(), "provider": "offline:echo",
         "processes": [" ".join(["aios", *cmd]) for cmd in PROCESSES],

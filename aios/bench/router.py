@@ -25,16 +25,15 @@ from aios.agents.llm.catalogue import load_catalogue
 from aios.agents.llm.openai_provider import OpenAIProvider
 from aios.agents.llm.router import Deployment, Route, Router, Strategy
 from aios.agents.roles import load_roles
+from aios.bench.toolkit import percentile
 
 DEPLOYMENTS = ("openai:gpt-4o-mini", "openai:gpt-4.1-mini", "openai:gpt-4o", "anthropic:claude-haiku-4-5-20251001",
                "local:llama3.1:8b")
 
 
 def _quantiles(samples_us: list[float]) -> dict[str, float]:
-    ordered = sorted(samples_us)
-    return {"p50_us": round(statistics.median(ordered), 1),
-            "p99_us": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 1),
-            "mean_us": round(statistics.fmean(ordered), 1)}
+    return {"p50_us": round(percentile(samples_us, 50), 1), "p99_us": round(percentile(samples_us, 99), 1),
+            "mean_us": round(statistics.fmean(samples_us), 1)}
 
 
 def _prompt() -> ChatRequest:

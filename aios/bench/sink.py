@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aios.bench.toolkit import Clock
 from aios.connectors.history.base import TYPED_TABLES, HistoryStore
 from aios.connectors.history.chdb_store import ChdbStore
 from aios.connectors.history.queries import stats
@@ -67,16 +68,6 @@ def encoded_events(codec: Codec, rows: int) -> list[Record]:
             out.append(Record(f"bench.{TOPICS[name]}", i % 3, len(out), codec.encode(name, value)))
         i += 1
     return out[:rows]
-
-
-class Clock:
-    """Wall and CPU seconds (all the process's threads: ClickHouse's too) since it was made."""
-
-    def __init__(self) -> None:
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-
-    def read(self) -> tuple[float, float]:
-        return time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
 def sink_run(store: HistoryStore, codec: Codec, encoded: list[Record], batch: int,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aios.bench.pipeline import scratch_topics
+from aios.bench.toolkit import scratch_topics
 from aios.streams.settings import Settings
 from aios.streams.topics import list_topics
 
