@@ -60,16 +60,21 @@ down: ## Stop the local Kafka and Redis
 demo: install ## Run a sample project through the embedded pipeline
 	$(AIOS) demo
 
+# Tests are isolated (a topic prefix, a data directory and free ports each), so they run in parallel;
+# most of a test's time is spent waiting on brokers and servers, so more workers than cores pay.
+TEST_WORKERS ?= 4
+
 test: install $(REGISTRY) ## Run every test against the real local Kafka, Redis, chdb, ClickHouse over HTTP and a schema registry
 	$(AIOS) dev up
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 test-unit: install ## Only the pure-logic tests (no services)
 	$(BIN)/pytest -q tests/unit
 
-lint: install ## ruff and mypy --strict
+lint: install ## ruff, mypy --strict and the layer contract (import-linter)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 typecheck: install ## mypy --strict
 	$(BIN)/mypy
