@@ -417,10 +417,19 @@ class Settings(BaseModel):
 
     def replace(self, **flat: object) -> Settings:
         """A copy with some settings changed, named as :func:`load_settings` names them (validated)."""
-        by_group = _route(flat)
-        groups = {name: (type(getattr(self, name))(**{**getattr(self, name).model_dump(), **changes})
-                         if changes else getattr(self, name))
-                  for name, changes in by_group.items()}
+        groups: dict[str, _Group] = {}
+        problems: list[str] = []
+        for name, changes in _route(flat).items():
+            current: _Group = getattr(self, name)
+            if not changes:
+                groups[name] = current
+                continue
+            try:
+                groups[name] = type(current)(**{**current.model_dump(), **changes})
+            except ValidationError as exc:
+                problems += _problems(type(current), name, exc)
+        if problems:
+            raise ConfigError("invalid AIOS settings:\n  " + "\n  ".join(problems))
         return Settings.model_validate(groups)
 
     def items(self) -> Iterator[tuple[str, object]]:
@@ -454,10 +463,17 @@ def load_settings(**overrides: object) -> Settings:
         try:
             groups[name] = group(**values)
         except ValidationError as exc:
-            for err in exc.errors():
-                field = str(err["loc"][0]) if err["loc"] else ""
-                where = env_name(group, field) if field in group.model_fields else field or name
-                problems.append(f"{where}: {err['msg']}")
+            problems += _problems(group, name, exc)
     if problems:
         raise ConfigError("invalid AIOS settings:\n  " + "\n  ".join(problems))
     return Settings.model_validate(groups)
+
+
+def _problems(group: type[_Group], name: str, exc: ValidationError) -> list[str]:
+    """Each validation error as one line that names the variable to fix."""
+    out = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else ""
+        where = env_name(group, field) if field in group.model_fields else field or name
+        out.append(f"{where}: {err['msg']}")
+    return out
