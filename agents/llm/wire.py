@@ -12,6 +12,7 @@ from typing import Any
 
 from agents.errors import LLMError, MalformedResponseError, ProviderTimeoutError, ProviderUnavailableError
 from agents.llm.base import ToolCall
+from schemas.jsonlimits import JsonTooDeepError, parse_json
 
 
 @contextmanager
@@ -79,11 +80,14 @@ class ToolCallParts:
                 raise MalformedResponseError(f"tool call {index} has no id or name", provider=self.provider)
             text = "".join(part.arguments) or "{}"
             try:
-                arguments = json.loads(text)
+                arguments = parse_json(text)
             except json.JSONDecodeError as exc:
                 raise MalformedResponseError(
                     f"tool call {part.name!r} has arguments that are not JSON: {exc.msg}", provider=self.provider
                 ) from exc
+            except JsonTooDeepError as exc:
+                raise MalformedResponseError(f"tool call {part.name!r} has arguments {exc}",
+                                             provider=self.provider) from exc
             if not isinstance(arguments, dict):
                 raise MalformedResponseError(f"tool call {part.name!r} arguments are not an object",
                                              provider=self.provider)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
+from schemas.jsonlimits import JsonTooDeepError, parse_json
 from streams.orchestration.graph import levels
 from streams.orchestration.plan import Plan, PlanError, PlannedTask, parse_plan
 
@@ -34,21 +35,32 @@ def goal_plan(project: str, goal: str, budget_usd: float | None, roles: Iterable
 def planned_tasks(project: str, goal: str, output: str, roles: Iterable[str]) -> tuple[PlannedTask, ...]:
     """The tasks of the planner's answer, each depending on the planner task, in dependency order."""
     try:
-        answer = json.loads(output)
+        answer = parse_json(output)
     except json.JSONDecodeError as exc:
         raise PlanError([f"the planner's answer is not JSON: {exc}"]) from exc
+    except JsonTooDeepError as exc:
+        raise PlanError([f"the planner's answer is {exc}"]) from exc
     tasks = answer.get("tasks") if isinstance(answer, dict) else None
     if not isinstance(tasks, list) or not tasks:
         raise PlanError(["the planner's answer has no tasks list"])
     doc_tasks: list[dict[str, object]] = [{"id": GOAL_TASK, "role": PLANNER_ROLE, "description": goal}]
     for t in tasks:
         if not isinstance(t, dict):
-            raise PlanError([f"a planned task is not an object: {t!r}"])
+            # The type, not the value: a value can be megabytes.
+            raise PlanError([f"a planned task is not an object but {_json_type(t)}"])
+        deps = t.get("depends_on") or []
+        if not isinstance(deps, list):
+            raise PlanError([f"a planned task's depends_on is not a list of task ids but {_json_type(deps)}"])
         kept = {k: t[k] for k in _PLANNED_FIELDS if k in t}
-        kept["depends_on"] = [GOAL_TASK, *[d for d in t.get("depends_on") or [] if d != GOAL_TASK]]
+        kept["depends_on"] = [GOAL_TASK, *[d for d in deps if d != GOAL_TASK]]
         doc_tasks.append(kept)
     plan = parse_plan(json.dumps({"project": project, "tasks": doc_tasks}), roles)
     return _dependency_order(plan.tasks[1:])
+
+
+def _json_type(value: object) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
 
 
 def _dependency_order(tasks: tuple[PlannedTask, ...]) -> tuple[PlannedTask, ...]:
