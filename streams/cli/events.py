@@ -19,10 +19,29 @@ from streams.topics import Topics
 
 
 def jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [jsonable(v) for v in value]
+    """A decoded event with its timestamps as ISO text and its bytes as base64, ready for JSON."""
+    # With its own stack: a record's nesting is up to whoever wrote it (a registry schema can be
+    # recursive), not to Python's recursion limit.
+    if not isinstance(value, dict | list):
+        return _scalar(value)
+    root: Any = {} if isinstance(value, dict) else []
+    stack: list[tuple[Any, Any]] = [(value, root)]
+    while stack:
+        source, target = stack.pop()
+        for key, item in (source.items() if isinstance(source, dict) else enumerate(source)):
+            if isinstance(item, dict | list):
+                converted: Any = {} if isinstance(item, dict) else []
+                stack.append((item, converted))
+            else:
+                converted = _scalar(item)
+            if isinstance(target, dict):
+                target[key] = converted
+            else:
+                target.append(converted)
+    return root
+
+
+def _scalar(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, bytes):
