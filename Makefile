@@ -84,6 +84,7 @@ bench: up ## Benchmarks (figures go in docs/benchmarks.md)
 	$(AIOS) bench pipeline --mode embedded
 	$(AIOS) bench pipeline --mode distributed
 	$(AIOS) bench orchestrator
+	$(AIOS) bench dag
 	$(AIOS) bench router
 	$(AIOS) bench sink
 	$(AIOS) bench memory

@@ -18,6 +18,7 @@ from jsonschema.validators import Draft202012Validator
 
 from aios.agents.llm.catalogue import TIERS, Tier, packaged_json
 from aios.schemas.errors import ConfigError
+from aios.schemas.jsonlimits import JsonTooDeepError, parse_json
 
 ROLES_FILE = "agents/roles.json"
 STRATEGIES = ("cost", "latency", "least-busy", "weighted")
@@ -63,9 +64,11 @@ class Role:
         if self.contract is None:
             return text, None
         try:
-            value = json.loads(_unfenced(text))
+            value = parse_json(_unfenced(text))
         except json.JSONDecodeError as exc:
             return text, f"the answer is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        except JsonTooDeepError as exc:
+            return text, f"the answer is {exc}; keep to the schema's shape"
         error = jsonschema.exceptions.best_match(_validator(self.name, self.contract).iter_errors(value))
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(the whole answer)"

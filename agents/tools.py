@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from jsonschema.validators import Draft202012Validator
 
 from aios.agents.llm.base import ToolCall, ToolSpec
+from aios.schemas.jsonlimits import MAX_JSON_DEPTH, json_depth
 
 MAX_TOOL_ROUNDS = 4  # rounds of tool calls before the model must answer
 MAX_RESULT_CHARS = 8_000  # a tool result is a prompt part too: keep it bounded
@@ -90,6 +91,9 @@ class Toolbox:
         tool = self._tools.get(call.name)
         if tool is None:
             return f"error: no tool {call.name!r}; tools: {', '.join(self._tools)}"
+        if json_depth(call.arguments, stop_above=MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+            # Checked before the schema: jsonschema and its messages recurse into the value.
+            return f"error: bad arguments for {call.name}: nested deeper than {MAX_JSON_DEPTH} levels"
         problems = [e.message for e in self._validators[call.name].iter_errors(dict(call.arguments))]
         if problems:
             return f"error: bad arguments for {call.name}: {'; '.join(problems)}"

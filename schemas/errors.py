@@ -5,7 +5,8 @@
     ├── SchemaError              contracts and the wire format
     │   ├── UnknownSchemaError   a record name or fingerprint/schema id that no .avsc defines
     │   ├── EncodeError          a value does not match its schema
-    │   └── UndecodableError     bytes that decode in neither wire format (goes to the DLQ)
+    │   ├── UndecodableError     bytes that decode in neither wire format (goes to the DLQ)
+    │   └── JsonTooDeepError     JSON from outside nested past the limit (schemas/jsonlimits.py)
     ├── ConnectorError           Redis, ClickHouse, Qdrant, Kafka admin (defined in connectors/)
     ├── LLMError                 providers and routing (defined in agents/)
     └── OrchestrationError       processors, topics, the local stack (defined in streams/)

@@ -15,6 +15,7 @@ from typing import Any
 
 from aios.schemas.errors import SchemaError
 from aios.schemas.events import event_json, now_ms
+from aios.schemas.jsonlimits import JsonTooDeepError, parse_json
 
 FIELDS = {"description", "role", "project_id", "project", "priority", "task_id", "depends_on", "privacy",
           "submitted_by", "metadata", "trace_id"}
@@ -49,9 +50,11 @@ def task_from_json(data: bytes | None, *, roles: Sequence[str], source: str, sub
     if not data:
         raise InvalidJsonTaskError("empty record: send one JSON object per record")
     try:
-        obj = json.loads(data)
+        obj = parse_json(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidJsonTaskError(f"not JSON ({exc}); send one JSON object per record") from exc
+    except JsonTooDeepError as exc:
+        raise InvalidJsonTaskError(f"{exc}: a task is one flat JSON object") from exc
     if not isinstance(obj, dict):
         raise InvalidJsonTaskError(f"a task must be a JSON object, got {type(obj).__name__}")
     unknown = sorted(set(obj) - FIELDS)

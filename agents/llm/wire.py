@@ -17,6 +17,7 @@ from aios.agents.errors import (
     ProviderUnavailableError,
 )
 from aios.agents.llm.base import ToolCall
+from aios.schemas.jsonlimits import JsonTooDeepError, parse_json
 
 
 @contextmanager
@@ -84,11 +85,14 @@ class ToolCallParts:
                 raise MalformedResponseError(f"tool call {index} has no id or name", provider=self.provider)
             text = "".join(part.arguments) or "{}"
             try:
-                arguments = json.loads(text)
+                arguments = parse_json(text)
             except json.JSONDecodeError as exc:
                 raise MalformedResponseError(
                     f"tool call {part.name!r} has arguments that are not JSON: {exc.msg}", provider=self.provider
                 ) from exc
+            except JsonTooDeepError as exc:
+                raise MalformedResponseError(f"tool call {part.name!r} has arguments {exc}",
+                                             provider=self.provider) from exc
             if not isinstance(arguments, dict):
                 raise MalformedResponseError(f"tool call {part.name!r} arguments are not an object",
                                              provider=self.provider)

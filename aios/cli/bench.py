@@ -80,6 +80,29 @@ def orchestrator_cmd(tasks: int, width: int, as_json: bool) -> None:
                   f"{doc['tasks_per_s']} tasks/s; target overhead p50 ≤ {doc['target']['overhead_p50_ms']} ms")
 
 
+@bench.command("dag")
+@click.option("--tasks", default=100_000, show_default=True, help="Tasks in the chain and in each fan.")
+@click.option("--repeat", default=3, show_default=True, help="Runs per figure; the best is shown.")
+@json_option
+def dag_cmd(tasks: int, repeat: int, as_json: bool) -> None:
+    """Cycle check, plan validation, critical path and status on a long chain and wide fans (no Kafka)."""
+    from aios.bench.dag import bench_dag
+
+    if tasks < 2 or repeat < 1:
+        raise click.BadParameter("--tasks must be ≥ 2 and --repeat ≥ 1")
+    doc = bench_dag(tasks, repeat)
+    if as_json:
+        emit_json(doc)
+        return
+    table = Table("shape", "one pass ms (baseline)", "cycle check ms", "validate ms", "critical path ms",
+                  "status ms")
+    for name, f in doc["shapes"].items():
+        table.add_row(name, *(f"{f[k]:.1f}" for k in ("one_pass_ms", "cycle_check_ms", "validate_ms",
+                                                      "critical_path_ms", "status_ms")))
+    console.print(table)
+    console.print(f"{tasks} tasks per shape, best of {repeat}")
+
+
 @bench.command("sink")
 @click.option("--rows", default=100_000, show_default=True, help="Events through the sink path and the raw insert.")
 @click.option("--stats-rows", default=1_000_000, show_default=True, help="Synthetic rows per table for `aios stats`.")

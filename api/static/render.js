@@ -10,20 +10,33 @@ export function el(tag, attrs = {}, text) {
 }
 
 // Depth of each task = longest chain of dependencies below it; tasks are laid out in columns by depth.
+// Computed in topological order (Kahn's algorithm) with a queue, not recursion: a plan can be one chain
+// of thousands of tasks, deeper than the browser's stack. Tasks on a cycle (never in a valid plan) get 0.
 function depths(tasks) {
   const byId = new Map(tasks.map((t) => [t.task_id, t]));
-  const memo = new Map();
-  const depth = (id, seen = new Set()) => {
-    if (memo.has(id)) return memo.get(id);
-    if (seen.has(id)) return 0;
-    seen.add(id);
-    const deps = (byId.get(id)?.depends_on || []).filter((d) => byId.has(d));
-    const d = deps.length ? 1 + Math.max(...deps.map((x) => depth(x, seen))) : 0;
-    memo.set(id, d);
-    return d;
-  };
-  tasks.forEach((t) => depth(t.task_id));
-  return memo;
+  const waiting = new Map();
+  const dependents = new Map();
+  for (const t of byId.values()) {
+    const deps = (t.depends_on || []).filter((d) => byId.has(d));
+    waiting.set(t.task_id, deps.length);
+    for (const d of deps) {
+      if (!dependents.has(d)) dependents.set(d, []);
+      dependents.get(d).push(t.task_id);
+    }
+  }
+  const depth = new Map();
+  const queue = [...byId.keys()].filter((id) => waiting.get(id) === 0);
+  for (const id of queue) depth.set(id, 0);
+  for (let i = 0; i < queue.length; i++) {
+    const id = queue[i];
+    for (const next of dependents.get(id) || []) {
+      depth.set(next, Math.max(depth.get(next) || 0, depth.get(id) + 1));
+      waiting.set(next, waiting.get(next) - 1);
+      if (waiting.get(next) === 0) queue.push(next);
+    }
+  }
+  for (const id of byId.keys()) if (!depth.has(id)) depth.set(id, 0);
+  return depth;
 }
 
 export function dag(tasks) {
@@ -34,7 +47,8 @@ export function dag(tasks) {
   const pos = new Map();
   columns.forEach((col, x) => col.forEach((t, y) => pos.set(t.task_id, { x: x * (W + GX), y: y * (H + GY) })));
   const width = Math.max(1, columns.length) * (W + GX);
-  const height = Math.max(1, ...columns.map((c) => c.length)) * (H + GY);
+  // A loop, not Math.max(...): spreading a very long array exceeds the engine's argument limit.
+  const height = columns.reduce((m, c) => Math.max(m, c.length), 1) * (H + GY);
   const svg = el("svg", { class: "dag", viewBox: `0 0 ${width} ${height}`, width, height });
   const defs = el("defs");
   const marker = el("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto" });

@@ -12,6 +12,7 @@ import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from aios.streams.orchestration.graph import topological_order
 from aios.streams.orchestration.plan import Plan
 
 
@@ -149,18 +150,33 @@ class ProjectDag:
         return {d: self.nodes[d].output for d in self.nodes[task_id].depends_on}
 
     def critical_path(self) -> list[str]:
-        """The longest chain of not-yet-succeeded tasks (by count), the work that bounds the finish."""
-        memo: dict[str, list[str]] = {}
+        """The longest chain of not-yet-succeeded tasks (by count), the work that bounds the finish.
 
-        def longest(tid: str) -> list[str]:
-            if tid not in memo:
-                node = self.nodes[tid]
-                own = [] if node.state is State.SUCCEEDED else [tid]
-                best = max((longest(d) for d in node.depends_on), key=len, default=[])
-                memo[tid] = best + own
-            return memo[tid]
-
-        return max((longest(t) for t in self.nodes), key=len, default=[])
+        Among chains of equal length, the first task in insertion order ends it, and each task
+        continues the chain of its first longest dependency.
+        """
+        # Lengths in topological order, then one walk back: recursion overflowed the stack on a
+        # chain of ~400 tasks, and keeping each task's whole chain cost quadratic memory.
+        length: dict[str, int] = {}
+        via: dict[str, str] = {}  # task -> the dependency whose chain it continues
+        nodes = self.nodes
+        for tid in topological_order({t: n.depends_on for t, n in nodes.items()}):
+            node = nodes[tid]
+            best = 0
+            for dep in node.depends_on:
+                if length.get(dep, 0) > best:
+                    best, via[tid] = length[dep], dep
+            length[tid] = best + (0 if node.state is State.SUCCEEDED else 1)
+        end, longest = None, 0
+        for tid in nodes:
+            if length.get(tid, 0) > longest:
+                end, longest = tid, length[tid]
+        path: list[str] = []
+        while end is not None:
+            if nodes[end].state is not State.SUCCEEDED:
+                path.append(end)
+            end = via.get(end)
+        return path[::-1]
 
     # --- transitions -----------------------------------------------------------------------
 

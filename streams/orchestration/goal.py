@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
+from aios.schemas.jsonlimits import JsonTooDeepError, parse_json
+from aios.streams.orchestration.graph import levels
 from aios.streams.orchestration.plan import Plan, PlanError, PlannedTask, parse_plan
 
 GOAL_TASK = "plan"
@@ -33,31 +35,37 @@ def goal_plan(project: str, goal: str, budget_usd: float | None, roles: Iterable
 def planned_tasks(project: str, goal: str, output: str, roles: Iterable[str]) -> tuple[PlannedTask, ...]:
     """The tasks of the planner's answer, each depending on the planner task, in dependency order."""
     try:
-        answer = json.loads(output)
+        answer = parse_json(output)
     except json.JSONDecodeError as exc:
         raise PlanError([f"the planner's answer is not JSON: {exc}"]) from exc
+    except JsonTooDeepError as exc:
+        raise PlanError([f"the planner's answer is {exc}"]) from exc
     tasks = answer.get("tasks") if isinstance(answer, dict) else None
     if not isinstance(tasks, list) or not tasks:
         raise PlanError(["the planner's answer has no tasks list"])
     doc_tasks: list[dict[str, object]] = [{"id": GOAL_TASK, "role": PLANNER_ROLE, "description": goal}]
     for t in tasks:
         if not isinstance(t, dict):
-            raise PlanError([f"a planned task is not an object: {t!r}"])
+            # The type, not the value: a value can be megabytes.
+            raise PlanError([f"a planned task is not an object but {_json_type(t)}"])
+        deps = t.get("depends_on") or []
+        if not isinstance(deps, list):
+            raise PlanError([f"a planned task's depends_on is not a list of task ids but {_json_type(deps)}"])
         kept = {k: t[k] for k in _PLANNED_FIELDS if k in t}
-        kept["depends_on"] = [GOAL_TASK, *[d for d in t.get("depends_on") or [] if d != GOAL_TASK]]
+        kept["depends_on"] = [GOAL_TASK, *[d for d in deps if d != GOAL_TASK]]
         doc_tasks.append(kept)
     plan = parse_plan(json.dumps({"project": project, "tasks": doc_tasks}), roles)
     return _dependency_order(plan.tasks[1:])
 
 
+def _json_type(value: object) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
+
+
 def _dependency_order(tasks: tuple[PlannedTask, ...]) -> tuple[PlannedTask, ...]:
-    # parse_plan has rejected cycles, so this always places every task.
-    placed: set[str] = {GOAL_TASK}
-    ordered: list[PlannedTask] = []
-    waiting = list(tasks)
-    while waiting:
-        ready = [t for t in waiting if set(t.depends_on) <= placed]
-        ordered += ready
-        placed |= {t.id for t in ready}
-        waiting = [t for t in waiting if t.id not in placed]
-    return tuple(ordered)
+    # By level (tasks that need only the plan first, then those that need only them, ...), in the
+    # answer's order within a level. Levels come from one topological pass: placing tasks round by
+    # round, as this once did, was quadratic on a long chain.
+    level = levels({t.id: t.depends_on for t in tasks})  # parse_plan has rejected cycles
+    return tuple(t for _, t in sorted(enumerate(tasks), key=lambda it: (level[it[1].id], it[0])))

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from aios.schemas.jsonlimits import JsonTooDeepError, parse_json
 from aios.streams.errors import OrchestrationError
 
 
@@ -55,9 +56,11 @@ def plan_json_schema() -> dict[str, Any]:
 def parse_plan(text: str, roles: Iterable[str]) -> Plan:
     """Parse and validate a plan document; raise PlanError listing every problem."""
     try:
-        raw = json.loads(text)
+        raw = parse_json(text)
     except json.JSONDecodeError as exc:
         raise PlanError([f"not JSON: {exc}"]) from exc
+    except JsonTooDeepError as exc:
+        raise PlanError([f"{exc}: a plan is an object with a list of flat task objects"]) from exc
     try:
         plan = Plan.model_validate(raw)
     except ValidationError as exc:

@@ -84,6 +84,30 @@ async def test_a_dag_runs_in_dependency_order_with_outputs_as_context(roles_sett
     assert assignments["ship"]["timestamp"] >= max(finished_at["ui"], finished_at["tests"])
 
 
+async def test_a_long_chain_listed_last_task_first_gets_a_status_and_can_be_cancelled(roles_settings: Settings) -> None:
+    # The recursive critical path overflowed the stack on ~400 such tasks, inside the status write
+    # where nothing caught it: the orchestrator died, and died again on the same plan at restart.
+    s, n = roles_settings, 2_000
+    tasks = [{"id": f"t{i}", "role": "backend", "description": f"step {i}", "depends_on": [f"t{i - 1}"] if i else []}
+             for i in reversed(range(n))]
+    first: list[dict[str, Any]] = []
+
+    def cancel_once_running(status: dict[str, Any]) -> None:
+        if not first:
+            first.append(status)
+            client = TaskClient(s)
+            try:
+                client.control("chain", "cancel", reason="long enough")
+            finally:
+                client.close()
+
+    async with running(s, ["orchestrator", "results"]):  # no agents: the chain stays unfinished
+        await submit(s, plan_doc("chain", *tasks))
+        final = await asyncio.to_thread(wait_project, s, "chain", 90, cancel_once_running)
+    assert first[0]["state"] == "running" and first[0]["critical_path"] == [f"t{i}" for i in range(n)]
+    assert final["state"] == "cancelled" and final["counts"]["cancelled"] + final["counts"]["skipped"] == n
+
+
 async def test_failures_retry_with_backoff_then_dead_letter_and_skip_dependents(roles_settings: Settings) -> None:
     with FakeOpenAI() as server:
         server.script(status(500), status(500), status(500))

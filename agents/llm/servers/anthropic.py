@@ -50,12 +50,17 @@ class Behaviour:
     cache_read_input_tokens: int = 0
     headers: tuple[tuple[str, str], ...] = ()
     body: dict[str, Any] | None = None  # the error body for non-200 statuses
-    tool_calls: tuple[tuple[str, dict[str, Any]], ...] = ()  # (name, input): tool_use blocks, no text
+    tool_calls: tuple[tuple[str, dict[str, Any] | str], ...] = ()  # (name, input): tool_use blocks, no text
 
 
 def tool_call(name: str, **arguments: Any) -> Behaviour:
     """Answer with a tool_use block for ``name`` (streamed as the API does: content_block_start,
     input_json_delta fragments, stop_reason ``tool_use``)."""
+    return Behaviour(tool_calls=((name, arguments),))
+
+
+def raw_tool_call(name: str, arguments: str) -> Behaviour:
+    """Like :func:`tool_call`, with the arguments' JSON text as given (it may be anything)."""
     return Behaviour(tool_calls=((name, arguments),))
 
 
@@ -215,7 +220,7 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         for i, (name, arguments) in enumerate(behaviour.tool_calls):
             block = {"type": "tool_use", "id": f"toolu_{i}", "name": name, "input": {}}
             self._event("content_block_start", {"type": "content_block_start", "index": i, "content_block": block})
-            encoded = json.dumps(arguments)
+            encoded = arguments if isinstance(arguments, str) else json.dumps(arguments)
             for fragment in (encoded[: len(encoded) // 2], encoded[len(encoded) // 2 :]):
                 delta = {"type": "input_json_delta", "partial_json": fragment}
                 self._event("content_block_delta", {"type": "content_block_delta", "index": i, "delta": delta})

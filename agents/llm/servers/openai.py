@@ -41,12 +41,17 @@ class Behaviour:
     malformed: bool = False
     headers: tuple[tuple[str, str], ...] = ()
     body: dict[str, Any] | None = None  # the error body for non-200 statuses
-    tool_calls: tuple[tuple[str, dict[str, Any]], ...] = ()  # (name, arguments): call tools, no text
+    tool_calls: tuple[tuple[str, dict[str, Any] | str], ...] = ()  # (name, arguments): call tools, no text
 
 
 def tool_call(name: str, **arguments: Any) -> Behaviour:
     """Answer with a call of tool ``name`` (streamed as the API does: id and name, then the
     arguments' JSON in fragments, finish_reason ``tool_calls``)."""
+    return Behaviour(tool_calls=((name, arguments),))
+
+
+def raw_tool_call(name: str, arguments: str) -> Behaviour:
+    """Like :func:`tool_call`, with the arguments' JSON text as given (it may be anything)."""
     return Behaviour(tool_calls=((name, arguments),))
 
 
@@ -169,7 +174,7 @@ class _ChatHandler(BaseHTTPRequestHandler):
             for i, (name, arguments) in enumerate(behaviour.tool_calls):
                 head = {"index": i, "id": f"call_{i}", "type": "function", "function": {"name": name, "arguments": ""}}
                 self._event(_chunk_obj(body, {"tool_calls": [head]}, None))
-                encoded = json.dumps(arguments)
+                encoded = arguments if isinstance(arguments, str) else json.dumps(arguments)
                 for fragment in (encoded[: len(encoded) // 2], encoded[len(encoded) // 2 :]):
                     self._event(_chunk_obj(body, {"tool_calls": [{"index": i, "function": {"arguments": fragment}}]},
                                            None))

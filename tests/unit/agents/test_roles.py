@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aios.agents.llm.base import ChatRequest
 from aios.agents.llm.offline import OFFLINE_LABEL, OfflineProvider
@@ -100,3 +102,42 @@ async def test_twice_invalid_output_fails_the_task_permanently(
     assert outcome.error is not None and "test_cases" in outcome.error
     assert len(fake_openai.requests) == 2, "retried once, not more"
     assert INVALID_OUTPUT in PERMANENT_ERRORS
+
+
+def nested(depth: int, leaf: str = "0") -> str:
+    return "[" * depth + leaf + "]" * depth
+
+
+def test_deep_answers_break_the_contract_with_a_reason_not_a_recursion_error() -> None:
+    qa = load_roles().get("qa")
+    for text in (nested(100_000), "{" + '"a": {' * 100_000, GOOD_QA[:-1] + ', "extra": ' + nested(100_000) + "}"):
+        _, problem = qa.validate(text)
+        assert problem is not None and "nested deeper than 64 levels" in problem
+    # Within the limit, a deep value is checked by the schema like any other.
+    out, problem = qa.validate(GOOD_QA[:-1] + ', "extra": ' + nested(60) + "}")
+    assert problem is None and json.loads(out)["extra"] == json.loads(nested(60))
+    _, problem = qa.validate(json.dumps({"summary": json.loads(nested(60)), "test_cases": [{"name": "n", "expected": "e"}]}))
+    assert problem is not None and "summary" in problem
+
+
+@settings(max_examples=100, deadline=None)
+@given(depth=st.integers(0, 3000), wide=st.integers(0, 500), where=st.sampled_from(["summary", "test_cases", "extra"]),
+       array=st.booleans())
+def test_any_deep_or_wide_value_in_an_answer_is_a_verdict(depth: int, wide: int, where: str, array: bool) -> None:
+    leaf = json.dumps([{"name": "n", "expected": "e"}] * wide)
+    value = nested(depth, leaf) if array else '{"k":' * depth + leaf + "}" * depth
+    text = json.dumps({"summary": "s", "test_cases": [{"name": "n", "expected": "e"}]} | {where: "@RAW@"})
+    _, problem = load_roles().get("qa").validate(text.replace('"@RAW@"', value))
+    if depth + 2 > 64:  # the answer object, the value's own list, then ``depth`` levels
+        assert problem is not None and "nested deeper than 64 levels" in problem
+
+
+async def test_a_model_answer_100_000_levels_deep_fails_the_attempt_with_the_reason(
+    fake_openai: FakeOpenAI, make_openai: Callable[..., OpenAIProvider]
+) -> None:
+    # No spaces: the fake streams one delta per word.
+    fake_openai.script(ok(nested(100_000)), ok('{"a":' * 100_000))
+    outcome = await run_task(make_openai(), qa_task())
+    assert not outcome.ok and outcome.error_type == INVALID_OUTPUT
+    assert outcome.error is not None and "nested deeper than 64 levels" in outcome.error
+    assert "nested deeper than 64 levels" in fake_openai.requests[1].body["messages"][-1]["content"]

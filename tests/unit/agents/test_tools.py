@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from aios.agents.llm.anthropic_provider import AnthropicProvider
 from aios.agents.llm.base import ToolCall
 from aios.agents.llm.offline import OfflineProvider
 from aios.agents.llm.openai_provider import OpenAIProvider
 from aios.agents.llm.servers import anthropic as anthropic_server
+from aios.agents.llm.servers import openai as openai_server
 from aios.agents.llm.servers.anthropic import FakeAnthropic
 from aios.agents.llm.servers.openai import FakeOpenAI, ok, tool_call
 from aios.agents.runner import AgentTask, run_task
@@ -101,3 +106,54 @@ async def test_offline_answers_are_not_journaled() -> None:
     journal = MemoryJournal()
     outcome = await run_task(OfflineProvider(), TASK, journal=journal)
     assert outcome.ok and journal.records == {}, "free and deterministic: no Redis round trips"
+
+
+def nested(depth: int, leaf: str = '"t-1"') -> str:
+    return "[" * depth + leaf + "]" * depth
+
+
+DEEP_ARGUMENTS = '{"task_id": ' + nested(100_000) + "}"
+
+
+async def test_openai_tool_arguments_100_000_levels_deep_fail_the_attempt_with_the_reason(
+    fake_openai: FakeOpenAI, make_openai: Callable[..., OpenAIProvider]
+) -> None:
+    fake_openai.script(openai_server.raw_tool_call("read_dependency_output", DEEP_ARGUMENTS))
+    outcome = await run_task(make_openai(), TASK, tools=read_only_tools())
+    assert not outcome.ok and outcome.error_type == "MalformedResponseError"
+    assert outcome.error is not None and "nested deeper than 64 levels" in outcome.error
+
+
+async def test_anthropic_tool_input_100_000_levels_deep_fails_the_attempt_with_the_reason(
+    fake_anthropic: FakeAnthropic, make_anthropic: Callable[..., AnthropicProvider]
+) -> None:
+    fake_anthropic.script(anthropic_server.raw_tool_call("search_memory", DEEP_ARGUMENTS))
+    outcome = await run_task(make_anthropic(), TASK, tools=read_only_tools())
+    assert not outcome.ok and outcome.error_type == "MalformedResponseError"
+    assert outcome.error is not None and "nested deeper than 64 levels" in outcome.error
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(depth=st.integers(0, 3000), wide=st.integers(0, 300), key=st.sampled_from(["task_id", "extra"]))
+async def test_deep_or_wide_arguments_are_answered_or_refused_never_a_crash(
+    fake_openai: FakeOpenAI, make_openai: Callable[..., OpenAIProvider], depth: int, wide: int, key: str
+) -> None:
+    arguments = json.dumps({key: "@RAW@"}).replace('"@RAW@"', nested(depth, json.dumps(["t-1"] * wide)))
+    too_deep = depth + 2 > 64  # the arguments object, ``depth`` levels, the leaf list
+    # The server outlives the example: script only the calls this one makes.
+    fake_openai.script(openai_server.raw_tool_call("read_dependency_output", arguments),
+                       *([] if too_deep else [ok("done")]))
+    outcome = await run_task(make_openai(), TASK, tools=read_only_tools())
+    if too_deep:
+        assert not outcome.ok and outcome.error is not None and "nested deeper" in outcome.error
+    else:
+        assert outcome.ok and outcome.output == "done" and "bad arguments" in outcome.tools[0].result
+
+
+async def test_the_toolbox_refuses_arguments_nested_too_deep_whoever_built_them() -> None:
+    deep: object = "t-1"
+    for _ in range(100_000):  # built, not parsed: deeper than any parser would go
+        deep = [deep]
+    result = await read_only_tools().run(ToolCall("1", "read_dependency_output", {"task_id": deep}),
+                                         ToolContext({"t-1": "x"}))
+    assert result == "error: bad arguments for read_dependency_output: nested deeper than 64 levels"

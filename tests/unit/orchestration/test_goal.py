@@ -41,7 +41,11 @@ def test_planned_tasks_depend_on_the_plan_and_come_in_dependency_order() -> None
 @pytest.mark.parametrize(("output", "problem"), [
     ("not json", "not JSON"),
     (json.dumps({"summary": "x"}), "no tasks list"),
-    (json.dumps({"tasks": ["a string"]}), "not an object"),
+    (json.dumps({"tasks": ["a string"]}), "not an object but a string"),
+    (json.dumps({"tasks": [{"id": "a", "role": "qa", "description": "x", "depends_on": 7}]}),
+     "depends_on is not a list of task ids but a number"),
+    ("[" * 100_000 + "]" * 100_000, "nested deeper than 64 levels"),
+    ('{"summary": "x", "tasks": [' + "{" + '"a": {' * 100_000, "nested deeper than 64 levels"),
     (answer({"id": "a", "role": "astronaut", "description": "fly"}), "astronaut"),
     (answer({"id": "a", "role": "qa", "description": "x", "depends_on": ["b"]},
             {"id": "b", "role": "qa", "description": "y", "depends_on": ["a"]}), "cycle"),
@@ -67,3 +71,16 @@ def test_the_state_extends_once_and_releases_tasks_after_the_plan() -> None:
     assert state.dag.nodes["test"].state is State.PENDING
     restored = ProjectState.from_dict(state.to_dict())
     assert restored.goal and set(restored.dag.nodes) == {GOAL_TASK, "build", "test"}
+
+
+def chained_answer(n: int, *, last_first: bool) -> str:
+    tasks = [{"id": f"t{i}", "role": "qa", "description": "x", "depends_on": [f"t{i - 1}"] if i else []}
+             for i in range(n)]
+    return answer(*(reversed(tasks) if last_first else tasks))
+
+
+@pytest.mark.parametrize("last_first", [False, True])
+def test_a_long_planned_chain_comes_in_dependency_order(last_first: bool) -> None:
+    # 9,999 tasks and the planner task: the most a plan may hold.
+    tasks = planned_tasks("shop", "Build a shop", chained_answer(9_999, last_first=last_first), ROLES)
+    assert [t.id for t in tasks] == [f"t{i}" for i in range(9_999)]

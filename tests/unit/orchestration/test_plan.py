@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aios.streams.orchestration.plan import PlanError, find_cycle, parse_plan, plan_json_schema
 
@@ -79,3 +81,33 @@ def test_the_documented_schema_file_matches_the_model() -> None:
 
     documented = json.loads((Path(__file__).resolve().parents[3] / "docs" / "plan.schema.json").read_text())
     assert documented == plan_json_schema(), "regenerate docs/plan.schema.json from streams.orchestration.plan"
+
+
+def nested(depth: int, leaf: str = '"x"') -> str:
+    return "[" * depth + leaf + "]" * depth
+
+
+def with_raw(document: dict[str, object], raw: str) -> str:
+    """``document`` as JSON with its "@RAW@" value replaced by the text ``raw`` (too deep to dump)."""
+    return json.dumps(document).replace('"@RAW@"', raw, 1)
+
+
+@pytest.mark.parametrize("text", [
+    nested(100_000),  # the whole file
+    with_raw({"project": "P", "tasks": [t("a", description="@RAW@")]}, nested(100_000)),
+    with_raw({"project": "P", "tasks": "@RAW@"}, nested(100_000, json.dumps(t("a")))),
+    '{"project": "P", "tasks": [' * 50_000,  # deep and never closed
+])
+def test_a_deeply_nested_plan_file_is_refused_with_a_message(text: str) -> None:
+    with pytest.raises(PlanError) as err:
+        parse_plan(text, ROLES)
+    assert "nested deeper than 64 levels" in str(err.value)
+
+
+@settings(max_examples=100, deadline=None)
+@given(field=st.sampled_from(["id", "role", "description", "depends_on", "priority", "acceptance", "extra"]),
+       depth=st.integers(1, 3000), wide=st.integers(0, 2000))
+def test_deep_or_wide_values_in_any_field_are_plan_errors(field: str, depth: int, wide: int) -> None:
+    task = t("a") | {field: "@RAW@"}
+    with pytest.raises(PlanError):
+        parse_plan(with_raw({"project": "P", "tasks": [task]}, nested(depth, json.dumps(["x"] * wide))), ROLES)

@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aios.schemas.codec import Codec
 from aios.schemas.json_task import InvalidJsonTaskError, result_to_json, task_from_json
@@ -69,3 +71,23 @@ def test_results_become_one_line_of_json() -> None:
                            "output": "two\nlines"})
     assert b"\n" not in line
     assert json.loads(line) == {"task_id": "t", "timestamp": 1767225600000, "raw": "AA==", "output": "two\nlines"}
+
+
+@pytest.mark.parametrize("data", [
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"description": "d", "metadata": {"k": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
+    b'{"description": ' * 100_000,  # never closed
+])
+def test_a_record_nested_100_000_levels_deep_is_refused_with_the_reason(data: bytes) -> None:
+    with pytest.raises(InvalidJsonTaskError, match="nested deeper than 64 levels"):
+        task_from_json(data, roles=ROLES, source="t/0/1")
+
+
+@settings(max_examples=100, deadline=None)
+@given(field=st.sampled_from(["description", "depends_on", "metadata", "priority", "task_id"]),
+       depth=st.integers(1, 3000), wide=st.integers(0, 1000))
+def test_deep_or_wide_values_in_any_field_are_refused_with_a_reason(field: str, depth: int, wide: int) -> None:
+    value = "[" * depth + json.dumps(["x"] * wide) + "]" * depth
+    data = json.dumps({"description": "d", field: "@RAW@"}).replace('"@RAW@"', value).encode()
+    with pytest.raises(InvalidJsonTaskError):
+        task_from_json(data, roles=ROLES, source="t/0/1")
