@@ -146,12 +146,16 @@ class Runtime:
     def router(self) -> Router:
         """The LLM router over AIOS_LLM_DEPLOYMENTS (or the one provider AIOS_LLM picks)."""
         from agents.llm.factory import make_deployments
+        from agents.llm.privacy import PiiDetector
         from agents.llm.router import Router, RouterConfig
         from streams.metrics import RouterMetrics
 
         s = self.settings
         deployments = make_deployments(llm_config(s), s.llm_deployments)
-        return Router(deployments, config=RouterConfig(redact_remote=s.llm_redact_pii), observer=RouterMetrics())
+        regions = s.llm_pii_phone_regions
+        detector = PiiDetector() if regions is None else PiiDetector(phone_regions=regions)
+        return Router(deployments, config=RouterConfig(redact_remote=s.llm_pii == "redact"), detector=detector,
+                      observer=RouterMetrics())
 
     @cached_property
     def journal(self) -> LlmJournal:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -116,8 +116,18 @@ class Settings(BaseSettings):
     llm_deployments: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="Router deployments, comma-separated 'provider:model' specs; unset = the one AIOS_LLM picks."
     )
-    llm_redact_pii: bool = Field(
-        False, description="Mask detected PII for remote calls (restored in the answer) instead of refusing them."
+    llm_pii: Literal["redact", "local-only"] = Field(
+        "redact", description="A prompt with detected PII (phone numbers, e-mail addresses, card numbers, API keys): "
+        "'redact' lets remote models see it with those values masked, restored in the answer; 'local-only' keeps "
+        "it on local deployments, and fails the call when there is none. restricted tasks stay local either way.",
+    )
+    llm_redact_pii: bool | None = Field(
+        None, description="Before AIOS_LLM_PII: 1 is redact, 0 is local-only. AIOS_LLM_PII wins when both are set."
+    )
+    llm_pii_phone_regions: Annotated[tuple[str, ...] | None, NoDecode] = Field(
+        None, description="Countries (ISO 3166 codes, comma-separated) whose national phone formats are detected, "
+        "e.g. 020 7946 0958 for GB; numbers with a country code (+44 …) are detected from anywhere. "
+        "Unset: agents.llm.privacy.DEFAULT_PHONE_REGIONS.",
     )
     llm_journal_ttl_s: int = Field(
         7 * 24 * 3600, ge=60, description="How long LLM answers stay recorded by (task, attempt, step) for replays."
@@ -274,7 +284,17 @@ class Settings(BaseSettings):
         """Prompt tokens (system + user) an agent of ``role`` may use."""
         return self.role_prompt_tokens.get(role, self.prompt_tokens)
 
-    @field_validator("roles", "llm_deployments", "api_cors_origins", mode="before")
+    @model_validator(mode="before")
+    @classmethod
+    def _pii_from_redact_pii(cls, data: Any) -> Any:
+        # AIOS_LLM_REDACT_PII=0 kept PII on local models: a deployment that set it keeps that
+        # behaviour under the new default, rather than starting to send masked prompts out.
+        if isinstance(data, dict) and data.get("llm_pii") is None and data.get("llm_redact_pii") is not None:
+            legacy = str(data["llm_redact_pii"]).strip().lower() in ("1", "true", "yes", "on")
+            data = {**data, "llm_pii": "redact" if legacy else "local-only"}
+        return data
+
+    @field_validator("roles", "llm_deployments", "api_cors_origins", "llm_pii_phone_regions", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):

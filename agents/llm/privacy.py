@@ -194,7 +194,7 @@ class PiiDetector:
         # libphonenumber compiles its metadata's patterns as it uses them. A few regions' worth
         # overflow the re module's cache (512), and recompiling was two thirds of the detector's time.
         phonenumbers.enable_pattern_cache()
-        self._regions = [_Region.load(code) for code in self.phone_regions]
+        self._regions = [_Region.load(code.upper()) for code in self.phone_regions]
         # Prefilters apply only to the default patterns they were written for.
         self._compiled = [(kind, re.compile(p), _MAY_MATCH.get(kind) if p == DEFAULT_PATTERNS.get(kind) else None)
                           for kind, p in self.patterns.items()]
