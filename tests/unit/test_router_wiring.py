@@ -92,3 +92,16 @@ async def test_local_only_fails_a_pii_prompt_without_a_local_model_and_restricte
             finally:
                 await rt.aclose()
         assert len(remote.requests) == 1  # only the redacted call went out
+
+
+@pytest.mark.parametrize(("env", "policy"), [
+    ({}, "redact"),
+    ({"AIOS_LLM_PII": "local-only"}, "local-only"),
+    ({"AIOS_LLM_REDACT_PII": "0"}, "local-only"),  # set before AIOS_LLM_PII existed: still keeps PII local
+    ({"AIOS_LLM_REDACT_PII": "1"}, "redact"),
+    ({"AIOS_LLM_REDACT_PII": "0", "AIOS_LLM_PII": "redact"}, "redact"),
+])
+def test_the_pii_policy_setting(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], policy: str) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings().llm_pii == policy
