@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlparse
 
 from pydantic import (
@@ -172,9 +172,20 @@ class LlmSettings(_Group):
     deployments: Annotated[tuple[str, ...], NoDecode] = Field(
         (), validation_alias=_env("llm_deployments"),
         description="Router deployments, comma-separated 'provider:model' specs; unset = the one AIOS_LLM picks.")
-    redact_pii: bool = Field(
-        False, validation_alias=_env("llm_redact_pii"),
-        description="Mask detected PII for remote calls (restored in the answer) instead of refusing them.")
+    pii: Literal["redact", "local-only"] | None = Field(
+        None, validation_alias=_env("llm_pii"),
+        description="A prompt with detected PII (phone numbers, e-mail addresses, card numbers, API keys): "
+        "'redact' lets remote models see it with those values masked, restored in the answer; 'local-only' keeps "
+        "it on local deployments, and fails the call when there is none. Unset: redact, unless the older "
+        "AIOS_LLM_REDACT_PII=0 says local-only. restricted tasks stay local either way.")
+    redact_pii: bool | None = Field(
+        None, validation_alias=_env("llm_redact_pii"),
+        description="Before AIOS_LLM_PII: 1 is redact, 0 is local-only. AIOS_LLM_PII wins when both are set.")
+    pii_phone_regions: Annotated[tuple[str, ...] | None, NoDecode] = Field(
+        None, validation_alias=_env("llm_pii_phone_regions"),
+        description="Countries (ISO 3166 codes, comma-separated) whose national phone formats are detected, "
+        "e.g. 020 7946 0958 for GB; numbers with a country code (+44 …) are detected from anywhere. "
+        "Unset: agents.llm.privacy.DEFAULT_PHONE_REGIONS.")
     journal_ttl_s: int = Field(
         7 * 24 * 3600, ge=60, validation_alias=_env("llm_journal_ttl_s"),
         description="How long LLM answers stay recorded by (task, attempt, step) for replays.")
@@ -182,10 +193,19 @@ class LlmSettings(_Group):
         True, validation_alias=_env("agent_tools"),
         description="Offer agents the read-only tools (read a dependency's output, search memory).")
 
-    @field_validator("deployments", mode="before")
+    @field_validator("deployments", "pii_phone_regions", mode="before")
     @classmethod
-    def _split_deployments(cls, value: object) -> object:
+    def _split_lists(cls, value: object) -> object:
         return _csv(value)
+
+    @property
+    def pii_mode(self) -> Literal["redact", "local-only"]:
+        """What happens to a prompt with PII when only remote deployments could take it."""
+        if self.pii is not None:
+            return self.pii
+        # AIOS_LLM_REDACT_PII=0 kept PII on local models: a deployment that set it keeps that
+        # behaviour under the new default, rather than starting to send masked prompts out.
+        return "local-only" if self.redact_pii is False else "redact"
 
 
 class MemorySettings(_Group):

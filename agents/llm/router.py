@@ -101,7 +101,9 @@ class RouterConfig:
     ewma_alpha: float = 0.3
     base_cooldown_s: float = 5.0
     max_cooldown_s: float = 300.0
-    redact_remote: bool = False  # mask PII for remote calls instead of refusing them
+    # A prompt with detected PII goes to remote deployments masked (and the answer restored); off,
+    # it stays on local deployments and fails without one. Restricted tasks stay local either way.
+    redact_remote: bool = True
     chars_per_token: float = 4.0  # the context pre-check's estimate (conservative for English)
     max_retries: int = 2  # retries of a transient failure once no other deployment is left to try
     retry_base_s: float = 0.5  # first backoff; doubles each retry, with jitter
@@ -153,16 +155,18 @@ class Router:
         redact = False
         pool = [d for d in self.deployments if _TIER_RANK[d.info.tier] >= _TIER_RANK[route.tier]]
         if sensitive:
-            local = [d for d in pool if d.local]
             # Restricted data never leaves; detected PII may, masked, when redaction is on.
             if route.privacy != "restricted" and self.config.redact_remote:
                 redact = True
             else:
-                pool = local
+                pool = [d for d in pool if d.local]
                 if not pool:
+                    why = ("the task is restricted" if route.privacy == "restricted"
+                           else "the prompt contains PII and redaction is off (AIOS_LLM_PII=local-only)")
                     raise NoDeploymentError(
-                        "the prompt is restricted or contains PII and no local deployment (tier "
-                        f"{route.tier}+) is configured; add one (AIOS_LLM=local:<model>) or enable redaction",
+                        f"{why}, and no local deployment (tier {route.tier}+) is configured: add one "
+                        "(AIOS_LLM_DEPLOYMENTS=…,local:<model>)"
+                        + ("" if route.privacy == "restricted" else " or set AIOS_LLM_PII=redact"),
                         provider="router",
                     )
         need = self.estimate_tokens(route.request) + route.request.max_tokens

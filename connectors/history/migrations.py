@@ -186,6 +186,11 @@ def _v4_every_field_typed() -> tuple[str, ...]:
     )
 
 
+def _v5_llm_call_redacted() -> tuple[str, ...]:
+    # LlmCall.redacted: whether a remote model saw the prompt with its PII masked.
+    return (f"ALTER TABLE {DATABASE}.llm_calls ADD COLUMN IF NOT EXISTS redacted Bool AFTER fallback_chain",)
+
+
 def migrations(ttl_days: int) -> list[Migration]:
     """Every migration, in order; ``ttl_days`` is the retention written into new tables."""
     if ttl_days < 1:
@@ -196,6 +201,7 @@ def migrations(ttl_days: int) -> list[Migration]:
         Migration(3, "per-minute rollups", _v3_rollups(ttl_days)),
         Migration(4, "every field in its typed table; events.payload for untyped events only",
                   _v4_every_field_typed()),
+        Migration(5, "llm_calls.redacted", _v5_llm_call_redacted()),
     ]
 
 

@@ -146,13 +146,16 @@ class Runtime:
     def router(self) -> Router:
         """The LLM router over AIOS_LLM_DEPLOYMENTS (or the one provider AIOS_LLM picks)."""
         from aios.agents.llm.factory import make_deployments
+        from aios.agents.llm.privacy import PiiDetector
         from aios.agents.llm.router import Router, RouterConfig
         from aios.streams.metrics import RouterMetrics
 
         s = self.settings
         deployments = make_deployments(llm_config(s), s.llm.deployments)
-        config = RouterConfig(redact_remote=s.llm.redact_pii, max_retries=s.llm.max_retries)
-        return Router(deployments, config=config, observer=RouterMetrics())
+        regions = s.llm.pii_phone_regions
+        detector = PiiDetector() if regions is None else PiiDetector(phone_regions=regions)
+        config = RouterConfig(redact_remote=s.llm.pii_mode == "redact", max_retries=s.llm.max_retries)
+        return Router(deployments, config=config, detector=detector, observer=RouterMetrics())
 
     @cached_property
     def journal(self) -> LlmJournal:

@@ -111,6 +111,7 @@ def llm_call_event(a: dict[str, Any], call: CallRecord, outcome: AgentOutcome, a
         "outcome": "ok" if outcome.ok or not last else (outcome.error_type or "error"),
         "error": None if outcome.ok or not last else outcome.error,
         "fallback_chain": list(call.fallback_chain),
+        "redacted": call.redacted,
     }
 
 

@@ -138,17 +138,36 @@ async def test_a_single_deployment_is_not_cooled_down(make: Callable[..., tuple[
 
 async def test_restricted_data_never_reaches_a_remote_server(
         make: Callable[..., tuple[Deployment, FakeOpenAI]]) -> None:
-    remote, remote_srv = make("remote", price=0.01)
+    remote, remote_srv = make("remote", price=0.0)  # as cheap as the local one: privacy, not cost, decides
     local, local_srv = make("local-llama", local=True, price=0.0)
-    router = Router([remote, local])
-    routed = await router.complete(Route(ask("internal salary table"), privacy="restricted"))
+    for config in (RouterConfig(), RouterConfig(redact_remote=False)):
+        router = Router([remote, local], config=config)
+        routed = await router.complete(Route(ask("internal salary table"), privacy="restricted"))
+        assert routed.deployment == "local-llama" and not routed.redacted
+    routed = await Router([remote, local], config=RouterConfig(redact_remote=False)).complete(
+        Route(ask("mail me at jane.doe@corp.example")))  # PII detected, and local-only
     assert routed.deployment == "local-llama"
-    routed = await router.complete(Route(ask("mail me at jane.doe@corp.example")))  # PII detected
-    assert routed.deployment == "local-llama"
-    assert remote_srv.requests == [] and len(local_srv.requests) == 2
-    with pytest.raises(NoDeploymentError, match="no local deployment"):
-        await Router([remote]).complete(Route(ask("x"), privacy="restricted"))
+    assert remote_srv.requests == [] and len(local_srv.requests) == 3
+    for config in (RouterConfig(), RouterConfig(redact_remote=False)):
+        with pytest.raises(NoDeploymentError, match="the task is restricted, and no local deployment"):
+            await Router([remote], config=config).complete(Route(ask("x"), privacy="restricted"))
+    with pytest.raises(NoDeploymentError, match="contains PII and redaction is off.*AIOS_LLM_PII=redact"):
+        await Router([remote], config=RouterConfig(redact_remote=False)).complete(Route(ask("call +44 20 7946 0958")))
     assert remote_srv.requests == []
+
+
+async def test_by_default_pii_reaches_remote_only_masked_and_engineering_numbers_pass_as_they_are(
+        make: Callable[..., tuple[Deployment, FakeOpenAI]]) -> None:
+    remote, remote_srv = make("remote")
+    remote_srv.script(ok("Done."), ok("I will call <PHONE_1> about build 12345678901."))
+    router = Router([remote])  # only remote deployments, default config
+    plain = await router.complete(Route(ask("port 9092 and 6379, pid 123456789, build id 12345678901")))
+    assert not plain.redacted
+    assert remote_srv.requests[0].body["messages"][0]["content"] == "port 9092 and 6379, pid 123456789, build id 12345678901"
+    routed = await router.complete(Route(ask("build id 12345678901 failed; ring Ana on +44 20 7946 0958")))
+    sent = remote_srv.requests[1].body["messages"][0]["content"]
+    assert sent == "build id 12345678901 failed; ring Ana on <PHONE_1>"
+    assert routed.redacted and routed.response.text == "I will call +44 20 7946 0958 about build 12345678901."
 
 
 async def test_redaction_masks_pii_for_remote_calls_and_restores_it(

@@ -14,6 +14,7 @@ from tests.unit.schemas import load_raw, sample_value, write_avsc
     ("Assignment", "strategy", None),
     ("LlmCall", "strategy", "default"),
     ("LlmCall", "fallback_chain", []),
+    ("LlmCall", "redacted", False),
     ("AgentStatus", "roles", []),
 ])
 def test_old_data_reads_with_the_new_field_defaulted(tmp_path: Path, record: str, added: str,
