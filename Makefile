@@ -10,6 +10,7 @@ STAMP   := $(VENV)/.installed
 JARS    := infra/kafka/lib/.resolved
 CONNECT_JARS := infra/connect/lib/.resolved
 REGISTRY := infra/schema-registry/bin/schema-registry
+HELM_TOOLS := infra/helm/tools/bin/.built
 TRANSCODER_SRC := connectors/history/transcoder
 TRANSCODER := $(VENV)/.transcoder
 export PATH := $(HOME)/.cargo/bin:$(PATH)
@@ -51,6 +52,12 @@ install: $(STAMP) $(TRANSCODER) $(JARS) $(CONNECT_JARS) ## Create the venv, inst
 $(REGISTRY): infra/schema-registry/build.sh infra/schema-registry/go.mod infra/schema-registry/go.sum
 	bash infra/schema-registry/build.sh
 
+# helm v4 and manifestcheck (rendered manifests decoded strictly with the Kubernetes and KEDA Go
+# types), built from the Go module proxy for tests/unit/test_helm.py.
+$(HELM_TOOLS): infra/helm/tools/build.sh $(addprefix infra/helm/tools/,helm/go.mod helm/go.sum manifestcheck/go.mod manifestcheck/go.sum manifestcheck/main.go)
+	bash infra/helm/tools/build.sh
+	@touch $@
+
 up: install ## Start the local Kafka and Redis (idempotent)
 	$(AIOS) dev up
 
@@ -64,11 +71,11 @@ demo: install ## Run a sample project through the embedded pipeline
 # most of a test's time is spent waiting on brokers and servers, so more workers than cores pay.
 TEST_WORKERS ?= 4
 
-test: install $(REGISTRY) ## Run every test against the real local Kafka, Redis, chdb, ClickHouse over HTTP and a schema registry
+test: install $(REGISTRY) $(HELM_TOOLS) ## Run every test against the real local Kafka, Redis, chdb, ClickHouse over HTTP and a schema registry
 	$(AIOS) dev up
 	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
-test-unit: install ## Only the pure-logic tests (no services)
+test-unit: install $(HELM_TOOLS) ## Only the pure-logic tests (no services)
 	$(BIN)/pytest -q tests/unit
 
 lint: install ## ruff, mypy --strict and the layer contract (import-linter)
@@ -91,4 +98,4 @@ bench: up ## Benchmarks (figures go in docs/benchmarks.md)
 	$(AIOS) bench api
 
 clean: down ## Remove the venv, jars and local data
-	rm -rf $(VENV) infra/kafka/lib infra/connect/lib .aios-data
+	rm -rf $(VENV) infra/kafka/lib infra/connect/lib infra/helm/tools/bin .aios-data

@@ -3,23 +3,29 @@
 No Docker engine runs on the project's machines, so ``docker compose config`` can't validate the
 file. These tests do what they can without one: parse it, resolve ``${VAR:-default}`` the way
 compose does on a machine with no ``.env``, and check that the AIOS processes are wired to
-services and ports that really exist, with settings the code really reads.
+services and ports that really exist, with settings the code really reads and commands the CLI
+really has.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import click
 import pytest
 import yaml
 
-from aios.streams.settings import env_names, load_settings
+from aios.cli import cli
+from aios.streams.settings import load_settings
+from tests.unit.deployment_checks import assert_cli_command, assert_real_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.kafka.yml"
@@ -27,6 +33,9 @@ PROMETHEUS_FILE = ROOT / "infra/prometheus/prometheus.yml"
 GRAFANA_DATASOURCES_FILE = ROOT / "infra/grafana/provisioning/datasources/datasources.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
+CONNECTOR_CONFIGS = ROOT / "infra/connect/connectors"
+CONNECT_PLUGINS = ROOT / "infra/connect/plugins"
+MAVEN_NS = "http://maven.apache.org/POM/4.0.0"
 
 INFRA_SERVICES = (
     "kafka",
@@ -38,14 +47,24 @@ INFRA_SERVICES = (
     "prometheus",
     "grafana",
 )
-# `aios worker <name>` runs as compose service `aios-<name>`.
-AIOS_WORKERS = ("orchestrator", "results", "agents", "memory", "history")
-AIOS_TOPICS_SERVICE = "aios-topics"
-METRICS_PORT = 9464
 
-# AIOS_* variables the compose file may set before `Settings` reads them. Keep this list short
-# and explicit: each entry names why it is allowed. Remove an entry once the field exists.
-PLANNED_AIOS_VARS: dict[str, str] = {}
+
+def _worker_names() -> tuple[str, ...]:
+    """The processors `aios worker NAME` accepts, read from the CLI's own click tree."""
+    worker = cli.get_command(click.Context(cli), "worker")
+    assert worker is not None, "the CLI has no `worker` command"
+    [name] = [p for p in worker.params if isinstance(p, click.Argument)]
+    assert isinstance(name.type, click.Choice), "`aios worker NAME` should offer a choice of processors"
+    return tuple(str(choice) for choice in name.type.choices)
+
+
+# `aios worker <name>` runs as compose service `aios-<name>`, for every processor the CLI offers.
+AIOS_WORKERS = _worker_names()
+AIOS_TOPICS_SERVICE = "aios-topics"
+AIOS_API_SERVICE = "aios-api"
+API_PORT = 8000
+METRICS_PORT = 9464
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - what a process in a container must listen on to be reached
 
 # Ports an image listens on inside the network without the compose file saying so
 # (`ports`/`expose` entries are added to these). Kafka's ports come from KAFKA_LISTENERS instead.
@@ -226,7 +245,7 @@ def assert_endpoint(services: dict[str, dict[str, Any]], var: str, host: str, po
 
 
 def test_required_services_exist(services: dict[str, dict[str, Any]]) -> None:
-    required = [*INFRA_SERVICES, AIOS_TOPICS_SERVICE, *(f"aios-{w}" for w in AIOS_WORKERS)]
+    required = [*INFRA_SERVICES, AIOS_TOPICS_SERVICE, AIOS_API_SERVICE, *(f"aios-{w}" for w in AIOS_WORKERS)]
     missing = [name for name in required if name not in services]
     assert not missing, f"{COMPOSE_FILE.name} lacks services {missing}; it has {sorted(services)}"
 
@@ -234,7 +253,7 @@ def test_required_services_exist(services: dict[str, dict[str, Any]]) -> None:
 def test_aios_services_run_the_local_image_with_their_commands(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    expected = {AIOS_TOPICS_SERVICE: ["topics", "create"]}
+    expected = {AIOS_TOPICS_SERVICE: ["topics", "create"], AIOS_API_SERVICE: ["api"]}
     expected |= {f"aios-{w}": ["worker", w] for w in AIOS_WORKERS}
     for name, command in expected.items():
         service = services[name]
@@ -372,20 +391,12 @@ def test_aios_services_share_one_environment(
 
 
 def test_aios_env_vars_are_real_settings(aios_services: dict[str, dict[str, Any]]) -> None:
-    known = env_names()
-    stale_planned = sorted(set(PLANNED_AIOS_VARS) & known)
-    assert not stale_planned, f"{stale_planned} are Settings fields now: drop them from PLANNED_AIOS_VARS"
-    unknown = sorted(
-        f"{name}: {key}"
-        for name, service in aios_services.items()
-        for key in env_of(service)
-        if key.upper().startswith("AIOS_") and key.upper() not in known | set(PLANNED_AIOS_VARS)
-    )
-    assert not unknown, (
-        "AIOS_* variables that streams.settings.Settings does not read (typo?):\n  "
-        + "\n  ".join(unknown)
-        + f"\nknown: {sorted(known)}\nplanned: {sorted(PLANNED_AIOS_VARS)}"
-    )
+    assert_real_settings((name, key) for name, service in aios_services.items() for key in env_of(service))
+
+
+def test_aios_commands_are_real_cli_commands(aios_services: dict[str, dict[str, Any]]) -> None:
+    for name, service in aios_services.items():
+        assert_cli_command(command_of(service), f"service {name}")
 
 
 def test_aios_env_loads_into_settings(aios_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -476,6 +487,90 @@ def test_connect_and_registry_share_the_aios_endpoints(
     assert str(connect.get("CONNECT_REST_PORT")) == "8083", "connect REST must listen on 8083"
 
 
+def test_api_serves_on_the_host_loopback(services: dict[str, dict[str, Any]], aios_env: dict[str, str]) -> None:
+    api = services[AIOS_API_SERVICE]
+    env = env_of(api)
+    assert env.get("AIOS_API_HOST") == ALL_INTERFACES, "inside its container the API must listen on every interface"
+    assert str(env.get("AIOS_API_PORT", API_PORT)) == str(API_PORT)
+    published = {parse_port(p, f"{AIOS_API_SERVICE}.ports") for p in api.get("ports", [])}
+    assert ("127.0.0.1", API_PORT, API_PORT, "tcp") in published, f"publish 127.0.0.1:{API_PORT}, got {published}"
+    assert all(host == "127.0.0.1" for host, *_ in published), f"bind every published port to loopback: {published}"
+    healthcheck = " ".join(str(part) for part in api.get("healthcheck", {}).get("test", []))
+    assert f"127.0.0.1:{API_PORT}/healthz" in healthcheck, f"the API's healthcheck should ask /healthz: {healthcheck!r}"
+    assert aios_env.get("AIOS_CLICKHOUSE_URL"), "the API reads /v1/stats from the ClickHouse server"
+
+
+def test_llm_variables_come_from_the_shell(aios_env: dict[str, str], raw: dict[str, Any]) -> None:
+    shared = raw["x-aios-env"]
+    for key, source in (("AIOS_OPENAI_API_KEY", "OPENAI_API_KEY"), ("AIOS_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"),
+                        ("AIOS_LOCAL_LLM_BASE_URL", "AIOS_LOCAL_LLM_BASE_URL"), ("AIOS_LLM", "AIOS_LLM")):
+        assert shared.get(key) == f"${{{source}:-}}", f"x-aios-env should pass {key} from ${source} (empty default)"
+        assert aios_env[key] == "", f"{key} must have no value baked into the compose file"
+
+
+# --------------------------------------------------------------------------- Kafka Connect plugins
+
+
+def connector_classes_used() -> dict[str, str]:
+    """connector.class of every shipped connector config → the config's file name."""
+    used = {}
+    for path in sorted(CONNECTOR_CONFIGS.glob("*.json")):
+        used[json.loads(path.read_text())["config"]["connector.class"]] = path.name
+    for path in sorted(CONNECTOR_CONFIGS.glob("*.properties")):
+        for line in path.read_text().splitlines():
+            if line.startswith("connector.class="):
+                used[line.partition("=")[2].strip()] = path.name
+    assert used, f"no connector configs in {CONNECTOR_CONFIGS}"
+    return used
+
+
+def connector_classes_provided() -> dict[str, str]:
+    """Connector class → the plugin directory that provides it (Maven poms and release archives)."""
+    provided: dict[str, str] = {}
+    for pom in sorted(CONNECT_PLUGINS.glob("*/pom.xml")):
+        root = ET.parse(pom).getroot()  # noqa: S314 - the repository's own poms
+        classes = root.findtext("m:properties/m:aios.connector.classes", namespaces={"m": MAVEN_NS})
+        assert classes, f"{pom}: declare <aios.connector.classes> in <properties>"
+        provided |= {name.strip(): pom.parent.name for name in classes.split(",")}
+    archives = CONNECT_PLUGINS / "archives/plugins.properties"
+    for line in archives.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            directory, _, classes = line.partition("=")
+            provided |= {name.strip(): f"archives/{directory.strip()}" for name in classes.split(",")}
+    return provided
+
+
+def test_connect_has_a_plugin_for_every_shipped_connector(services: dict[str, dict[str, Any]]) -> None:
+    provided = connector_classes_provided()
+    missing = {cls: config for cls, config in connector_classes_used().items() if cls not in provided}
+    assert not missing, f"no plugin in {CONNECT_PLUGINS} provides {missing}"
+
+    connect = services["connect"]
+    plugin_path = str(env_of(connect).get("CONNECT_PLUGIN_PATH", "")).split(",")
+    mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in connect.get("volumes", [])}
+    assert mounts.get("/opt/aios/connect-plugins") == "connect-plugins", mounts
+    assert mounts.get("/opt/aios/connect-archives") == "./infra/connect/plugins/archives", mounts
+    assert {"/opt/aios/connect-plugins", "/opt/aios/connect-archives"} <= set(plugin_path), plugin_path
+
+    resolver = services["connect-plugins"]
+    assert connect["depends_on"]["connect-plugins"]["condition"] == "service_completed_successfully"
+    assert "./infra/connect/plugins:/src:ro" in resolver["volumes"]
+    assert "connect-plugins:/plugins" in resolver["volumes"]
+    assert str(resolver.get("restart", "no")) == "no", "connect-plugins is one-shot: it must not restart"
+
+
+def test_connect_resolves_the_configs_env_references(services: dict[str, dict[str, Any]]) -> None:
+    env = env_of(services["connect"])
+    assert env.get("CONNECT_CONFIG_PROVIDERS") == "env"
+    assert env.get("CONNECT_CONFIG_PROVIDERS_ENV_CLASS") == (
+        "org.apache.kafka.common.config.provider.EnvVarConfigProvider"
+    )
+    referenced = {name for path in CONNECTOR_CONFIGS.glob("*.json")
+                  for name in re.findall(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}", path.read_text())}
+    assert referenced, "the shipped configs reference no ${env:…} (the check would prove nothing)"
+    assert referenced <= set(env), f"connect's environment lacks {sorted(referenced - set(env))}"
+
+
 # --------------------------------------------------------------------------- metrics & dashboards
 
 
@@ -500,7 +595,7 @@ def test_prometheus_scrapes_every_worker(services: dict[str, dict[str, Any]]) ->
         assert job.get("metrics_path", "/metrics") == "/metrics", f"job {job.get('job_name')}: metrics_path"
         for static in job.get("static_configs", []):
             targets |= set(static.get("targets", []))
-    expected = {f"aios-{w}:{METRICS_PORT}" for w in AIOS_WORKERS}
+    expected = {f"aios-{w}:{METRICS_PORT}" for w in AIOS_WORKERS} | {f"{AIOS_API_SERVICE}:{METRICS_PORT}"}
     assert expected <= targets, f"prometheus.yml misses targets {sorted(expected - targets)}"
     for target in targets:
         host, port = next(host_port_pairs(target))
