@@ -49,6 +49,10 @@ TASK_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
 LAG_ERRORS = Counter("aios_consumer_lag_errors_total", "Consumer-lag reads the broker did not answer in time.")
+KAFKA_ACCESS_FAILURES = Counter(
+    "aios_kafka_access_failures_total",
+    "Times Kafka refused this process or did not answer it (a start-up check, an ACL refusal), by reason: "
+    "sasl, tls-untrusted, tls-client-cert, tls-handshake, tls-files, authorization, unreachable.", ["reason"])
 
 
 

@@ -69,6 +69,10 @@ class KafkaSettings(_Group):
         description="Brokers `aios dev up` starts (or `--brokers`): 1, or a local KRaft cluster where each broker "
         "is also a controller. AIOS_KAFKA_BOOTSTRAP then lists one loopback address per broker; their "
         "controllers listen on AIOS_KAFKA_CONTROLLER_PORT and the ports after it.")
+    connect_timeout_s: float = Field(
+        30.0, gt=0, le=600,
+        description="How long a starting process or command waits for Kafka to answer before it fails. A refused "
+        "SASL login or an untrusted certificate fails at once, naming the setting to fix.")
     session_timeout_s: float = Field(
         10.0, ge=6, le=300,
         description="Consumer group session timeout: how soon the partitions of a crashed process move on.")

@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from aios.schemas.errors import ConfigError
 from aios.streams.errors import KafkaError
+from aios.streams.kafka_access import authorization_problem, check_access
 from aios.streams.settings import Settings
 
 
@@ -183,6 +184,7 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[TopicOutc
 
 def create_topics_for_cluster(settings: Settings, timeout_s: float = 30.0) -> CreatedTopics:
     """As :func:`create_topics`, with the replication plan taken from the cluster's broker count."""
+    check_access(settings)
     admin = admin_client(settings)
     existing, brokers = _describe(admin, timeout_s)
     plan = replication_for(settings, brokers)
@@ -213,6 +215,9 @@ def create_topics_for_cluster(settings: Settings, timeout_s: float = 30.0) -> Cr
                 if isinstance(err, CKafkaError) and err.code() == CKafkaError.TOPIC_ALREADY_EXISTS:
                     outcomes[spec.name] = TopicOutcome(spec.name, "exists", spec.partitions, "", spec.replication)
                     continue
+                refused = authorization_problem(settings.kafka, err, spec.name, "create")
+                if refused is not None:
+                    raise refused from exc
                 raise KafkaError(f"could not create topic {spec.name}: {err}") from exc
         wait_for_leaders(admin, {s.name: s.partitions for s in missing}, timeout_s)
     return CreatedTopics(plan, [outcomes[s.name] for s in specs])
@@ -260,6 +265,7 @@ class TopicInfo:
 
 def list_topics(settings: Settings, timeout_s: float = 15.0) -> list[TopicInfo]:
     """The plan's topics as they exist on the broker (missing ones are left out)."""
+    check_access(settings)
     admin = admin_client(settings)
     try:
         meta = admin.list_topics(timeout=timeout_s)

@@ -10,6 +10,7 @@ from typing import Any
 from aios.schemas.events import envelope, new_id
 from aios.streams.errors import OrchestrationError
 from aios.streams.kafka import EventProducer, TopicReader
+from aios.streams.kafka_access import check_access
 from aios.streams.orchestration.plan import Plan
 from aios.streams.settings import Settings
 from aios.streams.topics import Topics
@@ -54,6 +55,7 @@ class TaskClient:
     """Submit tasks and collect their results from ``aios.results``."""
 
     def __init__(self, settings: Settings) -> None:
+        check_access(settings)  # a refused login or certificate is an error now, not a 5-minute wait
         self.settings = settings
         self.topics = Topics.from_settings(settings)
         self.producer = EventProducer(settings)
