@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from aios import devstack
 from aios.streams.errors import StackError
@@ -291,3 +293,14 @@ def test_the_quorum_description_gives_the_active_controller() -> None:
     assert parse_quorum_status("LeaderId: 1\nLeaderEpoch: 3\nCurrentVoters: [1,2,3]\n").voters == (1, 2, 3)
     with pytest.raises(StackError, match="unexpected answer"):
         parse_quorum_status("Error: the quorum is not available")
+
+
+@given(st.text(max_size=300))
+def test_any_answer_of_the_quorum_command_parses_or_is_a_stack_error(text: str) -> None:
+    from aios.devstack.kafka_cluster import parse_quorum_status
+
+    try:
+        status = parse_quorum_status(text)
+    except StackError:
+        return
+    assert isinstance(status.leader_id, int)

@@ -15,8 +15,8 @@ from faust.types.auth import AuthProtocol, SASLMechanism
 
 from aios.schemas.errors import ConfigError
 from aios.streams.engine.app import faust_credentials
-from aios.streams.kafka_access import KafkaAccessError
 from aios.streams.kafka import consumer_config, producer_config
+from aios.streams.kafka_access import KafkaAccessError
 from aios.streams.pipeline import build_app
 from aios.streams.settings import load_settings
 
