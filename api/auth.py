@@ -23,6 +23,8 @@ from aios.api.metrics import AUTH_FAILURES
 from aios.api.principal import Principal
 from aios.api.ratelimit import RateLimiter
 
+ENDED = {"expired": "token expired", "revoked": "API key revoked"}  # why a credential ended: what a client reads
+
 
 class Authenticator:
     def __init__(self, keys: ApiKeys, jwt: JwtVerifier | None, limiter: RateLimiter) -> None:
@@ -47,14 +49,15 @@ class Authenticator:
         return principal
 
     async def until_invalid(self, principal: Principal, recheck_s: float) -> str:
-        """Return, with the reason, once the credential stops being valid: a token at its expiry, a
-        key when a check (every ``recheck_s``) finds it revoked. For connections that outlive a request."""
+        """Return once the credential stops being valid, with why (a key of ``ENDED``): a token at
+        its expiry, a key when a check (every ``recheck_s``) finds it revoked. For connections that
+        outlive a request."""
         while True:
             wait = recheck_s
             if principal.expires_at is not None:
                 left = principal.expires_at - time.time()
                 if left <= 0:
-                    return "token expired"
+                    return "expired"
                 wait = min(wait, left)
             await asyncio.sleep(wait)
             if principal.via == "key":
@@ -63,7 +66,7 @@ class Authenticator:
                 except RedisError:
                     continue  # a Redis blip is no reason to drop a client: check again next round
                 if record is None or record.revoked:
-                    return "API key revoked"
+                    return "revoked"
 
 
 def bearer(conn: HTTPConnection, *, allow_query: bool = False) -> str | None:

@@ -19,7 +19,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from aios.api.auth import bearer
+from aios.api.auth import ENDED, bearer
 from aios.api.errors import ApiError
 from aios.api.metrics import WS_CLIENTS, WS_DROPPED, WS_REFUSED
 from aios.api.principal import Principal
@@ -302,10 +302,10 @@ async def _live(ws: WebSocket, client: Client, view: LiveView, ends: dict[tuple[
     try:
         await asyncio.wait({sender, receiver, overflow, credential}, return_when=asyncio.FIRST_COMPLETED)
         if credential.done():
-            reason = credential.result()
-            WS_REFUSED.labels(reason.replace(" ", "_")).inc()
+            why = credential.result()
+            WS_REFUSED.labels(why).inc()
             sender.cancel()
-            await ws.close(UNAUTHORIZED, reason)
+            await ws.close(UNAUTHORIZED, ENDED[why])
         elif client.overflowed.is_set():
             # The sender may be stuck on a full socket: stop it, and queue the close frame behind
             # what the client has not read yet.
