@@ -32,7 +32,7 @@ from aios.connectors.context.windows import Turn, base_scope, is_restricted_lane
 from aios.connectors.vector.base import MemoryItem
 from aios.schemas.errors import SchemaError
 from aios.schemas.events import envelope, new_id, to_ms
-from aios.schemas.sealed import SealedFieldError
+from aios.schemas.sealed import SealedFieldError, is_sealed
 from aios.streams.engine.batch import BatchProcessor, retry_forever
 from aios.streams.engine.records import log
 from aios.streams.engine.runtime import Runtime
@@ -143,8 +143,11 @@ def index_items(events: list[dict[str, Any]], sealer: Sealer, *, local_embedder:
 def _opened(sealer: Sealer, stored_turn: dict[str, Any]) -> str:
     """A stored turn's or summary's text, opened; a sealed one this process cannot open is named, not
     folded as ciphertext."""
+    content: str = stored_turn["content"]
+    if not is_sealed(content):  # the common case: nothing to open, no identity to build
+        return content
     try:
-        return sealer.open(stored_turn["content"], memory_aad(stored_turn["project_id"], stored_turn["memory_id"]))
+        return sealer.open(content, memory_aad(stored_turn["project_id"], stored_turn["memory_id"]))
     except SealedFieldError:
         return "[a sealed turn this memory processor cannot open: set AIOS_ENCRYPTION_KEY]"
 
