@@ -86,7 +86,8 @@ class UnknownModelError(LLMError):
     def __init__(self, *, provider: str, model: str, catalogue: str, version: int) -> None:
         super().__init__(
             f"model {model!r} of provider {provider!r} is not in the catalogue ({catalogue}, "
-            f"version {version}); add it with its prices",
+            f"version {version}); add it with its prices to a [[models]] entry of the file AIOS_LLM_CONFIG "
+            "names (docs/agents.md)",
             provider=provider,
         )
         self.model = model
