@@ -148,8 +148,8 @@ class LlmSettings(_Group):
         None, validation_alias=_env("llm"),
         description="'provider:model', e.g. openai:gpt-4o-mini or offline:echo. "
         "Unset: openai when an OpenAI key is set, else anthropic when an Anthropic key is, else the labelled "
-        "offline provider. The model must be in agents/llm/models.json (its prices); an unknown one is an error "
-        "at start-up, never $0.")
+        "offline provider. A remote model must be in agents/llm/models.json or in AIOS_LLM_CONFIG's [[models]] "
+        "(its prices); an unknown one is an error at start-up, never $0. local:<any name> is free.")
     openai_api_key: SecretStr | None = Field(
         None, validation_alias=_env("openai_api_key", "OPENAI_API_KEY"), description="Also read as OPENAI_API_KEY.")
     openai_base_url: str | None = Field(

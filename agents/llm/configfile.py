@@ -119,6 +119,12 @@ def parse_llm_file(data: object, origin: str) -> LlmFile:
                               "each deployment of the same model its own 'name'")
         names[entry.name] = entry.where
     infos = tuple(_model(entry, f"{origin} models[{i}]") for i, entry in enumerate(models))
+    seen: set[tuple[str, str]] = set()
+    for i, info in enumerate(infos):
+        for name in (info.model, *info.aliases):
+            if (info.provider, name) in seen:
+                raise ConfigError(f"{origin} models[{i}]: {info.provider}:{name} is listed twice; keep one entry")
+            seen.add((info.provider, name))
     return LlmFile(origin, entries, infos)
 
 
