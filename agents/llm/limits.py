@@ -315,6 +315,7 @@ class AsyncAdmission:
     clock: Callable[[], float]
     _timer: asyncio.TimerHandle | None = field(default=None, repr=False)
     _timer_at: float = math.inf
+    _timer_loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
 
     async def acquire(self, gates: Sequence[Gate], need: int, deadline: float) -> Gate:
         """A gate with room reserved for this call; :class:`QueueTimeout` after ``deadline``."""
@@ -369,12 +370,14 @@ class AsyncAdmission:
         self._schedule(now)
 
     def _schedule(self, now: float) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._timer_loop:  # a router reused under a new loop (asyncio.run again)
+            self._timer, self._timer_at, self._timer_loop = None, math.inf, loop
         at = self.core.next_wakeup(now)
         if at is None or at >= self._timer_at:
             return  # nothing time-bound waits, or an earlier wake-up is already set
         if self._timer is not None:
             self._timer.cancel()
-        loop = asyncio.get_running_loop()
         self._timer_at = at
 
         def wake() -> None:
