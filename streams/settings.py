@@ -182,6 +182,11 @@ class LlmSettings(_Group):
         description="Context window of every local:<model>, as its server runs it (Ollama's context length, "
         "vLLM's --max-model-len, llama.cpp's -c); a model's entry in AIOS_LLM_CONFIG wins. Unset: the packaged "
         "catalogue's window for the models it lists, 8192 for any other name.")
+    shared_limits: bool = Field(
+        False, validation_alias=_env("llm_shared_limits"),
+        description="Count each deployment's rpm and tpm in Redis, shared by every process with the same "
+        "AIOS_TOPIC_PREFIX and deployment name: agent workers on one provider key keep to its limits together. "
+        "max_concurrent stays per process; if Redis does not answer, each process keeps to its own limits.")
     max_queue_s: float = Field(
         120.0, ge=0, validation_alias=_env("llm_max_queue_s"),
         description="Longest an LLM call waits, in all, for a deployment to have room (its max_concurrent, rpm "

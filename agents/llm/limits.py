@@ -14,6 +14,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 _EPS = 1e-9
 OBSERVE_WINDOW_S = 60.0  # how far back the request rate of a deployment without an rpm is measured
@@ -300,6 +301,21 @@ class Admission:
             if at is not None and (soonest is None or at < soonest):
                 soonest = at
         return soonest
+
+
+class SharedRates(Protocol):
+    """Per-minute rates shared by every process that names the same bucket, so several agent workers
+    on one provider key keep to its rpm and tpm together (``streams`` injects Redis token buckets).
+    A bucket holds ``burst``; a take larger than that is allowed from a full bucket, into debt. An
+    unreachable store raises an ``AiosError``: the router then keeps to its per-process limits."""
+
+    async def take(self, bucket: str, amount: float, per_minute: float, burst: float) -> float:
+        """Take ``amount``: 0.0 when taken, else the seconds until it could be (nothing taken)."""
+        ...
+
+    async def give_back(self, bucket: str, amount: float, per_minute: float, burst: float) -> None:
+        """Return ``amount`` that a call reserved and did not use."""
+        ...
 
 
 class QueueTimeout(Exception):  # noqa: N818 - internal signal, turned into an LLMError by the router

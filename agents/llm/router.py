@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -40,8 +41,11 @@ from aios.agents.errors import (
 )
 from aios.agents.llm.base import ChatRequest, ChatResponse, Provider, Usage
 from aios.agents.llm.catalogue import TIERS, Catalogue, ModelInfo, Tier, cost_usd, load_catalogue
-from aios.agents.llm.limits import Admission, AsyncAdmission, Gate, Limits, QueueTimeout, Tuning
+from aios.agents.llm.limits import Admission, AsyncAdmission, Gate, Limits, QueueTimeout, SharedRates, Tuning
 from aios.agents.llm.privacy import PiiDetector, Redaction
+from aios.schemas.errors import AiosError
+
+log = logging.getLogger(__name__)
 
 DeltaCallback = Callable[[str], None]  # called with each piece of answer text as it streams in
 
@@ -169,6 +173,7 @@ class Router:
     rng: random.Random = field(default_factory=random.Random)
     observer: RouterObserver | None = None
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    shared: SharedRates | None = None  # rpm and tpm shared with other processes (Redis, from streams)
     _sticky: dict[str, str] = field(default_factory=dict)
     _admission: AsyncAdmission = field(init=False, repr=False)
 
@@ -293,6 +298,11 @@ class Router:
                 continue
             started = self.clock()
             d = await self._admit(pool, need, deadline, route)
+            try:
+                await self._take_shared(d, need, deadline)
+            except BaseException:
+                self._admission.release(d.gate, need, 0)
+                raise
             waited = self.clock() - started
             queued_s += waited
             chain.append(d.name)
@@ -309,6 +319,7 @@ class Router:
                 last = exc
                 tried.add(d.name)
                 self._on_failure(d, exc)
+                await self._give_back_shared(d, need)
                 if isinstance(exc, BadRequestError) and not isinstance(exc, ContextTooLongError):
                     raise  # our request is wrong: another deployment will not fix it
                 continue
@@ -322,6 +333,8 @@ class Router:
                 self._admission.release(d.gate, need, used)
                 if self.observer is not None:
                     self.observer.load(d.name, d.in_flight, d.waiting)
+            if used is not None:
+                await self._give_back_shared(d, need - used)
             self._on_success(d, response, route)
             if masking is not None:
                 response = replace(response, text=masking.restore(response.text))
@@ -369,6 +382,41 @@ class Router:
         except QueueTimeout:
             raise self._queue_error(pool, retry_after=None) from None
         return by_gate[id(gate)]
+
+    def _shared_buckets(self, d: Deployment) -> list[tuple[str, float]]:
+        """The shared buckets of ``d``'s rpm and tpm, with their per-minute rates."""
+        if self.shared is None:
+            return []
+        rates = (("rpm", d.limits.rpm), ("tpm", d.limits.tpm))
+        return [(f"{d.name}:{kind}", per_minute) for kind, per_minute in rates if per_minute is not None]
+
+    async def _take_shared(self, d: Deployment, need: int, deadline: float) -> None:
+        """After this process's limits, the rates ``d`` shares with other processes, when configured."""
+        for bucket, per_minute in self._shared_buckets(d):
+            amount = need if bucket.endswith(":tpm") else 1
+            burst = max(1.0, per_minute / 60 * self.config.tuning.burst_s)
+            while True:
+                assert self.shared is not None  # noqa: S101 - _shared_buckets is empty without it
+                try:
+                    wait = await self.shared.take(bucket, amount, per_minute, burst)
+                except AiosError as exc:
+                    # The shared store is down: keep to this process's limits rather than stop calling.
+                    log.warning("shared LLM rate %s unavailable, per-process limits only: %s", bucket, exc)
+                    return
+                if wait <= 0:
+                    break
+                if self.clock() + wait > deadline:
+                    raise self._queue_error([d], retry_after=wait)
+                await self.sleep(wait)
+
+    async def _give_back_shared(self, d: Deployment, unused: int) -> None:
+        for bucket, per_minute in self._shared_buckets(d):
+            if bucket.endswith(":tpm") and unused > 0 and self.shared is not None:
+                try:
+                    await self.shared.give_back(bucket, unused, per_minute,
+                                                max(1.0, per_minute / 60 * self.config.tuning.burst_s))
+                except AiosError as exc:
+                    log.warning("shared LLM rate %s unavailable: %s", bucket, exc)
 
     def _queue_error(self, pool: list[Deployment], retry_after: float | None) -> QueueTimeoutError:
         load = ", ".join(f"{d.name}: {d.in_flight} in flight, {d.waiting} waiting" for d in pool)

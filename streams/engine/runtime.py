@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from aios.agents.llm.configfile import LlmFile
     from aios.agents.llm.router import Router
     from aios.connectors.context.journal import LlmJournal
+    from aios.connectors.context.ratelimit import SharedRates
     from aios.connectors.vector.base import Embedder
     from aios.connectors.vector.qdrant import VectorMemory
 
@@ -185,7 +186,15 @@ class Runtime:
         detector = PiiDetector() if regions is None else PiiDetector(phone_regions=regions)
         config = RouterConfig(redact_remote=s.llm.pii_mode == "redact", max_retries=s.llm.max_retries,
                               max_queue_s=s.llm.max_queue_s)
-        return Router(deployments, config=config, detector=detector, observer=RouterMetrics())
+        shared = self.llm_rates if s.llm.shared_limits else None
+        return Router(deployments, config=config, detector=detector, observer=RouterMetrics(), shared=shared)
+
+    @cached_property
+    def llm_rates(self) -> SharedRates:
+        """Redis token buckets for the rpm and tpm agent workers share (AIOS_LLM_SHARED_LIMITS)."""
+        from aios.connectors.context.ratelimit import SharedRates
+
+        return SharedRates.from_url(self.settings.stores.redis_url, prefix=self.settings.kafka.topic_prefix)
 
     @cached_property
     def journal(self) -> LlmJournal:
@@ -207,3 +216,5 @@ class Runtime:
                 await deployment.provider.aclose()
         if "journal" in self.__dict__:
             await self.journal.aclose()
+        if "llm_rates" in self.__dict__:
+            await self.llm_rates.aclose()
