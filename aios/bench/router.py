@@ -17,6 +17,7 @@ Measurements, each beside its baseline from the same run:
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -85,6 +86,7 @@ def bench_decisions(decisions: int, tick: Callable[[int], None] | None = None) -
     return out
 
 
+ROUNDS = 5  # turns the call paths take
 # Limits that a bench never reaches: the limiter does all its work, and nothing waits.
 NEVER_BINDING = Limits(max_concurrent=100_000, rpm=1e9, tpm=1e12)
 
@@ -138,35 +140,44 @@ async def bench_calls(base_url: str, calls: int, concurrency: int,
         await limited.complete(Route(request))
 
     paths = (("raw_sdk", raw), ("provider", direct), ("router", routed), ("router_limited", routed_limited))
-    out: dict[str, Any] = {"calls": calls, "concurrency": concurrency, "sequential": {}, "concurrent": {}}
+    out: dict[str, Any] = {"calls": calls, "concurrency": concurrency, "rounds": ROUNDS}
+    # The paths take turns, a share of the calls each per round, so a busy machine's load at one
+    # moment weighs on every path alike.
+    samples: dict[str, dict[str, list[float]]] = {"sequential": {n: [] for n, _ in paths},
+                                                   "concurrent": {n: [] for n, _ in paths}}
+    elapsed: dict[str, dict[str, float]] = {"sequential": dict.fromkeys(samples["sequential"], 0.0),
+                                            "concurrent": dict.fromkeys(samples["concurrent"], 0.0)}
+    share = max(1, calls // ROUNDS)
     try:
-        for name, one in paths:
-            await one()  # warm the connection pool
-            samples = []
-            started = time.perf_counter()
-            for _ in range(calls):
-                t0 = time.perf_counter_ns()
-                await one()
-                samples.append((time.perf_counter_ns() - t0) / 1000)
-            elapsed = time.perf_counter() - started
-            out["sequential"][name] = {"calls_per_s": round(calls / elapsed, 1), **_quantiles(samples)}
-            if tick:
-                tick(calls)
-        for name, one in paths:
-            out["concurrent"][name] = await _concurrently(one, calls, concurrency)
-            if tick:
-                tick(calls)
+        for _, one in paths:
+            await one()  # warm the connection pools
+        for _ in range(ROUNDS):
+            for name, one in paths:
+                started = time.perf_counter()
+                for _ in range(share):
+                    t0 = time.perf_counter_ns()
+                    await one()
+                    samples["sequential"][name].append((time.perf_counter_ns() - t0) / 1000)
+                elapsed["sequential"][name] += time.perf_counter() - started
+                started = time.perf_counter()
+                samples["concurrent"][name] += await _concurrently(one, share, concurrency)
+                elapsed["concurrent"][name] += time.perf_counter() - started
+                if tick:
+                    tick(2 * share)
     finally:
         await provider.aclose()
         await sdk.close()
+    for mode, by_path in samples.items():
+        out[mode] = {name: {"calls_per_s": round(len(got) / elapsed[mode][name], 1), **_quantiles(got)}
+                     for name, got in by_path.items()}
     seq = out["sequential"]
     out["router_over_provider_p50_us"] = round(seq["router"]["p50_us"] - seq["provider"]["p50_us"], 1)
     out["limits_over_router_p50_us"] = round(seq["router_limited"]["p50_us"] - seq["router"]["p50_us"], 1)
     return out
 
 
-async def _concurrently(one: Callable[[], Any], calls: int, concurrency: int) -> dict[str, Any]:
-    """``calls`` calls, ``concurrency`` in flight at once (workers taking the next call)."""
+async def _concurrently(one: Callable[[], Any], calls: int, concurrency: int) -> list[float]:
+    """µs per call of ``calls`` calls, ``concurrency`` in flight at once (workers taking the next)."""
     samples: list[float] = []
     left = iter(range(calls))
 
@@ -176,22 +187,37 @@ async def _concurrently(one: Callable[[], Any], calls: int, concurrency: int) ->
             await one()
             samples.append((time.perf_counter_ns() - t0) / 1000)
 
-    started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    return {"calls_per_s": round(calls / elapsed, 1), **_quantiles(samples)}
+    return samples
 
 
 @contextmanager
 def local_server(base_url: str | None) -> Iterator[str]:
-    """``base_url``, or the shipped OpenAI wire-format server started for the run."""
+    """``base_url``, or the shipped OpenAI wire-format server started for the run in a process of its
+    own, so its threads do not share this process's interpreter with the calls being timed."""
     if base_url:
         yield base_url
         return
+    context = multiprocessing.get_context("spawn")
+    ready: Any = context.Queue()
+    stop = context.Event()
+    server = context.Process(target=_serve, args=(ready, stop), name="bench-llm", daemon=True)
+    server.start()
+    try:
+        yield str(ready.get(timeout=60))
+    finally:
+        stop.set()
+        server.join(timeout=10)
+        if server.is_alive():
+            server.kill()
+
+
+def _serve(ready: Any, stop: Any) -> None:
     from aios.agents.llm.servers.openai import FakeOpenAI
 
-    with FakeOpenAI() as server:
-        yield server.base_url
+    with FakeOpenAI() as fake:
+        ready.put(fake.base_url)
+        stop.wait()
 
 
 def bench_router(*, decisions: int, calls: int, concurrency: int, base_url: str | None,
