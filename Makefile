@@ -96,6 +96,7 @@ lint: install ## ruff, mypy --strict, the layer contract (import-linter) and the
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	@$(UV) lock --locked || { echo "uv.lock does not match pyproject.toml: run make lock and commit uv.lock" >&2; exit 1; }
 	$(BIN)/python infra/audit_lock.py uv.lock
 
 audit: install ## The locked versions against PyPI's advisory data (infra/audit_lock.py); part of lint
