@@ -261,7 +261,8 @@ async def test_calls_spread_over_deployments_as_they_free_up(
     routed = await asyncio.gather(*(router.complete(ask(f"t{i}")) for i in range(100)))
     assert {r.deployment for r in routed} == {"cheap", "dear"}, "a full deployment overflows to the next"
     assert cheap_srv.peak <= 5 and dear_srv.peak <= 5
-    assert len(cheap_srv.requests) >= len(dear_srv.requests), "the cheaper one is offered each call first"
+    # The order of the later calls depends on which deployment frees up first; the first ten do not.
+    assert [r.deployment for r in routed[:10]] == ["cheap"] * 5 + ["dear"] * 5, "the cheaper one is offered first"
 
 
 class DeltaProvider:
