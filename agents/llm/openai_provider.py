@@ -29,7 +29,7 @@ from aios.agents.errors import (
     RateLimitError,
 )
 from aios.agents.llm import wire
-from aios.agents.llm.base import ChatMessage, ChatRequest, ChatResponse, LlmConfig, ToolSpec, Usage
+from aios.agents.llm.base import ChatMessage, ChatRequest, ChatResponse, LlmConfig, OnDelta, ToolSpec, Usage
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -47,6 +47,7 @@ class OpenAIProvider:
             raise missing_key_error()
         self.model = model
         self.name = name  # "local" when it talks to an OpenAI-compatible local server
+        self.timeout_s = config.timeout_s
         # base_url is always explicit so the SDK never falls back to reading OPENAI_BASE_URL.
         self._client = openai.AsyncOpenAI(
             api_key=config.openai_api_key,
@@ -55,8 +56,10 @@ class OpenAIProvider:
             max_retries=0,  # the router decides every retry (agents/llm/router.py)
         )
 
-    async def complete(self, request: ChatRequest) -> ChatResponse:
-        """Stream one chat completion; raise an ``LLMError`` subclass on failure."""
+    async def complete(self, request: ChatRequest, *, on_delta: OnDelta | None = None) -> ChatResponse:
+        """Stream one chat completion, telling ``on_delta`` each text delta; raise an ``LLMError``
+        subclass on failure. The whole call, stream included, takes at most the configured timeout
+        (the SDK's own timeout is per read, so a server that trickles would never trip it)."""
         messages = [_message(m) for m in request.messages]
         extra: dict[str, Any] = {}
         if request.tools:
@@ -71,26 +74,29 @@ class OpenAIProvider:
         calls = wire.ToolCallParts(self.name)
         usage: Usage | None = None
         chunks = 0
-        with mapped_errors(self.name):
-            stream = await self._client.chat.completions.create(
-                model=self.model,
-                messages=messages,
-                max_completion_tokens=request.max_tokens,
-                temperature=request.temperature,
-                stream=True,
-                stream_options={"include_usage": True},
-                **extra,
-            )
-            async with stream:
-                async for chunk in stream:
-                    chunks += 1
-                    text = _delta_text(chunk, self.name, calls)
-                    if text:
-                        if ttft_ms is None:
-                            ttft_ms = (time.perf_counter() - started) * 1000
-                        parts.append(text)
-                    if chunk.usage is not None:
-                        usage = _usage(chunk.usage)
+        async with wire.deadline(self.timeout_s, self.name):
+            with mapped_errors(self.name):
+                stream = await self._client.chat.completions.create(
+                    model=self.model,
+                    messages=messages,
+                    max_completion_tokens=request.max_tokens,
+                    temperature=request.temperature,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    **extra,
+                )
+                async with stream:
+                    async for chunk in stream:
+                        chunks += 1
+                        text = _delta_text(chunk, self.name, calls)
+                        if text:
+                            if ttft_ms is None:
+                                ttft_ms = (time.perf_counter() - started) * 1000
+                            parts.append(text)
+                            if on_delta is not None:
+                                on_delta(text)
+                        if chunk.usage is not None:
+                            usage = _usage(chunk.usage)
         if chunks == 0:
             raise MalformedResponseError("the stream ended without a single chunk", provider=self.name)
         return ChatResponse(

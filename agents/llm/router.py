@@ -32,7 +32,7 @@ from aios.agents.errors import (
     ProviderUnavailableError,
     RateLimitError,
 )
-from aios.agents.llm.base import ChatRequest, ChatResponse, Provider, Usage
+from aios.agents.llm.base import ChatRequest, ChatResponse, OnDelta, Provider, Usage
 from aios.agents.llm.catalogue import TIERS, ModelInfo, Tier, cost_usd, load_catalogue
 from aios.agents.llm.privacy import PiiDetector, Redaction
 
@@ -206,8 +206,10 @@ class Router:
     def worst_case_cost(self, d: Deployment, request: ChatRequest) -> float:
         return cost_usd(d.info, Usage(input_tokens=self.estimate_tokens(request), output_tokens=request.max_tokens))
 
-    async def complete(self, route: Route) -> Routed:
+    async def complete(self, route: Route, *, on_delta: OnDelta | None = None) -> Routed:
         """Call the first deployment that answers; raise the last error when none does.
+
+        ``on_delta`` is told the answer's text as it streams (passed to the provider).
 
         Eligible deployments are tried in order, each once; a transient failure of the last one
         left is retried after a backoff, up to ``config.max_retries`` times.
@@ -240,7 +242,7 @@ class Router:
             request = _masked(route.request, masking, self.detector)
             d.in_flight += 1
             try:
-                response = await d.provider.complete(request)
+                response = await d.provider.complete(request, on_delta=on_delta)
             except LLMError as exc:
                 last = exc
                 self._on_failure(d, exc)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import faust
 from prometheus_client import REGISTRY
 
+from aios.streams.engine.concurrent import ConcurrentProcessor
 from aios.streams.engine.runtime import Runtime
 from aios.streams.engine.transactional import TransactionalProcessor
 from aios.streams.errors import OrchestrationError
@@ -157,7 +158,7 @@ async def running(
         if uses_faust:
             await _wait_assigned(app, ready_timeout_s)
         for service in rt.services:
-            if isinstance(service, TransactionalProcessor):
+            if isinstance(service, TransactionalProcessor | ConcurrentProcessor):
                 await service.wait_assigned(ready_timeout_s)
         yield RunningApp(app, rt)
         # A clean stop drains first (agents finish in-flight tasks); a crash goes straight down.
