@@ -18,13 +18,13 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
-from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from aios.schemas.errors import SchemaError
 from aios.streams.engine.records import log
 from aios.streams.engine.runtime import Runtime
 from aios.streams.errors import KafkaError
-from aios.streams.kafka import make_consumer
+from aios.streams.kafka import make_consumer, watermarks
 
 ControlHandler = Callable[[dict[str, Any]], None]
 POLL_S = 0.2  # the reader thread's wake-up for the stop signal; an event wakes it at once
@@ -78,7 +78,11 @@ class ControlListener(faust.Service):
             else:
                 problem = "" if meta is not None and meta.error is None and meta.partitions else "no partitions"
             if meta is not None and not problem:
-                consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in meta.partitions])
+                # Concrete end offsets, read now: OFFSET_END would be resolved at the first fetch,
+                # and an event published in between (a cancel right after start) would be missed.
+                ends = [TopicPartition(topic, p, watermarks(consumer, TopicPartition(topic, p))[1])
+                        for p in meta.partitions]
+                consumer.assign(ends)
                 self.listening.set()
                 return
             if time.monotonic() > deadline:

@@ -22,7 +22,7 @@ import faust
 from confluent_kafka import Message
 
 from aios.agents.cancellation import Cancellation
-from aios.agents.runner import AgentOutcome, AgentTask, Journal, TokenBudget, run_task
+from aios.agents.runner import AgentOutcome, AgentTask, Journal, TokenBudget, run_task, system_prompt
 from aios.agents.tools import Search, read_only_tools
 from aios.connectors.errors import StoreUnavailableError
 from aios.schemas.errors import SchemaError
@@ -194,6 +194,9 @@ class AgentWorker(ConcurrentProcessor):
         listener.on("cancel", self.on_cancel)
 
     async def on_start(self) -> None:
+        # Built now, not by the first assignment: loading the SDKs and the tokenizer blocks the event
+        # loop for seconds on a busy machine, which would hold every heartbeat and call meanwhile.
+        await asyncio.to_thread(lambda: (self.rt.router, self.rt.tokens, [system_prompt(r) for r in self.rt.settings.processing.roles]))
         await super().on_start()
         self.add_future(self._heartbeat())
 
