@@ -13,8 +13,7 @@ import time
 from typing import Any, cast
 
 import openai
-from openai.types import CompletionUsage
-from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam, ChatCompletionToolParam
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
 from aios.agents.errors import (
     BadRequestError,
@@ -76,7 +75,9 @@ class OpenAIProvider:
         chunks = 0
         async with wire.deadline(self.timeout_s, self.name):
             with mapped_errors(self.name):
-                stream = await self._client.chat.completions.create(
+                # The raw SSE lines, decoded here: the SDK's typed chunks cost a pydantic model per
+                # delta, which was a third of an agent's CPU per call with hundreds in flight.
+                async with self._client.chat.completions.with_streaming_response.create(
                     model=self.model,
                     messages=messages,
                     max_completion_tokens=request.max_tokens,
@@ -84,9 +85,11 @@ class OpenAIProvider:
                     stream=True,
                     stream_options={"include_usage": True},
                     **extra,
-                )
-                async with stream:
-                    async for chunk in stream:
+                ) as response:
+                    async for line in response.iter_lines():
+                        chunk = _sse_data(line, self.name)
+                        if chunk is None:
+                            continue
                         chunks += 1
                         text = _delta_text(chunk, self.name, calls)
                         if text:
@@ -95,8 +98,9 @@ class OpenAIProvider:
                             parts.append(text)
                             if on_delta is not None:
                                 on_delta(text)
-                        if chunk.usage is not None:
-                            usage = _usage(chunk.usage)
+                        reported = chunk.get("usage")
+                        if reported is not None:
+                            usage = _usage(reported, self.name)
         if chunks == 0:
             raise MalformedResponseError("the stream ended without a single chunk", provider=self.name)
         return ChatResponse(
@@ -124,11 +128,34 @@ def missing_key_error() -> MissingCredentialsError:
     )
 
 
-def _usage(reported: CompletionUsage) -> Usage:
-    details = reported.prompt_tokens_details
-    cached = details.cached_tokens if details is not None else None
+def _sse_data(line: str, provider: str) -> dict[str, Any] | None:
+    """The JSON object of one SSE ``data:`` line; None for other lines and the closing [DONE]."""
+    if not line.startswith("data:"):
+        return None
+    data = line[5:].strip()
+    if not data or data == "[DONE]":
+        return None
+    chunk = json.loads(data)  # undecodable: mapped_errors makes it a MalformedResponseError
+    if not isinstance(chunk, dict):
+        raise MalformedResponseError("a stream chunk is not a JSON object", provider=provider)
+    error = chunk.get("error")
+    if error is not None:
+        # An error event inside an otherwise healthy stream: the provider failed mid-answer.
+        detail = error.get("message") if isinstance(error, dict) else error
+        raise ProviderUnavailableError(f"error during streaming: {detail}", provider=provider)
+    return chunk
+
+
+def _usage(reported: object, provider: str) -> Usage:
+    if not isinstance(reported, dict):
+        raise MalformedResponseError("a stream chunk's usage is not an object", provider=provider)
+    details = reported.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    prompt, completion = reported.get("prompt_tokens"), reported.get("completion_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        raise MalformedResponseError("a stream chunk's usage has no token counts", provider=provider)
     # prompt_tokens already includes the cached tokens, as Usage.input_tokens does.
-    return Usage(reported.prompt_tokens, reported.completion_tokens, cached_input_tokens=cached or 0)
+    return Usage(prompt, completion, cached_input_tokens=cached if isinstance(cached, int) else 0)
 
 
 def _message(m: ChatMessage) -> ChatCompletionMessageParam:
@@ -146,20 +173,25 @@ def _tool(t: ToolSpec) -> ChatCompletionToolParam:
             "function": {"name": t.name, "description": t.description, "parameters": dict(t.parameters)}}
 
 
-def _delta_text(chunk: ChatCompletionChunk, provider: str, calls: wire.ToolCallParts) -> str:
-    # The SDK builds chunks without validation, so a server speaking a different format shows up
-    # here as missing or mistyped fields rather than as an exception.
-    choices: object = chunk.choices
+def _delta_text(chunk: dict[str, Any], provider: str, calls: wire.ToolCallParts) -> str:
+    # Servers that speak a slightly different format show up here as missing or mistyped fields.
+    choices = chunk.get("choices")
     if not isinstance(choices, list):
         raise MalformedResponseError("a stream chunk has no 'choices' list", provider=provider)
     if not choices:
         return ""  # the final usage chunk carries no choices
-    delta = getattr(choices[0], "delta", None)
-    for call in getattr(delta, "tool_calls", None) or ():
-        function = getattr(call, "function", None)
-        calls.start(call.index, getattr(call, "id", None), getattr(function, "name", None))
-        calls.add(call.index, getattr(function, "arguments", None))
-    content: object = getattr(delta, "content", None)
+    first = choices[0]
+    delta = first.get("delta") if isinstance(first, dict) else None
+    if not isinstance(delta, dict):
+        return ""
+    for call in delta.get("tool_calls") or ():
+        if not isinstance(call, dict) or not isinstance(call.get("index"), int):
+            raise MalformedResponseError("a streamed tool call has no index", provider=provider)
+        raw = call.get("function")
+        function: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        calls.start(call["index"], call.get("id"), function.get("name"))
+        calls.add(call["index"], function.get("arguments"))
+    content = delta.get("content")
     if content is None:
         return ""
     if not isinstance(content, str):
