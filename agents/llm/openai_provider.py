@@ -8,6 +8,7 @@ module streams the answer to measure time-to-first-token and maps the SDK's exce
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import time
 from typing import Any, cast
@@ -32,6 +33,7 @@ from aios.agents.llm.base import ChatMessage, ChatRequest, ChatResponse, LlmConf
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4o-mini"
+CLIENT_POOLS = 8  # connection pools per provider (see __init__)
 _OVERLOADED = 529
 
 
@@ -48,12 +50,16 @@ class OpenAIProvider:
         self.name = name  # "local" when it talks to an OpenAI-compatible local server
         self.timeout_s = config.timeout_s
         # base_url is always explicit so the SDK never falls back to reading OPENAI_BASE_URL.
-        self._client = openai.AsyncOpenAI(
+        # Calls take turns over a few clients: httpcore's pool scans all of its connections on
+        # every request and response, which with hundreds of calls in flight on one pool cost
+        # more CPU per call than the call's own HTTP.
+        self._clients = [openai.AsyncOpenAI(
             api_key=config.openai_api_key,
             base_url=config.openai_base_url or DEFAULT_BASE_URL,
             timeout=config.timeout_s,
             max_retries=0,  # the router decides every retry (agents/llm/router.py)
-        )
+        ) for _ in range(CLIENT_POOLS)]
+        self._turn = itertools.cycle(self._clients)
 
     async def complete(self, request: ChatRequest, *, on_delta: OnDelta | None = None) -> ChatResponse:
         """Stream one chat completion, telling ``on_delta`` each text delta; raise an ``LLMError``
@@ -77,7 +83,7 @@ class OpenAIProvider:
             with mapped_errors(self.name):
                 # The raw SSE lines, decoded here: the SDK's typed chunks cost a pydantic model per
                 # delta, which was a third of an agent's CPU per call with hundreds in flight.
-                async with self._client.chat.completions.with_streaming_response.create(
+                async with next(self._turn).chat.completions.with_streaming_response.create(
                     model=self.model,
                     messages=messages,
                     max_completion_tokens=request.max_tokens,
@@ -116,7 +122,8 @@ class OpenAIProvider:
 
     async def aclose(self) -> None:
         """Close the SDK's HTTP connection pool."""
-        await self._client.close()
+        for client in self._clients:
+            await client.close()
 
 
 def missing_key_error() -> MissingCredentialsError:
