@@ -247,3 +247,36 @@ async def test_live_tokens_are_coalesced_and_add_up_to_the_answer(settings: Sett
     stamps = sorted(t["timestamp"] for t in tokens[:-1])
     gaps = [(b - a).total_seconds() for a, b in zip(stamps, stamps[1:], strict=False)]
     assert min(gaps) >= 0.09, gaps
+
+
+async def test_a_spent_budget_cancels_the_call_still_running(settings: Settings) -> None:
+    from aios.agents.llm.servers.openai import FakeOpenAI, ok, slow_first_token
+    from aios.streams.orchestration.plan import parse_plan
+    from aios.streams.readmodels.task_client import TaskClient, wait_project
+
+    with FakeOpenAI() as server:
+        # Whichever of the two calls arrives first answers at once and spends the budget; the other
+        # waits 30 s for its first token, and must be stopped rather than paid for.
+        server.script(ok("cheap and quick"), slow_first_token(30.0, "never needed"))
+        s = settings.replace(llm="openai:gpt-4o-mini", openai_api_key=SecretStr("sk-test"),
+                             openai_base_url=server.base_url, llm_max_retries=0, llm_timeout_s=60.0)
+        plan = parse_plan('{"project": "thrifty", "budget_usd": 1e-9, "tasks": ['
+                          '{"id": "a", "role": "general", "description": "one"},'
+                          '{"id": "b", "role": "general", "description": "two"}]}', s.processing.roles)
+        async with running(s, ["orchestrator", "results", "agents"]):
+            client = TaskClient(s)
+            try:
+                client.submit_plan(plan)
+            finally:
+                client.close()
+            started = time.monotonic()
+            final = await asyncio.to_thread(wait_project, s, "thrifty", 40)
+            took = time.monotonic() - started
+    assert final["state"] == "cancelled", final
+    assert took < 20, f"the slow call was not stopped: the project took {took:.1f}s"
+    done = {a["task_id"]: a for a in read(s, "attempts") if a["status"] != "started"}
+    assert sorted(a["status"] for a in done.values()) == ["cancelled", "succeeded"]
+    cancelled = next(a for a in done.values() if a["status"] == "cancelled")
+    assert "budget" in (cancelled["error"] or "")
+    [control] = read(s, "control")
+    assert control["requested_by"] == "orchestrator" and "budget" in control["reason"]
