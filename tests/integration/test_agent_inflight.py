@@ -16,6 +16,9 @@ from typing import Any
 
 import pytest
 from confluent_kafka import TopicPartition
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from aios.agents.llm.servers.latency import LatencyProfile, LatencyServer
@@ -280,3 +283,31 @@ async def test_a_spent_budget_cancels_the_call_still_running(settings: Settings)
     assert "budget" in (cancelled["error"] or "")
     [control] = read(s, "control")
     assert control["requested_by"] == "orchestrator" and "budget" in control["reason"]
+
+
+@hyp_settings(max_examples=1, deadline=None, suppress_health_check=list(HealthCheck))
+@given(garbage=st.lists(st.binary(max_size=300), min_size=15, max_size=15),
+       descriptions=st.lists(st.text(min_size=1, max_size=3000), min_size=5, max_size=5))
+def test_hostile_records_are_dead_lettered_and_the_worker_goes_on(settings: Settings, garbage: list[bytes],
+                                                                   descriptions: list[str]) -> None:
+    async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        topic = f"{settings.kafka.topic_prefix}.agent.general"
+        async with running(settings, ["agents"]):
+            producer = EventProducer(settings)
+            for raw in garbage:
+                producer.send_raw(topic, b"\xc3\x01" + raw if len(raw) % 2 else raw, key="junk")
+            odd = [{**envelope(), "task_id": f"odd/{i}\u202e", "project_id": "p\x00q", "role": "general",
+                    "description": text, "attempt": 2**31 - 1, "context": {"dep": text * 3},
+                    "submitted_at": envelope()["timestamp"]} for i, text in enumerate(descriptions)]
+            for a in odd:
+                producer.send(topic, "Assignment", a, key=a["task_id"])
+            producer.flush()
+            [normal] = await asyncio.to_thread(assignments, settings, 1)
+            done = await outcomes(settings, len(odd) + 1)
+            assert normal in {a["task_id"] for a in done}
+        return done, read(settings, "dlq")
+
+    done, letters = asyncio.run(scenario())
+    assert {a["status"] for a in done} == {"succeeded"}, "schema-valid odd input is work like any other"
+    assert len([d for d in letters if d["processor"] == "agents"]) == len(garbage)
+    assert committed(settings) == len(garbage) + len(descriptions) + 1
