@@ -165,9 +165,8 @@ async def running(
         for drain in rt.drainers:
             await drain()
     except BaseException:
-        if uses_faust:
-            for failed in rt.on_failure:
-                await failed()
+        for failed in rt.on_failure:
+            await failed()
         raise
     finally:
         unwatch()
