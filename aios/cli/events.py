@@ -63,6 +63,7 @@ def submit(text: str | None, plan_file: Any, goal: str | None, role: str, projec
         if wait:
             delivered = client.wait([task["task_id"]], timeout)[task["task_id"]]
             doc["result"] = event_doc(delivered.result)
+            doc["sealed"] = delivered.sealed  # the output stays sealed: this process lacks its key
     except AiosError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
@@ -78,7 +79,7 @@ def submit(text: str | None, plan_file: Any, goal: str | None, role: str, projec
         r = doc["result"]
         console.print(f"[bold]{r['status']}[/bold] by {r['agent_id']} ({r['provider']}:{r['model']})")
         if printer is None or not printer.printed or r["status"] != "succeeded":
-            console.print(r["output"] or r["error"] or "")
+            console.print((delivered.output if r["output"] else "") or r["error"] or "", markup=False)
 
 
 class TokenPrinter:

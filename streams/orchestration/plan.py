@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from aios.schemas.jsonlimits import JsonTooDeepError, parse_json
+from aios.schemas.sealed import plaintext_bytes
 from aios.streams.errors import OrchestrationError
 
 
@@ -25,13 +26,29 @@ class PlanError(OrchestrationError):
         self.problems = problems
 
 
+MAX_DESCRIPTION = 20_000
+
+
+def _description_within_limit(value: str) -> str:
+    # A restricted task's description may arrive sealed (AIOS_ENCRYPTION_KEY), longer than its
+    # text; its limit is then the text's, in UTF-8 bytes at most 4 per character.
+    sealed = plaintext_bytes(value)
+    if sealed is None and len(value) > MAX_DESCRIPTION or sealed is not None and sealed > 4 * MAX_DESCRIPTION:
+        raise ValueError(f"the description is longer than {MAX_DESCRIPTION} characters")
+    return value
+
+
+Description = Annotated[str, Field(min_length=1, json_schema_extra={"maxLength": MAX_DESCRIPTION}),
+                        AfterValidator(_description_within_limit)]
+
+
 class PlannedTask(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",
                     description="Unique within the plan; other tasks name it in depends_on.")
     role: str = Field(min_length=1, description="The agent role that does the task.")
-    description: str = Field(min_length=1, max_length=20_000)
+    description: Description
     depends_on: tuple[str, ...] = Field(default=(), description="Ids of tasks that must succeed first.")
     priority: int = Field(default=0, ge=-1000, le=1000, description="Higher runs first among ready tasks.")
     acceptance: str = Field(default="", max_length=5_000, description="How to tell the task is done.")

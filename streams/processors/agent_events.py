@@ -1,5 +1,6 @@
 """The events an agent worker emits for an assignment, built from its outcome: the attempt (and
-its pickup), the turn for memory, one LlmCall per step and one AgentMessage per tool call. Ids
+its pickup), one LlmCall per step and one AgentMessage per tool call (the turn for memory is
+``agent_privacy.memory_event``, which seals restricted content). Ids
 derive from (task, attempt, step), so a replayed assignment re-emits the same events."""
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import uuid
 from typing import Any
 
 from aios.agents.runner import CANCELLED, AgentOutcome, CallRecord, call_id
-from aios.connectors.context.tokens import TokenCounter
 from aios.schemas.events import envelope
 
 
@@ -58,24 +58,6 @@ def result_event(a: dict[str, Any], outcome: AgentOutcome, agent_id: str, latenc
     }
 
 
-def memory_event(a: dict[str, Any], outcome: AgentOutcome, agent_id: str, tokens: TokenCounter) -> dict[str, Any]:
-    turn = f"[{a['role']}] task {a['task_id']}: {a['description']}\n=> {outcome.output or outcome.error}"
-    return {
-        **envelope(a["trace_id"]),
-        # Derived from the attempt, so a redelivered assignment re-emits the same memory id
-        # and the memory processor appends the turn only once.
-        "memory_id": f"{a['task_id']}:{a['attempt']}:turn",
-        "scope": "project",
-        "scope_id": a["project_id"],
-        "project_id": a["project_id"],
-        "kind": "turn",
-        "speaker": agent_id,
-        "content": turn,
-        "task_id": a["task_id"],
-        "tokens": tokens.count(turn),
-    }
-
-
 def llm_call_events(a: dict[str, Any], outcome: AgentOutcome, agent_id: str) -> list[dict[str, Any]]:
     """One LlmCall per step. Ids derive from (task, attempt, step): a replay re-emits the same
     event, which every store keeps once, so a call is never counted (or billed) twice."""
@@ -108,6 +90,7 @@ def llm_call_event(a: dict[str, Any], call: CallRecord, outcome: AgentOutcome, a
         "error": None if outcome.ok or not last else outcome.error,
         "fallback_chain": list(call.fallback_chain),
         "redacted": call.redacted,
+        "queue_ms": call.queue_ms,
     }
 
 

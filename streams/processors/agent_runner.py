@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +23,11 @@ from confluent_kafka import Message
 
 from aios.agents.cancellation import Cancellation
 from aios.agents.runner import AgentOutcome, AgentTask, Journal, TokenBudget, run_task, system_prompt
-from aios.agents.tools import Search, read_only_tools
+from aios.agents.tools import read_only_tools
 from aios.connectors.errors import StoreUnavailableError
 from aios.schemas.errors import SchemaError
 from aios.schemas.events import now_ms, to_ms
+from aios.schemas.sealed import SealedFieldError, is_sealed
 from aios.streams.engine.concurrent import ConcurrentProcessor, Unstarted
 from aios.streams.engine.control import ControlListener
 from aios.streams.engine.records import decode_or_error, log
@@ -46,10 +47,18 @@ from aios.streams.processors import agent_status
 from aios.streams.processors.agent_events import (
     attempt_status,
     llm_call_events,
-    memory_event,
     result_event,
     started_event,
     tool_messages,
+)
+from aios.streams.processors.agent_privacy import (
+    journal_for,
+    memory_event,
+    memory_search,
+    open_assignment,
+    read_memory,
+    recall,
+    seal_outputs,
 )
 from aios.streams.processors.live_tokens import TokenStream
 
@@ -63,60 +72,22 @@ RECENT_CANCELS = 10_000  # cancels remembered for assignments still queued when 
 CANCEL_MEMORY_S = 3600.0
 
 
-def memory_search(rt: Runtime, a: dict[str, Any]) -> Search:
-    """The search_memory tool's backend: vector recall when it is on, else the words of the
-    project's rolling context window."""
-    async def search(query: str, top_k: int) -> Sequence[str]:
-        s = rt.settings
-        if s.memory.vector_memory:
-            vm = await rt.vector_memory()
-            try:
-                hits: list[Recall] = await rt.in_vector_thread(
-                    vm.search, query, top_k, project=a["project_id"], score_threshold=s.memory.recall_threshold)
-            except StoreUnavailableError as exc:
-                log.warning("agents: search_memory found nothing: %s", exc)  # as recall: not fatal
-                return []
-            return [h.text for h in hits]
-        words = {w for w in query.lower().split() if len(w) > 2}
-        turns = [t["content"] for t in (await rt.context.read("project", a["project_id"])).turns]
-        scored = sorted(((sum(w in t.lower() for w in words), -i, t) for i, t in enumerate(turns)), reverse=True)
-        return [t for score, _, t in scored[:top_k] if score > 0]
-
-    return search
-
-
 def budget(rt: Runtime, role: str) -> TokenBudget:
     """The role's prompt budget, counted with the runtime's tokenizer."""
     return TokenBudget(rt.settings.memory.prompt_budget_for(role), rt.tokens.count, rt.tokens.truncate)
 
 
-async def recall(rt: Runtime, a: dict[str, Any]) -> list[Recall]:
-    """Top-k memories of the assignment's project most similar to its description (vector memory on)."""
-    s = rt.settings
-    if not s.memory.vector_memory:
-        return []
-    vm = await rt.vector_memory()
-    try:
-        hits: list[Recall] = await rt.in_vector_thread(
-            vm.search, a["description"], s.memory.recall_top_k, project=a["project_id"], score_threshold=s.memory.recall_threshold)
-    except StoreUnavailableError as exc:
-        # Recall improves a prompt; a Qdrant outage must not fail the task.
-        log.warning("agents: recall skipped: %s", exc)
-        return []
-    return hits
-
-
-_attempt_locks: dict[tuple[str, int], tuple[asyncio.Lock, list[int]]] = {}
+_attempt_locks: dict[tuple[str, str, int], tuple[asyncio.Lock, list[int]]] = {}
 
 
 @asynccontextmanager
-async def one_at_a_time(task_id: str, attempt: int) -> AsyncIterator[None]:
-    """Serialise deliveries of one (task, attempt) within this worker.
+async def one_at_a_time(project: str, task_id: str, attempt: int) -> AsyncIterator[None]:
+    """Serialise deliveries of one (project, task, attempt) within this worker.
 
     With several assignments in flight, a duplicate could otherwise call the LLM before the first
     delivery has journaled its answer; one after the other, the second replays the first.
     """
-    key = (task_id, attempt)
+    key = (project, task_id, attempt)
     lock, users = _attempt_locks.setdefault(key, (asyncio.Lock(), [0]))
     users[0] += 1  # the entry lives while anyone holds or waits for the lock
     try:
@@ -186,7 +157,6 @@ class AgentWorker(ConcurrentProcessor):
         super().__init__(rt, rt.topics.role_topics(), max_in_flight=s.processing.agent_max_in_flight)
         self.lifecycle: Lifecycle
         self.lifecycle, self._heartbeat = agent_status.attach(rt, self)
-        self.journal = RetryingJournal(rt.journal)
         self.token_interval_s = s.processing.token_interval_ms / 1000
         self.running: dict[tuple[str, str], list[Cancellation]] = {}
         self.cancels = RecentCancels()
@@ -247,7 +217,7 @@ class AgentWorker(ConcurrentProcessor):
         a = decode_or_error(self.rt, msg.value(), "Assignment")
         if isinstance(a, SchemaError):
             return
-        failed = AgentOutcome(False, "", error=f"the agent failed: {exc!r}"[:2000], error_type=type(exc).__name__)
+        failed = AgentOutcome(False, "", error=f"the agent failed: {type(exc).__name__}", error_type=type(exc).__name__)
         self.send(self.rt.topics.attempts, "TaskResult", result_event(a, failed, self.rt.agent_id, 0.0),
                   a["project_id"])
 
@@ -257,6 +227,13 @@ class AgentWorker(ConcurrentProcessor):
 
     async def _work(self, a: dict[str, Any], started: float) -> None:
         rt, key = self.rt, (a["project_id"], a["task_id"])
+        try:
+            a = open_assignment(rt.sealer, a)
+        except SealedFieldError as exc:  # no key here: the attempt fails and says which key it needs
+            outcome = AgentOutcome(False, "", error=f"this worker cannot open the task: {exc}",
+                                   error_type=type(exc).__name__)
+            self._emit(a, outcome, [], started)
+            return
         reason = self.cancels.reason(*key)
         if reason is not None:  # cancelled while it waited on the topic: no LLM call at all
             outcome = AgentOutcome(False, "", error=f"cancelled: {reason}", error_type="cancelled")
@@ -269,22 +246,23 @@ class AgentWorker(ConcurrentProcessor):
         self.running.setdefault(key, []).append(cancellation)
         tokens = None
         try:
-            window = await rt.context.read("project", a["project_id"])
-            recalled = await recall(rt, a)
+            history, summary = await read_memory(rt, rt.sealer, a)
+            recalled = await recall(rt, rt.sealer, a)
+            privacy = a.get("privacy") or "normal"
             task = AgentTask(
                 task_id=a["task_id"], project_id=a["project_id"], role=a["role"],
                 description=a["description"], attempt=a["attempt"], context=a["context"],
-                history=[t["content"] for t in window.turns],
-                summary=window.summary["content"] if window.summary else "",
-                recall=[r.text for r in recalled], privacy=a.get("privacy") or "normal",
+                history=history, summary=summary, recall=[r.text for r in recalled], privacy=privacy,
                 strategy=a.get("strategy"),
             )
-            if self.token_interval_s > 0:
+            # Live tokens are plain text on a topic every reader sees: a restricted task's are not sent.
+            if self.token_interval_s > 0 and privacy == "normal":
                 tokens = TokenStream(a, rt.agent_id, self.token_interval_s, self._send_tokens)
-            async with one_at_a_time(task.task_id, task.attempt):
-                outcome = await run_task(rt.router, task, budget(rt, a["role"]), journal=self.journal,
+            async with one_at_a_time(task.project_id, task.task_id, task.attempt):
+                outcome = await run_task(rt.router, task, budget(rt, a["role"]),
+                                         journal=RetryingJournal(journal_for(rt, rt.sealer, a)),
                                          tools=TOOLS if rt.settings.llm.agent_tools else None,
-                                         search=memory_search(rt, a), cancel=cancellation,
+                                         search=memory_search(rt, rt.sealer, a), cancel=cancellation,
                                          on_delta=tokens.delta if tokens is not None else None)
         finally:
             if tokens is not None:
@@ -310,11 +288,15 @@ class AgentWorker(ConcurrentProcessor):
         rt, key = self.rt, a["task_id"]
         latency_ms = (time.perf_counter() - started) * 1000
         result = result_event(a, outcome, rt.agent_id, latency_ms, [r.id for r in recalled])
+        messages = tool_messages(a, outcome, rt.agent_id)
+        seal_outputs(rt.sealer, a, result, messages)
         # The attempt goes to the orchestrator (keyed by project, co-partitioned with its inputs),
         # which decides on retries and publishes the one terminal result.
         self.send(rt.topics.attempts, "TaskResult", result, a["project_id"])
-        self.send(rt.topics.memory, "MemoryEvent", memory_event(a, outcome, rt.agent_id, rt.tokens), a["project_id"])
-        for message in tool_messages(a, outcome, rt.agent_id):
+        if not is_sealed(a["description"]):  # a task this worker could not open leaves no turn
+            memory = memory_event(a, outcome, rt.agent_id, rt.tokens, rt.sealer)
+            self.send(rt.topics.memory, "MemoryEvent", memory, a["project_id"])
+        for message in messages:
             self.send(rt.topics.messages, "AgentMessage", message, key)
         for record, call in zip(outcome.calls, llm_call_events(a, outcome, rt.agent_id), strict=True):
             self.send(rt.topics.llm_calls, "LlmCall", call, key)

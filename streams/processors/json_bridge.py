@@ -17,7 +17,7 @@ import faust
 from confluent_kafka import Message
 
 from aios.schemas.errors import SchemaError
-from aios.schemas.json_task import result_to_json, task_from_json
+from aios.schemas.json_task import SubmitterNotAllowedError, check_submitter, result_to_json, task_from_json
 from aios.streams.engine.batch import BatchProcessor
 from aios.streams.engine.records import dead_letter, decode_or_error, raw_topic
 from aios.streams.engine.runtime import Runtime
@@ -39,10 +39,13 @@ def register_ingress(app: faust.App, rt: Runtime) -> None:
             try:
                 task = task_from_json(event.value, roles=rt.settings.processing.roles,
                                       source=f"{msg.topic}/{msg.partition}/{msg.offset}")
-                data = codec.encode("Task", task, rt.topics.tasks)
-            except SchemaError as exc:  # InvalidJsonTaskError included
+                check_submitter(task, rt.settings.processing.ingress_submitters)
+                # A restricted description is sealed before it reaches aios.tasks (AIOS_ENCRYPTION_KEY).
+                data = codec.encode("Task", rt.sealer.seal_task(task), rt.topics.tasks)
+            except SchemaError as exc:  # InvalidJsonTaskError and SubmitterNotAllowedError included
                 await dead_letter(app, rt, msg, INGRESS, exc)
-                EVENTS.labels(INGRESS, "dead_letter").inc()
+                EVENTS.labels(INGRESS, "not_allowed" if isinstance(exc, SubmitterNotAllowedError)
+                              else "dead_letter").inc()
                 continue
             # Keyed by project_id like every producer of aios.tasks (the orchestrator's co-partitioning).
             await app.producer.send(rt.topics.tasks, task["project_id"].encode(), data,
