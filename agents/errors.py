@@ -3,6 +3,7 @@
     AiosError                          (schemas.errors)
     ├── ConfigError                    (schemas.errors)
     │   └── MissingCredentialsError    a provider was chosen but its key is not set
+    ├── TaskCancelledError             the task was cancelled while an agent worked on it
     └── LLMError                       every provider failure; carries provider and status_code
         ├── ProviderAuthError          401/403: the key is wrong or lacks access
         ├── RateLimitError             429; carries the provider's retry_after
@@ -126,3 +127,12 @@ class MissingCredentialsError(ConfigError):
         super().__init__(message)
         self.provider = provider
         self.env_var = env_var
+
+
+class TaskCancelledError(AiosError):
+    """The task was cancelled (by a person, the API or a spent budget) while an agent worked on it;
+    ``reason`` says by whom and why. Not an LLM failure: the attempt ends as cancelled."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"cancelled: {reason}")
+        self.reason = reason

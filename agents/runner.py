@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any, Protocol
 
-from aios.agents.errors import LLMError
+from aios.agents.cancellation import Cancellation
+from aios.agents.errors import LLMError, TaskCancelledError
 from aios.agents.llm.base import ChatMessage, ChatRequest, ChatResponse, Provider, ToolCall, Usage
 from aios.agents.llm.router import Route, Routed, Router, Strategy
 from aios.agents.roles import Role, load_roles
@@ -30,6 +31,10 @@ TOTAL_BUDGET = 12_000
 # Tokens allowed for each join between separately counted parts of a prompt.
 JOIN_MARGIN = 2
 INVALID_OUTPUT = "invalid_output"  # the error_type of an answer that broke its role's contract
+CANCELLED = "cancelled"  # the error_type of an attempt stopped by a cancel
+# Told each piece of an answer as it streams: (step, text delta). Called from the event loop, so
+# it must not block.
+DeltaSink = Callable[[int, str], None]
 
 
 @dataclass(frozen=True)
@@ -226,12 +231,15 @@ def _within_tokens(system: str, head: list[str], task: AgentTask, budget: TokenB
 
 async def run_task(
     llm: Provider | Router, task: AgentTask, budget: TokenBudget | None = None, *, journal: Journal | None = None,
-    tools: Toolbox | None = None, search: Search | None = None,
+    tools: Toolbox | None = None, search: Search | None = None, cancel: Cancellation | None = None,
+    on_delta: DeltaSink | None = None,
 ) -> AgentOutcome:
     """Run ``task`` through ``llm`` (a router, or one provider), with ``tools`` the model may call
     for up to ``MAX_TOOL_ROUNDS`` rounds; check the answer against the role's contract and ask once
     more, with what was wrong, when it breaks it.
 
+    ``cancel`` stops the attempt (the call in flight is interrupted, no further step or tool call
+    starts; the outcome's error_type is ``cancelled``); ``on_delta`` is told the answer as it streams.
     Provider failures become failed outcomes; bugs propagate.
     """
     router = llm if isinstance(llm, Router) else Router.single(llm)
@@ -241,7 +249,7 @@ async def run_task(
     request = build_request(task, budget=budget)
     if tools is not None:
         request = replace(request, tools=tools.specs())
-    steps = _Steps(router, task, role, journal, tools, ToolContext(task.context, search))
+    steps = _Steps(router, task, role, journal, tools, ToolContext(task.context, search), cancel, on_delta)
     try:
         request, call = await steps.call_with_tools(request)
         output, problem = role.validate(call.response.text)
@@ -251,6 +259,8 @@ async def run_task(
             output, problem = role.validate(call.response.text)
     except LLMError as exc:
         return steps.outcome(False, "", error=str(exc), error_type=type(exc).__name__)
+    except TaskCancelledError as exc:
+        return steps.outcome(False, "", error=str(exc), error_type=CANCELLED)
     if problem is not None:
         return steps.outcome(False, call.response.text, error_type=INVALID_OUTPUT,
                              error=f"the {role.name} answer broke its output contract twice; last: {problem}")
@@ -267,6 +277,8 @@ class _Steps:
     journal: Journal | None
     tools: Toolbox | None
     context: ToolContext
+    cancel: Cancellation | None = None
+    on_delta: DeltaSink | None = None
     calls: list[CallRecord] = field(default_factory=list)
     tool_records: list[ToolRecord] = field(default_factory=list)
 
@@ -277,6 +289,8 @@ class _Steps:
         while call.response.tool_calls and self.tools is not None:
             results = []
             for tool_call in call.response.tool_calls:
+                if self.cancel is not None:
+                    self.cancel.check()  # no tool call starts after a cancel
                 result = await self.tools.run(tool_call, self.context)
                 self.tool_records.append(ToolRecord(call.step, tool_call, result))
                 results.append(ChatMessage("tool", result, tool_call_id=tool_call.id))
@@ -291,6 +305,8 @@ class _Steps:
     async def call(self, request: ChatRequest) -> CallRecord:
         step = len(self.calls)
         t = self.task
+        if self.cancel is not None:
+            self.cancel.check()  # no step starts after a cancel
         # Keyed by project too: plan task ids ("t1") repeat across projects.
         task_key = f"{t.project_id}/{t.task_id}"
         recorded = await self.journal.get(task_key, t.attempt, step) if self.journal else None
@@ -300,7 +316,10 @@ class _Steps:
             strategy = Strategy(t.strategy or self.role.strategy)
             route = Route(request, tier=self.router.cap_tier(self.role.tier), strategy=strategy,
                           privacy=t.privacy, sticky_key=t.project_id or None)
-            routed: Routed = await self.router.complete(route)
+            sink = self.on_delta
+            on_delta = None if sink is None else (lambda text: sink(step, text))
+            answer = self.router.complete(route, on_delta=on_delta)
+            routed: Routed = await (answer if self.cancel is None else self.cancel.run(answer))
             record = CallRecord(step, routed.response, routed.deployment, routed.strategy.value,
                                 routed.cost_usd, routed.fallback_chain, redacted=routed.redacted,
                                 queue_ms=routed.queue_ms)

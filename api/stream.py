@@ -46,10 +46,13 @@ class Client:
     project: str | None
     types: frozenset[str]
     queue: asyncio.Queue[LiveEvent]
+    task: str | None = None  # only this task's events (its live tokens, its attempts and result)
     overflowed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def wants(self, event: LiveEvent) -> bool:
         if event.type not in self.types:
+            return False
+        if self.task is not None and event.data.get("task_id") != self.task:
             return False
         if event.project_id is None:  # agents: global, their in-flight ids are filtered when sent
             return self.project is None
@@ -208,10 +211,13 @@ def render(event: LiveEvent, client: Client, view: LiveView) -> str:
                        "timestamp": event.timestamp_ms, "data": data}).decode()
 
 
+OPT_IN = frozenset({"tokens"})  # sent only when asked for: a token event per call in flight every 100 ms
+
+
 def _types(raw: str | None, view: LiveView) -> frozenset[str]:
     known = frozenset(view.short.values())
     if not raw:
-        return known
+        return known - OPT_IN
     asked = frozenset(t.strip() for t in raw.split(",") if t.strip())
     unknown = asked - known
     if unknown:
@@ -221,7 +227,8 @@ def _types(raw: str | None, view: LiveView) -> frozenset[str]:
 
 @ws_router.websocket("/v1/stream")
 async def stream(ws: WebSocket) -> None:
-    """Query: ``project``, ``types`` (comma-separated), ``from_id`` or ``from_ts``, ``access_token``."""
+    """Query: ``project``, ``task``, ``types`` (comma-separated; ``tokens`` only when named),
+    ``from_id`` or ``from_ts``, ``access_token``."""
     services = ws.app.state.services
     hub: Hub = services.hub
     await ws.accept()
@@ -250,7 +257,7 @@ async def stream(ws: WebSocket) -> None:
         await ws.close(TOO_MANY, f"this credential already holds {cap} connections (AIOS_API_WS_PER_KEY)")
         return
     client = Client(principal, project or (next(iter(principal.projects)) if not principal.all_projects else None),
-                    types, asyncio.Queue(maxsize=services.settings.api.ws_queue))
+                    types, asyncio.Queue(maxsize=services.settings.api.ws_queue), task=q.get("task") or None)
     hub.clients.add(client)  # live events queue up while a replay runs
     WS_CLIENTS.inc()
     try:

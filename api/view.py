@@ -158,7 +158,9 @@ class LiveView:
         self.short = {self.topics.projects: "plans", self.topics.tasks: "tasks", self.topics.results: "results",
                       self.topics.project_status: "project-status", self.topics.agents: "agents",
                       self.topics.attempts: "attempts", self.topics.llm_calls: "llm-calls",
-                      self.topics.messages: "messages", self.topics.dlq: "dlq"}
+                      self.topics.messages: "messages", self.topics.dlq: "dlq", self.topics.tokens: "tokens"}
+        # Live only: tokens are read from their end (an hour of them is not state worth replaying).
+        self.live_only = {self.topics.tokens}
         self._lock = threading.Lock()
         self._state = _State(TaskTable(settings.api.view_tasks_per_project, settings.api.view_tasks))
         self._subscribers: list[Subscriber] = []
@@ -183,6 +185,9 @@ class LiveView:
                     raise KafkaError(f"topic {topic!r} does not exist; create the topics with `aios topics create`")
                 for p in tmeta.partitions:
                     low, high = watermarks(consumer, TopicPartition(topic, p))
+                    if topic in self.live_only:
+                        assignment.append(TopicPartition(topic, p, high))
+                        continue
                     assignment.append(TopicPartition(topic, p, low))
                     if high > low:
                         ends[(topic, p)] = high

@@ -58,6 +58,17 @@ TASK_SECONDS = Histogram(
     ["role"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
+CONCURRENT_IN_FLIGHT = Gauge("aios_in_flight_records", "Records a concurrent processor (the agent worker) has in "
+                             "flight: started, not yet finished and acknowledged.", ["processor"])
+CONCURRENT_PAUSES = Counter("aios_fetch_paused_total", "Times a concurrent processor paused fetching because its "
+                            "window (AIOS_AGENT_MAX_IN_FLIGHT) was full.", ["processor"])
+CONCURRENT_RETRIES = Counter("aios_record_retries_total", "Records run again after a failure that was not theirs "
+                             "(a store outage, an undelivered output), by cause.", ["processor", "cause"])
+CANCELLED_WORK = Counter("aios_cancelled_attempts_total", "Attempts an agent worker stopped because a cancel (or a "
+                         "spent budget) reached it, by when: before starting or while running.", ["when"])
+CANCEL_SECONDS = Histogram("aios_cancel_seconds", "From a cancel's timestamp to the running attempt's stop.",
+                           buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+TOKEN_EVENTS = Counter("aios_token_events_total", "Live-token events published (coalesced deltas).")
 LAG_ERRORS = Counter("aios_consumer_lag_errors_total", "Consumer-lag reads the broker did not answer in time.")
 SEALED = Counter("aios_sealed_fields_total", "Restricted fields sealed, opened, or found unreadable (no key).",
                  ["operation"])

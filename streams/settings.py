@@ -346,6 +346,15 @@ class ProcessingSettings(_Group):
         "Kafka transactional id, so a restarted process fences its killed predecessor at once.")
     heartbeat_interval_s: float = Field(5.0, gt=0, description="How often agent workers publish AgentStatus.")
     drain_timeout_s: float = Field(60.0, gt=0, description="How long a stopping worker waits for in-flight tasks.")
+    agent_max_in_flight: int = Field(
+        256, ge=1, le=10_000,
+        description="Assignments one agent worker works on at once, across and within its partitions; when "
+        "they are all in flight it pauses fetching. LLM calls take seconds, so this, not partitions, is what "
+        "scales a role.")
+    token_interval_ms: int = Field(
+        100, ge=0, le=60_000,
+        description="Live tokens: while a call streams, its text so far goes to <prefix>.tokens at most this "
+        "often per task (coalesced deltas); 0 publishes none.")
     commit_interval_s: float = Field(1.0, gt=0, description="How often the faust processors commit offsets.")
     project_concurrency: int = Field(64, ge=1, description="Tasks of one project in flight at once.")
     role_concurrency: dict[str, int] = Field(
@@ -353,8 +362,13 @@ class ProcessingSettings(_Group):
         description="Tasks of one role in flight at once within a project (JSON, e.g. {\"qa\": 2}).")
     task_timeout_s: float = Field(
         900.0, gt=0,
-        description="An attempt with no outcome after this long fails and is retried like any failure "
-        "(a lost assignment, a stuck agent); its late outcome is then ignored.")
+        description="An attempt with no outcome this long after an agent picked it up fails and is retried "
+        "like any failure (a stuck agent, a lost worker); its late outcome is then ignored.")
+    pickup_timeout_s: float = Field(
+        3600.0, gt=0,
+        description="An attempt no agent picked up this long after its dispatch fails and is retried (an "
+        "assignment lost to retention, a role nobody serves). Longer than AIOS_TASK_TIMEOUT_S: a backlog on a "
+        "role topic is normal and must not cause re-dispatches.")
     orchestrator_group_fencing: bool = Field(
         False,
         description="Also commit the orchestrator's input offsets to its consumer group inside each "

@@ -27,6 +27,9 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
+TOKEN_RETENTION_MS = 3_600_000
+
+
 class Topics:
     """Topic names for one prefix. Role topics are ``<prefix>.agent.<role>``."""
 
@@ -46,6 +49,8 @@ class Topics:
         self.llm_calls = f"{prefix}.llm-calls"
         self.agents = f"{prefix}.agents"
         self.dlq = f"{prefix}.dlq"
+        # Live token deltas of calls in flight: short retention, not history (the sink skips it).
+        self.tokens = f"{prefix}.tokens"
         # Plain JSON for Kafka Connect and non-Avro producers (streams/processors/json_bridge.py).
         self.tasks_json = f"{prefix}.tasks-json"
         self.results_json = f"{prefix}.results-json"
@@ -65,7 +70,8 @@ class Topics:
         return [self.tasks, self.projects, self.attempts, self.control]
 
     def all(self) -> list[str]:
-        """Every Avro topic; the JSON bridge topics carry copies of these events, so they are not here."""
+        """Every Avro topic of the event history; the JSON bridge topics carry copies of these events,
+        and the live tokens are not history, so they are not here."""
         return [self.tasks, self.projects, self.control, *self.role_topics(), self.attempts, self.finals, self.results,
                 self.project_status, self.messages, self.memory, self.llm_calls, self.agents, self.dlq]
 
@@ -98,6 +104,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.dlq, "DeadLetter", "source key", parts, rf,
                   {"cleanup.policy": "delete", "retention.ms": str(dlq_retention)}),
     ]
+    # An hour of live tokens is plenty for a viewer that reconnects; the answer is on the result.
+    specs.append(TopicSpec(t.tokens, "TokenDelta", "task_id", parts, rf,
+                           {"cleanup.policy": "delete", "retention.ms": str(TOKEN_RETENTION_MS)}))
     specs += [
         TopicSpec(t.tasks_json, "Task as plain JSON", "any", parts, rf, keep),
         TopicSpec(t.results_json, "TaskResult as plain JSON", "project_id", parts, rf, keep),

@@ -48,6 +48,54 @@ def pipeline_cmd(tasks: int, paced: int, rate: float, mode: str, as_json: bool) 
                   f"p50 ratio: {doc['ratio']['p50_pipeline_over_raw']}")
 
 
+@bench.command("capacity")
+@click.option("--tasks", default=600, show_default=True, help="JSON tasks sent at once.")
+@click.option("--ttft", "ttft_s", default=1.0, show_default=True, help="The LLM's time to first token (s).")
+@click.option("--stream", "stream_s", default=0.5, show_default=True, help="The LLM's streaming time (s).")
+@click.option("--tokens", default=20, show_default=True, help="Text deltas per answer.")
+@click.option("--mode", type=click.Choice(["embedded", "distributed"]), default="embedded", show_default=True,
+              help="embedded: `aios up`; distributed: one `aios worker` per processor, --agent-workers agent workers.")
+@click.option("--in-flight", default=600, show_default=True, help="AIOS_AGENT_MAX_IN_FLIGHT of each agent worker.")
+@click.option("--queued", default=2000, show_default=True,
+              help="Then this many tasks at once, for the agent's RSS with a backlog (0: skip).")
+@click.option("--agent-workers", default=2, show_default=True, help="Agent workers in distributed mode.")
+@json_option
+def capacity_cmd(tasks: int, ttft_s: float, stream_s: float, tokens: int, mode: str, in_flight: int, queued: int,
+                 agent_workers: int, as_json: bool) -> None:
+    """JSON tasks through the pipeline against a latency-simulating LLM (`aios dev llm`), beside the
+    offline pipeline (the CPU ceiling) and raw confluent-kafka."""
+    from aios.bench.capacity import bench_capacity
+
+    if tasks < 1 or queued < 0 or in_flight < 1 or agent_workers < 1 or ttft_s < 0 or stream_s < 0 or tokens < 1:
+        raise click.BadParameter("--tasks, --in-flight, --agent-workers and --tokens must be ≥ 1; the rest ≥ 0")
+    settings = settings_or_exit()
+    try:
+        total = 2 * tasks + min(200, tasks) * 2 + tasks * 2 + queued
+        with progress("tasks", total=total, enabled=not as_json) as bar:
+            doc = bench_capacity(settings, tasks=tasks, ttft_s=ttft_s, stream_s=stream_s, tokens=tokens, mode=mode,
+                                 in_flight=in_flight, queued=queued, agent_workers=agent_workers, tick=bar.advance)
+    except AiosError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        emit_json(doc)
+        return
+    table = Table("run", "tasks/s", "p50 ms", "p99 ms", "peak calls", "agent RSS MB", "CPU ms/task")
+    for name, f in (("capacity (LLM)", doc["capacity"]), ("queued (LLM)", doc["queued"]),
+                    ("offline ceiling", doc["offline_ceiling"])):
+        if f is None:
+            continue
+        table.add_row(f"{name}, {f['tasks']} tasks", f"{f['tasks_per_s']:.0f}", f"{f['p50_ms']:.0f}",
+                      f"{f['p99_ms']:.0f}", str(f.get("server_peak_concurrent_calls", "-")),
+                      f"{f['agent_rss_peak_mb']:.0f}", f"{f['pipeline_cpu_ms_per_task']:.1f}")
+    raw = doc["raw_kafka"]
+    table.add_row("raw confluent-kafka", f"{raw['throughput_per_s']:.0f}", f"{raw['p50_ms']:.1f}",
+                  f"{raw['p99_ms']:.1f}", "", "", "")
+    console.print(table)
+    console.print(f"{doc['mode']}, LLM {doc['llm']['call_s']:g}s per call: ideal {doc['ideal_tasks_per_s']} tasks/s; "
+                  f"capacity/ideal {doc['ratio']['capacity_over_ideal']}, capacity/offline ceiling "
+                  f"{doc['ratio']['capacity_over_offline_ceiling']}; load average {doc['load_avg_1m']:.2f}")
+
+
 @bench.command("orchestrator")
 @click.option("--tasks", default=1000, show_default=True, help="Tasks in the DAG (rounded to width x depth).")
 @click.option("--width", default=25, show_default=True, help="Tasks per layer; each depends on two of the layer before.")

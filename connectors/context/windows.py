@@ -19,6 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from aios.connectors.context.base import connect
 from aios.connectors.errors import StoreUnavailableError
 
 SCOPES = ("session", "project", "agent", "task")
@@ -173,7 +174,7 @@ class RedisContext:
     @classmethod
     def from_url(cls, url: str, *, prefix: str, default: ScopePolicy,
                  policies: Mapping[str, ScopePolicy] | None = None) -> RedisContext:
-        return cls(aioredis.Redis.from_url(url), prefix=prefix, default=default, policies=policies)
+        return cls(connect(url), prefix=prefix, default=default, policies=policies)
 
     @property
     def redis(self) -> aioredis.Redis:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import faust
 from prometheus_client import REGISTRY
 
+from aios.streams.engine.concurrent import ConcurrentProcessor
 from aios.streams.engine.runtime import Runtime
 from aios.streams.engine.transactional import TransactionalProcessor
 from aios.streams.errors import OrchestrationError
@@ -162,16 +163,15 @@ async def running(
         if uses_faust:
             await _wait_assigned(app, ready_timeout_s)
         for service in rt.services:
-            if isinstance(service, TransactionalProcessor):
+            if isinstance(service, TransactionalProcessor | ConcurrentProcessor):
                 await service.wait_assigned(ready_timeout_s)
         yield RunningApp(app, rt)
         # A clean stop drains first (agents finish in-flight tasks); a crash goes straight down.
         for drain in rt.drainers:
             await drain()
     except BaseException:
-        if uses_faust:
-            for failed in rt.on_failure:
-                await failed()
+        for failed in rt.on_failure:
+            await failed()
         raise
     finally:
         unwatch()

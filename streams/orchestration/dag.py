@@ -47,7 +47,8 @@ class Node:
     errors: list[str] = field(default_factory=list)  # every failed attempt's error, oldest first
     retry_at_ms: int | None = None  # a failed attempt waits for its backoff; READY once due
     privacy: str = "normal"  # restricted: routed to local models only
-    dispatched_ms: int | None = None  # when the current attempt went out (for its timeout)
+    dispatched_ms: int | None = None  # when the current attempt went out (for its pickup timeout)
+    started_ms: int | None = None  # when an agent picked the current attempt up (for its timeout)
 
 
 def _order(n: Node) -> tuple[int, str]:
@@ -233,6 +234,7 @@ class ProjectDag:
             self.set_state(node, State.DISPATCHED)
             node.attempts += 1
             node.dispatched_ms = now_ms
+            node.started_ms = None
             per_role[node.role] = per_role.get(node.role, 0) + 1
             taken.append(node)
         for entry in held:

@@ -295,22 +295,44 @@ class ProjectState:
     def next_retry_ms(self) -> int | None:
         return self.dag.next_retry_ms()
 
-    def next_timeout_ms(self, timeout_ms: int) -> int | None:
-        """When the earliest dispatched attempt runs out of time (None: nothing is in flight)."""
-        started = [n.dispatched_ms for t in self.dag.by_state[State.DISPATCHED]
-                   if (n := self.dag.nodes[t]).dispatched_ms is not None]
-        return min(started) + timeout_ms if started else None
+    def on_started(self, task_id: str, attempt: int, *, now_ms: int) -> None:
+        """An agent picked the attempt up: its timeout counts from now, not from the dispatch, so
+        a backlog on the role topic does not time attempts out. Stale pickups change nothing."""
+        node = self.dag.nodes.get(task_id)
+        if node is None or node.state is not State.DISPATCHED or attempt != node.attempts:
+            return
+        node.started_ms = now_ms
+        self.dag.touched.add(task_id)
 
-    def time_out(self, *, now_ms: int, timeout_ms: int, policy: RetryPolicy, rng: random.Random) -> Actions:
-        """Attempts with no outcome within ``timeout_ms`` fail (and are retried like any failure):
-        an assignment lost on its way, or an agent stuck, must not hold its task forever. A late
-        outcome of such an attempt is then stale and ignored."""
+    @staticmethod
+    def _deadline(node: Node, timeout_ms: int, pickup_ms: int | None) -> int | None:
+        if node.started_ms is not None:
+            return node.started_ms + timeout_ms
+        if node.dispatched_ms is None:
+            return None
+        return node.dispatched_ms + (timeout_ms if pickup_ms is None else pickup_ms)
+
+    def next_timeout_ms(self, timeout_ms: int, pickup_ms: int | None = None) -> int | None:
+        """When the earliest dispatched attempt runs out of time (None: nothing is in flight)."""
+        deadlines = [d for t in self.dag.by_state[State.DISPATCHED]
+                     if (d := self._deadline(self.dag.nodes[t], timeout_ms, pickup_ms)) is not None]
+        return min(deadlines) if deadlines else None
+
+    def time_out(self, *, now_ms: int, timeout_ms: int, policy: RetryPolicy, rng: random.Random,
+                 pickup_ms: int | None = None) -> Actions:
+        """Attempts with no outcome within ``timeout_ms`` of their pickup, or not picked up within
+        ``pickup_ms`` of their dispatch (default: ``timeout_ms``), fail and are retried like any
+        failure: an assignment lost on its way, or an agent stuck, must not hold its task forever.
+        A late outcome of such an attempt is then stale and ignored."""
         out = Actions()
         for tid in sorted(self.dag.by_state[State.DISPATCHED]):
             node = self.dag.nodes[tid]
-            if node.dispatched_ms is None or now_ms - node.dispatched_ms < timeout_ms:
+            deadline = self._deadline(node, timeout_ms, pickup_ms)
+            if deadline is None or now_ms < deadline:
                 continue
-            acts = self.on_attempt(tid, node.attempts, False, "", f"no outcome within {timeout_ms / 1000:g}s",
+            why = (f"no outcome within {timeout_ms / 1000:g}s of its pickup" if node.started_ms is not None else
+                   f"not picked up within {(timeout_ms if pickup_ms is None else pickup_ms) / 1000:g}s")
+            acts = self.on_attempt(tid, node.attempts, False, "", why,
                                    0.0, now_ms=now_ms, policy=policy, rng=rng)
             out.finals += acts.finals
             out.dead_letters += acts.dead_letters

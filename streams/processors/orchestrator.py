@@ -93,6 +93,7 @@ class Orchestrator(TransactionalProcessor):
         self.positions: dict[int, dict[str, int]] = {}  # partition -> input topic -> next offset
         self.retention_ms = int(s.processing.finished_project_retention_s * 1000)
         self.timeout_ms = int(s.processing.task_timeout_s * 1000)
+        self.pickup_ms = int(s.processing.pickup_timeout_s * 1000)
         self.next_sweep_ms = 0
 
     # --- state: rebuilt per partition from the state log -----------------------------------
@@ -130,7 +131,7 @@ class Orchestrator(TransactionalProcessor):
 
     def _schedule(self, project: str, state: ProjectState) -> None:
         """When the project next needs the loop's attention: a retry falls due or an attempt times out."""
-        deadlines = [t for t in (state.next_retry_ms(), state.next_timeout_ms(self.timeout_ms)) if t is not None]
+        deadlines = [t for t in (state.next_retry_ms(), state.next_timeout_ms(self.timeout_ms, self.pickup_ms)) if t is not None]
         if deadlines:
             self.due[project] = min(deadlines)
         else:
@@ -225,8 +226,16 @@ class Orchestrator(TransactionalProcessor):
             if state is None:  # another deployment's project, or one whose log was deleted
                 EVENTS.labels(NAME, "ignored").inc()
                 return
+            if v["status"] == "started":
+                state.on_started(v["task_id"], v["attempt"], now_ms=now)
+                self._schedule(project, state)
+                self.dirty[project] = v["trace_id"]
+                return
             attempt_event = v
+            spent = state.budget_spent
             actions = self._on_attempt(project, state, v, now)
+            if state.budget_spent and not spent and not state.dag.done:
+                self._cancel_for_budget(project, state, v["trace_id"])
         else:  # Control
             if state is None:
                 return
@@ -242,6 +251,17 @@ class Orchestrator(TransactionalProcessor):
         self.states[project] = state
         self.partition_of[project] = int(msg.partition() or 0)
         self._apply(project, state, actions, attempt_event, v["trace_id"], msg, now)
+
+    def _cancel_for_budget(self, project: str, state: ProjectState, trace_id: str) -> None:
+        """The project's budget is spent: a cancel on the control topic, in this transaction, stops
+        the agents still working on its tasks (and, read back here, cancels what is left)."""
+        control = {
+            **envelope(trace_id), "event_id": _final_id(project, "", "budget-cancel"), "project_id": project,
+            "action": "cancel", "task_id": None, "requested_by": "orchestrator",
+            "reason": f"budget ${state.budget_usd or 0:.4f} spent (${state.cost_usd:.4f})",
+        }
+        self._send(self.rt.topics.control, "Control", control, project)
+        EVENTS.labels(NAME, "budget_cancel").inc()
 
     def _new_project(self, project: str, v: dict[str, Any]) -> ProjectState:
         from_goal = bool(v["goal"]) and not v["tasks"]
@@ -278,7 +298,8 @@ class Orchestrator(TransactionalProcessor):
         if state is None:
             self.due.pop(project, None)
             return
-        actions = state.time_out(now_ms=now, timeout_ms=self.timeout_ms, policy=POLICY, rng=_rng)
+        actions = state.time_out(now_ms=now, timeout_ms=self.timeout_ms, policy=POLICY, rng=_rng,
+                                 pickup_ms=self.pickup_ms)
         self._apply(project, state, actions, None, self.stale_status.get(project) or new_id(), None, now)
 
     def _apply(self, project: str, state: ProjectState, actions: Actions, attempt_event: dict[str, Any] | None,

@@ -48,7 +48,8 @@ async def assign_and_wait(s: Settings, description: str, project: str) -> dict[s
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             for _, decoded in await asyncio.to_thread(lambda: list(reader.events(timeout_s=1))):
-                if not isinstance(decoded, Exception) and decoded.value["task_id"] == task_id:
+                if (not isinstance(decoded, Exception) and decoded.value["task_id"] == task_id
+                        and decoded.value["status"] != "started"):  # its outcome, not its pickup
                     return dict(decoded.value)
         raise AssertionError("no TaskResult within 60s")
     finally:

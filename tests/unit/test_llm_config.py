@@ -24,7 +24,7 @@ from aios.schemas.errors import ConfigError
 from aios.schemas.events import envelope
 from aios.streams.engine.runtime import Runtime
 from aios.streams.metrics import ROUTER_QUEUE
-from aios.streams.processors.agent_runner import llm_call_event
+from aios.streams.processors.agent_events import llm_call_event
 from aios.streams.settings import load_settings
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "agents.md"
