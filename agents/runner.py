@@ -19,7 +19,8 @@ from aios.agents.errors import LLMError
 from aios.agents.llm.base import ChatMessage, ChatRequest, ChatResponse, Provider, ToolCall, Usage
 from aios.agents.llm.router import Route, Routed, Router, Strategy
 from aios.agents.roles import Role, load_roles
-from aios.agents.tools import MAX_TOOL_ROUNDS, Search, Toolbox, ToolContext
+from aios.agents.tools import MAX_TOOL_ROUNDS, FetchOutput, Search, Toolbox, ToolContext
+from aios.schemas.limits import MAX_ERROR_CHARS, MAX_OUTPUT_BYTES, cut, cut_utf8, utf8_len
 
 # Budgets in characters (~4 per token) keep a prompt well inside small context windows even when
 # dependency outputs are long; the newest context is kept, the oldest dropped first.
@@ -30,6 +31,10 @@ TOTAL_BUDGET = 12_000
 # Tokens allowed for each join between separately counted parts of a prompt.
 JOIN_MARGIN = 2
 INVALID_OUTPUT = "invalid_output"  # the error_type of an answer that broke its role's contract
+# The error_type of an answer over MAX_OUTPUT_BYTES: a result must fit in a Kafka message with room
+# to spare. This is the seam for an artifact store: keep the whole answer there and put its
+# reference in the output, instead of failing the attempt.
+OUTPUT_TOO_LARGE = "output_too_large"
 
 
 @dataclass(frozen=True)
@@ -225,13 +230,14 @@ def _within_tokens(system: str, head: list[str], task: AgentTask, budget: TokenB
 
 async def run_task(
     llm: Provider | Router, task: AgentTask, budget: TokenBudget | None = None, *, journal: Journal | None = None,
-    tools: Toolbox | None = None, search: Search | None = None,
+    tools: Toolbox | None = None, search: Search | None = None, fetch: FetchOutput | None = None,
 ) -> AgentOutcome:
     """Run ``task`` through ``llm`` (a router, or one provider), with ``tools`` the model may call
     for up to ``MAX_TOOL_ROUNDS`` rounds; check the answer against the role's contract and ask once
     more, with what was wrong, when it breaks it.
 
-    Provider failures become failed outcomes; bugs propagate.
+    Provider failures become failed outcomes; bugs propagate. ``fetch`` reads a dependency's whole
+    output where the assignment carries an excerpt (the read_dependency_output tool).
     """
     router = llm if isinstance(llm, Router) else Router.single(llm)
     if all(d.provider.offline for d in router.deployments):
@@ -240,7 +246,7 @@ async def run_task(
     request = build_request(task, budget=budget)
     if tools is not None:
         request = replace(request, tools=tools.specs())
-    steps = _Steps(router, task, role, journal, tools, ToolContext(task.context, search))
+    steps = _Steps(router, task, role, journal, tools, ToolContext(task.context, search, fetch))
     try:
         request, call = await steps.call_with_tools(request)
         output, problem = role.validate(call.response.text)
@@ -310,6 +316,16 @@ class _Steps:
 
     def outcome(self, ok: bool, output: str, *, error: str | None = None,
                 error_type: str | None = None) -> AgentOutcome:
+        """The attempt's outcome, within the limits every processor checks (schemas/limits.py)."""
+        size = utf8_len(output)
+        if size > MAX_OUTPUT_BYTES:
+            if ok:
+                ok, error_type = False, OUTPUT_TOO_LARGE
+                error = (f"the answer is {size} bytes of UTF-8, over the {MAX_OUTPUT_BYTES} bytes a task's output may "
+                         "be; ask for a shorter one, or split the task")
+            output = cut_utf8(output, MAX_OUTPUT_BYTES)  # a failed attempt's text is for reading only
+        if error is not None:
+            error = cut(error, MAX_ERROR_CHARS)
         last = self.calls[-1].response if self.calls else None
         cost = sum(c.cost_usd for c in self.calls)
         return AgentOutcome(ok, output, error, last, error_type, cost, tuple(self.calls), tuple(self.tool_records))

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 
-from aios.api.errors import ApiError, Forbidden, NotFound
+from aios.api.errors import ApiError, Conflict, Forbidden, NotFound
 from aios.api.models import (
     ID,
     AgentList,
@@ -90,7 +90,7 @@ async def submit_project(request: Request, body: ProjectIn, who: Submitter) -> P
     svc = services(request)
     if body.goal is not None and PLANNER_ROLE in svc.settings.processing.roles and "role" not in body.model_fields_set:
         if svc.view.project(body.project) is not None:
-            raise ApiError(f"project {body.project!r} already exists; plans are submitted once, choose another id")
+            raise Conflict(f"project {body.project!r} already exists; plans are submitted once, choose another id")
         goal_event = {**envelope(), "project_id": body.project, "goal": body.goal, "budget_usd": body.budget_usd,
                       "submitted_by": "api", "tasks": []}
         await svc.produce(svc.topics.projects, "ProjectPlan", goal_event, body.project)
@@ -102,7 +102,7 @@ async def submit_project(request: Request, body: ProjectIn, who: Submitter) -> P
     except PlanError as exc:
         raise ApiError(str(exc)) from exc
     if svc.view.project(body.project) is not None:
-        raise ApiError(f"project {body.project!r} already exists; plans are submitted once, choose another id")
+        raise Conflict(f"project {body.project!r} already exists; plans are submitted once, choose another id")
     event = {**envelope(), "project_id": plan.project, "goal": body.goal or "", "budget_usd": plan.budget_usd,
              "submitted_by": "api",
              "tasks": [{"task_id": t.id, "role": t.role, "description": t.description,

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
+from aios.schemas import limits as L
 from aios.schemas.jsonlimits import JsonTooDeepError, parse_json
 from aios.streams.errors import OrchestrationError
 
@@ -25,17 +26,25 @@ class PlanError(OrchestrationError):
         self.problems = problems
 
 
+TaskId = Annotated[str, Field(min_length=1, max_length=L.MAX_ID_CHARS, pattern=L.ID_PATTERN)]
+
+
 class PlannedTask(BaseModel):
+    # The limits every entry point shares (schemas/limits.py), so the API's schema states them too.
+    # Strict numbers and flags: a JSON true is not the priority 1, nor "yes" an approval.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",
+    id: str = Field(min_length=1, max_length=L.MAX_ID_CHARS, pattern=L.ID_PATTERN,
                     description="Unique within the plan; other tasks name it in depends_on.")
-    role: str = Field(min_length=1, description="The agent role that does the task.")
-    description: str = Field(min_length=1, max_length=20_000)
-    depends_on: tuple[str, ...] = Field(default=(), description="Ids of tasks that must succeed first.")
-    priority: int = Field(default=0, ge=-1000, le=1000, description="Higher runs first among ready tasks.")
-    acceptance: str = Field(default="", max_length=5_000, description="How to tell the task is done.")
-    requires_approval: bool = Field(default=False, description="Wait in awaiting_approval before dispatch.")
+    role: str = Field(pattern=L.ROLE_PATTERN, description="The agent role that does the task.")
+    description: str = Field(min_length=1, max_length=L.MAX_DESCRIPTION_CHARS, pattern=L.NOT_BLANK_PATTERN,
+                             description="What the agent should do (not blank).")
+    depends_on: tuple[TaskId, ...] = Field(default=(), max_length=L.MAX_DEPENDENCIES,
+                                          description="Ids of tasks that must succeed first.")
+    priority: StrictInt = Field(default=0, ge=L.MIN_PRIORITY, le=L.MAX_PRIORITY,
+                                description="Higher runs first among ready tasks.")
+    acceptance: str = Field(default="", max_length=L.MAX_ACCEPTANCE_CHARS, description="How to tell the task is done.")
+    requires_approval: StrictBool = Field(default=False, description="Wait in awaiting_approval before dispatch.")
     privacy: Literal["normal", "restricted"] = Field(
         default="normal", description="restricted: only local models see the task (and its prompt).")
 
@@ -43,9 +52,10 @@ class PlannedTask(BaseModel):
 class Plan(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    project: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
-    tasks: tuple[PlannedTask, ...] = Field(min_length=1, max_length=10_000)
-    budget_usd: float | None = Field(default=None, ge=0, description="Stop dispatching once spent.")
+    project: str = Field(min_length=1, max_length=L.MAX_ID_CHARS, pattern=L.ID_PATTERN)
+    tasks: tuple[PlannedTask, ...] = Field(min_length=1, max_length=L.MAX_PLAN_TASKS)
+    budget_usd: float | None = Field(default=None, ge=0, le=L.MAX_BUDGET_USD, allow_inf_nan=False,
+                                     description="Stop dispatching once spent.")
 
 
 def plan_json_schema() -> dict[str, Any]:

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import faust
@@ -22,10 +23,11 @@ from aios.connectors.context.tokens import TokenCounter
 from aios.connectors.errors import StoreUnavailableError
 from aios.schemas.errors import SchemaError
 from aios.schemas.events import envelope
-from aios.streams.engine.records import dead_letter, decode_or_error, log, raw_topic, send
+from aios.streams.engine.records import dead_letter, decode_or_error, guarded, log, raw_topic, send
 from aios.streams.engine.runtime import Runtime
 from aios.streams.metrics import EVENTS, LLM_COST, LLM_REPLAYS, LLM_TOKENS, PROCESSING, TASK_SECONDS, TASKS
 from aios.streams.processors import agent_status
+from aios.streams.readmodels.outputs import output_fetcher
 
 if TYPE_CHECKING:
     from aios.agents.lifecycle import Lifecycle
@@ -211,9 +213,12 @@ def _make_handler(app: faust.App, rt: Runtime, role: str, lifecycle: Lifecycle) 
                 await agent_status.hand_back(app, event)
                 continue
             try:
-                # An exception here crashes this actor, and faust's supervisor restarts it; the
-                # worker says `failed` only if the app itself goes down (Runtime.on_failure).
-                await _handle(app, rt, a, started)
+                # Decided in failures: Redis down is waited out and the assignment run again (the
+                # journal answers calls already made); a failure of the assignment's own making is
+                # dead-lettered; a broken Kafka client crashes this actor and faust restarts it.
+                if not await guarded(app, rt, event.message, f"{NAME}:{role}", partial(_handle, app, rt, a, started)):
+                    EVENTS.labels(NAME, "dead_letter").inc()
+                    TASKS.labels(role, "dead_letter").inc()
             finally:
                 lifecycle.end(a["task_id"])
 
@@ -234,7 +239,8 @@ async def _handle(app: faust.App, rt: Runtime, a: dict[str, Any], started: float
     )
     async with one_at_a_time(task.task_id, task.attempt):
         outcome = await run_task(rt.router, task, budget(rt, a["role"]), journal=rt.journal,
-                                 tools=TOOLS if rt.settings.llm.agent_tools else None, search=memory_search(rt, a))
+                                 tools=TOOLS if rt.settings.llm.agent_tools else None, search=memory_search(rt, a),
+                                 fetch=output_fetcher(rt.settings, rt.codec, a["project_id"]))
     latency_ms = (time.perf_counter() - started) * 1000
     key = a["task_id"]
     result = result_event(a, outcome, rt.agent_id, latency_ms, [r.id for r in recalled])

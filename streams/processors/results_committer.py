@@ -21,8 +21,9 @@ from typing import Any
 import faust
 from confluent_kafka import Message
 
+from aios.schemas.checks import check
 from aios.schemas.errors import SchemaError
-from aios.streams.engine.records import dead_letter_event, log
+from aios.streams.engine.records import log
 from aios.streams.engine.runtime import Runtime
 from aios.streams.engine.transactional import TransactionalProcessor
 from aios.streams.kafka import read_partition
@@ -86,17 +87,16 @@ class ResultsCommitter(TransactionalProcessor):
         self.added = []
         counts = {"committed": 0, "duplicate": 0, "status": 0, "dead_letter": 0}
         t = self.rt.topics
-        for msg in batch:
+        for msg in self.records(batch):
             partition = int(msg.partition() or 0)
             try:
                 decoded = self.rt.codec.decode(msg.value())
                 kind = decoded.name.rsplit(".", 1)[-1]
                 if kind not in ("TaskResult", "ProjectStatus"):
                     raise SchemaError(f"{t.finals} carries TaskResult and ProjectStatus events, not {kind}")
+                check(kind, decoded.value)
             except SchemaError as exc:
-                letter = dead_letter_event(str(msg.topic()), partition, int(msg.offset() or 0), msg.key(),
-                                           msg.value(), NAME, exc)
-                self.produce(t.dlq, self.rt.codec.encode("DeadLetter", letter, t.dlq), msg.key())
+                self.dead_letter(msg, exc)
                 counts["dead_letter"] += 1
                 continue
             # Same partition as the input (all keyed by project): a partition's dedup set covers

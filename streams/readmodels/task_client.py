@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from aios.schemas.checks import check_plan, check_task
 from aios.schemas.events import envelope, new_id
 from aios.streams.errors import OrchestrationError
 from aios.streams.kafka import EventProducer, TopicReader
@@ -25,9 +26,9 @@ def build_task(
     submitted_by: str = "cli",
     privacy: str = "normal",
 ) -> dict[str, Any]:
-    if not description.strip():
-        raise OrchestrationError("the task description is empty: say what the agent should do")
-    return {
+    """A Task event, checked against the limits every entry point shares (InvalidRecordError says
+    which field is wrong and what the limit is)."""
+    task = {
         **envelope(),
         "task_id": task_id or new_id(),
         "project_id": project,
@@ -39,6 +40,8 @@ def build_task(
         "submitted_by": submitted_by,
         "metadata": {},
     }
+    check_task(task)
+    return task
 
 
 @dataclass(frozen=True)
@@ -87,10 +90,9 @@ class TaskClient:
     def submit_goal(self, project: str, goal: str, *, budget_usd: float | None = None,
                     submitted_by: str = "cli") -> dict[str, Any]:
         """Start a project from a goal: the orchestrator asks the planner role for its plan."""
-        if not goal.strip():
-            raise OrchestrationError("the goal is empty: say what the project should achieve")
         event = {**envelope(), "project_id": project, "goal": goal, "budget_usd": budget_usd,
                  "submitted_by": submitted_by, "tasks": []}
+        check_plan(event)  # a blank or oversized goal, a project id with '/': said here, not in the DLQ
         self.producer.send(self.topics.projects, "ProjectPlan", event, key=project)
         self.producer.flush()
         return event
