@@ -21,6 +21,9 @@ transaction is aborted (nothing half-applied reaches the state or the outputs), 
 and when the batch is read again that record is dead-lettered instead of processed. A server's
 fault (a schema registry that does not answer): aborted, rebuilt, and the batch read again after a
 backoff. Processors iterate their batch with ``self.records(batch)`` so the failing record is known.
+When the failure comes after the records (outputs a processor writes once per batch, such as the
+orchestrator's state entries), the batch is read again *isolating*: the processor then writes
+each record's outputs as soon as it is processed, so the one at fault is known.
 """
 
 from __future__ import annotations
@@ -78,6 +81,8 @@ class TransactionalProcessor(faust.Service):
         # Records that failed by their own fault, by (topic, partition, offset): dead-lettered, not
         # processed, when their batch is read again after the abort.
         self.poison: dict[tuple[str, int, int], Exception] = {}
+        # Set while a batch that failed after its records is read again: see the module doc.
+        self.isolating = False
         self.backoff = Backoff()
 
     async def wait_assigned(self, timeout_s: float) -> None:
@@ -228,8 +233,9 @@ class TransactionalProcessor(faust.Service):
             self.rewind(self.on_aborted())
             return 0.0
         except Exception as exc:
-            return self._failed(exc)
+            return self._failed(exc, bool(batch))
         self.backoff.reset()
+        self.isolating = False
         # The next batch goes through the other producer, whose last commit has long completed.
         self.producer = self.producers[1] if producer is self.producers[0] else self.producers[0]
         if recorded and not in_group:
@@ -239,12 +245,13 @@ class TransactionalProcessor(faust.Service):
             PROCESSING.labels(self.name).observe(time.perf_counter() - started)
         return 0.0
 
-    def _failed(self, exc: Exception) -> float:
+    def _failed(self, exc: Exception, had_records: bool) -> float:
         """``process`` raised: abort, rebuild, and read the batch again (see the module doc)."""
         failed, self.current = self.current, None
         verdict = verdict_for(self.name, exc)
-        if verdict is Verdict.FATAL or (verdict is Verdict.DEAD_LETTER and failed is None):
-            raise exc  # nothing to blame but the process (no record was being processed)
+        blameless = verdict is Verdict.DEAD_LETTER and failed is None
+        if verdict is Verdict.FATAL or (blameless and (self.isolating or not had_records)):
+            raise exc  # nothing to blame but the process: timed work failed on its own
         producer = self.producer
         if producer is not None:
             producer.abort_transaction()
@@ -253,8 +260,11 @@ class TransactionalProcessor(faust.Service):
             pause = self.backoff.delay()
             log.warning("%s: %s; the batch will be read again in %.1fs", self.name, exc, pause)
             return pause
-        if failed is None:  # unreachable: decided fatal above
-            raise exc
+        if failed is None:
+            self.isolating = True  # which record made the batch's outputs fail? Read it again to see
+            log.warning("%s: the batch's outputs failed (%s: %s); reading it again record by record",
+                        self.name, type(exc).__name__, exc)
+            return 0.0
         self.poison[_where(failed)] = exc
         log.warning("%s: %s@%s/%s failed (%s: %s); it will be dead-lettered", self.name, failed.topic(),
                     failed.partition(), failed.offset(), type(exc).__name__, exc)

@@ -172,6 +172,8 @@ class Orchestrator(TransactionalProcessor):
     def process(self, batch: list[Message]) -> None:
         for msg in self.records(batch):
             self._one(msg)
+            if self.isolating:  # this batch's state entries failed once: find the record that did it
+                self._log_dirty()
         now = now_ms()
         for project, due in list(self.due.items()):
             if due <= now:
@@ -321,12 +323,16 @@ class Orchestrator(TransactionalProcessor):
         self._schedule(project, state)
         self.dirty[project] = trace_id
 
-    def _write_changes(self, now: int) -> None:
-        """The batch's state entries, and the statuses that are due, into the open transaction."""
+    def _log_dirty(self) -> None:
+        """The state entries of the projects changed since the last call."""
         for project, trace_id in self.dirty.items():
             self._log_changes(project, self.states[project])
             self.stale_status[project] = trace_id
         self.dirty.clear()
+
+    def _write_changes(self, now: int) -> None:
+        """The batch's state entries, and the statuses that are due, into the open transaction."""
+        self._log_dirty()
         live_roles: set[str] | None = None
         asked = False
         for project, trace_id in list(self.stale_status.items()):
