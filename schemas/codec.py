@@ -151,7 +151,10 @@ class ConfluentRegistry:
         # new_client() returns the in-memory MockSchemaRegistryClient for mock:// URLs; the plain
         # constructor would send HTTP requests to "mock://..." and fail.
         factory = getattr(SchemaRegistryClient, "new_client", SchemaRegistryClient)
-        self._client = factory({"url": url})
+        # Few, short retries inside the client (its defaults wait up to 7 s, then 20 s, per call): an
+        # outage is waited out by the processors' own backoff, which is counted and logged.
+        self._client = factory({"url": url, "max.retries": 2, "retries.wait.ms": 100, "retries.max.wait.ms": 1000,
+                                "timeout": 10})
         self.url = url
 
     def register(self, subject: str, schema_json: str) -> int:
