@@ -47,13 +47,29 @@ ProjectId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID)]
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 429, 503)}
 
+async def known_query(request: Request) -> None:
+    """Refuse query parameters the route does not take: a typo (``?projet=``) must not be ignored
+    silently, as the OpenAPI document says none other is accepted."""
+    allowed: set[str] = set()
+    stack = [getattr(request.scope.get("route"), "dependant", None)]
+    while stack:  # the route's parameters and its dependencies'
+        dependant = stack.pop()
+        if dependant is not None:
+            allowed |= {p.alias for p in dependant.query_params}
+            stack.extend(dependant.dependencies)
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        takes = f"it takes {', '.join(sorted(allowed))}" if allowed else "it takes none"
+        raise ApiError(f"unknown query parameter(s) {', '.join(repr(u) for u in unknown)}; {takes}")
+
+
 # Every /v1 route is authenticated by api.auth.AuthMiddleware; each names the permission it needs.
-router = APIRouter(prefix="/v1", responses=ERRORS)
+router = APIRouter(prefix="/v1", responses=ERRORS, dependencies=[Depends(known_query)])
 Reader = Annotated[Principal, Depends(require(Permission.READ))]
 Submitter = Annotated[Principal, Depends(require(Permission.SUBMIT))]
 Operator = Annotated[Principal, Depends(require(Permission.CONTROL))]
 Admin = Annotated[Principal, Depends(require(Permission.ADMIN))]
-health = APIRouter()
+health = APIRouter(dependencies=[Depends(known_query)])
 
 
 def services(request: Request) -> Services:

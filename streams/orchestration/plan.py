@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError
 
 from aios.schemas import limits as L
 from aios.schemas.jsonlimits import JsonTooDeepError, parse_json
@@ -29,6 +29,21 @@ class PlanError(OrchestrationError):
 TaskId = Annotated[str, Field(min_length=1, max_length=L.MAX_ID_CHARS, pattern=L.ID_PATTERN)]
 
 
+def _json_integer(value: object) -> object:
+    """An integer as JSON Schema means it: 3 and 3.0 are, true and "3" are not (pydantic's lax int
+    takes all four, its strict int refuses 3.0)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")  # pydantic reports a ValueError as a validation error
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be an integer")
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+
+
 class PlannedTask(BaseModel):
     # The limits every entry point shares (schemas/limits.py), so the API's schema states them too.
     # Strict numbers and flags: a JSON true is not the priority 1, nor "yes" an approval.
@@ -41,7 +56,7 @@ class PlannedTask(BaseModel):
                              description="What the agent should do (not blank).")
     depends_on: tuple[TaskId, ...] = Field(default=(), max_length=L.MAX_DEPENDENCIES,
                                           description="Ids of tasks that must succeed first.")
-    priority: StrictInt = Field(default=0, ge=L.MIN_PRIORITY, le=L.MAX_PRIORITY,
+    priority: JsonInt = Field(default=0, ge=L.MIN_PRIORITY, le=L.MAX_PRIORITY,
                                 description="Higher runs first among ready tasks.")
     acceptance: str = Field(default="", max_length=L.MAX_ACCEPTANCE_CHARS, description="How to tell the task is done.")
     requires_approval: StrictBool = Field(default=False, description="Wait in awaiting_approval before dispatch.")
