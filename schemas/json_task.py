@@ -68,6 +68,8 @@ def task_from_json(data: bytes | None, *, roles: Sequence[str], source: str, sub
     if role not in roles:
         raise InvalidJsonTaskError(f"unknown role {role!r}; this deployment serves: {', '.join(roles)}")
     priority = obj.get("priority", 0)
+    if isinstance(priority, float) and priority.is_integer():
+        priority = int(priority)  # 3.0 is an integer to JSON Schema, and so to the API
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise InvalidJsonTaskError(f"'priority' must be an integer, got {priority!r}")
     privacy = obj.get("privacy", "normal")

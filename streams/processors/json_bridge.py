@@ -20,7 +20,7 @@ import faust
 from confluent_kafka import Message
 
 from aios.schemas.checks import check_result
-from aios.schemas.errors import RecordTooLargeError, SchemaError
+from aios.schemas.errors import RecordTooLargeError, SchemaError, UndecodableError
 from aios.schemas.json_task import result_to_json, task_from_json
 from aios.schemas.limits import message_size
 from aios.streams.engine.batch import BatchProcessor
@@ -74,14 +74,17 @@ class JsonEgress(BatchProcessor):
         limit = self.rt.codec.max_message_bytes
         for msg in batch:
             try:
-                result = self.rt.codec.decode(msg.value(), expect="TaskResult").value
+                decoded = self.rt.codec.decode(msg.value())
             except SchemaError:
                 # The history sink owns aios.results and dead-letters its garbage; one letter is enough.
                 EVENTS.labels(EGRESS, "undecodable").inc()
                 continue
             raw_key = msg.key()
             key = raw_key.decode(errors="replace") if isinstance(raw_key, bytes) else None
+            result = decoded.value
             try:
+                if not decoded.name.endswith(".TaskResult"):  # it decodes, so the history sink stores it
+                    raise UndecodableError(f"{self.rt.topics.results} carries TaskResults, not {decoded.name}")
                 check_result(result)
                 data = result_to_json(result)
                 if message_size(key, data) > limit:  # JSON escapes can make it several times the Avro

@@ -51,7 +51,6 @@ BATCH_SIZE = 500
 STATUS_INTERVAL_MS = 1000
 SWEEP_INTERVAL_MS = 10_000  # how often finished projects past their retention are archived
 _rng = random.Random()  # noqa: S311 - retry jitter, not security
-_EXPECTED = {"ProjectPlan", "Task", "TaskResult", "Control"}
 
 
 def _final_id(project: str, task_id: str, what: str) -> str:
@@ -103,6 +102,9 @@ class Orchestrator(TransactionalProcessor):
         self.retention_ms = int(s.processing.finished_project_retention_s * 1000)
         self.timeout_ms = int(s.processing.task_timeout_s * 1000)
         self.next_sweep_ms = 0
+        t = rt.topics
+        # What each input topic carries: another record type there is a producer's mistake.
+        self.carries = {t.tasks: "Task", t.projects: "ProjectPlan", t.attempts: "TaskResult", t.control: "Control"}
 
     # --- state: rebuilt per partition from the state log -----------------------------------
 
@@ -196,8 +198,9 @@ class Orchestrator(TransactionalProcessor):
         try:
             decoded = self.rt.codec.decode(msg.value())
             name = decoded.name.rsplit(".", 1)[-1]
-            if name not in _EXPECTED:
-                raise SchemaError(f"the orchestrator does not take {name} events")
+            expected = self.carries.get(str(msg.topic()))
+            if name != expected:
+                raise SchemaError(f"{msg.topic()} carries {expected} events, not {name}")
             check(name, decoded.value)  # before the record touches any state
         except SchemaError as exc:
             self._dead_letter(msg, exc)
