@@ -30,7 +30,7 @@ def build_task(
     which field is wrong and what the limit is)."""
     task = {
         **envelope(),
-        "task_id": task_id or new_id(),
+        "task_id": new_id() if task_id is None else task_id,
         "project_id": project,
         "role": role,
         "description": description,
