@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from aios.schemas.checks import check_plan, check_task
+from aios.schemas.checks import check_control, check_plan, check_task
 from aios.schemas.events import envelope, new_id
 from aios.streams.errors import OrchestrationError
 from aios.streams.kafka import EventProducer, TopicReader
@@ -83,6 +83,7 @@ class TaskClient:
                        "depends_on": list(t.depends_on), "priority": t.priority, "acceptance": t.acceptance,
                        "requires_approval": t.requires_approval, "privacy": t.privacy} for t in plan.tasks],
         }
+        check_plan(event)
         self.producer.send(self.topics.projects, "ProjectPlan", event, key=plan.project)
         self.producer.flush()
         return event
@@ -100,6 +101,7 @@ class TaskClient:
     def control(self, project: str, action: str, task_id: str | None = None, reason: str = "") -> None:
         event = {**envelope(), "project_id": project, "action": action, "task_id": task_id,
                  "reason": reason, "requested_by": "cli"}
+        check_control(event)
         self.producer.send(self.topics.control, "Control", event, key=project)
         self.producer.flush()
 
