@@ -14,6 +14,7 @@ from aios.connectors.errors import StoreQueryError, StoreUnavailableError
 from aios.schemas import limits
 from aios.schemas.codec import Codec
 from aios.schemas.errors import (
+    ConfigError,
     InvalidRecordError,
     RecordTooLargeError,
     RegistryUnavailableError,
@@ -23,6 +24,9 @@ from aios.schemas.jsonlimits import JsonTooDeepError
 from aios.streams.engine.failures import Backoff, Verdict, decide
 from aios.streams.engine.records import dead_letter_event
 from aios.streams.errors import KafkaError
+from aios.streams.kafka import make_codec, producer_config
+from aios.streams.settings import load_settings
+from aios.streams.topics import topic_specs
 
 
 class _Model(BaseModel):
@@ -87,3 +91,13 @@ def test_an_event_over_the_message_size_is_refused_with_its_size() -> None:
            "task_id": None, "tokens": 0}
     with pytest.raises(RecordTooLargeError, match=r"MemoryEvent of \d+ bytes is over the 786432 bytes"):
         codec.encode("MemoryEvent", big)
+
+
+def test_a_message_size_below_what_aios_events_need_is_refused_naming_the_variable() -> None:
+    with pytest.raises(ConfigError, match="AIOS_MAX_MESSAGE_BYTES: Input should be greater than or equal to 786432"):
+        load_settings(max_message_bytes=100_000)
+    s = load_settings(max_message_bytes=2_000_000)
+    # The codec refuses above it; the producers and the topics take it with room for the framing.
+    assert make_codec(s).max_message_bytes == 2_000_000
+    assert producer_config(s)["message.max.bytes"] == 2_000_000 + limits.PRODUCER_HEADROOM_BYTES
+    assert {spec.config["max.message.bytes"] for spec in topic_specs(s)} == {str(2_000_000 + limits.PRODUCER_HEADROOM_BYTES)}
