@@ -75,6 +75,7 @@ class CallRecord:
     fallback_chain: tuple[str, ...]
     replayed: bool = False  # read back from the journal: no LLM was called this time
     redacted: bool = False  # the prompt's PII was masked for a remote model
+    queue_ms: float = 0.0  # how long the router waited for a deployment to have room
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-ready form for the journal."""
@@ -85,7 +86,7 @@ class CallRecord:
             "cached_input_tokens": r.usage.cached_input_tokens, "latency_ms": r.latency_ms,
             "ttft_ms": r.ttft_ms, "offline": r.offline, "deployment": self.deployment,
             "strategy": self.strategy, "cost_usd": self.cost_usd, "fallback_chain": list(self.fallback_chain),
-            "redacted": self.redacted,
+            "redacted": self.redacted, "queue_ms": self.queue_ms,
             "tool_calls": [{"id": c.id, "name": c.name, "arguments": dict(c.arguments)} for c in r.tool_calls],
         }
 
@@ -103,7 +104,7 @@ class CallRecord:
         )
         return cls(int(record["step"]), response, str(record["deployment"]), str(record["strategy"]),
                    float(record["cost_usd"]), tuple(record.get("fallback_chain", ())), replayed=True,
-                   redacted=bool(record.get("redacted", False)))
+                   redacted=bool(record.get("redacted", False)), queue_ms=float(record.get("queue_ms", 0.0)))
 
 
 class Journal(Protocol):
@@ -307,7 +308,8 @@ class _Steps:
                           privacy=t.privacy, sticky_key=t.project_id or None)
             routed: Routed = await self.router.complete(route)
             record = CallRecord(step, routed.response, routed.deployment, routed.strategy.value,
-                                routed.cost_usd, routed.fallback_chain, redacted=routed.redacted)
+                                routed.cost_usd, routed.fallback_chain, redacted=routed.redacted,
+                                queue_ms=routed.queue_ms)
             if self.journal is not None:
                 # Recorded before anything is produced: a crash from here on replays, not re-pays.
                 await self.journal.put(task_key, t.attempt, step, record.to_record())

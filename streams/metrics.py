@@ -33,6 +33,16 @@ ROUTER_DECISIONS = Counter(
 ROUTER_COOLDOWNS = Counter(
     "aios_router_cooldowns_total", "Deployments put in cooldown after a failure.", ["deployment", "reason"]
 )
+ROUTER_QUEUE = Histogram(
+    "aios_router_queue_seconds",
+    "Time an LLM call waited for a deployment to have room (its concurrency, rpm and tpm limits, a 429's "
+    "retry-after) before it started.",
+    ["deployment"],
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+ROUTER_IN_FLIGHT = Gauge("aios_router_in_flight", "LLM calls a deployment is answering.", ["deployment"])
+ROUTER_WAITING = Gauge("aios_router_waiting",
+                       "LLM calls waiting for room, counted at every deployment they may start on.", ["deployment"])
 AGENT_STATUS = Counter("aios_agent_status_total", "AgentStatus events published, by state.", ["state"])
 LLM_REPLAYS = Counter("aios_llm_replays_total", "LLM answers reused from the journal instead of calling again.")
 SINK_RETRIES = Counter("aios_sink_store_retries_total", "History-store writes retried after an outage.")
@@ -59,13 +69,20 @@ LAG_ERRORS = Counter("aios_consumer_lag_errors_total", "Consumer-lag reads the b
 
 
 class RouterMetrics:
-    """The router's observer: its decisions and cooldowns as Prometheus counters."""
+    """The router's observer: its decisions, cooldowns, waits and load in Prometheus."""
 
     def decision(self, strategy: str, deployment: str) -> None:
         ROUTER_DECISIONS.labels(strategy, deployment).inc()
 
     def cooldown(self, deployment: str, reason: str) -> None:
         ROUTER_COOLDOWNS.labels(deployment, reason).inc()
+
+    def queued(self, deployment: str, seconds: float) -> None:
+        ROUTER_QUEUE.labels(deployment).observe(seconds)
+
+    def load(self, deployment: str, in_flight: int, waiting: int) -> None:
+        ROUTER_IN_FLIGHT.labels(deployment).set(in_flight)
+        ROUTER_WAITING.labels(deployment).set(waiting)
 
 
 _served: set[int] = set()

@@ -155,8 +155,8 @@ class LlmSettings(_Group):
         None, validation_alias=_env("llm"),
         description="'provider:model', e.g. openai:gpt-4o-mini or offline:echo. "
         "Unset: openai when an OpenAI key is set, else anthropic when an Anthropic key is, else the labelled "
-        "offline provider. The model must be in agents/llm/models.json (its prices); an unknown one is an error "
-        "at start-up, never $0.")
+        "offline provider. A remote model must be in agents/llm/models.json or in AIOS_LLM_CONFIG's [[models]] "
+        "(its prices); an unknown one is an error at start-up, never $0. local:<any name> is free.")
     openai_api_key: SecretStr | None = Field(
         None, validation_alias=_env("openai_api_key", "OPENAI_API_KEY"), description="Also read as OPENAI_API_KEY.")
     openai_base_url: str | None = Field(
@@ -179,6 +179,26 @@ class LlmSettings(_Group):
     deployments: Annotated[tuple[str, ...], NoDecode] = Field(
         (), validation_alias=_env("llm_deployments"),
         description="Router deployments, comma-separated 'provider:model' specs; unset = the one AIOS_LLM picks.")
+    config_file: Path | None = Field(
+        None, validation_alias=_env("llm_config"),
+        description="A TOML or JSON file of router deployments (provider:model, base URL, the variable holding "
+        "its key, weight, max_concurrent, rpm, tpm) and of models newer than the packaged catalogue, with their "
+        "prices; see docs/agents.md. Its deployments take the place of AIOS_LLM_DEPLOYMENTS (set one of them).")
+    local_context_window: int | None = Field(
+        None, ge=256, validation_alias=_env("local_context_window"),
+        description="Context window of every local:<model>, as its server runs it (Ollama's context length, "
+        "vLLM's --max-model-len, llama.cpp's -c); a model's entry in AIOS_LLM_CONFIG wins. Unset: the packaged "
+        "catalogue's window for the models it lists, 8192 for any other name.")
+    shared_limits: bool = Field(
+        False, validation_alias=_env("llm_shared_limits"),
+        description="Count each deployment's rpm and tpm in Redis, shared by every process with the same "
+        "AIOS_TOPIC_PREFIX and deployment name: agent workers on one provider key keep to its limits together. "
+        "max_concurrent stays per process; if Redis does not answer, each process keeps to its own limits.")
+    max_queue_s: float = Field(
+        120.0, ge=0, validation_alias=_env("llm_max_queue_s"),
+        description="Longest an LLM call waits, in all, for a deployment to have room (its max_concurrent, rpm "
+        "and tpm, a 429's retry-after) before it fails with QueueTimeoutError, which the orchestrator retries; "
+        "0 never waits.")
     pii: Literal["redact", "local-only"] | None = Field(
         None, validation_alias=_env("llm_pii"),
         description="A prompt with detected PII (phone numbers, e-mail addresses, card numbers, API keys): "
@@ -204,6 +224,13 @@ class LlmSettings(_Group):
     @classmethod
     def _split_lists(cls, value: object) -> object:
         return _csv(value)
+
+    @field_validator("config_file")
+    @classmethod
+    def _config_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value} (a .toml or .json file; see docs/agents.md)")
+        return value
 
     @property
     def pii_mode(self) -> Literal["redact", "local-only"]:

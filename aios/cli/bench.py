@@ -140,19 +140,23 @@ def sink_cmd(rows: int, stats_rows: int, batch: int | None, as_json: bool) -> No
 
 
 @bench.command("router")
-@click.option("--decisions", default=20_000, show_default=True, help="Routing decisions timed per strategy.")
+@click.option("--decisions", default=20_000, show_default=True,
+              help="Routing decisions timed per strategy, and limiter admissions.")
 @click.option("--calls", default=300, show_default=True, help="Calls per path against the local server.")
+@click.option("--concurrency", default=100, show_default=True, help="Calls in flight at once in the concurrent run.")
 @click.option("--base-url", default=None, help="An OpenAI-compatible server [default: the wire-format fake].")
 @json_option
-def router_cmd(decisions: int, calls: int, base_url: str | None, as_json: bool) -> None:
-    """Routing decision overhead per strategy (µs), and calls/s: router vs provider vs raw SDK."""
+def router_cmd(decisions: int, calls: int, concurrency: int, base_url: str | None, as_json: bool) -> None:
+    """Routing decision and limiter overhead (µs), and calls/s one at a time and many at once:
+    raw SDK vs provider vs router vs router with limits."""
     from aios.bench.router import bench_router
 
-    if decisions < 100 or calls < 10:
-        raise click.BadParameter("--decisions must be ≥ 100 and --calls ≥ 10")
+    if decisions < 100 or calls < 10 or concurrency < 1:
+        raise click.BadParameter("--decisions must be ≥ 100, --calls ≥ 10 and --concurrency ≥ 1")
     try:
-        with progress("samples", total=5 * decisions + 3 * calls, enabled=not as_json) as bar:
-            doc = bench_router(decisions=decisions, calls=calls, base_url=base_url, tick=bar.advance)
+        with progress("samples", total=6 * decisions + 8 * calls, enabled=not as_json) as bar:
+            doc = bench_router(decisions=decisions, calls=calls, concurrency=concurrency, base_url=base_url,
+                               tick=bar.advance)
     except AiosError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
@@ -162,14 +166,21 @@ def router_cmd(decisions: int, calls: int, base_url: str | None, as_json: bool) 
     table = Table("decision", "p50 µs", "p99 µs", "mean µs")
     for name, f in [*d["strategies"].items(), ("baseline: first in list", d["baseline_first_in_list"])]:
         table.add_row(name, f"{f['p50_us']:.1f}", f"{f['p99_us']:.1f}", f"{f['mean_us']:.1f}")
+    lim = doc["limiter"]
+    for name, label in (("limited", "limiter: admit + release, every limit"),
+                        ("baseline_no_limits", "limiter: admit + release, no limits")):
+        f = lim[name]
+        table.add_row(label, f"{f['p50_us']:.1f}", f"{f['p99_us']:.1f}", f"{f['mean_us']:.1f}")
     console.print(f"{d['deployments']} deployments, {d['prompt_chars']}-character prompt, "
                   f"{d['decisions']} decisions per strategy")
     console.print(table)
     c = doc["calls"]
-    calls_table = Table("path", "calls/s", "p50 µs", "p99 µs")
-    for name in ("raw_sdk", "provider", "router"):
-        calls_table.add_row(name, f"{c[name]['calls_per_s']:.0f}", f"{c[name]['p50_us']:.0f}",
-                            f"{c[name]['p99_us']:.0f}")
+    calls_table = Table("path", "calls/s (1 at a time)", "p50 µs", "p99 µs",
+                        f"calls/s ({c['concurrency']} at once)", "p50 µs", "p99 µs")
+    for name in ("raw_sdk", "provider", "router", "router_limited"):
+        one, many = c["sequential"][name], c["concurrent"][name]
+        calls_table.add_row(name, f"{one['calls_per_s']:.0f}", f"{one['p50_us']:.0f}", f"{one['p99_us']:.0f}",
+                            f"{many['calls_per_s']:.0f}", f"{many['p50_us']:.0f}", f"{many['p99_us']:.0f}")
     console.print(calls_table)
 
 

@@ -191,6 +191,11 @@ def _v5_llm_call_redacted() -> tuple[str, ...]:
     return (f"ALTER TABLE {DATABASE}.llm_calls ADD COLUMN IF NOT EXISTS redacted Bool AFTER fallback_chain",)
 
 
+def _v6_llm_call_queue_ms() -> tuple[str, ...]:
+    # LlmCall.queue_ms: how long the call waited for a deployment's limits before it started.
+    return (f"ALTER TABLE {DATABASE}.llm_calls ADD COLUMN IF NOT EXISTS queue_ms Float64 AFTER redacted",)
+
+
 def migrations(ttl_days: int) -> list[Migration]:
     """Every migration, in order; ``ttl_days`` is the retention written into new tables."""
     if ttl_days < 1:
@@ -202,6 +207,7 @@ def migrations(ttl_days: int) -> list[Migration]:
         Migration(4, "every field in its typed table; events.payload for untyped events only",
                   _v4_every_field_typed()),
         Migration(5, "llm_calls.redacted", _v5_llm_call_redacted()),
+        Migration(6, "llm_calls.queue_ms", _v6_llm_call_queue_ms()),
     ]
 
 

@@ -114,6 +114,7 @@ def llm_call_event(a: dict[str, Any], call: CallRecord, outcome: AgentOutcome, a
         "error": None if outcome.ok or not last else outcome.error,
         "fallback_chain": list(call.fallback_chain),
         "redacted": call.redacted,
+        "queue_ms": call.queue_ms,
     }
 
 

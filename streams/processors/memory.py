@@ -21,7 +21,7 @@ import faust
 from confluent_kafka import Message
 
 from aios.agents.llm.base import ChatRequest, ChatResponse
-from aios.agents.llm.catalogue import cost_usd, load_catalogue
+from aios.agents.llm.catalogue import Catalogue, cost_usd, load_catalogue
 from aios.agents.memory import EXTRACTIVE_SOURCE, Complete, Summary, fold_summary
 from aios.connectors.context.windows import Turn
 from aios.connectors.vector.base import MemoryItem
@@ -78,17 +78,20 @@ def summary_speaker(summary: Summary) -> str:
     return SUMMARY_SPEAKER if summary.source == EXTRACTIVE_SOURCE else f"{SUMMARY_SPEAKER}:{summary.source}"
 
 
-def summary_call_event(event: dict[str, Any], summary: Summary, agent_id: str) -> dict[str, Any] | None:
-    """The LlmCall that produced ``event``'s summary (None for an extractive one), for cost accounting."""
+def summary_call_event(event: dict[str, Any], summary: Summary, agent_id: str,
+                       catalogue: Catalogue | None = None) -> dict[str, Any] | None:
+    """The LlmCall that produced ``event``'s summary (None for an extractive one), for cost accounting;
+    priced from ``catalogue`` (the runtime's, with the models of AIOS_LLM_CONFIG)."""
     resp = summary.response
     if resp is None:
         return None
+    catalogue = catalogue or load_catalogue()
     return {
         **envelope(event["trace_id"]), "call_id": new_id(), "task_id": None, "project_id": event["project_id"],
         "agent_id": agent_id, "attempt": 1, "step": 0, "provider": resp.provider, "model": resp.model,
         "strategy": "memory-summary", "input_tokens": resp.usage.input_tokens,
         "output_tokens": resp.usage.output_tokens,
-        "cost_usd": cost_usd(load_catalogue().get(resp.provider, resp.model), resp.usage),
+        "cost_usd": cost_usd(catalogue.get(resp.provider, resp.model), resp.usage),
         "latency_ms": resp.latency_ms, "ttft_ms": resp.ttft_ms, "outcome": "ok", "error": None,
     }
 
@@ -179,7 +182,7 @@ class MemoryProcessor(BatchProcessor):
                 "content": summary.text, "task_id": None, "tokens": tokens.count(summary.text),
             }
             events.append(event)
-            call = summary_call_event(event, summary, self.rt.agent_id)
+            call = summary_call_event(event, summary, self.rt.agent_id, self.rt.catalogue)
             if call is not None:
                 calls.append(call)
         for call in calls:

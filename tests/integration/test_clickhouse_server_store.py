@@ -45,9 +45,9 @@ def test_migrations_apply_over_http_once(clickhouse_server: ClickHouseServer, st
     out = CliRunner().invoke(cli, ["db", "migrate", "--json"], env=cli_env(clickhouse_server))
     assert out.exit_code == 0, out.output
     assert json.loads(out.output.strip().splitlines()[-1]) == {
-        "engine": "clickhouse-server", "applied": [], "already_applied": [1, 2, 3, 4, 5]}
+        "engine": "clickhouse-server", "applied": [], "already_applied": [1, 2, 3, 4, 5, 6]}
     versions = store.query("SELECT version FROM aios.aios_schema_migrations FINAL ORDER BY version")
-    assert [int(r["version"]) for r in versions] == [1, 2, 3, 4, 5]
+    assert [int(r["version"]) for r in versions] == [1, 2, 3, 4, 5, 6]
     assert {"aios.v1.Task", "aios.v1.TaskResult", "aios.v1.LlmCall"} <= set(store.ingest)
     engine = store.query(f"SELECT engine FROM system.tables WHERE database = 'aios' "  # noqa: S608
                          f"AND name = '{store.ingest['aios.v1.Task'].table}'")
