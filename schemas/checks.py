@@ -193,7 +193,7 @@ def check_assignment(v: Mapping[str, Any]) -> None:
         p.add("context", f"{len(context)} entries; at most {L.MAX_DEPENDENCIES}")
     elif any(not L.is_id(k) for k in context):
         p.add("context", "keys must be the ids of the task's dependencies")
-    elif sum(L.utf8_len(x) for x in context.values()) > L.MAX_CONTEXT_BYTES + L.MAX_DEPENDENCIES * 200:
+    elif sum(L.utf8_len(x) for x in context.values()) > L.MAX_CONTEXT_BYTES + len(context) * L.MAX_EXCERPT_NOTE_BYTES:
         p.add("context", f"more than {L.MAX_CONTEXT_BYTES} bytes of dependency outputs")
     p.raise_if_any("Assignment")
 

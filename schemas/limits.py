@@ -58,6 +58,9 @@ MAX_STRATEGY_CHARS = 64
 # them within MAX_CONTEXT_BYTES however many dependencies a task has.
 DEPENDENCY_EXCERPT_BYTES = 8_000
 MAX_CONTEXT_BYTES = 256 * 1024
+# An excerpt's closing note (how much was cut, the reference) is not squeezed below its own length,
+# so a task with many dependencies may carry this much more per dependency.
+MAX_EXCERPT_NOTE_BYTES = 200
 STATUS_MAX_TASKS = 200  # tasks listed in a ProjectStatus, unfinished first
 STATUS_MAX_PATH = 1_000  # ids of the critical path in a ProjectStatus (the rest is counted in a note)
 
@@ -72,6 +75,7 @@ PRODUCER_HEADROOM_BYTES = 64 * 1024
 # A dead letter keeps at most this much of the original record (and says so when it cut it), so
 # the letter of a record at the size limit still fits.
 MAX_DEAD_LETTER_PAYLOAD_BYTES = 640 * 1024
+MAX_DEAD_LETTER_KEY_BYTES = 10 * 1024
 MAX_DEAD_LETTER_ERRORS = 20
 # Every event above is bounded by these limits to well under this; AIOS_MAX_MESSAGE_BYTES may not
 # be set lower.

@@ -55,8 +55,7 @@ def verdict_for(processor: str, exc: BaseException) -> Verdict:
     """:func:`decide`, counted in ``aios_record_failures_total`` and logged."""
     verdict = decide(exc)
     RECORD_FAILURES.labels(processor, verdict.value, type(exc).__name__).inc()
-    if verdict is Verdict.DEAD_LETTER and not isinstance(exc, AioKafkaError | KafkaException):
-        log.debug("%s: record failed (%s: %s)", processor, type(exc).__name__, exc)
+    log.debug("%s: a record failed (%s: %s): %s", processor, type(exc).__name__, exc, verdict.value)
     return verdict
 
 

@@ -85,7 +85,7 @@ def dead_letter_event(
         "source_topic": topic,
         "source_partition": partition,
         "source_offset": offset,
-        "key": raw_key[:limits.MAX_DEAD_LETTER_PAYLOAD_BYTES // 64] if raw_key is not None else None,
+        "key": raw_key[:limits.MAX_DEAD_LETTER_KEY_BYTES] if raw_key is not None else None,
         "payload": data,
         "processor": processor,
         "error_type": type(exc).__name__,
