@@ -106,6 +106,8 @@ class ResultOut(BaseModel):
     latency_ms: float
     timestamp: datetime
     submitted_at: datetime
+    sealed: bool = Field(False, description="The output is a restricted task's, sealed with a key this API does "
+                         "not hold (AIOS_ENCRYPTION_KEY): it is shown as stored, not as text.")
 
 
 class TaskOut(BaseModel):
@@ -117,6 +119,8 @@ class TaskOut(BaseModel):
     attempts: int
     reason: str
     result: ResultOut | None
+    sealed: bool = Field(False, description="The description or output is sealed with a key this API does not "
+                         "hold (AIOS_ENCRYPTION_KEY).")
 
 
 class TaskEntryOut(BaseModel):

@@ -23,6 +23,7 @@ from aios.connectors.context.ratelimit import TokenBuckets
 from aios.connectors.history import HistoryStore, open_store
 from aios.schemas.events import envelope
 from aios.schemas.limits import MAX_NAME_CHARS, cut
+from aios.streams.sealing import Sealer
 from aios.streams.settings import Settings
 from aios.streams.topics import Topics
 
@@ -43,7 +44,8 @@ class Services:
         # chdb sessions are not safe to use from several threads at once.
         self._store_lock = threading.Lock()
         self.producer: AsyncProducer | None = None
-        self.view = LiveView(settings)
+        self.sealer = Sealer.from_settings(settings)  # restricted content: sealed on submit, opened to read
+        self.view = LiveView(settings, sealer=self.sealer)
         self.hub = Hub(self.view)
         # A bounded pool that makes a request wait for a free connection, instead of failing once
         # every connection is busy (the default pool raises MaxConnectionsError under load).

@@ -30,6 +30,25 @@ class InvalidJsonTaskError(SchemaError):
     """A JSON task record that cannot become a Task; the message says what to fix."""
 
 
+class SubmitterNotAllowedError(InvalidJsonTaskError):
+    """The record's submitter may not create tasks in its project (AIOS_INGRESS_SUBMITTERS)."""
+
+
+def check_submitter(task: Mapping[str, Any], allowed: Mapping[str, Sequence[str]] | None) -> None:
+    """Refuse a task whose ``submitted_by`` may not create tasks in its project; ``allowed`` maps each
+    submitter to its projects (``*``: any). None allows everyone."""
+    if allowed is None:
+        return
+    who, project = task["submitted_by"], task["project_id"]
+    projects = allowed.get(who)
+    if projects is None:
+        raise SubmitterNotAllowedError(f"submitter {who!r} may not create tasks here: AIOS_INGRESS_SUBMITTERS "
+                                       f"names {', '.join(sorted(allowed)) or 'no submitter'}")
+    if "*" not in projects and project not in projects:
+        raise SubmitterNotAllowedError(f"submitter {who!r} may not create tasks in project {project!r} "
+                                       f"(AIOS_INGRESS_SUBMITTERS allows it {', '.join(projects)})")
+
+
 def _text(obj: Mapping[str, Any], key: str, default: str) -> str:
     value = obj.get(key, default)
     if not isinstance(value, str) or not not_blank(value):  # blank as every entry point means it

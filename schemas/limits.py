@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 import re
 
+from aios.schemas.sealed import is_sealed, plaintext_bytes
+
 # --- identifiers ----------------------------------------------------------------------------
 MAX_ID_CHARS = 128
 # Task, project and scope ids: no '/', no spaces, no control characters. Ids become Kafka keys,
@@ -21,7 +23,8 @@ MAX_ID_CHARS = 128
 ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
 ROLE_PATTERN = r"^[a-z][a-z0-9_-]{0,39}$"
 MAX_EVENT_ID_CHARS = 128  # event_id and trace_id: printable ASCII
-MAX_MEMORY_ID_CHARS = 512  # memory ids join a scope, its id and a sequence: printable ASCII
+# Memory ids join a kind, quoted project and task ids (a ':' quotes to 3 characters) and a number.
+MAX_MEMORY_ID_CHARS = 1_024
 MAX_NAME_CHARS = 200  # submitted_by, requested_by, agent ids, speakers, providers, models
 MAX_PRIVACY_CHARS = 32  # anything but "normal" is restricted (fail closed), but bounded
 
@@ -111,6 +114,20 @@ def not_blank(value: str) -> bool:
     return _NOT_BLANK.search(value) is not None
 
 
+def within_chars(value: str, max_chars: int) -> bool:
+    """Whether ``value`` is within ``max_chars``. A sealed value (a restricted field encrypted with
+    AIOS_ENCRYPTION_KEY, schemas/sealed.py) is longer than its text: its limit is the text's, at
+    most four UTF-8 bytes per character, read from the ciphertext's size without the key."""
+    sealed = plaintext_bytes(value)
+    return len(value) <= max_chars if sealed is None else sealed <= 4 * max_chars
+
+
+def within_bytes(value: str, max_bytes: int) -> bool:
+    """Whether ``value`` is within ``max_bytes`` of UTF-8; a sealed value's text, as above."""
+    sealed = plaintext_bytes(value)
+    return utf8_len(value) <= max_bytes if sealed is None else sealed <= max_bytes
+
+
 def utf8_len(value: str) -> int:
     """The UTF-8 size of ``value`` (a lone surrogate counts as three bytes; it cannot be encoded)."""
     return len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
@@ -155,7 +172,8 @@ def excerpt(output: str, max_bytes: int, ref: str) -> str:
     if utf8_len(output) <= max_bytes:
         return output
     tail_len = utf8_len(f"\n… [{len(output)} characters cut; the whole output: {ref or '(none)'}]")
-    kept = cut_utf8(output, max(max_bytes - tail_len, 0))
+    # A sealed output cannot be cut (it would not open): it is carried whole or not at all.
+    kept = "" if is_sealed(output) else cut_utf8(output, max(max_bytes - tail_len, 0))
     return f"{kept}\n… [{len(output) - len(kept)} characters cut; the whole output: {ref or '(none)'}]"
 
 

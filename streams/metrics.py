@@ -65,6 +65,12 @@ TASK_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
 LAG_ERRORS = Counter("aios_consumer_lag_errors_total", "Consumer-lag reads the broker did not answer in time.")
+SEALED = Counter("aios_sealed_fields_total", "Restricted fields sealed, opened, or found unreadable (no key).",
+                 ["operation"])
+RESTRICTED_KEPT_LOCAL = Counter(
+    "aios_restricted_kept_local_total",
+    "Times restricted content was kept from a remote model or embedder: left out of a prompt, recall or index, "
+    "or summarised locally.", ["processor", "what"])
 
 
 

@@ -26,11 +26,13 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from aios.schemas.errors import ConfigError
 from aios.schemas.limits import DEFAULT_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES
+from aios.schemas.sealed import KeyRing
 
 _TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
@@ -142,10 +144,29 @@ class StoreSettings(_Group):
         None, description="Qdrant server for vector memory; unset = qdrant-client local mode under data_dir.")
     history_ttl_days: int = Field(
         90, ge=1, le=36500, description="Days ClickHouse keeps history rows and rollups (table TTL).")
+    encryption_key: SecretStr | None = Field(
+        None, description="Key ring for restricted tasks' content at rest: 'id:base64key[,id2:base64key…]' "
+        "(16, 24 or 32-byte AES-GCM keys; `aios keys new-encryption-key` makes one). The first key seals the "
+        "descriptions, outputs and memory of restricted tasks before they reach Kafka, Redis, Qdrant and "
+        "ClickHouse; every key opens. Rotate by putting a new key first. Unset: stored as plain text.")
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _check_key_ring(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                KeyRing.parse(value.get_secret_value())
+            except ConfigError as exc:
+                raise ValueError(str(exc).removeprefix("AIOS_ENCRYPTION_KEY: ")) from None
+        return value
 
     @property
     def redis_port(self) -> int:
         return urlparse(self.redis_url).port or 6379
+
+    def key_ring(self) -> KeyRing | None:
+        """The parsed AIOS_ENCRYPTION_KEY (None when unset)."""
+        return None if self.encryption_key is None else KeyRing.parse(self.encryption_key.get_secret_value())
 
 
 class LlmSettings(_Group):
@@ -357,6 +378,20 @@ class ProcessingSettings(_Group):
     # rows/s against ~60k at 10,000 (docs/benchmarks.md), for ~25 MB of events held per batch.
     sink_batch_size: int = Field(50000, ge=1, description="Events the history sink stores per batch at most.")
     sink_flush_s: float = Field(0.5, gt=0, description="How long the history sink waits to fill a batch.")
+    ingress_submitters: dict[str, tuple[str, ...]] | None = Field(
+        None, description="Who may create tasks in which projects through the JSON ingress (JSON, e.g. "
+        "{\"crm-connector\": [\"sales\"], \"ops\": [\"*\"]}): a record's submitted_by (\"json\" when it has "
+        "none) must be named, with the record's project or '*'; other records go to the DLQ with the reason. "
+        "submitted_by is what the producer says: Kafka ACLs on the ingress topic decide who may produce "
+        "(docs/api.md). Unset: any submitter, any project.")
+
+    @field_validator("ingress_submitters")
+    @classmethod
+    def _check_submitters(cls, value: dict[str, tuple[str, ...]] | None) -> dict[str, tuple[str, ...]] | None:
+        for who, projects in (value or {}).items():
+            if not who.strip() or not projects or not all(p.strip() for p in projects):
+                raise ValueError(f"submitter {who!r}: name at least one project (or '*') for each submitter")
+        return value
 
     @field_validator("roles", mode="before")
     @classmethod
@@ -403,11 +438,34 @@ class ApiSettings(_Group):
     jwt_role_claim: str = Field("aios_role", description="Claim holding the token's AIOS role.")
     jwt_projects_claim: str = Field("aios_projects", description="Claim listing the token's projects ('*': all).")
     ws_queue: int = Field(1000, ge=1, description="Events a WebSocket client may lag behind before it is closed.")
+    ws_per_key: int = Field(
+        8, ge=1, le=10_000, description="WebSocket connections one API key or token subject may hold at once; "
+        "the next is closed with code 4429.")
+    ws_recheck_s: float = Field(
+        10.0, gt=0, le=3600, description="How often an open WebSocket's API key is checked again: a revoked key's "
+        "connections close within this long (a token's close when it expires).")
+    view_tasks_per_project: int = Field(
+        10_000, ge=1, description="Tasks the live view remembers per project (the oldest of that project go "
+        "first), so no project can push another's tasks out.")
+    view_tasks: int = Field(
+        200_000, ge=1, description="Tasks the live view remembers in all; over it, the project holding the most "
+        "loses its oldest.")
 
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         return _csv(value)
+
+    @model_validator(mode="after")
+    def _jwt_needs_issuer_and_audience(self) -> ApiSettings:
+        # A token from any issuer, or minted for another service of the same identity provider,
+        # would otherwise be accepted: refuse to run half-configured.
+        if self.jwks_url and not (self.jwt_issuer and self.jwt_audience):
+            missing = [n for n, v in (("AIOS_API_JWT_ISSUER", self.jwt_issuer),
+                                      ("AIOS_API_JWT_AUDIENCE", self.jwt_audience)) if not v]
+            raise ValueError(f"AIOS_API_JWKS_URL is set, so JWTs are accepted: set {' and '.join(missing)} too "
+                             "(the issuer and the audience your identity provider puts in tokens for AIOS)")
+        return self
 
 
 class ObservabilitySettings(_Group):

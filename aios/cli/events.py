@@ -56,6 +56,7 @@ def submit(text: str | None, plan_file: Any, goal: str | None, role: str, projec
         if wait:
             delivered = client.wait([task["task_id"]], timeout)[task["task_id"]]
             doc["result"] = event_doc(delivered.result)
+            doc["sealed"] = delivered.sealed  # the output stays sealed: this process lacks its key
     except AiosError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
@@ -67,7 +68,7 @@ def submit(text: str | None, plan_file: Any, goal: str | None, role: str, projec
     if wait:
         r = doc["result"]
         console.print(f"[bold]{r['status']}[/bold] by {r['agent_id']} ({r['provider']}:{r['model']})")
-        console.print(r["output"] or r["error"] or "")
+        console.print((delivered.output if r["output"] else "") or r["error"] or "", markup=False)
 
 
 def _submit_plan(settings: Any, text: str, wait: bool, timeout: float, as_json: bool) -> None:

@@ -196,6 +196,12 @@ def _v6_llm_call_queue_ms() -> tuple[str, ...]:
     return (f"ALTER TABLE {DATABASE}.llm_calls ADD COLUMN IF NOT EXISTS queue_ms Float64 AFTER redacted",)
 
 
+def _v7_memory_privacy() -> tuple[str, ...]:
+    # MemoryEvent.privacy: restricted memory (its content sealed when AIOS_ENCRYPTION_KEY is set).
+    # No DEFAULT expression: the ingest plan fills only plain columns (rows from before read '').
+    return (f"ALTER TABLE {DATABASE}.memory ADD COLUMN IF NOT EXISTS privacy LowCardinality(String) AFTER tokens",)
+
+
 def migrations(ttl_days: int) -> list[Migration]:
     """Every migration, in order; ``ttl_days`` is the retention written into new tables."""
     if ttl_days < 1:
@@ -208,6 +214,7 @@ def migrations(ttl_days: int) -> list[Migration]:
                   _v4_every_field_typed()),
         Migration(5, "llm_calls.redacted", _v5_llm_call_redacted()),
         Migration(6, "llm_calls.queue_ms", _v6_llm_call_queue_ms()),
+        Migration(7, "memory.privacy", _v7_memory_privacy()),
     ]
 
 

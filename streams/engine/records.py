@@ -109,20 +109,20 @@ def decode_or_error(rt: Runtime, data: Any, expect: str) -> dict[str, Any] | Sch
 
 
 async def guarded(app: faust.App, rt: Runtime, message: Any, processor: str,
-                  work: Callable[[], Awaitable[None]]) -> bool:
+                  work: Callable[[], Awaitable[None]]) -> Exception | None:
     """Run ``work`` for one faust message, as ``failures.decide`` says: a failure that is the
-    record's fault dead-letters it (False); an unreachable server is waited out and ``work`` runs
-    again; anything else is raised. True once ``work`` has succeeded."""
+    record's fault dead-letters it (and is returned); an unreachable server is waited out and
+    ``work`` runs again; anything else is raised. None once ``work`` has succeeded."""
     backoff = Backoff()
     while True:
         try:
             await work()
-            return True
+            return None
         except Exception as exc:
             verdict = verdict_for(processor, exc)
             if verdict is Verdict.FATAL:
                 raise
             if verdict is Verdict.DEAD_LETTER:
                 await dead_letter(app, rt, message, processor, exc)
-                return False
+                return exc
             await backoff.wait(processor, exc)

@@ -21,6 +21,7 @@ from aios.connectors.history import HistoryStore, open_store
 from aios.schemas.codec import Codec
 from aios.schemas.errors import ConfigError
 from aios.streams.kafka import make_codec
+from aios.streams.sealing import Sealer
 from aios.streams.settings import Settings
 from aios.streams.topics import Topics
 
@@ -116,6 +117,11 @@ class Runtime:
     @cached_property
     def context(self) -> RedisContext:
         return open_context(self.settings)
+
+    @cached_property
+    def sealer(self) -> Sealer:
+        """Seals and opens restricted content with AIOS_ENCRYPTION_KEY (a no-op without it)."""
+        return Sealer.from_settings(self.settings)
 
     @cached_property
     def tokens(self) -> TokenCounter:

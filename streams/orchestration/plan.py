@@ -11,7 +11,15 @@ import json
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+)
 
 from aios.schemas import limits as L
 from aios.schemas.jsonlimits import JsonTooDeepError, parse_json
@@ -44,6 +52,19 @@ def _json_integer(value: object) -> object:
 JsonInt = Annotated[int, BeforeValidator(_json_integer)]
 
 
+def _description_within_limit(value: str) -> str:
+    # A restricted task's description may arrive sealed (AIOS_ENCRYPTION_KEY), longer than its
+    # text; its limit is then the text's (schemas/limits.py: within_chars).
+    if not L.within_chars(value, L.MAX_DESCRIPTION_CHARS):
+        raise ValueError(f"the description is longer than {L.MAX_DESCRIPTION_CHARS} characters")
+    return value
+
+
+Description = Annotated[str, Field(min_length=1, pattern=L.NOT_BLANK_PATTERN, description="What the agent should do "
+                                   "(not blank).", json_schema_extra={"maxLength": L.MAX_DESCRIPTION_CHARS}),
+                        AfterValidator(_description_within_limit)]
+
+
 class PlannedTask(BaseModel):
     # The limits every entry point shares (schemas/limits.py), so the API's schema states them too.
     # Strict numbers and flags: a JSON true is not the priority 1, nor "yes" an approval.
@@ -52,8 +73,7 @@ class PlannedTask(BaseModel):
     id: str = Field(min_length=1, max_length=L.MAX_ID_CHARS, pattern=L.ID_PATTERN,
                     description="Unique within the plan; other tasks name it in depends_on.")
     role: str = Field(pattern=L.ROLE_PATTERN, description="The agent role that does the task.")
-    description: str = Field(min_length=1, max_length=L.MAX_DESCRIPTION_CHARS, pattern=L.NOT_BLANK_PATTERN,
-                             description="What the agent should do (not blank).")
+    description: Description
     depends_on: tuple[TaskId, ...] = Field(default=(), max_length=L.MAX_DEPENDENCIES,
                                           description="Ids of tasks that must succeed first.")
     priority: JsonInt = Field(default=0, ge=L.MIN_PRIORITY, le=L.MAX_PRIORITY,

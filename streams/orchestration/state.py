@@ -286,9 +286,15 @@ class ProjectState:
         self.dag.release_due(now_ms)
         if self.cancelled or self.budget_spent:
             return []
+        taken = self.dag.take(limits, now_ms)
+        for n in taken:
+            # A task reading a restricted task's output carries that output in its prompt: it is
+            # restricted too (local models only), and so, in turn, is whatever reads its own output.
+            if n.privacy != "restricted" and any(self.dag.nodes[d].privacy == "restricted" for d in n.depends_on):
+                n.privacy = "restricted"
         return [Dispatch(n.id, n.role, n.description, n.attempts, n.priority, self.dag.dependency_outputs(n.id),
                          n.privacy)
-                for n in self.dag.take(limits, now_ms)]
+                for n in taken]
 
     def next_retry_ms(self) -> int | None:
         return self.dag.next_retry_ms()

@@ -10,7 +10,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -18,15 +18,23 @@ from typing import TYPE_CHECKING, Any
 import faust
 
 from aios.agents.runner import AgentOutcome, AgentTask, CallRecord, TokenBudget, call_id, run_task
-from aios.agents.tools import Search, read_only_tools
-from aios.connectors.context.tokens import TokenCounter
-from aios.connectors.errors import StoreUnavailableError
+from aios.agents.tools import read_only_tools
 from aios.schemas.errors import SchemaError
 from aios.schemas.events import envelope
-from aios.streams.engine.records import dead_letter, decode_or_error, guarded, log, raw_topic, send
+from aios.schemas.sealed import SealedFieldError, is_sealed
+from aios.streams.engine.records import dead_letter, decode_or_error, guarded, raw_topic, send
 from aios.streams.engine.runtime import Runtime
 from aios.streams.metrics import EVENTS, LLM_COST, LLM_REPLAYS, LLM_TOKENS, PROCESSING, TASK_SECONDS, TASKS
 from aios.streams.processors import agent_status
+from aios.streams.processors.agent_privacy import (
+    journal_for,
+    memory_event,
+    memory_search,
+    open_assignment,
+    read_memory,
+    recall,
+    seal_outputs,
+)
 from aios.streams.readmodels.outputs import output_fetcher
 
 if TYPE_CHECKING:
@@ -61,24 +69,6 @@ def result_event(a: dict[str, Any], outcome: AgentOutcome, agent_id: str, latenc
         "latency_ms": latency_ms,
         "submitted_at": a["submitted_at"],
         "recall": recall or [],
-    }
-
-
-def memory_event(a: dict[str, Any], outcome: AgentOutcome, agent_id: str, tokens: TokenCounter) -> dict[str, Any]:
-    turn = f"[{a['role']}] task {a['task_id']}: {a['description']}\n=> {outcome.output or outcome.error}"
-    return {
-        **envelope(a["trace_id"]),
-        # Derived from the attempt, so a redelivered assignment re-emits the same memory id
-        # and the memory processor appends the turn only once.
-        "memory_id": f"{a['task_id']}:{a['attempt']}:turn",
-        "scope": "project",
-        "scope_id": a["project_id"],
-        "project_id": a["project_id"],
-        "kind": "turn",
-        "speaker": agent_id,
-        "content": turn,
-        "task_id": a["task_id"],
-        "tokens": tokens.count(turn),
     }
 
 
@@ -135,60 +125,22 @@ def tool_messages(a: dict[str, Any], outcome: AgentOutcome, agent_id: str) -> li
     return messages
 
 
-def memory_search(rt: Runtime, a: dict[str, Any]) -> Search:
-    """The search_memory tool's backend: vector recall when it is on, else the words of the
-    project's rolling context window."""
-    async def search(query: str, top_k: int) -> Sequence[str]:
-        s = rt.settings
-        if s.memory.vector_memory:
-            vm = await rt.vector_memory()
-            try:
-                hits: list[Recall] = await rt.in_vector_thread(
-                    vm.search, query, top_k, project=a["project_id"], score_threshold=s.memory.recall_threshold)
-            except StoreUnavailableError as exc:
-                log.warning("agents: search_memory found nothing: %s", exc)  # as recall: not fatal
-                return []
-            return [h.text for h in hits]
-        words = {w for w in query.lower().split() if len(w) > 2}
-        turns = [t["content"] for t in (await rt.context.read("project", a["project_id"])).turns]
-        scored = sorted(((sum(w in t.lower() for w in words), -i, t) for i, t in enumerate(turns)), reverse=True)
-        return [t for score, _, t in scored[:top_k] if score > 0]
-
-    return search
-
-
 def budget(rt: Runtime, role: str) -> TokenBudget:
     """The role's prompt budget, counted with the runtime's tokenizer."""
     return TokenBudget(rt.settings.memory.prompt_budget_for(role), rt.tokens.count, rt.tokens.truncate)
 
 
-async def recall(rt: Runtime, a: dict[str, Any]) -> list[Recall]:
-    """Top-k memories of the assignment's project most similar to its description (vector memory on)."""
-    s = rt.settings
-    if not s.memory.vector_memory:
-        return []
-    vm = await rt.vector_memory()
-    try:
-        hits: list[Recall] = await rt.in_vector_thread(
-            vm.search, a["description"], s.memory.recall_top_k, project=a["project_id"], score_threshold=s.memory.recall_threshold)
-    except StoreUnavailableError as exc:
-        # Recall improves a prompt; a Qdrant outage must not fail the task.
-        log.warning("agents: recall skipped: %s", exc)
-        return []
-    return hits
-
-
-_attempt_locks: dict[tuple[str, int], tuple[asyncio.Lock, list[int]]] = {}
+_attempt_locks: dict[tuple[str, str, int], tuple[asyncio.Lock, list[int]]] = {}
 
 
 @asynccontextmanager
-async def one_at_a_time(task_id: str, attempt: int) -> AsyncIterator[None]:
-    """Serialise deliveries of one (task, attempt) within this worker.
+async def one_at_a_time(project: str, task_id: str, attempt: int) -> AsyncIterator[None]:
+    """Serialise deliveries of one (project, task, attempt) within this worker.
 
     With several assignments in flight, a duplicate could otherwise call the LLM before the first
     delivery has journaled its answer; one after the other, the second replays the first.
     """
-    key = (task_id, attempt)
+    key = (project, task_id, attempt)
     lock, users = _attempt_locks.setdefault(key, (asyncio.Lock(), [0]))
     users[0] += 1  # the entry lives while anyone holds or waits for the lock
     try:
@@ -217,7 +169,8 @@ def _make_handler(app: faust.App, rt: Runtime, role: str, lifecycle: Lifecycle) 
                 # Decided in failures: Redis down is waited out and the assignment run again (the
                 # journal answers calls already made); a failure of the assignment's own making is
                 # dead-lettered; a broken Kafka client crashes this actor and faust restarts it.
-                if not await guarded(app, rt, event.message, f"{NAME}:{role}", partial(_handle, app, rt, a, started)):
+                handled = partial(_handle, app, rt, a, started)
+                if await guarded(app, rt, event.message, f"{NAME}:{role}", handled) is not None:
                     EVENTS.labels(NAME, "dead_letter").inc()
                     TASKS.labels(role, "dead_letter").inc()
             finally:
@@ -228,29 +181,39 @@ def _make_handler(app: faust.App, rt: Runtime, role: str, lifecycle: Lifecycle) 
 
 async def _handle(app: faust.App, rt: Runtime, a: dict[str, Any], started: float) -> None:
     """One assignment: read context, run the task, emit the attempt, the turn and the LLM calls."""
-    window = await rt.context.read("project", a["project_id"])
-    recalled = await recall(rt, a)
-    task = AgentTask(
-        task_id=a["task_id"], project_id=a["project_id"], role=a["role"],
-        description=a["description"], attempt=a["attempt"], context=a["context"],
-        history=[t["content"] for t in window.turns],
-        summary=window.summary["content"] if window.summary else "",
-        recall=[r.text for r in recalled], privacy=a.get("privacy") or "normal",
-        strategy=a.get("strategy"),
-    )
-    async with one_at_a_time(task.task_id, task.attempt):
-        outcome = await run_task(rt.router, task, budget(rt, a["role"]), journal=rt.journal,
-                                 tools=TOOLS if rt.settings.llm.agent_tools else None, search=memory_search(rt, a),
-                                 fetch=output_fetcher(rt.settings, rt.codec, a["project_id"]))
+    recalled: list[Recall] = []
+    try:
+        a = open_assignment(rt.sealer, a)
+    except SealedFieldError as exc:  # no key here: the attempt fails and says which key it needs
+        outcome = AgentOutcome(False, "", error=f"this worker cannot open the task: {exc}",
+                               error_type=type(exc).__name__)
+    else:
+        history, summary = await read_memory(rt, rt.sealer, a)
+        recalled = await recall(rt, rt.sealer, a)
+        task = AgentTask(
+            task_id=a["task_id"], project_id=a["project_id"], role=a["role"],
+            description=a["description"], attempt=a["attempt"], context=a["context"],
+            history=history, summary=summary,
+            recall=[r.text for r in recalled], privacy=a.get("privacy") or "normal",
+            strategy=a.get("strategy"),
+        )
+        async with one_at_a_time(task.project_id, task.task_id, task.attempt):
+            outcome = await run_task(rt.router, task, budget(rt, a["role"]), journal=journal_for(rt, rt.sealer, a),
+                                     tools=TOOLS if rt.settings.llm.agent_tools else None,
+                                     search=memory_search(rt, rt.sealer, a),
+                                     fetch=output_fetcher(rt.settings, rt.codec, a["project_id"], rt.sealer))
     latency_ms = (time.perf_counter() - started) * 1000
     key = a["task_id"]
     result = result_event(a, outcome, rt.agent_id, latency_ms, [r.id for r in recalled])
+    messages = tool_messages(a, outcome, rt.agent_id)
+    seal_outputs(rt.sealer, a, result, messages)
     # The attempt goes to the orchestrator (keyed by project, co-partitioned with its inputs),
     # which decides on retries and publishes the one terminal result.
     await send(app, rt, rt.topics.attempts, "TaskResult", result, a["project_id"])
-    memory = memory_event(a, outcome, rt.agent_id, rt.tokens)
-    await send(app, rt, rt.topics.memory, "MemoryEvent", memory, a["project_id"])
-    for message in tool_messages(a, outcome, rt.agent_id):
+    if not is_sealed(a["description"]):  # a task this worker could not open leaves no turn
+        memory = memory_event(a, outcome, rt.agent_id, rt.tokens, rt.sealer)
+        await send(app, rt, rt.topics.memory, "MemoryEvent", memory, a["project_id"])
+    for message in messages:
         await send(app, rt, rt.topics.messages, "AgentMessage", message, key)
     for record, call in zip(outcome.calls, llm_call_events(a, outcome, rt.agent_id), strict=True):
         await send(app, rt, rt.topics.llm_calls, "LlmCall", call, key)

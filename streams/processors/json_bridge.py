@@ -21,7 +21,7 @@ from confluent_kafka import Message
 
 from aios.schemas.checks import check_result
 from aios.schemas.errors import RecordTooLargeError, SchemaError, UndecodableError
-from aios.schemas.json_task import result_to_json, task_from_json
+from aios.schemas.json_task import SubmitterNotAllowedError, check_submitter, result_to_json, task_from_json
 from aios.schemas.limits import message_size
 from aios.streams.engine.batch import BatchProcessor
 from aios.streams.engine.records import guarded, raw_topic
@@ -40,7 +40,9 @@ def register_ingress(app: faust.App, rt: Runtime) -> None:
     async def convert(msg: Any) -> None:
         task = task_from_json(msg.value, roles=rt.settings.processing.roles,
                               source=f"{msg.topic}/{msg.partition}/{msg.offset}")
-        data = codec.encode("Task", task, rt.topics.tasks)
+        check_submitter(task, rt.settings.processing.ingress_submitters)
+        # A restricted description is sealed before it reaches aios.tasks (AIOS_ENCRYPTION_KEY).
+        data = codec.encode("Task", rt.sealer.seal_task(task), rt.topics.tasks)
         # Keyed by project_id like every producer of aios.tasks (the orchestrator's co-partitioning).
         await app.producer.send(rt.topics.tasks, task["project_id"].encode(), data,
                                 partition=None, timestamp=None, headers=None)
@@ -48,9 +50,12 @@ def register_ingress(app: faust.App, rt: Runtime) -> None:
     async def ingest(stream: Any) -> None:
         async for event in stream.events():
             started = time.perf_counter()
-            # An invalid record (InvalidJsonTaskError) is dead-lettered; an unreachable registry waited out.
-            converted = await guarded(app, rt, event.message, INGRESS, partial(convert, event.message))
-            EVENTS.labels(INGRESS, "converted" if converted else "dead_letter").inc()
+            # An invalid record (InvalidJsonTaskError), or one from a submitter the allow-list does not
+            # name (SubmitterNotAllowedError), is dead-lettered; an unreachable registry waited out.
+            failure = await guarded(app, rt, event.message, INGRESS, partial(convert, event.message))
+            outcome = "converted" if failure is None else (
+                "not_allowed" if isinstance(failure, SubmitterNotAllowedError) else "dead_letter")
+            EVENTS.labels(INGRESS, outcome).inc()
             PROCESSING.labels(INGRESS).observe(time.perf_counter() - started)
 
     app.agent(raw_topic(app, rt.topics.tasks_json), name=INGRESS)(ingest)

@@ -5,8 +5,9 @@ An assignment carries each dependency's output as an excerpt ending in a referen
 ``kafka://<attempts topic>/<partition>/<offset>``. The agent's read_dependency_output tool follows
 the reference through :func:`output_fetcher`. Only the attempts topic of this deployment is read,
 and only an attempt of the same project and task that succeeded is believed: a reference in a
-forged assignment cannot read another tenant's output. (An artifact store for large outputs would
-add its own scheme here.)
+forged assignment cannot read another tenant's output. A restricted task's output is sealed
+(``streams/sealing.py``): the reader opens it with the worker's key ring, bound to that task's
+identity, or reads nothing. (An artifact store for large outputs would add its own scheme here.)
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from confluent_kafka import TopicPartition
 from aios.agents.tools import FetchOutput
 from aios.schemas.codec import Codec
 from aios.schemas.errors import SchemaError
+from aios.schemas.sealed import SealedFieldError
 from aios.streams.kafka import make_consumer
+from aios.streams.sealing import Sealer, output_aad
 from aios.streams.settings import Settings
 from aios.streams.topics import Topics
 
@@ -63,9 +66,16 @@ def read_attempt_output(settings: Settings, codec: Codec, ref: str, project_id: 
         consumer.close()
 
 
-def output_fetcher(settings: Settings, codec: Codec, project_id: str) -> FetchOutput:
-    """The read_dependency_output tool's reader for tasks of ``project_id``."""
+def output_fetcher(settings: Settings, codec: Codec, project_id: str, sealer: Sealer | None = None) -> FetchOutput:
+    """The read_dependency_output tool's reader for tasks of ``project_id``; a sealed output is
+    opened with ``sealer`` (None when it cannot be)."""
     async def fetch(task_id: str, ref: str) -> str | None:
-        return await asyncio.to_thread(read_attempt_output, settings, codec, ref, project_id, task_id)
+        output = await asyncio.to_thread(read_attempt_output, settings, codec, ref, project_id, task_id)
+        if output is None or sealer is None:
+            return output
+        try:
+            return sealer.open(output, output_aad(project_id, task_id))
+        except SealedFieldError:
+            return None
 
     return fetch

@@ -12,6 +12,7 @@ from aios.schemas.events import envelope, new_id
 from aios.streams.errors import OrchestrationError
 from aios.streams.kafka import EventProducer, TopicReader
 from aios.streams.orchestration.plan import Plan
+from aios.streams.sealing import Sealer, unreadable_note
 from aios.streams.settings import Settings
 from aios.streams.topics import Topics
 
@@ -46,11 +47,17 @@ def build_task(
 
 @dataclass(frozen=True)
 class Delivered:
-    """Where a result was read from, and the result itself."""
+    """Where a result was read from, and the result itself (its output opened when it was sealed)."""
 
     partition: int
     offset: int
     result: dict[str, Any]
+    sealed: bool = False  # the output is sealed with a key this process does not hold
+
+    @property
+    def output(self) -> str:
+        """The output to show: the text, or a note saying it is sealed and with which key."""
+        return unreadable_note(self.result["output"]) if self.sealed else str(self.result["output"])
 
 
 class TaskClient:
@@ -60,6 +67,7 @@ class TaskClient:
         self.settings = settings
         self.topics = Topics.from_settings(settings)
         self.producer = EventProducer(settings)
+        self.sealer = Sealer.from_settings(settings)  # restricted content is sealed before it is produced
         self._reader: TopicReader | None = None
 
     def watch_results(self) -> None:
@@ -70,7 +78,7 @@ class TaskClient:
 
     def submit(self, task: dict[str, Any], *, flush: bool = True) -> None:
         # Keyed by project: the orchestrator instance that owns the project receives it.
-        self.producer.send(self.topics.tasks, "Task", task, key=task["project_id"])
+        self.producer.send(self.topics.tasks, "Task", self.sealer.seal_task(task), key=task["project_id"])
         if flush:
             self.producer.flush()
 
@@ -84,7 +92,7 @@ class TaskClient:
                        "requires_approval": t.requires_approval, "privacy": t.privacy} for t in plan.tasks],
         }
         check_plan(event)
-        self.producer.send(self.topics.projects, "ProjectPlan", event, key=plan.project)
+        self.producer.send(self.topics.projects, "ProjectPlan", self.sealer.seal_plan(event), key=plan.project)
         self.producer.flush()
         return event
 
@@ -120,7 +128,8 @@ class TaskClient:
             task_id = decoded.value["task_id"]
             if task_id in pending:
                 pending.discard(task_id)
-                found[task_id] = Delivered(int(msg.partition() or 0), int(msg.offset() or 0), decoded.value)
+                result, sealed = self.sealer.reveal_event("results", decoded.value)
+                found[task_id] = Delivered(int(msg.partition() or 0), int(msg.offset() or 0), result, sealed)
                 if on_result is not None:
                     on_result(found[task_id])
         if pending:

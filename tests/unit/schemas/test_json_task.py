@@ -10,7 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aios.schemas.codec import Codec
-from aios.schemas.json_task import InvalidJsonTaskError, result_to_json, task_from_json
+from aios.schemas.json_task import (
+    InvalidJsonTaskError,
+    SubmitterNotAllowedError,
+    check_submitter,
+    result_to_json,
+    task_from_json,
+)
 
 ROLES = ("general", "backend")
 
@@ -96,3 +102,39 @@ def test_deep_or_wide_values_in_any_field_are_refused_with_a_reason(field: str, 
     data = json.dumps({"description": "d", field: "@RAW@"}).replace('"@RAW@"', value).encode()
     with pytest.raises(InvalidJsonTaskError):
         task_from_json(data, roles=ROLES, source="t/0/1")
+
+
+ALLOWED = {"crm-connector": ("sales",), "ops": ("*",)}
+
+
+@pytest.mark.parametrize(("record", "refused"), [
+    ({"description": "d", "submitted_by": "crm-connector", "project_id": "sales"}, None),
+    ({"description": "d", "submitted_by": "ops", "project_id": "anything"}, None),
+    ({"description": "d", "submitted_by": "crm-connector", "project_id": "finance"},
+     "may not create tasks in project 'finance'"),
+    ({"description": "d", "submitted_by": "intruder", "project_id": "sales"}, "submitter 'intruder'"),
+    ({"description": "d", "project_id": "sales"}, "submitter 'json'"),  # no submitted_by: "json", not listed
+])
+def test_the_submitter_allow_list_names_who_may_create_tasks_where(record: dict[str, str], refused: str | None) -> None:
+    task = convert(record)
+    check_submitter(task, None)  # unset: everyone, everywhere
+    if refused is None:
+        check_submitter(task, ALLOWED)
+        return
+    with pytest.raises(SubmitterNotAllowedError, match=refused) as caught:
+        check_submitter(task, ALLOWED)
+    assert "AIOS_INGRESS_SUBMITTERS" in str(caught.value) and isinstance(caught.value, InvalidJsonTaskError)
+
+
+@given(who=st.text(max_size=20), project=st.text(min_size=1, max_size=20))
+@settings(max_examples=200, deadline=None)
+def test_only_listed_pairs_pass_the_allow_list(who: str, project: str) -> None:
+    task = {"submitted_by": who, "project_id": project}
+    allowed = {"a": ("p",), "b": ("*",)}
+    ok = who == "b" or (who == "a" and project == "p")
+    try:
+        check_submitter(task, allowed)
+    except SubmitterNotAllowedError:
+        assert not ok
+    else:
+        assert ok
