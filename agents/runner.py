@@ -20,7 +20,8 @@ from aios.agents.errors import LLMError, TaskCancelledError
 from aios.agents.llm.base import ChatMessage, ChatRequest, ChatResponse, Provider, ToolCall, Usage
 from aios.agents.llm.router import Route, Routed, Router, Strategy
 from aios.agents.roles import Role, load_roles
-from aios.agents.tools import MAX_TOOL_ROUNDS, Search, Toolbox, ToolContext
+from aios.agents.tools import MAX_TOOL_ROUNDS, FetchOutput, Search, Toolbox, ToolContext
+from aios.schemas.limits import MAX_ERROR_CHARS, MAX_OUTPUT_BYTES, cut, cut_utf8, utf8_len
 
 # Budgets in characters (~4 per token) keep a prompt well inside small context windows even when
 # dependency outputs are long; the newest context is kept, the oldest dropped first.
@@ -35,6 +36,10 @@ CANCELLED = "cancelled"  # the error_type of an attempt stopped by a cancel
 # Told each piece of an answer as it streams: (step, text delta). Called from the event loop, so
 # it must not block.
 DeltaSink = Callable[[int, str], None]
+# The error_type of an answer over MAX_OUTPUT_BYTES: a result must fit in a Kafka message with room
+# to spare. This is the seam for an artifact store: keep the whole answer there and put its
+# reference in the output, instead of failing the attempt.
+OUTPUT_TOO_LARGE = "output_too_large"
 
 
 @dataclass(frozen=True)
@@ -231,8 +236,8 @@ def _within_tokens(system: str, head: list[str], task: AgentTask, budget: TokenB
 
 async def run_task(
     llm: Provider | Router, task: AgentTask, budget: TokenBudget | None = None, *, journal: Journal | None = None,
-    tools: Toolbox | None = None, search: Search | None = None, cancel: Cancellation | None = None,
-    on_delta: DeltaSink | None = None,
+    tools: Toolbox | None = None, search: Search | None = None, fetch: FetchOutput | None = None,
+    cancel: Cancellation | None = None, on_delta: DeltaSink | None = None,
 ) -> AgentOutcome:
     """Run ``task`` through ``llm`` (a router, or one provider), with ``tools`` the model may call
     for up to ``MAX_TOOL_ROUNDS`` rounds; check the answer against the role's contract and ask once
@@ -240,7 +245,8 @@ async def run_task(
 
     ``cancel`` stops the attempt (the call in flight is interrupted, no further step or tool call
     starts; the outcome's error_type is ``cancelled``); ``on_delta`` is told the answer as it streams.
-    Provider failures become failed outcomes; bugs propagate.
+    Provider failures become failed outcomes; bugs propagate. ``fetch`` reads a dependency's whole
+    output where the assignment carries an excerpt (the read_dependency_output tool).
     """
     router = llm if isinstance(llm, Router) else Router.single(llm)
     if all(d.provider.offline for d in router.deployments):
@@ -249,7 +255,7 @@ async def run_task(
     request = build_request(task, budget=budget)
     if tools is not None:
         request = replace(request, tools=tools.specs())
-    steps = _Steps(router, task, role, journal, tools, ToolContext(task.context, search), cancel, on_delta)
+    steps = _Steps(router, task, role, journal, tools, ToolContext(task.context, search, fetch), cancel, on_delta)
     try:
         request, call = await steps.call_with_tools(request)
         output, problem = role.validate(call.response.text)
@@ -331,6 +337,16 @@ class _Steps:
 
     def outcome(self, ok: bool, output: str, *, error: str | None = None,
                 error_type: str | None = None) -> AgentOutcome:
+        """The attempt's outcome, within the limits every processor checks (schemas/limits.py)."""
+        size = utf8_len(output)
+        if size > MAX_OUTPUT_BYTES:
+            if ok:
+                ok, error_type = False, OUTPUT_TOO_LARGE
+                error = (f"the answer is {size} bytes of UTF-8, over the {MAX_OUTPUT_BYTES} bytes a task's output may "
+                         "be; ask for a shorter one, or split the task")
+            output = cut_utf8(output, MAX_OUTPUT_BYTES)  # a failed attempt's text is for reading only
+        if error is not None:
+            error = cut(error, MAX_ERROR_CHARS)
         last = self.calls[-1].response if self.calls else None
         cost = sum(c.cost_usd for c in self.calls)
         return AgentOutcome(ok, output, error, last, error_type, cost, tuple(self.calls), tuple(self.tool_records))

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from redis.exceptions import RedisError
 
 from aios.api.auth import bearer
-from aios.api.errors import ApiError, Forbidden, NotFound
+from aios.api.errors import ApiError, Conflict, Forbidden, NotFound
 from aios.api.models import (
     ID,
     AgentList,
@@ -50,13 +50,29 @@ ProjectId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID)]
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 429, 503)}
 
+async def known_query(request: Request) -> None:
+    """Refuse query parameters the route does not take: a typo (``?projet=``) must not be ignored
+    silently, as the OpenAPI document says none other is accepted."""
+    allowed: set[str] = set()
+    stack = [getattr(request.scope.get("route"), "dependant", None)]
+    while stack:  # the route's parameters and its dependencies'
+        dependant = stack.pop()
+        if dependant is not None:
+            allowed |= {p.alias for p in dependant.query_params}
+            stack.extend(dependant.dependencies)
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        takes = f"it takes {', '.join(sorted(allowed))}" if allowed else "it takes none"
+        raise ApiError(f"unknown query parameter(s) {', '.join(repr(u) for u in unknown)}; {takes}")
+
+
 # Every /v1 route is authenticated by api.auth.AuthMiddleware; each names the permission it needs.
-router = APIRouter(prefix="/v1", responses=ERRORS)
+router = APIRouter(prefix="/v1", responses=ERRORS, dependencies=[Depends(known_query)])
 Reader = Annotated[Principal, Depends(require(Permission.READ))]
 Submitter = Annotated[Principal, Depends(require(Permission.SUBMIT))]
 Operator = Annotated[Principal, Depends(require(Permission.CONTROL))]
 Admin = Annotated[Principal, Depends(require(Permission.ADMIN))]
-health = APIRouter()
+health = APIRouter(dependencies=[Depends(known_query)])
 
 
 def services(request: Request) -> Services:
@@ -97,7 +113,7 @@ async def submit_project(request: Request, body: ProjectIn, who: Submitter) -> P
     svc = services(request)
     if body.goal is not None and PLANNER_ROLE in svc.settings.processing.roles and "role" not in body.model_fields_set:
         if svc.view.project(body.project) is not None:
-            raise ApiError(f"project {body.project!r} already exists; plans are submitted once, choose another id")
+            raise Conflict(f"project {body.project!r} already exists; plans are submitted once, choose another id")
         goal_event = {**envelope(), "project_id": body.project, "goal": body.goal, "budget_usd": body.budget_usd,
                       "submitted_by": "api", "tasks": []}
         await svc.produce(svc.topics.projects, "ProjectPlan", goal_event, body.project)
@@ -109,7 +125,7 @@ async def submit_project(request: Request, body: ProjectIn, who: Submitter) -> P
     except PlanError as exc:
         raise ApiError(str(exc)) from exc
     if svc.view.project(body.project) is not None:
-        raise ApiError(f"project {body.project!r} already exists; plans are submitted once, choose another id")
+        raise Conflict(f"project {body.project!r} already exists; plans are submitted once, choose another id")
     event = {**envelope(), "project_id": plan.project, "goal": body.goal or "", "budget_usd": plan.budget_usd,
              "submitted_by": "api",
              "tasks": [{"task_id": t.id, "role": t.role, "description": t.description,

@@ -22,6 +22,7 @@ from aios.connectors.context.keys import KeyStore
 from aios.connectors.context.ratelimit import TokenBuckets
 from aios.connectors.history import HistoryStore, open_store
 from aios.schemas.events import envelope
+from aios.schemas.limits import MAX_NAME_CHARS, cut
 from aios.streams.sealing import Sealer
 from aios.streams.settings import Settings
 from aios.streams.topics import Topics
@@ -78,7 +79,7 @@ class Services:
 
     async def control(self, project: str, action: str, task_id: str, reason: str, by: str) -> None:
         event = {**envelope(), "project_id": project, "action": action, "task_id": task_id,
-                 "reason": reason, "requested_by": by}
+                 "reason": reason, "requested_by": cut(by, MAX_NAME_CHARS)}  # a JWT subject can be long
         await self.produce(self.topics.control, "Control", event, project)
 
     # -- the store ------------------------------------------------------------------------------

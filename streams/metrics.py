@@ -14,6 +14,12 @@ PROCESSING = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 DEAD_LETTERS = Counter("aios_dead_letters_total", "Records sent to the DLQ.", ["processor", "source_topic"])
+RECORD_FAILURES = Counter(
+    "aios_record_failures_total",
+    "Records a processor failed on, by what was decided (dead_letter: the record's fault; retry: a server "
+    "was down, the record is tried again; fatal: the process restarts) and the error's type.",
+    ["processor", "verdict", "error_type"],
+)
 LLM_TOKENS = Counter("aios_llm_tokens_total", "LLM tokens used.", ["provider", "model", "direction"])
 LLM_COST = Counter("aios_llm_cost_usd_total", "LLM spend in USD.", ["provider", "model"])
 SINK_ROWS = Counter("aios_sink_rows_total", "Rows the history sink stored.", ["engine"])

@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from aios.schemas.errors import ConfigError
+from aios.schemas.limits import DEFAULT_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES
 from aios.schemas.sealed import KeyRing
 
 _TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -76,6 +77,12 @@ class KafkaSettings(_Group):
                                    description="Replication factor of every topic.")
     topic_retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1, validation_alias=_env("topic_retention_ms"),
                                     description="Retention of the event topics (the DLQ keeps four times longer).")
+    max_message_bytes: int = Field(
+        DEFAULT_MAX_MESSAGE_BYTES, ge=MIN_MAX_MESSAGE_BYTES, le=100 * 1024 * 1024,
+        validation_alias=_env("max_message_bytes"),
+        description="The largest event AIOS produces (key, value and record overhead). `aios topics create` "
+        "gives every topic this max.message.bytes; a larger event is refused with its size as the reason "
+        "(dead-lettered when a processor built it). Every event is bounded well below the least allowed value.")
     schema_registry_url: str | None = Field(
         None, validation_alias=_env("schema_registry_url"),
         description="Confluent-compatible schema registry; unset = Avro single-object encoding.")

@@ -11,6 +11,7 @@ from confluent_kafka import KafkaError as CKafkaError
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+from aios.schemas.limits import PRODUCER_HEADROOM_BYTES
 from aios.streams.errors import KafkaError
 from aios.streams.settings import Settings
 
@@ -80,10 +81,13 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     """The full topic plan: partitions, replication, cleanup policy and retention."""
     t = Topics.from_settings(settings)
     parts, rf = settings.kafka.topic_partitions, settings.kafka.topic_replication
-    keep = {"cleanup.policy": "delete", "retention.ms": str(settings.kafka.topic_retention_ms)}
+    # Every topic takes the largest event AIOS produces (AIOS_MAX_MESSAGE_BYTES), stated rather than
+    # left to the broker's default, so the codec's refusal and the broker's agree.
+    size = {"max.message.bytes": str(settings.kafka.max_message_bytes + PRODUCER_HEADROOM_BYTES)}
+    keep = {"cleanup.policy": "delete", "retention.ms": str(settings.kafka.topic_retention_ms), **size}
     # The DLQ keeps four times longer: it is where people look after something went wrong.
     dlq_retention = -1 if settings.kafka.topic_retention_ms < 0 else settings.kafka.topic_retention_ms * 4
-    compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"}
+    compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000", **size}
     # The orchestrator's inputs share the partition count and the project_id key (co-partitioned).
     specs = [
         TopicSpec(t.tasks, "Task", "project_id", parts, rf, keep),
@@ -102,7 +106,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # The live agent registry: the latest status per agent_id survives compaction.
         TopicSpec(t.agents, "AgentStatus", "agent_id", parts, rf, compacted),
         TopicSpec(t.dlq, "DeadLetter", "source key", parts, rf,
-                  {"cleanup.policy": "delete", "retention.ms": str(dlq_retention)}),
+                  {"cleanup.policy": "delete", "retention.ms": str(dlq_retention), **size}),
     ]
     # An hour of live tokens is plenty for a viewer that reconnects; the answer is on the result.
     specs.append(TopicSpec(t.tokens, "TokenDelta", "task_id", parts, rf,

@@ -14,6 +14,7 @@ from aios.cli.output import console, emit_json, json_option
 from aios.schemas.codec import Decoded
 from aios.schemas.errors import AiosError, SchemaError
 from aios.schemas.events import event_doc
+from aios.schemas.limits import MAX_PRIORITY, MIN_PRIORITY
 from aios.streams.kafka import TopicReader
 from aios.streams.readmodels.task_client import TaskClient, build_task
 from aios.streams.topics import Topics
@@ -25,7 +26,8 @@ from aios.streams.topics import Topics
 @click.option("--goal", default=None, help="Start project --project from a goal; the planner role plans it.")
 @click.option("--role", default="general", show_default=True, help="Agent role to do the work.")
 @click.option("--project", default="default", show_default=True)
-@click.option("--priority", default=0, show_default=True, type=int)
+@click.option("--priority", default=0, show_default=True, type=click.IntRange(MIN_PRIORITY, MAX_PRIORITY),
+              help="Higher runs first among ready tasks.")
 @click.option("--privacy", type=click.Choice(["normal", "restricted"]), default="normal", show_default=True,
               help="restricted: only local models see the task.")
 @click.option("--wait", is_flag=True, help="Wait for the result (or, with --plan, the final project status).")

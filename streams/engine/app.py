@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import faust
 from prometheus_client import REGISTRY
 
+from aios.schemas.limits import PRODUCER_HEADROOM_BYTES
 from aios.streams.engine.concurrent import ConcurrentProcessor
 from aios.streams.engine.runtime import Runtime
 from aios.streams.engine.transactional import TransactionalProcessor
@@ -84,6 +85,8 @@ def build_app(settings: Settings, processors: Sequence[Register], name: str) -> 
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_linger_ms=1,
+        # Above what the codec lets through (AIOS_MAX_MESSAGE_BYTES), as for the confluent-kafka clients.
+        producer_max_request_size=settings.kafka.max_message_bytes + PRODUCER_HEADROOM_BYTES,
         broker_commit_interval=settings.processing.commit_interval_s,
         # A SIGKILLed member holds its partitions until its session expires (faust's default: 60 s).
         broker_session_timeout=settings.kafka.session_timeout_s,

@@ -37,6 +37,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 
 from aios.connectors.errors import StoreUnavailableError
 from aios.schemas.errors import AiosError
+from aios.streams.engine.failures import Verdict, verdict_for
 from aios.streams.engine.offsets import OffsetWindow
 from aios.streams.engine.records import dead_letter_event, log
 from aios.streams.engine.runtime import Runtime
@@ -220,15 +221,16 @@ class ConcurrentProcessor(faust.Service):
             except Unstarted:
                 self._release(work)  # unfinished in its window: never committed here
                 return
-            except RETRYABLE as exc:
+            except Exception as exc:  # noqa: BLE001 - decided below: retried, or the record's fault
+                if not isinstance(exc, RETRYABLE) and verdict_for(self.name, exc) is not Verdict.RETRY:
+                    await self._give_up(work, exc)  # the record's fault (or a bug): dead-letter it
+                    break
                 CONCURRENT_RETRIES.labels(self.name, type(exc).__name__).inc()
                 log.warning("%s: %s@%s/%s will be run again in %.1fs: %s", self.name, work.key[0], work.key[1],
                             work.offset, backoff, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
-            except Exception as exc:  # noqa: BLE001 - any other failure is the record's: dead-letter it
-                await self._give_up(work, exc)
             break
         work.handled = True
         self._settle(work)

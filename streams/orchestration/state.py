@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from aios.schemas.limits import MAX_REASON_CHARS, STATUS_MAX_PATH, STATUS_MAX_TASKS, cut
 from aios.streams.orchestration.dag import TERMINAL, Limits, Node, ProjectDag, State
 from aios.streams.orchestration.plan import Plan, PlannedTask
 
@@ -21,6 +22,8 @@ PERMANENT_ERRORS = frozenset({
     "NoDeploymentError", "BudgetExceededError", "MissingCredentialsError",
     # A role's output contract broken twice in one attempt (agents.runner.INVALID_OUTPUT).
     "invalid_output",
+    # An answer too large for a result (agents.runner.OUTPUT_TOO_LARGE): another would be as long.
+    "output_too_large",
 })
 
 
@@ -222,14 +225,15 @@ class ProjectState:
 
     def on_attempt(self, task_id: str, attempt: int, ok: bool, output: str, error: str | None,
                    cost_usd: float, *, now_ms: int, policy: RetryPolicy, rng: random.Random,
-                   retryable: bool = True) -> Actions:
-        """An attempt's outcome from an agent. Stale or duplicate attempts change nothing."""
+                   retryable: bool = True, output_ref: str = "") -> Actions:
+        """An attempt's outcome from an agent. Stale or duplicate attempts change nothing.
+        ``output_ref`` says where the whole output can be read again (dependents get excerpts)."""
         node = self.dag.nodes.get(task_id)
         if node is None or node.state is not State.DISPATCHED or attempt != node.attempts:
             return Actions()
         self.cost_usd += cost_usd
         if ok:
-            self.dag.succeeded(task_id, output)
+            self.dag.succeeded(task_id, output, output_ref)
             return Actions(finals=[Final(task_id, node.role, "succeeded", attempt, output=output)])
         reason = error or "failed without an error message"
         if retryable and attempt < policy.max_attempts and not self.cancelled:
@@ -341,7 +345,10 @@ class ProjectState:
 
     # --- status ----------------------------------------------------------------------------
 
-    def status(self, *, now_ms: int, live_roles: set[str] | None = None, max_tasks: int = 200) -> dict[str, Any]:
+    def status(self, *, now_ms: int, live_roles: set[str] | None = None, max_tasks: int = STATUS_MAX_TASKS,
+               max_path: int = STATUS_MAX_PATH) -> dict[str, Any]:
+        """The project's status snapshot, bounded whatever the project's size: ``max_tasks`` tasks
+        (unfinished first) and the first ``max_path`` ids of the critical path (a note counts the rest)."""
         counts = self.dag.counts()
         for name, n in self.archived.items():
             counts[name] += n
@@ -359,13 +366,16 @@ class ProjectState:
             waiting = sorted({n.role for n in self.dag.nodes.values()
                               if n.state in (State.READY, State.DISPATCHED) and n.role not in live_roles})
             notes += [f"no live agent for role {r!r}: its tasks wait" for r in waiting]
+        path = self.dag.critical_path()
+        if len(path) > max_path:
+            notes.append(f"the critical path has {len(path)} tasks; the first {max_path} are listed")
         return {
             "project_id": self.dag.project, "state": state, "counts": counts,
-            "percent_done": round(100.0 * finished / total, 2), "critical_path": self.dag.critical_path(),
+            "percent_done": round(100.0 * finished / total, 2), "critical_path": path[:max_path],
             "cost_usd": self.cost_usd, "budget_usd": self.budget_usd, "started_at": self.started_ms,
             "elapsed_ms": max(0, now_ms - self.started_ms), "notes": notes,
             # Unfinished tasks first; a very large project lists only the first ``max_tasks``.
             "tasks": [{"task_id": n.id, "role": n.role, "state": n.state.value, "attempts": n.attempts,
-                       "reason": n.reason}
+                       "reason": cut(n.reason, MAX_REASON_CHARS)}
                       for n in sorted(self.dag.nodes.values(), key=lambda n: n.state in TERMINAL)[:max_tasks]],
         }

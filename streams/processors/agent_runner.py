@@ -61,6 +61,7 @@ from aios.streams.processors.agent_privacy import (
     seal_outputs,
 )
 from aios.streams.processors.live_tokens import TokenStream
+from aios.streams.readmodels.outputs import output_fetcher
 
 if TYPE_CHECKING:
     from aios.agents.lifecycle import Lifecycle
@@ -263,6 +264,7 @@ class AgentWorker(ConcurrentProcessor):
                                          journal=RetryingJournal(journal_for(rt, rt.sealer, a)),
                                          tools=TOOLS if rt.settings.llm.agent_tools else None,
                                          search=memory_search(rt, rt.sealer, a), cancel=cancellation,
+                                         fetch=output_fetcher(rt.settings, rt.codec, a["project_id"], rt.sealer),
                                          on_delta=tokens.delta if tokens is not None else None)
         finally:
             if tokens is not None:

@@ -30,6 +30,7 @@ from aios.agents.llm.catalogue import Catalogue, cost_usd, load_catalogue
 from aios.agents.memory import EXTRACTIVE_SOURCE, Complete, Summary, fold_summary
 from aios.connectors.context.windows import Turn, base_scope, is_restricted_lane, lane
 from aios.connectors.vector.base import MemoryItem
+from aios.schemas.checks import check_memory
 from aios.schemas.errors import SchemaError
 from aios.schemas.events import envelope, new_id, to_ms
 from aios.schemas.sealed import SealedFieldError, is_sealed
@@ -156,10 +157,13 @@ def _opened(sealer: Sealer, stored_turn: dict[str, Any]) -> str:
 
 
 def decode_batch(rt: Runtime, batch: list[Message]) -> tuple[list[dict[str, Any]], list[tuple[Message, SchemaError]]]:
+    """The batch's MemoryEvents, each checked against the shared limits, and the records that fail."""
     events, errors = [], []
     for msg in batch:
         try:
-            events.append(rt.codec.decode(msg.value(), expect="MemoryEvent").value)
+            event = rt.codec.decode(msg.value(), expect="MemoryEvent").value
+            check_memory(event)
+            events.append(event)
         except SchemaError as exc:
             errors.append((msg, exc))
     return events, errors

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from aios.schemas.checks import check_control, check_plan, check_task
 from aios.schemas.events import envelope, new_id
 from aios.streams.errors import OrchestrationError
 from aios.streams.kafka import EventProducer, TopicReader
@@ -26,11 +27,11 @@ def build_task(
     submitted_by: str = "cli",
     privacy: str = "normal",
 ) -> dict[str, Any]:
-    if not description.strip():
-        raise OrchestrationError("the task description is empty: say what the agent should do")
-    return {
+    """A Task event, checked against the limits every entry point shares (InvalidRecordError says
+    which field is wrong and what the limit is)."""
+    task = {
         **envelope(),
-        "task_id": task_id or new_id(),
+        "task_id": new_id() if task_id is None else task_id,
         "project_id": project,
         "role": role,
         "description": description,
@@ -40,6 +41,8 @@ def build_task(
         "submitted_by": submitted_by,
         "metadata": {},
     }
+    check_task(task)
+    return task
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ class TaskClient:
                        "depends_on": list(t.depends_on), "priority": t.priority, "acceptance": t.acceptance,
                        "requires_approval": t.requires_approval, "privacy": t.privacy} for t in plan.tasks],
         }
+        check_plan(event)
         self.producer.send(self.topics.projects, "ProjectPlan", self.sealer.seal_plan(event), key=plan.project)
         self.producer.flush()
         return event
@@ -95,10 +99,9 @@ class TaskClient:
     def submit_goal(self, project: str, goal: str, *, budget_usd: float | None = None,
                     submitted_by: str = "cli") -> dict[str, Any]:
         """Start a project from a goal: the orchestrator asks the planner role for its plan."""
-        if not goal.strip():
-            raise OrchestrationError("the goal is empty: say what the project should achieve")
         event = {**envelope(), "project_id": project, "goal": goal, "budget_usd": budget_usd,
                  "submitted_by": submitted_by, "tasks": []}
+        check_plan(event)  # a blank or oversized goal, a project id with '/': said here, not in the DLQ
         self.producer.send(self.topics.projects, "ProjectPlan", event, key=project)
         self.producer.flush()
         return event
@@ -106,6 +109,7 @@ class TaskClient:
     def control(self, project: str, action: str, task_id: str | None = None, reason: str = "") -> None:
         event = {**envelope(), "project_id": project, "action": action, "task_id": task_id,
                  "reason": reason, "requested_by": "cli"}
+        check_control(event)
         self.producer.send(self.topics.control, "Control", event, key=project)
         self.producer.flush()
 

@@ -101,7 +101,12 @@ def test_empty_task_is_rejected_and_nothing_is_produced(cli: Cli) -> None:
     cli.run("topics", "create")
     proc = cli.run("submit", "   ", check=False)
     assert proc.returncode == 1
-    assert "description is empty" in proc.stderr
+    assert "description: is blank" in proc.stderr
+    # The limits the API and the processors share: said before anything is produced.
+    over = cli.run("submit", "hi", "--priority", "5000", check=False)
+    assert over.returncode == 2 and "5000 is not in the range -1000<=x<=1000" in over.stderr
+    slash = cli.run("submit", "hi", "--project", "a/b", check=False)
+    assert slash.returncode == 1 and "project_id: 'a/b' is not an id" in slash.stderr
     tail = cli.json("tail", "tasks", "--from-beginning", "--timeout", "2")
     assert tail["count"] == 0
 

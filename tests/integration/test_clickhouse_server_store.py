@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY
 from aios.cli import cli
 from aios.connectors.errors import StoreUnavailableError
 from aios.connectors.history.clickhouse_store import ClickHouseServerStore
+from aios.connectors.history.migrations import migrations
 from aios.connectors.history.writer import Record, write_batch
 from aios.schemas.codec import Codec
 from aios.streams.engine.runtime import Runtime
@@ -28,7 +29,6 @@ from aios.streams.readmodels.task_client import build_task
 from aios.streams.settings import Settings
 from tests.integration.helpers import assert_stored_once, records, stored_events, wait_until
 from tests.integration.local_servers import ClickHouseServer
-from aios.connectors.history.migrations import migrations
 
 pytestmark = pytest.mark.integration
 ALL_VERSIONS = [m.version for m in migrations(ttl_days=30)]  # every migration, each applied once

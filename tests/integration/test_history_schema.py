@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from aios.bench.sink import task_events
 from aios.cli import cli
 from aios.connectors.history.chdb_store import ChdbStore
+from aios.connectors.history.migrations import migrations
 from aios.connectors.history.queries import stats
 from aios.schemas.codec import Codec
 from aios.streams.processors.history_sink import to_row
-from aios.connectors.history.migrations import migrations
 
 pytestmark = pytest.mark.integration
 ALL_VERSIONS = [m.version for m in migrations(ttl_days=30)]  # every migration, each applied once

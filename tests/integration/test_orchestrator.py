@@ -13,6 +13,7 @@ from confluent_kafka import KafkaException, Producer, TopicPartition
 from pydantic import SecretStr
 
 from aios.agents.llm.servers.openai import FakeOpenAI, status
+from aios.schemas.limits import STATUS_MAX_PATH
 from aios.streams.errors import KafkaError
 from aios.streams.kafka import TopicReader, make_consumer, producer_config, read_partition
 from aios.streams.orchestration.entries import Rebuilder
@@ -104,7 +105,10 @@ async def test_a_long_chain_listed_last_task_first_gets_a_status_and_can_be_canc
     async with running(s, ["orchestrator", "results"]):  # no agents: the chain stays unfinished
         await submit(s, plan_doc("chain", *tasks))
         final = await asyncio.to_thread(wait_project, s, "chain", 90, cancel_once_running)
-    assert first[0]["state"] == "running" and first[0]["critical_path"] == [f"t{i}" for i in range(n)]
+    # The status carries the path's first STATUS_MAX_PATH ids (a 10,000-task chain would not fit in
+    # a message whole) and says how long it is.
+    assert first[0]["state"] == "running" and first[0]["critical_path"] == [f"t{i}" for i in range(STATUS_MAX_PATH)]
+    assert f"the critical path has {n} tasks" in " ".join(first[0]["notes"])
     assert final["state"] == "cancelled" and final["counts"]["cancelled"] + final["counts"]["skipped"] == n
 
 

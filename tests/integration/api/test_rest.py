@@ -58,7 +58,7 @@ async def test_a_plan_runs_and_project_status_and_results_follow(settings: Setti
         listed = (await api.get("/v1/projects")).json()["projects"]
         assert [p["project_id"] for p in listed] == ["shop"]
         again = await api.post("/v1/projects", json=plan)
-        assert again.status_code == 400 and "already exists" in again.json()["detail"]
+        assert again.status_code == 409 and "already exists" in again.json()["detail"]
 
 
 async def test_a_goal_becomes_a_one_task_project_and_cancel_and_reject_are_sent(settings: Settings) -> None:
