@@ -19,6 +19,7 @@ from confluent_kafka import KafkaError as CKafkaError
 
 from aios.schemas.codec import Codec, ConfluentRegistry, Decoded
 from aios.schemas.errors import SchemaError
+from aios.schemas.limits import PRODUCER_HEADROOM_BYTES
 from aios.streams.errors import KafkaError
 from aios.streams.kafka_access import KafkaAccessError, authorization_problem, check_access
 from aios.streams.settings import Settings
@@ -29,7 +30,8 @@ def make_codec(settings: Settings, *, validate: bool = True) -> Codec:
     """The codec every process uses: registry framing when a registry is configured."""
     registry = ConfluentRegistry(settings.kafka.schema_registry_url) if settings.kafka.schema_registry_url else None
     # The orchestrator's outbox carries its TaskResults and ProjectStatuses in one ordered stream.
-    return Codec(registry=registry, validate=validate, mixed_topics=frozenset({Topics.from_settings(settings).finals}))
+    return Codec(registry=registry, validate=validate, mixed_topics=frozenset({Topics.from_settings(settings).finals}),
+                 max_message_bytes=settings.kafka.max_message_bytes)
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
@@ -42,6 +44,9 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         # The Java client's (and aiokafka's, so faust's) key hashing: an event keyed by project_id
         # lands on the same partition whoever produced it, which the orchestrator's table needs.
         "partitioner": "murmur2_random",
+        # Above what the codec lets through, so an oversized event is refused there, as the record's
+        # fault, and never by librdkafka, whose refusal is fatal inside a transaction.
+        "message.max.bytes": settings.kafka.max_message_bytes + PRODUCER_HEADROOM_BYTES,
         **settings.kafka.security(),
     }
     config.update(extra)

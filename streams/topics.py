@@ -12,6 +12,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from aios.schemas.errors import ConfigError
+from aios.schemas.limits import PRODUCER_HEADROOM_BYTES
 from aios.streams.errors import KafkaError
 from aios.streams.kafka_access import authorization_problem, check_access
 from aios.streams.settings import Settings
@@ -27,6 +28,9 @@ class TopicSpec:
     partitions: int
     replication: int
     config: dict[str, str] = field(default_factory=dict)
+
+
+TOKEN_RETENTION_MS = 3_600_000
 
 
 class Topics:
@@ -48,6 +52,8 @@ class Topics:
         self.llm_calls = f"{prefix}.llm-calls"
         self.agents = f"{prefix}.agents"
         self.dlq = f"{prefix}.dlq"
+        # Live token deltas of calls in flight: short retention, not history (the sink skips it).
+        self.tokens = f"{prefix}.tokens"
         # Plain JSON for Kafka Connect and non-Avro producers (streams/processors/json_bridge.py).
         self.tasks_json = f"{prefix}.tasks-json"
         self.results_json = f"{prefix}.results-json"
@@ -67,7 +73,8 @@ class Topics:
         return [self.tasks, self.projects, self.attempts, self.control]
 
     def all(self) -> list[str]:
-        """Every Avro topic; the JSON bridge topics carry copies of these events, so they are not here."""
+        """Every Avro topic of the event history; the JSON bridge topics carry copies of these events,
+        and the live tokens are not history, so they are not here."""
         return [self.tasks, self.projects, self.control, *self.role_topics(), self.attempts, self.finals, self.results,
                 self.project_status, self.messages, self.memory, self.llm_calls, self.agents, self.dlq]
 
@@ -120,7 +127,10 @@ def topic_specs(settings: Settings, replication: Replication | None = None) -> l
         replication = Replication(copies, copies, settings.kafka.topic_min_insync_replicas
                                   or default_min_insync(copies), "settings")
     parts, rf = settings.kafka.topic_partitions, replication.factor
-    isr = {"min.insync.replicas": str(replication.min_insync)}
+    # Every topic takes the largest event AIOS produces (AIOS_MAX_MESSAGE_BYTES), stated rather than
+    # left to the broker's default, so the codec's refusal and the broker's agree.
+    size = {"max.message.bytes": str(settings.kafka.max_message_bytes + PRODUCER_HEADROOM_BYTES)}
+    isr = {"min.insync.replicas": str(replication.min_insync), **size}
     keep = {"cleanup.policy": "delete", "retention.ms": str(settings.kafka.topic_retention_ms), **isr}
     # The DLQ keeps four times longer: it is where people look after something went wrong.
     dlq_retention = -1 if settings.kafka.topic_retention_ms < 0 else settings.kafka.topic_retention_ms * 4
@@ -145,6 +155,9 @@ def topic_specs(settings: Settings, replication: Replication | None = None) -> l
         TopicSpec(t.dlq, "DeadLetter", "source key", parts, rf,
                   {**keep, "retention.ms": str(dlq_retention)}),
     ]
+    # An hour of live tokens is plenty for a viewer that reconnects; the answer is on the result.
+    specs.append(TopicSpec(t.tokens, "TokenDelta", "task_id", parts, rf,
+                           {"cleanup.policy": "delete", "retention.ms": str(TOKEN_RETENTION_MS)}))
     specs += [
         TopicSpec(t.tasks_json, "Task as plain JSON", "any", parts, rf, keep),
         TopicSpec(t.results_json, "TaskResult as plain JSON", "project_id", parts, rf, keep),

@@ -86,6 +86,10 @@ class PipelineProcess:
         raise OrchestrationError(f"`aios {' '.join(self.command)}` did not become ready:\n"
                                  + "".join(self._log[-20:]))
 
+    def ready_line(self) -> str:
+        """The line that said the process was ready (``aios dev llm`` puts its URLs in it)."""
+        return next((line for line in reversed(self._log) if "aios: ready" in line), "")
+
     def _drain(self) -> None:
         for line in self.proc.stderr or ():
             self._log.append(line)
@@ -145,7 +149,7 @@ def raw_kafka(settings: Settings, topic: str, burst: int, paced: int, rate: floa
     producer = Producer(producer_config(settings, **{"linger.ms": 1}))
     consumer = make_consumer(settings, group=f"bench-raw-{time.time_ns()}",
                              **{"fetch.wait.max.ms": 1, "topic.metadata.refresh.interval.ms": 1000})
-    _assign_at_end(consumer, topic)
+    assign_at_end(consumer, topic)
 
     def run(count: int, pace: float | None) -> tuple[float, list[float]]:
         sent: dict[bytes, float] = {}
@@ -197,7 +201,8 @@ def raw_kafka(settings: Settings, topic: str, burst: int, paced: int, rate: floa
     return Figures(burst, burst / burst_elapsed, len(latencies), rate, p50, p99, worst)
 
 
-def _assign_at_end(consumer: Consumer, topic: str) -> None:
+def assign_at_end(consumer: Consumer, topic: str) -> None:
+    """Read every partition of ``topic`` from its current end (no group rebalance)."""
     meta = consumer.list_topics(topic, timeout=10).topics[topic]
     parts = []
     for p in meta.partitions:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import faust
 from prometheus_client import REGISTRY
 
+from aios.schemas.limits import PRODUCER_HEADROOM_BYTES
+from aios.streams.engine.concurrent import ConcurrentProcessor
 from aios.streams.engine.runtime import Runtime
 from aios.streams.engine.transactional import TransactionalProcessor
 from aios.streams.errors import OrchestrationError
@@ -77,6 +79,8 @@ def build_app(settings: Settings, processors: Sequence[Register], name: str) -> 
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_linger_ms=1,
+        # Above what the codec lets through (AIOS_MAX_MESSAGE_BYTES), as for the confluent-kafka clients.
+        producer_max_request_size=settings.kafka.max_message_bytes + PRODUCER_HEADROOM_BYTES,
         broker_commit_interval=settings.processing.commit_interval_s,
         # A SIGKILLed member holds its partitions until its session expires (faust's default: 60 s).
         broker_session_timeout=settings.kafka.session_timeout_s,
@@ -160,16 +164,15 @@ async def running(
         if uses_faust:
             await _wait_assigned(app, ready_timeout_s)
         for service in rt.services:
-            if isinstance(service, TransactionalProcessor):
+            if isinstance(service, TransactionalProcessor | ConcurrentProcessor):
                 await service.wait_assigned(ready_timeout_s)
         yield RunningApp(app, rt)
         # A clean stop drains first (agents finish in-flight tasks); a crash goes straight down.
         for drain in rt.drainers:
             await drain()
     except BaseException:
-        if uses_faust:
-            for failed in rt.on_failure:
-                await failed()
+        for failed in rt.on_failure:
+            await failed()
         raise
     finally:
         unwatch()
