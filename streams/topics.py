@@ -157,7 +157,7 @@ def topic_specs(settings: Settings, replication: Replication | None = None) -> l
     ]
     # An hour of live tokens is plenty for a viewer that reconnects; the answer is on the result.
     specs.append(TopicSpec(t.tokens, "TokenDelta", "task_id", parts, rf,
-                           {"cleanup.policy": "delete", "retention.ms": str(TOKEN_RETENTION_MS)}))
+                           {"cleanup.policy": "delete", "retention.ms": str(TOKEN_RETENTION_MS), **isr}))
     specs += [
         TopicSpec(t.tasks_json, "Task as plain JSON", "any", parts, rf, keep),
         TopicSpec(t.results_json, "TaskResult as plain JSON", "project_id", parts, rf, keep),
