@@ -22,6 +22,7 @@ from aios.connectors.context.keys import KeyStore
 from aios.connectors.context.ratelimit import TokenBuckets
 from aios.connectors.history import HistoryStore, open_store
 from aios.schemas.events import envelope
+from aios.streams.logs import LIBRDKAFKA
 from aios.streams.settings import Settings
 from aios.streams.topics import Topics
 
@@ -52,8 +53,9 @@ class Services:
         self.limiter = RateLimiter(TokenBuckets(self.redis, settings.kafka.topic_prefix, settings.api.rate_per_s,
                                                 settings.api.rate_burst))
         self.auth = Authenticator(self.keys, JwtVerifier(settings) if settings.api.jwks_url else None, self.limiter)
-        self._admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "socket.timeout.ms": 5000,
-                                   **settings.kafka.security()})
+        admin: dict[str, Any] = {"bootstrap.servers": settings.kafka.bootstrap, "socket.timeout.ms": 5000,
+                                 "logger": LIBRDKAFKA, **settings.kafka.security()}
+        self._admin = AdminClient(admin)
 
     async def start(self) -> None:
         self.producer = AsyncProducer(self.settings)

@@ -20,6 +20,7 @@ from confluent_kafka import KafkaError as CKafkaError
 from aios.schemas.codec import Codec, ConfluentRegistry, Decoded
 from aios.schemas.errors import SchemaError
 from aios.streams.errors import KafkaError
+from aios.streams.logs import LIBRDKAFKA
 from aios.streams.settings import Settings
 from aios.streams.topics import Topics
 
@@ -41,6 +42,7 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         # The Java client's (and aiokafka's, so faust's) key hashing: an event keyed by project_id
         # lands on the same partition whoever produced it, which the orchestrator's table needs.
         "partitioner": "murmur2_random",
+        "logger": LIBRDKAFKA,  # librdkafka's lines go to the log, not to stderr (streams.logs)
         **settings.kafka.security(),
     }
     config.update(extra)
@@ -65,7 +67,11 @@ class EventProducer:
     def send(self, topic: str, record: str, value: Mapping[str, Any], key: str | None = None) -> None:
         self.send_raw(topic, self.codec.encode(record, value, topic), key)
 
-    def send_raw(self, topic: str, data: bytes, key: str | None = None) -> None:
+    def send_tombstone(self, topic: str, key: str) -> None:
+        """A null value for ``key`` on a compacted topic: compaction then forgets the key."""
+        self.send_raw(topic, None, key)
+
+    def send_raw(self, topic: str, data: bytes | None, key: str | None = None) -> None:
         while True:
             try:
                 self._producer.produce(topic, value=data, key=key, on_delivery=self._on_delivery)
@@ -99,6 +105,7 @@ def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, A
         "fetch.wait.max.ms": 10,
         "session.timeout.ms": int(settings.kafka.session_timeout_s * 1000),
         "heartbeat.interval.ms": int(settings.kafka.session_timeout_s * 250),
+        "logger": LIBRDKAFKA,
         **settings.kafka.security(),
     }
     config.update(extra)

@@ -12,6 +12,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from aios.streams.errors import KafkaError
+from aios.streams.logs import LIBRDKAFKA
 from aios.streams.settings import Settings
 
 
@@ -109,8 +110,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "socket.timeout.ms": 10000,
-                        **settings.kafka.security()})
+    config: dict[str, Any] = {"bootstrap.servers": settings.kafka.bootstrap, "socket.timeout.ms": 10000,
+                              "logger": LIBRDKAFKA, **settings.kafka.security()}
+    return AdminClient(config)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from aios.schemas.errors import SchemaError
 from aios.schemas.events import envelope
 from aios.streams.engine.records import dead_letter, decode_or_error, log, raw_topic, send
 from aios.streams.engine.runtime import Runtime
+from aios.streams.logs import ids_scope, set_processor
 from aios.streams.metrics import EVENTS, LLM_COST, LLM_REPLAYS, LLM_TOKENS, PROCESSING, TASK_SECONDS, TASKS
 from aios.streams.processors import agent_status
 
@@ -199,6 +200,7 @@ async def one_at_a_time(task_id: str, attempt: int) -> AsyncIterator[None]:
 
 def _make_handler(app: faust.App, rt: Runtime, role: str, lifecycle: Lifecycle) -> Any:
     async def work(stream: Any) -> None:
+        set_processor(f"{NAME}:{role}")
         async for event in stream.events():
             started = time.perf_counter()
             a = decode_or_error(rt, event.value, "Assignment")
@@ -213,7 +215,8 @@ def _make_handler(app: faust.App, rt: Runtime, role: str, lifecycle: Lifecycle) 
             try:
                 # An exception here crashes this actor, and faust's supervisor restarts it; the
                 # worker says `failed` only if the app itself goes down (Runtime.on_failure).
-                await _handle(app, rt, a, started)
+                with ids_scope(task_id=a["task_id"], project_id=a["project_id"], trace_id=a["trace_id"]):
+                    await _handle(app, rt, a, started)
             finally:
                 lifecycle.end(a["task_id"])
 
@@ -254,6 +257,8 @@ async def _handle(app: faust.App, rt: Runtime, a: dict[str, Any], started: float
         LLM_TOKENS.labels(call["provider"], call["model"], "output").inc(call["output_tokens"])
         LLM_COST.labels(call["provider"], call["model"]).inc(call["cost_usd"])
     status = "succeeded" if outcome.ok else "failed"
+    log.info("agents: attempt %d %s in %.0f ms%s", a["attempt"], status, latency_ms,
+             f": {outcome.error_type}: {outcome.error}" if not outcome.ok else "")
     EVENTS.labels(NAME, status).inc()
     TASKS.labels(a["role"], status).inc()
     elapsed = time.perf_counter() - started

@@ -1,7 +1,8 @@
 """The agent worker's live status on the compacted agents topic: heartbeats and graceful drain.
 
 A worker publishes AgentStatus (keyed by agent id) when it starts, every heartbeat interval, and
-on each change that matters to a reader: draining, stopped, failed. On shutdown it drains: it
+on each change that matters to a reader: draining, stopped, failed; after ``stopped`` it tombstones its
+key, so the live registry forgets it. On shutdown it drains: it
 stops fetching, hands every assignment it had fetched but not started back to its partition (faust
 acknowledges an event however its handler ends, so holding one would lose it), lets the ones in
 flight finish, flushes their outputs, and only then publishes ``stopped``.
@@ -47,6 +48,11 @@ def attach(app: faust.App, rt: Runtime) -> Lifecycle:
                         len(lifecycle.in_flight), rt.settings.processing.drain_timeout_s, ", ".join(lifecycle.in_flight))
         lifecycle.stop()
         await _publish_and_flush(app, rt, lifecycle)  # in-flight outputs and `stopped`, before the commit
+        # Then forget this worker on the compacted topic: readers drop it, compaction removes it.
+        # (`stopped` stays in the history; a crashed worker is forgotten by the orchestrator later.)
+        await app.producer.send(rt.topics.agents, lifecycle.agent_id.encode(), None, partition=None,
+                                timestamp=None, headers=None)
+        await app.producer.flush()
 
     async def failed() -> None:
         lifecycle.fail()
