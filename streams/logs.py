@@ -99,7 +99,8 @@ def as_document(record: logging.LogRecord) -> dict[str, Any]:
         "message": record.getMessage(),
     }
     doc.update(getattr(record, "aios_ids", {}))
-    if record.exc_info:
+    if record.exc_info and record.exc_info[0] is not None:
+        doc["error"] = f"{record.exc_info[0].__name__}: {record.exc_info[1]}"
         doc["exception"] = logging.Formatter().formatException(record.exc_info)
     return doc
 
@@ -116,9 +117,8 @@ def render_text(doc: Mapping[str, Any]) -> str:
     line = f"{doc.get('time', '')} {str(doc.get('level', 'INFO')):<7} {where}: {doc.get('message', '')}"
     if ids:
         line += f" ({ids})"
-    exception = doc.get("exception")
-    if exception:
-        line += f" [{str(exception).strip().splitlines()[-1]}]"
+    if doc.get("error"):
+        line += f" [{doc['error']}]"
     return line.replace("\n", "\\n")
 
 

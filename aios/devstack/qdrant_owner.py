@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -170,14 +172,20 @@ def build_app(folder: Path) -> FastAPI:
     return app
 
 
+class _Server(uvicorn.Server):
+    """Signals are this process's (a clean stop exits 0, where uvicorn re-raises the signal)."""
+
+    @contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
 def url_of(settings: Settings) -> str:
     return f"http://127.0.0.1:{settings.stores.qdrant_local_port}"
 
 
 def serve_qdrant(settings: Settings, on_ready: Callable[[str], None]) -> None:
     """Serve the local folder until SIGTERM or SIGINT; ``on_ready(url)`` once it answers."""
-    import uvicorn
-
     from aios.streams.engine.runtime import qdrant_folder
 
     folder = qdrant_folder(settings).resolve()
@@ -187,9 +195,12 @@ def serve_qdrant(settings: Settings, on_ready: Callable[[str], None]) -> None:
     url = url_of(settings)
     config = uvicorn.Config(build_app(folder), host="127.0.0.1", port=settings.stores.qdrant_local_port,
                             log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
+    server = _Server(config)
 
     async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
         task = asyncio.create_task(server.serve())
         while not server.started:
             if task.done():

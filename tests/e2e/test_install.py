@@ -24,6 +24,7 @@ import pytest
 
 from aios.streams.settings import Settings
 from aios.streams.topics import delete_topics
+from tests.e2e.conftest import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +98,7 @@ def test_a_base_install_runs_the_pipeline_with_vector_memory_off(venv: Path, bas
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIOS_", "OPENAI_", "VIRTUAL_ENV"))}
     env.update({"AIOS_TOPIC_PREFIX": f"inst{uuid.uuid4().hex[:10]}", "AIOS_DATA_DIR": str(tmp_path / "data"),
                 "AIOS_KAFKA_BOOTSTRAP": base_settings.kafka.bootstrap, "AIOS_REDIS_URL": base_settings.stores.redis_url,
-                "AIOS_METRICS_PORT": "0", "AIOS_API_PORT": "0", "PATH": f"{venv / 'bin'}:{env.get('PATH', '')}"})
+                **free_ports(), "AIOS_METRICS_PORT": "0", "AIOS_API_PORT": "0", "PATH": f"{venv / 'bin'}:{env.get('PATH', '')}"})
     aios = str(venv / "bin" / "aios")
     assert _import_fails(venv, "qdrant_client") and _import_fails(venv, "onnxruntime")  # no extras
     _run(aios, "topics", "create", env=env)
