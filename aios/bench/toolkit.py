@@ -71,7 +71,7 @@ class PipelineProcess:
         self._log: list[str] = []
         self.command = command
 
-    def wait_ready(self, timeout_s: float = 90.0) -> None:
+    def wait_ready(self, timeout_s: float = 180.0) -> None:
         deadline = time.monotonic() + timeout_s
         stderr = self.proc.stderr
         if stderr is None:

@@ -30,6 +30,8 @@ import pytest
 from websockets.asyncio.client import connect
 
 from aios.agents.roles import load_roles
+from aios.devstack.logfile import log_path
+from aios.devstack.logfile import read as read_log
 from aios.devstack.supervisor import free_port
 from aios.streams.kafka import EventProducer
 from aios.streams.settings import Settings
@@ -206,7 +208,8 @@ def test_top_under_tmux_shows_what_runs(up: Up, tmp_path: Path) -> None:
     session = f"aios-top-{uuid.uuid4().hex[:6]}"
     script = tmp_path / "top.sh"
     exports = "".join(f"export {k}={json.dumps(v)}\n" for k, v in up.cli.env.items() if k.startswith("AIOS_"))
-    script.write_text(f"{exports}cd {ROOT}\nexec {sys.executable} -m aios.cli top --refresh 0.5\n")
+    # COLUMNS and LINES (pytest's terminal) would override the pane's size for textual.
+    script.write_text(f"{exports}unset COLUMNS LINES\ncd {ROOT}\nexec {sys.executable} -m aios.cli top --refresh 0.5\n")
     socket = str(tmp_path / "tmux.sock")  # a server of its own: other tmux users are left alone
     tmux = ["tmux", "-S", socket]
     subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "180", "-y", "60", f"bash {script}"], check=True)
@@ -248,7 +251,7 @@ def test_top_under_tmux_shows_what_runs(up: Up, tmp_path: Path) -> None:
 
 
 def _started_pid(up: Up, process: str) -> int:
-    lines = up.cli.json("logs", "--processor", "supervisor", "--lines", "500")["lines"]
+    lines = read_log(log_path(up.settings.replace(data_dir=up.cli.env["AIOS_DATA_DIR"])), processor="supervisor")
     started = [line["message"] for line in lines if line["message"].startswith(f"supervisor: started {process} (pid ")]
     return int(started[-1].split("(pid ")[1].split(")")[0])
 
@@ -290,5 +293,10 @@ def test_sigterm_with_a_websocket_open_stops_everything_within_the_drain_timeout
     assert elapsed < DRAIN_TIMEOUT_S, f"aios up took {elapsed:.1f} s to stop"
     for pid in children:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    # Every process stopped by itself (the WebSocket session did not hold the API, no thread held
+    # a worker): none had to be killed at the deadline.
+    stopping = up.cli.json("logs", "--processor", "supervisor", "--lines", "100")["lines"]
+    assert not [line for line in stopping if "did not stop in time" in line["message"]]
+    assert stopping[-1]["message"] == "supervisor: stopped"
     # The agent drained, said `stopped`, and tombstoned its key: `aios agents` lists nobody.
     assert up.cli.json("agents", "--all")["agents"] == []
