@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 
-from aios.agents.roles import load_roles
 from aios.api.errors import ApiError, Forbidden, NotFound
 from aios.api.models import (
     ID,
@@ -74,9 +73,8 @@ async def submit_task(request: Request, body: TaskIn, who: Submitter) -> TaskAcc
     """Produce a standalone task; 202 once Kafka has acknowledged it (acks=all)."""
     check_write(who, body.project)
     svc = services(request)
-    roles = load_roles()
-    if body.role not in roles:
-        raise ApiError(f"unknown role {body.role!r}; roles: {', '.join(roles.names())} (agents/roles.json)")
+    if body.role not in svc.settings.processing.roles:
+        raise ApiError(f"unknown role {body.role!r}; this deployment runs: {', '.join(svc.settings.processing.roles)}")
     task = build_task(body.description, role=body.role, project=body.project, priority=body.priority,
                       privacy=body.privacy,
                       submitted_by="api")
@@ -93,11 +91,12 @@ def _unserved(svc: Services, roles: set[str]) -> list[str]:
 @router.post("/projects", status_code=202, response_model=ProjectAccepted)
 async def submit_project(request: Request, body: ProjectIn, who: Submitter) -> ProjectAccepted:
     """Produce a plan (a DAG of tasks), or a goal, as one event. A goal is planned by the planner
-    role unless another role is asked for (then it is one task). Roles no live agent serves are
-    named in ``unserved_roles`` (and in the project's status notes): the work waits for them."""
+    role when this deployment runs one (and no other role is asked for), else it is one task.
+    Roles that no live agent serves (the agents topic) are named in ``unserved_roles``, and in the
+    project's status notes: the work waits for them."""
     check_write(who, body.project)
     svc = services(request)
-    if body.goal is not None and "role" not in body.model_fields_set:
+    if body.goal is not None and PLANNER_ROLE in svc.settings.processing.roles and "role" not in body.model_fields_set:
         if svc.view.project(body.project) is not None:
             raise ApiError(f"project {body.project!r} already exists; plans are submitted once, choose another id")
         goal_event = {**envelope(), "project_id": body.project, "goal": body.goal, "budget_usd": body.budget_usd,
@@ -108,7 +107,7 @@ async def submit_project(request: Request, body: ProjectIn, who: Submitter) -> P
     tasks = body.tasks or [PlannedTask(id="goal", role=body.role, description=body.goal or "")]
     try:
         plan = Plan(project=body.project, tasks=tuple(tasks), budget_usd=body.budget_usd)
-        validate_plan(plan, load_roles().names())
+        validate_plan(plan, svc.settings.processing.roles)
     except PlanError as exc:
         raise ApiError(str(exc)) from exc
     if svc.view.project(body.project) is not None:

@@ -10,7 +10,7 @@ from aios.schemas.events import envelope, now_ms
 from aios.streams.kafka import EventProducer
 from aios.streams.pipeline import running
 from aios.streams.settings import Settings
-from aios.streams.topics import Topics
+from aios.streams.topics import Topics, create_topics
 from tests.integration.api.helpers import api_client, poll
 
 pytestmark = pytest.mark.integration
@@ -139,6 +139,8 @@ async def test_agents_silent_are_gone_then_dropped_and_a_tombstone_removes_one(s
 
 
 async def test_work_for_a_role_no_live_agent_serves_is_accepted_and_says_so(settings: Settings) -> None:
+    settings = settings.replace(roles="general,qa,writer")
+    create_topics(settings)
     producer = EventProducer(settings)
     qa = {**envelope(), "agent_id": "qa-1", "role": "qa", "roles": ["qa"], "state": "ready", "in_flight": [],
           "version": "0.1.0", "host": "h", "heartbeat_interval_ms": 5000}
@@ -152,7 +154,7 @@ async def test_work_for_a_role_no_live_agent_serves_is_accepted_and_says_so(sett
         waits = await api.post("/v1/projects", json=plan)
         assert waits.status_code == 202 and waits.json()["unserved_roles"] == ["writer"]
         goal = await api.post("/v1/projects", json={"project": "r3", "goal": "Build a shop"})
-        assert goal.status_code == 202 and goal.json()["unserved_roles"] == ["planner"]
+        assert goal.status_code == 202 and goal.json()["unserved_roles"] == ["general"]  # no planner here: one task
         unknown = await api.post("/v1/tasks", json={"description": "x", "role": "astronaut", "project": "r"})
         assert unknown.status_code in (400, 422) and "astronaut" in unknown.text
 
