@@ -16,7 +16,7 @@ TRANSCODER := $(VENV)/.transcoder
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install system demo test test-unit test-integration lint typecheck bench up down clean
+.PHONY: help install system demo test test-unit test-integration lint typecheck bench up down clean go-tools
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -57,6 +57,8 @@ $(REGISTRY): infra/schema-registry/build.sh infra/schema-registry/go.mod infra/s
 $(HELM_TOOLS): infra/helm/tools/build.sh $(addprefix infra/helm/tools/,helm/go.mod helm/go.sum manifestcheck/go.mod manifestcheck/go.sum manifestcheck/main.go)
 	bash infra/helm/tools/build.sh
 	@touch $@
+
+go-tools: $(REGISTRY) $(HELM_TOOLS) ## Build the Go tools the tests use (the schema registry, helm, manifestcheck)
 
 up: install ## Start the local Kafka and Redis (idempotent)
 	$(AIOS) dev up

@@ -1,5 +1,10 @@
 """Builds the Faust app for a set of registered processors and runs it inside the caller's event loop.
 
+Runtime model 1 of 3, the faust agent (``app.agent``): work per record with a few in flight, where
+faust's acking (an offset commits once the handler returned and its outputs were flushed) is
+enough. The batch and transactional models (``batch.py``, ``transactional.py``) run as services of
+the same app; ARCHITECTURE.md says which to choose.
+
 The engine knows no processor by name: callers pass registrations (``streams.pipeline`` does, from
 the registry in ``streams.processors``).
 

@@ -1,4 +1,6 @@
-"""Batch consumers: processors that apply events in batches rather than one at a time.
+"""Runtime model 2 of 3, the batch consumer: processors that apply events in batches rather than
+one at a time. Use it for many small records applied together to a store whose writes are
+idempotent (the history sink, the memory processor, the JSON egress).
 
 They run on confluent-kafka's C consumer as services beside (or without) the faust app: faust
 spends ~0.2 ms of Python per consumed event, more than the batch work itself. Offsets are

@@ -1,4 +1,7 @@
-"""Exactly-once processors: consume a batch, produce its outputs and commit its offsets in one Kafka
+"""Runtime model 3 of 3, the transactional processor: use it where state and outputs must change
+together exactly once (the orchestrator, the results committer).
+
+Exactly-once processors: consume a batch, produce its outputs and commit its offsets in one Kafka
 transaction (consume-transform-produce on confluent-kafka).
 
 A batch's outputs, state-log entries included, become visible to read_committed readers together

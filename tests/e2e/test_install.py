@@ -35,7 +35,7 @@ DATA_FILES = ("aios/schemas/avro/Task.avsc", "aios/agents/roles.json", "aios/age
               "aios/api/static/index.html", "aios/py.typed")
 
 
-def _run(*args: str | Path, timeout: float = 600, env: dict[str, str] | None = None) -> str:
+def _run(*args: str | Path, timeout: float = 1200, env: dict[str, str] | None = None) -> str:
     # Away from the checkout: from its root, `import agents` would find the repository's folder.
     proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=env,
                           cwd=Path(args[0]).parent if Path(str(args[0])).is_absolute() else None)
