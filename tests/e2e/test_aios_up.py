@@ -182,6 +182,21 @@ def test_logs_and_a_top_snapshot(up: Up, submitted: dict[str, Any]) -> None:
     assert all(line["task_id"] == task_id and line["time"] and line["level"] for line in lines)
     supervisor = cli.json("logs", "--processor", "supervisor")["lines"]
     assert any("ready with" in line["message"] for line in supervisor)
+    # --follow prints what comes: here, the agent's line about a task submitted meanwhile.
+    follow = subprocess.Popen([*AIOS, "logs", "--follow", "--processor", "agents", "--lines", "0"], env=cli.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(3)  # the command is reading the file's end
+        later = cli.json("submit", "Followed", "--wait", "--timeout", "90")["task_id"]
+        assert follow.stdout is not None
+        line = eventually(lambda: (text := follow.stdout.readline()) and later[:8] in text and text, timeout_s=30,
+                          every_s=0)
+        assert " agents[" in line and "succeeded" in line  # the text form: one line per event
+    finally:
+        follow.terminate()
+        follow.wait(10)
+        if follow.stdout is not None:
+            follow.stdout.close()
     snapshot = cli.json("top", "--refresh", "0.5")
     assert [a["state"] for a in snapshot["agents"]] in (["ready"], ["busy"])
     assert {p["project_id"] for p in snapshot["projects"]} >= {"default", "shortener-goal"}
