@@ -7,6 +7,10 @@ BIN     := $(VENV)/bin
 AIOS    := $(BIN)/aios
 EXTRAS  := dev,registry,vector,anthropic
 STAMP   := $(VENV)/.installed
+# uv installs the versions locked in uv.lock (`make lock` re-resolves them); pinned for the same lock format.
+UV_VERSION := 0.13.9
+UV      := $(BIN)/uv
+comma   := ,
 JARS    := infra/kafka/lib/.resolved
 CONNECT_JARS := infra/connect/lib/.resolved
 REGISTRY := infra/schema-registry/bin/schema-registry
@@ -16,7 +20,7 @@ TRANSCODER := $(VENV)/.transcoder
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install system demo test test-unit test-integration lint typecheck bench up down clean go-tools
+.PHONY: help install system demo test test-unit test-integration lint typecheck audit lock bench up down clean go-tools
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -24,12 +28,20 @@ help: ## Show the targets
 system: ## Install missing system packages (redis-server, Java 17, Maven, Python venv)
 	@bash infra/install-system.sh
 
-$(STAMP): pyproject.toml
-	@$(MAKE) --no-print-directory system
+$(UV):
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
+
+# Exactly the versions in uv.lock (--frozen: never re-resolved here); --inexact keeps what is installed
+# apart from the lock (the transcoder below).
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	@$(MAKE) --no-print-directory system
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --inexact $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e))
 	@touch $@
+
+lock: | $(UV) ## Re-resolve uv.lock after changing dependencies in pyproject.toml, then commit it
+	$(UV) lock
+	@echo "uv.lock updated: commit it with pyproject.toml (make install installs exactly what it pins)"
 
 # The history sink's Avro → Native transcoder (Rust, pyo3), built by maturin with the crates pinned in Cargo.lock.
 $(TRANSCODER): $(STAMP) $(wildcard $(TRANSCODER_SRC)/src/*.rs) $(addprefix $(TRANSCODER_SRC)/,Cargo.toml Cargo.lock pyproject.toml aios_transcoder.pyi)
@@ -80,10 +92,15 @@ test: install $(REGISTRY) $(HELM_TOOLS) ## Run every test against the real local
 test-unit: install $(HELM_TOOLS) ## Only the pure-logic tests (no services)
 	$(BIN)/pytest -q tests/unit
 
-lint: install ## ruff, mypy --strict and the layer contract (import-linter)
+lint: install ## ruff, mypy --strict, the layer contract (import-linter) and the lock's audit
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	@$(UV) lock --locked || { echo "uv.lock does not match pyproject.toml: run make lock and commit uv.lock" >&2; exit 1; }
+	$(BIN)/python infra/audit_lock.py uv.lock
+
+audit: install ## The locked versions against PyPI's advisory data (infra/audit_lock.py); part of lint
+	$(BIN)/python infra/audit_lock.py uv.lock
 
 typecheck: install ## mypy --strict
 	$(BIN)/mypy

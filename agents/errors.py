@@ -3,10 +3,12 @@
     AiosError                          (schemas.errors)
     ├── ConfigError                    (schemas.errors)
     │   └── MissingCredentialsError    a provider was chosen but its key is not set
+    ├── TaskCancelledError             the task was cancelled while an agent worked on it
     └── LLMError                       every provider failure; carries provider and status_code
         ├── ProviderAuthError          401/403: the key is wrong or lacks access
         ├── RateLimitError             429; carries the provider's retry_after
-        │   └── CoolingDownError       every eligible deployment of the router is cooling down
+        │   ├── CoolingDownError       every eligible deployment of the router is cooling down
+        │   └── QueueTimeoutError      no eligible deployment had room within the router's queue time
         ├── OverloadedError            529: the provider is shedding load
         ├── ProviderTimeoutError       no answer within the configured timeout
         ├── BadRequestError            400/404/422: our request is wrong; retrying will not help
@@ -85,7 +87,8 @@ class UnknownModelError(LLMError):
     def __init__(self, *, provider: str, model: str, catalogue: str, version: int) -> None:
         super().__init__(
             f"model {model!r} of provider {provider!r} is not in the catalogue ({catalogue}, "
-            f"version {version}); add it with its prices",
+            f"version {version}); add it with its prices to a [[models]] entry of the file AIOS_LLM_CONFIG "
+            "names (docs/agents.md)",
             provider=provider,
         )
         self.model = model
@@ -97,6 +100,14 @@ class NoDeploymentError(LLMError):
 
 class CoolingDownError(RateLimitError):
     """Every eligible deployment is cooling down after failures; retry after ``retry_after`` s."""
+
+    def __init__(self, message: str, *, provider: str, retry_after: float | None = None) -> None:
+        super().__init__(message, provider=provider, status_code=None, retry_after=retry_after)
+
+
+class QueueTimeoutError(RateLimitError):
+    """No eligible deployment had room (its concurrency, rpm or tpm limit) within the router's
+    queue time; retry after ``retry_after`` s, or raise the limits."""
 
     def __init__(self, message: str, *, provider: str, retry_after: float | None = None) -> None:
         super().__init__(message, provider=provider, status_code=None, retry_after=retry_after)
@@ -116,3 +127,12 @@ class MissingCredentialsError(ConfigError):
         super().__init__(message)
         self.provider = provider
         self.env_var = env_var
+
+
+class TaskCancelledError(AiosError):
+    """The task was cancelled (by a person, the API or a spent budget) while an agent worked on it;
+    ``reason`` says by whom and why. Not an LLM failure: the attempt ends as cancelled."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"cancelled: {reason}")
+        self.reason = reason

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any, Protocol
 
-from aios.agents.errors import LLMError
+from aios.agents.cancellation import Cancellation
+from aios.agents.errors import LLMError, TaskCancelledError
 from aios.agents.llm.base import ChatMessage, ChatRequest, ChatResponse, Provider, ToolCall, Usage
 from aios.agents.llm.router import Route, Routed, Router, Strategy
 from aios.agents.roles import Role, load_roles
-from aios.agents.tools import MAX_TOOL_ROUNDS, Search, Toolbox, ToolContext
+from aios.agents.tools import MAX_TOOL_ROUNDS, FetchOutput, Search, Toolbox, ToolContext
+from aios.schemas.limits import MAX_ERROR_CHARS, MAX_OUTPUT_BYTES, cut, cut_utf8, utf8_len
 
 # Budgets in characters (~4 per token) keep a prompt well inside small context windows even when
 # dependency outputs are long; the newest context is kept, the oldest dropped first.
@@ -30,6 +32,14 @@ TOTAL_BUDGET = 12_000
 # Tokens allowed for each join between separately counted parts of a prompt.
 JOIN_MARGIN = 2
 INVALID_OUTPUT = "invalid_output"  # the error_type of an answer that broke its role's contract
+CANCELLED = "cancelled"  # the error_type of an attempt stopped by a cancel
+# Told each piece of an answer as it streams: (step, text delta). Called from the event loop, so
+# it must not block.
+DeltaSink = Callable[[int, str], None]
+# The error_type of an answer over MAX_OUTPUT_BYTES: a result must fit in a Kafka message with room
+# to spare. This is the seam for an artifact store: keep the whole answer there and put its
+# reference in the output, instead of failing the attempt.
+OUTPUT_TOO_LARGE = "output_too_large"
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,7 @@ class CallRecord:
     fallback_chain: tuple[str, ...]
     replayed: bool = False  # read back from the journal: no LLM was called this time
     redacted: bool = False  # the prompt's PII was masked for a remote model
+    queue_ms: float = 0.0  # how long the router waited for a deployment to have room
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-ready form for the journal."""
@@ -80,7 +91,7 @@ class CallRecord:
             "cached_input_tokens": r.usage.cached_input_tokens, "latency_ms": r.latency_ms,
             "ttft_ms": r.ttft_ms, "offline": r.offline, "deployment": self.deployment,
             "strategy": self.strategy, "cost_usd": self.cost_usd, "fallback_chain": list(self.fallback_chain),
-            "redacted": self.redacted,
+            "redacted": self.redacted, "queue_ms": self.queue_ms,
             "tool_calls": [{"id": c.id, "name": c.name, "arguments": dict(c.arguments)} for c in r.tool_calls],
         }
 
@@ -98,7 +109,7 @@ class CallRecord:
         )
         return cls(int(record["step"]), response, str(record["deployment"]), str(record["strategy"]),
                    float(record["cost_usd"]), tuple(record.get("fallback_chain", ())), replayed=True,
-                   redacted=bool(record.get("redacted", False)))
+                   redacted=bool(record.get("redacted", False)), queue_ms=float(record.get("queue_ms", 0.0)))
 
 
 class Journal(Protocol):
@@ -225,13 +236,17 @@ def _within_tokens(system: str, head: list[str], task: AgentTask, budget: TokenB
 
 async def run_task(
     llm: Provider | Router, task: AgentTask, budget: TokenBudget | None = None, *, journal: Journal | None = None,
-    tools: Toolbox | None = None, search: Search | None = None,
+    tools: Toolbox | None = None, search: Search | None = None, fetch: FetchOutput | None = None,
+    cancel: Cancellation | None = None, on_delta: DeltaSink | None = None,
 ) -> AgentOutcome:
     """Run ``task`` through ``llm`` (a router, or one provider), with ``tools`` the model may call
     for up to ``MAX_TOOL_ROUNDS`` rounds; check the answer against the role's contract and ask once
     more, with what was wrong, when it breaks it.
 
-    Provider failures become failed outcomes; bugs propagate.
+    ``cancel`` stops the attempt (the call in flight is interrupted, no further step or tool call
+    starts; the outcome's error_type is ``cancelled``); ``on_delta`` is told the answer as it streams.
+    Provider failures become failed outcomes; bugs propagate. ``fetch`` reads a dependency's whole
+    output where the assignment carries an excerpt (the read_dependency_output tool).
     """
     router = llm if isinstance(llm, Router) else Router.single(llm)
     if all(d.provider.offline for d in router.deployments):
@@ -240,7 +255,7 @@ async def run_task(
     request = build_request(task, budget=budget)
     if tools is not None:
         request = replace(request, tools=tools.specs())
-    steps = _Steps(router, task, role, journal, tools, ToolContext(task.context, search))
+    steps = _Steps(router, task, role, journal, tools, ToolContext(task.context, search, fetch), cancel, on_delta)
     try:
         request, call = await steps.call_with_tools(request)
         output, problem = role.validate(call.response.text)
@@ -250,6 +265,8 @@ async def run_task(
             output, problem = role.validate(call.response.text)
     except LLMError as exc:
         return steps.outcome(False, "", error=str(exc), error_type=type(exc).__name__)
+    except TaskCancelledError as exc:
+        return steps.outcome(False, "", error=str(exc), error_type=CANCELLED)
     if problem is not None:
         return steps.outcome(False, call.response.text, error_type=INVALID_OUTPUT,
                              error=f"the {role.name} answer broke its output contract twice; last: {problem}")
@@ -266,6 +283,8 @@ class _Steps:
     journal: Journal | None
     tools: Toolbox | None
     context: ToolContext
+    cancel: Cancellation | None = None
+    on_delta: DeltaSink | None = None
     calls: list[CallRecord] = field(default_factory=list)
     tool_records: list[ToolRecord] = field(default_factory=list)
 
@@ -276,6 +295,8 @@ class _Steps:
         while call.response.tool_calls and self.tools is not None:
             results = []
             for tool_call in call.response.tool_calls:
+                if self.cancel is not None:
+                    self.cancel.check()  # no tool call starts after a cancel
                 result = await self.tools.run(tool_call, self.context)
                 self.tool_records.append(ToolRecord(call.step, tool_call, result))
                 results.append(ChatMessage("tool", result, tool_call_id=tool_call.id))
@@ -290,6 +311,8 @@ class _Steps:
     async def call(self, request: ChatRequest) -> CallRecord:
         step = len(self.calls)
         t = self.task
+        if self.cancel is not None:
+            self.cancel.check()  # no step starts after a cancel
         # Keyed by project too: plan task ids ("t1") repeat across projects.
         task_key = f"{t.project_id}/{t.task_id}"
         recorded = await self.journal.get(task_key, t.attempt, step) if self.journal else None
@@ -299,9 +322,13 @@ class _Steps:
             strategy = Strategy(t.strategy or self.role.strategy)
             route = Route(request, tier=self.router.cap_tier(self.role.tier), strategy=strategy,
                           privacy=t.privacy, sticky_key=t.project_id or None)
-            routed: Routed = await self.router.complete(route)
+            sink = self.on_delta
+            on_delta = None if sink is None else (lambda text: sink(step, text))
+            answer = self.router.complete(route, on_delta=on_delta)
+            routed: Routed = await (answer if self.cancel is None else self.cancel.run(answer))
             record = CallRecord(step, routed.response, routed.deployment, routed.strategy.value,
-                                routed.cost_usd, routed.fallback_chain, redacted=routed.redacted)
+                                routed.cost_usd, routed.fallback_chain, redacted=routed.redacted,
+                                queue_ms=routed.queue_ms)
             if self.journal is not None:
                 # Recorded before anything is produced: a crash from here on replays, not re-pays.
                 await self.journal.put(task_key, t.attempt, step, record.to_record())
@@ -310,6 +337,16 @@ class _Steps:
 
     def outcome(self, ok: bool, output: str, *, error: str | None = None,
                 error_type: str | None = None) -> AgentOutcome:
+        """The attempt's outcome, within the limits every processor checks (schemas/limits.py)."""
+        size = utf8_len(output)
+        if size > MAX_OUTPUT_BYTES:
+            if ok:
+                ok, error_type = False, OUTPUT_TOO_LARGE
+                error = (f"the answer is {size} bytes of UTF-8, over the {MAX_OUTPUT_BYTES} bytes a task's output may "
+                         "be; ask for a shorter one, or split the task")
+            output = cut_utf8(output, MAX_OUTPUT_BYTES)  # a failed attempt's text is for reading only
+        if error is not None:
+            error = cut(error, MAX_ERROR_CHARS)
         last = self.calls[-1].response if self.calls else None
         cost = sum(c.cost_usd for c in self.calls)
         return AgentOutcome(ok, output, error, last, error_type, cost, tuple(self.calls), tuple(self.tool_records))

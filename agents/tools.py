@@ -16,19 +16,27 @@ from jsonschema.validators import Draft202012Validator
 
 from aios.agents.llm.base import ToolCall, ToolSpec
 from aios.schemas.jsonlimits import MAX_JSON_DEPTH, json_depth
+from aios.schemas.limits import excerpt_ref
 
 MAX_TOOL_ROUNDS = 4  # rounds of tool calls before the model must answer
 MAX_RESULT_CHARS = 8_000  # a tool result is a prompt part too: keep it bounded
+PAGE_CHARS = MAX_RESULT_CHARS - 200  # a page of a long output, with room for the line that says where it is
 
 Search = Callable[[str, int], Awaitable[Sequence[str]]]
+# (dependency task id, the reference at the end of its excerpt) -> its whole output, or None when it
+# cannot be read (gone with retention, not that task's). Given by the worker, which knows where
+# outputs are kept: today the attempt on Kafka; an artifact store would answer its own references.
+FetchOutput = Callable[[str, str], Awaitable[str | None]]
 
 
 @dataclass(frozen=True)
 class ToolContext:
-    """What tools may read for one task: its dependencies' outputs, and a memory search."""
+    """What tools may read for one task: its dependencies' outputs (excerpts of the long ones, with
+    a reference to the whole), a memory search, and how to read a whole output."""
 
     outputs: Mapping[str, str] = field(default_factory=dict)
     search: Search | None = None
+    fetch: FetchOutput | None = None
 
 
 class Tool(Protocol):
@@ -40,13 +48,16 @@ class Tool(Protocol):
 
 
 class ReadDependencyOutput:
-    """The whole output of a task this one depends on (the prompt may carry a trimmed copy)."""
+    """The whole output of a task this one depends on (the prompt carries a trimmed copy, and a long
+    output reaches the worker as an excerpt with a reference to the whole), a page at a time."""
 
     spec = ToolSpec(
         "read_dependency_output",
-        "Read the full output of a task this task depends on, by its task id.",
+        "Read the full output of a task this task depends on, by its task id; a long output comes in "
+        "pages: pass the offset the previous page names to read on.",
         {"type": "object", "required": ["task_id"], "additionalProperties": False,
-         "properties": {"task_id": {"type": "string", "description": "The dependency's task id."}}},
+         "properties": {"task_id": {"type": "string", "description": "The dependency's task id."},
+                        "offset": {"type": "integer", "minimum": 0, "description": "Character to start at."}}},
     )
 
     async def run(self, arguments: Mapping[str, Any], ctx: ToolContext) -> str:
@@ -54,7 +65,19 @@ class ReadDependencyOutput:
         if task_id not in ctx.outputs:
             known = ", ".join(sorted(ctx.outputs)) or "none"
             return f"error: {task_id!r} is not a dependency of this task; dependencies: {known}"
-        return ctx.outputs[task_id]
+        text = ctx.outputs[task_id]
+        ref = excerpt_ref(text)
+        if ref is not None and ctx.fetch is not None:
+            whole = await ctx.fetch(task_id, ref)
+            if whole is not None:
+                text = whole
+        start = int(arguments.get("offset", 0))
+        page = PAGE_CHARS
+        if start == 0 and len(text) <= page:
+            return text
+        end = min(start + page, len(text))
+        more = f"; call again with offset={end} for more" if end < len(text) else ""
+        return f"[characters {start}-{end} of {len(text)}{more}]\n{text[start:end]}"
 
 
 class SearchMemory:

@@ -21,7 +21,7 @@ from aios.api.metrics import Metrics
 from aios.api.routes import health, router
 from aios.api.services import Services, StoreFactory
 from aios.api.stream import ws_router
-from aios.schemas.errors import AiosError
+from aios.schemas.errors import AiosError, SchemaError
 from aios.streams.errors import KafkaError, OrchestrationError
 from aios.streams.settings import Settings
 
@@ -63,8 +63,9 @@ def create_app(settings: Settings, *, store: StoreFactory | None = None) -> Fast
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document_bearer(get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes))
+            app.openapi_schema = state_roles(document_bearer(get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes)),
+                settings.processing.roles)
         return app.openapi_schema
     app.openapi = openapi  # type: ignore[method-assign]
 
@@ -78,8 +79,21 @@ def create_app(settings: Settings, *, store: StoreFactory | None = None) -> Fast
 
     @app.exception_handler(AiosError)
     async def aios_error(request: Request, exc: AiosError) -> JSONResponse:
-        # Kafka (or another dependency) failing is the server's trouble; anything else the caller's.
-        down = isinstance(exc, KafkaError) or not isinstance(exc, OrchestrationError)
-        return JSONResponse({"detail": str(exc)}, status_code=503 if down else 400)
+        # What the request holds (it breaks a limit, does not encode) is the caller's to fix; Kafka, the
+        # registry or a store failing is the server's trouble.
+        caller = isinstance(exc, SchemaError) or (isinstance(exc, OrchestrationError) and not isinstance(exc, KafkaError))
+        if caller:
+            return JSONResponse({"detail": str(exc)}, status_code=400)
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
     return app
+
+
+def state_roles(document: dict[str, Any], roles: tuple[str, ...]) -> dict[str, Any]:
+    """The OpenAPI document with every request's ``role`` limited to the roles this deployment runs,
+    so a client generated from it sends no role the API would refuse."""
+    for name in ("TaskIn", "ProjectIn", "PlannedTask"):
+        role = document.get("components", {}).get("schemas", {}).get(name, {}).get("properties", {}).get("role")
+        if role is not None:
+            role["enum"] = list(roles)
+    return document

@@ -6,6 +6,8 @@ browsers cannot set headers on one. The principal lands on ``request.state.princ
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from fastapi import Request
@@ -20,6 +22,8 @@ from aios.api.keys import ApiKeys, looks_like_key
 from aios.api.metrics import AUTH_FAILURES
 from aios.api.principal import Principal
 from aios.api.ratelimit import RateLimiter
+
+ENDED = {"expired": "token expired", "revoked": "API key revoked"}  # why a credential ended: what a client reads
 
 
 class Authenticator:
@@ -43,6 +47,26 @@ class Authenticator:
         if limit:  # after the credential is checked: a bad guess cannot drain a real key's bucket
             await self.limiter.check(principal)
         return principal
+
+    async def until_invalid(self, principal: Principal, recheck_s: float) -> str:
+        """Return once the credential stops being valid, with why (a key of ``ENDED``): a token at
+        its expiry, a key when a check (every ``recheck_s``) finds it revoked. For connections that
+        outlive a request."""
+        while True:
+            wait = recheck_s
+            if principal.expires_at is not None:
+                left = principal.expires_at - time.time()
+                if left <= 0:
+                    return "expired"
+                wait = min(wait, left)
+            await asyncio.sleep(wait)
+            if principal.via == "key":
+                try:
+                    record = await self.keys.store.get(principal.subject)
+                except RedisError:
+                    continue  # a Redis blip is no reason to drop a client: check again next round
+                if record is None or record.revoked:
+                    return "revoked"
 
 
 def bearer(conn: HTTPConnection, *, allow_query: bool = False) -> str | None:

@@ -15,6 +15,9 @@ LATENCY = Histogram("aios_api_request_seconds", "Time to answer an HTTP request,
 AUTH_FAILURES = Counter("aios_api_auth_failures_total", "Requests refused before routing, by status.", ["status"])
 WS_CLIENTS = Gauge("aios_api_ws_clients", "WebSocket clients connected to /v1/stream.")
 WS_DROPPED = Counter("aios_api_ws_dropped_total", "WebSocket clients closed for falling too far behind.")
+WS_REFUSED = Counter("aios_api_ws_closed_total",
+                     "WebSocket connections the API refused or closed for their credential: over the per-key "
+                     "cap, key revoked, token expired.", ["reason"])
 
 
 class Metrics:

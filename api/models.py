@@ -1,4 +1,8 @@
-"""Request and response models: the OpenAPI document is generated from these."""
+"""Request and response models: the OpenAPI document is generated from these.
+
+The request models state the limits every entry point shares (``schemas/limits.py``), so a client
+generated from the OpenAPI document sends only what the API, and the processors behind it, accept.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,13 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
-from aios.streams.orchestration.plan import PlannedTask
+from aios.schemas import limits as L
+from aios.streams.orchestration.plan import JsonInt, PlannedTask
 
-ID = r"^[A-Za-z0-9._:-]+$"
-ROLE = r"^[a-z][a-z0-9_-]{0,39}$"
+ID = L.ID_PATTERN
+ROLE = L.ROLE_PATTERN
 
 
 class Strict(BaseModel):
@@ -18,10 +24,12 @@ class Strict(BaseModel):
 
 
 class TaskIn(Strict):
-    description: str = Field(min_length=1, max_length=20_000, description="What the agent should do.")
+    description: str = Field(min_length=1, max_length=L.MAX_DESCRIPTION_CHARS, pattern=L.NOT_BLANK_PATTERN,
+                             description="What the agent should do (not blank).")
     role: str = Field("general", pattern=ROLE, description="The agent role that does the task.")
-    project: str = Field("default", min_length=1, max_length=128, pattern=ID)
-    priority: int = Field(0, ge=-1000, le=1000, description="Higher runs first among ready tasks.")
+    project: str = Field("default", min_length=1, max_length=L.MAX_ID_CHARS, pattern=ID)
+    priority: JsonInt = Field(0, ge=L.MIN_PRIORITY, le=L.MAX_PRIORITY,
+                                description="Higher runs first among ready tasks.")
     privacy: Literal["normal", "restricted"] = Field("normal", description="restricted: local models only.")
 
 
@@ -39,11 +47,26 @@ class TaskAccepted(BaseModel):
 class ProjectIn(Strict):
     """A project from a goal (one task for ``role``) or from a plan (``tasks``, a DAG): give one."""
 
-    project: str = Field(min_length=1, max_length=128, pattern=ID)
-    goal: str | None = Field(None, min_length=1, max_length=20_000)
+    # "Exactly one of goal and tasks", stated in the schema too (oneOf), and neither may be null.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [{"required": ["goal"]},
+                                                                           {"required": ["tasks"]}]})
+
+    project: str = Field(min_length=1, max_length=L.MAX_ID_CHARS, pattern=ID)
+    goal: Annotated[str, Field(min_length=1, max_length=L.MAX_GOAL_CHARS, pattern=L.NOT_BLANK_PATTERN)] | \
+        SkipJsonSchema[None] = Field(None, description="What the project should achieve (not blank).")
     role: str = Field("general", pattern=ROLE, description="With a goal: the role that works on it.")
-    tasks: list[PlannedTask] | None = Field(None, min_length=1, max_length=10_000)
-    budget_usd: float | None = Field(None, ge=0, le=1_000_000)
+    tasks: Annotated[list[PlannedTask], Field(min_length=1, max_length=L.MAX_PLAN_TASKS)] | \
+        SkipJsonSchema[None] = Field(None, description="The plan: tasks and their dependencies.")
+    budget_usd: float | None = Field(None, ge=0, le=L.MAX_BUDGET_USD, strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            nulls = [k for k in ("goal", "tasks") if k in data and data[k] is None]
+            if nulls:
+                raise ValueError(f"{' and '.join(nulls)} may not be null: leave the field out instead")
+        return data
 
     @model_validator(mode="after")
     def _goal_or_plan(self) -> ProjectIn:
@@ -62,7 +85,7 @@ class ProjectAccepted(BaseModel):
 
 
 class ControlIn(Strict):
-    reason: str = Field("", max_length=2_000)
+    reason: str = Field("", max_length=L.MAX_REASON_CHARS)
 
 
 class ControlAccepted(BaseModel):
@@ -89,6 +112,8 @@ class ResultOut(BaseModel):
     latency_ms: float
     timestamp: datetime
     submitted_at: datetime
+    sealed: bool = Field(False, description="The output is a restricted task's, sealed with a key this API does "
+                         "not hold (AIOS_ENCRYPTION_KEY): it is shown as stored, not as text.")
 
 
 class TaskOut(BaseModel):
@@ -100,6 +125,8 @@ class TaskOut(BaseModel):
     attempts: int
     reason: str
     result: ResultOut | None
+    sealed: bool = Field(False, description="The description or output is sealed with a key this API does not "
+                         "hold (AIOS_ENCRYPTION_KEY).")
 
 
 class TaskEntryOut(BaseModel):

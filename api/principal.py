@@ -24,6 +24,7 @@ class Principal:
     role: Role
     projects: frozenset[str]  # ALL_PROJECTS in it means every project
     via: str  # "key" or "jwt"
+    expires_at: float | None = None  # a token's `exp` (epoch seconds); keys do not expire, they are revoked
 
     @property
     def all_projects(self) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Message, Producer
 
+from aios.schemas.checks import check
 from aios.schemas.codec import Codec
 from aios.streams.errors import KafkaError
 from aios.streams.kafka import make_codec, producer_config
@@ -34,7 +35,11 @@ class AsyncProducer:
             self._producer.poll(0.05)
 
     async def send(self, topic: str, record: str, value: Mapping[str, Any], key: str) -> tuple[int, int]:
-        """Produce one event and wait for its acknowledgement; return (partition, offset)."""
+        """Produce one event and wait for its acknowledgement; return (partition, offset).
+
+        The event is checked against the limits the processors check it against first: what the API
+        produces, they accept (InvalidRecordError, a 400, otherwise)."""
+        check(record, value)
         data = self.codec.encode(record, value, topic)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[int, int]] = loop.create_future()

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from redis.exceptions import RedisError
 
-from aios.api.errors import ApiError, Forbidden, NotFound
+from aios.api.auth import bearer
+from aios.api.errors import ApiError, Conflict, Forbidden, NotFound
 from aios.api.models import (
     ID,
     AgentList,
@@ -33,11 +35,12 @@ from aios.api.models import (
     TaskOut,
 )
 from aios.api.principal import Principal
-from aios.api.rbac import Permission, check_write, require
+from aios.api.rbac import Permission, allowed, check_write, require
 from aios.api.services import Services
 from aios.api.view import TaskRecord
 from aios.connectors.history.queries import stats as history_stats
 from aios.schemas.events import envelope, now_ms
+from aios.schemas.sealed import is_sealed
 from aios.streams.orchestration.goal import GOAL_TASK, PLANNER_ROLE
 from aios.streams.orchestration.plan import Plan, PlanError, PlannedTask, validate_plan
 from aios.streams.readmodels.agent_registry import is_forgotten, live_roles_of, shown_state
@@ -48,13 +51,29 @@ ProjectId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID)]
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 429, 503)}
 
+async def known_query(request: Request) -> None:
+    """Refuse query parameters the route does not take: a typo (``?projet=``) must not be ignored
+    silently, as the OpenAPI document says none other is accepted."""
+    allowed: set[str] = set()
+    stack = [getattr(request.scope.get("route"), "dependant", None)]
+    while stack:  # the route's parameters and its dependencies'
+        dependant = stack.pop()
+        if dependant is not None:
+            allowed |= {p.alias for p in dependant.query_params}
+            stack.extend(dependant.dependencies)
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        takes = f"it takes {', '.join(sorted(allowed))}" if allowed else "it takes none"
+        raise ApiError(f"unknown query parameter(s) {', '.join(repr(u) for u in unknown)}; {takes}")
+
+
 # Every /v1 route is authenticated by api.auth.AuthMiddleware; each names the permission it needs.
-router = APIRouter(prefix="/v1", responses=ERRORS)
+router = APIRouter(prefix="/v1", responses=ERRORS, dependencies=[Depends(known_query)])
 Reader = Annotated[Principal, Depends(require(Permission.READ))]
 Submitter = Annotated[Principal, Depends(require(Permission.SUBMIT))]
 Operator = Annotated[Principal, Depends(require(Permission.CONTROL))]
 Admin = Annotated[Principal, Depends(require(Permission.ADMIN))]
-health = APIRouter()
+health = APIRouter(dependencies=[Depends(known_query)])
 
 
 def services(request: Request) -> Services:
@@ -62,10 +81,14 @@ def services(request: Request) -> Services:
     return svc
 
 
+def _result_out(result: dict[str, Any]) -> ResultOut:
+    return ResultOut.model_validate({**result, "sealed": is_sealed(result["output"])})
+
+
 def _task_out(rec: TaskRecord) -> TaskOut:
     return TaskOut(task_id=rec.task_id, project_id=rec.project_id, role=rec.role, description=rec.description,
-                   state=rec.state, attempts=rec.attempts, reason=rec.reason,
-                   result=ResultOut.model_validate(rec.result) if rec.result is not None else None)
+                   state=rec.state, attempts=rec.attempts, reason=rec.reason, sealed=rec.sealed,
+                   result=_result_out(rec.result) if rec.result is not None else None)
 
 
 @router.post("/tasks", status_code=202, response_model=TaskAccepted)
@@ -78,7 +101,7 @@ async def submit_task(request: Request, body: TaskIn, who: Submitter) -> TaskAcc
     task = build_task(body.description, role=body.role, project=body.project, priority=body.priority,
                       privacy=body.privacy,
                       submitted_by="api")
-    partition, offset = await svc.produce(svc.topics.tasks, "Task", task, body.project)
+    partition, offset = await svc.produce(svc.topics.tasks, "Task", svc.sealer.seal_task(task), body.project)
     return TaskAccepted(task_id=task["task_id"], project_id=body.project, trace_id=task["trace_id"],
                         partition=partition, offset=offset, unserved_roles=_unserved(svc, {body.role}))
 
@@ -98,7 +121,7 @@ async def submit_project(request: Request, body: ProjectIn, who: Submitter) -> P
     svc = services(request)
     if body.goal is not None and PLANNER_ROLE in svc.settings.processing.roles and "role" not in body.model_fields_set:
         if svc.view.project(body.project) is not None:
-            raise ApiError(f"project {body.project!r} already exists; plans are submitted once, choose another id")
+            raise Conflict(f"project {body.project!r} already exists; plans are submitted once, choose another id")
         goal_event = {**envelope(), "project_id": body.project, "goal": body.goal, "budget_usd": body.budget_usd,
                       "submitted_by": "api", "tasks": []}
         await svc.produce(svc.topics.projects, "ProjectPlan", goal_event, body.project)
@@ -111,13 +134,13 @@ async def submit_project(request: Request, body: ProjectIn, who: Submitter) -> P
     except PlanError as exc:
         raise ApiError(str(exc)) from exc
     if svc.view.project(body.project) is not None:
-        raise ApiError(f"project {body.project!r} already exists; plans are submitted once, choose another id")
+        raise Conflict(f"project {body.project!r} already exists; plans are submitted once, choose another id")
     event = {**envelope(), "project_id": plan.project, "goal": body.goal or "", "budget_usd": plan.budget_usd,
              "submitted_by": "api",
              "tasks": [{"task_id": t.id, "role": t.role, "description": t.description,
                         "depends_on": list(t.depends_on), "priority": t.priority, "acceptance": t.acceptance,
                         "requires_approval": t.requires_approval, "privacy": t.privacy} for t in plan.tasks]}
-    await svc.produce(svc.topics.projects, "ProjectPlan", event, plan.project)
+    await svc.produce(svc.topics.projects, "ProjectPlan", svc.sealer.seal_plan(event), plan.project)
     return ProjectAccepted(project_id=plan.project, task_ids=[t.id for t in plan.tasks], trace_id=event["trace_id"],
                            unserved_roles=_unserved(svc, {t.role for t in plan.tasks}))
 
@@ -191,8 +214,7 @@ async def get_results(request: Request, project_id: ProjectId, who: Reader) -> R
     records = view.project_tasks(project_id) if who.sees(project_id) else []
     if not records and (view.project(project_id) is None or not who.sees(project_id)):
         raise NotFound(f"no project {project_id!r} is known")
-    return ResultsOut(project_id=project_id, results=[ResultOut.model_validate(r.result)
-                                                      for r in records if r.result is not None])
+    return ResultsOut(project_id=project_id, results=[_result_out(r.result) for r in records if r.result is not None])
 
 
 @router.get("/agents", response_model=AgentList)
@@ -239,12 +261,30 @@ async def healthz() -> Health:
 
 @health.get("/readyz", response_model=Health, responses={503: {"model": Health}})
 async def readyz(request: Request, response: Response) -> Health:
-    """Kafka, Redis and the history store are reachable, and the live view has caught up."""
-    checks = await services(request).checks()
+    """Kafka, Redis and the history store are reachable, and the live view has caught up.
+
+    Each check says ``ok`` or ``unavailable``; why (addresses, error texts) is shown only to an
+    operator's or admin's credential, since it describes the deployment's insides.
+    """
+    svc = services(request)
+    checks = await svc.checks()
     ok = all(v == "ok" for v in checks.values())
     if not ok:
         response.status_code = 503
+    if not await _may_see_internals(svc, request):
+        checks = {name: "ok" if v == "ok" else "unavailable" for name, v in checks.items()}
     return Health(status="ok" if ok else "unavailable", checks=checks)
+
+
+async def _may_see_internals(svc: Services, request: Request) -> bool:
+    token = bearer(request)
+    if token is None:
+        return False
+    try:  # rate-limited like any request that presents a credential
+        principal = await svc.auth.authenticate(token, limit=True)
+    except (ApiError, RedisError):
+        return False
+    return allowed(principal, Permission.CONTROL)
 
 
 @router.get("/keys", response_model=KeyList)

@@ -22,7 +22,10 @@ from aios.connectors.context.keys import KeyStore
 from aios.connectors.context.ratelimit import TokenBuckets
 from aios.connectors.history import HistoryStore, open_store
 from aios.schemas.events import envelope
+from aios.schemas.limits import MAX_NAME_CHARS, cut
+from aios.streams.kafka_access import check_access
 from aios.streams.logs import LIBRDKAFKA
+from aios.streams.sealing import Sealer
 from aios.streams.settings import Settings
 from aios.streams.topics import Topics
 
@@ -43,7 +46,8 @@ class Services:
         # chdb sessions are not safe to use from several threads at once.
         self._store_lock = threading.Lock()
         self.producer: AsyncProducer | None = None
-        self.view = LiveView(settings)
+        self.sealer = Sealer.from_settings(settings)  # restricted content: sealed on submit, opened to read
+        self.view = LiveView(settings, sealer=self.sealer)
         self.hub = Hub(self.view)
         # A bounded pool that makes a request wait for a free connection, instead of failing once
         # every connection is busy (the default pool raises MaxConnectionsError under load).
@@ -58,6 +62,8 @@ class Services:
         self._admin = AdminClient(admin)
 
     async def start(self) -> None:
+        # A refused login or an untrusted certificate stops the API at start, naming the setting.
+        await asyncio.to_thread(check_access, self.settings)
         self.producer = AsyncProducer(self.settings)
         self.hub.start()
         await asyncio.to_thread(self.view.start)
@@ -78,7 +84,7 @@ class Services:
 
     async def control(self, project: str, action: str, task_id: str, reason: str, by: str) -> None:
         event = {**envelope(), "project_id": project, "action": action, "task_id": task_id,
-                 "reason": reason, "requested_by": by}
+                 "reason": reason, "requested_by": cut(by, MAX_NAME_CHARS)}  # a JWT subject can be long
         await self.produce(self.topics.control, "Control", event, project)
 
     # -- the store ------------------------------------------------------------------------------

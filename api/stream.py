@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from aios.api.auth import bearer
+from aios.api.auth import ENDED, bearer
 from aios.api.errors import ApiError
-from aios.api.metrics import WS_CLIENTS, WS_DROPPED
+from aios.api.metrics import WS_CLIENTS, WS_DROPPED, WS_REFUSED
 from aios.api.principal import Principal
 from aios.api.rbac import Permission, allowed
 from aios.api.view import LiveEvent, LiveView
@@ -30,9 +31,10 @@ from aios.streams.kafka import make_consumer, watermarks
 from aios.streams.settings import Settings
 
 TOO_SLOW = 4008
-UNAUTHORIZED = 4401
+UNAUTHORIZED = 4401  # no valid credential, or it was revoked or expired while connected
 FORBIDDEN = 4403
 BAD_REQUEST = 4400
+TOO_MANY = 4429  # over AIOS_API_WS_PER_KEY connections for this key or token subject
 REPLAY_CHUNK = 500
 
 ws_router = APIRouter()
@@ -44,10 +46,13 @@ class Client:
     project: str | None
     types: frozenset[str]
     queue: asyncio.Queue[LiveEvent]
+    task: str | None = None  # only this task's events (its live tokens, its attempts and result)
     overflowed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def wants(self, event: LiveEvent) -> bool:
         if event.type not in self.types:
+            return False
+        if self.task is not None and event.data.get("task_id") != self.task:
             return False
         if event.project_id is None:  # agents: global, their in-flight ids are filtered when sent
             return self.project is None
@@ -62,9 +67,26 @@ class Hub:
     def __init__(self, view: LiveView) -> None:
         self.view = view
         self.clients: set[Client] = set()
+        self.per_key: dict[tuple[str, str], int] = {}  # (via, subject) -> its open connections
         self.dropped = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unsubscribe: Any = None
+
+    def admit(self, principal: Principal, cap: int) -> bool:
+        """Count a connection of ``principal``'s key; False (not counted) when it holds ``cap`` already."""
+        key = (principal.via, principal.subject)
+        if self.per_key.get(key, 0) >= cap:
+            return False
+        self.per_key[key] = self.per_key.get(key, 0) + 1
+        return True
+
+    def release(self, principal: Principal) -> None:
+        key = (principal.via, principal.subject)
+        left = self.per_key.get(key, 0) - 1
+        if left > 0:
+            self.per_key[key] = left
+        else:
+            self.per_key.pop(key, None)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -159,7 +181,7 @@ class Replay:
                 if offset >= self.ends[key]:
                     continue
                 try:
-                    v = self.view.codec.decode(msg.value()).value
+                    v, _ = self.view.reveal(self.view.short[key[0]], self.view.codec.decode(msg.value()).value)
                 except SchemaError:
                     continue
                 out.append(LiveEvent(f"{key[0]}:{key[1]}:{offset}", self.view.short[key[0]],
@@ -189,10 +211,13 @@ def render(event: LiveEvent, client: Client, view: LiveView) -> str:
                        "timestamp": event.timestamp_ms, "data": data}).decode()
 
 
+OPT_IN = frozenset({"tokens"})  # sent only when asked for: a token event per call in flight every 100 ms
+
+
 def _types(raw: str | None, view: LiveView) -> frozenset[str]:
     known = frozenset(view.short.values())
     if not raw:
-        return known
+        return known - OPT_IN
     asked = frozenset(t.strip() for t in raw.split(",") if t.strip())
     unknown = asked - known
     if unknown:
@@ -202,7 +227,8 @@ def _types(raw: str | None, view: LiveView) -> frozenset[str]:
 
 @ws_router.websocket("/v1/stream")
 async def stream(ws: WebSocket) -> None:
-    """Query: ``project``, ``types`` (comma-separated), ``from_id`` or ``from_ts``, ``access_token``."""
+    """Query: ``project``, ``task``, ``types`` (comma-separated; ``tokens`` only when named),
+    ``from_id`` or ``from_ts``, ``access_token``."""
     services = ws.app.state.services
     hub: Hub = services.hub
     await ws.accept()
@@ -225,21 +251,28 @@ async def stream(ws: WebSocket) -> None:
     except (ApiError, ValueError) as exc:
         await ws.close(BAD_REQUEST, str(exc)[:120])
         return
+    cap = services.settings.api.ws_per_key
+    if not hub.admit(principal, cap):
+        WS_REFUSED.labels("over_cap").inc()
+        await ws.close(TOO_MANY, f"this credential already holds {cap} connections (AIOS_API_WS_PER_KEY)")
+        return
     client = Client(principal, project or (next(iter(principal.projects)) if not principal.all_projects else None),
-                    types, asyncio.Queue(maxsize=services.settings.api.ws_queue))
+                    types, asyncio.Queue(maxsize=services.settings.api.ws_queue), task=q.get("task") or None)
     hub.clients.add(client)  # live events queue up while a replay runs
     WS_CLIENTS.inc()
     try:
         ends: dict[tuple[str, int], int] = {}
         if q.get("from_id") or from_ts is not None:
             ends = await _replay(ws, services, client, q.get("from_id"), from_ts)
-        await _live(ws, client, services.view, ends)
+        valid = services.auth.until_invalid(principal, services.settings.api.ws_recheck_s)
+        await _live(ws, client, services.view, ends, valid)
     except WebSocketDisconnect:
         pass
     except ApiError as exc:
         await ws.close(BAD_REQUEST, str(exc)[:120])
     finally:
         hub.clients.discard(client)
+        hub.release(principal)
         WS_CLIENTS.dec()
 
 
@@ -258,7 +291,9 @@ async def _replay(ws: WebSocket, services: Any, client: Client, from_id: str | N
         await asyncio.to_thread(replay.close)
 
 
-async def _live(ws: WebSocket, client: Client, view: LiveView, ends: dict[tuple[str, int], int]) -> None:
+async def _live(ws: WebSocket, client: Client, view: LiveView, ends: dict[tuple[str, int], int],
+                valid: Coroutine[Any, Any, str]) -> None:
+    """Send the client's events until it leaves, falls too far behind, or its credential ends."""
     async def send_loop() -> None:
         while True:
             event = await client.queue.get()
@@ -270,9 +305,15 @@ async def _live(ws: WebSocket, client: Client, view: LiveView, ends: dict[tuple[
     sender = asyncio.create_task(send_loop())
     receiver = asyncio.create_task(_until_closed(ws))
     overflow = asyncio.create_task(client.overflowed.wait())
+    credential = asyncio.create_task(valid)
     try:
-        await asyncio.wait({sender, receiver, overflow}, return_when=asyncio.FIRST_COMPLETED)
-        if client.overflowed.is_set():
+        await asyncio.wait({sender, receiver, overflow, credential}, return_when=asyncio.FIRST_COMPLETED)
+        if credential.done():
+            why = credential.result()
+            WS_REFUSED.labels(why).inc()
+            sender.cancel()
+            await ws.close(UNAUTHORIZED, ENDED[why])
+        elif client.overflowed.is_set():
             # The sender may be stuck on a full socket: stop it, and queue the close frame behind
             # what the client has not read yet.
             sender.cancel()
@@ -280,7 +321,7 @@ async def _live(ws: WebSocket, client: Client, view: LiveView, ends: dict[tuple[
         elif sender.done():
             sender.result()  # a send failed: let the caller see why
     finally:
-        for task in (sender, receiver, overflow):
+        for task in (sender, receiver, overflow, credential):
             task.cancel()
 
 

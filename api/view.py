@@ -1,8 +1,12 @@
 """The API's live view of the pipeline, read from the topics: tasks, results, project statuses, agents.
 
 A thread reads the topics with an assigned (group-less) consumer, from the beginning, and keeps the
-latest state of each task (bounded, oldest dropped first), project and agent. Subscribers (the
-WebSocket hub) get every decoded event as it arrives.
+latest state of each task, project and agent. Subscribers (the WebSocket hub) get every decoded
+event as it arrives, with restricted fields opened when this API holds AIOS_ENCRYPTION_KEY.
+
+The tasks it remembers are bounded per project (``AIOS_API_VIEW_TASKS_PER_PROJECT``: a project's
+oldest go first) and in all (``AIOS_API_VIEW_TASKS``: then the project holding the most loses its
+oldest), so no tenant's traffic can push another tenant's tasks out of the view.
 """
 
 from __future__ import annotations
@@ -21,14 +25,14 @@ from confluent_kafka import KafkaException, TopicPartition
 from aios.schemas.codec import Codec
 from aios.schemas.errors import SchemaError
 from aios.schemas.events import to_ms
+from aios.schemas.sealed import is_sealed
 from aios.streams.errors import KafkaError
 from aios.streams.kafka import make_codec, make_consumer, watermarks
+from aios.streams.sealing import Sealer
 from aios.streams.settings import Settings
 from aios.streams.topics import Topics
 
 log = logging.getLogger(__name__)
-
-MAX_TASKS = 100_000  # tasks remembered; older ones are dropped first (ClickHouse keeps the history)
 
 
 @dataclass(frozen=True)
@@ -53,12 +57,76 @@ class TaskRecord:
     reason: str = ""
     submitted_ms: int = 0
     result: dict[str, Any] | None = None
+    sealed: bool = False  # its description or output is sealed with a key this API does not hold
+
+
+class TaskTable:
+    """Task records by (project, task), least recently updated first within each project.
+
+    Bounded per project and in all; over the total, the largest project gives up its oldest, so a
+    project under its fair share never loses a task to another's traffic.
+    """
+
+    def __init__(self, per_project: int, total: int) -> None:
+        self.per_project = per_project
+        self.total = total
+        self.projects: dict[str, OrderedDict[str, TaskRecord]] = {}
+        self.by_id: dict[str, set[str]] = {}  # task id -> projects that have it
+        self.size = 0
+        # Projects by how many tasks they hold, to find the largest in O(1) as counts move by one.
+        self._by_count: dict[int, set[str]] = {}
+        self._largest = 0
+
+    def get(self, project: str, task_id: str) -> TaskRecord | None:
+        tasks = self.projects.get(project)
+        return None if tasks is None else tasks.get(task_id)
+
+    def touch(self, rec: TaskRecord) -> None:
+        self.projects[rec.project_id].move_to_end(rec.task_id)
+
+    def add(self, rec: TaskRecord) -> None:
+        tasks = self.projects.setdefault(rec.project_id, OrderedDict())
+        self._recount(rec.project_id, len(tasks), len(tasks) + 1)
+        tasks[rec.task_id] = rec
+        self.by_id.setdefault(rec.task_id, set()).add(rec.project_id)
+        self.size += 1
+        if len(tasks) > self.per_project:
+            self._drop_oldest(rec.project_id)
+        if self.size > self.total:
+            self._drop_oldest(next(iter(self._by_count[self._largest])))
+
+    def in_project(self, project: str) -> list[TaskRecord]:
+        return list(self.projects.get(project, {}).values())
+
+    def _drop_oldest(self, project: str) -> None:
+        tasks = self.projects[project]
+        task_id, _ = tasks.popitem(last=False)
+        self._recount(project, len(tasks) + 1, len(tasks))
+        self.size -= 1
+        holders = self.by_id.get(task_id, set())
+        holders.discard(project)
+        if not holders:
+            self.by_id.pop(task_id, None)
+        if not tasks:
+            del self.projects[project]
+
+    def _recount(self, project: str, old: int, new: int) -> None:
+        if old:
+            bucket = self._by_count[old]
+            bucket.discard(project)
+            if not bucket:
+                del self._by_count[old]
+        if new:
+            self._by_count.setdefault(new, set()).add(project)
+        if new > self._largest:
+            self._largest = new
+        while self._largest and self._largest not in self._by_count:
+            self._largest -= 1
 
 
 @dataclass
 class _State:
-    tasks: OrderedDict[tuple[str, str], TaskRecord] = field(default_factory=OrderedDict)
-    by_id: dict[str, set[str]] = field(default_factory=dict)  # task id -> projects that have it
+    tasks: TaskTable
     projects: dict[str, dict[str, Any]] = field(default_factory=dict)
     edges: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # project -> task -> depends_on
     agents: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -82,16 +150,19 @@ def _topic_metadata(consumer: Any, topic: str, wait_s: float = 5.0) -> Any:
 class LiveView:
     """Call :meth:`start`, then read with the accessors; :meth:`close` stops the thread."""
 
-    def __init__(self, settings: Settings, codec: Codec | None = None) -> None:
+    def __init__(self, settings: Settings, codec: Codec | None = None, sealer: Sealer | None = None) -> None:
         self.settings = settings
         self.topics = Topics.from_settings(settings)
         self.codec = codec or make_codec(settings)
+        self.sealer = sealer or Sealer.from_settings(settings)
         self.short = {self.topics.projects: "plans", self.topics.tasks: "tasks", self.topics.results: "results",
                       self.topics.project_status: "project-status", self.topics.agents: "agents",
                       self.topics.attempts: "attempts", self.topics.llm_calls: "llm-calls",
-                      self.topics.messages: "messages", self.topics.dlq: "dlq"}
+                      self.topics.messages: "messages", self.topics.dlq: "dlq", self.topics.tokens: "tokens"}
+        # Live only: tokens are read from their end (an hour of them is not state worth replaying).
+        self.live_only = {self.topics.tokens}
         self._lock = threading.Lock()
-        self._state = _State()
+        self._state = _State(TaskTable(settings.api.view_tasks_per_project, settings.api.view_tasks))
         self._subscribers: list[Subscriber] = []
         self._stop = threading.Event()
         self.caught_up = threading.Event()
@@ -114,6 +185,9 @@ class LiveView:
                     raise KafkaError(f"topic {topic!r} does not exist; create the topics with `aios topics create`")
                 for p in tmeta.partitions:
                     low, high = watermarks(consumer, TopicPartition(topic, p))
+                    if topic in self.live_only:
+                        assignment.append(TopicPartition(topic, p, high))
+                        continue
                     assignment.append(TopicPartition(topic, p, low))
                     if high > low:
                         ends[(topic, p)] = high
@@ -195,7 +269,13 @@ class LiveView:
             self._state.agents.pop(agent_id, None)
         return LiveEvent(event_id, kind, None, int(time.time() * 1000), {"agent_id": agent_id, "removed": True})
 
+    def reveal(self, kind: str, v: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """The event with its restricted fields opened (when this API holds the key), and whether
+        any stayed sealed."""
+        return self.sealer.reveal_event(kind, v)
+
     def _apply(self, kind: str, event_id: str, v: dict[str, Any]) -> LiveEvent:
+        v, _ = self.reveal(kind, v)
         event = LiveEvent(event_id, kind, v.get("project_id"), to_ms(v["timestamp"]), v)
         with self._lock:
             s = self._state
@@ -203,13 +283,14 @@ class LiveView:
                 s.edges[v["project_id"]] = {t["task_id"]: list(t["depends_on"]) for t in v["tasks"]}
                 for t in v["tasks"]:
                     self._task(v["project_id"], t["task_id"], role=t["role"], description=t["description"],
-                               submitted_ms=event.timestamp_ms)
+                               submitted_ms=event.timestamp_ms, sealed=is_sealed(t["description"]) or None)
             elif kind == "tasks":
                 self._task(v["project_id"], v["task_id"], role=v["role"], description=v["description"],
-                           submitted_ms=event.timestamp_ms)
+                           submitted_ms=event.timestamp_ms, sealed=is_sealed(v["description"]) or None)
             elif kind == "results":
                 self._task(v["project_id"], v["task_id"], role=v["role"], state=v["status"],
-                           attempts=v["attempt"], reason=v["error"] or "", result=v)
+                           attempts=v["attempt"], reason=v["error"] or "", result=v,
+                           sealed=is_sealed(v["output"]) or None)
             elif kind == "attempts":
                 rec = self._task(v["project_id"], v["task_id"], role=v["role"])
                 rec.attempts = max(rec.attempts, v["attempt"])
@@ -224,20 +305,13 @@ class LiveView:
         return event
 
     def _task(self, project: str, task_id: str, **update: Any) -> TaskRecord:
-        s = self._state
-        key = (project, task_id)
-        rec = s.tasks.get(key)
+        tasks = self._state.tasks
+        rec = tasks.get(project, task_id)
         if rec is None:
-            rec = s.tasks[key] = TaskRecord(task_id, project)
-            s.by_id.setdefault(task_id, set()).add(project)
-            if len(s.tasks) > MAX_TASKS:
-                (old_project, old_id), _ = s.tasks.popitem(last=False)
-                projects = s.by_id.get(old_id, set())
-                projects.discard(old_project)
-                if not projects:
-                    s.by_id.pop(old_id, None)
+            rec = TaskRecord(task_id, project)
+            tasks.add(rec)
         else:
-            s.tasks.move_to_end(key)
+            tasks.touch(rec)
         for name, value in update.items():
             if value is not None:
                 setattr(rec, name, value)
@@ -247,8 +321,9 @@ class LiveView:
     def find_task(self, task_id: str, visible: Callable[[str], bool]) -> TaskRecord | None:
         """The most recent task with this id in a project ``visible`` accepts."""
         with self._lock:
-            candidates = [self._state.tasks[(p, task_id)] for p in self._state.by_id.get(task_id, ())
-                          if visible(p) and (p, task_id) in self._state.tasks]
+            tasks = self._state.tasks
+            candidates = [rec for p in tasks.by_id.get(task_id, ())
+                          if visible(p) and (rec := tasks.get(p, task_id)) is not None]
         return max(candidates, key=lambda r: r.submitted_ms, default=None)
 
     def project(self, project: str) -> dict[str, Any] | None:
@@ -265,7 +340,7 @@ class LiveView:
 
     def project_tasks(self, project: str) -> list[TaskRecord]:
         with self._lock:
-            return [r for (p, _), r in self._state.tasks.items() if p == project]
+            return self._state.tasks.in_project(project)
 
     def agents(self) -> list[dict[str, Any]]:
         with self._lock:

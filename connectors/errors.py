@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from aios.schemas.errors import AiosError
+from aios.schemas.errors import AiosError, UnavailableError
 
 
 class ConnectorError(AiosError):
     """An external store failed or was misused."""
 
 
-class StoreUnavailableError(ConnectorError):
-    """The store could not be reached; retrying later may succeed."""
+class StoreUnavailableError(ConnectorError, UnavailableError):
+    """The store could not be reached; retrying later may succeed (never the record's fault)."""
 
 
 class StoreQueryError(ConnectorError):

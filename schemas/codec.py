@@ -22,7 +22,15 @@ import fastavro
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
 
-from aios.schemas.errors import ConfigError, EncodeError, UndecodableError, UnknownSchemaError
+from aios.schemas.errors import (
+    ConfigError,
+    EncodeError,
+    RecordTooLargeError,
+    RegistryUnavailableError,
+    UndecodableError,
+    UnknownSchemaError,
+)
+from aios.schemas.limits import DEFAULT_MAX_MESSAGE_BYTES, RECORD_OVERHEAD_BYTES
 
 AVRO_DIR = Path(__file__).parent / "avro"
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
@@ -143,19 +151,36 @@ class ConfluentRegistry:
         # new_client() returns the in-memory MockSchemaRegistryClient for mock:// URLs; the plain
         # constructor would send HTTP requests to "mock://..." and fail.
         factory = getattr(SchemaRegistryClient, "new_client", SchemaRegistryClient)
-        self._client = factory({"url": url})
+        # Few, short retries inside the client (its defaults wait up to 7 s, then 20 s, per call): an
+        # outage is waited out by the processors' own backoff, which is counted and logged.
+        self._client = factory({"url": url, "max.retries": 2, "retries.wait.ms": 100, "retries.max.wait.ms": 1000,
+                                "timeout": 10})
+        self.url = url
 
     def register(self, subject: str, schema_json: str) -> int:
         try:
             return int(self._client.register_schema(subject, self._schema_cls(schema_json, "AVRO")))
         except Exception as exc:  # the client raises SchemaRegistryError or transport errors
+            if _unreachable(exc):
+                raise RegistryUnavailableError(
+                    f"the schema registry at {self.url} did not answer registering {subject!r}: {exc}") from exc
             raise EncodeError(f"schema registry rejected subject {subject!r}: {exc}") from exc
 
     def schema_by_id(self, schema_id: int) -> str:
         try:
             return str(self._client.get_schema(schema_id).schema_str)
         except Exception as exc:
+            if _unreachable(exc):
+                raise RegistryUnavailableError(
+                    f"the schema registry at {self.url} did not answer for schema id {schema_id}: {exc}") from exc
             raise UndecodableError(f"schema id {schema_id} is unknown to the registry: {exc}") from exc
+
+
+def _unreachable(exc: Exception) -> bool:
+    """Whether a registry call failed for want of a registry (retry later), not because of what was
+    asked (an unknown id, an incompatible schema). Only an HTTP answer below 500 is the latter."""
+    status = getattr(exc, "http_status_code", None)
+    return not isinstance(status, int) or status >= 500 or status in (408, 429)
 
 
 class Decoded(NamedTuple):
@@ -169,10 +194,13 @@ class Codec:
 
     def __init__(
         self, catalog: SchemaCatalog | None = None, registry: Registry | None = None, *, validate: bool = True,
-        mixed_topics: frozenset[str] = frozenset(),
+        mixed_topics: frozenset[str] = frozenset(), max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self.catalog = catalog or load_catalog()
         self.registry = registry
+        # An event a topic would refuse is refused here, as the record's fault, with its size: from
+        # librdkafka the same refusal is a producer error, fatal inside a transaction.
+        self.max_message_bytes = max_message_bytes
         # Registry subjects follow TopicNameStrategy (<topic>-value): one record type per topic, its
         # versions checked for BACKWARD compatibility. A topic that carries several record types (the
         # orchestrator's outbox) gets TopicRecordNameStrategy instead (<topic>-<full record name>):
@@ -209,6 +237,10 @@ class Codec:
             fastavro.schemaless_writer(buf, schema.parsed, record, strict_allow_default=True)
         except (ValidationError, ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             raise EncodeError(f"{schema.short_name} does not match its schema: {exc}") from exc
+        if buf.tell() + RECORD_OVERHEAD_BYTES > self.max_message_bytes:
+            raise RecordTooLargeError(
+                f"{schema.short_name} of {buf.tell()} bytes is over the {self.max_message_bytes} bytes a topic takes "
+                "(AIOS_MAX_MESSAGE_BYTES)")
         return buf.getvalue()
 
     def frame(self, data: bytes | None) -> tuple[RecordSchema, bytes, WireFormat]:

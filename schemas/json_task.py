@@ -3,7 +3,8 @@
 A JSON task is one object per record: ``description`` is required; ``role``, ``project_id``
 (or ``project``), ``priority``, ``task_id``, ``depends_on``, ``privacy``, ``submitted_by``,
 ``metadata`` and ``trace_id`` are optional. Anything else is a mistake and is rejected with the
-reason, so a typo never becomes a silently ignored field.
+reason, so a typo never becomes a silently ignored field. The Task it becomes is checked against
+the limits every entry point shares (``schemas/limits.py``): what the API refuses, this refuses.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aios.schemas.errors import SchemaError
+from aios.schemas.checks import check_task
+from aios.schemas.errors import InvalidRecordError, SchemaError
 from aios.schemas.events import event_json, now_ms
 from aios.schemas.jsonlimits import JsonTooDeepError, parse_json
+from aios.schemas.limits import not_blank
 
 FIELDS = {"description", "role", "project_id", "project", "priority", "task_id", "depends_on", "privacy",
           "submitted_by", "metadata", "trace_id"}
@@ -27,9 +30,28 @@ class InvalidJsonTaskError(SchemaError):
     """A JSON task record that cannot become a Task; the message says what to fix."""
 
 
+class SubmitterNotAllowedError(InvalidJsonTaskError):
+    """The record's submitter may not create tasks in its project (AIOS_INGRESS_SUBMITTERS)."""
+
+
+def check_submitter(task: Mapping[str, Any], allowed: Mapping[str, Sequence[str]] | None) -> None:
+    """Refuse a task whose ``submitted_by`` may not create tasks in its project; ``allowed`` maps each
+    submitter to its projects (``*``: any). None allows everyone."""
+    if allowed is None:
+        return
+    who, project = task["submitted_by"], task["project_id"]
+    projects = allowed.get(who)
+    if projects is None:
+        raise SubmitterNotAllowedError(f"submitter {who!r} may not create tasks here: AIOS_INGRESS_SUBMITTERS "
+                                       f"names {', '.join(sorted(allowed)) or 'no submitter'}")
+    if "*" not in projects and project not in projects:
+        raise SubmitterNotAllowedError(f"submitter {who!r} may not create tasks in project {project!r} "
+                                       f"(AIOS_INGRESS_SUBMITTERS allows it {', '.join(projects)})")
+
+
 def _text(obj: Mapping[str, Any], key: str, default: str) -> str:
     value = obj.get(key, default)
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not not_blank(value):  # blank as every entry point means it
         raise InvalidJsonTaskError(f"{key!r} must be a non-empty string, got {value!r}")
     return value
 
@@ -65,8 +87,10 @@ def task_from_json(data: bytes | None, *, roles: Sequence[str], source: str, sub
     if role not in roles:
         raise InvalidJsonTaskError(f"unknown role {role!r}; this deployment serves: {', '.join(roles)}")
     priority = obj.get("priority", 0)
-    if isinstance(priority, bool) or not isinstance(priority, int) or not -2**31 <= priority < 2**31:
-        raise InvalidJsonTaskError(f"'priority' must be a 32-bit integer, got {priority!r}")
+    if isinstance(priority, float) and priority.is_integer():
+        priority = int(priority)  # 3.0 is an integer to JSON Schema, and so to the API
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidJsonTaskError(f"'priority' must be an integer, got {priority!r}")
     privacy = obj.get("privacy", "normal")
     if privacy not in PRIVACY:
         raise InvalidJsonTaskError(f"'privacy' must be one of {', '.join(PRIVACY)}, got {privacy!r}")
@@ -74,7 +98,7 @@ def task_from_json(data: bytes | None, *, roles: Sequence[str], source: str, sub
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise InvalidJsonTaskError(f"'metadata' must map strings to strings, got {metadata!r}")
     task_id = _text(obj, "task_id", uuid.uuid5(_NAMESPACE, f"task:{source}").hex)
-    return {
+    task = {
         "event_id": uuid.uuid5(_NAMESPACE, f"event:{source}:{task_id}").hex,
         "timestamp": now_ms(),
         "trace_id": _text(obj, "trace_id", uuid.uuid5(_NAMESPACE, f"trace:{task_id}").hex),
@@ -88,6 +112,11 @@ def task_from_json(data: bytes | None, *, roles: Sequence[str], source: str, sub
         "submitted_by": _text(obj, "submitted_by", submitted_by),
         "metadata": metadata,
     }
+    try:
+        check_task(task)
+    except InvalidRecordError as exc:
+        raise InvalidJsonTaskError("; ".join(exc.problems)) from exc
+    return task
 
 
 def result_to_json(result: Mapping[str, Any]) -> bytes:

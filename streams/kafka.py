@@ -19,7 +19,9 @@ from confluent_kafka import KafkaError as CKafkaError
 
 from aios.schemas.codec import Codec, ConfluentRegistry, Decoded
 from aios.schemas.errors import SchemaError
+from aios.schemas.limits import PRODUCER_HEADROOM_BYTES
 from aios.streams.errors import KafkaError
+from aios.streams.kafka_access import KafkaAccessError, authorization_problem, check_access
 from aios.streams.logs import LIBRDKAFKA
 from aios.streams.settings import Settings
 from aios.streams.topics import Topics
@@ -29,7 +31,8 @@ def make_codec(settings: Settings, *, validate: bool = True) -> Codec:
     """The codec every process uses: registry framing when a registry is configured."""
     registry = ConfluentRegistry(settings.kafka.schema_registry_url) if settings.kafka.schema_registry_url else None
     # The orchestrator's outbox carries its TaskResults and ProjectStatuses in one ordered stream.
-    return Codec(registry=registry, validate=validate, mixed_topics=frozenset({Topics.from_settings(settings).finals}))
+    return Codec(registry=registry, validate=validate, mixed_topics=frozenset({Topics.from_settings(settings).finals}),
+                 max_message_bytes=settings.kafka.max_message_bytes)
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
@@ -43,6 +46,9 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         # lands on the same partition whoever produced it, which the orchestrator's table needs.
         "partitioner": "murmur2_random",
         "logger": LIBRDKAFKA,  # librdkafka's lines go to the log, not to stderr (streams.logs)
+        # Above what the codec lets through, so an oversized event is refused there, as the record's
+        # fault, and never by librdkafka, whose refusal is fatal inside a transaction.
+        "message.max.bytes": settings.kafka.max_message_bytes + PRODUCER_HEADROOM_BYTES,
         **settings.kafka.security(),
     }
     config.update(extra)
@@ -53,14 +59,18 @@ class EventProducer:
     """Produces AIOS events; ``flush()`` raises if any delivery failed."""
 
     def __init__(self, settings: Settings, codec: Codec | None = None, **extra: Any) -> None:
+        self.settings = settings
         self.codec = codec or make_codec(settings)
         self._producer = Producer(producer_config(settings, **extra))
         self._errors: list[str] = []
+        self._refused: KafkaAccessError | None = None  # the first delivery an ACL refused
         self.delivered: list[tuple[str, int, int]] = []  # (topic, partition, offset)
 
     def _on_delivery(self, err: Any, msg: Message) -> None:
         if err is not None:
             self._errors.append(f"{msg.topic()}: {err}")
+            if self._refused is None and isinstance(err, CKafkaError):
+                self._refused = authorization_problem(self.settings.kafka, err, str(msg.topic()), "write to")
         else:
             self.delivered.append((str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)))
 
@@ -88,6 +98,9 @@ class EventProducer:
             raise KafkaError(f"{remaining} events were not acknowledged within {timeout_s:.0f}s")
         if self._errors:
             errors, self._errors = self._errors, []
+            refused, self._refused = self._refused, None
+            if refused is not None:
+                raise refused
             raise KafkaError("delivery failed: " + "; ".join(errors[:5]))
 
 
@@ -167,15 +180,24 @@ class TopicReader:
     """
 
     def __init__(self, settings: Settings, topic: str, *, from_beginning: bool, codec: Codec | None = None) -> None:
+        check_access(settings)
+        self.settings = settings
         self.codec = codec or make_codec(settings)
         self.topic = topic
         self._consumer = make_consumer(settings, group=f"aios-reader-{time.time_ns()}")
         try:
             meta = self._consumer.list_topics(topic, timeout=10)
         except KafkaException as exc:
+            self._consumer.close()
             raise KafkaError(f"Kafka at {settings.kafka.bootstrap} did not answer: {exc}") from exc
         tmeta = meta.topics.get(topic)
+        if tmeta is not None and tmeta.error is not None:
+            refused = authorization_problem(settings.kafka, tmeta.error, topic, "read")
+            if refused is not None:
+                self._consumer.close()
+                raise refused
         if tmeta is None or tmeta.error is not None or not tmeta.partitions:
+            self._consumer.close()
             raise KafkaError(f"topic {topic!r} does not exist; create the topics with `aios topics create`")
         partitions = []
         self._ends: dict[int, int] = {}  # partition -> high watermark when the reader was opened
@@ -194,8 +216,12 @@ class TopicReader:
         msg = self._consumer.poll(timeout_s)
         if msg is None:
             return None
-        if msg.error() is not None:
-            raise KafkaError(f"consume from {self.topic} failed: {msg.error()}")
+        err = msg.error()
+        if err is not None:
+            refused = authorization_problem(self.settings.kafka, err, self.topic, "read")
+            if refused is not None:
+                raise refused
+            raise KafkaError(f"consume from {self.topic} failed: {err}")
         return msg
 
     def events(self, timeout_s: float) -> Iterator[tuple[Message, Decoded | SchemaError]]:

@@ -14,6 +14,12 @@ PROCESSING = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 DEAD_LETTERS = Counter("aios_dead_letters_total", "Records sent to the DLQ.", ["processor", "source_topic"])
+RECORD_FAILURES = Counter(
+    "aios_record_failures_total",
+    "Records a processor failed on, by what was decided (dead_letter: the record's fault; retry: a server "
+    "was down, the record is tried again; fatal: the process restarts) and the error's type.",
+    ["processor", "verdict", "error_type"],
+)
 LLM_TOKENS = Counter("aios_llm_tokens_total", "LLM tokens used.", ["provider", "model", "direction"])
 LLM_COST = Counter("aios_llm_cost_usd_total", "LLM spend in USD.", ["provider", "model"])
 SINK_ROWS = Counter("aios_sink_rows_total", "Rows the history sink stored.", ["engine"])
@@ -27,6 +33,16 @@ ROUTER_DECISIONS = Counter(
 ROUTER_COOLDOWNS = Counter(
     "aios_router_cooldowns_total", "Deployments put in cooldown after a failure.", ["deployment", "reason"]
 )
+ROUTER_QUEUE = Histogram(
+    "aios_router_queue_seconds",
+    "Time an LLM call waited for a deployment to have room (its concurrency, rpm and tpm limits, a 429's "
+    "retry-after) before it started.",
+    ["deployment"],
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+ROUTER_IN_FLIGHT = Gauge("aios_router_in_flight", "LLM calls a deployment is answering.", ["deployment"])
+ROUTER_WAITING = Gauge("aios_router_waiting",
+                       "LLM calls waiting for room, counted at every deployment they may start on.", ["deployment"])
 AGENT_STATUS = Counter("aios_agent_status_total", "AgentStatus events published, by state.", ["state"])
 LLM_REPLAYS = Counter("aios_llm_replays_total", "LLM answers reused from the journal instead of calling again.")
 SINK_RETRIES = Counter("aios_sink_store_retries_total", "History-store writes retried after an outage.")
@@ -48,18 +64,46 @@ TASK_SECONDS = Histogram(
     ["role"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
+CONCURRENT_IN_FLIGHT = Gauge("aios_in_flight_records", "Records a concurrent processor (the agent worker) has in "
+                             "flight: started, not yet finished and acknowledged.", ["processor"])
+CONCURRENT_PAUSES = Counter("aios_fetch_paused_total", "Times a concurrent processor paused fetching because its "
+                            "window (AIOS_AGENT_MAX_IN_FLIGHT) was full.", ["processor"])
+CONCURRENT_RETRIES = Counter("aios_record_retries_total", "Records run again after a failure that was not theirs "
+                             "(a store outage, an undelivered output), by cause.", ["processor", "cause"])
+CANCELLED_WORK = Counter("aios_cancelled_attempts_total", "Attempts an agent worker stopped because a cancel (or a "
+                         "spent budget) reached it, by when: before starting or while running.", ["when"])
+CANCEL_SECONDS = Histogram("aios_cancel_seconds", "From a cancel's timestamp to the running attempt's stop.",
+                           buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+TOKEN_EVENTS = Counter("aios_token_events_total", "Live-token events published (coalesced deltas).")
 LAG_ERRORS = Counter("aios_consumer_lag_errors_total", "Consumer-lag reads the broker did not answer in time.")
+KAFKA_ACCESS_FAILURES = Counter(
+    "aios_kafka_access_failures_total",
+    "Times Kafka refused this process or did not answer it (a start-up check, an ACL refusal), by reason: "
+    "sasl, tls-untrusted, tls-client-cert, tls-handshake, tls-files, authorization, unreachable.", ["reason"])
+SEALED = Counter("aios_sealed_fields_total", "Restricted fields sealed, opened, or found unreadable (no key).",
+                 ["operation"])
+RESTRICTED_KEPT_LOCAL = Counter(
+    "aios_restricted_kept_local_total",
+    "Times restricted content was kept from a remote model or embedder: left out of a prompt, recall or index, "
+    "or summarised locally.", ["processor", "what"])
 
 
 
 class RouterMetrics:
-    """The router's observer: its decisions and cooldowns as Prometheus counters."""
+    """The router's observer: its decisions, cooldowns, waits and load in Prometheus."""
 
     def decision(self, strategy: str, deployment: str) -> None:
         ROUTER_DECISIONS.labels(strategy, deployment).inc()
 
     def cooldown(self, deployment: str, reason: str) -> None:
         ROUTER_COOLDOWNS.labels(deployment, reason).inc()
+
+    def queued(self, deployment: str, seconds: float) -> None:
+        ROUTER_QUEUE.labels(deployment).observe(seconds)
+
+    def load(self, deployment: str, in_flight: int, waiting: int) -> None:
+        ROUTER_IN_FLIGHT.labels(deployment).set(in_flight)
+        ROUTER_WAITING.labels(deployment).set(waiting)
 
 
 _served: set[int] = set()

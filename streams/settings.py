@@ -26,10 +26,13 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from aios.schemas.errors import ConfigError
+from aios.schemas.limits import DEFAULT_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES
+from aios.schemas.sealed import KeyRing
 
 _TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
@@ -69,6 +72,15 @@ class KafkaSettings(_Group):
     controller_port: int = Field(9093, description="KRaft controller port of the local broker.")
     heap_mb: int = Field(
         1536, ge=256, description="Java heap of the local broker; thousands of partitions need more than 512 MB.")
+    local_brokers: int = Field(
+        1, ge=1, le=9,
+        description="Brokers `aios dev up` starts (or `--brokers`): 1, or a local KRaft cluster where each broker "
+        "is also a controller. AIOS_KAFKA_BOOTSTRAP then lists one loopback address per broker; their "
+        "controllers listen on AIOS_KAFKA_CONTROLLER_PORT and the ports after it.")
+    connect_timeout_s: float = Field(
+        30.0, gt=0, le=600,
+        description="How long a starting process or command waits for Kafka to answer before it fails. A refused "
+        "SASL login or an untrusted certificate fails at once, naming the setting to fix.")
     session_timeout_s: float = Field(
         10.0, ge=6, le=300,
         description="Consumer group session timeout: how soon the partitions of a crashed process move on.")
@@ -76,10 +88,22 @@ class KafkaSettings(_Group):
                               description="Prefix of every topic name (aios.tasks), Redis key and Qdrant collection.")
     topic_partitions: int = Field(3, ge=1, le=1024, validation_alias=_env("topic_partitions"),
                                   description="Partitions of every topic `aios topics create` makes.")
-    topic_replication: int = Field(1, ge=1, le=16, validation_alias=_env("topic_replication"),
-                                   description="Replication factor of every topic.")
+    topic_replication: int | None = Field(
+        None, ge=1, le=16, validation_alias=_env("topic_replication"),
+        description="Replication factor of every topic. Unset: from the cluster, 3 when it has three brokers or "
+        "more, else one copy per broker.")
+    topic_min_insync_replicas: int | None = Field(
+        None, ge=1, le=16, validation_alias=_env("topic_min_insync_replicas"),
+        description="min.insync.replicas of every topic: the copies an acks=all write needs. Unset: 2 when "
+        "topics have 3 copies or more (one broker may be lost without refusing writes), else 1.")
     topic_retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1, validation_alias=_env("topic_retention_ms"),
                                     description="Retention of the event topics (the DLQ keeps four times longer).")
+    max_message_bytes: int = Field(
+        DEFAULT_MAX_MESSAGE_BYTES, ge=MIN_MAX_MESSAGE_BYTES, le=100 * 1024 * 1024,
+        validation_alias=_env("max_message_bytes"),
+        description="The largest event AIOS produces (key, value and record overhead). `aios topics create` "
+        "gives every topic this max.message.bytes; a larger event is refused with its size as the reason "
+        "(dead-lettered when a processor built it). Every event is bounded well below the least allowed value.")
     schema_registry_url: str | None = Field(
         None, validation_alias=_env("schema_registry_url"),
         description="Confluent-compatible schema registry; unset = Avro single-object encoding.")
@@ -97,6 +121,15 @@ class KafkaSettings(_Group):
     ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers' certificates.")
     ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS).")
     ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS).")
+
+    @model_validator(mode="after")
+    def _check_min_insync(self) -> KafkaSettings:
+        if (self.topic_replication is not None and self.topic_min_insync_replicas is not None
+                and self.topic_min_insync_replicas > self.topic_replication):
+            raise ValueError(
+                f"AIOS_TOPIC_MIN_INSYNC_REPLICAS={self.topic_min_insync_replicas} is more than "
+                f"AIOS_TOPIC_REPLICATION={self.topic_replication}: no write could ever succeed; lower it")
+        return self
 
     @field_validator("topic_prefix")
     @classmethod
@@ -152,10 +185,29 @@ class StoreSettings(_Group):
         6333, ge=1, le=65535,
         description="Embedded mode with AIOS_VECTOR_MEMORY: the loopback port where `aios up`'s owner of the "
         "local Qdrant folder serves Qdrant's REST API to the agents, the memory processor and the CLI.")
+    encryption_key: SecretStr | None = Field(
+        None, description="Key ring for restricted tasks' content at rest: 'id:base64key[,id2:base64key…]' "
+        "(16, 24 or 32-byte AES-GCM keys; `aios keys new-encryption-key` makes one). The first key seals the "
+        "descriptions, outputs and memory of restricted tasks before they reach Kafka, Redis, Qdrant and "
+        "ClickHouse; every key opens. Rotate by putting a new key first. Unset: stored as plain text.")
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _check_key_ring(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                KeyRing.parse(value.get_secret_value())
+            except ConfigError as exc:
+                raise ValueError(str(exc).removeprefix("AIOS_ENCRYPTION_KEY: ")) from None
+        return value
 
     @property
     def redis_port(self) -> int:
         return urlparse(self.redis_url).port or 6379
+
+    def key_ring(self) -> KeyRing | None:
+        """The parsed AIOS_ENCRYPTION_KEY (None when unset)."""
+        return None if self.encryption_key is None else KeyRing.parse(self.encryption_key.get_secret_value())
 
 
 class LlmSettings(_Group):
@@ -165,8 +217,8 @@ class LlmSettings(_Group):
         None, validation_alias=_env("llm"),
         description="'provider:model', e.g. openai:gpt-4o-mini or offline:echo. "
         "Unset: openai when an OpenAI key is set, else anthropic when an Anthropic key is, else the labelled "
-        "offline provider. The model must be in agents/llm/models.json (its prices); an unknown one is an error "
-        "at start-up, never $0.")
+        "offline provider. A remote model must be in agents/llm/models.json or in AIOS_LLM_CONFIG's [[models]] "
+        "(its prices); an unknown one is an error at start-up, never $0. local:<any name> is free.")
     openai_api_key: SecretStr | None = Field(
         None, validation_alias=_env("openai_api_key", "OPENAI_API_KEY"), description="Also read as OPENAI_API_KEY.")
     openai_base_url: str | None = Field(
@@ -189,6 +241,26 @@ class LlmSettings(_Group):
     deployments: Annotated[tuple[str, ...], NoDecode] = Field(
         (), validation_alias=_env("llm_deployments"),
         description="Router deployments, comma-separated 'provider:model' specs; unset = the one AIOS_LLM picks.")
+    config_file: Path | None = Field(
+        None, validation_alias=_env("llm_config"),
+        description="A TOML or JSON file of router deployments (provider:model, base URL, the variable holding "
+        "its key, weight, max_concurrent, rpm, tpm) and of models newer than the packaged catalogue, with their "
+        "prices; see docs/agents.md. Its deployments take the place of AIOS_LLM_DEPLOYMENTS (set one of them).")
+    local_context_window: int | None = Field(
+        None, ge=256, validation_alias=_env("local_context_window"),
+        description="Context window of every local:<model>, as its server runs it (Ollama's context length, "
+        "vLLM's --max-model-len, llama.cpp's -c); a model's entry in AIOS_LLM_CONFIG wins. Unset: the packaged "
+        "catalogue's window for the models it lists, 8192 for any other name.")
+    shared_limits: bool = Field(
+        False, validation_alias=_env("llm_shared_limits"),
+        description="Count each deployment's rpm and tpm in Redis, shared by every process with the same "
+        "AIOS_TOPIC_PREFIX and deployment name: agent workers on one provider key keep to its limits together. "
+        "max_concurrent stays per process; if Redis does not answer, each process keeps to its own limits.")
+    max_queue_s: float = Field(
+        120.0, ge=0, validation_alias=_env("llm_max_queue_s"),
+        description="Longest an LLM call waits, in all, for a deployment to have room (its max_concurrent, rpm "
+        "and tpm, a 429's retry-after) before it fails with QueueTimeoutError, which the orchestrator retries; "
+        "0 never waits.")
     pii: Literal["redact", "local-only"] | None = Field(
         None, validation_alias=_env("llm_pii"),
         description="A prompt with detected PII (phone numbers, e-mail addresses, card numbers, API keys): "
@@ -214,6 +286,13 @@ class LlmSettings(_Group):
     @classmethod
     def _split_lists(cls, value: object) -> object:
         return _csv(value)
+
+    @field_validator("config_file")
+    @classmethod
+    def _config_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value} (a .toml or .json file; see docs/agents.md)")
+        return value
 
     @property
     def pii_mode(self) -> Literal["redact", "local-only"]:
@@ -329,6 +408,15 @@ class ProcessingSettings(_Group):
         "Kafka transactional id, so a restarted process fences its killed predecessor at once.")
     heartbeat_interval_s: float = Field(5.0, gt=0, description="How often agent workers publish AgentStatus.")
     drain_timeout_s: float = Field(60.0, gt=0, description="How long a stopping worker waits for in-flight tasks.")
+    agent_max_in_flight: int = Field(
+        256, ge=1, le=10_000,
+        description="Assignments one agent worker works on at once, across and within its partitions; when "
+        "they are all in flight it pauses fetching. LLM calls take seconds, so this, not partitions, is what "
+        "scales a role.")
+    token_interval_ms: int = Field(
+        100, ge=0, le=60_000,
+        description="Live tokens: while a call streams, its text so far goes to <prefix>.tokens at most this "
+        "often per task (coalesced deltas); 0 publishes none.")
     commit_interval_s: float = Field(1.0, gt=0, description="How often the faust processors commit offsets.")
     project_concurrency: int = Field(64, ge=1, description="Tasks of one project in flight at once.")
     role_concurrency: dict[str, int] = Field(
@@ -336,8 +424,13 @@ class ProcessingSettings(_Group):
         description="Tasks of one role in flight at once within a project (JSON, e.g. {\"qa\": 2}).")
     task_timeout_s: float = Field(
         900.0, gt=0,
-        description="An attempt with no outcome after this long fails and is retried like any failure "
-        "(a lost assignment, a stuck agent); its late outcome is then ignored.")
+        description="An attempt with no outcome this long after an agent picked it up fails and is retried "
+        "like any failure (a stuck agent, a lost worker); its late outcome is then ignored.")
+    pickup_timeout_s: float = Field(
+        3600.0, gt=0,
+        description="An attempt no agent picked up this long after its dispatch fails and is retried (an "
+        "assignment lost to retention, a role nobody serves). Longer than AIOS_TASK_TIMEOUT_S: a backlog on a "
+        "role topic is normal and must not cause re-dispatches.")
     orchestrator_group_fencing: bool = Field(
         False,
         description="Also commit the orchestrator's input offsets to its consumer group inside each "
@@ -354,6 +447,20 @@ class ProcessingSettings(_Group):
     # rows/s against ~60k at 10,000 (docs/benchmarks.md), for ~25 MB of events held per batch.
     sink_batch_size: int = Field(50000, ge=1, description="Events the history sink stores per batch at most.")
     sink_flush_s: float = Field(0.5, gt=0, description="How long the history sink waits to fill a batch.")
+    ingress_submitters: dict[str, tuple[str, ...]] | None = Field(
+        None, description="Who may create tasks in which projects through the JSON ingress (JSON, e.g. "
+        "{\"crm-connector\": [\"sales\"], \"ops\": [\"*\"]}): a record's submitted_by (\"json\" when it has "
+        "none) must be named, with the record's project or '*'; other records go to the DLQ with the reason. "
+        "submitted_by is what the producer says: Kafka ACLs on the ingress topic decide who may produce "
+        "(docs/api.md). Unset: any submitter, any project.")
+
+    @field_validator("ingress_submitters")
+    @classmethod
+    def _check_submitters(cls, value: dict[str, tuple[str, ...]] | None) -> dict[str, tuple[str, ...]] | None:
+        for who, projects in (value or {}).items():
+            if not who.strip() or not projects or not all(p.strip() for p in projects):
+                raise ValueError(f"submitter {who!r}: name at least one project (or '*') for each submitter")
+        return value
 
     @field_validator("roles", mode="before")
     @classmethod
@@ -428,11 +535,34 @@ class ApiSettings(_Group):
     jwt_role_claim: str = Field("aios_role", description="Claim holding the token's AIOS role.")
     jwt_projects_claim: str = Field("aios_projects", description="Claim listing the token's projects ('*': all).")
     ws_queue: int = Field(1000, ge=1, description="Events a WebSocket client may lag behind before it is closed.")
+    ws_per_key: int = Field(
+        8, ge=1, le=10_000, description="WebSocket connections one API key or token subject may hold at once; "
+        "the next is closed with code 4429.")
+    ws_recheck_s: float = Field(
+        10.0, gt=0, le=3600, description="How often an open WebSocket's API key is checked again: a revoked key's "
+        "connections close within this long (a token's close when it expires).")
+    view_tasks_per_project: int = Field(
+        10_000, ge=1, description="Tasks the live view remembers per project (the oldest of that project go "
+        "first), so no project can push another's tasks out.")
+    view_tasks: int = Field(
+        200_000, ge=1, description="Tasks the live view remembers in all; over it, the project holding the most "
+        "loses its oldest.")
 
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         return _csv(value)
+
+    @model_validator(mode="after")
+    def _jwt_needs_issuer_and_audience(self) -> ApiSettings:
+        # A token from any issuer, or minted for another service of the same identity provider,
+        # would otherwise be accepted: refuse to run half-configured.
+        if self.jwks_url and not (self.jwt_issuer and self.jwt_audience):
+            missing = [n for n, v in (("AIOS_API_JWT_ISSUER", self.jwt_issuer),
+                                      ("AIOS_API_JWT_AUDIENCE", self.jwt_audience)) if not v]
+            raise ValueError(f"AIOS_API_JWKS_URL is set, so JWTs are accepted: set {' and '.join(missing)} too "
+                             "(the issuer and the audience your identity provider puts in tokens for AIOS)")
+        return self
 
 
 class ObservabilitySettings(_Group):

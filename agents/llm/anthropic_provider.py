@@ -31,7 +31,7 @@ from aios.agents.errors import (
     RateLimitError,
 )
 from aios.agents.llm import wire
-from aios.agents.llm.base import ChatMessage, ChatRequest, ChatResponse, LlmConfig, ToolSpec, Usage
+from aios.agents.llm.base import ChatMessage, ChatRequest, ChatResponse, LlmConfig, OnDelta, ToolSpec, Usage
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_MODEL = "claude-haiku-4-5"
@@ -48,6 +48,7 @@ class AnthropicProvider:
         if not config.anthropic_api_key:
             raise missing_key_error()
         self.model = model
+        self.timeout_s = config.timeout_s
         # Key and base_url are always explicit so the SDK never falls back to ANTHROPIC_* variables.
         self._client = anthropic.AsyncAnthropic(
             api_key=config.anthropic_api_key,
@@ -56,8 +57,9 @@ class AnthropicProvider:
             max_retries=0,  # the router decides every retry (agents/llm/router.py)
         )
 
-    async def complete(self, request: ChatRequest) -> ChatResponse:
-        """Stream one message; raise an ``LLMError`` subclass on failure."""
+    async def complete(self, request: ChatRequest, *, on_delta: OnDelta | None = None) -> ChatResponse:
+        """Stream one message, telling ``on_delta`` each text delta; raise an ``LLMError`` subclass
+        on failure. The whole call takes at most the configured timeout (see ``wire.deadline``)."""
         # The Messages API takes the system prompt as a parameter, not as a turn.
         system = "\n\n".join(m.content for m in request.messages if m.role == "system")
         messages = _messages(request.messages)
@@ -69,23 +71,26 @@ class AnthropicProvider:
         parts: list[str] = []
         tally = _UsageTally(self.name)
         stopped = False
-        with mapped_errors(self.name):
-            stream = await self._client.messages.create(
-                model=self.model,
-                messages=messages,
-                max_tokens=request.max_tokens,
-                stream=True,
-                system=system or anthropic.omit,
-                **extra,
-            )
-            async with stream:
-                async for event in stream:
-                    text = tally.read(event, self.name)
-                    if text:
-                        if ttft_ms is None:
-                            ttft_ms = (time.perf_counter() - started) * 1000
-                        parts.append(text)
-                    stopped = stopped or event.type == "message_stop"
+        async with wire.deadline(self.timeout_s, self.name):
+            with mapped_errors(self.name):
+                stream = await self._client.messages.create(
+                    model=self.model,
+                    messages=messages,
+                    max_tokens=request.max_tokens,
+                    stream=True,
+                    system=system or anthropic.omit,
+                    **extra,
+                )
+                async with stream:
+                    async for event in stream:
+                        text = tally.read(event, self.name)
+                        if text:
+                            if ttft_ms is None:
+                                ttft_ms = (time.perf_counter() - started) * 1000
+                            parts.append(text)
+                            if on_delta is not None:
+                                on_delta(text)
+                        stopped = stopped or event.type == "message_stop"
         if not tally.started:
             raise MalformedResponseError("the stream did not open with message_start", provider=self.name)
         if not stopped:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 ROLES = frozenset({"system", "user", "assistant", "tool"})
+
+OnDelta = Callable[[str], None]
+"""Told each piece of the answer's text as it streams (live tokens); must not block."""
 
 
 @dataclass(frozen=True)
@@ -109,8 +112,9 @@ class Provider(Protocol):
     model: str
     offline: bool
 
-    async def complete(self, request: ChatRequest) -> ChatResponse:
-        """Answer ``request``; raise an ``agents.errors.LLMError`` subclass on failure."""
+    async def complete(self, request: ChatRequest, *, on_delta: OnDelta | None = None) -> ChatResponse:
+        """Answer ``request``, telling ``on_delta`` each piece of text as it arrives; raise an
+        ``agents.errors.LLMError`` subclass on failure."""
         ...
 
     async def aclose(self) -> None:

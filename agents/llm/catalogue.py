@@ -1,13 +1,16 @@
 """The model catalogue: context windows, tiers and prices from the versioned ``models.json``.
 
-Costs are computed from the usage a provider reported; a model missing from the catalogue raises
-:class:`~agents.errors.UnknownModelError` rather than being priced at $0.
+Costs are computed from the usage a provider reported; a remote model missing from the catalogue
+raises :class:`~agents.errors.UnknownModelError` rather than being priced at $0. Users add newer
+models, with their prices, in the file ``AIOS_LLM_CONFIG`` names (:meth:`Catalogue.extended`).
+Local models cost nothing, so ``local:<any name>`` is always known: its context window comes from
+that file, the ``local_window`` setting, the packaged entry, or :data:`DEFAULT_LOCAL_WINDOW`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -20,6 +23,10 @@ from aios.schemas.errors import ConfigError
 Tier = Literal["small", "medium", "large"]
 TIERS: tuple[Tier, ...] = get_args(Tier)
 CATALOGUE_FILE = "agents/llm/models.json"
+LOCAL = "local"  # the provider of OpenAI-compatible servers a user runs (Ollama, vLLM, llama.cpp)
+# What a local server gives a model it was not told otherwise about, at least (Ollama's default is
+# 4096 or more; vLLM and llama.cpp take the model's own): AIOS_LOCAL_CONTEXT_WINDOW says better.
+DEFAULT_LOCAL_WINDOW = 8192
 _PER = 1_000_000
 
 
@@ -47,20 +54,29 @@ class Catalogue:
     """An immutable, validated set of :class:`ModelInfo`, looked up by provider and model (or alias)."""
 
     def __init__(
-        self, models: tuple[ModelInfo, ...], *, version: int, as_of: str, source: str, origin: str
+        self, models: tuple[ModelInfo, ...], *, version: int, as_of: str, source: str, origin: str,
+        local_window: int | None = None,
     ) -> None:
         self.version = version
         self.as_of = as_of
         self.source = source
         self.origin = origin
+        self.local_window = local_window  # every local model's window, unless its own entry says
         self._models = models
-        self._index: dict[tuple[str, str], ModelInfo] = {}
-        for info in models:
-            for name in (info.model, *info.aliases):
-                key = (info.provider, name)
-                if key in self._index:
-                    raise ConfigError(f"{origin}: {info.provider}:{name} is listed twice")
-                self._index[key] = info
+        self._index: dict[tuple[str, str], ModelInfo] = _index(models, origin)
+        self._added: frozenset[tuple[str, str]] = frozenset()  # keys a user's file gave
+        self._local: dict[str, ModelInfo] = {}
+
+    def extended(self, models: Sequence[ModelInfo], *, origin: str, local_window: int | None = None) -> Catalogue:
+        """This catalogue with ``models`` (from a user's file named ``origin``) added, each replacing
+        a packaged entry of the same name, and ``local_window`` for local models."""
+        added = _index(tuple(models), origin)
+        replaced = {self._index[key].spec for key in added if key in self._index}
+        kept = tuple(m for m in self._models if m.spec not in replaced)
+        out = Catalogue(kept + tuple(models), version=self.version, as_of=self.as_of, source=self.source,
+                        origin=f"{self.origin} + {origin}" if models else self.origin, local_window=local_window)
+        out._added = frozenset(added)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, origin: str = CATALOGUE_FILE) -> Catalogue:
@@ -73,16 +89,31 @@ class Catalogue:
             raise ConfigError(f"{origin}: 'as_of' and 'source' must say where the prices come from")
         if not isinstance(entries, list) or not entries:
             raise ConfigError(f"{origin}: 'models' must be a non-empty list")
-        models = tuple(_model_info(entry, f"{origin} models[{i}]") for i, entry in enumerate(entries))
+        models = tuple(model_info(entry, f"{origin} models[{i}]") for i, entry in enumerate(entries))
         return cls(models, version=version, as_of=as_of, source=source, origin=origin)
 
     def get(self, provider: str, model: str) -> ModelInfo:
         """The entry for ``model`` of ``provider``; raise ``UnknownModelError`` when there is none."""
         info = self._index.get((provider, model))
+        if provider == LOCAL and not (info is not None and info.context_window and (provider, model) in self._added):
+            return self._local_model(model, info)
         if info is None:
             raise UnknownModelError(
                 provider=provider, model=model, catalogue=self.origin, version=self.version
             )
+        return info
+
+    def _local_model(self, model: str, listed: ModelInfo | None) -> ModelInfo:
+        # Any name a local server serves is a model: free, and small unless an entry says otherwise.
+        # Its window: the local_window setting, else its entry's, else the default.
+        info = self._local.get(model)
+        if info is None:
+            window = self.local_window or (listed.context_window if listed else 0) or DEFAULT_LOCAL_WINDOW
+            info = ModelInfo(provider=LOCAL, model=listed.model if listed else model, context_window=window,
+                             input_per_mtok=0.0, cached_input_per_mtok=0.0, output_per_mtok=0.0,
+                             tier=listed.tier if listed else "small", local=True,
+                             aliases=listed.aliases if listed else ())
+            self._local[model] = info
         return info
 
     def models(self, provider: str | None = None) -> tuple[ModelInfo, ...]:
@@ -90,13 +121,24 @@ class Catalogue:
         return tuple(m for m in self._models if provider is None or m.provider == provider)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._index
+        return key in self._index or (isinstance(key, tuple) and len(key) == 2 and key[0] == LOCAL)
 
     def __iter__(self) -> Iterator[ModelInfo]:
         return iter(self._models)
 
     def __len__(self) -> int:
         return len(self._models)
+
+
+def _index(models: tuple[ModelInfo, ...], origin: str) -> dict[tuple[str, str], ModelInfo]:
+    index: dict[tuple[str, str], ModelInfo] = {}
+    for info in models:
+        for name in (info.model, *info.aliases):
+            key = (info.provider, name)
+            if key in index:
+                raise ConfigError(f"{origin}: {info.provider}:{name} is listed twice")
+            index[key] = info
+    return index
 
 
 def packaged_json(package: str, filename: str, origin: str) -> dict[str, Any]:
@@ -128,7 +170,8 @@ def cost_usd(info: ModelInfo, usage: Usage) -> float:
     ) / _PER
 
 
-def _model_info(entry: object, where: str) -> ModelInfo:
+def model_info(entry: object, where: str) -> ModelInfo:
+    """One validated catalogue entry; ``ConfigError`` naming ``where`` and the field to fix."""
     if not isinstance(entry, dict):
         raise ConfigError(f"{where} must be an object")
     fields = cast(dict[str, Any], entry)

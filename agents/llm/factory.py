@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from aios.agents.errors import UnknownModelError
 from aios.agents.llm.base import LlmConfig, Provider
-from aios.agents.llm.catalogue import load_catalogue
+from aios.agents.llm.catalogue import Catalogue, load_catalogue
+from aios.agents.llm.configfile import DeploymentEntry, LlmFile
 from aios.agents.llm.router import Deployment
 from aios.schemas.errors import ConfigError
 
@@ -90,33 +92,83 @@ def resolve(config: LlmConfig) -> Choice:
     return Choice(provider, model, "from AIOS_LLM")
 
 
-def make_provider(config: LlmConfig) -> Provider:
+def make_provider(config: LlmConfig, catalogue: Catalogue | None = None) -> Provider:
     """Build the provider ``config`` selects; raise ``ConfigError`` saying what to fix."""
     choice = resolve(config)
-    # Fail at start-up, not after a paid call: every model needs prices in the catalogue.
-    load_catalogue().get(choice.provider, choice.model)
+    # Fail at start-up, not after a paid call: every remote model needs prices in the catalogue.
+    (catalogue or load_catalogue()).get(choice.provider, choice.model)
     return PROVIDERS[choice.provider](choice.model, config)
 
 
-def make_deployments(config: LlmConfig, specs: Sequence[str] = ()) -> list[Deployment]:
+def make_deployments(config: LlmConfig, specs: Sequence[str] = (), catalogue: Catalogue | None = None) -> list[Deployment]:
     """One router deployment per ``'provider:model'`` spec, or the single one ``config`` selects.
 
     With no specs the router has one deployment, so a one-provider setup behaves as before.
     """
+    catalogue = catalogue or load_catalogue()
     if not specs:
         choice = resolve(config)
         specs = [f"{choice.provider}:{choice.model}"]
     deployments: list[Deployment] = []
     try:
         for spec in dict.fromkeys(specs):  # a spec named twice is one deployment
-            provider = make_provider(replace(config, spec=spec))
-            info = load_catalogue().get(provider.name, provider.model)
+            provider = make_provider(replace(config, spec=spec), catalogue)
+            info = catalogue.get(provider.name, provider.model)
             deployments.append(Deployment(info.spec, provider, info))
     except BaseException:
-        for built in deployments:  # do not leak the clients already opened
-            _close_later(built.provider)
+        _close_all(deployments)
         raise
     return deployments
+
+
+def file_deployments(config: LlmConfig, file: LlmFile, catalogue: Catalogue,
+                     keys: Mapping[str, str]) -> list[Deployment]:
+    """The deployments of an ``AIOS_LLM_CONFIG`` file; ``keys`` holds the variables its entries name
+    in ``api_key_env`` (read by ``streams``). ``config`` gives the keys and URLs they leave out."""
+    deployments: list[Deployment] = []
+    try:
+        for entry in file.deployments:
+            deployments.append(_file_deployment(config, entry, catalogue, keys))
+    except BaseException:
+        _close_all(deployments)
+        raise
+    return deployments
+
+
+def _file_deployment(config: LlmConfig, entry: DeploymentEntry, catalogue: Catalogue,
+                     keys: Mapping[str, str]) -> Deployment:
+    provider, model = entry.provider.strip().lower(), entry.model.strip()
+    if provider not in PROVIDERS:
+        raise ConfigError(f"{entry.where}: unknown provider {provider!r}; known: {', '.join(sorted(PROVIDERS))}")
+    key: str | None = None
+    if entry.api_key_env is not None:
+        key = keys.get(entry.api_key_env)
+        if not key:
+            raise ConfigError(f"{entry.where}: api_key_env names {entry.api_key_env}, which is not set: export it")
+    url = entry.base_url
+    own = replace(config, spec=f"{provider}:{model}")
+    if provider == "openai":
+        own = replace(own, openai_base_url=url or config.openai_base_url, openai_api_key=key or config.openai_api_key)
+    elif provider == "anthropic":
+        own = replace(own, anthropic_base_url=url or config.anthropic_base_url,
+                      anthropic_api_key=key or config.anthropic_api_key)
+    elif provider == "local":
+        own = replace(own, local_base_url=url or config.local_base_url)
+    try:
+        info = catalogue.get(provider, model)
+        built = PROVIDERS[provider](model, own)
+    except (ConfigError, UnknownModelError) as exc:
+        raise ConfigError(f"{entry.where}: {exc}") from exc
+    if entry.context_window is not None:
+        info = replace(info, context_window=entry.context_window)
+    if entry.tier is not None:
+        info = replace(info, tier=entry.tier)
+    return Deployment(entry.name, built, info, weight=entry.weight, limits=entry.limits)
+
+
+def _close_all(deployments: Sequence[Deployment]) -> None:
+    for built in deployments:  # do not leak the clients already opened
+        _close_later(built.provider)
 
 
 def _close_later(provider: Provider) -> None:

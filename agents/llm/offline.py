@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from aios.agents.llm.base import ChatRequest, ChatResponse, Usage
+from aios.agents.llm.base import ChatRequest, ChatResponse, OnDelta, Usage
 
 OFFLINE_LABEL = "[offline provider — no LLM was called]"
 
@@ -38,13 +38,16 @@ class OfflineProvider:
     def __init__(self, model: str = "echo") -> None:
         self.model = model
 
-    async def complete(self, request: ChatRequest) -> ChatResponse:
-        """Build a labelled, task-shaped answer from the last user message."""
+    async def complete(self, request: ChatRequest, *, on_delta: OnDelta | None = None) -> ChatResponse:
+        """Build a labelled, task-shaped answer from the last user message (``on_delta`` gets it
+        whole: nothing streams)."""
         started = time.perf_counter()
         text = offline_answer(request.last_user_text())
         if request.response_schema is not None:
             text = json.dumps(offline_instance(request.response_schema, text))
         elapsed_ms = (time.perf_counter() - started) * 1000
+        if on_delta is not None:
+            on_delta(text)
         input_tokens = sum(len(m.content.split()) for m in request.messages)
         return ChatResponse(
             text=text,

@@ -8,13 +8,13 @@ module streams the answer to measure time-to-first-token and maps the SDK's exce
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import time
 from typing import Any, cast
 
 import openai
-from openai.types import CompletionUsage
-from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam, ChatCompletionToolParam
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
 from aios.agents.errors import (
     BadRequestError,
@@ -29,10 +29,11 @@ from aios.agents.errors import (
     RateLimitError,
 )
 from aios.agents.llm import wire
-from aios.agents.llm.base import ChatMessage, ChatRequest, ChatResponse, LlmConfig, ToolSpec, Usage
+from aios.agents.llm.base import ChatMessage, ChatRequest, ChatResponse, LlmConfig, OnDelta, ToolSpec, Usage
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4o-mini"
+CLIENT_POOLS = 8  # connection pools per provider (see __init__)
 _OVERLOADED = 529
 
 
@@ -47,16 +48,23 @@ class OpenAIProvider:
             raise missing_key_error()
         self.model = model
         self.name = name  # "local" when it talks to an OpenAI-compatible local server
+        self.timeout_s = config.timeout_s
         # base_url is always explicit so the SDK never falls back to reading OPENAI_BASE_URL.
-        self._client = openai.AsyncOpenAI(
+        # Calls take turns over a few clients: httpcore's pool scans all of its connections on
+        # every request and response, which with hundreds of calls in flight on one pool cost
+        # more CPU per call than the call's own HTTP.
+        self._clients = [openai.AsyncOpenAI(
             api_key=config.openai_api_key,
             base_url=config.openai_base_url or DEFAULT_BASE_URL,
             timeout=config.timeout_s,
             max_retries=0,  # the router decides every retry (agents/llm/router.py)
-        )
+        ) for _ in range(CLIENT_POOLS)]
+        self._turn = itertools.cycle(self._clients)
 
-    async def complete(self, request: ChatRequest) -> ChatResponse:
-        """Stream one chat completion; raise an ``LLMError`` subclass on failure."""
+    async def complete(self, request: ChatRequest, *, on_delta: OnDelta | None = None) -> ChatResponse:
+        """Stream one chat completion, telling ``on_delta`` each text delta; raise an ``LLMError``
+        subclass on failure. The whole call, stream included, takes at most the configured timeout
+        (the SDK's own timeout is per read, so a server that trickles would never trip it)."""
         messages = [_message(m) for m in request.messages]
         extra: dict[str, Any] = {}
         if request.tools:
@@ -71,26 +79,34 @@ class OpenAIProvider:
         calls = wire.ToolCallParts(self.name)
         usage: Usage | None = None
         chunks = 0
-        with mapped_errors(self.name):
-            stream = await self._client.chat.completions.create(
-                model=self.model,
-                messages=messages,
-                max_completion_tokens=request.max_tokens,
-                temperature=request.temperature,
-                stream=True,
-                stream_options={"include_usage": True},
-                **extra,
-            )
-            async with stream:
-                async for chunk in stream:
-                    chunks += 1
-                    text = _delta_text(chunk, self.name, calls)
-                    if text:
-                        if ttft_ms is None:
-                            ttft_ms = (time.perf_counter() - started) * 1000
-                        parts.append(text)
-                    if chunk.usage is not None:
-                        usage = _usage(chunk.usage)
+        async with wire.deadline(self.timeout_s, self.name):
+            with mapped_errors(self.name):
+                # The raw SSE lines, decoded here: the SDK's typed chunks cost a pydantic model per
+                # delta, which was a third of an agent's CPU per call with hundreds in flight.
+                async with next(self._turn).chat.completions.with_streaming_response.create(
+                    model=self.model,
+                    messages=messages,
+                    max_completion_tokens=request.max_tokens,
+                    temperature=request.temperature,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    **extra,
+                ) as response:
+                    async for line in response.iter_lines():
+                        chunk = _sse_data(line, self.name)
+                        if chunk is None:
+                            continue
+                        chunks += 1
+                        text = _delta_text(chunk, self.name, calls)
+                        if text:
+                            if ttft_ms is None:
+                                ttft_ms = (time.perf_counter() - started) * 1000
+                            parts.append(text)
+                            if on_delta is not None:
+                                on_delta(text)
+                        reported = chunk.get("usage")
+                        if reported is not None:
+                            usage = _usage(reported, self.name)
         if chunks == 0:
             raise MalformedResponseError("the stream ended without a single chunk", provider=self.name)
         return ChatResponse(
@@ -106,7 +122,8 @@ class OpenAIProvider:
 
     async def aclose(self) -> None:
         """Close the SDK's HTTP connection pool."""
-        await self._client.close()
+        for client in self._clients:
+            await client.close()
 
 
 def missing_key_error() -> MissingCredentialsError:
@@ -118,11 +135,34 @@ def missing_key_error() -> MissingCredentialsError:
     )
 
 
-def _usage(reported: CompletionUsage) -> Usage:
-    details = reported.prompt_tokens_details
-    cached = details.cached_tokens if details is not None else None
+def _sse_data(line: str, provider: str) -> dict[str, Any] | None:
+    """The JSON object of one SSE ``data:`` line; None for other lines and the closing [DONE]."""
+    if not line.startswith("data:"):
+        return None
+    data = line[5:].strip()
+    if not data or data == "[DONE]":
+        return None
+    chunk = json.loads(data)  # undecodable: mapped_errors makes it a MalformedResponseError
+    if not isinstance(chunk, dict):
+        raise MalformedResponseError("a stream chunk is not a JSON object", provider=provider)
+    error = chunk.get("error")
+    if error is not None:
+        # An error event inside an otherwise healthy stream: the provider failed mid-answer.
+        detail = error.get("message") if isinstance(error, dict) else error
+        raise ProviderUnavailableError(f"error during streaming: {detail}", provider=provider)
+    return chunk
+
+
+def _usage(reported: object, provider: str) -> Usage:
+    if not isinstance(reported, dict):
+        raise MalformedResponseError("a stream chunk's usage is not an object", provider=provider)
+    details = reported.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    prompt, completion = reported.get("prompt_tokens"), reported.get("completion_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        raise MalformedResponseError("a stream chunk's usage has no token counts", provider=provider)
     # prompt_tokens already includes the cached tokens, as Usage.input_tokens does.
-    return Usage(reported.prompt_tokens, reported.completion_tokens, cached_input_tokens=cached or 0)
+    return Usage(prompt, completion, cached_input_tokens=cached if isinstance(cached, int) else 0)
 
 
 def _message(m: ChatMessage) -> ChatCompletionMessageParam:
@@ -140,20 +180,25 @@ def _tool(t: ToolSpec) -> ChatCompletionToolParam:
             "function": {"name": t.name, "description": t.description, "parameters": dict(t.parameters)}}
 
 
-def _delta_text(chunk: ChatCompletionChunk, provider: str, calls: wire.ToolCallParts) -> str:
-    # The SDK builds chunks without validation, so a server speaking a different format shows up
-    # here as missing or mistyped fields rather than as an exception.
-    choices: object = chunk.choices
+def _delta_text(chunk: dict[str, Any], provider: str, calls: wire.ToolCallParts) -> str:
+    # Servers that speak a slightly different format show up here as missing or mistyped fields.
+    choices = chunk.get("choices")
     if not isinstance(choices, list):
         raise MalformedResponseError("a stream chunk has no 'choices' list", provider=provider)
     if not choices:
         return ""  # the final usage chunk carries no choices
-    delta = getattr(choices[0], "delta", None)
-    for call in getattr(delta, "tool_calls", None) or ():
-        function = getattr(call, "function", None)
-        calls.start(call.index, getattr(call, "id", None), getattr(function, "name", None))
-        calls.add(call.index, getattr(function, "arguments", None))
-    content: object = getattr(delta, "content", None)
+    first = choices[0]
+    delta = first.get("delta") if isinstance(first, dict) else None
+    if not isinstance(delta, dict):
+        return ""
+    for call in delta.get("tool_calls") or ():
+        if not isinstance(call, dict) or not isinstance(call.get("index"), int):
+            raise MalformedResponseError("a streamed tool call has no index", provider=provider)
+        raw = call.get("function")
+        function: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        calls.start(call["index"], call.get("id"), function.get("name"))
+        calls.add(call["index"], function.get("arguments"))
+    content = delta.get("content")
     if content is None:
         return ""
     if not isinstance(content, str):

@@ -3,9 +3,10 @@ exceptions alike), retry-after headers, and assembling streamed tool calls."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -39,6 +40,17 @@ def mapped_errors(sdk: ModuleType, provider: str, status_error: Callable[[Any, s
     except sdk.APIError as exc:
         # An error event inside an otherwise healthy stream: the provider failed mid-answer.
         raise ProviderUnavailableError(f"error during streaming: {exc.message}", provider=provider) from exc
+
+
+@asynccontextmanager
+async def deadline(timeout_s: float, provider: str) -> AsyncIterator[None]:
+    """The whole call, streaming included, within ``timeout_s``: the SDKs' timeouts apply per read,
+    so a server that sends a byte now and then would hold a call (and a worker's slot) for ever."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            yield
+    except TimeoutError as exc:
+        raise ProviderTimeoutError(f"no complete answer within {timeout_s:g}s", provider=provider) from exc
 
 
 def retry_after(headers: Any) -> float | None:

@@ -20,7 +20,7 @@ from aios.devstack.supervisor import free_port
 from aios.streams.errors import OrchestrationError
 from aios.streams.kafka import make_consumer, producer_config, watermarks
 from aios.streams.settings import Settings
-from aios.streams.topics import admin_client, create_topics, delete_topics, wait_for_leaders
+from aios.streams.topics import admin_client, create_topics, delete_topics, replication_for, wait_for_leaders
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -45,8 +45,10 @@ def send_paced(count: int, rate: float, send: Callable[[int], None]) -> None:
 def create_raw_topic(settings: Settings, name: str) -> None:
     """The plain topic that a bench's raw confluent-kafka baseline runs on, beside its own topics."""
     admin = admin_client(settings)  # keep a reference: futures fail if the client is collected
+    plan = replication_for(settings, len(admin.list_topics(timeout=30).brokers))  # as the AIOS topics get
     admin.create_topics([NewTopic(name, num_partitions=settings.kafka.topic_partitions,
-                                  replication_factor=settings.kafka.topic_replication)])[name].result(30)
+                                  replication_factor=plan.factor,
+                                  config={"min.insync.replicas": str(plan.min_insync)})])[name].result(30)
     wait_for_leaders(admin, {name: settings.kafka.topic_partitions})
 
 
@@ -87,6 +89,10 @@ class PipelineProcess:
         self.stop()
         raise OrchestrationError(f"`aios {' '.join(self.command)}` did not become ready:\n"
                                  + "".join(self._log[-20:]))
+
+    def ready_line(self) -> str:
+        """The line that said the process was ready (``aios dev llm`` puts its URLs in it)."""
+        return next((line for line in reversed(self._log) if "aios: ready" in line), "")
 
     def _drain(self) -> None:
         for line in self.proc.stderr or ():
@@ -147,7 +153,7 @@ def raw_kafka(settings: Settings, topic: str, burst: int, paced: int, rate: floa
     producer = Producer(producer_config(settings, **{"linger.ms": 1}))
     consumer = make_consumer(settings, group=f"bench-raw-{time.time_ns()}",
                              **{"fetch.wait.max.ms": 1, "topic.metadata.refresh.interval.ms": 1000})
-    _assign_at_end(consumer, topic)
+    assign_at_end(consumer, topic)
 
     def run(count: int, pace: float | None) -> tuple[float, list[float]]:
         sent: dict[bytes, float] = {}
@@ -199,7 +205,8 @@ def raw_kafka(settings: Settings, topic: str, burst: int, paced: int, rate: floa
     return Figures(burst, burst / burst_elapsed, len(latencies), rate, p50, p99, worst)
 
 
-def _assign_at_end(consumer: Consumer, topic: str) -> None:
+def assign_at_end(consumer: Consumer, topic: str) -> None:
+    """Read every partition of ``topic`` from its current end (no group rebalance)."""
     meta = consumer.list_topics(topic, timeout=10).topics[topic]
     parts = []
     for p in meta.partitions:

@@ -49,6 +49,54 @@ def pipeline_cmd(tasks: int, paced: int, rate: float, mode: str, as_json: bool) 
                   f"p50 ratio: {doc['ratio']['p50_pipeline_over_raw']}")
 
 
+@bench.command("capacity")
+@click.option("--tasks", default=600, show_default=True, help="JSON tasks sent at once.")
+@click.option("--ttft", "ttft_s", default=1.0, show_default=True, help="The LLM's time to first token (s).")
+@click.option("--stream", "stream_s", default=0.5, show_default=True, help="The LLM's streaming time (s).")
+@click.option("--tokens", default=20, show_default=True, help="Text deltas per answer.")
+@click.option("--mode", type=click.Choice(["embedded", "distributed"]), default="embedded", show_default=True,
+              help="embedded: `aios up`; distributed: one `aios worker` per processor, --agent-workers agent workers.")
+@click.option("--in-flight", default=600, show_default=True, help="AIOS_AGENT_MAX_IN_FLIGHT of each agent worker.")
+@click.option("--queued", default=2000, show_default=True,
+              help="Then this many tasks at once, for the agent's RSS with a backlog (0: skip).")
+@click.option("--agent-workers", default=2, show_default=True, help="Agent workers in distributed mode.")
+@json_option
+def capacity_cmd(tasks: int, ttft_s: float, stream_s: float, tokens: int, mode: str, in_flight: int, queued: int,
+                 agent_workers: int, as_json: bool) -> None:
+    """JSON tasks through the pipeline against a latency-simulating LLM (`aios dev llm`), beside the
+    offline pipeline (the CPU ceiling) and raw confluent-kafka."""
+    from aios.bench.capacity import bench_capacity
+
+    if tasks < 1 or queued < 0 or in_flight < 1 or agent_workers < 1 or ttft_s < 0 or stream_s < 0 or tokens < 1:
+        raise click.BadParameter("--tasks, --in-flight, --agent-workers and --tokens must be ≥ 1; the rest ≥ 0")
+    settings = settings_or_exit()
+    try:
+        total = 2 * tasks + min(200, tasks) * 2 + tasks * 2 + queued
+        with progress("tasks", total=total, enabled=not as_json) as bar:
+            doc = bench_capacity(settings, tasks=tasks, ttft_s=ttft_s, stream_s=stream_s, tokens=tokens, mode=mode,
+                                 in_flight=in_flight, queued=queued, agent_workers=agent_workers, tick=bar.advance)
+    except AiosError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        emit_json(doc)
+        return
+    table = Table("run", "tasks/s", "p50 ms", "p99 ms", "peak calls", "agent RSS MB", "CPU ms/task")
+    for name, f in (("capacity (LLM)", doc["capacity"]), ("queued (LLM)", doc["queued"]),
+                    ("offline ceiling", doc["offline_ceiling"])):
+        if f is None:
+            continue
+        table.add_row(f"{name}, {f['tasks']} tasks", f"{f['tasks_per_s']:.0f}", f"{f['p50_ms']:.0f}",
+                      f"{f['p99_ms']:.0f}", str(f.get("server_peak_concurrent_calls", "-")),
+                      f"{f['agent_rss_peak_mb']:.0f}", f"{f['pipeline_cpu_ms_per_task']:.1f}")
+    raw = doc["raw_kafka"]
+    table.add_row("raw confluent-kafka", f"{raw['throughput_per_s']:.0f}", f"{raw['p50_ms']:.1f}",
+                  f"{raw['p99_ms']:.1f}", "", "", "")
+    console.print(table)
+    console.print(f"{doc['mode']}, LLM {doc['llm']['call_s']:g}s per call: ideal {doc['ideal_tasks_per_s']} tasks/s; "
+                  f"capacity/ideal {doc['ratio']['capacity_over_ideal']}, capacity/offline ceiling "
+                  f"{doc['ratio']['capacity_over_offline_ceiling']}; load average {doc['load_avg_1m']:.2f}")
+
+
 @bench.command("orchestrator")
 @click.option("--tasks", default=1000, show_default=True, help="Tasks in the DAG (rounded to width x depth).")
 @click.option("--width", default=25, show_default=True, help="Tasks per layer; each depends on two of the layer before.")
@@ -141,19 +189,23 @@ def sink_cmd(rows: int, stats_rows: int, batch: int | None, as_json: bool) -> No
 
 
 @bench.command("router")
-@click.option("--decisions", default=20_000, show_default=True, help="Routing decisions timed per strategy.")
+@click.option("--decisions", default=20_000, show_default=True,
+              help="Routing decisions timed per strategy, and limiter admissions.")
 @click.option("--calls", default=300, show_default=True, help="Calls per path against the local server.")
+@click.option("--concurrency", default=100, show_default=True, help="Calls in flight at once in the concurrent run.")
 @click.option("--base-url", default=None, help="An OpenAI-compatible server [default: the wire-format fake].")
 @json_option
-def router_cmd(decisions: int, calls: int, base_url: str | None, as_json: bool) -> None:
-    """Routing decision overhead per strategy (µs), and calls/s: router vs provider vs raw SDK."""
+def router_cmd(decisions: int, calls: int, concurrency: int, base_url: str | None, as_json: bool) -> None:
+    """Routing decision and limiter overhead (µs), and calls/s one at a time and many at once:
+    raw SDK vs provider vs router vs router with limits."""
     from aios.bench.router import bench_router
 
-    if decisions < 100 or calls < 10:
-        raise click.BadParameter("--decisions must be ≥ 100 and --calls ≥ 10")
+    if decisions < 100 or calls < 10 or concurrency < 1:
+        raise click.BadParameter("--decisions must be ≥ 100, --calls ≥ 10 and --concurrency ≥ 1")
     try:
-        with progress("samples", total=5 * decisions + 3 * calls, enabled=not as_json) as bar:
-            doc = bench_router(decisions=decisions, calls=calls, base_url=base_url, tick=bar.advance)
+        with progress("samples", total=6 * decisions + 8 * calls, enabled=not as_json) as bar:
+            doc = bench_router(decisions=decisions, calls=calls, concurrency=concurrency, base_url=base_url,
+                               tick=bar.advance)
     except AiosError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
@@ -163,14 +215,21 @@ def router_cmd(decisions: int, calls: int, base_url: str | None, as_json: bool) 
     table = Table("decision", "p50 µs", "p99 µs", "mean µs")
     for name, f in [*d["strategies"].items(), ("baseline: first in list", d["baseline_first_in_list"])]:
         table.add_row(name, f"{f['p50_us']:.1f}", f"{f['p99_us']:.1f}", f"{f['mean_us']:.1f}")
+    lim = doc["limiter"]
+    for name, label in (("limited", "limiter: admit + release, every limit"),
+                        ("baseline_no_limits", "limiter: admit + release, no limits")):
+        f = lim[name]
+        table.add_row(label, f"{f['p50_us']:.1f}", f"{f['p99_us']:.1f}", f"{f['mean_us']:.1f}")
     console.print(f"{d['deployments']} deployments, {d['prompt_chars']}-character prompt, "
                   f"{d['decisions']} decisions per strategy")
     console.print(table)
     c = doc["calls"]
-    calls_table = Table("path", "calls/s", "p50 µs", "p99 µs")
-    for name in ("raw_sdk", "provider", "router"):
-        calls_table.add_row(name, f"{c[name]['calls_per_s']:.0f}", f"{c[name]['p50_us']:.0f}",
-                            f"{c[name]['p99_us']:.0f}")
+    calls_table = Table("path", "calls/s (1 at a time)", "p50 µs", "p99 µs",
+                        f"calls/s ({c['concurrency']} at once)", "p50 µs", "p99 µs")
+    for name in ("raw_sdk", "provider", "router", "router_limited"):
+        one, many = c["sequential"][name], c["concurrent"][name]
+        calls_table.add_row(name, f"{one['calls_per_s']:.0f}", f"{one['p50_us']:.0f}", f"{one['p99_us']:.0f}",
+                            f"{many['calls_per_s']:.0f}", f"{many['p50_us']:.0f}", f"{many['p99_us']:.0f}")
     console.print(calls_table)
 
 

@@ -62,12 +62,12 @@ async def run_demo(settings: Settings, *, on_result: Callable[[Delivered], None]
         report.redis_key = context_key(settings.kafka.topic_prefix, "project", project)
         report.redis_turns = await _wait_for(
             lambda: _llen(rt, report.redis_key), len(tasks), timeout_s=30)
-        # Every task yields Task, Assignment, TaskResult, MemoryEvent and LlmCall rows.
-        # Per task: Task, Assignment, the agent's attempt and the terminal TaskResult, MemoryEvent,
-        # LlmCall (plus ProjectStatus snapshots). Wait until the sink has stored the slowest of them.
+        # Per task: Task, Assignment, the agent's pickup (started) and attempt, the terminal TaskResult,
+        # MemoryEvent, LlmCall (plus ProjectStatus snapshots). Wait until the sink has stored the
+        # slowest of them.
         def least_stored() -> int:
             c = rt.store.counts_by_type(project_id=project)
-            need = {"Task": 1, "Assignment": 1, "TaskResult": 2, "MemoryEvent": 1, "LlmCall": 1}
+            need = {"Task": 1, "Assignment": 1, "TaskResult": 3, "MemoryEvent": 1, "LlmCall": 1}
             return min(c.get(kind, 0) // per for kind, per in need.items())
 
         await _wait_for(lambda: asyncio.to_thread(least_stored), len(tasks), timeout_s=30)

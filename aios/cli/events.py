@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -12,8 +14,9 @@ from aios.cli.agents import agent_statuses
 from aios.cli.common import settings_or_exit
 from aios.cli.output import console, emit_json, json_option
 from aios.schemas.codec import Decoded
-from aios.schemas.errors import AiosError
+from aios.schemas.errors import AiosError, SchemaError
 from aios.schemas.events import event_doc
+from aios.schemas.limits import MAX_PRIORITY, MIN_PRIORITY
 from aios.streams.kafka import TopicReader
 from aios.streams.readmodels.agent_registry import live_roles_of, require_served
 from aios.streams.readmodels.task_client import TaskClient, build_task
@@ -27,16 +30,19 @@ from aios.streams.topics import Topics
 @click.option("--goal", default=None, help="Start project --project from a goal; the planner role plans it.")
 @click.option("--role", default="general", show_default=True, help="Agent role to do the work.")
 @click.option("--project", default="default", show_default=True)
-@click.option("--priority", default=0, show_default=True, type=int)
+@click.option("--priority", default=0, show_default=True, type=click.IntRange(MIN_PRIORITY, MAX_PRIORITY),
+              help="Higher runs first among ready tasks.")
 @click.option("--privacy", type=click.Choice(["normal", "restricted"]), default="normal", show_default=True,
               help="restricted: only local models see the task.")
 @click.option("--wait", is_flag=True, help="Wait for the result (or, with --plan, the final project status).")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait with --wait.")
 @click.option("--anyway", is_flag=True,
               help="Submit even when no live agent serves a role it needs (the work waits for one).")
+@click.option("--stream", "stream_tokens", is_flag=True,
+              help="With --wait: print the answer as the model writes it (live tokens; to stderr with --json).")
 @json_option
 def submit(text: str | None, plan_file: Any, goal: str | None, role: str, project: str, priority: int,
-           privacy: str, wait: bool, timeout: float, anyway: bool, as_json: bool) -> None:
+           privacy: str, wait: bool, timeout: float, anyway: bool, stream_tokens: bool, as_json: bool) -> None:
     """Produce a task, a whole plan, or a goal for the orchestrator (idempotent producer, acks=all).
 
     The roles it needs are checked against agents/roles.json, and against the live agents on the
@@ -53,30 +59,75 @@ def submit(text: str | None, plan_file: Any, goal: str | None, role: str, projec
         return
     if text is None:
         raise click.UsageError("say what to do: aios submit \"TEXT\" (or --plan plan.json)")
+    if stream_tokens and not wait:
+        raise click.UsageError("--stream shows the answer while you wait: add --wait")
     client = TaskClient(settings)
+    printer: TokenPrinter | None = None
     try:
         task = build_task(text, role=role, project=project, priority=priority, privacy=privacy)
         check_roles(settings, {role}, anyway)
         if wait:
             client.watch_results()
+        if stream_tokens:  # listening before the task exists: no token can come first
+            printer = TokenPrinter(settings, task["task_id"], sys.stderr if as_json else sys.stdout)
         client.submit(task)
         topic, partition, offset = client.producer.delivered[-1]
         doc: dict[str, Any] = {"task_id": task["task_id"], "topic": topic, "partition": partition, "offset": offset}
         if wait:
             delivered = client.wait([task["task_id"]], timeout)[task["task_id"]]
             doc["result"] = event_doc(delivered.result)
+            doc["sealed"] = delivered.sealed  # the output stays sealed: this process lacks its key
     except AiosError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
+        if printer is not None:
+            printer.stop()
         client.close()
     if as_json:
         emit_json(doc)
         return
-    console.print(f"submitted task {task['task_id']} to {topic} [{partition}] @ {offset}")
+    if printer is None:
+        console.print(f"submitted task {task['task_id']} to {topic} [{partition}] @ {offset}")
     if wait:
         r = doc["result"]
         console.print(f"[bold]{r['status']}[/bold] by {r['agent_id']} ({r['provider']}:{r['model']})")
-        console.print(r["output"] or r["error"] or "")
+        if printer is None or not printer.printed or r["status"] != "succeeded":
+            console.print((delivered.output if r["output"] else "") or r["error"] or "", markup=False)
+
+
+class TokenPrinter:
+    """Prints one task's live tokens (``<prefix>.tokens``) as they come, from a thread of its own."""
+
+    def __init__(self, settings: Any, task_id: str, out: TextIO) -> None:
+        self.task_id, self.out, self.printed = task_id, out, False
+        self._reader = TopicReader(settings, Topics.from_settings(settings).tokens, from_beginning=False)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="aios-tokens", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                msg = self._reader.poll(0.1)
+                if msg is None:
+                    continue
+                try:
+                    value = self._reader.codec.decode(msg.value()).value
+                except SchemaError:
+                    continue
+                if value.get("task_id") == self.task_id and value.get("text"):
+                    self.out.write(value["text"])
+                    self.out.flush()
+                    self.printed = True
+        finally:
+            self._reader.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        if self.printed:
+            self.out.write("\n")
+            self.out.flush()
 
 
 def check_roles(settings: Settings, needed: set[str], anyway: bool) -> None:

@@ -1,4 +1,5 @@
-"""``aios keys create|revoke|list``: API keys, kept in Redis as salted hashes; a key is shown once."""
+"""``aios keys create|revoke|list``: API keys, kept in Redis as salted hashes; a key is shown once.
+``aios keys new-encryption-key``: a key for AIOS_ENCRYPTION_KEY (restricted content sealed at rest)."""
 
 from __future__ import annotations
 
@@ -86,3 +87,25 @@ def list_cmd(as_json: bool) -> None:
         return
     for i in infos:
         console.print(f"{i.id}  {i.role:9}  {','.join(i.projects)}  {'revoked' if i.revoked else 'active'}  {i.name}")
+
+
+@keys.command("new-encryption-key")
+@click.option("--id", "kid", default=None, help="The key's id in the ring (default: k<date>).")
+@click.option("--ring", default=None, help="An existing AIOS_ENCRYPTION_KEY to rotate: the new key goes first.")
+@json_option
+def new_encryption_key(kid: str | None, ring: str | None, as_json: bool) -> None:
+    """Print a new AES-256 key as an AIOS_ENCRYPTION_KEY entry (id:base64); nothing is stored."""
+    import time
+
+    from aios.schemas.sealed import KeyRing, new_key
+
+    kid = kid or time.strftime("k%Y%m%d")
+    value = f"{kid}:{new_key()}" if ring is None else f"{kid}:{new_key()},{ring}"
+    try:
+        KeyRing.parse(value)  # a clash with an id already in --ring, or a bad --ring, is said now
+    except AiosError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        emit_json({"id": kid, "AIOS_ENCRYPTION_KEY": value})
+        return
+    console.print("AIOS_ENCRYPTION_KEY=" + value, soft_wrap=True)

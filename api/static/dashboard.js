@@ -4,7 +4,7 @@ import { bars, dag, line } from "./render.js";
 
 const $ = (sel) => document.querySelector(sel);
 const state = { token: "", projects: new Map(), tasks: new Map(), agents: new Map(), forgetAfterS: 300, selected: null,
-  series: { throughput: [], p95: [] }, ws: null, retry: 1000 };
+  series: { throughput: [], p95: [] }, ws: null, retry: 1000, taskWs: null };
 
 function showError(text) { $("#error").textContent = text || ""; }
 
@@ -127,6 +127,37 @@ async function refreshStats() {
   bars($("#chart-latency"), [["p50", s.latency_ms.p50], ["p95", s.latency_ms.p95], ["p99", s.latency_ms.p99]]);
   bars($("#chart-cost"), s.cost.map((c) => [`${c.provider}:${c.model}`, c.cost_usd]));
 }
+
+// -- one task's answer, as it is written (live tokens), then its result --------------------------
+function openTask(project, taskId) {
+  if (state.taskWs) state.taskWs.onclose = null, state.taskWs.close();
+  $("#task-panel").hidden = false;
+  $("#task-id").textContent = `${project} / ${taskId}`;
+  $("#task-state").textContent = "waiting for tokens…";
+  $("#task-answer").textContent = "";
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const q = `types=tokens,results&project=${encodeURIComponent(project)}&task=${encodeURIComponent(taskId)}`;
+  const ws = new WebSocket(`${scheme}://${location.host}/v1/stream?${q}&access_token=${encodeURIComponent(state.token)}`);
+  state.taskWs = ws;
+  let step = -1;
+  ws.onmessage = (m) => {
+    const e = JSON.parse(m.data), d = e.data;
+    if (e.type === "tokens") {
+      if (d.step !== step) { step = d.step; if (d.step > 0) $("#task-answer").textContent += "\n\n"; }
+      $("#task-answer").textContent += d.text;  // appended in order: one partition per task
+      $("#task-state").textContent = d.done ? `step ${d.step} done` : `writing (step ${d.step})…`;
+    } else if (e.type === "results") {
+      $("#task-state").textContent = d.status;
+      $("#task-answer").textContent = d.output || d.error || "";
+    }
+  };
+}
+
+$("#board").addEventListener("click", (e) => {
+  const node = e.target.closest(".node");
+  const project = e.target.closest(".project");
+  if (node && project) openTask(project.dataset.project, node.dataset.taskId);
+});
 
 // -- the live stream ----------------------------------------------------------------------------
 function connect() {

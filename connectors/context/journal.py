@@ -15,6 +15,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from aios.connectors.context.base import connect
 from aios.connectors.errors import StoreUnavailableError
 
 
@@ -34,7 +35,7 @@ class LlmJournal:
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str, ttl_s: int) -> LlmJournal:
-        return cls(aioredis.Redis.from_url(url), prefix=prefix, ttl_s=ttl_s)
+        return cls(connect(url), prefix=prefix, ttl_s=ttl_s)
 
     async def get(self, task_id: str, attempt: int, step: int) -> Mapping[str, Any] | None:
         """The recorded answer, or None when this call was never answered (or expired)."""

@@ -3,6 +3,10 @@ a running summary of the turns folded out of it, and a TTL per scope.
 
 Appends are idempotent by memory id, so replaying ``aios.memory`` never duplicates a turn. Turns
 pushed out of a window wait in a fold list until a summary that covers them is stored.
+
+Restricted content has windows of its own: the *restricted lane* of a scope (``project~restricted``),
+beside the normal one under the same id. Only restricted tasks read it, so turns that must stay
+on local models never reach a prompt, or a summary, that a remote model sees.
 """
 
 from __future__ import annotations
@@ -15,9 +19,26 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from aios.connectors.context.base import connect
 from aios.connectors.errors import StoreUnavailableError
 
 SCOPES = ("session", "project", "agent", "task")
+# '~' never appears in a scope name, so a lane's keys cannot meet a normal window's, whatever the id.
+RESTRICTED_LANE = "~restricted"
+
+
+def lane(scope: str, restricted: bool) -> str:
+    """The scope whose windows hold ``scope``'s restricted turns (``scope`` itself when not restricted)."""
+    return f"{scope}{RESTRICTED_LANE}" if restricted else scope
+
+
+def base_scope(scope: str) -> str:
+    """The scope of a lane (``project`` for ``project~restricted``)."""
+    return scope.removesuffix(RESTRICTED_LANE)
+
+
+def is_restricted_lane(scope: str) -> bool:
+    return scope.endswith(RESTRICTED_LANE)
 
 # Appends a run of turns to one window, in order, in one script call (one call per window per
 # batch: the per-call packing in redis-py cost more than the appends). For each turn: mark its
@@ -153,7 +174,7 @@ class RedisContext:
     @classmethod
     def from_url(cls, url: str, *, prefix: str, default: ScopePolicy,
                  policies: Mapping[str, ScopePolicy] | None = None) -> RedisContext:
-        return cls(aioredis.Redis.from_url(url), prefix=prefix, default=default, policies=policies)
+        return cls(connect(url), prefix=prefix, default=default, policies=policies)
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -164,7 +185,7 @@ class RedisContext:
         return RedisContext(self._redis, prefix=prefix, default=self.default, policies=self.policies)
 
     def policy(self, scope: str) -> ScopePolicy:
-        return self.policies.get(scope, self.default)
+        return self.policies.get(base_scope(scope), self.default)
 
     def key(self, scope: str, scope_id: str) -> str:
         return context_key(self.prefix, scope, scope_id)

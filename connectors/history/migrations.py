@@ -191,6 +191,17 @@ def _v5_llm_call_redacted() -> tuple[str, ...]:
     return (f"ALTER TABLE {DATABASE}.llm_calls ADD COLUMN IF NOT EXISTS redacted Bool AFTER fallback_chain",)
 
 
+def _v6_llm_call_queue_ms() -> tuple[str, ...]:
+    # LlmCall.queue_ms: how long the call waited for a deployment's limits before it started.
+    return (f"ALTER TABLE {DATABASE}.llm_calls ADD COLUMN IF NOT EXISTS queue_ms Float64 AFTER redacted",)
+
+
+def _v7_memory_privacy() -> tuple[str, ...]:
+    # MemoryEvent.privacy: restricted memory (its content sealed when AIOS_ENCRYPTION_KEY is set).
+    # No DEFAULT expression: the ingest plan fills only plain columns (rows from before read '').
+    return (f"ALTER TABLE {DATABASE}.memory ADD COLUMN IF NOT EXISTS privacy LowCardinality(String) AFTER tokens",)
+
+
 def migrations(ttl_days: int) -> list[Migration]:
     """Every migration, in order; ``ttl_days`` is the retention written into new tables."""
     if ttl_days < 1:
@@ -202,6 +213,8 @@ def migrations(ttl_days: int) -> list[Migration]:
         Migration(4, "every field in its typed table; events.payload for untyped events only",
                   _v4_every_field_typed()),
         Migration(5, "llm_calls.redacted", _v5_llm_call_redacted()),
+        Migration(6, "llm_calls.queue_ms", _v6_llm_call_queue_ms()),
+        Migration(7, "memory.privacy", _v7_memory_privacy()),
     ]
 
 

@@ -84,6 +84,8 @@ class MemoryItem:
     ts: int  # epoch milliseconds
     task_id: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    privacy: str = "normal"  # restricted: recalled into restricted tasks only
+    embed_text: str | None = None  # what to embed when ``text`` (the payload) is sealed
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -97,6 +99,7 @@ class MemoryItem:
             "kind": self.kind,
             "ts": self.ts,
             "task_id": self.task_id,
+            "privacy": self.privacy,
         }
 
 

@@ -36,7 +36,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ConnectorError(f"vector memory needs qdrant-client ({exc.name} is missing): "
                          "pip install 'aios[vector]'") from exc
 
-_KEYWORD_FIELDS = ("project", "scope", "scope_id", "kind", "role", "task_id")
+_KEYWORD_FIELDS = ("project", "scope", "scope_id", "kind", "role", "task_id", "privacy")
 _UPSERT_BATCH = 256
 _LOCAL_OVERFETCH = 20
 
@@ -204,7 +204,8 @@ class VectorMemory:
         if not items:
             return 0
         if vectors is None:
-            vectors = self._embedder().embed([item.text for item in items])
+            vectors = self._embedder().embed([item.text if item.embed_text is None else item.embed_text
+                                              for item in items])
         if vectors.shape != (len(items), self.dimension):
             raise ValueError(f"vectors have shape {vectors.shape}, expected ({len(items)}, {self.dimension})")
         for start in range(0, len(items), _UPSERT_BATCH):
@@ -227,8 +228,10 @@ class VectorMemory:
         scope_id: str | None = None,
         kind: str | None = None,
         score_threshold: float | None = None,
+        exclude_privacy: str | None = None,
     ) -> list[Recall]:
-        """The ``top_k`` memories most similar to ``query`` (a text or a vector), best first."""
+        """The ``top_k`` memories most similar to ``query`` (a text or a vector), best first; none
+        whose privacy is ``exclude_privacy`` (points without one count as normal)."""
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         if isinstance(query, str):
@@ -239,8 +242,8 @@ class VectorMemory:
             raise ValueError(f"query vector has {len(vector)} dimensions, expected {self.dimension}")
         wanted = {k: v for k, v in (("project", project), ("scope", scope), ("scope_id", scope_id),
                                     ("kind", kind)) if v is not None}
-        if self.is_local and wanted:
-            hits = self._local_prefilter(vector, top_k, wanted, score_threshold)
+        if self.is_local and (wanted or exclude_privacy):
+            hits = self._local_prefilter(vector, top_k, wanted, score_threshold, exclude_privacy)
             if hits is not None:
                 return hits
         with self._mapped(f"to search {self.collection}"):
@@ -248,14 +251,14 @@ class VectorMemory:
                 self.collection,
                 query=vector,
                 limit=top_k,
-                query_filter=_filter(**wanted),
+                query_filter=_filter(exclude_privacy, **wanted),
                 score_threshold=score_threshold,
                 with_payload=True,
             )
         return [_recall(point) for point in result.points]
 
     def _local_prefilter(self, vector: list[float], top_k: int, wanted: Mapping[str, str],
-                         score_threshold: float | None) -> list[Recall] | None:
+                         score_threshold: float | None, exclude_privacy: str | None) -> list[Recall] | None:
         """Local mode checks a filter in Python point by point (~20 us each: 200 ms at 10k points),
         but ranks unfiltered points with numpy. So: rank the best ``top_k * 20`` unfiltered and
         filter those. That is exact when ``top_k`` of them match (any other match scores lower),
@@ -266,7 +269,8 @@ class VectorMemory:
             points = self._client.query_points(self.collection, query=vector, limit=limit, with_payload=True).points
         floor = -2.0 if score_threshold is None else score_threshold
         matches = [p for p in points if p.score >= floor
-                   and all((p.payload or {}).get(k) == v for k, v in wanted.items())]
+                   and all((p.payload or {}).get(k) == v for k, v in wanted.items())
+                   and (exclude_privacy is None or (p.payload or {}).get("privacy") != exclude_privacy)]
         if len(matches) >= top_k or len(points) < limit or points[-1].score < floor:
             return [_recall(p) for p in matches[:top_k]]
         return None
@@ -277,7 +281,7 @@ class VectorMemory:
         with self._mapped(f"to count {self.collection}"):
             result = self._client.count(
                 self.collection,
-                count_filter=_filter(project=project, scope=scope, scope_id=scope_id, kind=kind),
+                count_filter=_filter(None, project=project, scope=scope, scope_id=scope_id, kind=kind),
                 exact=True,
             )
         return int(result.count)
@@ -341,13 +345,15 @@ class VectorMemory:
         return self.embedder
 
 
-def _filter(**values: str | None) -> qm.Filter | None:
+def _filter(exclude_privacy: str | None, **values: str | None) -> qm.Filter | None:
     must: list[qm.Condition] = [
         qm.FieldCondition(key=key, match=qm.MatchValue(value=value))
         for key, value in values.items()
         if value is not None
     ]
-    return qm.Filter(must=must) if must else None
+    must_not: list[qm.Condition] = [] if exclude_privacy is None else [
+        qm.FieldCondition(key="privacy", match=qm.MatchValue(value=exclude_privacy))]
+    return qm.Filter(must=must or None, must_not=must_not or None) if must or must_not else None
 
 
 def _recall(point: qm.ScoredPoint) -> Recall:

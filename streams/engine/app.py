@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -24,9 +23,12 @@ from dataclasses import dataclass
 import faust
 from prometheus_client import REGISTRY
 
+from aios.schemas.limits import PRODUCER_HEADROOM_BYTES
+from aios.streams.engine.concurrent import ConcurrentProcessor
 from aios.streams.engine.runtime import Runtime
 from aios.streams.engine.transactional import TransactionalProcessor
 from aios.streams.errors import OrchestrationError
+from aios.streams.kafka_access import check_access, tls_context
 from aios.streams.lag import ConsumerLag, watch
 from aios.streams.metrics import serve
 from aios.streams.settings import Settings
@@ -47,13 +49,7 @@ def faust_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCr
     protocol = settings.kafka.security_protocol
     if protocol == "PLAINTEXT":
         return None
-    context = None
-    if protocol.endswith("SSL"):
-        context = ssl.create_default_context(
-            cafile=str(settings.kafka.ssl_cafile) if settings.kafka.ssl_cafile else None)
-        if settings.kafka.ssl_certfile is not None:
-            context.load_cert_chain(str(settings.kafka.ssl_certfile),
-                                    str(settings.kafka.ssl_keyfile) if settings.kafka.ssl_keyfile else None)
+    context = tls_context(settings.kafka) if protocol.endswith("SSL") else None
     if protocol == "SSL":
         return faust.SSLCredentials(context)
     password = settings.kafka.sasl_password
@@ -82,6 +78,8 @@ def build_app(settings: Settings, processors: Sequence[Register], name: str) -> 
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_linger_ms=1,
+        # Above what the codec lets through (AIOS_MAX_MESSAGE_BYTES), as for the confluent-kafka clients.
+        producer_max_request_size=settings.kafka.max_message_bytes + PRODUCER_HEADROOM_BYTES,
         broker_commit_interval=settings.processing.commit_interval_s,
         # A SIGKILLed member holds its partitions until its session expires (faust's default: 60 s).
         broker_session_timeout=settings.kafka.session_timeout_s,
@@ -140,6 +138,9 @@ async def running(
     settings: Settings, processors: Sequence[Register], name: str = EMBEDDED, *, ready_timeout_s: float = 60.0
 ) -> AsyncIterator[RunningApp]:
     """Start the processors in this event loop; stop them (committing offsets) on exit."""
+    # Credentials, certificates and the address are checked before any client starts: faust's and
+    # librdkafka's clients would otherwise retry a refused login forever.
+    await asyncio.to_thread(check_access, settings)
     app, rt = build_app(settings, processors, name)
     # A faust app with no agent has no topics to consume and crashes, so a process that only
     # runs services (`aios worker history`) starts them without the app.
@@ -153,21 +154,21 @@ async def running(
         for service in rt.services:
             await service.start()
     groups = consumed_topics(app, rt, name)
-    unwatch = watch(REGISTRY, ConsumerLag(settings.kafka.bootstrap, lambda: groups))
+    lag = ConsumerLag(settings.kafka.bootstrap, lambda: groups, security=settings.kafka.security())
+    unwatch = watch(REGISTRY, lag)
     try:
         if uses_faust:
             await _wait_assigned(app, ready_timeout_s)
         for service in rt.services:
-            if isinstance(service, TransactionalProcessor):
+            if isinstance(service, TransactionalProcessor | ConcurrentProcessor):
                 await service.wait_assigned(ready_timeout_s)
         yield RunningApp(app, rt)
         # A clean stop drains first (agents finish in-flight tasks); a crash goes straight down.
         for drain in rt.drainers:
             await drain()
     except BaseException:
-        if uses_faust:
-            for failed in rt.on_failure:
-                await failed()
+        for failed in rt.on_failure:
+            await failed()
         raise
     finally:
         unwatch()

@@ -1,15 +1,19 @@
-"""What every processor shares: raw topics, decoding with DLQ fallback, and producing events."""
+"""What every processor shares: raw topics, decoding and checking with DLQ fallback, producing
+events, and the dead letter (bounded, whatever the record's size)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import faust
 
+from aios.schemas import limits
+from aios.schemas.checks import check
 from aios.schemas.errors import SchemaError
 from aios.schemas.events import envelope
+from aios.streams.engine.failures import Backoff, Verdict, verdict_for
 from aios.streams.engine.runtime import Runtime
 from aios.streams.metrics import DEAD_LETTERS
 
@@ -63,18 +67,30 @@ def dead_letter_event(
     topic: str, partition: int, offset: int, key: Any, payload: Any, processor: str, exc: Exception,
     errors: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The DeadLetter for a record: its original bytes, where it came from, and why it failed."""
+    """The DeadLetter for a record: its original bytes, where it came from, and why it failed.
+
+    Bounded whatever the record: a payload over ``MAX_DEAD_LETTER_PAYLOAD_BYTES`` is cut (and the
+    letter says so), and so are the reasons, so the letter of a record at the size limit still fits
+    on the DLQ.
+    """
+    reason = limits.cut(str(exc), limits.MAX_ERROR_CHARS)
+    reasons = [limits.cut(e, limits.MAX_ERROR_CHARS) for e in (errors or [reason])[:limits.MAX_DEAD_LETTER_ERRORS]]
+    data = payload if isinstance(payload, bytes) else b""
+    if len(data) > limits.MAX_DEAD_LETTER_PAYLOAD_BYTES:
+        reasons.append(f"payload cut to its first {limits.MAX_DEAD_LETTER_PAYLOAD_BYTES} of {len(data)} bytes")
+        data = data[:limits.MAX_DEAD_LETTER_PAYLOAD_BYTES]
+    raw_key = key if isinstance(key, bytes) else None
     value = {
         **envelope(),
         "source_topic": topic,
         "source_partition": partition,
         "source_offset": offset,
-        "key": key if isinstance(key, bytes) else None,
-        "payload": payload if isinstance(payload, bytes) else b"",
+        "key": raw_key[:limits.MAX_DEAD_LETTER_KEY_BYTES] if raw_key is not None else None,
+        "payload": data,
         "processor": processor,
         "error_type": type(exc).__name__,
-        "error": str(exc),
-        "errors": errors or [str(exc)],
+        "error": reason,
+        "errors": reasons,
     }
     DEAD_LETTERS.labels(processor, topic).inc()
     log.warning("%s: %s@%s/%s to DLQ: %s", processor, topic, partition, offset, exc)
@@ -82,8 +98,31 @@ def dead_letter_event(
 
 
 def decode_or_error(rt: Runtime, data: Any, expect: str) -> dict[str, Any] | SchemaError:
-    """The decoded event, or the error to dead-letter it with."""
+    """The decoded event, checked against the shared limits (schemas/checks.py), or the error to
+    dead-letter it with. A registry that cannot be reached raises (the record is not at fault)."""
     try:
-        return rt.codec.decode(data, expect=expect).value
+        value = rt.codec.decode(data, expect=expect).value
+        check(expect, value)
+        return value
     except SchemaError as exc:
         return exc
+
+
+async def guarded(app: faust.App, rt: Runtime, message: Any, processor: str,
+                  work: Callable[[], Awaitable[None]]) -> Exception | None:
+    """Run ``work`` for one faust message, as ``failures.decide`` says: a failure that is the
+    record's fault dead-letters it (and is returned); an unreachable server is waited out and
+    ``work`` runs again; anything else is raised. None once ``work`` has succeeded."""
+    backoff = Backoff()
+    while True:
+        try:
+            await work()
+            return None
+        except Exception as exc:
+            verdict = verdict_for(processor, exc)
+            if verdict is Verdict.FATAL:
+                raise
+            if verdict is Verdict.DEAD_LETTER:
+                await dead_letter(app, rt, message, processor, exc)
+                return exc
+            await backoff.wait(processor, exc)

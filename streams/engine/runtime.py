@@ -23,14 +23,18 @@ from aios.connectors.local_owner import live_owner
 from aios.schemas.codec import Codec
 from aios.schemas.errors import ConfigError
 from aios.streams.kafka import make_codec
+from aios.streams.sealing import Sealer
 from aios.streams.settings import Settings
 from aios.streams.topics import Topics
 
 T = TypeVar("T")
 
 if TYPE_CHECKING:
+    from aios.agents.llm.catalogue import Catalogue
+    from aios.agents.llm.configfile import LlmFile
     from aios.agents.llm.router import Router
     from aios.connectors.context.journal import LlmJournal
+    from aios.connectors.context.ratelimit import SharedRates
     from aios.connectors.vector.base import Embedder
     from aios.connectors.vector.qdrant import VectorMemory
 
@@ -125,6 +129,11 @@ class Runtime:
         return open_context(self.settings)
 
     @cached_property
+    def sealer(self) -> Sealer:
+        """Seals and opens restricted content with AIOS_ENCRYPTION_KEY (a no-op without it)."""
+        return Sealer.from_settings(self.settings)
+
+    @cached_property
     def tokens(self) -> TokenCounter:
         return TokenCounter.from_model_dir(self.settings.memory.embedding_model_dir)
 
@@ -153,19 +162,55 @@ class Runtime:
         return open_store(s.stores.clickhouse_url, s.stores.data_dir, ttl_days=s.stores.history_ttl_days)
 
     @cached_property
+    def llm_file(self) -> LlmFile | None:
+        """The file AIOS_LLM_CONFIG names, read and checked (None when it is unset)."""
+        from aios.agents.llm.configfile import read_llm_file
+
+        path = self.settings.llm.config_file
+        return read_llm_file(path) if path is not None else None
+
+    @cached_property
+    def catalogue(self) -> Catalogue:
+        """The packaged model catalogue, with the models of AIOS_LLM_CONFIG and the local window."""
+        from aios.agents.llm.catalogue import load_catalogue
+
+        file = self.llm_file
+        return load_catalogue().extended(file.models if file else (), origin=file.origin if file else "",
+                                         local_window=self.settings.llm.local_context_window)
+
+    @cached_property
     def router(self) -> Router:
-        """The LLM router over AIOS_LLM_DEPLOYMENTS (or the one provider AIOS_LLM picks)."""
-        from aios.agents.llm.factory import make_deployments
+        """The LLM router over the deployments of AIOS_LLM_CONFIG or AIOS_LLM_DEPLOYMENTS (or the one
+        provider AIOS_LLM picks)."""
+        from aios.agents.llm.factory import file_deployments, make_deployments
         from aios.agents.llm.privacy import PiiDetector
         from aios.agents.llm.router import Router, RouterConfig
         from aios.streams.metrics import RouterMetrics
 
         s = self.settings
-        deployments = make_deployments(llm_config(s), s.llm.deployments)
+        file = self.llm_file
+        if file is not None and file.deployments:
+            if s.llm.deployments:
+                raise ConfigError(f"AIOS_LLM_DEPLOYMENTS and the deployments of AIOS_LLM_CONFIG ({file.origin}) "
+                                  "are both set: keep one")
+            # The file names the variables that hold its keys; they are read here, at the edge.
+            keys = {e.api_key_env: os.environ.get(e.api_key_env, "") for e in file.deployments if e.api_key_env}
+            deployments = file_deployments(llm_config(s), file, self.catalogue, keys)
+        else:
+            deployments = make_deployments(llm_config(s), s.llm.deployments, self.catalogue)
         regions = s.llm.pii_phone_regions
         detector = PiiDetector() if regions is None else PiiDetector(phone_regions=regions)
-        config = RouterConfig(redact_remote=s.llm.pii_mode == "redact", max_retries=s.llm.max_retries)
-        return Router(deployments, config=config, detector=detector, observer=RouterMetrics())
+        config = RouterConfig(redact_remote=s.llm.pii_mode == "redact", max_retries=s.llm.max_retries,
+                              max_queue_s=s.llm.max_queue_s)
+        shared = self.llm_rates if s.llm.shared_limits else None
+        return Router(deployments, config=config, detector=detector, observer=RouterMetrics(), shared=shared)
+
+    @cached_property
+    def llm_rates(self) -> SharedRates:
+        """Redis token buckets for the rpm and tpm agent workers share (AIOS_LLM_SHARED_LIMITS)."""
+        from aios.connectors.context.ratelimit import SharedRates
+
+        return SharedRates.from_url(self.settings.stores.redis_url, prefix=self.settings.kafka.topic_prefix)
 
     @cached_property
     def journal(self) -> LlmJournal:
@@ -187,3 +232,5 @@ class Runtime:
                 await deployment.provider.aclose()
         if "journal" in self.__dict__:
             await self.journal.aclose()
+        if "llm_rates" in self.__dict__:
+            await self.llm_rates.aclose()

@@ -18,6 +18,15 @@ meanwhile is refused (CONCURRENT_TRANSACTIONS) and librdkafka retries it after a
 which was the orchestrator's overhead p99 and, on a slower broker, its median. The other
 producer has no commit in flight. A batch still starts only after the previous one's commit
 returned, so outputs keep their order.
+
+A record that makes ``process`` raise is handled as ``failures.decide`` says. Its fault: the
+transaction is aborted (nothing half-applied reaches the state or the outputs), the state rebuilt,
+and when the batch is read again that record is dead-lettered instead of processed. A server's
+fault (a schema registry that does not answer): aborted, rebuilt, and the batch read again after a
+backoff. Processors iterate their batch with ``self.records(batch)`` so the failing record is known.
+When the failure comes after the records (outputs a processor writes once per batch, such as the
+orchestrator's state entries), the batch is read again *isolating*: the processor then writes
+each record's outputs as soon as it is processed, so the one at fault is known.
 """
 
 from __future__ import annotations
@@ -26,13 +35,17 @@ import asyncio
 import threading
 import time
 from abc import abstractmethod
+from collections.abc import Iterator
 from typing import Any
 
 import faust
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka import KafkaError as CKafkaError
 
-from aios.streams.engine.records import log
+from aios.schemas.errors import RecordTooLargeError
+from aios.schemas.limits import message_size
+from aios.streams.engine.failures import Backoff, Verdict, verdict_for
+from aios.streams.engine.records import dead_letter_event, log
 from aios.streams.engine.runtime import Runtime
 from aios.streams.errors import KafkaError
 from aios.streams.kafka import make_consumer, producer_config
@@ -68,6 +81,13 @@ class TransactionalProcessor(faust.Service):
         self.producers: list[Producer] = []  # used in turn, one transaction each (see the module doc)
         self.producer: Producer | None = None  # the current batch's
         self.assigned = threading.Event()  # set once the group gave this member its partitions
+        self.current: Message | None = None  # the record ``process`` is on (see ``records``)
+        # Records that failed by their own fault, by (topic, partition, offset): dead-lettered, not
+        # processed, when their batch is read again after the abort.
+        self.poison: dict[tuple[str, int, int], Exception] = {}
+        # Set while a batch that failed after its records is read again: see the module doc.
+        self.isolating = False
+        self.backoff = Backoff()
 
     async def wait_assigned(self, timeout_s: float) -> None:
         """Until the group has assigned this member (its state rebuilt), so 'ready' means ready."""
@@ -146,7 +166,30 @@ class TransactionalProcessor(faust.Service):
     async def _run(self) -> None:
         set_processor(self.name)
         while not self.should_stop:
-            await asyncio.to_thread(self.step)
+            pause = await asyncio.to_thread(self.step)
+            if pause:
+                await asyncio.sleep(pause)  # a server is down: cancellable, so a stop is not held up
+
+    def records(self, batch: list[Message]) -> Iterator[Message]:
+        """The batch's records, one at a time, for ``process``: a record that failed when this batch
+        was read before is dead-lettered (in this transaction) instead of yielded."""
+        for msg in batch:
+            failure = self.poison.pop(_where(msg), None)
+            if failure is not None:
+                self.dead_letter(msg, failure)
+                continue
+            self.current = msg
+            yield msg
+        self.current = None
+
+    def dead_letter(self, msg: Message, exc: Exception, errors: list[str] | None = None,
+                    key: str | None = None) -> None:
+        """The record's bytes and why it failed, to the DLQ inside the open transaction."""
+        letter = dead_letter_event(str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0),
+                                   msg.key(), msg.value(), self.name, exc, errors)
+        raw = msg.key()
+        key = key or (raw.decode(errors="replace") if isinstance(raw, bytes) else str(msg.topic()))
+        self.produce(self.rt.topics.dlq, self.rt.codec.encode("DeadLetter", letter, self.rt.topics.dlq), key)
 
     def take(self) -> list[Message]:
         consumer = self.consumer
@@ -165,14 +208,15 @@ class TransactionalProcessor(faust.Service):
                 log.warning("%s: consume error: %s", self.name, err)
         return good
 
-    def step(self) -> None:
-        """One batch (possibly empty) in one transaction."""
+    def step(self) -> float:
+        """One batch (possibly empty) in one transaction; returns how long to pause before the next
+        (a backoff while a server is down, else 0)."""
         consumer, producer = self.consumer, self.producer
         if consumer is None or producer is None:
             raise KafkaError(f"{self.name} is not started")
         batch = self.take()
         if not batch and not self.has_timed_work():
-            return
+            return 0.0
         started = time.perf_counter()
         try:
             producer.begin_transaction()
@@ -192,7 +236,11 @@ class TransactionalProcessor(faust.Service):
             log.warning("%s: transaction aborted (%s); the batch will be read again", self.name, err)
             producer.abort_transaction()
             self.rewind(self.on_aborted())
-            return
+            return 0.0
+        except Exception as exc:
+            return self._failed(exc, bool(batch))
+        self.backoff.reset()
+        self.isolating = False
         # The next batch goes through the other producer, whose last commit has long completed.
         self.producer = self.producers[1] if producer is self.producers[0] else self.producers[0]
         if recorded and not in_group:
@@ -200,11 +248,41 @@ class TransactionalProcessor(faust.Service):
             consumer.commit(offsets=positions, asynchronous=True)
         if batch:
             PROCESSING.labels(self.name).observe(time.perf_counter() - started)
+        return 0.0
+
+    def _failed(self, exc: Exception, had_records: bool) -> float:
+        """``process`` raised: abort, rebuild, and read the batch again (see the module doc)."""
+        failed, self.current = self.current, None
+        verdict = verdict_for(self.name, exc)
+        blameless = verdict is Verdict.DEAD_LETTER and failed is None
+        if verdict is Verdict.FATAL or (blameless and (self.isolating or not had_records)):
+            raise exc  # nothing to blame but the process: timed work failed on its own
+        producer = self.producer
+        if producer is not None:
+            producer.abort_transaction()
+        self.rewind(self.on_aborted())
+        if verdict is Verdict.RETRY:
+            pause = self.backoff.delay()
+            log.warning("%s: %s; the batch will be read again in %.1fs", self.name, exc, pause)
+            return pause
+        if failed is None:
+            self.isolating = True  # which record made the batch's outputs fail? Read it again to see
+            log.warning("%s: the batch's outputs failed (%s: %s); reading it again record by record",
+                        self.name, type(exc).__name__, exc)
+            return 0.0
+        self.poison[_where(failed)] = exc
+        log.warning("%s: %s@%s/%s failed (%s: %s); it will be dead-lettered", self.name, failed.topic(),
+                    failed.partition(), failed.offset(), type(exc).__name__, exc)
+        return 0.0
 
     def produce(self, topic: str, value: bytes | None, key: bytes | str | None, partition: int | None = None) -> None:
         producer = self.producer
         if producer is None:
             raise KafkaError(f"{self.name} is not started")
+        size, limit = message_size(key, value), self.rt.codec.max_message_bytes
+        if size > limit:  # the production handler: the input that built it is dead-lettered
+            raise RecordTooLargeError(f"a record of {size} bytes for {topic} is over the {limit} bytes a topic "
+                                      "takes (AIOS_MAX_MESSAGE_BYTES)")
         while True:
             try:
                 if partition is None:
@@ -214,6 +292,12 @@ class TransactionalProcessor(faust.Service):
                 return
             except BufferError:
                 producer.poll(0.05)  # the local queue is full: let deliveries make room
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, CKafkaError) and err.code() == CKafkaError.MSG_SIZE_TOO_LARGE:
+                    # Refused locally, before anything was sent: the record's fault, not the transaction's.
+                    raise RecordTooLargeError(f"{len(value or b'')} bytes for {topic}: {err.str()}") from exc
+                raise
 
     def rewind(self, resume: dict[tuple[str, int], int]) -> None:
         """Back to the last committed positions (``resume``, else the group's), so an aborted batch
@@ -229,3 +313,7 @@ class TransactionalProcessor(faust.Service):
             if tp.offset < 0:
                 tp.offset = OFFSET_BEGINNING  # nothing committed yet in this partition
             consumer.seek(tp)
+
+
+def _where(msg: Message) -> tuple[str, int, int]:
+    return str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)

@@ -25,7 +25,8 @@ from aios.schemas.events import to_ms
 from aios.streams.engine.runtime import open_context, open_vector_memory
 from aios.streams.errors import KafkaError
 from aios.streams.kafka import make_codec, make_consumer, watermarks
-from aios.streams.processors.memory import memory_item, to_turn
+from aios.streams.processors.memory import index_items, to_turn
+from aios.streams.sealing import Sealer
 
 if TYPE_CHECKING:
     from aios.connectors.vector.qdrant import VectorMemory
@@ -131,6 +132,7 @@ async def stage(settings: Settings, *, scope: str | None = None,
     report.partitions = {s.partition: (s.offset, e.offset) for s, e in zip(offsets[:half], offsets[half:],
                                                                            strict=True)}
     codec = make_codec(settings, validate=False)
+    sealer = Sealer.from_settings(settings)
     tag = uuid.uuid4().hex[:8]
     staged = Staged(report, open_context(settings, prefix=f"{settings.kafka.topic_prefix}:rebuild-{tag}"),
                     open_context(settings), {})
@@ -159,11 +161,14 @@ async def stage(settings: Settings, *, scope: str | None = None,
                     continue
                 if scope is None or m["scope"] == scope:
                     events.append(m)
-                    window = (m["scope"], m["scope_id"])
+                    turn = to_turn(m)  # a restricted memory's window is its scope's restricted lane
+                    window = (turn.scope, turn.scope_id)
                     staged.last_ts[window] = max(staged.last_ts.get(window, 0), to_ms(m["timestamp"]))
             report.events += len(msgs)
             if staged.generation is not None and events:
-                report.vectors = (report.vectors or 0) + staged.generation.upsert([memory_item(m) for m in events])
+                items = index_items(events, sealer, local_embedder=settings.memory.embeddings == "local",
+                                    processor="memory-rebuild")
+                report.vectors = (report.vectors or 0) + staged.generation.upsert(items)
             applied = await staged.temp.apply_many([to_turn(m) for m in events])
             report.applied += sum(a.applied for a in applied)
             if on_progress is not None and msgs:

@@ -12,6 +12,7 @@ import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from aios.schemas.limits import DEPENDENCY_EXCERPT_BYTES, MAX_CONTEXT_BYTES, excerpt
 from aios.streams.orchestration.graph import topological_order
 from aios.streams.orchestration.plan import Plan
 
@@ -47,7 +48,9 @@ class Node:
     errors: list[str] = field(default_factory=list)  # every failed attempt's error, oldest first
     retry_at_ms: int | None = None  # a failed attempt waits for its backoff; READY once due
     privacy: str = "normal"  # restricted: routed to local models only
-    dispatched_ms: int | None = None  # when the current attempt went out (for its timeout)
+    dispatched_ms: int | None = None  # when the current attempt went out (for its pickup timeout)
+    started_ms: int | None = None  # when an agent picked the current attempt up (for its timeout)
+    output_ref: str = ""  # where the whole output can be read (the attempt that produced it)
 
 
 def _order(n: Node) -> tuple[int, str]:
@@ -146,8 +149,12 @@ class ProjectDag:
         return all(not ids for s, ids in self.by_state.items() if s not in TERMINAL)
 
     def dependency_outputs(self, task_id: str) -> dict[str, str]:
-        """What travels with a task: the outputs of the tasks it depends on."""
-        return {d: self.nodes[d].output for d in self.nodes[task_id].depends_on}
+        """What travels with a task: the outputs of the tasks it depends on, each cut to an excerpt
+        with a reference to the whole, all of them within MAX_CONTEXT_BYTES (an assignment must fit
+        in a Kafka message however many dependencies the task has)."""
+        deps = self.nodes[task_id].depends_on
+        each = min(DEPENDENCY_EXCERPT_BYTES, MAX_CONTEXT_BYTES // max(len(deps), 1))
+        return {d: excerpt(self.nodes[d].output, each, self.nodes[d].output_ref) for d in deps}
 
     def critical_path(self) -> list[str]:
         """The longest chain of not-yet-succeeded tasks (by count), the work that bounds the finish.
@@ -233,19 +240,20 @@ class ProjectDag:
             self.set_state(node, State.DISPATCHED)
             node.attempts += 1
             node.dispatched_ms = now_ms
+            node.started_ms = None
             per_role[node.role] = per_role.get(node.role, 0) + 1
             taken.append(node)
         for entry in held:
             heapq.heappush(self.ready_heap, entry)
         return taken
 
-    def succeeded(self, task_id: str, output: str) -> list[Node]:
+    def succeeded(self, task_id: str, output: str, output_ref: str = "") -> list[Node]:
         """Record success; return dependents that became ready or await approval."""
         node = self.nodes[task_id]
         if node.state in TERMINAL:
             return []  # a duplicate result (redelivery) changes nothing
         self.set_state(node, State.SUCCEEDED)
-        node.output = output
+        node.output, node.output_ref = output, output_ref
         changed = []
         for dep_id in self.dependents[task_id]:
             if self._maybe_ready(self.nodes[dep_id]):

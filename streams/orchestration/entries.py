@@ -32,8 +32,10 @@ def encode_changes(state: ProjectState) -> list[tuple[bytes, bytes | None]]:
     """The entries changed since the last call: (key, JSON value), or (key, None) for a removed task."""
     meta, nodes = state.changes()
     project = state.dag.project
-    out: list[tuple[bytes, bytes | None]] = [(entry_key(project), json.dumps(meta).encode())]
-    out += [(entry_key(project, tid), None if node is None else json.dumps(node).encode())
+    # ensure_ascii=False: an output in another script is its UTF-8 size in the entry, not up to
+    # three times that in \u escapes (an entry must fit in a Kafka message).
+    out: list[tuple[bytes, bytes | None]] = [(entry_key(project), json.dumps(meta, ensure_ascii=False).encode())]
+    out += [(entry_key(project, tid), None if node is None else json.dumps(node, ensure_ascii=False).encode())
             for tid, node in nodes.items()]
     return out
 

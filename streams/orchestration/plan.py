@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+)
 
+from aios.schemas import limits as L
 from aios.schemas.jsonlimits import JsonTooDeepError, parse_json
 from aios.streams.errors import OrchestrationError
 
@@ -25,17 +34,52 @@ class PlanError(OrchestrationError):
         self.problems = problems
 
 
+TaskId = Annotated[str, Field(min_length=1, max_length=L.MAX_ID_CHARS, pattern=L.ID_PATTERN)]
+
+
+def _json_integer(value: object) -> object:
+    """An integer as JSON Schema means it: 3 and 3.0 are, true and "3" are not (pydantic's lax int
+    takes all four, its strict int refuses 3.0)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")  # pydantic reports a ValueError as a validation error
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be an integer")
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+
+
+def _description_within_limit(value: str) -> str:
+    # A restricted task's description may arrive sealed (AIOS_ENCRYPTION_KEY), longer than its
+    # text; its limit is then the text's (schemas/limits.py: within_chars).
+    if not L.within_chars(value, L.MAX_DESCRIPTION_CHARS):
+        raise ValueError(f"the description is longer than {L.MAX_DESCRIPTION_CHARS} characters")
+    return value
+
+
+Description = Annotated[str, Field(min_length=1, pattern=L.NOT_BLANK_PATTERN, description="What the agent should do "
+                                   "(not blank).", json_schema_extra={"maxLength": L.MAX_DESCRIPTION_CHARS}),
+                        AfterValidator(_description_within_limit)]
+
+
 class PlannedTask(BaseModel):
+    # The limits every entry point shares (schemas/limits.py), so the API's schema states them too.
+    # Strict numbers and flags: a JSON true is not the priority 1, nor "yes" an approval.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",
+    id: str = Field(min_length=1, max_length=L.MAX_ID_CHARS, pattern=L.ID_PATTERN,
                     description="Unique within the plan; other tasks name it in depends_on.")
-    role: str = Field(min_length=1, description="The agent role that does the task.")
-    description: str = Field(min_length=1, max_length=20_000)
-    depends_on: tuple[str, ...] = Field(default=(), description="Ids of tasks that must succeed first.")
-    priority: int = Field(default=0, ge=-1000, le=1000, description="Higher runs first among ready tasks.")
-    acceptance: str = Field(default="", max_length=5_000, description="How to tell the task is done.")
-    requires_approval: bool = Field(default=False, description="Wait in awaiting_approval before dispatch.")
+    role: str = Field(pattern=L.ROLE_PATTERN, description="The agent role that does the task.")
+    description: Description
+    depends_on: tuple[TaskId, ...] = Field(default=(), max_length=L.MAX_DEPENDENCIES,
+                                          description="Ids of tasks that must succeed first.")
+    priority: JsonInt = Field(default=0, ge=L.MIN_PRIORITY, le=L.MAX_PRIORITY,
+                                description="Higher runs first among ready tasks.")
+    acceptance: str = Field(default="", max_length=L.MAX_ACCEPTANCE_CHARS, description="How to tell the task is done.")
+    requires_approval: StrictBool = Field(default=False, description="Wait in awaiting_approval before dispatch.")
     privacy: Literal["normal", "restricted"] = Field(
         default="normal", description="restricted: only local models see the task (and its prompt).")
 
@@ -43,9 +87,10 @@ class PlannedTask(BaseModel):
 class Plan(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    project: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
-    tasks: tuple[PlannedTask, ...] = Field(min_length=1, max_length=10_000)
-    budget_usd: float | None = Field(default=None, ge=0, description="Stop dispatching once spent.")
+    project: str = Field(min_length=1, max_length=L.MAX_ID_CHARS, pattern=L.ID_PATTERN)
+    tasks: tuple[PlannedTask, ...] = Field(min_length=1, max_length=L.MAX_PLAN_TASKS)
+    budget_usd: float | None = Field(default=None, ge=0, le=L.MAX_BUDGET_USD, allow_inf_nan=False,
+                                     description="Stop dispatching once spent.")
 
 
 def plan_json_schema() -> dict[str, Any]:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from aios.schemas.limits import MAX_REASON_CHARS, STATUS_MAX_PATH, STATUS_MAX_TASKS, cut
 from aios.streams.orchestration.dag import TERMINAL, Limits, Node, ProjectDag, State
 from aios.streams.orchestration.plan import Plan, PlannedTask
 
@@ -21,6 +22,8 @@ PERMANENT_ERRORS = frozenset({
     "NoDeploymentError", "BudgetExceededError", "MissingCredentialsError",
     # A role's output contract broken twice in one attempt (agents.runner.INVALID_OUTPUT).
     "invalid_output",
+    # An answer too large for a result (agents.runner.OUTPUT_TOO_LARGE): another would be as long.
+    "output_too_large",
 })
 
 
@@ -222,14 +225,15 @@ class ProjectState:
 
     def on_attempt(self, task_id: str, attempt: int, ok: bool, output: str, error: str | None,
                    cost_usd: float, *, now_ms: int, policy: RetryPolicy, rng: random.Random,
-                   retryable: bool = True) -> Actions:
-        """An attempt's outcome from an agent. Stale or duplicate attempts change nothing."""
+                   retryable: bool = True, output_ref: str = "") -> Actions:
+        """An attempt's outcome from an agent. Stale or duplicate attempts change nothing.
+        ``output_ref`` says where the whole output can be read again (dependents get excerpts)."""
         node = self.dag.nodes.get(task_id)
         if node is None or node.state is not State.DISPATCHED or attempt != node.attempts:
             return Actions()
         self.cost_usd += cost_usd
         if ok:
-            self.dag.succeeded(task_id, output)
+            self.dag.succeeded(task_id, output, output_ref)
             return Actions(finals=[Final(task_id, node.role, "succeeded", attempt, output=output)])
         reason = error or "failed without an error message"
         if retryable and attempt < policy.max_attempts and not self.cancelled:
@@ -282,29 +286,57 @@ class ProjectState:
         self.dag.release_due(now_ms)
         if self.cancelled or self.budget_spent:
             return []
+        taken = self.dag.take(limits, now_ms)
+        for n in taken:
+            # A task reading a restricted task's output carries that output in its prompt: it is
+            # restricted too (local models only), and so, in turn, is whatever reads its own output.
+            if n.privacy != "restricted" and any(self.dag.nodes[d].privacy == "restricted" for d in n.depends_on):
+                n.privacy = "restricted"
         return [Dispatch(n.id, n.role, n.description, n.attempts, n.priority, self.dag.dependency_outputs(n.id),
                          n.privacy)
-                for n in self.dag.take(limits, now_ms)]
+                for n in taken]
 
     def next_retry_ms(self) -> int | None:
         return self.dag.next_retry_ms()
 
-    def next_timeout_ms(self, timeout_ms: int) -> int | None:
-        """When the earliest dispatched attempt runs out of time (None: nothing is in flight)."""
-        started = [n.dispatched_ms for t in self.dag.by_state[State.DISPATCHED]
-                   if (n := self.dag.nodes[t]).dispatched_ms is not None]
-        return min(started) + timeout_ms if started else None
+    def on_started(self, task_id: str, attempt: int, *, now_ms: int) -> None:
+        """An agent picked the attempt up: its timeout counts from now, not from the dispatch, so
+        a backlog on the role topic does not time attempts out. Stale pickups change nothing."""
+        node = self.dag.nodes.get(task_id)
+        if node is None or node.state is not State.DISPATCHED or attempt != node.attempts:
+            return
+        node.started_ms = now_ms
+        self.dag.touched.add(task_id)
 
-    def time_out(self, *, now_ms: int, timeout_ms: int, policy: RetryPolicy, rng: random.Random) -> Actions:
-        """Attempts with no outcome within ``timeout_ms`` fail (and are retried like any failure):
-        an assignment lost on its way, or an agent stuck, must not hold its task forever. A late
-        outcome of such an attempt is then stale and ignored."""
+    @staticmethod
+    def _deadline(node: Node, timeout_ms: int, pickup_ms: int | None) -> int | None:
+        if node.started_ms is not None:
+            return node.started_ms + timeout_ms
+        if node.dispatched_ms is None:
+            return None
+        return node.dispatched_ms + (timeout_ms if pickup_ms is None else pickup_ms)
+
+    def next_timeout_ms(self, timeout_ms: int, pickup_ms: int | None = None) -> int | None:
+        """When the earliest dispatched attempt runs out of time (None: nothing is in flight)."""
+        deadlines = [d for t in self.dag.by_state[State.DISPATCHED]
+                     if (d := self._deadline(self.dag.nodes[t], timeout_ms, pickup_ms)) is not None]
+        return min(deadlines) if deadlines else None
+
+    def time_out(self, *, now_ms: int, timeout_ms: int, policy: RetryPolicy, rng: random.Random,
+                 pickup_ms: int | None = None) -> Actions:
+        """Attempts with no outcome within ``timeout_ms`` of their pickup, or not picked up within
+        ``pickup_ms`` of their dispatch (default: ``timeout_ms``), fail and are retried like any
+        failure: an assignment lost on its way, or an agent stuck, must not hold its task forever.
+        A late outcome of such an attempt is then stale and ignored."""
         out = Actions()
         for tid in sorted(self.dag.by_state[State.DISPATCHED]):
             node = self.dag.nodes[tid]
-            if node.dispatched_ms is None or now_ms - node.dispatched_ms < timeout_ms:
+            deadline = self._deadline(node, timeout_ms, pickup_ms)
+            if deadline is None or now_ms < deadline:
                 continue
-            acts = self.on_attempt(tid, node.attempts, False, "", f"no outcome within {timeout_ms / 1000:g}s",
+            why = (f"no outcome within {timeout_ms / 1000:g}s of its pickup" if node.started_ms is not None else
+                   f"not picked up within {(timeout_ms if pickup_ms is None else pickup_ms) / 1000:g}s")
+            acts = self.on_attempt(tid, node.attempts, False, "", why,
                                    0.0, now_ms=now_ms, policy=policy, rng=rng)
             out.finals += acts.finals
             out.dead_letters += acts.dead_letters
@@ -313,7 +345,10 @@ class ProjectState:
 
     # --- status ----------------------------------------------------------------------------
 
-    def status(self, *, now_ms: int, live_roles: set[str] | None = None, max_tasks: int = 200) -> dict[str, Any]:
+    def status(self, *, now_ms: int, live_roles: set[str] | None = None, max_tasks: int = STATUS_MAX_TASKS,
+               max_path: int = STATUS_MAX_PATH) -> dict[str, Any]:
+        """The project's status snapshot, bounded whatever the project's size: ``max_tasks`` tasks
+        (unfinished first) and the first ``max_path`` ids of the critical path (a note counts the rest)."""
         counts = self.dag.counts()
         for name, n in self.archived.items():
             counts[name] += n
@@ -331,13 +366,16 @@ class ProjectState:
             waiting = sorted({n.role for n in self.dag.nodes.values()
                               if n.state in (State.READY, State.DISPATCHED) and n.role not in live_roles})
             notes += [f"no live agent for role {r!r}: its tasks wait" for r in waiting]
+        path = self.dag.critical_path()
+        if len(path) > max_path:
+            notes.append(f"the critical path has {len(path)} tasks; the first {max_path} are listed")
         return {
             "project_id": self.dag.project, "state": state, "counts": counts,
-            "percent_done": round(100.0 * finished / total, 2), "critical_path": self.dag.critical_path(),
+            "percent_done": round(100.0 * finished / total, 2), "critical_path": path[:max_path],
             "cost_usd": self.cost_usd, "budget_usd": self.budget_usd, "started_at": self.started_ms,
             "elapsed_ms": max(0, now_ms - self.started_ms), "notes": notes,
             # Unfinished tasks first; a very large project lists only the first ``max_tasks``.
             "tasks": [{"task_id": n.id, "role": n.role, "state": n.state.value, "attempts": n.attempts,
-                       "reason": n.reason}
+                       "reason": cut(n.reason, MAX_REASON_CHARS)}
                       for n in sorted(self.dag.nodes.values(), key=lambda n: n.state in TERMINAL)[:max_tasks]],
         }

@@ -1,158 +1,77 @@
-"""Stateless agent workers: one faust agent per role, consuming ``<prefix>.agent.<role>``.
+"""Stateless agent workers: one concurrent processor (``streams/engine/concurrent.py``) over the
+role topics ``<prefix>.agent.<role>``, with up to AIOS_AGENT_MAX_IN_FLIGHT assignments in flight.
 
-Each assignment reads the project's rolling context, asks the LLM, and emits the TaskResult,
-the turn as a MemoryEvent, and the LlmCall.
+Each assignment says it started (the orchestrator times the attempt from then), reads the
+project's rolling context, asks the LLM (streaming live tokens to ``<prefix>.tokens``), and emits
+the attempt, the turn as a MemoryEvent, the LlmCalls and the tool calls. A cancel on the control
+topic reaches the assignments of its task or project: the call in flight is interrupted and the
+attempt ends ``cancelled``. A Redis outage holds an assignment in flight, uncommitted, and runs it
+again when Redis is back; the LLM journal answers the calls it already made.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import faust
+from confluent_kafka import Message
 
-from aios.agents.runner import AgentOutcome, AgentTask, CallRecord, TokenBudget, call_id, run_task
-from aios.agents.tools import Search, read_only_tools
-from aios.connectors.context.tokens import TokenCounter
+from aios.agents.cancellation import Cancellation
+from aios.agents.runner import AgentOutcome, AgentTask, Journal, TokenBudget, run_task, system_prompt
+from aios.agents.tools import read_only_tools
 from aios.connectors.errors import StoreUnavailableError
 from aios.schemas.errors import SchemaError
-from aios.schemas.events import envelope
-from aios.streams.engine.records import dead_letter, decode_or_error, log, raw_topic, send
+from aios.schemas.events import now_ms, to_ms
+from aios.schemas.sealed import SealedFieldError, is_sealed
+from aios.streams.engine.concurrent import ConcurrentProcessor, Unstarted
+from aios.streams.engine.control import ControlListener
+from aios.streams.engine.records import decode_or_error, log
 from aios.streams.engine.runtime import Runtime
 from aios.streams.logs import ids_scope, set_processor
-from aios.streams.metrics import EVENTS, LLM_COST, LLM_REPLAYS, LLM_TOKENS, PROCESSING, TASK_SECONDS, TASKS
+from aios.streams.metrics import (
+    CANCEL_SECONDS,
+    CANCELLED_WORK,
+    EVENTS,
+    LLM_COST,
+    LLM_REPLAYS,
+    LLM_TOKENS,
+    PROCESSING,
+    TASK_SECONDS,
+    TASKS,
+)
 from aios.streams.processors import agent_status
+from aios.streams.processors.agent_events import (
+    attempt_status,
+    llm_call_events,
+    result_event,
+    started_event,
+    tool_messages,
+)
+from aios.streams.processors.agent_privacy import (
+    journal_for,
+    memory_event,
+    memory_search,
+    open_assignment,
+    read_memory,
+    recall,
+    seal_outputs,
+)
+from aios.streams.processors.live_tokens import TokenStream
+from aios.streams.readmodels.outputs import output_fetcher
 
 if TYPE_CHECKING:
     from aios.agents.lifecycle import Lifecycle
     from aios.connectors.vector.base import Recall
 
 NAME = "agents"
-# Enough parallel LLM calls per role to keep a slow provider busy; offsets still commit in order.
-CONCURRENCY = 8
 TOOLS = read_only_tools()
-
-
-def result_event(a: dict[str, Any], outcome: AgentOutcome, agent_id: str, latency_ms: float,
-                 recall: list[str] | None = None) -> dict[str, Any]:
-    resp = outcome.response
-    return {
-        **envelope(a["trace_id"]),
-        "task_id": a["task_id"],
-        "project_id": a["project_id"],
-        "role": a["role"],
-        "attempt": a["attempt"],
-        "status": "succeeded" if outcome.ok else "failed",
-        "output": outcome.output,
-        "error": outcome.error,
-        "error_type": outcome.error_type,
-        "agent_id": agent_id,
-        "provider": resp.provider if resp else "",
-        "model": resp.model if resp else "",
-        "input_tokens": resp.usage.input_tokens if resp else 0,
-        "output_tokens": resp.usage.output_tokens if resp else 0,
-        "cost_usd": outcome.cost_usd,
-        "latency_ms": latency_ms,
-        "submitted_at": a["submitted_at"],
-        "recall": recall or [],
-    }
-
-
-def memory_event(a: dict[str, Any], outcome: AgentOutcome, agent_id: str, tokens: TokenCounter) -> dict[str, Any]:
-    turn = f"[{a['role']}] task {a['task_id']}: {a['description']}\n=> {outcome.output or outcome.error}"
-    return {
-        **envelope(a["trace_id"]),
-        # Derived from the attempt, so a redelivered assignment re-emits the same memory id
-        # and the memory processor appends the turn only once.
-        "memory_id": f"{a['task_id']}:{a['attempt']}:turn",
-        "scope": "project",
-        "scope_id": a["project_id"],
-        "project_id": a["project_id"],
-        "kind": "turn",
-        "speaker": agent_id,
-        "content": turn,
-        "task_id": a["task_id"],
-        "tokens": tokens.count(turn),
-    }
-
-
-def llm_call_events(a: dict[str, Any], outcome: AgentOutcome, agent_id: str) -> list[dict[str, Any]]:
-    """One LlmCall per step. Ids derive from (task, attempt, step): a replay re-emits the same
-    event, which every store keeps once, so a call is never counted (or billed) twice."""
-    return [llm_call_event(a, call, outcome, agent_id) for call in outcome.calls]
-
-
-def llm_call_event(a: dict[str, Any], call: CallRecord, outcome: AgentOutcome, agent_id: str) -> dict[str, Any]:
-    resp = call.response
-    cid = call_id(a["project_id"], a["task_id"], a["attempt"], call.step)
-    last = call is outcome.calls[-1]
-    return {
-        **envelope(a["trace_id"]),
-        "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"aios:llm-call:{cid}")),
-        "call_id": cid,
-        "task_id": a["task_id"],
-        "project_id": a["project_id"],
-        "agent_id": agent_id,
-        "attempt": a["attempt"],
-        "step": call.step,
-        "provider": resp.provider,
-        "model": resp.model,
-        "strategy": call.strategy,
-        "input_tokens": resp.usage.input_tokens,
-        "output_tokens": resp.usage.output_tokens,
-        "cost_usd": call.cost_usd,
-        "latency_ms": resp.latency_ms,
-        "ttft_ms": resp.ttft_ms,
-        # Every step but the last was answered; the last carries the task's outcome.
-        "outcome": "ok" if outcome.ok or not last else (outcome.error_type or "error"),
-        "error": None if outcome.ok or not last else outcome.error,
-        "fallback_chain": list(call.fallback_chain),
-        "redacted": call.redacted,
-    }
-
-
-def tool_messages(a: dict[str, Any], outcome: AgentOutcome, agent_id: str) -> list[dict[str, Any]]:
-    """One AgentMessage per tool call, with what the tool returned; ids derive from the call,
-    so a replay re-emits the same messages."""
-    messages = []
-    for record in outcome.tools:
-        mid = f"{call_id(a['project_id'], a['task_id'], a['attempt'], record.step)}:{record.call.id}"
-        content = {"tool": record.call.name, "arguments": dict(record.call.arguments), "result": record.result,
-                   "step": record.step}
-        messages.append({
-            **envelope(a["trace_id"]),
-            "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"aios:tool-call:{mid}")),
-            "message_id": mid, "task_id": a["task_id"], "project_id": a["project_id"], "sender": agent_id,
-            "recipient": None, "kind": "tool_call", "content": json.dumps(content, ensure_ascii=False),
-        })
-    return messages
-
-
-def memory_search(rt: Runtime, a: dict[str, Any]) -> Search:
-    """The search_memory tool's backend: vector recall when it is on, else the words of the
-    project's rolling context window."""
-    async def search(query: str, top_k: int) -> Sequence[str]:
-        s = rt.settings
-        if s.memory.vector_memory:
-            vm = await rt.vector_memory()
-            try:
-                hits: list[Recall] = await rt.in_vector_thread(
-                    vm.search, query, top_k, project=a["project_id"], score_threshold=s.memory.recall_threshold)
-            except StoreUnavailableError as exc:
-                log.warning("agents: search_memory found nothing: %s", exc)  # as recall: not fatal
-                return []
-            return [h.text for h in hits]
-        words = {w for w in query.lower().split() if len(w) > 2}
-        turns = [t["content"] for t in (await rt.context.read("project", a["project_id"])).turns]
-        scored = sorted(((sum(w in t.lower() for w in words), -i, t) for i, t in enumerate(turns)), reverse=True)
-        return [t for score, _, t in scored[:top_k] if score > 0]
-
-    return search
+RECENT_CANCELS = 10_000  # cancels remembered for assignments still queued when they arrived
+CANCEL_MEMORY_S = 3600.0
 
 
 def budget(rt: Runtime, role: str) -> TokenBudget:
@@ -160,33 +79,17 @@ def budget(rt: Runtime, role: str) -> TokenBudget:
     return TokenBudget(rt.settings.memory.prompt_budget_for(role), rt.tokens.count, rt.tokens.truncate)
 
 
-async def recall(rt: Runtime, a: dict[str, Any]) -> list[Recall]:
-    """Top-k memories of the assignment's project most similar to its description (vector memory on)."""
-    s = rt.settings
-    if not s.memory.vector_memory:
-        return []
-    vm = await rt.vector_memory()
-    try:
-        hits: list[Recall] = await rt.in_vector_thread(
-            vm.search, a["description"], s.memory.recall_top_k, project=a["project_id"], score_threshold=s.memory.recall_threshold)
-    except StoreUnavailableError as exc:
-        # Recall improves a prompt; a Qdrant outage must not fail the task.
-        log.warning("agents: recall skipped: %s", exc)
-        return []
-    return hits
-
-
-_attempt_locks: dict[tuple[str, int], tuple[asyncio.Lock, list[int]]] = {}
+_attempt_locks: dict[tuple[str, str, int], tuple[asyncio.Lock, list[int]]] = {}
 
 
 @asynccontextmanager
-async def one_at_a_time(task_id: str, attempt: int) -> AsyncIterator[None]:
-    """Serialise deliveries of one (task, attempt) within this worker.
+async def one_at_a_time(project: str, task_id: str, attempt: int) -> AsyncIterator[None]:
+    """Serialise deliveries of one (project, task, attempt) within this worker.
 
     With several assignments in flight, a duplicate could otherwise call the LLM before the first
     delivery has journaled its answer; one after the other, the second replays the first.
     """
-    key = (task_id, attempt)
+    key = (project, task_id, attempt)
     lock, users = _attempt_locks.setdefault(key, (asyncio.Lock(), [0]))
     users[0] += 1  # the entry lives while anyone holds or waits for the lock
     try:
@@ -198,76 +101,229 @@ async def one_at_a_time(task_id: str, attempt: int) -> AsyncIterator[None]:
             del _attempt_locks[key]
 
 
-def _make_handler(app: faust.App, rt: Runtime, role: str, lifecycle: Lifecycle) -> Any:
-    async def work(stream: Any) -> None:
-        set_processor(f"{NAME}:{role}")
-        async for event in stream.events():
-            started = time.perf_counter()
-            a = decode_or_error(rt, event.value, "Assignment")
-            if isinstance(a, SchemaError):
-                await dead_letter(app, rt, event.message, f"{NAME}:{role}", a)
-                EVENTS.labels(NAME, "dead_letter").inc()
-                TASKS.labels(role, "dead_letter").inc()
-                continue
-            if not lifecycle.begin(a["task_id"]):
-                await agent_status.hand_back(app, event)
-                continue
-            try:
-                # An exception here crashes this actor, and faust's supervisor restarts it; the
-                # worker says `failed` only if the app itself goes down (Runtime.on_failure).
-                with ids_scope(task_id=a["task_id"], project_id=a["project_id"], trace_id=a["trace_id"]):
-                    await _handle(app, rt, a, started)
-            finally:
-                lifecycle.end(a["task_id"])
+class RetryingJournal:
+    """The LLM journal, waiting out a Redis outage instead of failing: an answer that was paid for
+    is recorded once Redis is back, so running the assignment again never calls the LLM again."""
 
-    return work
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+
+    async def get(self, task_id: str, attempt: int, step: int) -> Mapping[str, Any] | None:
+        found: Mapping[str, Any] | None = await _patiently(self._journal.get, task_id, attempt, step)
+        return found
+
+    async def put(self, task_id: str, attempt: int, step: int, record: Mapping[str, Any]) -> None:
+        await _patiently(self._journal.put, task_id, attempt, step, record)
 
 
-async def _handle(app: faust.App, rt: Runtime, a: dict[str, Any], started: float) -> None:
-    """One assignment: read context, run the task, emit the attempt, the turn and the LLM calls."""
-    window = await rt.context.read("project", a["project_id"])
-    recalled = await recall(rt, a)
-    task = AgentTask(
-        task_id=a["task_id"], project_id=a["project_id"], role=a["role"],
-        description=a["description"], attempt=a["attempt"], context=a["context"],
-        history=[t["content"] for t in window.turns],
-        summary=window.summary["content"] if window.summary else "",
-        recall=[r.text for r in recalled], privacy=a.get("privacy") or "normal",
-        strategy=a.get("strategy"),
-    )
-    async with one_at_a_time(task.task_id, task.attempt):
-        outcome = await run_task(rt.router, task, budget(rt, a["role"]), journal=rt.journal,
-                                 tools=TOOLS if rt.settings.llm.agent_tools else None, search=memory_search(rt, a))
-    latency_ms = (time.perf_counter() - started) * 1000
-    key = a["task_id"]
-    result = result_event(a, outcome, rt.agent_id, latency_ms, [r.id for r in recalled])
-    # The attempt goes to the orchestrator (keyed by project, co-partitioned with its inputs),
-    # which decides on retries and publishes the one terminal result.
-    await send(app, rt, rt.topics.attempts, "TaskResult", result, a["project_id"])
-    memory = memory_event(a, outcome, rt.agent_id, rt.tokens)
-    await send(app, rt, rt.topics.memory, "MemoryEvent", memory, a["project_id"])
-    for message in tool_messages(a, outcome, rt.agent_id):
-        await send(app, rt, rt.topics.messages, "AgentMessage", message, key)
-    for record, call in zip(outcome.calls, llm_call_events(a, outcome, rt.agent_id), strict=True):
-        await send(app, rt, rt.topics.llm_calls, "LlmCall", call, key)
-        if record.replayed:
-            LLM_REPLAYS.inc()
-            continue  # counted when it was paid for
-        LLM_TOKENS.labels(call["provider"], call["model"], "input").inc(call["input_tokens"])
-        LLM_TOKENS.labels(call["provider"], call["model"], "output").inc(call["output_tokens"])
-        LLM_COST.labels(call["provider"], call["model"]).inc(call["cost_usd"])
-    status = "succeeded" if outcome.ok else "failed"
-    log.info("agents: attempt %d %s in %.0f ms%s", a["attempt"], status, latency_ms,
-             f": {outcome.error_type}: {outcome.error}" if not outcome.ok else "")
-    EVENTS.labels(NAME, status).inc()
-    TASKS.labels(a["role"], status).inc()
-    elapsed = time.perf_counter() - started
-    PROCESSING.labels(NAME).observe(elapsed)
-    TASK_SECONDS.labels(a["role"]).observe(elapsed)
+async def _patiently(call: Any, *args: Any) -> Any:
+    backoff = 0.2
+    while True:
+        try:
+            return await call(*args)
+        except StoreUnavailableError as exc:
+            log.warning("agents: the LLM journal is unavailable (%s); retrying in %.1fs", exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+
+class RecentCancels:
+    """Cancels heard lately, by project and by (project, task), so an assignment that was still
+    queued when its cancel went out is not started at all. Bounded in size and age."""
+
+    def __init__(self, size: int = RECENT_CANCELS, max_age_s: float = CANCEL_MEMORY_S) -> None:
+        self._seen: OrderedDict[tuple[str, str | None], tuple[float, str]] = OrderedDict()
+        self._size, self._max_age_s = size, max_age_s
+
+    def add(self, project: str, task: str | None, reason: str) -> None:
+        self._seen[(project, task)] = (time.monotonic(), reason)
+        self._seen.move_to_end((project, task))
+        while len(self._seen) > self._size:
+            self._seen.popitem(last=False)
+
+    def reason(self, project: str, task: str) -> str | None:
+        for key in ((project, task), (project, None)):
+            hit = self._seen.get(key)
+            if hit is not None and time.monotonic() - hit[0] < self._max_age_s:
+                return hit[1]
+        return None
+
+
+class AgentWorker(ConcurrentProcessor):
+    """Every role of AIOS_ROLES, in one group per worker process (``<prefix>-agents``)."""
+
+    name = NAME
+
+    def __init__(self, rt: Runtime, listener: ControlListener) -> None:
+        s = rt.settings
+        super().__init__(rt, rt.topics.role_topics(), max_in_flight=s.processing.agent_max_in_flight)
+        self.lifecycle: Lifecycle
+        self.lifecycle, self._heartbeat = agent_status.attach(rt, self)
+        self.token_interval_s = s.processing.token_interval_ms / 1000
+        self.running: dict[tuple[str, str], list[Cancellation]] = {}
+        self.cancels = RecentCancels()
+        self._cancel_asked: dict[int, int] = {}  # id(cancellation) -> the cancel event's timestamp (ms)
+        listener.on("cancel", self.on_cancel)
+
+    async def on_start(self) -> None:
+        # Built now, not by the first assignment: loading the SDKs and the tokenizer blocks the event
+        # loop for seconds on a busy machine, which would hold every heartbeat and call meanwhile.
+        await asyncio.to_thread(lambda: (self.rt.router, self.rt.tokens, [system_prompt(r) for r in self.rt.settings.processing.roles]))
+        await super().on_start()
+        self.add_future(self._heartbeat())
+
+    # --- StatusWorker ----------------------------------------------------------------------
+
+    def send_event(self, topic: str, record: str, value: dict[str, Any], key: str) -> None:
+        self.produce(topic, self.rt.codec.encode(record, value, topic), key.encode(), tracked=False)
+
+    def send_tombstone(self, topic: str, key: str) -> None:
+        self.produce(topic, None, key.encode(), tracked=False)
+
+    async def flush(self, timeout_s: float) -> None:
+        if self.producer is not None:
+            await asyncio.to_thread(self.producer.flush, timeout_s)
+
+    # --- cancels ---------------------------------------------------------------------------
+
+    def on_cancel(self, event: dict[str, Any]) -> None:
+        """A cancel on the control topic: stop the matching assignments in flight, and remember it
+        for the ones still queued."""
+        project, task = event["project_id"], event.get("task_id")
+        reason = f"{event.get('reason') or 'cancelled'} (by {event.get('requested_by') or 'unknown'})"
+        self.cancels.add(project, task, reason)
+        asked = to_ms(event["timestamp"])
+        for (p, t), running in self.running.items():
+            if p == project and (task is None or t == task):
+                for cancellation in running:
+                    self._cancel_asked[id(cancellation)] = asked
+                    cancellation.cancel(reason)
+
+    # --- an assignment ---------------------------------------------------------------------
+
+    async def handle(self, msg: Message) -> None:
+        started = time.perf_counter()
+        a = decode_or_error(self.rt, msg.value(), "Assignment")
+        if isinstance(a, SchemaError):
+            await super().on_error(msg, a)
+            TASKS.labels(str(msg.topic()).rsplit(".", 1)[-1], "dead_letter").inc()
+            return
+        if not self.lifecycle.begin(a["task_id"]):
+            raise Unstarted(f"draining: {a['task_id']} is left for the next worker")
+        set_processor(f"{NAME}:{a['role']}")
+        try:
+            with ids_scope(task_id=a["task_id"], project_id=a["project_id"], trace_id=a["trace_id"]):
+                await self._work(a, started)
+        finally:
+            self.lifecycle.end(a["task_id"])
+
+    async def on_error(self, msg: Message, exc: Exception) -> None:
+        """Dead-letter it, and tell the orchestrator the attempt failed, so it retries now rather
+        than after AIOS_TASK_TIMEOUT_S."""
+        await super().on_error(msg, exc)
+        a = decode_or_error(self.rt, msg.value(), "Assignment")
+        if isinstance(a, SchemaError):
+            return
+        failed = AgentOutcome(False, "", error=f"the agent failed: {type(exc).__name__}", error_type=type(exc).__name__)
+        self.send(self.rt.topics.attempts, "TaskResult", result_event(a, failed, self.rt.agent_id, 0.0),
+                  a["project_id"])
+
+    def send(self, topic: str, record: str, value: dict[str, Any], key: str) -> None:
+        """An output of the current assignment (its offset commits once the broker has it)."""
+        self.produce(topic, self.rt.codec.encode(record, value, topic), key.encode())
+
+    async def _work(self, a: dict[str, Any], started: float) -> None:
+        rt, key = self.rt, (a["project_id"], a["task_id"])
+        try:
+            a = open_assignment(rt.sealer, a)
+        except SealedFieldError as exc:  # no key here: the attempt fails and says which key it needs
+            outcome = AgentOutcome(False, "", error=f"this worker cannot open the task: {exc}",
+                                   error_type=type(exc).__name__)
+            self._emit(a, outcome, [], started)
+            return
+        reason = self.cancels.reason(*key)
+        if reason is not None:  # cancelled while it waited on the topic: no LLM call at all
+            outcome = AgentOutcome(False, "", error=f"cancelled: {reason}", error_type="cancelled")
+            self.send(rt.topics.attempts, "TaskResult", result_event(a, outcome, rt.agent_id, 0.0), a["project_id"])
+            CANCELLED_WORK.labels("before").inc()
+            TASKS.labels(a["role"], "cancelled").inc()
+            return
+        self.send(rt.topics.attempts, "TaskResult", started_event(a, rt.agent_id), a["project_id"])
+        cancellation = Cancellation()
+        self.running.setdefault(key, []).append(cancellation)
+        tokens = None
+        try:
+            history, summary = await read_memory(rt, rt.sealer, a)
+            recalled = await recall(rt, rt.sealer, a)
+            privacy = a.get("privacy") or "normal"
+            task = AgentTask(
+                task_id=a["task_id"], project_id=a["project_id"], role=a["role"],
+                description=a["description"], attempt=a["attempt"], context=a["context"],
+                history=history, summary=summary, recall=[r.text for r in recalled], privacy=privacy,
+                strategy=a.get("strategy"),
+            )
+            # Live tokens are plain text on a topic every reader sees: a restricted task's are not sent.
+            if self.token_interval_s > 0 and privacy == "normal":
+                tokens = TokenStream(a, rt.agent_id, self.token_interval_s, self._send_tokens)
+            async with one_at_a_time(task.project_id, task.task_id, task.attempt):
+                outcome = await run_task(rt.router, task, budget(rt, a["role"]),
+                                         journal=RetryingJournal(journal_for(rt, rt.sealer, a)),
+                                         tools=TOOLS if rt.settings.llm.agent_tools else None,
+                                         search=memory_search(rt, rt.sealer, a), cancel=cancellation,
+                                         fetch=output_fetcher(rt.settings, rt.codec, a["project_id"], rt.sealer),
+                                         on_delta=tokens.delta if tokens is not None else None)
+        finally:
+            if tokens is not None:
+                tokens.close()
+            running = self.running.get(key, [])
+            if cancellation in running:
+                running.remove(cancellation)
+            if not running:
+                self.running.pop(key, None)
+            asked = self._cancel_asked.pop(id(cancellation), None)
+        if cancellation.cancelled:
+            CANCELLED_WORK.labels("running").inc()
+            if asked is not None:
+                CANCEL_SECONDS.observe(max(0, now_ms() - asked) / 1000)
+        self._emit(a, outcome, recalled, started)
+
+    def _send_tokens(self, value: dict[str, Any]) -> None:
+        topic = self.rt.topics.tokens
+        self.produce(topic, self.rt.codec.encode("TokenDelta", value, topic), value["task_id"].encode(),
+                     tracked=False)
+
+    def _emit(self, a: dict[str, Any], outcome: AgentOutcome, recalled: list[Recall], started: float) -> None:
+        rt, key = self.rt, a["task_id"]
+        latency_ms = (time.perf_counter() - started) * 1000
+        result = result_event(a, outcome, rt.agent_id, latency_ms, [r.id for r in recalled])
+        messages = tool_messages(a, outcome, rt.agent_id)
+        seal_outputs(rt.sealer, a, result, messages)
+        # The attempt goes to the orchestrator (keyed by project, co-partitioned with its inputs),
+        # which decides on retries and publishes the one terminal result.
+        self.send(rt.topics.attempts, "TaskResult", result, a["project_id"])
+        if not is_sealed(a["description"]):  # a task this worker could not open leaves no turn
+            memory = memory_event(a, outcome, rt.agent_id, rt.tokens, rt.sealer)
+            self.send(rt.topics.memory, "MemoryEvent", memory, a["project_id"])
+        for message in messages:
+            self.send(rt.topics.messages, "AgentMessage", message, key)
+        for record, call in zip(outcome.calls, llm_call_events(a, outcome, rt.agent_id), strict=True):
+            self.send(rt.topics.llm_calls, "LlmCall", call, key)
+            if record.replayed:
+                LLM_REPLAYS.inc()
+                continue  # counted when it was paid for
+            LLM_TOKENS.labels(call["provider"], call["model"], "input").inc(call["input_tokens"])
+            LLM_TOKENS.labels(call["provider"], call["model"], "output").inc(call["output_tokens"])
+            LLM_COST.labels(call["provider"], call["model"]).inc(call["cost_usd"])
+        status = attempt_status(outcome)
+        EVENTS.labels(NAME, status).inc()
+        TASKS.labels(a["role"], status).inc()
+        elapsed = time.perf_counter() - started
+        PROCESSING.labels(NAME).observe(elapsed)
+        TASK_SECONDS.labels(a["role"]).observe(elapsed)
 
 
 def register(app: faust.App, rt: Runtime) -> None:
-    lifecycle = agent_status.attach(app, rt)  # one per worker process, whatever its roles
-    for role in rt.settings.processing.roles:
-        topic = raw_topic(app, rt.topics.role(role))
-        app.agent(topic, name=f"{NAME}-{role}", concurrency=CONCURRENCY)(_make_handler(app, rt, role, lifecycle))
+    # One control listener per process, whatever its roles; agents hear cancels through it.
+    listener = ControlListener(rt)
+    rt.services.append(listener)
+    rt.services.append(AgentWorker(rt, listener))

@@ -10,6 +10,12 @@ topic in the input's partition, together with the positions of that partition's 
 restarted (or newly assigned) orchestrator rebuilds the state from there and resumes reading
 exactly where the state stops.
 Retries never sleep on a partition: due retries are released by the loop between batches.
+
+Every input is checked against the shared limits (``schemas/checks.py``) before it touches a
+project's state; one that breaks them is dead-lettered with the reason. Whatever else a record
+makes raise is dead-lettered by the transactional loop, after an abort, so no half-applied record
+reaches the state. Assignments carry excerpts of dependency outputs with a reference to the whole
+(``dag.dependency_outputs``), and statuses a bounded task list and path: every output fits a topic.
 """
 
 from __future__ import annotations
@@ -21,8 +27,10 @@ from typing import Any, Literal
 import faust
 from confluent_kafka import Message, TopicPartition
 
+from aios.schemas.checks import check
 from aios.schemas.errors import SchemaError
 from aios.schemas.events import envelope, new_id, now_ms, to_ms
+from aios.schemas.limits import MAX_ERROR_CHARS, cut
 from aios.streams.engine.records import dead_letter_event, log
 from aios.streams.engine.runtime import Runtime
 from aios.streams.engine.transactional import TransactionalProcessor
@@ -44,7 +52,6 @@ BATCH_SIZE = 500
 STATUS_INTERVAL_MS = 1000
 SWEEP_INTERVAL_MS = 10_000  # how often finished projects past their retention are archived
 _rng = random.Random()  # noqa: S311 - retry jitter, not security
-_EXPECTED = {"ProjectPlan", "Task", "TaskResult", "Control"}
 
 
 def _final_id(project: str, task_id: str, what: str) -> str:
@@ -61,7 +68,8 @@ def final_result(project: str, f: Final, attempt: dict[str, Any] | None, trace_i
     base.update({
         "event_id": _final_id(project, f.task_id, "final"), "timestamp": now_ms(), "trace_id": trace_id,
         "task_id": f.task_id, "project_id": project, "role": f.role, "attempt": f.attempt,
-        "status": f.status, "error": f.error,
+        # Reasons nest ("dependency a failed: failed after 3 attempt(s): ..."): kept within the limit.
+        "status": f.status, "error": None if f.error is None else cut(f.error, MAX_ERROR_CHARS),
     })
     if f.status != "succeeded":
         base["output"] = ""  # the error says what happened; a failed attempt's partial text is not a result
@@ -94,7 +102,11 @@ class Orchestrator(TransactionalProcessor):
         self.positions: dict[int, dict[str, int]] = {}  # partition -> input topic -> next offset
         self.retention_ms = int(s.processing.finished_project_retention_s * 1000)
         self.timeout_ms = int(s.processing.task_timeout_s * 1000)
+        self.pickup_ms = int(s.processing.pickup_timeout_s * 1000)
         self.next_sweep_ms = 0
+        t = rt.topics
+        # What each input topic carries: another record type there is a producer's mistake.
+        self.carries = {t.tasks: "Task", t.projects: "ProjectPlan", t.attempts: "TaskResult", t.control: "Control"}
 
     # --- state: rebuilt per partition from the state log -----------------------------------
 
@@ -131,7 +143,7 @@ class Orchestrator(TransactionalProcessor):
 
     def _schedule(self, project: str, state: ProjectState) -> None:
         """When the project next needs the loop's attention: a retry falls due or an attempt times out."""
-        deadlines = [t for t in (state.next_retry_ms(), state.next_timeout_ms(self.timeout_ms)) if t is not None]
+        deadlines = [t for t in (state.next_retry_ms(), state.next_timeout_ms(self.timeout_ms, self.pickup_ms)) if t is not None]
         if deadlines:
             self.due[project] = min(deadlines)
         else:
@@ -162,8 +174,10 @@ class Orchestrator(TransactionalProcessor):
             now - self.status_at.get(p, 0) >= STATUS_INTERVAL_MS for p in self.stale_status)
 
     def process(self, batch: list[Message]) -> None:
-        for msg in batch:
+        for msg in self.records(batch):
             self._one(msg)
+            if self.isolating:  # this batch's state entries failed once: find the record that did it
+                self._log_dirty()
         now = now_ms()
         for project, due in list(self.due.items()):
             if due <= now:
@@ -186,8 +200,10 @@ class Orchestrator(TransactionalProcessor):
         try:
             decoded = self.rt.codec.decode(msg.value())
             name = decoded.name.rsplit(".", 1)[-1]
-            if name not in _EXPECTED:
-                raise SchemaError(f"the orchestrator does not take {name} events")
+            expected = self.carries.get(str(msg.topic()))
+            if name != expected:
+                raise SchemaError(f"{msg.topic()} carries {expected} events, not {name}")
+            check(name, decoded.value)  # before the record touches any state
         except SchemaError as exc:
             self._dead_letter(msg, exc)
             EVENTS.labels(NAME, "dead_letter").inc()
@@ -228,8 +244,17 @@ class Orchestrator(TransactionalProcessor):
             if state is None:  # another deployment's project, or one whose log was deleted
                 EVENTS.labels(NAME, "ignored").inc()
                 return
+            if v["status"] == "started":
+                state.on_started(v["task_id"], v["attempt"], now_ms=now)
+                self._schedule(project, state)
+                self.dirty[project] = v["trace_id"]
+                return
             attempt_event = v
-            actions = self._on_attempt(project, state, v, now)
+            spent = state.budget_spent
+            ref = f"kafka://{msg.topic()}/{msg.partition()}/{msg.offset()}"  # where dependents read it whole
+            actions = self._on_attempt(project, state, v, now, ref)
+            if state.budget_spent and not spent and not state.dag.done:
+                self._cancel_for_budget(project, state, v["trace_id"])
         else:  # Control
             if state is None:
                 return
@@ -245,6 +270,17 @@ class Orchestrator(TransactionalProcessor):
         self.states[project] = state
         self.partition_of[project] = int(msg.partition() or 0)
         self._apply(project, state, actions, attempt_event, v["trace_id"], msg, now)
+
+    def _cancel_for_budget(self, project: str, state: ProjectState, trace_id: str) -> None:
+        """The project's budget is spent: a cancel on the control topic, in this transaction, stops
+        the agents still working on its tasks (and, read back here, cancels what is left)."""
+        control = {
+            **envelope(trace_id), "event_id": _final_id(project, "", "budget-cancel"), "project_id": project,
+            "action": "cancel", "task_id": None, "requested_by": "orchestrator",
+            "reason": f"budget ${state.budget_usd or 0:.4f} spent (${state.cost_usd:.4f})",
+        }
+        self._send(self.rt.topics.control, "Control", control, project)
+        EVENTS.labels(NAME, "budget_cancel").inc()
 
     def _new_project(self, project: str, v: dict[str, Any]) -> ProjectState:
         from_goal = bool(v["goal"]) and not v["tasks"]
@@ -262,7 +298,7 @@ class Orchestrator(TransactionalProcessor):
         state.goal = from_goal
         return state
 
-    def _on_attempt(self, project: str, state: ProjectState, v: dict[str, Any], now: int) -> Actions:
+    def _on_attempt(self, project: str, state: ProjectState, v: dict[str, Any], now: int, ref: str) -> Actions:
         ok, error, expansion = v["status"] == "succeeded", v["error"], None
         if ok and state.goal and v["task_id"] == GOAL_TASK and GOAL_TASK in state.dag.nodes:
             try:
@@ -271,7 +307,7 @@ class Orchestrator(TransactionalProcessor):
                 ok, error = False, f"the planner's plan is invalid: {exc}"
         actions = state.on_attempt(v["task_id"], v["attempt"], ok, v["output"], error, v["cost_usd"],
                                    now_ms=now, policy=POLICY, rng=_rng,
-                                   retryable=v["error_type"] not in PERMANENT_ERRORS)
+                                   retryable=v["error_type"] not in PERMANENT_ERRORS, output_ref=ref)
         if expansion and any(f.task_id == GOAL_TASK and f.status == "succeeded" for f in actions.finals):
             state.extend(expansion, now_ms=now)
         return actions
@@ -281,7 +317,8 @@ class Orchestrator(TransactionalProcessor):
         if state is None:
             self.due.pop(project, None)
             return
-        actions = state.time_out(now_ms=now, timeout_ms=self.timeout_ms, policy=POLICY, rng=_rng)
+        actions = state.time_out(now_ms=now, timeout_ms=self.timeout_ms, policy=POLICY, rng=_rng,
+                                 pickup_ms=self.pickup_ms)
         self._apply(project, state, actions, None, self.stale_status.get(project) or new_id(), None, now)
 
     def _apply(self, project: str, state: ProjectState, actions: Actions, attempt_event: dict[str, Any] | None,
@@ -313,12 +350,16 @@ class Orchestrator(TransactionalProcessor):
         self._schedule(project, state)
         self.dirty[project] = trace_id
 
-    def _write_changes(self, now: int) -> None:
-        """The batch's state entries, and the statuses that are due, into the open transaction."""
+    def _log_dirty(self) -> None:
+        """The state entries of the projects changed since the last call."""
         for project, trace_id in self.dirty.items():
             self._log_changes(project, self.states[project])
             self.stale_status[project] = trace_id
         self.dirty.clear()
+
+    def _write_changes(self, now: int) -> None:
+        """The batch's state entries, and the statuses that are due, into the open transaction."""
+        self._log_dirty()
         live_roles: set[str] | None = None
         asked = False
         for project, trace_id in list(self.stale_status.items()):
@@ -347,13 +388,10 @@ class Orchestrator(TransactionalProcessor):
     def _dead_letter(self, msg: Message | None, exc: Exception, errors: list[str] | None = None,
                      key: str | None = None) -> None:
         """The input record and why it failed; with no record (a task that timed out), its errors."""
-        if msg is None:
-            letter = dead_letter_event(self.rt.topics.attempts, -1, -1, None, None, NAME, exc, errors)
-        else:
-            letter = dead_letter_event(str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0),
-                                       msg.key(), msg.value(), NAME, exc, errors)
-            raw = msg.key()
-            key = key or (raw.decode(errors="replace") if isinstance(raw, bytes) else str(msg.topic()))
+        if msg is not None:
+            self.dead_letter(msg, exc, errors, key)
+            return
+        letter = dead_letter_event(self.rt.topics.attempts, -1, -1, None, None, NAME, exc, errors)
         self._send(self.rt.topics.dlq, "DeadLetter", letter, key or NAME)
 
 

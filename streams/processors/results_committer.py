@@ -16,13 +16,16 @@ processor in transactions when only the orchestrator and this hop need them.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import faust
 from confluent_kafka import Message
 
-from aios.schemas.errors import SchemaError
-from aios.streams.engine.records import dead_letter_event, log
+from aios.schemas.checks import check
+from aios.schemas.errors import SchemaError, UnavailableError
+from aios.streams.engine.failures import Backoff
+from aios.streams.engine.records import log
 from aios.streams.engine.runtime import Runtime
 from aios.streams.engine.transactional import TransactionalProcessor
 from aios.streams.kafka import read_partition
@@ -73,12 +76,19 @@ class ResultsCommitter(TransactionalProcessor):
     def _committed_tasks(self, partition: int) -> set[tuple[str, str]]:
         """Tasks already on ``results`` in ``partition`` (finals and results are co-partitioned)."""
         done: set[tuple[str, str]] = set()
+        backoff = Backoff()
         for msg in read_partition(self.rt.settings, self.rt.topics.results, partition):
-            try:
-                v = self.rt.codec.decode(msg.value(), expect="TaskResult").value
-            except SchemaError:
-                continue  # never written by us: nothing to deduplicate against
-            done.add((v["project_id"], v["task_id"]))
+            while True:
+                try:
+                    v = self.rt.codec.decode(msg.value(), expect="TaskResult").value
+                    done.add((v["project_id"], v["task_id"]))
+                    break
+                except SchemaError:
+                    break  # never written by us: nothing to deduplicate against
+                except UnavailableError as exc:  # the registry: the set must be whole, so wait for it
+                    delay = backoff.delay()
+                    log.warning("%s: %s; decoding a result of partition %d again in %.1fs", NAME, exc, partition, delay)
+                    time.sleep(delay)
         log.info("%s: partition %d has %d committed results", NAME, partition, len(done))
         return done
 
@@ -86,17 +96,16 @@ class ResultsCommitter(TransactionalProcessor):
         self.added = []
         counts = {"committed": 0, "duplicate": 0, "status": 0, "dead_letter": 0}
         t = self.rt.topics
-        for msg in batch:
+        for msg in self.records(batch):
             partition = int(msg.partition() or 0)
             try:
                 decoded = self.rt.codec.decode(msg.value())
                 kind = decoded.name.rsplit(".", 1)[-1]
                 if kind not in ("TaskResult", "ProjectStatus"):
                     raise SchemaError(f"{t.finals} carries TaskResult and ProjectStatus events, not {kind}")
+                check(kind, decoded.value)
             except SchemaError as exc:
-                letter = dead_letter_event(str(msg.topic()), partition, int(msg.offset() or 0), msg.key(),
-                                           msg.value(), NAME, exc)
-                self.produce(t.dlq, self.rt.codec.encode("DeadLetter", letter, t.dlq), msg.key())
+                self.dead_letter(msg, exc)
                 counts["dead_letter"] += 1
                 continue
             # Same partition as the input (all keyed by project): a partition's dedup set covers

@@ -17,8 +17,9 @@ from typing import Any
 import faust
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from aios.schemas.errors import SchemaError
+from aios.schemas.errors import SchemaError, UnavailableError
 from aios.schemas.events import now_ms, to_ms
+from aios.streams.engine.failures import Backoff
 from aios.streams.engine.runtime import Runtime
 from aios.streams.errors import KafkaError, OrchestrationError
 from aios.streams.kafka import EventProducer, make_consumer
@@ -187,11 +188,20 @@ class AgentRegistry(faust.Service):
             with self._lock:
                 self.latest.pop((key or b"").decode(errors="replace"), None)
             return
-        try:
-            status = self.rt.codec.decode(value, expect="AgentStatus").value
-        except SchemaError as exc:
-            log.warning("agent registry: skipped an undecodable status: %s", exc)
-            return
+        backoff = Backoff()
+        while True:
+            try:
+                status = self.rt.codec.decode(value, expect="AgentStatus").value
+                break
+            except SchemaError as exc:
+                log.warning("agent registry: skipped an undecodable status: %s", exc)
+                return
+            except UnavailableError as exc:  # the registry: not the status's fault, so wait for it
+                if self._stop.is_set():
+                    return
+                delay = backoff.delay()
+                log.warning("agent registry: %s; trying again in %.1fs", exc, delay)
+                self._stop.wait(delay)
         with self._lock:
             self.latest[status["agent_id"]] = status
 

@@ -7,10 +7,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from aios.schemas.checks import check_control, check_plan, check_task
 from aios.schemas.events import envelope, new_id
 from aios.streams.errors import OrchestrationError
 from aios.streams.kafka import EventProducer, TopicReader
+from aios.streams.kafka_access import check_access
 from aios.streams.orchestration.plan import Plan
+from aios.streams.sealing import Sealer, unreadable_note
 from aios.streams.settings import Settings
 from aios.streams.topics import Topics
 
@@ -25,11 +28,11 @@ def build_task(
     submitted_by: str = "cli",
     privacy: str = "normal",
 ) -> dict[str, Any]:
-    if not description.strip():
-        raise OrchestrationError("the task description is empty: say what the agent should do")
-    return {
+    """A Task event, checked against the limits every entry point shares (InvalidRecordError says
+    which field is wrong and what the limit is)."""
+    task = {
         **envelope(),
-        "task_id": task_id or new_id(),
+        "task_id": new_id() if task_id is None else task_id,
         "project_id": project,
         "role": role,
         "description": description,
@@ -39,24 +42,34 @@ def build_task(
         "submitted_by": submitted_by,
         "metadata": {},
     }
+    check_task(task)
+    return task
 
 
 @dataclass(frozen=True)
 class Delivered:
-    """Where a result was read from, and the result itself."""
+    """Where a result was read from, and the result itself (its output opened when it was sealed)."""
 
     partition: int
     offset: int
     result: dict[str, Any]
+    sealed: bool = False  # the output is sealed with a key this process does not hold
+
+    @property
+    def output(self) -> str:
+        """The output to show: the text, or a note saying it is sealed and with which key."""
+        return unreadable_note(self.result["output"]) if self.sealed else str(self.result["output"])
 
 
 class TaskClient:
     """Submit tasks and collect their results from ``aios.results``."""
 
     def __init__(self, settings: Settings) -> None:
+        check_access(settings)  # a refused login or certificate is an error now, not a 5-minute wait
         self.settings = settings
         self.topics = Topics.from_settings(settings)
         self.producer = EventProducer(settings)
+        self.sealer = Sealer.from_settings(settings)  # restricted content is sealed before it is produced
         self._reader: TopicReader | None = None
 
     def watch_results(self) -> None:
@@ -67,7 +80,7 @@ class TaskClient:
 
     def submit(self, task: dict[str, Any], *, flush: bool = True) -> None:
         # Keyed by project: the orchestrator instance that owns the project receives it.
-        self.producer.send(self.topics.tasks, "Task", task, key=task["project_id"])
+        self.producer.send(self.topics.tasks, "Task", self.sealer.seal_task(task), key=task["project_id"])
         if flush:
             self.producer.flush()
 
@@ -80,17 +93,17 @@ class TaskClient:
                        "depends_on": list(t.depends_on), "priority": t.priority, "acceptance": t.acceptance,
                        "requires_approval": t.requires_approval, "privacy": t.privacy} for t in plan.tasks],
         }
-        self.producer.send(self.topics.projects, "ProjectPlan", event, key=plan.project)
+        check_plan(event)
+        self.producer.send(self.topics.projects, "ProjectPlan", self.sealer.seal_plan(event), key=plan.project)
         self.producer.flush()
         return event
 
     def submit_goal(self, project: str, goal: str, *, budget_usd: float | None = None,
                     submitted_by: str = "cli") -> dict[str, Any]:
         """Start a project from a goal: the orchestrator asks the planner role for its plan."""
-        if not goal.strip():
-            raise OrchestrationError("the goal is empty: say what the project should achieve")
         event = {**envelope(), "project_id": project, "goal": goal, "budget_usd": budget_usd,
                  "submitted_by": submitted_by, "tasks": []}
+        check_plan(event)  # a blank or oversized goal, a project id with '/': said here, not in the DLQ
         self.producer.send(self.topics.projects, "ProjectPlan", event, key=project)
         self.producer.flush()
         return event
@@ -98,6 +111,7 @@ class TaskClient:
     def control(self, project: str, action: str, task_id: str | None = None, reason: str = "") -> None:
         event = {**envelope(), "project_id": project, "action": action, "task_id": task_id,
                  "reason": reason, "requested_by": "cli"}
+        check_control(event)
         self.producer.send(self.topics.control, "Control", event, key=project)
         self.producer.flush()
 
@@ -116,7 +130,8 @@ class TaskClient:
             task_id = decoded.value["task_id"]
             if task_id in pending:
                 pending.discard(task_id)
-                found[task_id] = Delivered(int(msg.partition() or 0), int(msg.offset() or 0), decoded.value)
+                result, sealed = self.sealer.reveal_event("results", decoded.value)
+                found[task_id] = Delivered(int(msg.partition() or 0), int(msg.offset() or 0), result, sealed)
                 if on_result is not None:
                     on_result(found[task_id])
         if pending:

@@ -26,16 +26,16 @@ def test_demo_runs_a_project_and_reports_where_it_went(cli: Cli) -> None:
     by_type = report["clickhouse_rows_by_type"]
     assert {k: by_type[k] for k in ("Task", "Assignment", "MemoryEvent", "LlmCall")} == dict.fromkeys(
         ("Task", "Assignment", "MemoryEvent", "LlmCall"), 5)
-    assert by_type["TaskResult"] == 10  # each task's attempt and its one terminal result
+    assert by_type["TaskResult"] == 15  # each task's pickup (started), its attempt and its one terminal result
     assert report["clickhouse_rows"] == sum(by_type.values())
-    assert all(r["clickhouse_rows"] == 6 for r in report["results"])
+    assert all(r["clickhouse_rows"] == 7 for r in report["results"])
     assert all(r["kafka"]["topic"].endswith(".results") and r["kafka"]["offset"] >= 0 for r in report["results"])
 
 
 def test_demo_human_output_says_offline_in_one_line(cli: Cli) -> None:
     out = cli.run("demo", "--no-stack", timeout=180).stdout
     assert sum("offline provider" in line for line in out.splitlines()[:2]) == 1
-    assert "ClickHouse (chdb):" in out and "TaskResult 10" in out
+    assert "ClickHouse (chdb):" in out and "TaskResult 15" in out
     assert "holds 5 turns" in out
 
 
@@ -82,10 +82,15 @@ def test_submit_wait_and_tail_against_aios_up(cli: Cli) -> None:
 
 
 def test_topics_create_twice_is_harmless(cli: Cli) -> None:
-    first = cli.json("topics", "create")["topics"]
+    created = cli.json("topics", "create")
+    first = created["topics"]
     second = cli.json("topics", "create")["topics"]
     assert {t["outcome"] for t in first} == {"created"}
     assert {t["outcome"] for t in second} == {"exists"}
+    # It says what it chose for the cluster it found: the shared local broker is a cluster of one.
+    assert (created["brokers"], created["replication"], created["min_insync_replicas"]) == (1, 1, 1)
+    assert created["replication_from"] == "cluster"
+    assert {(t["replication"], t["detail"]) for t in second} == {(1, "")}
     listed = cli.json("topics", "list")["topics"]
     assert len(listed) == len(first)
 
@@ -102,7 +107,12 @@ def test_empty_task_is_rejected_and_nothing_is_produced(cli: Cli) -> None:
     cli.run("topics", "create")
     proc = cli.run("submit", "   ", check=False)
     assert proc.returncode == 1
-    assert "description is empty" in proc.stderr
+    assert "description: is blank" in proc.stderr
+    # The limits the API and the processors share: said before anything is produced.
+    over = cli.run("submit", "hi", "--priority", "5000", check=False)
+    assert over.returncode == 2 and "5000 is not in the range -1000<=x<=1000" in over.stderr
+    slash = cli.run("submit", "hi", "--project", "a/b", check=False)
+    assert slash.returncode == 1 and "project_id: 'a/b' is not an id" in slash.stderr
     tail = cli.json("tail", "tasks", "--from-beginning", "--timeout", "2")
     assert tail["count"] == 0
 

@@ -13,15 +13,22 @@ the same SQL and formats. chdb's public API refuses the statement, so this goes 
 
 **Schema registry.** AxonOps Schema Registry, a Go server of the Confluent Schema Registry API,
 built by ``infra/schema-registry/build.sh`` (``make test`` runs it), in memory.
+
+**Outages.** ``TcpProxy`` stands between clients and a server and can refuse connections (and cut
+the open ones) while the server keeps its state: an in-memory registry restarted would forget its
+schema ids. ``RedisServer`` is a redis-server of the test's own on a free port, to stop and start:
+never the shared one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -123,6 +130,101 @@ class SchemaRegistry(LocalServer):
             "SCHEMA_REGISTRY_PORT": str(self.port),
             "SCHEMA_REGISTRY_COMPATIBILITY_LEVEL": "BACKWARD",  # Confluent's default, stated
         })
+
+
+class RedisServer:
+    """A redis-server of the test's own (no persistence), on a port that survives a restart."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        with (self.directory / "redis.log").open("ab") as log:
+            self.process = subprocess.Popen(  # noqa: S603
+                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", str(self.directory)], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"redis-server did not answer on port {self.port} in {timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)  # as an outage would
+            self.process.wait(timeout=30)
+            self.process = None
+
+
+class TcpProxy:
+    """Forwards a local port to ``target_port``. ``down()`` refuses new connections and cuts the open
+    ones, as a network outage would; ``up()`` serves again on the same port."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def up(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def down(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(OSError):  # wakes the accepting thread: close() alone does not
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        with self._lock:
+            for conn in self._open:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+            self._open.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # closed by down()
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open |= {client, server}
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for conn in (src, dst):
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
 
 def serve_clickhouse(data: str) -> None:

@@ -135,9 +135,11 @@ async def test_sigterm_drains_the_in_flight_task_then_publishes_stopped(settings
 
 
 def attempts(settings: Settings) -> list[dict[str, Any]]:
+    """The attempts' outcomes (not their pickups)."""
     reader = TopicReader(settings, settings.kafka.topic_prefix + ".attempts", from_beginning=True)
     try:
-        return [d.value for _, d in reader.events(timeout_s=1) if not isinstance(d, Exception)]
+        return [d.value for _, d in reader.events(timeout_s=1)
+                if not isinstance(d, Exception) and d.value["status"] != "started"]
     finally:
         reader.close()
 

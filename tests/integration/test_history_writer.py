@@ -148,6 +148,24 @@ def test_an_llm_call_keeps_whether_its_prompt_was_redacted(store: ChdbStore, mon
     assert {r["call_id"]: r["redacted"] for r in rows} == {calls[0]["call_id"]: True, calls[1]["call_id"]: False}
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_an_llm_call_keeps_how_long_it_waited_for_the_router(store: ChdbStore, monkeypatch: pytest.MonkeyPatch,
+                                                             native: bool) -> None:
+    codec = Codec(validate=False)
+    project = f"w-{uuid.uuid4().hex[:8]}"
+    calls = [next(value for name, value in task_events(i) if name == "LlmCall") for i in range(2)]
+    for call, waited in zip(calls, (1234.5, 0.0), strict=True):
+        call.update(project_id=project, queue_ms=waited)
+    if not native:
+        monkeypatch.setattr(store, "encoder", None)
+    result = write_batch(store, codec, [Record("w.llm-calls", 0, i, codec.encode("LlmCall", c))
+                                        for i, c in enumerate(calls)])
+    assert (result.stored, result.native) == (2, 2 if native else 0)
+    rows = store.query(f"SELECT call_id, queue_ms FROM aios.llm_calls FINAL WHERE project_id = '{project}'")  # noqa: S608
+    assert {r["call_id"]: float(r["queue_ms"]) for r in rows} == {calls[0]["call_id"]: 1234.5,
+                                                                 calls[1]["call_id"]: 0.0}
+
+
 def test_a_corrupt_body_is_rejected_and_the_rest_of_its_batch_stored(store: ChdbStore) -> None:
     codec = Codec(validate=False)
     project = f"w-{uuid.uuid4().hex[:8]}"

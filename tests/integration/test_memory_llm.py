@@ -68,7 +68,7 @@ async def assign(s: Settings, description: str, project: str) -> dict[str, Any]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         for attempt in await asyncio.to_thread(read_topic, s, Topics.from_settings(s).attempts):
-            if attempt["task_id"] == task_id:
+            if attempt["task_id"] == task_id and attempt["status"] != "started":  # its outcome, not its pickup
                 return attempt
     raise AssertionError("no attempt result within 60s")
 

@@ -17,6 +17,7 @@ from aios.streams.engine.runtime import open_vector_memory
 from aios.streams.jobs.memory_rebuild import rebuild_memory
 from aios.streams.kafka import EventProducer, TopicReader
 from aios.streams.pipeline import running
+from aios.streams.processors.agent_privacy import turn_memory_id
 from aios.streams.settings import Settings
 from aios.streams.topics import Topics
 from tests.integration.test_vector_memory import DISTRACTORS, PARAPHRASE, RELEVANT
@@ -47,7 +48,8 @@ async def assign_and_wait(s: Settings, description: str, project: str) -> dict[s
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             for _, decoded in await asyncio.to_thread(lambda: list(reader.events(timeout_s=1))):
-                if not isinstance(decoded, Exception) and decoded.value["task_id"] == task_id:
+                if (not isinstance(decoded, Exception) and decoded.value["task_id"] == task_id
+                        and decoded.value["status"] != "started"):  # its outcome, not its pickup
                     return dict(decoded.value)
         raise AssertionError("no TaskResult within 60s")
     finally:
@@ -86,7 +88,7 @@ async def test_the_agent_recalls_the_related_memory_and_records_it(settings: Set
         assert await live.runtime.in_vector_thread(vm.count, kind="summary") == 2
         # The agent's own turn is indexed too (it restates the task, so it now ranks first), with its role.
         hits = await live.runtime.in_vector_thread(vm.search, PARAPHRASE, 3, project="proj-rec", kind="turn")
-        assert [h.id for h in hits[:2]] == [f"{result['task_id']}:1:turn", "mem-1"]
+        assert [h.id for h in hits[:2]] == [turn_memory_id("proj-rec", result["task_id"], 1), "mem-1"]
         assert hits[0].payload["role"] == "general" and hits[1].score >= 0.35
 
     # A rebuild recreates the same collection contents from the log.
@@ -96,7 +98,7 @@ async def test_the_agent_recalls_the_related_memory_and_records_it(settings: Set
     try:
         assert vm.count() == len(memories) + 3 and vm.count(kind="summary") == 2
         ranked = [h.id for h in vm.search(PARAPHRASE, 3, project="proj-rec", kind="turn")]
-        assert ranked[:2] == [f"{result['task_id']}:1:turn", "mem-1"]
+        assert ranked[:2] == [turn_memory_id("proj-rec", result["task_id"], 1), "mem-1"]
         assert vm.count(kind="turn", project="proj-rec") == len(DISTRACTORS) + 2
     finally:
         vm.close()

@@ -81,10 +81,13 @@ async def test_a_real_scrape_covers_the_pipeline_and_passes_promtool(settings: S
     assert value(text, "aios_llm_tokens_total", provider="offline", direction="output")
     assert value(text, "aios_llm_cost_usd_total", provider="offline") is not None
     assert (value(text, "aios_sink_batch_rows_count") or 0) >= 1
+    # Every LLM call goes through the router's limits, and its wait is observed (0 here: no limits).
+    assert (value(text, "aios_router_queue_seconds_count", deployment="offline:echo") or 0) >= 1
+    assert value(text, "aios_router_in_flight", deployment="offline:echo") == 0
     assert (value(text, "aios_sink_flush_seconds_count", engine="chdb") or 0) >= 1
-    # Lag of the embedded app's consumer groups (faust's, and the orchestrator's and the sink's own),
+    # Lag of the embedded processes' consumer groups (the agents', the orchestrator's and the sink's),
     # on every partition of what they read.
-    for group, topic in ((f"{p}-embedded", f"{p}.agent.general"), (f"{p}-orchestrator", f"{p}.tasks"),
+    for group, topic in ((f"{p}-agents", f"{p}.agent.general"), (f"{p}-orchestrator", f"{p}.tasks"),
                          (f"{p}-history", f"{p}.results")):
         for partition in range(settings.kafka.topic_partitions):
             lag = value(text, "aios_consumer_lag_messages", group=group, topic=topic, partition=str(partition))

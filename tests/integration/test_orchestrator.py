@@ -13,6 +13,7 @@ from confluent_kafka import KafkaException, Producer, TopicPartition
 from pydantic import SecretStr
 
 from aios.agents.llm.servers.openai import FakeOpenAI, status
+from aios.schemas.limits import STATUS_MAX_PATH
 from aios.streams.errors import KafkaError
 from aios.streams.kafka import TopicReader, make_consumer, producer_config, read_partition
 from aios.streams.orchestration.entries import Rebuilder
@@ -104,7 +105,10 @@ async def test_a_long_chain_listed_last_task_first_gets_a_status_and_can_be_canc
     async with running(s, ["orchestrator", "results"]):  # no agents: the chain stays unfinished
         await submit(s, plan_doc("chain", *tasks))
         final = await asyncio.to_thread(wait_project, s, "chain", 90, cancel_once_running)
-    assert first[0]["state"] == "running" and first[0]["critical_path"] == [f"t{i}" for i in range(n)]
+    # The status carries the path's first STATUS_MAX_PATH ids (a 10,000-task chain would not fit in
+    # a message whole) and says how long it is.
+    assert first[0]["state"] == "running" and first[0]["critical_path"] == [f"t{i}" for i in range(STATUS_MAX_PATH)]
+    assert f"the critical path has {n} tasks" in " ".join(first[0]["notes"])
     assert final["state"] == "cancelled" and final["counts"]["cancelled"] + final["counts"]["skipped"] == n
 
 
@@ -124,7 +128,7 @@ async def test_failures_retry_with_backoff_then_dead_letter_and_skip_dependents(
     results = {r["task_id"]: r for r in read_all(s, "results")}
     assert results["a"]["status"] == "failed" and results["a"]["attempt"] == 3
     assert results["b"]["status"] == "skipped" and "dependency a failed" in (results["b"]["error"] or "")
-    attempts = [r for r in read_all(s, "attempts") if r["task_id"] == "a"]
+    attempts = [r for r in read_all(s, "attempts") if r["task_id"] == "a" and r["status"] != "started"]
     assert [r["attempt"] for r in attempts] == [1, 2, 3]
     gap_1 = (attempts[1]["timestamp"] - attempts[0]["timestamp"]).total_seconds()
     gap_2 = (attempts[2]["timestamp"] - attempts[1]["timestamp"]).total_seconds()
@@ -248,11 +252,12 @@ async def test_group_fencing_commits_the_offsets_inside_the_transactions(roles_s
         committed = consumer.committed([TopicPartition(topic, p) for p in range(s.kafka.topic_partitions)], timeout=10)
     finally:
         consumer.close()
-    assert sum(max(tp.offset, 0) for tp in committed) == 2  # both attempts, committed by the transactions
+    # Both attempts and both pickups (started), committed by the transactions.
+    assert sum(max(tp.offset, 0) for tp in committed) == 4
 
 
 async def test_an_assignment_nobody_answers_times_out_retries_then_dead_letters(roles_settings: Settings) -> None:
-    s = roles_settings.replace(task_timeout_s=1.0)
+    s = roles_settings.replace(task_timeout_s=1.0, pickup_timeout_s=1.0)
     text = plan_doc("silent", {"id": "a", "role": "backend", "description": "nobody runs backend here"},
                     {"id": "b", "role": "qa", "description": "needs a", "depends_on": ["a"]})
     async with running(s, ["orchestrator", "results"]):  # no agents: every assignment goes unanswered
@@ -261,11 +266,11 @@ async def test_an_assignment_nobody_answers_times_out_retries_then_dead_letters(
     assert final["state"] == "failed"
     results = {r["task_id"]: r for r in read_all(s, "results")}
     assert results["a"]["status"] == "failed" and results["a"]["attempt"] == 3
-    assert "no outcome within 1s" in (results["a"]["error"] or "")
+    assert "not picked up within 1s" in (results["a"]["error"] or "")
     assert results["b"]["status"] == "skipped"
     assert [a["attempt"] for a in read_all(s, "agent.backend")] == [1, 2, 3]
     [letter] = [d for d in read_all(s, "dlq") if d["processor"] == "orchestrator"]
-    assert letter["errors"] == [f"attempt {n}: no outcome within 1s" for n in (1, 2, 3)]
+    assert letter["errors"] == [f"attempt {n}: not picked up within 1s" for n in (1, 2, 3)]
 
 
 async def test_an_orchestrator_without_its_topics_says_what_to_do(settings: Settings) -> None:

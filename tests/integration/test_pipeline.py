@@ -38,7 +38,7 @@ async def test_task_result_history_and_context(settings: Settings) -> None:
         counts = await wait_until(stored)
         assert {k: counts[k] for k in ("Task", "Assignment", "MemoryEvent", "LlmCall")} == dict.fromkeys(
             ("Task", "Assignment", "MemoryEvent", "LlmCall"), 1)
-        assert counts["TaskResult"] == 2  # the agent's attempt, and the orchestrator's terminal result
+        assert counts["TaskResult"] == 3  # the pickup (started), the agent's attempt, and the terminal result
         row = store.query(
             "SELECT e.status AS status, r.output AS output FROM aios.events AS e FINAL "  # noqa: S608 - our own hex id
             "JOIN aios.results AS r FINAL ON r.event_id = e.event_id "

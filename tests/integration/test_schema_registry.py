@@ -17,7 +17,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from aios.connectors.history.writer import Record, write_batch
 from aios.schemas.codec import CONFLUENT_MAGIC, Codec, ConfluentRegistry, WireFormat
-from aios.schemas.errors import EncodeError, UndecodableError
+from aios.schemas.errors import EncodeError, RegistryUnavailableError, UndecodableError
 from aios.streams.kafka import read_partition
 from aios.streams.pipeline import running
 from aios.streams.processors import PROCESSORS
@@ -111,10 +111,14 @@ def test_an_id_the_server_does_not_know_is_undecodable(schema_registry: SchemaRe
         reader.decode(bytes([CONFLUENT_MAGIC]) + (987654).to_bytes(4, "big") + b"\x00")
 
 
-def test_an_unreachable_registry_is_undecodable_with_the_reason() -> None:
-    reader = Codec(registry=ConfluentRegistry("http://127.0.0.1:1"))
-    with pytest.raises(UndecodableError, match="schema id 1 is unknown to the registry"):
-        reader.decode(bytes([CONFLUENT_MAGIC]) + (1).to_bytes(4, "big") + b"\x00")
+def test_an_unreachable_registry_is_not_the_records_fault() -> None:
+    # Valid records were once dead-lettered when the registry was down: now it is a RegistryUnavailableError,
+    # which processors wait out (streams/engine/failures.py), for reading and writing alike.
+    codec = Codec(registry=ConfluentRegistry("http://127.0.0.1:1"))
+    with pytest.raises(RegistryUnavailableError, match="did not answer for schema id 1"):
+        codec.decode(bytes([CONFLUENT_MAGIC]) + (1).to_bytes(4, "big") + b"\x00")
+    with pytest.raises(RegistryUnavailableError, match="did not answer registering 'x.tasks-value'"):
+        codec.encode("Task", sample_value("Task"), topic="x.tasks")
 
 
 def test_the_history_sink_stores_registry_framed_events_natively(schema_registry: SchemaRegistry,

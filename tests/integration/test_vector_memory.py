@@ -129,7 +129,7 @@ def test_upsert_then_search_returns_the_memory_with_its_payload(memory: VectorMe
     assert 0.3 < top.score <= 1.0001 and hits[1].score < top.score
     assert top.payload | {"text": None} == {
         "memory_id": "mem-1", "text": None, "project": "p1", "scope": "session", "scope_id": "s1",
-        "role": "general", "kind": "turn", "ts": 1_764_000_000_001, "task_id": "task-1",
+        "role": "general", "kind": "turn", "ts": 1_764_000_000_001, "task_id": "task-1", "privacy": "normal",
     }
 
 

@@ -14,8 +14,6 @@ from aios.streams.settings import env_names
 # explicit: each entry says why it is allowed. Remove an entry once the field exists (a test
 # fails until you do).
 PLANNED_AIOS_VARS: dict[str, str] = {
-    "AIOS_AGENT_MAX_IN_FLIGHT": "assignments one agent worker keeps in flight (DESIGN.md, Concurrency); "
-    "being added with the real-workloads work, and the chart's KEDA lag threshold is sized by it",
     "AIOS_OTLP_ENDPOINT": "where the OpenTelemetry spans are exported (DESIGN.md, Observability); "
     "being added with the tracing work",
 }

@@ -112,7 +112,8 @@ def test_the_readme_diagram_names_real_topics_and_processors() -> None:
     text = README.read_text()
     diagram = text.split("```text", 1)[1].split("```", 1)[0]
     topics = Topics("aios", ("general",))
-    known = {*topics.all(), topics.tasks_json, topics.results_json, topics.orchestrator_state, topics.role("<role>")}
+    known = {*topics.all(), topics.tasks_json, topics.results_json, topics.orchestrator_state, topics.role("<role>"),
+             topics.tokens}
     named = set(re.findall(r"\baios\.[a-z<>.-]+[a-z>]", diagram))
     assert named <= known, f"the diagram names topics that do not exist: {named - known}"
     for processor in ("orchestrator", "results committer", "agent worker", "memory processor", "history sink"):

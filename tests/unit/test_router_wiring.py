@@ -12,7 +12,7 @@ from aios.agents.runner import AgentTask, CallRecord, run_task
 from aios.schemas.events import envelope
 from aios.streams.engine.runtime import Runtime
 from aios.streams.metrics import ROUTER_COOLDOWNS, ROUTER_DECISIONS
-from aios.streams.processors.agent_runner import llm_call_event
+from aios.streams.processors.agent_events import llm_call_event
 from aios.streams.settings import load_settings
 
 

@@ -24,6 +24,7 @@ class RecordedRequest:
 
 class QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 1024  # hundreds of clients connect at once in the router's and capacity tests
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that timed out or closed mid-stream is a scenario under test, not a server bug.

@@ -58,7 +58,7 @@ async def test_a_plan_runs_and_project_status_and_results_follow(settings: Setti
         listed = (await api.get("/v1/projects")).json()["projects"]
         assert [p["project_id"] for p in listed] == ["shop"]
         again = await api.post("/v1/projects", json=plan)
-        assert again.status_code == 400 and "already exists" in again.json()["detail"]
+        assert again.status_code == 409 and "already exists" in again.json()["detail"]
 
 
 async def test_a_goal_becomes_a_one_task_project_and_cancel_and_reject_are_sent(settings: Settings) -> None:
@@ -164,7 +164,9 @@ async def test_readyz_reports_an_unreachable_redis(settings: Settings) -> None:
     async with api_client(broken) as api:
         r = await api.get("/readyz")
         assert r.status_code == 503
-        assert r.json()["checks"]["redis"].startswith("unreachable") and r.json()["checks"]["kafka"] == "ok"
+        # Without a credential: which check fails, never why (the address, the error text).
+        assert r.json()["checks"] == {"kafka": "ok", "redis": "unavailable", "store": "ok", "view": "ok"}
+        assert "127.0.0.1" not in r.text
         # Credentials cannot be checked: a clear 503, not a 500 or a dropped connection.
         key_like = {"Authorization": "Bearer aios_0123456789abcdef_" + "x" * 43}
         down = await api.get("/v1/projects", headers=key_like)

@@ -66,6 +66,31 @@ async def test_events_are_filtered_by_project_and_type(settings: Settings) -> No
                 await collect(ws, 1, timeout_s=1.5)  # Q's tasks never arrive
 
 
+async def test_live_tokens_of_one_task_on_request_only(settings: Settings) -> None:
+    topics = Topics.from_settings(settings)
+    producer = EventProducer(settings)
+
+    def token(task: str, seq: int, text: str) -> dict[str, Any]:
+        return {**build_task("x", project="P"), "task_id": task, "project_id": "P", "attempt": 1, "step": 0,
+                "seq": seq, "text": text, "done": False, "agent_id": "a1"}
+
+    async with api_client(settings) as api:
+        viewer = (await key_headers(api, "viewer", ("P",)))["Authorization"].split()[1]
+        async with connect(ws_url(api, f"project=P&task=t1&types=tokens&access_token={viewer}")) as mine, \
+                connect(ws_url(api, f"project=P&access_token={viewer}")) as everything:
+            await asyncio.sleep(0.3)
+            for seq, (task, text) in enumerate([("t1", "Hello "), ("t2", "other "), ("t1", "world")]):
+                value = {k: v for k, v in token(task, seq, text).items()
+                         if k in ("event_id", "timestamp", "trace_id", "task_id", "project_id", "attempt", "step",
+                                  "seq", "text", "done", "agent_id")}
+                producer.send(topics.tokens, "TokenDelta", value, key=task)
+            producer.flush()
+            events = await collect(mine, 2)
+            assert [(e["type"], e["data"]["text"]) for e in events] == [("tokens", "Hello "), ("tokens", "world")]
+            with pytest.raises(TimeoutError):
+                await collect(everything, 1, timeout_s=1.5)  # tokens are opt-in: not in the default types
+
+
 @pytest.mark.parametrize(("query", "code"), [
     ("project=P", 4401),  # no credential
     ("project=B&access_token={viewer}", 4403),  # another project

@@ -73,7 +73,7 @@ class _Failing:
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
 
-    async def complete(self, request: ChatRequest) -> ChatResponse:
+    async def complete(self, request: ChatRequest, *, on_delta: object = None) -> ChatResponse:
         raise self.exc
 
     async def aclose(self) -> None:

@@ -90,7 +90,8 @@ def test_unknown_model_says_where_to_add_it() -> None:
         catalogue.get("openai", "gpt-9-ultra")
     assert str(caught.value) == (
         f"model 'gpt-9-ultra' of provider 'openai' is not in the catalogue "
-        f"(agents/llm/models.json, version {catalogue.version}); add it with its prices"
+        f"(agents/llm/models.json, version {catalogue.version}); add it with its prices to a [[models]] entry "
+        "of the file AIOS_LLM_CONFIG names (docs/agents.md)"
     )
     assert isinstance(caught.value, LLMError)
     assert (caught.value.provider, caught.value.model) == ("openai", "gpt-9-ultra")

@@ -86,10 +86,10 @@ async def test_latency_uses_an_ewma_of_time_to_first_token(
 async def test_least_busy_and_weighted(make: Callable[..., tuple[Deployment, FakeOpenAI]]) -> None:
     a, _ = make("a", weight=3)
     b, _ = make("b", weight=1)
-    a.in_flight = 2
     router = Router([a, b], rng=random.Random(7))
+    a.gate.in_flight = 2
     assert router.candidates(Route(ask(), strategy=Strategy.LEAST_BUSY))[0][0].name == "b"
-    a.in_flight = 0
+    a.gate.in_flight = 0
     picks = Counter(router.candidates(Route(ask(), strategy=Strategy.WEIGHTED))[0][0].name for _ in range(4000))
     assert 0.70 < picks["a"] / 4000 < 0.80  # weight 3:1
 
@@ -117,7 +117,9 @@ async def test_5xx_cools_down_and_all_cooling_is_a_clear_error(
     first, first_srv = make("first")
     second, second_srv = make("second")
     clock = Clock()
-    router = Router([first, second], config=RouterConfig(base_cooldown_s=5.0, max_retries=0), clock=clock)
+    # No queue time: a call that finds every deployment cooling fails at once, saying when to retry.
+    router = Router([first, second], config=RouterConfig(base_cooldown_s=5.0, max_retries=0, max_queue_s=0),
+                    clock=clock)
     first_srv.script(status(500))
     second_srv.script(status(503))
     with pytest.raises(Exception, match="503|nternal|unavailable"):

@@ -18,7 +18,8 @@ from aios.agents.llm.servers import openai as openai_server
 from aios.agents.llm.servers.anthropic import FakeAnthropic
 from aios.agents.llm.servers.openai import FakeOpenAI, ok, tool_call
 from aios.agents.runner import AgentTask, run_task
-from aios.agents.tools import MAX_RESULT_CHARS, MAX_TOOL_ROUNDS, ToolContext, read_only_tools
+from aios.agents.tools import MAX_RESULT_CHARS, MAX_TOOL_ROUNDS, PAGE_CHARS, ToolContext, read_only_tools
+from aios.schemas.limits import excerpt
 
 DEP = "Schema: orders(id, total) " + "x" * 50
 TASK = AgentTask("t-2", "p", "general", "Implement the orders endpoint", context={"t-1": DEP})
@@ -99,7 +100,30 @@ async def test_bad_calls_are_answered_with_what_was_wrong() -> None:
     assert "dependencies: t-1" in await tools.run(ToolCall("3", "read_dependency_output", {"task_id": "zz"}), ctx)
     assert "not available" in await tools.run(ToolCall("4", "search_memory", {"query": "x"}), ctx)
     long = await tools.run(ToolCall("5", "read_dependency_output", {"task_id": "t-1"}), ctx)
-    assert long.endswith("[100 characters cut]")
+    assert long.startswith(f"[characters 0-{PAGE_CHARS} of {MAX_RESULT_CHARS + 100}; call again with "
+                           f"offset={PAGE_CHARS} for more]")
+    rest = await tools.run(ToolCall("6", "read_dependency_output", {"task_id": "t-1", "offset": PAGE_CHARS}), ctx)
+    assert rest.startswith(f"[characters {PAGE_CHARS}-{MAX_RESULT_CHARS + 100} of {MAX_RESULT_CHARS + 100}]")
+    assert len(rest.split("\n", 1)[1]) == MAX_RESULT_CHARS + 100 - PAGE_CHARS
+
+
+async def test_an_excerpt_is_read_whole_through_its_reference() -> None:
+    whole = "z" * 50_000
+    cut = excerpt(whole, 1_000, "kafka://p.attempts/0/7")
+    asked: list[tuple[str, str]] = []
+
+    async def fetch(task_id: str, ref: str) -> str | None:
+        asked.append((task_id, ref))
+        return whole if ref == "kafka://p.attempts/0/7" else None
+
+    tools = read_only_tools()
+    page = await tools.run(ToolCall("1", "read_dependency_output", {"task_id": "t-1", "offset": 49_000}),
+                           ToolContext({"t-1": cut}, fetch=fetch))
+    assert asked == [("t-1", "kafka://p.attempts/0/7")]
+    assert page == "[characters 49000-50000 of 50000]\n" + "z" * 1_000
+    # No reader (or a reference it cannot follow): the excerpt is what there is.
+    alone = await tools.run(ToolCall("2", "read_dependency_output", {"task_id": "t-1"}), ToolContext({"t-1": cut}))
+    assert alone == cut and len(cut.encode()) <= 1_000
 
 
 async def test_offline_answers_are_not_journaled() -> None:

@@ -138,4 +138,25 @@ def test_an_attempt_with_no_outcome_times_out_and_is_retried_then_fails() -> Non
     acts = s.time_out(now_ms=6000, timeout_ms=1000, policy=POLICY, rng=rng)
     assert [(f.task_id, f.status) for f in acts.finals] == [("a", "failed"), ("b", "skipped")]
     [(task, errors)] = acts.dead_letters
-    assert task == "a" and errors == [f"attempt {n}: no outcome within 1s" for n in (1, 2, 3)]
+    assert task == "a" and errors == [f"attempt {n}: not picked up within 1s" for n in (1, 2, 3)]
+
+
+def test_the_timeout_counts_from_the_pickup_and_a_backlog_does_not_time_out() -> None:
+    s = ProjectState.from_plan(plan(), now_ms=0)
+    rng = random.Random(0)
+    [d] = s.dispatchable(now_ms=0)
+    # Queued behind a backlog for longer than the task timeout, but within the pickup timeout.
+    assert s.next_timeout_ms(1000, pickup_ms=60_000) == 60_000
+    assert not s.time_out(now_ms=30_000, timeout_ms=1000, policy=POLICY, rng=rng, pickup_ms=60_000)
+    s.on_started("a", 2, now_ms=30_000)  # a stale pickup (another attempt) changes nothing
+    assert s.next_timeout_ms(1000, pickup_ms=60_000) == 60_000
+    s.on_started("a", 1, now_ms=30_000)
+    assert s.next_timeout_ms(1000, pickup_ms=60_000) == 31_000
+    assert not s.time_out(now_ms=30_999, timeout_ms=1000, policy=POLICY, rng=rng, pickup_ms=60_000)
+    acts = s.time_out(now_ms=31_000, timeout_ms=1000, policy=POLICY, rng=rng, pickup_ms=60_000)
+    assert acts.retry_at_ms and s.dag.nodes["a"].errors == ["attempt 1: no outcome within 1s of its pickup"]
+    # The pickup is part of the logged state: a restarted orchestrator keeps counting from it.
+    again = ProjectState.from_plan(plan(), now_ms=0)
+    again.dispatchable(now_ms=0)
+    again.on_started("a", 1, now_ms=5)
+    assert ProjectState.from_dict(again.to_dict()).dag.nodes["a"].started_ms == 5

@@ -15,6 +15,7 @@ from tests.unit.schemas import load_raw, sample_value, write_avsc
     ("LlmCall", "strategy", "default"),
     ("LlmCall", "fallback_chain", []),
     ("LlmCall", "redacted", False),
+    ("LlmCall", "queue_ms", 0.0),
     ("AgentStatus", "roles", []),
 ])
 def test_old_data_reads_with_the_new_field_defaulted(tmp_path: Path, record: str, added: str,

@@ -19,10 +19,10 @@ def codec() -> Codec:
 
 
 def test_every_contract_is_present() -> None:
-    # The eight from the design card, plus the orchestrator's plan, control and status records.
+    # The eight from the design card, the orchestrator's plan, control and status records, live tokens.
     assert sorted(RECORD_NAMES) == sorted(
         ["Task", "Assignment", "TaskResult", "AgentMessage", "MemoryEvent", "LlmCall", "AgentStatus", "DeadLetter",
-         "ProjectPlan", "Control", "ProjectStatus"]
+         "ProjectPlan", "Control", "ProjectStatus", "TokenDelta"]
     )
     catalog = load_catalog()
     assert sorted(catalog.current) == sorted(f"aios.v1.{n}" for n in RECORD_NAMES)

@@ -10,7 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aios.schemas.codec import Codec
-from aios.schemas.json_task import InvalidJsonTaskError, result_to_json, task_from_json
+from aios.schemas.json_task import (
+    InvalidJsonTaskError,
+    SubmitterNotAllowedError,
+    check_submitter,
+    result_to_json,
+    task_from_json,
+)
 
 ROLES = ("general", "backend")
 
@@ -53,9 +59,14 @@ def test_a_redelivered_record_makes_the_same_task() -> None:
     (b'{"description": "  "}', "'description' must be a non-empty string"),
     (b'{"description": "d", "descripton": "typo"}', "unknown field(s) descripton"),
     (b'{"description": "d", "role": "chef"}', "unknown role 'chef'"),
-    (b'{"description": "d", "priority": "high"}', "'priority' must be a 32-bit integer"),
-    (b'{"description": "d", "priority": true}', "'priority' must be a 32-bit integer"),
-    (b'{"description": "d", "priority": 9999999999}', "'priority' must be a 32-bit integer"),
+    (b'{"description": "d", "priority": "high"}', "'priority' must be an integer"),
+    (b'{"description": "d", "priority": true}', "'priority' must be an integer"),
+    # The range every entry point shares: the plan model refuses 5000, so the ingress does too.
+    (b'{"description": "d", "priority": 5000}', r"priority: 5000 is not an integer in -1000..1000"),
+    (b'{"description": "d", "priority": 9999999999}', r"priority: 9999999999 is not an integer in -1000..1000"),
+    (b'{"description": "d", "task_id": "a/b"}', "task_id: 'a/b' is not an id"),
+    (b'{"description": "d", "project": "p\\u0000"}', "project_id: 'p\\x00' is not an id"),
+    (b'{"description": "' + b"x" * 20_001 + b'"}', "description: 20001 characters; at most 20000"),
     (b'{"description": "d", "privacy": "secret"}', "'privacy' must be one of normal, restricted"),
     (b'{"description": "d", "metadata": {"n": 1}}', "'metadata' must map strings to strings"),
     (b'{"description": "d", "depends_on": "t-0"}', "'depends_on' must be a list of strings"),
@@ -91,3 +102,39 @@ def test_deep_or_wide_values_in_any_field_are_refused_with_a_reason(field: str, 
     data = json.dumps({"description": "d", field: "@RAW@"}).replace('"@RAW@"', value).encode()
     with pytest.raises(InvalidJsonTaskError):
         task_from_json(data, roles=ROLES, source="t/0/1")
+
+
+ALLOWED = {"crm-connector": ("sales",), "ops": ("*",)}
+
+
+@pytest.mark.parametrize(("record", "refused"), [
+    ({"description": "d", "submitted_by": "crm-connector", "project_id": "sales"}, None),
+    ({"description": "d", "submitted_by": "ops", "project_id": "anything"}, None),
+    ({"description": "d", "submitted_by": "crm-connector", "project_id": "finance"},
+     "may not create tasks in project 'finance'"),
+    ({"description": "d", "submitted_by": "intruder", "project_id": "sales"}, "submitter 'intruder'"),
+    ({"description": "d", "project_id": "sales"}, "submitter 'json'"),  # no submitted_by: "json", not listed
+])
+def test_the_submitter_allow_list_names_who_may_create_tasks_where(record: dict[str, str], refused: str | None) -> None:
+    task = convert(record)
+    check_submitter(task, None)  # unset: everyone, everywhere
+    if refused is None:
+        check_submitter(task, ALLOWED)
+        return
+    with pytest.raises(SubmitterNotAllowedError, match=refused) as caught:
+        check_submitter(task, ALLOWED)
+    assert "AIOS_INGRESS_SUBMITTERS" in str(caught.value) and isinstance(caught.value, InvalidJsonTaskError)
+
+
+@given(who=st.text(max_size=20), project=st.text(min_size=1, max_size=20))
+@settings(max_examples=200, deadline=None)
+def test_only_listed_pairs_pass_the_allow_list(who: str, project: str) -> None:
+    task = {"submitted_by": who, "project_id": project}
+    allowed = {"a": ("p",), "b": ("*",)}
+    ok = who == "b" or (who == "a" and project == "p")
+    try:
+        check_submitter(task, allowed)
+    except SubmitterNotAllowedError:
+        assert not ok
+    else:
+        assert ok

@@ -1,0 +1,33 @@
+"""Live tokens are coalesced: at most one event per interval while a call streams, the rest at its end."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aios.streams.processors.live_tokens import TokenStream
+
+A = {"trace_id": "tr", "task_id": "t", "project_id": "p", "attempt": 1}
+
+
+async def test_deltas_are_coalesced_per_interval_and_add_up() -> None:
+    events: list[dict[str, Any]] = []
+    stream = TokenStream(A, "agent-1", 0.05, events.append)
+    loop = asyncio.get_running_loop()
+    times = []
+    for i in range(40):  # a delta every 5 ms for 200 ms
+        stream.delta(0, f"w{i} ")
+        times.append(loop.time())
+        await asyncio.sleep(0.005)
+    stream.delta(1, "second step")
+    stream.close()
+    first_step = [e for e in events if e["step"] == 0]
+    assert "".join(e["text"] for e in first_step) == "".join(f"w{i} " for i in range(40))
+    # One event per 50 ms interval that saw deltas, plus the last: a loaded machine stretches the
+    # 5 ms sleeps, so the bound follows the time the deltas really took.
+    intervals = (times[-1] - times[0]) / 0.05
+    assert 3 <= len(first_step) <= intervals + 2, (len(first_step), intervals)
+    assert [e["seq"] for e in first_step] == list(range(len(first_step)))
+    assert first_step[-1]["done"] and not any(e["done"] for e in first_step[:-1])
+    assert [(e["step"], e["text"], e["done"]) for e in events if e["step"] == 1] == [(1, "second step", True)]
+    assert {e["task_id"] for e in events} == {"t"} and {e["agent_id"] for e in events} == {"agent-1"}
