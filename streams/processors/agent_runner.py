@@ -315,6 +315,8 @@ class AgentWorker(ConcurrentProcessor):
             LLM_TOKENS.labels(call["provider"], call["model"], "output").inc(call["output_tokens"])
             LLM_COST.labels(call["provider"], call["model"]).inc(call["cost_usd"])
         status = attempt_status(outcome)
+        log.info("agents: attempt %d %s in %.0f ms%s", a["attempt"], status, latency_ms,
+                 f": {outcome.error_type}: {outcome.error}" if not outcome.ok else "")
         EVENTS.labels(NAME, status).inc()
         TASKS.labels(a["role"], status).inc()
         elapsed = time.perf_counter() - started
