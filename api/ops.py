@@ -87,13 +87,11 @@ async def dlq_list(request: Request, who: DlqOperator,
 async def dlq_replay(request: Request, body: ReplayIn, who: DlqOperator) -> ReplayOut:
     """Send dead letters back to their source topic (or ``to``). A record replayed
     AIOS_DLQ_REPLAY_LIMIT times is refused (its outcome says why); 409 when every letter is refused."""
-    if bool(body.ids) == (body.since_s is not None):
-        raise ApiError("choose the letters: 'ids', or 'since_s' (with 'processor' and 'reason' to narrow it)")
     svc = _services(request)
     since_ms = None if body.since_s is None else int((time.time() - body.since_s) * 1000)
-    where = LetterFilter(since_ms, body.processor, body.reason, frozenset(body.ids))
+    where = LetterFilter(since_ms, body.processor, body.reason, frozenset(body.ids or ()))
     letters = await asyncio.to_thread(read_letters, svc.settings, where, MAX_LETTERS)
-    missing = sorted(set(body.ids) - {x.event_id for x in letters})
+    missing = sorted(set(body.ids or ()) - {x.event_id for x in letters})
     if missing:
         raise NotFound(f"no dead letter with id {', '.join(missing[:10])} on the DLQ; see GET /v1/dlq")
     replayer = Replayer(svc.settings, ReplayLedger(svc.redis, svc.settings.kafka.topic_prefix), by=who.subject)

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from aios.api.models import ID, Strict
 from aios.schemas import limits as L
@@ -83,14 +84,35 @@ class LettersOut(BaseModel):
 
 
 class ReplayIn(Strict):
-    """Which letters to send back: ``ids``, or every letter of ``since_s`` (with the filters)."""
+    """Which letters to send back: ``ids``, or every letter of ``since_s`` (with the filters); one of them."""
 
-    ids: list[str] = Field([], max_length=1000, description="Dead letter ids, as listed.")
-    since_s: int | None = Field(None, ge=1, le=366 * 86400, description="Every letter of this window instead.")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [{"required": ["ids"]},
+                                                                           {"required": ["since_s"]}]})
+
+    ids: Annotated[list[Annotated[str, Field(min_length=1, max_length=L.MAX_ID_CHARS)]],
+                   Field(min_length=1, max_length=1000)] | SkipJsonSchema[None] = Field(
+        None, description="Dead letter ids, as listed.")
+    since_s: Annotated[int, Field(ge=1, le=366 * 86400, strict=True)] | SkipJsonSchema[None] = Field(
+        None, description="Every letter of this window instead.")
     processor: str | None = Field(None, max_length=L.MAX_ID_CHARS, pattern=ID)
     reason: str | None = Field(None, min_length=1, max_length=L.MAX_REASON_CHARS)
     to: str | None = Field(None, pattern=TOPIC, description="Send here instead of each letter's source topic.")
     dry_run: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            nulls = [k for k in ("ids", "since_s") if k in data and data[k] is None]
+            if nulls:
+                raise ValueError(f"{' and '.join(nulls)} may not be null: leave the field out instead")
+        return data
+
+    @model_validator(mode="after")
+    def _ids_or_window(self) -> ReplayIn:
+        if (self.ids is None) == (self.since_s is None):
+            raise ValueError("choose the letters: give either 'ids' or 'since_s', not both and not neither")
+        return self
 
 
 class OutcomeOut(BaseModel):

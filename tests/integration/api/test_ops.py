@@ -121,7 +121,9 @@ async def test_dlq_list_and_replay_for_operators_only_and_refused_past_the_limit
         to_json = await api.post("/v1/dlq/replay", json={"since_s": 600, "processor": "agents",
                                                          "to": topics.tasks_json}, headers=admin)
         assert to_json.status_code == 200 and to_json.json()["outcomes"][0]["topic"] == topics.tasks_json
-        assert (await api.post("/v1/dlq/replay", json={}, headers=operator)).status_code == 400
+        assert (await api.post("/v1/dlq/replay", json={}, headers=operator)).status_code == 422
+        both = await api.post("/v1/dlq/replay", json={"ids": [first["id"]], "since_s": 60}, headers=operator)
+        assert both.status_code == 422 and "not both" in both.text
         assert (await api.post("/v1/dlq/replay", json={"ids": ["nope"]}, headers=operator)).status_code == 404
         bad_target = await api.post("/v1/dlq/replay", json={"ids": [second["id"]], "to": topics.dlq}, headers=operator)
         assert bad_target.status_code == 400 and "the DLQ itself" in bad_target.json()["detail"]
