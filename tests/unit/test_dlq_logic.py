@@ -3,13 +3,16 @@ record fingerprints, and the view's rates and lag history from samples."""
 
 from __future__ import annotations
 
+import asyncio
 import string
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from aios.api.kafka_live import KafkaMonitor
+from aios.api.metrics import KAFKA_SAMPLE_ERRORS
 from aios.connectors.context.replays import fingerprint
+from aios.streams.errors import KafkaError
 from aios.streams.jobs.dlq_replay import CUT_MARK, Letter, LetterFilter, preview
 from aios.streams.lag import PartitionLag
 from aios.streams.readmodels.kafka_overview import KafkaSample, TopicOffsets
@@ -97,3 +100,34 @@ def test_the_view_keeps_only_its_window() -> None:
     for i in range(100):
         monitor._samples.append(sample(i * 10_000, i, []))
     assert len(monitor.lag_history()["at"]) == 7  # a minute at one sample per 10 s, and the newest
+
+
+class FailingOverview:
+    """A broker that answers once, then stops answering."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def sample(self) -> KafkaSample:
+        self.calls += 1
+        if self.calls > 1:
+            raise KafkaError("Kafka at 127.0.0.1:1 did not answer: timed out")
+        return sample(1000, 5, [("p-a", 0, 2)])
+
+
+async def test_the_view_keeps_its_samples_and_says_why_when_the_broker_stops_answering() -> None:
+    broker = FailingOverview()
+    monitor = KafkaMonitor(load_settings(api_kafka_sample_s=0.05), overview=lambda: broker)  # type: ignore[arg-type, return-value]
+    errors = KAFKA_SAMPLE_ERRORS._value.get()
+    monitor.start()
+    try:
+        for _ in range(100):
+            if broker.calls >= 3:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await asyncio.to_thread(monitor.close)
+    now = monitor.snapshot()
+    assert now["error"] == "Kafka at 127.0.0.1:1 did not answer: timed out"
+    assert now["seq"] == 1 and now["groups"][0]["lag"] == 2  # the last good sample is still shown
+    assert KAFKA_SAMPLE_ERRORS._value.get() >= errors + 2
