@@ -63,8 +63,10 @@ class KafkaOverview:
             lags = self._lags(partitions, highs, lows)
         except KafkaException as exc:
             raise KafkaError(f"Kafka at {self.bootstrap} did not answer: {exc}") from exc
+        # A topic one of whose partitions did not answer sits this sample out, rather than show a wrong total.
         topics = tuple(TopicOffsets(t, tuple(highs[(t, p)] for p in ps), tuple(lows[(t, p)] for p in ps))
-                       for t, ps in sorted(partitions.items()))
+                       for t, ps in sorted(partitions.items())
+                       if all((t, p) in highs and (t, p) in lows for p in ps))
         return KafkaSample(int(time.time() * 1000), topics, tuple(lags))
 
     def groups(self) -> list[str]:
@@ -84,7 +86,7 @@ class KafkaOverview:
                 continue  # the group went away (or is being rebalanced) since it was listed: next sample
             for tp in committed.topic_partitions or []:
                 key = (tp.topic, tp.partition)
-                if tp.topic not in partitions or key not in highs or tp.offset < 0:
+                if tp.topic not in partitions or key not in highs or key not in lows or tp.offset < 0:
                     continue
                 # Retention may have passed the committed offset: what is left to read starts at low.
                 start = max(tp.offset, lows[key])
@@ -93,8 +95,15 @@ class KafkaOverview:
         return sorted(out, key=lambda x: (x.group, x.topic, x.partition))
 
     def _offsets(self, partitions: Iterable[tuple[str, int]], spec: OffsetSpec) -> dict[tuple[str, int], int]:
+        """Each partition's offset; a partition that does not answer (its leader is moving) is left out."""
         request = {TopicPartition(t, p): spec for t, p in partitions}
         if not request:
             return {}
         futures = self.admin.list_offsets(request, request_timeout=self.timeout_s)
-        return {(tp.topic, tp.partition): f.result(timeout=self.timeout_s).offset for tp, f in futures.items()}
+        out: dict[tuple[str, int], int] = {}
+        for tp, future in futures.items():
+            try:
+                out[(tp.topic, tp.partition)] = future.result(timeout=self.timeout_s).offset
+            except KafkaException:
+                continue  # shown again in the next sample, once the partition has a leader
+        return out
