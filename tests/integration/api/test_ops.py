@@ -131,3 +131,22 @@ async def test_dlq_list_and_replay_for_operators_only_and_refused_past_the_limit
                                headers=operator)).status_code == 422
         replays = {x["id"]: x["replays"] for x in (await api.get("/v1/dlq", headers=operator)).json()["letters"]}
         assert replays == {first["id"]: 1, second["id"]: 1}
+
+
+async def test_the_kafka_stream_shares_the_per_key_cap_and_closes_on_revocation(settings: Settings) -> None:
+    s = settings.replace(api_kafka_sample_s=0.3, api_ws_per_key=1, api_ws_recheck_s=0.5)
+    async with api_client(s) as api:
+        headers = await key_headers(api, "viewer", ("*",))
+        key = headers["Authorization"].split()[1]
+        url = f"ws://127.0.0.1:{api.base_url.port}/v1/kafka/stream?access_token={key}"
+        async with connect(url) as first:
+            await first.recv()
+            with pytest.raises(ConnectionClosed) as over:
+                async with connect(url) as second:
+                    await second.recv()
+            assert over.value.rcvd is not None and over.value.rcvd.code == 4429
+            await api.app_state.services.keys.revoke(key.split("_")[1])  # type: ignore[attr-defined]
+            with pytest.raises(ConnectionClosed) as revoked:
+                while True:
+                    await first.recv()
+            assert revoked.value.rcvd is not None and revoked.value.rcvd.code == 4401
