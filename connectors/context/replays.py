@@ -101,5 +101,8 @@ class ReplayLedger:
 
     async def log(self, limit: int = 100) -> list[ReplayRecord]:
         """The latest replays, newest first."""
-        raw = await self.redis.lrange(self._log_key, 0, max(0, limit - 1))
+        try:
+            raw = await self.redis.lrange(self._log_key, 0, max(0, limit - 1))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(f"the replay ledger in Redis did not answer: {exc}") from exc
         return [ReplayRecord(**json.loads(r)) for r in raw]
