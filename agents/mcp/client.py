@@ -29,7 +29,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 log = logging.getLogger("aios.agents.mcp")
 MAX_LIST_PAGES = 20  # a server whose tools/list never ends cannot hold the start forever
-REQUEST_TIMEOUT = -32001  # the SDK's code for a request that got no answer in time
 
 
 @dataclass(frozen=True)
@@ -89,9 +88,13 @@ class McpConnection:
         try:
             return await client.call_tool(tool, dict(arguments), read_timeout_seconds=self.call_timeout_s)
         except MCPError as exc:
-            if exc.code == REQUEST_TIMEOUT:
+            if exc.code == mcp_types.REQUEST_TIMEOUT:
                 raise McpTimeoutError(f"{self.name}.{tool} gave no answer within {self.call_timeout_s:g}s",
                                       server=self.name, tool=tool) from exc
+            if exc.code == mcp_types.CONNECTION_CLOSED:
+                await self._broken()
+                raise McpUnavailableError(f"the connection to MCP server {self.name!r} closed during the call",
+                                          server=self.name, tool=tool) from exc
             raise McpToolError(f"{self.name}.{tool} failed: {exc.message}", server=self.name, tool=tool) from exc
         except (OSError, RuntimeError, ExceptionGroup, asyncio.IncompleteReadError) as exc:
             await self._broken()
