@@ -23,6 +23,7 @@ from aios.connectors.context.ratelimit import TokenBuckets
 from aios.connectors.history import HistoryStore, open_store
 from aios.schemas.events import envelope
 from aios.schemas.limits import MAX_NAME_CHARS, cut
+from aios.streams.kafka_access import check_access
 from aios.streams.sealing import Sealer
 from aios.streams.settings import Settings
 from aios.streams.topics import Topics
@@ -59,6 +60,8 @@ class Services:
                                    **settings.kafka.security()})
 
     async def start(self) -> None:
+        # A refused login or an untrusted certificate stops the API at start, naming the setting.
+        await asyncio.to_thread(check_access, self.settings)
         self.producer = AsyncProducer(self.settings)
         self.hub.start()
         await asyncio.to_thread(self.view.start)

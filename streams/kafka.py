@@ -21,6 +21,7 @@ from aios.schemas.codec import Codec, ConfluentRegistry, Decoded
 from aios.schemas.errors import SchemaError
 from aios.schemas.limits import PRODUCER_HEADROOM_BYTES
 from aios.streams.errors import KafkaError
+from aios.streams.kafka_access import KafkaAccessError, authorization_problem, check_access
 from aios.streams.settings import Settings
 from aios.streams.topics import Topics
 
@@ -56,14 +57,18 @@ class EventProducer:
     """Produces AIOS events; ``flush()`` raises if any delivery failed."""
 
     def __init__(self, settings: Settings, codec: Codec | None = None, **extra: Any) -> None:
+        self.settings = settings
         self.codec = codec or make_codec(settings)
         self._producer = Producer(producer_config(settings, **extra))
         self._errors: list[str] = []
+        self._refused: KafkaAccessError | None = None  # the first delivery an ACL refused
         self.delivered: list[tuple[str, int, int]] = []  # (topic, partition, offset)
 
     def _on_delivery(self, err: Any, msg: Message) -> None:
         if err is not None:
             self._errors.append(f"{msg.topic()}: {err}")
+            if self._refused is None and isinstance(err, CKafkaError):
+                self._refused = authorization_problem(self.settings.kafka, err, str(msg.topic()), "write to")
         else:
             self.delivered.append((str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)))
 
@@ -87,6 +92,9 @@ class EventProducer:
             raise KafkaError(f"{remaining} events were not acknowledged within {timeout_s:.0f}s")
         if self._errors:
             errors, self._errors = self._errors, []
+            refused, self._refused = self._refused, None
+            if refused is not None:
+                raise refused
             raise KafkaError("delivery failed: " + "; ".join(errors[:5]))
 
 
@@ -165,15 +173,24 @@ class TopicReader:
     """
 
     def __init__(self, settings: Settings, topic: str, *, from_beginning: bool, codec: Codec | None = None) -> None:
+        check_access(settings)
+        self.settings = settings
         self.codec = codec or make_codec(settings)
         self.topic = topic
         self._consumer = make_consumer(settings, group=f"aios-reader-{time.time_ns()}")
         try:
             meta = self._consumer.list_topics(topic, timeout=10)
         except KafkaException as exc:
+            self._consumer.close()
             raise KafkaError(f"Kafka at {settings.kafka.bootstrap} did not answer: {exc}") from exc
         tmeta = meta.topics.get(topic)
+        if tmeta is not None and tmeta.error is not None:
+            refused = authorization_problem(settings.kafka, tmeta.error, topic, "read")
+            if refused is not None:
+                self._consumer.close()
+                raise refused
         if tmeta is None or tmeta.error is not None or not tmeta.partitions:
+            self._consumer.close()
             raise KafkaError(f"topic {topic!r} does not exist; create the topics with `aios topics create`")
         partitions = []
         self._ends: dict[int, int] = {}  # partition -> high watermark when the reader was opened
@@ -192,8 +209,12 @@ class TopicReader:
         msg = self._consumer.poll(timeout_s)
         if msg is None:
             return None
-        if msg.error() is not None:
-            raise KafkaError(f"consume from {self.topic} failed: {msg.error()}")
+        err = msg.error()
+        if err is not None:
+            refused = authorization_problem(self.settings.kafka, err, self.topic, "read")
+            if refused is not None:
+                raise refused
+            raise KafkaError(f"consume from {self.topic} failed: {err}")
         return msg
 
     def events(self, timeout_s: float) -> Iterator[tuple[Message, Decoded | SchemaError]]:

@@ -43,9 +43,11 @@ class PartitionLag:
 class ConsumerLag(Collector):
     """Reports ``aios_consumer_lag_messages`` for the groups ``groups()`` names (group -> topics)."""
 
-    def __init__(self, bootstrap: str, groups: Groups, *, refresh_s: float = 5.0, timeout_s: float = 5.0) -> None:
+    def __init__(self, bootstrap: str, groups: Groups, *, refresh_s: float = 5.0, timeout_s: float = 5.0,
+                 security: Mapping[str, str] | None = None) -> None:
         self.bootstrap = bootstrap
-        self.admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout_s * 1000)})
+        self.admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout_s * 1000),
+                                  **(security or {})})  # the process's TLS/SASL settings (KafkaSettings.security)
         self.groups = groups
         self.refresh_s = refresh_s
         self.timeout_s = timeout_s

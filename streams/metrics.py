@@ -76,6 +76,10 @@ CANCEL_SECONDS = Histogram("aios_cancel_seconds", "From a cancel's timestamp to 
                            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 TOKEN_EVENTS = Counter("aios_token_events_total", "Live-token events published (coalesced deltas).")
 LAG_ERRORS = Counter("aios_consumer_lag_errors_total", "Consumer-lag reads the broker did not answer in time.")
+KAFKA_ACCESS_FAILURES = Counter(
+    "aios_kafka_access_failures_total",
+    "Times Kafka refused this process or did not answer it (a start-up check, an ACL refusal), by reason: "
+    "sasl, tls-untrusted, tls-client-cert, tls-handshake, tls-files, authorization, unreachable.", ["reason"])
 SEALED = Counter("aios_sealed_fields_total", "Restricted fields sealed, opened, or found unreadable (no key).",
                  ["operation"])
 RESTRICTED_KEPT_LOCAL = Counter(

@@ -66,6 +66,15 @@ class KafkaSettings(_Group):
     controller_port: int = Field(9093, description="KRaft controller port of the local broker.")
     heap_mb: int = Field(
         1536, ge=256, description="Java heap of the local broker; thousands of partitions need more than 512 MB.")
+    local_brokers: int = Field(
+        1, ge=1, le=9,
+        description="Brokers `aios dev up` starts (or `--brokers`): 1, or a local KRaft cluster where each broker "
+        "is also a controller. AIOS_KAFKA_BOOTSTRAP then lists one loopback address per broker; their "
+        "controllers listen on AIOS_KAFKA_CONTROLLER_PORT and the ports after it.")
+    connect_timeout_s: float = Field(
+        30.0, gt=0, le=600,
+        description="How long a starting process or command waits for Kafka to answer before it fails. A refused "
+        "SASL login or an untrusted certificate fails at once, naming the setting to fix.")
     session_timeout_s: float = Field(
         10.0, ge=6, le=300,
         description="Consumer group session timeout: how soon the partitions of a crashed process move on.")
@@ -73,8 +82,14 @@ class KafkaSettings(_Group):
                               description="Prefix of every topic name (aios.tasks), Redis key and Qdrant collection.")
     topic_partitions: int = Field(3, ge=1, le=1024, validation_alias=_env("topic_partitions"),
                                   description="Partitions of every topic `aios topics create` makes.")
-    topic_replication: int = Field(1, ge=1, le=16, validation_alias=_env("topic_replication"),
-                                   description="Replication factor of every topic.")
+    topic_replication: int | None = Field(
+        None, ge=1, le=16, validation_alias=_env("topic_replication"),
+        description="Replication factor of every topic. Unset: from the cluster, 3 when it has three brokers or "
+        "more, else one copy per broker.")
+    topic_min_insync_replicas: int | None = Field(
+        None, ge=1, le=16, validation_alias=_env("topic_min_insync_replicas"),
+        description="min.insync.replicas of every topic: the copies an acks=all write needs. Unset: 2 when "
+        "topics have 3 copies or more (one broker may be lost without refusing writes), else 1.")
     topic_retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1, validation_alias=_env("topic_retention_ms"),
                                     description="Retention of the event topics (the DLQ keeps four times longer).")
     max_message_bytes: int = Field(
@@ -100,6 +115,15 @@ class KafkaSettings(_Group):
     ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers' certificates.")
     ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS).")
     ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS).")
+
+    @model_validator(mode="after")
+    def _check_min_insync(self) -> KafkaSettings:
+        if (self.topic_replication is not None and self.topic_min_insync_replicas is not None
+                and self.topic_min_insync_replicas > self.topic_replication):
+            raise ValueError(
+                f"AIOS_TOPIC_MIN_INSYNC_REPLICAS={self.topic_min_insync_replicas} is more than "
+                f"AIOS_TOPIC_REPLICATION={self.topic_replication}: no write could ever succeed; lower it")
+        return self
 
     @field_validator("topic_prefix")
     @classmethod

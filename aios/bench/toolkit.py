@@ -19,7 +19,7 @@ from confluent_kafka.admin import NewTopic
 from aios.streams.errors import OrchestrationError
 from aios.streams.kafka import make_consumer, producer_config, watermarks
 from aios.streams.settings import Settings
-from aios.streams.topics import admin_client, create_topics, delete_topics, wait_for_leaders
+from aios.streams.topics import admin_client, create_topics, delete_topics, replication_for, wait_for_leaders
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -44,8 +44,10 @@ def send_paced(count: int, rate: float, send: Callable[[int], None]) -> None:
 def create_raw_topic(settings: Settings, name: str) -> None:
     """The plain topic that a bench's raw confluent-kafka baseline runs on, beside its own topics."""
     admin = admin_client(settings)  # keep a reference: futures fail if the client is collected
+    plan = replication_for(settings, len(admin.list_topics(timeout=30).brokers))  # as the AIOS topics get
     admin.create_topics([NewTopic(name, num_partitions=settings.kafka.topic_partitions,
-                                  replication_factor=settings.kafka.topic_replication)])[name].result(30)
+                                  replication_factor=plan.factor,
+                                  config={"min.insync.replicas": str(plan.min_insync)})])[name].result(30)
     wait_for_leaders(admin, {name: settings.kafka.topic_partitions})
 
 

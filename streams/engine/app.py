@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from aios.streams.engine.concurrent import ConcurrentProcessor
 from aios.streams.engine.runtime import Runtime
 from aios.streams.engine.transactional import TransactionalProcessor
 from aios.streams.errors import OrchestrationError
+from aios.streams.kafka_access import check_access, tls_context
 from aios.streams.lag import ConsumerLag, watch
 from aios.streams.metrics import serve
 from aios.streams.settings import Settings
@@ -50,13 +50,7 @@ def faust_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCr
     protocol = settings.kafka.security_protocol
     if protocol == "PLAINTEXT":
         return None
-    context = None
-    if protocol.endswith("SSL"):
-        context = ssl.create_default_context(
-            cafile=str(settings.kafka.ssl_cafile) if settings.kafka.ssl_cafile else None)
-        if settings.kafka.ssl_certfile is not None:
-            context.load_cert_chain(str(settings.kafka.ssl_certfile),
-                                    str(settings.kafka.ssl_keyfile) if settings.kafka.ssl_keyfile else None)
+    context = tls_context(settings.kafka) if protocol.endswith("SSL") else None
     if protocol == "SSL":
         return faust.SSLCredentials(context)
     password = settings.kafka.sasl_password
@@ -145,6 +139,9 @@ async def running(
     settings: Settings, processors: Sequence[Register], name: str = EMBEDDED, *, ready_timeout_s: float = 60.0
 ) -> AsyncIterator[RunningApp]:
     """Start the processors in this event loop; stop them (committing offsets) on exit."""
+    # Credentials, certificates and the address are checked before any client starts: faust's and
+    # librdkafka's clients would otherwise retry a refused login forever.
+    await asyncio.to_thread(check_access, settings)
     logging.getLogger("faust").setLevel(max(logging.WARNING, logging.getLevelName(settings.observability.log_level)))
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     logging.getLogger("mode").setLevel(logging.WARNING)
@@ -161,7 +158,8 @@ async def running(
         for service in rt.services:
             await service.start()
     groups = consumed_topics(app, rt, name)
-    unwatch = watch(REGISTRY, ConsumerLag(settings.kafka.bootstrap, lambda: groups))
+    lag = ConsumerLag(settings.kafka.bootstrap, lambda: groups, security=settings.kafka.security())
+    unwatch = watch(REGISTRY, lag)
     try:
         if uses_faust:
             await _wait_assigned(app, ready_timeout_s)

@@ -81,10 +81,15 @@ def test_submit_wait_and_tail_against_aios_up(cli: Cli) -> None:
 
 
 def test_topics_create_twice_is_harmless(cli: Cli) -> None:
-    first = cli.json("topics", "create")["topics"]
+    created = cli.json("topics", "create")
+    first = created["topics"]
     second = cli.json("topics", "create")["topics"]
     assert {t["outcome"] for t in first} == {"created"}
     assert {t["outcome"] for t in second} == {"exists"}
+    # It says what it chose for the cluster it found: the shared local broker is a cluster of one.
+    assert (created["brokers"], created["replication"], created["min_insync_replicas"]) == (1, 1, 1)
+    assert created["replication_from"] == "cluster"
+    assert {(t["replication"], t["detail"]) for t in second} == {(1, "")}
     listed = cli.json("topics", "list")["topics"]
     assert len(listed) == len(first)
 
