@@ -140,7 +140,7 @@ class McpToolset:
                 if self.observer is not None:
                     self.observer.server(name, -1)
                 continue
-            self.definitions[name] = [t for t in tools if _usable(name, t)][:MAX_TOOLS_PER_SERVER]
+            self.definitions[name] = [t for t in tools if offerable(name, t)][:MAX_TOOLS_PER_SERVER]
             if self.observer is not None:
                 self.observer.server(name, len(self.definitions[name]))
             log.info("mcp: %s (%s %s) offers %d tools", name, identity.name, identity.version or "unversioned",
@@ -168,7 +168,7 @@ class McpToolset:
             await connection.aclose()
 
 
-def _usable(server: str, definition: Mapping[str, Any]) -> bool:
+def offerable(server: str, definition: Mapping[str, Any]) -> bool:
     """A definition the model can be offered: a name every vendor accepts, an object schema that is
     valid JSON Schema. A server's odd tool is left out (and logged), not the worker stopped."""
     name = definition.get("name")
