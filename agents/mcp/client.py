@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from aios.agents.mcp.config import McpServerConfig
 from aios.agents.mcp.errors import McpTimeoutError, McpToolError, McpUnavailableError
 
@@ -76,7 +78,7 @@ class McpConnection:
                 cursor = page.next_cursor
                 if cursor is None:
                     break
-        except (TimeoutError, MCPError, OSError) as exc:
+        except Exception as exc:  # the boundary, as in call(): the worker starts without these tools
             await self._broken()
             raise McpUnavailableError(f"MCP server {self.name!r} did not list its tools: {_describe(exc)}",
                                       server=self.name, tool="tools/list") from exc
@@ -96,7 +98,12 @@ class McpConnection:
                 raise McpUnavailableError(f"the connection to MCP server {self.name!r} closed during the call",
                                           server=self.name, tool=tool) from exc
             raise McpToolError(f"{self.name}.{tool} failed: {exc.message}", server=self.name, tool=tool) from exc
-        except (OSError, RuntimeError, ExceptionGroup, asyncio.IncompleteReadError) as exc:
+        except ValidationError as exc:  # the server answered something that is not a tool result
+            raise McpToolError(f"{self.name}.{tool} answered something that is not an MCP tool result: "
+                               f"{_describe(exc)}", server=self.name, tool=tool) from exc
+        except Exception as exc:
+            # The boundary: whatever the transport raised (anyio's closed streams, OS errors, HTTP errors
+            # in task groups), the model reads a tool error and the connection is opened anew.
             await self._broken()
             raise McpUnavailableError(f"the connection to MCP server {self.name!r} broke: {_describe(exc)}",
                                       server=self.name, tool=tool) from exc

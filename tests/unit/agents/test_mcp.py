@@ -212,3 +212,25 @@ async def test_a_restricted_task_s_tool_call_is_sealed_in_the_journal() -> None:
     assert "secret" not in stored, "neither the arguments nor the result are in clear"
     opened = await journal.get("p/t#tool0", 1, 0)
     assert opened is not None and (opened["text"], opened["call"]) == (record["text"], record["call"])
+
+
+blocks = st.one_of(
+    st.builds(lambda t: mcp_types.TextContent(type="text", text=t), st.text(max_size=300)),
+    st.builds(lambda d: mcp_types.ImageContent(type="image", data=d, mime_type="image/png"), st.text(max_size=50)),
+    st.builds(lambda u: mcp_types.ResourceLink(type="resource_link", uri=f"file:///{u}", name="r"),
+              st.text(alphabet="abc", max_size=10)))
+
+
+@settings(max_examples=300)
+@given(content=st.lists(blocks, max_size=6), error=st.booleans(),
+       structured=st.none() | st.dictionaries(st.text(max_size=5), json_values, max_size=3),
+       limit=st.integers(1, 8_000))
+def test_any_result_is_text_within_the_limit_or_a_tool_error(content: list[Any], error: bool,
+                                                            structured: dict[str, Any] | None, limit: int) -> None:
+    result = mcp_types.CallToolResult(content=content, is_error=error, structured_content=structured)
+    try:
+        text = result_text(result, server="s", tool="t", limit=limit)
+    except (McpToolError, McpResultTooLargeError) as exc:
+        assert str(exc).startswith("s.t ")
+    else:
+        assert not error and len(text) <= limit
