@@ -12,6 +12,7 @@ for are journaled the same way (an MCP server's tool may act on the world), by t
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any, Protocol
@@ -120,6 +121,16 @@ class Journal(Protocol):
     async def get(self, task_id: str, attempt: int, step: int) -> Mapping[str, Any] | None: ...
 
     async def put(self, task_id: str, attempt: int, step: int, record: Mapping[str, Any]) -> None: ...
+
+
+_TOOL_CALL_ID: ContextVar[str | None] = ContextVar("aios_tool_call_id", default=None)
+
+
+def current_tool_call_id() -> str | None:
+    """The id of the tool call running in this task, ``<call id of its step>:<index>``: the same on
+    every replay, so a tool that acts on the world can pass it on as an idempotency key (the MCP
+    tools send it in ``_meta``, for servers that keep what they did by it)."""
+    return _TOOL_CALL_ID.get()
 
 
 def tool_journal_key(project_id: str, task_id: str, index: int) -> str:
@@ -334,8 +345,12 @@ class _Steps:
         recorded = await self.tool_journal.get(key, t.attempt, step) if self.tool_journal else None
         if recorded is not None and recorded.get("call") == asked:
             return ToolRecord(step, tool_call, str(recorded["text"]), replayed=True)
-        running = self.tools.run(tool_call, self.context)
-        result = await (running if self.cancel is None else self.cancel.run(running))
+        marker = _TOOL_CALL_ID.set(f"{call_id(t.project_id, t.task_id, t.attempt, step)}:{index}")
+        try:  # a task the cancel runs the call in copies the context, and the id with it
+            running = self.tools.run(tool_call, self.context)
+            result = await (running if self.cancel is None else self.cancel.run(running))
+        finally:
+            _TOOL_CALL_ID.reset(marker)
         if self.tool_journal is not None:
             await self.tool_journal.put(key, t.attempt, step, {"text": result, "call": asked})
         return ToolRecord(step, tool_call, result)

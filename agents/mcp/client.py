@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 
@@ -30,6 +30,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("MCP tools need the mcp extra: pip install 'aios[mcp]'") from exc
 
 log = logging.getLogger("aios.agents.mcp")
+CALL_ID_META = "aios/tool-call-id"  # the _meta key of a call's id (agents/runner.py current_tool_call_id)
 MAX_LIST_PAGES = 20  # a server whose tools/list never ends cannot hold the start forever
 
 
@@ -84,11 +85,15 @@ class McpConnection:
                                       server=self.name, tool="tools/list") from exc
         return tools
 
-    async def call(self, tool: str, arguments: Mapping[str, Any]) -> mcp_types.CallToolResult:
-        """Call ``tool``; the server's errors, timeouts and a broken connection raise McpError kinds."""
+    async def call(self, tool: str, arguments: Mapping[str, Any], *,
+                   call_id: str | None = None) -> mcp_types.CallToolResult:
+        """Call ``tool``; the server's errors, timeouts and a broken connection raise McpError kinds.
+        ``call_id`` goes in the request's ``_meta`` as ``aios/tool-call-id``: the same on a replay."""
         client = await self._connected(tool)
+        # An open TypedDict (extra_items): mypy does not know the extra keys it allows.
+        meta = cast(mcp_types.RequestParamsMeta, {CALL_ID_META: call_id}) if call_id else None
         try:
-            return await client.call_tool(tool, dict(arguments), read_timeout_seconds=self.call_timeout_s)
+            return await client.call_tool(tool, dict(arguments), read_timeout_seconds=self.call_timeout_s, meta=meta)
         except MCPError as exc:
             if exc.code == mcp_types.REQUEST_TIMEOUT:
                 raise McpTimeoutError(f"{self.name}.{tool} gave no answer within {self.call_timeout_s:g}s",

@@ -26,6 +26,7 @@ from aios.agents.llm.base import ToolSpec
 from aios.agents.mcp.client import McpConnection, ServerIdentity
 from aios.agents.mcp.config import McpConfig
 from aios.agents.mcp.errors import McpError, McpResultTooLargeError, McpToolError, McpUnavailableError
+from aios.agents.runner import current_tool_call_id
 from aios.agents.tools import ToolContext
 from aios.schemas.jsonlimits import MAX_JSON_DEPTH, json_depth
 
@@ -78,7 +79,7 @@ class McpTool:
         started = time.perf_counter()
         outcome = "ok"
         try:
-            result = await self.connection.call(self.tool, arguments)
+            result = await self.connection.call(self.tool, arguments, call_id=current_tool_call_id())
             return result_text(result, server=self.connection.name, tool=self.tool,
                                limit=self.connection.config.max_result_chars)
         except McpError as exc:

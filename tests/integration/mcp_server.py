@@ -13,15 +13,15 @@ import os
 import sys
 from pathlib import Path
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 server = MCPServer("aios-test-counter", version=os.environ.get("MCP_TEST_VERSION", "1.0.0"), log_level="WARNING")
 
 
-def _count(name: str) -> None:
+def _count(name: str, call_id: str = "-") -> None:
     with Path(os.environ["MCP_TEST_CALLS"]).open("a", encoding="utf-8") as calls:
-        calls.write(name + "\n")
+        calls.write(f"{name} {call_id}\n")
 
 
 @server.tool()
@@ -32,9 +32,10 @@ def add(a: int, b: int) -> int:
 
 
 @server.tool()
-def record(note: str) -> str:
+def record(note: str, ctx: Context) -> str:
     """Record a note (a side effect: calling twice records it twice)."""
-    _count("record")
+    meta = ctx.request_context.meta or {}
+    _count("record", str(meta.get("aios/tool-call-id", "-")))
     return f"recorded: {note}"
 
 
@@ -70,8 +71,17 @@ if os.environ.get("MCP_TEST_EXTRA") == "1":
 
 
 def calls(path: Path) -> list[str]:
-    """The calls the server received, in order."""
-    return path.read_text(encoding="utf-8").split() if path.exists() else []
+    """The tools the server ran, in order."""
+    return [line.split()[0] for line in call_lines(path)]
+
+
+def call_ids(path: Path) -> list[str]:
+    """The ``aios/tool-call-id`` each call of ``record`` carried in its ``_meta``."""
+    return [line.split()[1] for line in call_lines(path) if line.startswith("record ")]
+
+
+def call_lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from aios.streams.kafka import EventProducer
 from aios.streams.pipeline import running
 from aios.streams.settings import Settings
 from tests.integration.local_servers import free_port
-from tests.integration.mcp_server import calls
+from tests.integration.mcp_server import call_ids, calls
 from tests.integration.test_llm_journal import assignment, read
 
 pytestmark = pytest.mark.integration
@@ -218,6 +218,8 @@ async def test_a_redelivered_assignment_never_calls_the_mcp_server_again(
         assert len(llm.requests) == 2, "each step asked the LLM once"
         tools_offered = [t["function"]["name"] for t in llm.requests[0].body["tools"]]
     assert calls(calls_file) == ["record"], "the second delivery read the journal, not the server"
+    # The call's id, the same on every replay, reaches the server as an idempotency key.
+    assert call_ids(calls_file) == [f"{event['project_id']}/{event['task_id']}:1:0:0"]
     assert tools_offered == ["read_dependency_output", "search_memory", "counter__record"]
     assert [a["status"] for a in attempts] == ["succeeded", "succeeded"]
     assert {m["event_id"] for m in messages} == {messages[0]["event_id"]}, "a replayed call is the same event"
@@ -282,6 +284,7 @@ async def test_a_killed_worker_s_successor_never_repeats_an_mcp_call(
     after = calls(calls_file)
     print(f"MCP server calls ({transport}): before the kill {len(before)}, after the redelivery {len(after)}")
     assert before == ["record"] and after == ["record"], "the successor read the tool's result from the journal"
+    assert call_ids(calls_file) == [f"{event['project_id']}/{event['task_id']}:1:0:0"]
     assert requests == 3, "the successor called the LLM only for the step that never answered"
     assert (done["task_id"], done["status"], done["output"]) == (event["task_id"], "succeeded", "Deployed v2 once.")
 
