@@ -70,6 +70,24 @@ class RoleToolboxes:
             self._boxes[role] = self._box(self.base)
         return self._boxes[role]
 
+    def describe(self) -> dict[str, Any]:
+        """What :meth:`start` found, for ``aios tools``: each role's tools with where they come from,
+        and each server's identity and tool count (-1: it could not be reached)."""
+        toolset = self.toolset
+        roles = {}
+        for role in self._boxes:
+            mcp = toolset.tools_for(role) if toolset is not None else []
+            roles[role] = ([{"name": t.spec.name, "source": "builtin", "description": t.spec.description}
+                            for t in self.base]
+                           + [{"name": t.spec.name, "source": f"mcp:{t.connection.name}", "description": t.spec.description}
+                              for t in mcp])
+        servers = {}
+        for name, connection in (toolset.connections.items() if toolset is not None else ()):
+            servers[name] = {"transport": connection.config.transport, "server_name": connection.identity.name,
+                             "version": connection.identity.version,
+                             "tools": len(toolset.definitions[name]) if toolset and name in toolset.definitions else -1}
+        return {"roles": roles, "servers": servers}
+
     async def aclose(self) -> None:
         if self.toolset is not None:
             await self.toolset.aclose()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from pydantic import SecretStr
 
 from aios.agents.llm.servers.openai import FakeOpenAI, ok, slow_first_token, tool_call
@@ -26,6 +27,7 @@ from aios.agents.mcp.client import McpConnection
 from aios.agents.mcp.config import McpConfig, parse_mcp_section
 from aios.agents.mcp.tools import McpToolset
 from aios.agents.tools import ToolContext
+from aios.cli import cli
 from aios.connectors.context.tooldefs import ToolDefinitionsCache
 from aios.streams.kafka import EventProducer
 from aios.streams.pipeline import running
@@ -297,3 +299,23 @@ def _finished(settings: Settings, timeout_s: float) -> dict[str, Any]:
         if done:
             return done[0]
     raise AssertionError("no attempt finished")
+
+
+def test_aios_tools_lists_each_role_s_tools_and_an_unreachable_server(
+        settings: Settings, calls_file: Path, tmp_path: Path) -> None:
+    path = tmp_path / "aios.json"
+    path.write_text(json.dumps({"mcp": {"servers": [
+        server_entry("stdio", calls_file), {"name": "gone", "transport": "http", "url": f"http://127.0.0.1:{free_port()}/mcp"}],
+        "roles": {"general": ["counter.add", "gone.*"]}}}))
+    env = {"AIOS_LLM_CONFIG": str(path), "AIOS_TOPIC_PREFIX": settings.kafka.topic_prefix,
+           "AIOS_REDIS_URL": settings.stores.redis_url, "AIOS_MCP_CONNECT_TIMEOUT_S": "60"}
+    result = CliRunner().invoke(cli, ["tools", "--role", "general", "--role", "qa", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output.strip().splitlines()[-1])
+    assert [(t["name"], t["source"]) for t in found["roles"]["general"]] == [
+        ("read_dependency_output", "builtin"), ("search_memory", "builtin"), ("counter__add", "mcp:counter")]
+    assert [t["name"] for t in found["roles"]["qa"]] == ["read_dependency_output", "search_memory"]
+    assert found["servers"]["counter"] == {"transport": "stdio", "server_name": "aios-test-counter", "version": "1.0.0",
+                                           "tools": 5}
+    assert found["servers"]["gone"]["tools"] == -1
+    assert calls(calls_file) == [], "listing tools calls none"
