@@ -319,3 +319,12 @@ def test_aios_tools_lists_each_role_s_tools_and_an_unreachable_server(
                                            "tools": 5}
     assert found["servers"]["gone"]["tools"] == -1
     assert calls(calls_file) == [], "listing tools calls none"
+
+
+def test_the_mcp_bench_runs_every_path(settings: Settings) -> None:
+    env = {"AIOS_REDIS_URL": settings.stores.redis_url, "AIOS_TOPIC_PREFIX": settings.kafka.topic_prefix}
+    result = CliRunner().invoke(cli, ["bench", "mcp", "--calls", "10", "--concurrency", "2", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output.strip().splitlines()[-1])
+    for path in ("in_process_tool", "journal_replay", "stdio", "http"):
+        assert doc[path]["one_at_a_time"]["calls_per_s"] > 0 and doc[path]["concurrent"]["calls_per_s"] > 0
