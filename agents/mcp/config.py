@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
+from aios.agents.tools import MAX_RESULT_CHARS
 from aios.schemas.errors import ConfigError
 
 # A server's name prefixes its tools' names, which every vendor limits to [A-Za-z0-9_-]{1,64}.
@@ -42,7 +43,7 @@ _PATTERN = re.compile(r"^([a-z][a-z0-9_-]{0,23})\.(\*|[A-Za-z0-9_.-]{1,64})$")
 _SERVER_KEYS = ("name", "transport", "url", "headers", "bearer_token_env", "command", "args", "env", "cwd",
                 "timeout_s", "max_result_chars")
 MAX_SERVERS = 32
-MAX_RESULT_CHARS_CAP = 8_000  # agents/tools.py MAX_RESULT_CHARS: a result is a prompt part too
+MAX_RESULT_CHARS_CAP = MAX_RESULT_CHARS  # a result is a prompt part too: the toolbox cuts past it
 MAX_TIMEOUT_S = 3_600.0
 
 Transport = Literal["http", "stdio"]
