@@ -5,12 +5,14 @@ lets it be tested with the offline provider or a fake OpenAI server.
 
 Every LLM call is a numbered *step* of one (task, attempt). With a :class:`Journal`, each answer
 is recorded under (task, attempt, step) before anything is produced, and a replay of the same
-attempt reads it back instead of calling (and paying for) the LLM again.
+attempt reads it back instead of calling (and paying for) the LLM again. The tool calls a step asks
+for are journaled the same way (an MCP server's tool may act on the world), by their index in it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any, Protocol
@@ -113,11 +115,28 @@ class CallRecord:
 
 
 class Journal(Protocol):
-    """Where LLM answers are recorded by (task, attempt, step) so a replay never pays twice."""
+    """Where LLM answers (and tool results) are recorded by (task, attempt, step) so a replay never
+    pays, or acts, twice."""
 
     async def get(self, task_id: str, attempt: int, step: int) -> Mapping[str, Any] | None: ...
 
     async def put(self, task_id: str, attempt: int, step: int, record: Mapping[str, Any]) -> None: ...
+
+
+_TOOL_CALL_ID: ContextVar[str | None] = ContextVar("aios_tool_call_id", default=None)
+
+
+def current_tool_call_id() -> str | None:
+    """The id of the tool call running in this task, ``<call id of its step>:<index>``: the same on
+    every replay, so a tool that acts on the world can pass it on as an idempotency key (the MCP
+    tools send it in ``_meta``, for servers that keep what they did by it)."""
+    return _TOOL_CALL_ID.get()
+
+
+def tool_journal_key(project_id: str, task_id: str, index: int) -> str:
+    """The task part of a tool call's journal key: the ``index``-th tool call of a step. '#' is never in
+    an id (schemas/limits.py ID_PATTERN), so no task's LLM key can be a tool call's."""
+    return f"{project_id}/{task_id}#tool{index}"
 
 
 def call_id(project_id: str, task_id: str, attempt: int, step: int) -> str:
@@ -133,6 +152,7 @@ class ToolRecord:
     step: int
     call: ToolCall
     result: str
+    replayed: bool = False  # read back from the journal: the tool was not called this time
 
 
 @dataclass(frozen=True)
@@ -249,13 +269,15 @@ async def run_task(
     output where the assignment carries an excerpt (the read_dependency_output tool).
     """
     router = llm if isinstance(llm, Router) else Router.single(llm)
+    tool_journal = journal  # a tool may act on the world whatever model asked for it
     if all(d.provider.offline for d in router.deployments):
         journal = None  # nothing is paid and the answer is deterministic: save the round trips
     role = load_roles().get(task.role)
     request = build_request(task, budget=budget)
     if tools is not None:
         request = replace(request, tools=tools.specs())
-    steps = _Steps(router, task, role, journal, tools, ToolContext(task.context, search, fetch), cancel, on_delta)
+    steps = _Steps(router, task, role, journal, tools, ToolContext(task.context, search, fetch), cancel, on_delta,
+                   tool_journal=tool_journal)
     try:
         request, call = await steps.call_with_tools(request)
         output, problem = role.validate(call.response.text)
@@ -285,6 +307,7 @@ class _Steps:
     context: ToolContext
     cancel: Cancellation | None = None
     on_delta: DeltaSink | None = None
+    tool_journal: Journal | None = None
     calls: list[CallRecord] = field(default_factory=list)
     tool_records: list[ToolRecord] = field(default_factory=list)
 
@@ -294,12 +317,12 @@ class _Steps:
         rounds = 0
         while call.response.tool_calls and self.tools is not None:
             results = []
-            for tool_call in call.response.tool_calls:
+            for index, tool_call in enumerate(call.response.tool_calls):
                 if self.cancel is not None:
                     self.cancel.check()  # no tool call starts after a cancel
-                result = await self.tools.run(tool_call, self.context)
-                self.tool_records.append(ToolRecord(call.step, tool_call, result))
-                results.append(ChatMessage("tool", result, tool_call_id=tool_call.id))
+                record = await self.run_tool(call.step, index, tool_call)
+                self.tool_records.append(record)
+                results.append(ChatMessage("tool", record.result, tool_call_id=tool_call.id))
             rounds += 1
             asked = ChatMessage("assistant", call.response.text, tool_calls=call.response.tool_calls)
             # The last round takes the tools away, so the model has to answer.
@@ -307,6 +330,30 @@ class _Steps:
                               tools=request.tools if rounds < MAX_TOOL_ROUNDS else ())
             call = await self.call(request)
         return request, call
+
+    async def run_tool(self, step: int, index: int, tool_call: ToolCall) -> ToolRecord:
+        """Run the ``index``-th tool call the model asked for at ``step``, or read its result back.
+
+        A tool may act on the world (an MCP server's), so its result is journaled like an LLM answer,
+        before the next step can depend on it: a replay of the attempt never calls it again. The
+        record keeps the call's name and arguments, and is reused only for the same call.
+        """
+        assert self.tools is not None  # noqa: S101 - only called when the model was offered tools
+        t = self.task
+        key = tool_journal_key(t.project_id, t.task_id, index)
+        asked = {"name": tool_call.name, "arguments": dict(tool_call.arguments)}
+        recorded = await self.tool_journal.get(key, t.attempt, step) if self.tool_journal else None
+        if recorded is not None and recorded.get("call") == asked:
+            return ToolRecord(step, tool_call, str(recorded["text"]), replayed=True)
+        marker = _TOOL_CALL_ID.set(f"{call_id(t.project_id, t.task_id, t.attempt, step)}:{index}")
+        try:  # a task the cancel runs the call in copies the context, and the id with it
+            running = self.tools.run(tool_call, self.context)
+            result = await (running if self.cancel is None else self.cancel.run(running))
+        finally:
+            _TOOL_CALL_ID.reset(marker)
+        if self.tool_journal is not None:
+            await self.tool_journal.put(key, t.attempt, step, {"text": result, "call": asked})
+        return ToolRecord(step, tool_call, result)
 
     async def call(self, request: ChatRequest) -> CallRecord:
         step = len(self.calls)

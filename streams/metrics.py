@@ -89,6 +89,28 @@ RESTRICTED_KEPT_LOCAL = Counter(
 
 
 
+MCP_CALLS = Counter("aios_mcp_calls_total", "MCP tool calls made, by server and outcome (ok or the error's "
+                    "class: McpTimeoutError, McpToolError, McpResultTooLargeError, McpUnavailableError).",
+                    ["server", "outcome"])
+MCP_CALL_SECONDS = Histogram("aios_mcp_call_seconds", "How long an MCP tool call took, by server.", ["server"],
+                             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+MCP_SERVER_TOOLS = Gauge("aios_mcp_server_tools", "Tools an MCP server offers this worker, as fetched at start; "
+                         "-1 when it could not be reached.", ["server"])
+TOOL_REPLAYS = Counter("aios_tool_replays_total", "Tool results (MCP calls included) reused from the journal "
+                       "instead of calling the tool again.")
+
+
+class McpMetrics:
+    """The MCP toolset's observer (agents/mcp/tools.py): calls and servers in Prometheus."""
+
+    def call(self, server: str, outcome: str, seconds: float) -> None:
+        MCP_CALLS.labels(server, outcome).inc()
+        MCP_CALL_SECONDS.labels(server).observe(seconds)
+
+    def server(self, server: str, tools: int) -> None:
+        MCP_SERVER_TOOLS.labels(server).set(tools)
+
+
 class RouterMetrics:
     """The router's observer: its decisions, cooldowns, waits and load in Prometheus."""
 

@@ -244,8 +244,9 @@ class LlmSettings(_Group):
     config_file: Path | None = Field(
         None, validation_alias=_env("llm_config"),
         description="A TOML or JSON file of router deployments (provider:model, base URL, the variable holding "
-        "its key, weight, max_concurrent, rpm, tpm) and of models newer than the packaged catalogue, with their "
-        "prices; see docs/agents.md. Its deployments take the place of AIOS_LLM_DEPLOYMENTS (set one of them).")
+        "its key, weight, max_concurrent, rpm, tpm), of models newer than the packaged catalogue, with their "
+        "prices, and of MCP servers with the tools each role may call ([mcp]); see docs/agents.md. Its "
+        "deployments take the place of AIOS_LLM_DEPLOYMENTS (set one of them).")
     local_context_window: int | None = Field(
         None, ge=256, validation_alias=_env("local_context_window"),
         description="Context window of every local:<model>, as its server runs it (Ollama's context length, "
@@ -281,6 +282,14 @@ class LlmSettings(_Group):
     agent_tools: bool = Field(
         True, validation_alias=_env("agent_tools"),
         description="Offer agents the read-only tools (read a dependency's output, search memory).")
+    mcp_timeout_s: float = Field(
+        30.0, gt=0, le=3600, validation_alias=_env("mcp_timeout_s"),
+        description="Seconds one MCP tool call may take before the model reads it as a timed-out tool call; "
+        "a server's timeout_s in AIOS_LLM_CONFIG's [mcp] wins.")
+    mcp_connect_timeout_s: float = Field(
+        15.0, gt=0, le=600, validation_alias=_env("mcp_connect_timeout_s"),
+        description="Seconds an agent worker waits for an MCP server to connect and list its tools at start; "
+        "a server that does not offers no tools until the worker restarts.")
 
     @field_validator("deployments", "pii_phone_regions", mode="before")
     @classmethod

@@ -18,6 +18,13 @@ limits, and models the packaged catalogue does not know yet, with their prices.
     output_per_mtok = 2.0
     tier = "small"
 
+    [[mcp.servers]]                       # MCP servers, and the tools each role may call:
+    name = "calc"                         # see agents/mcp/config.py and docs/agents.md
+    transport = "stdio"
+    command = "calc-mcp"
+    [mcp.roles]
+    backend = ["calc.*"]
+
 Only the file is read here; the variables it names are read by ``streams`` and passed in.
 Every mistake is a ``ConfigError`` naming the file, the entry and what to fix.
 """
@@ -34,6 +41,7 @@ from typing import Any, cast
 
 from aios.agents.llm.catalogue import LOCAL, TIERS, ModelInfo, Tier, model_info
 from aios.agents.llm.limits import Limits
+from aios.agents.mcp.config import McpConfig, parse_mcp_section
 from aios.schemas.errors import ConfigError
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -74,6 +82,7 @@ class LlmFile:
     origin: str
     deployments: tuple[DeploymentEntry, ...] = ()
     models: tuple[ModelInfo, ...] = ()
+    mcp: McpConfig | None = None  # the [mcp] section: MCP servers and the tools each role may call
 
 
 def read_llm_file(path: Path) -> LlmFile:
@@ -104,13 +113,15 @@ def parse_llm_file(data: object, origin: str) -> LlmFile:
     """Check a decoded document; ``origin`` names it in errors."""
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: the file must hold a table (an object) with 'deployments' and/or 'models'")
-    unknown = sorted(str(k) for k in data if k not in ("deployments", "models"))
+    unknown = sorted(str(k) for k in data if k not in ("deployments", "models", "mcp"))
     if unknown:
-        raise ConfigError(f"{origin}: unknown top-level key {unknown[0]!r}; the file has 'deployments' and 'models'")
+        raise ConfigError(f"{origin}: unknown top-level key {unknown[0]!r}; the file has 'deployments', 'models' "
+                          "and 'mcp'")
     deployments = _list(data, "deployments", origin)
     models = _list(data, "models", origin)
-    if not deployments and not models:
-        raise ConfigError(f"{origin}: no [[deployments]] and no [[models]]: the file configures nothing")
+    mcp = parse_mcp_section(data["mcp"], origin) if "mcp" in data else None
+    if not deployments and not models and mcp is None:
+        raise ConfigError(f"{origin}: no [[deployments]], no [[models]] and no [mcp]: the file configures nothing")
     entries = tuple(_deployment(entry, f"{origin} deployments[{i}]") for i, entry in enumerate(deployments))
     names: dict[str, str] = {}
     for entry in entries:
@@ -125,7 +136,7 @@ def parse_llm_file(data: object, origin: str) -> LlmFile:
             if (info.provider, name) in seen:
                 raise ConfigError(f"{origin} models[{i}]: {info.provider}:{name} is listed twice; keep one entry")
             seen.add((info.provider, name))
-    return LlmFile(origin, entries, infos)
+    return LlmFile(origin, entries, infos, mcp)
 
 
 def _list(data: Mapping[str, Any], key: str, origin: str) -> list[Any]:

@@ -18,6 +18,7 @@ from aios.cli.memory import memory
 from aios.cli.projects import approve, cancel, reject, status
 from aios.cli.run import serve, up, worker
 from aios.cli.stats import db, stats
+from aios.cli.tools import tools
 from aios.cli.top import top
 from aios.cli.topics import topics
 from aios.devstack.supervisor import follow_supervisor
@@ -30,7 +31,7 @@ def cli() -> None:
 
 
 for command in (api_cmd, keys, dev, topics, submit, tail, up, worker, serve, logs, demo, bench, db, stats, status,
-                cancel, approve, reject, memory, agents, top, dlq):
+                cancel, approve, reject, memory, agents, top, dlq, tools):
     cli.add_command(command)
 
 

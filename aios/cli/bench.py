@@ -338,3 +338,33 @@ def api_cmd(requests: int, rate: float, connections: int, clients: int, events: 
                   f"{w['clients']} clients x {w['events']} events at {w['offered_rate_per_s']:g}/s -> "
                   f"{w['deliveries_per_s']:.0f} deliveries/s, p50 {w['p50_ms']} ms, p99 {w['p99_ms']} ms, "
                   f"{w['complete_clients']} complete, closed {w['closed']}")
+
+
+@bench.command("mcp")
+@click.option("--calls", default=500, show_default=True, help="Calls per path.")
+@click.option("--concurrency", default=20, show_default=True, help="Calls in flight at once in the concurrent run.")
+@json_option
+def mcp_cmd(calls: int, concurrency: int, as_json: bool) -> None:
+    """An MCP tool call's cost (ms, calls/s) over stdio and Streamable HTTP, against a journal replay
+    and an in-process tool in the same run (needs the mcp extra and Redis)."""
+    from aios.bench.mcp import bench_mcp
+
+    if calls < 10 or concurrency < 1:
+        raise click.BadParameter("--calls must be ≥ 10 and --concurrency ≥ 1")
+    settings = settings_or_exit()
+    try:
+        with progress("calls", total=8 * calls, enabled=not as_json) as bar:
+            doc = bench_mcp(settings, calls=calls, concurrency=concurrency, tick=bar.advance)
+    except AiosError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        emit_json(doc)
+        return
+    table = Table("path", "connect ms", "p50 ms (1 at a time)", "p99 ms", "calls/s (1 at a time)",
+                  f"calls/s ({concurrency} in flight)")
+    for path in ("in_process_tool", "journal_replay", "stdio", "http"):
+        row = doc[path]
+        one, many = row["one_at_a_time"], row["concurrent"]
+        table.add_row(path, str(row.get("connect_ms", "-")), str(one["p50_ms"]), str(one["p99_ms"]),
+                      str(one["calls_per_s"]), str(many["calls_per_s"]))
+    console.print(table)

@@ -200,9 +200,11 @@ class SealedJournal:
 
     async def put(self, task_id: str, attempt: int, step: int, record: Mapping[str, Any]) -> None:
         secret = {"text": record["text"], "tool_calls": record.get("tool_calls", [])}
+        if "call" in record:  # a tool call's name and arguments (agents/runner.py run_tool)
+            secret["call"] = record["call"]
         sealed = self.sealer.seal(json.dumps(secret, ensure_ascii=False), journal_aad(task_id, attempt, step))
-        await self.inner.put(task_id, attempt, step,
-                             {**record, "text": "", "tool_calls": [], "sealed": sealed})
+        clear = {k: v for k, v in record.items() if k != "call"}
+        await self.inner.put(task_id, attempt, step, {**clear, "text": "", "tool_calls": [], "sealed": sealed})
 
 
 def journal_for(rt: Runtime, sealer: Sealer, a: Mapping[str, Any]) -> Journal:

@@ -23,7 +23,6 @@ from confluent_kafka import Message
 
 from aios.agents.cancellation import Cancellation
 from aios.agents.runner import AgentOutcome, AgentTask, Journal, TokenBudget, run_task, system_prompt
-from aios.agents.tools import read_only_tools
 from aios.connectors.errors import StoreUnavailableError
 from aios.schemas.errors import SchemaError
 from aios.schemas.events import now_ms, to_ms
@@ -43,6 +42,7 @@ from aios.streams.metrics import (
     PROCESSING,
     TASK_SECONDS,
     TASKS,
+    TOOL_REPLAYS,
 )
 from aios.streams.processors import agent_status
 from aios.streams.processors.agent_events import (
@@ -52,6 +52,7 @@ from aios.streams.processors.agent_events import (
     started_event,
     tool_messages,
 )
+from aios.streams.processors.agent_mcp import RoleToolboxes
 from aios.streams.processors.agent_privacy import (
     journal_for,
     memory_event,
@@ -69,7 +70,6 @@ if TYPE_CHECKING:
     from aios.connectors.vector.base import Recall
 
 NAME = "agents"
-TOOLS = read_only_tools()
 RECENT_CANCELS = 10_000  # cancels remembered for assignments still queued when they arrived
 CANCEL_MEMORY_S = 3600.0
 
@@ -163,14 +163,20 @@ class AgentWorker(ConcurrentProcessor):
         self.running: dict[tuple[str, str], list[Cancellation]] = {}
         self.cancels = RecentCancels()
         self._cancel_asked: dict[int, int] = {}  # id(cancellation) -> the cancel event's timestamp (ms)
+        self.toolboxes = RoleToolboxes(rt)  # the read-only tools and the MCP tools of each role
         listener.on("cancel", self.on_cancel)
 
     async def on_start(self) -> None:
         # Built now, not by the first assignment: loading the SDKs and the tokenizer blocks the event
         # loop for seconds on a busy machine, which would hold every heartbeat and call meanwhile.
         await asyncio.to_thread(lambda: (self.rt.router, self.rt.tokens, [system_prompt(r) for r in self.rt.settings.processing.roles]))
+        await self.toolboxes.start()  # before the first assignment: a role's tools are fixed from here
         await super().on_start()
         self.add_future(self._heartbeat())
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        await self.toolboxes.aclose()  # after the work: a stdio MCP server's process ends with the worker
 
     # --- StatusWorker ----------------------------------------------------------------------
 
@@ -268,7 +274,7 @@ class AgentWorker(ConcurrentProcessor):
             async with one_at_a_time(task.project_id, task.task_id, task.attempt):
                 outcome = await run_task(rt.router, task, budget(rt, a["role"]),
                                          journal=RetryingJournal(journal_for(rt, rt.sealer, a)),
-                                         tools=TOOLS if rt.settings.llm.agent_tools else None,
+                                         tools=self.toolboxes.for_role(a["role"]),
                                          search=memory_search(rt, rt.sealer, a), cancel=cancellation,
                                          fetch=output_fetcher(rt.settings, rt.codec, a["project_id"], rt.sealer),
                                          on_delta=tokens.delta if tokens is not None else None)
@@ -306,6 +312,7 @@ class AgentWorker(ConcurrentProcessor):
             self.send(rt.topics.memory, "MemoryEvent", memory, a["project_id"])
         for message in messages:
             self.send(rt.topics.messages, "AgentMessage", message, key)
+        TOOL_REPLAYS.inc(sum(1 for t in outcome.tools if t.replayed))
         for record, call in zip(outcome.calls, llm_call_events(a, outcome, rt.agent_id), strict=True):
             self.send(rt.topics.llm_calls, "LlmCall", call, key)
             if record.replayed:

@@ -132,8 +132,8 @@ def _entry(**fields: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("document", "message"), [
     ([1, 2], r"f.toml: the file must hold a table"),
-    ({}, r"f.toml: no \[\[deployments\]\] and no \[\[models\]\]"),
-    ({"deployment": []}, r"f.toml: unknown top-level key 'deployment'; the file has 'deployments' and 'models'"),
+    ({}, r"f.toml: no \[\[deployments\]\], no \[\[models\]\] and no \[mcp\]"),
+    ({"deployment": []}, r"f.toml: unknown top-level key 'deployment'; the file has 'deployments', 'models' and 'mcp'"),
     ({"deployments": {"model": "openai:gpt-4o-mini"}}, r"'deployments' must be a list of tables"),
     ({"deployments": ["openai:gpt-4o-mini"]}, r"deployments\[0\] must be a table \(an object\), not str"),
     (_entry(rmp=10), r"deployments\[0\]: unknown key 'rmp'; known: model, name, base_url, api_key_env, weight, "
