@@ -45,6 +45,7 @@ from aios.streams.metrics import (
     TASKS,
 )
 from aios.streams.processors import agent_status
+from aios.streams.processors.agent_control import Broadcasts
 from aios.streams.processors.agent_events import (
     attempt_status,
     llm_call_events,
@@ -166,6 +167,7 @@ class AgentWorker(ConcurrentProcessor):
         self._cancel_asked: dict[int, int] = {}  # id(cancellation) -> the cancel event's timestamp (ms)
         listener.on("cancel", self.on_cancel)
         self.asks = AskSender(rt, watcher, self.send_acked, self.send)
+        self.broadcasts = Broadcasts(rt, listener, self.begin_drain)  # drain and reload
 
     async def on_start(self) -> None:
         # Built now, not by the first assignment: loading the SDKs and the tokenizer blocks the event
@@ -182,6 +184,11 @@ class AgentWorker(ConcurrentProcessor):
     async def flush(self, timeout_s: float) -> None:
         if self.producer is not None:
             await asyncio.to_thread(self.producer.flush, timeout_s)
+
+    def begin_drain(self) -> None:
+        """Take no new assignment from now on (a drain broadcast; the process's clean stop finishes it)."""
+        self.lifecycle.drain()
+        agent_status.publish(self.rt, self, self.lifecycle)
 
     # --- cancels ---------------------------------------------------------------------------
 
