@@ -12,10 +12,15 @@ import pytest
 from pydantic import SecretStr
 
 from aios.agents.llm.servers.openai import FakeOpenAI, ok, tool_call
-from aios.agents.tools_ask import ask_depth
+from aios.agents.tools_ask import ask_depth, asked_task_id
+from aios.schemas.events import envelope, now_ms
+from aios.schemas.sealed import SEALED_PREFIX, new_key
+from aios.streams.kafka import EventProducer, TopicReader
+from aios.streams.orchestration.plan import Plan, PlannedTask
 from aios.streams.pipeline import running
+from aios.streams.readmodels.task_client import TaskClient, build_task
 from aios.streams.settings import Settings
-from aios.streams.topics import create_topics
+from aios.streams.topics import Topics, create_topics
 from tests.integration.helpers import submit_and_wait
 from tests.integration.test_llm_journal import read
 
@@ -103,3 +108,69 @@ async def test_a_question_to_a_role_nobody_runs_is_an_error_the_model_reads(sett
     (answer,) = tool_results(requests[1])
     # qa is a known role that this deployment does not run: the orchestrator fails the question.
     assert answer.startswith("error: the qa agent did not answer (failed)") and "unknown role 'qa'" in answer
+
+
+def raw_values(settings: Settings, topic: str, want: int) -> list[bytes]:
+    reader = TopicReader(settings, topic, from_beginning=True)
+    found: list[bytes] = []
+    try:
+        for msg, _ in reader.events(timeout_s=5):
+            found.append(bytes(msg.value() or b""))
+            if len(found) >= want:
+                break
+    finally:
+        reader.close()
+    return found
+
+
+async def test_a_restricted_asker_seals_its_question_and_the_answer(settings: Settings) -> None:
+    secret = "Whitfield payroll ledger 7731"
+    answer = json.dumps({"summary": "ledger", "document": f"about {secret}"}, separators=(",", ":"))
+    with FakeOpenAI() as server:
+        server.script(tool_call("ask_agent", role="writer", question=f"Summarise the {secret}."),
+                      ok(answer), ok("summarised"))
+        s = settings.replace(llm="local:llama3.2:1b", local_llm_base_url=server.base_url, llm_max_retries=0,
+                             roles=("general", "writer"), encryption_key=f"k1:{new_key()}")
+        create_topics(s)
+        async with running(s, ["orchestrator", "results", "agents"]):
+            result = await submit_and_wait(s, "Summarise the ledger", timeout_s=60, role="general",
+                                           privacy="restricted")
+            tasks = await asyncio.to_thread(raw_values, s, s.kafka.topic_prefix + ".tasks", 2)
+            messages = await asyncio.to_thread(read, s, s.kafka.topic_prefix + ".messages", 3)
+        requests = [r.body for r in server.requests]
+    assert result["status"] == "succeeded" and result["output"] == "summarised"
+    assert f"Summarise the {secret}." in requests[1]["messages"][1]["content"]  # the writer could open it
+    assert tool_results(requests[2]) == [answer]  # and its sealed result was opened for the asker
+    assert len(tasks) == 2 and not any(secret.encode() in raw for raw in tasks)
+    asked = [m for m in messages if m["kind"] in ("ask", "reply")]
+    assert len(asked) == 2 and all(m["content"].startswith(SEALED_PREFIX) for m in asked)
+
+
+async def test_a_question_into_a_spent_or_cancelled_project_is_answered_with_the_reason(settings: Settings) -> None:
+    """The orchestrator's side of the budget stop: a question that arrives when its project may start
+    nothing more fails at once with the reason (which the asking model reads as the answer)."""
+    topics = Topics.from_settings(settings)
+    async with running(settings, ["orchestrator", "results"]):
+        client = TaskClient(settings)
+        client.watch_results()
+        client.submit_plan(Plan(project="spent", budget_usd=0.01, tasks=(
+            PlannedTask(id="t1", role="general", description="costly"),)))
+        client.submit(build_task("standalone", project="stopped", task_id="s1"))
+        await asyncio.to_thread(read, settings, topics.role("general"), 2)  # both dispatched
+        producer = EventProducer(settings)
+        producer.send(topics.attempts, "TaskResult", {
+            **envelope(), "task_id": "t1", "project_id": "spent", "role": "general", "attempt": 1,
+            "status": "succeeded", "output": "done", "error": None, "error_type": None, "agent_id": "a",
+            "provider": "openai", "model": "gpt-4o-mini", "input_tokens": 1, "output_tokens": 1, "cost_usd": 0.5,
+            "latency_ms": 1.0, "submitted_at": now_ms(), "recall": []}, key="spent")
+        producer.flush()
+        client.control("stopped", "cancel", None, "stop it")
+        await asyncio.to_thread(client.wait, ["t1", "s1"], 60)
+        asks = {p: asked_task_id(p, "t0", 1, 0, 1) for p in ("spent", "stopped")}
+        for project, tid in asks.items():
+            client.submit(build_task("a question", project=project, task_id=tid))
+        found = await asyncio.to_thread(client.wait, list(asks.values()), 60)
+        client.close()
+    spent, stopped = (found[asks[p]].result for p in ("spent", "stopped"))
+    assert spent["status"] == "failed" and "not asked: the project's budget $0.0100 is spent" in spent["error"]
+    assert stopped["status"] == "failed" and stopped["error"] == "not asked: the project is cancelled"
