@@ -22,6 +22,7 @@ from aios.schemas.errors import SchemaError
 from aios.schemas.limits import PRODUCER_HEADROOM_BYTES
 from aios.streams.errors import KafkaError
 from aios.streams.kafka_access import KafkaAccessError, authorization_problem, check_access
+from aios.streams.logs import LIBRDKAFKA
 from aios.streams.settings import Settings
 from aios.streams.topics import Topics
 
@@ -44,6 +45,7 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         # The Java client's (and aiokafka's, so faust's) key hashing: an event keyed by project_id
         # lands on the same partition whoever produced it, which the orchestrator's table needs.
         "partitioner": "murmur2_random",
+        "logger": LIBRDKAFKA,  # librdkafka's lines go to the log, not to stderr (streams.logs)
         # Above what the codec lets through, so an oversized event is refused there, as the record's
         # fault, and never by librdkafka, whose refusal is fatal inside a transaction.
         "message.max.bytes": settings.kafka.max_message_bytes + PRODUCER_HEADROOM_BYTES,
@@ -75,7 +77,11 @@ class EventProducer:
     def send(self, topic: str, record: str, value: Mapping[str, Any], key: str | None = None) -> None:
         self.send_raw(topic, self.codec.encode(record, value, topic), key)
 
-    def send_raw(self, topic: str, data: bytes, key: str | None = None) -> None:
+    def send_tombstone(self, topic: str, key: str) -> None:
+        """A null value for ``key`` on a compacted topic: compaction then forgets the key."""
+        self.send_raw(topic, None, key)
+
+    def send_raw(self, topic: str, data: bytes | None, key: str | None = None) -> None:
         while True:
             try:
                 self._producer.produce(topic, value=data, key=key, on_delivery=self._on_delivery)
@@ -112,6 +118,7 @@ def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, A
         "fetch.wait.max.ms": 10,
         "session.timeout.ms": int(settings.kafka.session_timeout_s * 1000),
         "heartbeat.interval.ms": int(settings.kafka.session_timeout_s * 250),
+        "logger": LIBRDKAFKA,
         **settings.kafka.security(),
     }
     config.update(extra)

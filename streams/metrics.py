@@ -128,3 +128,12 @@ def serve(port: int, host: str = "127.0.0.1") -> bool:
 ROLE_LIVE_AGENTS = Gauge("aios_role_live_agents", "Live agent workers serving a role (from aios.agents).", ["role"])
 ROLE_IN_FLIGHT = Gauge("aios_role_in_flight_tasks", "Tasks in flight at a role's live agents (from aios.agents).",
                        ["role"])
+
+# `aios up`'s supervisor (aios/devstack/supervisor.py); its /metrics also carries each process's
+# own metrics, labelled with the process they came from.
+PROCESS_RESTARTS = Counter("aios_process_restarts_total",
+                           "Processes `aios up` restarted after they exited without being asked to.", ["process"])
+PROCESS_UP = Gauge("aios_process_up", "1 while a process `aios up` supervises runs, else 0.", ["process"])
+METRICS_SCRAPE_FAILURES = Counter("aios_metrics_scrape_failures_total",
+                                  "Scrapes of a supervised process's /metrics that got no answer (left out).",
+                                  ["process"])

@@ -44,6 +44,12 @@ def _env(name: str, *more: str) -> Any:
     return AliasChoices(f"AIOS_{name.upper()}", *more)
 
 
+def _registry_roles() -> tuple[str, ...]:
+    from aios.agents.roles import load_roles
+
+    return load_roles().names()
+
+
 def _csv(value: object) -> object:
     if isinstance(value, str):
         value = tuple(part.strip() for part in value.split(",") if part.strip())
@@ -168,6 +174,17 @@ class StoreSettings(_Group):
         None, description="Qdrant server for vector memory; unset = qdrant-client local mode under data_dir.")
     history_ttl_days: int = Field(
         90, ge=1, le=36500, description="Days ClickHouse keeps history rows and rollups (table TTL).")
+    clickhouse_http_port: int = Field(
+        8123, ge=1, le=65535,
+        description="Embedded mode: the loopback port where `aios up`'s chdb owner serves the ClickHouse HTTP "
+        "interface, which the CLI, the API, Grafana and ClickHouse tools use while it runs.")
+    clickhouse_tcp_port: int = Field(
+        9000, ge=1, le=65535,
+        description="Embedded mode: the loopback port of the same chdb's native protocol (clickhouse-client).")
+    qdrant_local_port: int = Field(
+        6333, ge=1, le=65535,
+        description="Embedded mode with AIOS_VECTOR_MEMORY: the loopback port where `aios up`'s owner of the "
+        "local Qdrant folder serves Qdrant's REST API to the agents, the memory processor and the CLI.")
     encryption_key: SecretStr | None = Field(
         None, description="Key ring for restricted tasks' content at rest: 'id:base64key[,id2:base64key…]' "
         "(16, 24 or 32-byte AES-GCM keys; `aios keys new-encryption-key` makes one). The first key seals the "
@@ -369,8 +386,22 @@ class ProcessingSettings(_Group):
     """How the processors run: roles, workers, the orchestrator's limits, the history sink's batches."""
 
     roles: Annotated[tuple[str, ...], NoDecode] = Field(
-        ("general",), description="Agent roles, comma-separated, from agents/roles.json (general, planner, "
-        "architect, backend, frontend, qa, reviewer, writer); each gets a topic and a consumer group.")
+        default_factory=lambda: _registry_roles(),
+        description="Agent roles, comma-separated, from agents/roles.json; each gets a topic and a consumer "
+        "group. Unset: every role in the registry, so a deployment serves any plan or goal.")
+    agent_groups: Annotated[tuple[tuple[str, ...], ...], NoDecode] = Field(
+        (), description="How `aios up` spreads the roles over agent worker processes: groups separated by "
+        "';', roles within one by ',', e.g. 'planner;backend,frontend'. Roles in no group share one more "
+        "process. Unset: one agent process serves every role.")
+    agent_forget_after_s: float = Field(
+        300.0, gt=0,
+        description="An agent silent this long is dropped from `aios agents`, `aios top` and the dashboard, "
+        "and the orchestrator tombstones its key on the agents topic. Silent for three heartbeats, it is "
+        "shown as gone first. One that stops cleanly tombstones its own key.")
+    restart_backoff_max_s: float = Field(
+        30.0, ge=0.1,
+        description="`aios up` restarts a crashed process after 0.5 s, doubling each time up to this; a "
+        "process that ran a minute starts again from 0.5 s.")
     instance: str = Field(
         "0", pattern=r"^[A-Za-z0-9._-]{1,64}$",
         description="This process's stable name among peers running the same processors; names its "
@@ -444,6 +475,34 @@ class ProcessingSettings(_Group):
     @classmethod
     def _split_roles(cls, value: object) -> object:
         return _csv(value)
+
+    @field_validator("agent_groups", mode="before")
+    @classmethod
+    def _split_groups(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(tuple(_csv(group)) for group in value.split(";") if group.strip())  # type: ignore[arg-type]
+        return value
+
+    @field_validator("agent_groups")
+    @classmethod
+    def _check_groups(cls, value: tuple[tuple[str, ...], ...], info: ValidationInfo) -> tuple[tuple[str, ...], ...]:
+        roles = set(info.data.get("roles", ()))
+        seen: set[str] = set()
+        for group in value:
+            for role in group:
+                if role not in roles:
+                    raise ValueError(f"AIOS_AGENT_GROUPS names {role!r}, which AIOS_ROLES does not "
+                                     f"({', '.join(sorted(roles))})")
+                if role in seen:
+                    raise ValueError(f"AIOS_AGENT_GROUPS names {role!r} twice; a role belongs to one group")
+                seen.add(role)
+        return value
+
+    def agent_processes(self) -> list[tuple[str, ...]]:
+        """The role groups `aios up` runs, one agent process each (every role in exactly one)."""
+        groups = [tuple(g) for g in self.agent_groups]
+        rest = tuple(r for r in self.roles if not any(r in g for g in groups))
+        return [*groups, rest] if rest else groups
 
     @field_validator("roles")
     @classmethod
@@ -520,7 +579,17 @@ class ObservabilitySettings(_Group):
 
     metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus /metrics; 0 disables.")
     metrics_host: str = Field("127.0.0.1", description="Address /metrics binds to (0.0.0.0 in containers).")
-    log_level: str = Field("WARNING", description="DEBUG, INFO, WARNING or ERROR.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING", description="DEBUG, INFO, WARNING or ERROR. Libraries' own retries (librdkafka, faust, "
+        "aiokafka) log their warnings at INFO.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: one line per event for people; json: one JSON object per line. "
+        "Either way each carries time, level, process, processor and the task, project and trace ids in scope.")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
 
 GROUPS: dict[str, type[_Group]] = {

@@ -15,6 +15,7 @@ from aios.schemas.errors import ConfigError
 from aios.schemas.limits import PRODUCER_HEADROOM_BYTES
 from aios.streams.errors import KafkaError
 from aios.streams.kafka_access import authorization_problem, check_access
+from aios.streams.logs import LIBRDKAFKA
 from aios.streams.settings import Settings
 
 
@@ -169,8 +170,9 @@ def topic_specs(settings: Settings, replication: Replication | None = None) -> l
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "socket.timeout.ms": 10000,
-                        **settings.kafka.security()})
+    config: dict[str, Any] = {"bootstrap.servers": settings.kafka.bootstrap, "socket.timeout.ms": 10000,
+                              "logger": LIBRDKAFKA, **settings.kafka.security()}
+    return AdminClient(config)
 
 
 @dataclass(frozen=True)

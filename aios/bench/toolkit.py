@@ -16,6 +16,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
+from aios.devstack.supervisor import free_port
 from aios.streams.errors import OrchestrationError
 from aios.streams.kafka import make_consumer, producer_config, watermarks
 from aios.streams.settings import Settings
@@ -60,6 +61,9 @@ class PipelineProcess:
                "AIOS_TOPIC_PREFIX": settings.kafka.topic_prefix, "AIOS_DATA_DIR": str(data_dir),
                "AIOS_KAFKA_BOOTSTRAP": settings.kafka.bootstrap, "AIOS_REDIS_URL": settings.stores.redis_url,
                "AIOS_LLM": "offline:echo", "AIOS_METRICS_PORT": "0", "AIOS_ROLES": ",".join(settings.processing.roles),
+               # `aios up`'s own servers on free ports: a bench must not collide with a running stack.
+               "AIOS_API_PORT": str(free_port()), "AIOS_CLICKHOUSE_HTTP_PORT": str(free_port()),
+               "AIOS_CLICKHOUSE_TCP_PORT": str(free_port()), "AIOS_QDRANT_LOCAL_PORT": str(free_port()),
                **(env_extra or {})}
         code = "import sys; from aios.cli import main; sys.argv[0] = 'aios'; main()"
         # Our own interpreter running our own CLI: no untrusted input reaches the command line.
@@ -69,7 +73,7 @@ class PipelineProcess:
         self._log: list[str] = []
         self.command = command
 
-    def wait_ready(self, timeout_s: float = 90.0) -> None:
+    def wait_ready(self, timeout_s: float = 180.0) -> None:
         deadline = time.monotonic() + timeout_s
         stderr = self.proc.stderr
         if stderr is None:

@@ -8,17 +8,16 @@ the same app; ARCHITECTURE.md says which to choose.
 The engine knows no processor by name: callers pass registrations (``streams.pipeline`` does, from
 the registry in ``streams.processors``).
 
-``aios up`` runs every processor in one app (one consumer group); ``aios worker NAME`` runs one
-processor as its own consumer group, so each scales on its own over the topics' partitions.
+``aios worker NAME`` runs one processor as its own consumer group, so each scales on its own over
+the topics' partitions; ``aios up`` supervises one such process per processor group.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
 import faust
@@ -142,9 +141,6 @@ async def running(
     # Credentials, certificates and the address are checked before any client starts: faust's and
     # librdkafka's clients would otherwise retry a refused login forever.
     await asyncio.to_thread(check_access, settings)
-    logging.getLogger("faust").setLevel(max(logging.WARNING, logging.getLevelName(settings.observability.log_level)))
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    logging.getLogger("mode").setLevel(logging.WARNING)
     app, rt = build_app(settings, processors, name)
     # A faust app with no agent has no topics to consume and crashes, so a process that only
     # runs services (`aios worker history`) starts them without the app.
@@ -184,26 +180,17 @@ async def running(
         await rt.aclose()
 
 
-Sidecar = Callable[[RunningApp], AbstractAsyncContextManager[object]]
-
-
 async def serve_forever(
     settings: Settings, processors: Sequence[Register], name: str, on_ready: Callable[[], None] | None = None,
-    sidecar: Sidecar | None = None,
 ) -> None:
-    """Run until SIGINT/SIGTERM, with /metrics served on AIOS_METRICS_PORT.
-
-    ``sidecar`` runs beside the processors, sharing their runtime (``aios up`` serves the API so).
-    """
+    """Run until SIGINT/SIGTERM, with /metrics served on AIOS_METRICS_PORT."""
     serve(settings.observability.metrics_port, settings.observability.metrics_host)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    async with running(settings, processors, name) as live, AsyncExitStack() as stack:
-        if sidecar is not None:
-            await stack.enter_async_context(sidecar(live))
+    async with running(settings, processors, name) as live:
         if on_ready is not None:
             on_ready()
         while not stop.is_set() and not live.runtime.stop_requested.is_set():

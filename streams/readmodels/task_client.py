@@ -157,8 +157,10 @@ def latest_by(settings: Settings, topic: str, field: str, *, timeout_s: float,
     latest: dict[str, dict[str, Any]] = {}
     try:
         events = reader.events_to_end(timeout_s) if to_end else reader.events(timeout_s=timeout_s)
-        for _, decoded in events:
-            if not isinstance(decoded, Exception):
+        for msg, decoded in events:
+            if msg.value() is None:  # a tombstone: the key is gone
+                latest.pop((msg.key() or b"").decode(errors="replace"), None)
+            elif not isinstance(decoded, Exception):
                 latest[decoded.value[field]] = decoded.value
     finally:
         reader.close()

@@ -31,6 +31,7 @@ import pytest
 
 from aios.streams.settings import Settings
 from aios.streams.topics import delete_topics
+from tests.e2e.conftest import free_ports
 from tests.integration.local_servers import free_port
 from tests.unit.dockerfile_context import parse_dockerfile, replay, stage
 
@@ -143,7 +144,8 @@ def _env(venv: Path, base_settings: Settings, tmp_path: Path, prefix: str) -> di
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIOS_", "OPENAI_", "VIRTUAL_ENV"))}
     env.update({"AIOS_TOPIC_PREFIX": f"{prefix}{uuid.uuid4().hex[:10]}", "AIOS_DATA_DIR": str(tmp_path / "data"),
                 "AIOS_KAFKA_BOOTSTRAP": base_settings.kafka.bootstrap, "AIOS_REDIS_URL": base_settings.stores.redis_url,
-                "AIOS_METRICS_PORT": "0", "AIOS_API_PORT": "0", "PATH": f"{venv / 'bin'}:{env.get('PATH', '')}"})
+                **free_ports(), "AIOS_METRICS_PORT": "0", "AIOS_API_PORT": "0",
+                "PATH": f"{venv / 'bin'}:{env.get('PATH', '')}"})
     return env
 
 
