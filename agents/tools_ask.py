@@ -94,9 +94,13 @@ class Reply:
 class AskChannel(Protocol):
     """How a question reaches another role and its answer comes back (the worker implements it)."""
 
-    roles: frozenset[str]  # the roles this deployment runs
     max_depth: int
     timeout_s: float
+
+    @property
+    def roles(self) -> frozenset[str]:
+        """The roles a question may go to."""
+        ...
 
     def mark(self) -> Mapping[str, Any]:
         """Where the answers stream is now: an answer to a question asked after this is past it."""

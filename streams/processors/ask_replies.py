@@ -37,6 +37,7 @@ from aios.streams.processors.ask_events import ask_message, ask_task, reply_mess
 from aios.streams.sealing import Sealer
 
 POLL_S = 0.2
+ASKED_MARK = b"ask-"  # in the encoded bytes of every result of an asked task (its id, in plain text)
 RECENT_REPLIES = 10_000  # answers kept for a question that starts waiting just after its answer came
 Key = tuple[str, str]  # (project, task)
 Send = Callable[[str, str, dict[str, Any], str], None]  # (topic, record, value, key)
@@ -150,6 +151,8 @@ class ResultsWatcher(faust.Service):
 
     def _reply_of(self, value: bytes | None) -> tuple[Key, Reply] | None:
         """The (project, task) and reply a result carries, if it answers a question."""
+        if value is None or ASKED_MARK not in value:
+            return None  # most results answer no question: skip them without decoding
         try:
             v = self.rt.codec.decode(value, expect="TaskResult").value
         except SchemaError:
@@ -206,11 +209,14 @@ class AskSender:
     def __init__(self, rt: Runtime, watcher: ResultsWatcher, send_acked: SendAcked, send: Send) -> None:
         s = rt.settings.processing
         self.rt, self.watcher = rt, watcher
-        # Any role of the registry may be asked: the orchestrator fails one this deployment does not
-        # run, and that failure is the answer the model sees.
-        self.roles = frozenset(load_roles().names())
         self.max_depth, self.timeout_s = s.ask_max_depth, s.ask_timeout_s
         self._send_acked, self._send = send_acked, send
+
+    @property
+    def roles(self) -> frozenset[str]:
+        # Any role of the registry (as last reloaded) may be asked: the orchestrator fails one this
+        # deployment does not run, and that failure is the answer the model sees.
+        return frozenset(load_roles().names())
 
     def mark(self) -> dict[str, int]:
         return self.watcher.mark()

@@ -31,7 +31,9 @@ FORTY_TWO = Reply("succeeded", "42")
 
 
 class Channel:
-    roles = frozenset({"general", "writer"})
+    @property
+    def roles(self) -> frozenset[str]:
+        return frozenset({"general", "writer"})
 
     def __init__(self, reply: Reply | None = FORTY_TWO, *, max_depth: int = 3,
                  timeout_s: float = 5.0) -> None:
