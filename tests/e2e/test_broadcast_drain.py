@@ -1,5 +1,6 @@
-"""``aios drain`` on live agent worker processes: the named worker finishes the assignment it holds,
-says ``stopped`` and exits 0 while the other goes on; ``--all`` then drains the rest."""
+"""``aios drain`` and ``aios reload`` on live agent worker processes: the named worker finishes the
+assignment it holds, says ``stopped`` and exits 0 while the other goes on; the other reloads its LLM
+config when told; ``--all`` then drains the rest."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def exit_code(p: Process, timeout_s: float) -> int | None:
 
 
 @pytest.mark.timeout(600)
-def test_drain_one_worker_then_all(cli: Cli) -> None:
+def test_drain_one_worker_reload_the_other_then_drain_all(cli: Cli) -> None:
     with FakeOpenAI() as llm:
         cli.env.update({"AIOS_LLM": "openai:gpt-4o-mini", "AIOS_OPENAI_API_KEY": "sk-test",
                         "AIOS_OPENAI_BASE_URL": llm.base_url, "AIOS_LLM_MAX_RETRIES": "0"})
@@ -61,6 +62,11 @@ def test_drain_one_worker_then_all(cli: Cli) -> None:
             wait_for(lambda: any(r["task_id"] == later["task_id"] for r in read_all(cli, "results")), 120,
                      "the second worker's result")
             client.close()
+            reloaded = cli.json("reload", "llm")
+            assert (reloaded["action"], reloaded["target"]) == ("reload", "llm")
+            wait_for(lambda: any("llm reloaded on request of cli" in line for line in second.log), 60,
+                     "the reload on the live worker")
+            assert cli.run("reload", "everything", check=False).returncode != 0
             cli.run("drain", "--all")
             assert exit_code(second, 90) == 0, "".join(second.log[-20:])
             usage = cli.run("drain", check=False)
