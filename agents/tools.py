@@ -107,6 +107,14 @@ class Toolbox:
         self._tools = {t.spec.name: t for t in tools}
         self._validators = {t.spec.name: Draft202012Validator(dict(t.spec.parameters)) for t in tools}
 
+    def with_tools(self, *more: Tool) -> Toolbox:
+        """These tools and ``more`` (a task's own tools, such as ask_agent), reusing the compiled schemas."""
+        box = Toolbox([])
+        box._tools = {**self._tools, **{t.spec.name: t for t in more}}
+        box._validators = {**self._validators,
+                           **{t.spec.name: Draft202012Validator(dict(t.spec.parameters)) for t in more}}
+        return box
+
     def specs(self) -> tuple[ToolSpec, ...]:
         return tuple(t.spec for t in self._tools.values())
 

@@ -20,6 +20,7 @@ from aios.api.hardening import BodyLimit, SecurityHeaders
 from aios.api.metrics import Metrics
 from aios.api.ops import ops_router, ops_ws_router
 from aios.api.routes import health, router
+from aios.api.routes_workers import workers
 from aios.api.services import Services, StoreFactory
 from aios.api.stream import ws_router
 from aios.schemas.errors import AiosError, SchemaError
@@ -55,6 +56,7 @@ def create_app(settings: Settings, *, store: StoreFactory | None = None) -> Fast
     app.add_middleware(Metrics)
     app.include_router(health)
     app.include_router(router)
+    app.include_router(workers)
     app.include_router(ws_router)
     app.include_router(ops_router)
     app.include_router(ops_ws_router)

@@ -157,6 +157,7 @@ def check_control(v: Mapping[str, Any]) -> None:
     p.ident(v, "task_id", optional=True)
     p.text(v, "reason", L.MAX_REASON_CHARS)
     p.text(v, "requested_by", L.MAX_NAME_CHARS, optional=True)
+    p.text(v, "target", L.MAX_NAME_CHARS, optional=True)
     p.raise_if_any("Control")
 
 

@@ -75,6 +75,14 @@ CANCELLED_WORK = Counter("aios_cancelled_attempts_total", "Attempts an agent wor
 CANCEL_SECONDS = Histogram("aios_cancel_seconds", "From a cancel's timestamp to the running attempt's stop.",
                            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 TOKEN_EVENTS = Counter("aios_token_events_total", "Live-token events published (coalesced deltas).")
+ASK_QUESTIONS = Counter(
+    "aios_ask_questions_total", "ask_agent questions by the role asked and what came of them: asked, resumed (a "
+    "redelivered asker waits for its journaled question), replayed (the answer read from the journal), answered, "
+    "failed, refused_depth, refused_role, timeout.", ["role", "outcome"])
+ASK_WAITING = Gauge("aios_ask_waiting", "ask_agent questions waiting for their answer in this worker.")
+CONTROL_BROADCASTS = Counter(
+    "aios_control_broadcasts_total", "Drain and reload broadcasts this worker acted on, by what came of them "
+    "(done, failed, ignored: meant for another worker).", ["action", "outcome"])
 LAG_ERRORS = Counter("aios_consumer_lag_errors_total", "Consumer-lag reads the broker did not answer in time.")
 KAFKA_ACCESS_FAILURES = Counter(
     "aios_kafka_access_failures_total",

@@ -427,6 +427,15 @@ class ProcessingSettings(_Group):
         description="Live tokens: while a call streams, its text so far goes to <prefix>.tokens at most this "
         "often per task (coalesced deltas); 0 publishes none.")
     commit_interval_s: float = Field(1.0, gt=0, description="How often the faust processors commit offsets.")
+    ask_max_depth: int = Field(
+        3, ge=0, le=32,
+        description="How deep questions between agents may nest (ask_agent): a task asked by an agent is one "
+        "deeper than its asker, and a question that would go deeper is answered with an error the model "
+        "sees. 0 turns ask_agent off.")
+    ask_timeout_s: float = Field(
+        600.0, gt=0,
+        description="How long an agent waits for the answer to one ask_agent question before the model is told "
+        "there was none. Keep it under AIOS_TASK_TIMEOUT_S: the wait counts in the asker's attempt.")
     project_concurrency: int = Field(64, ge=1, description="Tasks of one project in flight at once.")
     role_concurrency: dict[str, int] = Field(
         default_factory=dict,

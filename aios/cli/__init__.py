@@ -8,6 +8,7 @@ import click
 from aios.cli.agents import agents
 from aios.cli.api import api_cmd
 from aios.cli.bench import bench
+from aios.cli.broadcast import drain, reload
 from aios.cli.demo import demo
 from aios.cli.dev import dev
 from aios.cli.dlq import dlq
@@ -31,7 +32,7 @@ def cli() -> None:
 
 
 for command in (api_cmd, keys, dev, topics, submit, tail, up, worker, serve, logs, demo, bench, db, stats, status,
-                cancel, approve, reject, memory, agents, top, dlq, tools):
+                cancel, approve, reject, memory, agents, top, dlq, tools, drain, reload):
     cli.add_command(command)
 
 

@@ -193,7 +193,7 @@ async def serve_forever(
     async with running(settings, processors, name) as live:
         if on_ready is not None:
             on_ready()
-        while not stop.is_set():
+        while not stop.is_set() and not live.runtime.stop_requested.is_set():
             live.check()
             with suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)

@@ -130,6 +130,36 @@ class ConcurrentProcessor(faust.Service):
         if work is not None:
             work.pending += 1
 
+    async def produce_acked(self, topic: str, value: bytes, key: bytes | str | None) -> None:
+        """Send an output and return once the broker acknowledged it (a step that must not go on
+        before its output is durable: an ask_agent question is journaled only once it was asked).
+        Raises ``KafkaError`` when it was not delivered, which runs the record again."""
+        producer = self.producer
+        if producer is None:
+            raise KafkaError(f"{self.name} is not started")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def delivered(err: Any, _msg: Message) -> None:  # on the loop's thread: the loop polls the producer
+            if done.done():
+                return
+            if err is None:
+                done.set_result(None)
+            else:
+                done.set_exception(KafkaError(f"{self.name}: {topic} did not take a record: {err}"))
+
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.05)
+            except KafkaException as exc:
+                raise KafkaError(f"{self.name}: cannot send to {topic}: {exc.args[0]}") from exc
+        while not done.done():
+            producer.poll(0)  # the loop polls too; while draining, it does not
+            await asyncio.wait([done], timeout=0.01)
+        done.result()
+
     def _delivered(self, work: Work, err: Any, _msg: Message) -> None:
         work.pending -= 1
         if err is not None:

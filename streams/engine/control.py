@@ -4,8 +4,8 @@ The orchestrator consumes ``<prefix>.control`` in its group, one owner per proje
 must also act on a control event (an agent working on a task that is cancelled) read every
 partition of it directly, from its end, with no consumer group and no commits: each of them sees
 every event published while it runs, and nothing from before it started. Handlers register per
-action (``cancel`` today; drain and reload broadcasts can be added the same way) and run on the
-event loop.
+action (``cancel``; the ``drain`` and ``reload`` broadcasts of ``streams/processors/agent_control.py``)
+and run on the event loop.
 """
 
 from __future__ import annotations

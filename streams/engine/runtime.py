@@ -117,6 +117,8 @@ class Runtime:
     drainers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Run when the processors crash or fail to start, before the app stops (agents say `failed`).
     on_failure: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Set by a processor that asks its process to stop cleanly, as SIGTERM does (a drain broadcast).
+    stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.topics = Topics.from_settings(self.settings)

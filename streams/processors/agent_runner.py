@@ -23,6 +23,8 @@ from confluent_kafka import Message
 
 from aios.agents.cancellation import Cancellation
 from aios.agents.runner import AgentOutcome, AgentTask, Journal, TokenBudget, run_task, system_prompt
+from aios.agents.tools import Toolbox
+from aios.agents.tools_ask import AskAgent, Asker
 from aios.connectors.errors import StoreUnavailableError
 from aios.schemas.errors import SchemaError
 from aios.schemas.events import now_ms, to_ms
@@ -45,6 +47,7 @@ from aios.streams.metrics import (
     TOOL_REPLAYS,
 )
 from aios.streams.processors import agent_status
+from aios.streams.processors.agent_control import Broadcasts
 from aios.streams.processors.agent_events import (
     attempt_status,
     llm_call_events,
@@ -62,6 +65,7 @@ from aios.streams.processors.agent_privacy import (
     recall,
     seal_outputs,
 )
+from aios.streams.processors.ask_replies import AskSender, ResultsWatcher, count_question
 from aios.streams.processors.live_tokens import TokenStream
 from aios.streams.readmodels.outputs import output_fetcher
 
@@ -154,7 +158,7 @@ class AgentWorker(ConcurrentProcessor):
 
     name = NAME
 
-    def __init__(self, rt: Runtime, listener: ControlListener) -> None:
+    def __init__(self, rt: Runtime, listener: ControlListener, watcher: ResultsWatcher) -> None:
         s = rt.settings
         super().__init__(rt, rt.topics.role_topics(), max_in_flight=s.processing.agent_max_in_flight)
         self.lifecycle: Lifecycle
@@ -165,6 +169,8 @@ class AgentWorker(ConcurrentProcessor):
         self._cancel_asked: dict[int, int] = {}  # id(cancellation) -> the cancel event's timestamp (ms)
         self.toolboxes = RoleToolboxes(rt)  # the read-only tools and the MCP tools of each role
         listener.on("cancel", self.on_cancel)
+        self.asks = AskSender(rt, watcher, self.send_acked, self.send)
+        self.broadcasts = Broadcasts(rt, listener, self.begin_drain)  # drain and reload
 
     async def on_start(self) -> None:
         # Built now, not by the first assignment: loading the SDKs and the tokenizer blocks the event
@@ -189,6 +195,11 @@ class AgentWorker(ConcurrentProcessor):
     async def flush(self, timeout_s: float) -> None:
         if self.producer is not None:
             await asyncio.to_thread(self.producer.flush, timeout_s)
+
+    def begin_drain(self) -> None:
+        """Take no new assignment from now on (a drain broadcast; the process's clean stop finishes it)."""
+        self.lifecycle.drain()
+        agent_status.publish(self.rt, self, self.lifecycle)
 
     # --- cancels ---------------------------------------------------------------------------
 
@@ -238,6 +249,21 @@ class AgentWorker(ConcurrentProcessor):
         """An output of the current assignment (its offset commits once the broker has it)."""
         self.produce(topic, self.rt.codec.encode(record, value, topic), key.encode())
 
+    async def send_acked(self, topic: str, record: str, value: dict[str, Any], key: str) -> None:
+        """An output the assignment waits for the broker to have before it goes on."""
+        await self.produce_acked(topic, self.rt.codec.encode(record, value, topic), key.encode())
+
+    def tools_for(self, a: dict[str, Any], journal: Journal, cancellation: Cancellation) -> Toolbox | None:
+        """The tools of this assignment: its role's (the read-only ones and the role's MCP tools), and
+        ask_agent unless AIOS_ASK_MAX_DEPTH is 0."""
+        box = self.toolboxes.for_role(a["role"])
+        if not self.rt.settings.llm.agent_tools or self.asks.max_depth == 0:
+            return box
+        asker = Asker(a["project_id"], a["task_id"], a["attempt"], a["role"], a.get("privacy") or "normal",
+                      a["trace_id"])
+        ask = AskAgent(asker, self.asks, journal, cancel=cancellation, observe=count_question)
+        return box.with_tools(ask) if box is not None else Toolbox([ask])
+
     async def _work(self, a: dict[str, Any], started: float) -> None:
         rt, key = self.rt, (a["project_id"], a["task_id"])
         try:
@@ -271,10 +297,10 @@ class AgentWorker(ConcurrentProcessor):
             # Live tokens are plain text on a topic every reader sees: a restricted task's are not sent.
             if self.token_interval_s > 0 and privacy == "normal":
                 tokens = TokenStream(a, rt.agent_id, self.token_interval_s, self._send_tokens)
+            journal = RetryingJournal(journal_for(rt, rt.sealer, a))
             async with one_at_a_time(task.project_id, task.task_id, task.attempt):
-                outcome = await run_task(rt.router, task, budget(rt, a["role"]),
-                                         journal=RetryingJournal(journal_for(rt, rt.sealer, a)),
-                                         tools=self.toolboxes.for_role(a["role"]),
+                outcome = await run_task(rt.router, task, budget(rt, a["role"]), journal=journal,
+                                         tools=self.tools_for(a, journal, cancellation),
                                          search=memory_search(rt, rt.sealer, a), cancel=cancellation,
                                          fetch=output_fetcher(rt.settings, rt.codec, a["project_id"], rt.sealer),
                                          on_delta=tokens.delta if tokens is not None else None)
@@ -334,5 +360,7 @@ class AgentWorker(ConcurrentProcessor):
 def register(app: faust.App, rt: Runtime) -> None:
     # One control listener per process, whatever its roles; agents hear cancels through it.
     listener = ControlListener(rt)
+    watcher = ResultsWatcher(rt, rt.sealer)  # answers to ask_agent questions
     rt.services.append(listener)
-    rt.services.append(AgentWorker(rt, listener))
+    rt.services.append(watcher)
+    rt.services.append(AgentWorker(rt, listener, watcher))

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import faust
 from confluent_kafka import Message, TopicPartition
 
+from aios.agents.tools_ask import ask_depth
 from aios.schemas.checks import check
 from aios.schemas.errors import SchemaError
 from aios.schemas.events import envelope, new_id, now_ms, to_ms
@@ -238,6 +239,12 @@ class Orchestrator(TransactionalProcessor):
                 reason = (f"unknown role {v['role']!r}; this deployment runs: "
                           f"{', '.join(sorted(self.roles))} (AIOS_ROLES)")
                 actions = state.fail_task(task, reason, submitted_ms=submitted)
+            elif ask_depth(task.id) and (state.budget_spent or state.cancelled):
+                # An agent's question (ask_agent) in a project that may start nothing more: answered
+                # at once with the reason, which the asking model reads, rather than left pending.
+                reason = ("the project is cancelled" if state.cancelled else
+                          f"the project's budget ${state.budget_usd or 0:.4f} is spent (${state.cost_usd:.4f})")
+                actions = state.fail_task(task, f"not asked: {reason}", submitted_ms=submitted)
             else:
                 actions = state.add_task(task, submitted_ms=submitted)
         elif name == "TaskResult":
