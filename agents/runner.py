@@ -20,7 +20,7 @@ from aios.agents.errors import LLMError, TaskCancelledError
 from aios.agents.llm.base import ChatMessage, ChatRequest, ChatResponse, Provider, ToolCall, Usage
 from aios.agents.llm.router import Route, Routed, Router, Strategy
 from aios.agents.roles import Role, load_roles
-from aios.agents.tools import MAX_TOOL_ROUNDS, FetchOutput, Search, Toolbox, ToolContext
+from aios.agents.tools import MAX_TOOL_ROUNDS, CallSite, FetchOutput, Search, Toolbox, ToolContext
 from aios.schemas.limits import MAX_ERROR_CHARS, MAX_OUTPUT_BYTES, cut, cut_utf8, utf8_len
 
 # Budgets in characters (~4 per token) keep a prompt well inside small context windows even when
@@ -249,13 +249,15 @@ async def run_task(
     output where the assignment carries an excerpt (the read_dependency_output tool).
     """
     router = llm if isinstance(llm, Router) else Router.single(llm)
+    tool_journal = journal  # a tool with effects is journaled even when the model is offline
     if all(d.provider.offline for d in router.deployments):
         journal = None  # nothing is paid and the answer is deterministic: save the round trips
     role = load_roles().get(task.role)
     request = build_request(task, budget=budget)
     if tools is not None:
         request = replace(request, tools=tools.specs())
-    steps = _Steps(router, task, role, journal, tools, ToolContext(task.context, search, fetch), cancel, on_delta)
+    steps = _Steps(router, task, role, journal, tools, ToolContext(task.context, search, fetch, tool_journal), cancel,
+                   on_delta)
     try:
         request, call = await steps.call_with_tools(request)
         output, problem = role.validate(call.response.text)
@@ -294,10 +296,11 @@ class _Steps:
         rounds = 0
         while call.response.tool_calls and self.tools is not None:
             results = []
-            for tool_call in call.response.tool_calls:
+            for index, tool_call in enumerate(call.response.tool_calls):
                 if self.cancel is not None:
                     self.cancel.check()  # no tool call starts after a cancel
-                result = await self.tools.run(tool_call, self.context)
+                site = CallSite(f"{self.task.project_id}/{self.task.task_id}", self.task.attempt, call.step, index)
+                result = await self.tools.run(tool_call, replace(self.context, site=site))
                 self.tool_records.append(ToolRecord(call.step, tool_call, result))
                 results.append(ChatMessage("tool", result, tool_call_id=tool_call.id))
             rounds += 1

@@ -116,3 +116,9 @@ def serve(port: int, host: str = "127.0.0.1") -> bool:
 ROLE_LIVE_AGENTS = Gauge("aios_role_live_agents", "Live agent workers serving a role (from aios.agents).", ["role"])
 ROLE_IN_FLIGHT = Gauge("aios_role_in_flight_tasks", "Tasks in flight at a role's live agents (from aios.agents).",
                        ["role"])
+A2A_REMOTE_CALLS = Counter("aios_a2a_remote_calls_total",
+                           "Calls agents made to remote A2A agents as tools (journal replays are not calls), by "
+                           "agent and outcome: ok, failed (the remote task failed), error, timeout.",
+                           ["agent", "outcome"])
+A2A_REMOTE_SECONDS = Histogram("aios_a2a_remote_call_seconds", "Time a call to a remote A2A agent took.", ["agent"],
+                               buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))

@@ -23,7 +23,6 @@ from confluent_kafka import Message
 
 from aios.agents.cancellation import Cancellation
 from aios.agents.runner import AgentOutcome, AgentTask, Journal, TokenBudget, run_task, system_prompt
-from aios.agents.tools import read_only_tools
 from aios.connectors.errors import StoreUnavailableError
 from aios.schemas.errors import SchemaError
 from aios.schemas.events import now_ms, to_ms
@@ -60,6 +59,7 @@ from aios.streams.processors.agent_privacy import (
     recall,
     seal_outputs,
 )
+from aios.streams.processors.agent_tools import RoleTools
 from aios.streams.processors.live_tokens import TokenStream
 from aios.streams.readmodels.outputs import output_fetcher
 
@@ -68,7 +68,6 @@ if TYPE_CHECKING:
     from aios.connectors.vector.base import Recall
 
 NAME = "agents"
-TOOLS = read_only_tools()
 RECENT_CANCELS = 10_000  # cancels remembered for assignments still queued when they arrived
 CANCEL_MEMORY_S = 3600.0
 
@@ -161,6 +160,7 @@ class AgentWorker(ConcurrentProcessor):
         self.token_interval_s = s.processing.token_interval_ms / 1000
         self.running: dict[tuple[str, str], list[Cancellation]] = {}
         self.cancels = RecentCancels()
+        self.tools = RoleTools(s)
         self._cancel_asked: dict[int, int] = {}  # id(cancellation) -> the cancel event's timestamp (ms)
         listener.on("cancel", self.on_cancel)
 
@@ -262,7 +262,7 @@ class AgentWorker(ConcurrentProcessor):
             async with one_at_a_time(task.project_id, task.task_id, task.attempt):
                 outcome = await run_task(rt.router, task, budget(rt, a["role"]),
                                          journal=RetryingJournal(journal_for(rt, rt.sealer, a)),
-                                         tools=TOOLS if rt.settings.llm.agent_tools else None,
+                                         tools=self.tools.for_task(a["role"], privacy),
                                          search=memory_search(rt, rt.sealer, a), cancel=cancellation,
                                          fetch=output_fetcher(rt.settings, rt.codec, a["project_id"], rt.sealer),
                                          on_delta=tokens.delta if tokens is not None else None)
