@@ -497,6 +497,9 @@ class ApiSettings(_Group):
     view_tasks_per_project: int = Field(
         10_000, ge=1, description="Tasks the live view remembers per project (the oldest of that project go "
         "first), so no project can push another's tasks out.")
+    view_tasks: int = Field(
+        200_000, ge=1, description="Tasks the live view remembers in all; over it, the project holding the most "
+        "loses its oldest.")
     a2a: bool = Field(
         True, description="Serve each role as an A2A agent (its card at /.well-known/agent-card.json, JSON-RPC at "
         "/v1/a2a); needs the a2a extra. See docs/api.md.")
@@ -506,9 +509,6 @@ class ApiSettings(_Group):
     a2a_url: str | None = Field(
         None, description="The API's public base URL, as the A2A cards advertise it; unset: the URL each request "
         "came to.")
-    view_tasks: int = Field(
-        200_000, ge=1, description="Tasks the live view remembers in all; over it, the project holding the most "
-        "loses its oldest.")
 
     @field_validator("cors_origins", mode="before")
     @classmethod
