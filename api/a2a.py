@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -75,7 +76,7 @@ from aios.api.a2a_tasks import (
     state_name,
     to_task,
 )
-from aios.api.metrics import A2A_REQUESTS
+from aios.api.metrics import A2A_REPEATS, A2A_REQUESTS
 from aios.api.principal import Principal
 from aios.api.rbac import Permission, allowed
 from aios.api.services import Services
@@ -166,9 +167,14 @@ class AiosRequestHandler(RequestHandler):
                                        roles=roles, default_role=roles[0])
         if not who.sees(ask.project):
             raise InvalidRequestError(f"this credential is not for project {ask.project!r}")
+        task_id = message_task_id(who, ask.project, params.message.message_id) if params.message.message_id else None
+        known = None if task_id is None else self.services.view.find_task(task_id, lambda p: p == ask.project)
+        if known is not None:  # the same message sent again (a retry, a replayed caller): the same task
+            A2A_REPEATS.inc()
+            return who, _view(known)
         try:
             task = build_task(ask.description, role=ask.role, project=ask.project, priority=ask.priority,
-                              privacy=ask.privacy, submitted_by="a2a")
+                              privacy=ask.privacy, submitted_by="a2a", task_id=task_id)
         except SchemaError as exc:
             raise InvalidParamsError(str(exc)) from exc
         svc = self.services
@@ -284,6 +290,13 @@ class AiosRequestHandler(RequestHandler):
     async def on_get_extended_agent_card(self, params: GetExtendedAgentCardRequest,
                                          context: ServerCallContext) -> AgentCard:
         raise UnsupportedOperationError("there is no extended card: the public card says everything")
+
+
+def message_task_id(who: Principal, project: str, message_id: str) -> str:
+    """The task id of a message: the same for the same message id from the same caller into the same
+    project, so a message sent again finds its task instead of making another."""
+    digest = hashlib.sha256("\0".join((who.via, who.subject, project, message_id)).encode()).hexdigest()
+    return f"a2a-{digest[:32]}"
 
 
 def _no_push() -> A2AError:

@@ -41,6 +41,9 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from schemathesis.reporting import junitxml as _junitxml  # noqa: F401
 
+from aios.agents.llm.base import ToolCall
+from aios.agents.tools import CallSite, Toolbox, ToolContext
+from aios.agents.tools_a2a import AskRemoteAgent, RemoteAgent
 from aios.streams.pipeline import running
 from aios.streams.settings import Settings
 from tests.fakes.jwks_server import JwksServer
@@ -217,6 +220,26 @@ async def test_the_v0_3_method_names_and_hostile_messages(settings: Settings) ->
             continued = new_text_message("more", role=ROLE_USER, context_id=project, task_id=result["id"])
             with pytest.raises(Exception, match="cannot be continued"):
                 await sent(client, SendMessageRequest(message=continued))
+
+
+async def test_a_role_of_one_deployment_asks_another_over_a2a_and_a_repeated_message_is_one_task(
+        settings: Settings) -> None:
+    """Both sides of the interop at once: the remote-agent tool (a2a-sdk client) against this API's
+    role card. The tool's message id is its call's id, so the same call sent again (a caller that
+    crashed before journaling) finds the task the first one made."""
+    async with running(settings, ["orchestrator", "results", "agents"]), api_client(settings) as api:
+        token = (await key_headers(api, "submitter", ("default",)))["Authorization"].removeprefix("Bearer ")
+        tool = AskRemoteAgent(RemoteAgent("aios", f"{api.base_url}/a2a/general", token=token, timeout_s=60))
+        site = ToolContext(site=CallSite("caller/t9", 1, 0, 0))
+        call = ToolCall("c", "ask_aios", {"message": "summarise the A2A protocol"})
+        try:
+            first = await Toolbox([tool]).run(call, site)
+            again = await Toolbox([tool]).run(call, site)  # no journal here: sent again, same message id
+        finally:
+            await tool.aclose()
+        assert "summarise the A2A protocol" in first and again == first
+        tasks = (await api.get("/v1/projects/default/results", headers={"Authorization": f"Bearer {token}"}))
+        assert [r["task_id"].startswith("a2a-") for r in tasks.json()["results"]] == [True], tasks.text
 
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
