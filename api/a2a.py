@@ -61,6 +61,7 @@ from a2a.utils.errors import (
 )
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from starlette.routing import BaseRoute
 
 from aios.api.a2a_tasks import (
@@ -76,6 +77,7 @@ from aios.api.a2a_tasks import (
     state_name,
     to_task,
 )
+from aios.api.auth import ENDED
 from aios.api.metrics import A2A_REPEATS, A2A_REQUESTS
 from aios.api.principal import Principal
 from aios.api.rbac import Permission, allowed
@@ -87,6 +89,7 @@ from aios.streams.readmodels.task_client import build_task
 
 WATCHED = frozenset({"tasks", "attempts", "results", "tokens"})
 CANCEL_WAIT_S = 10.0  # how long tasks/cancel waits to answer with the task cancelled
+KNOWN_WAIT_S = 5.0  # how long an immediate message/send waits for the live view to hold its task
 
 
 class PrincipalContext(DefaultServerCallContextBuilder):
@@ -181,12 +184,14 @@ class AiosRequestHandler(RequestHandler):
         await svc.produce(svc.topics.tasks, "Task", svc.sealer.seal_task(task), ask.project)
         return who, TaskView(task["task_id"], ask.project, ask.role, ask.description, "submitted")
 
-    async def _until_ended(self, watch: _Watch, view: TaskView, wait_s: float) -> TaskView:
-        deadline = time.monotonic() + wait_s
+    async def _until_ended(self, watch: _Watch, view: TaskView, wait_s: float, *, known: bool = False) -> TaskView:
+        """The task once it has ended (with ``known``: once the view holds it), or after ``wait_s``."""
+        deadline, project = time.monotonic() + wait_s, view.project_id
         while True:
-            view = self._current(view.project_id, view.task_id, view)
+            rec = self.services.view.find_task(view.task_id, lambda p: p == project)
+            view = view if rec is None else _view(rec)
             left = deadline - time.monotonic()
-            if view.state in TERMINAL or left <= 0:
+            if (rec is not None and known) or view.state in TERMINAL or left <= 0:
                 return view
             await watch.next(left)
 
@@ -194,10 +199,14 @@ class AiosRequestHandler(RequestHandler):
     async def on_message_send(self, params: SendMessageRequest, context: ServerCallContext) -> Task | Message:
         async with _counted("message/send"):
             who, view = await self._submit(params, context)
-            if not params.configuration.return_immediately:
-                # Watched from after the produce: what happened before is in the view, read first.
-                with _Watch(self.services, who, view.project_id, view.task_id) as watch:
-                    view = await self._until_ended(watch, view, self.services.settings.api.a2a_wait_s)
+            # Watched from after the produce: what happened before is in the view, read first. Even
+            # an immediate answer waits (briefly) for the view to hold the task, so the caller's next
+            # tasks/get or tasks/cancel finds it.
+            immediately = params.configuration.return_immediately
+            wait_s = min(KNOWN_WAIT_S, self.services.settings.api.a2a_wait_s) if immediately else \
+                self.services.settings.api.a2a_wait_s
+            with _Watch(self.services, who, view.project_id, view.task_id) as watch:
+                view = await self._until_ended(watch, view, wait_s, known=immediately)
             return to_task(view)
 
     async def on_message_send_stream(self, params: SendMessageRequest,
@@ -217,14 +226,35 @@ class AiosRequestHandler(RequestHandler):
             async for event in self._follow(watch, view):
                 yield event
 
+    async def _ended_credential(self, who: Principal) -> str | None:
+        """Why ``who``'s credential stopped being valid (a key of ENDED), or None while it is valid."""
+        if who.expires_at is not None and who.expires_at <= time.time():
+            return "expired"
+        if who.via == "key":
+            try:
+                record = await self.services.keys.store.get(who.subject)
+            except RedisError:
+                return None  # a Redis blip is no reason to end a stream: checked again next round
+            if record is None or record.revoked:
+                return "revoked"
+        return None
+
     async def _follow(self, watch: _Watch, first: TaskView) -> AsyncIterator[Event]:
-        """The task, then its status changes and live tokens, until its result (and then ends)."""
+        """The task, then its status changes and live tokens, until its result (and then ends). Like
+        a WebSocket, the stream ends when its credential does (checked every AIOS_API_WS_RECHECK_S)."""
         view = self._current(first.project_id, first.task_id, first)
         yield to_task(view)
         sent_state = a2a_state(view.state, view.attempts)
         streamed = False
+        recheck_s = self.services.settings.api.ws_recheck_s
+        checked = time.monotonic()
         while view.state not in TERMINAL:
-            event = await watch.next(30.0)
+            event = await watch.next(recheck_s)
+            if time.monotonic() - checked >= recheck_s:
+                checked = time.monotonic()
+                why = await self._ended_credential(watch.client.principal)
+                if why is not None:
+                    raise InvalidRequestError(f"the stream ended: {ENDED[why]}")
             view = self._current(view.project_id, view.task_id, view)
             if event is not None and event.type == "tokens" and event.data.get("text"):
                 yield TaskArtifactUpdateEvent(

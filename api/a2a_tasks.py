@@ -2,8 +2,8 @@
 message's text and options as the task to submit.
 
 An A2A task is one AIOS task: its id is the task id, its ``contextId`` the project. AIOS states map
-onto A2A's: a task waiting on the orchestrator is ``submitted``, one an agent has picked up is
-``working``, and the terminal states are ``completed``, ``failed`` and ``canceled``. The answer is the
+onto A2A's: a task waiting on the orchestrator is ``submitted``, one dispatched to its role (or
+picked up by an agent) is ``working``, and the terminal states are ``completed``, ``failed`` and ``canceled``. The answer is the
 artifact ``output``; why a task failed is its status message.
 """
 
@@ -177,7 +177,10 @@ def card(*, name: str, description: str, url: str, skills: Sequence[AgentSkill])
     """An Agent Card for a JSON-RPC endpoint at ``url`` that streams and takes bearer credentials."""
     return AgentCard(
         name=name, description=description, version="1",
-        supported_interfaces=[AgentInterface(url=url, protocol_binding="JSONRPC", protocol_version=PROTOCOL_VERSION)],
+        # The same endpoint speaks both versions; the 0.3 entry also gives the card the fields a 0.3
+        # client reads (url, preferredTransport, protocolVersion).
+        supported_interfaces=[AgentInterface(url=url, protocol_binding="JSONRPC", protocol_version=v)
+                              for v in (PROTOCOL_VERSION, "0.3")],
         capabilities=AgentCapabilities(streaming=True, push_notifications=False),
         security_schemes={BEARER: SecurityScheme(http_auth_security_scheme=HTTPAuthSecurityScheme(
             scheme="bearer", description="An AIOS API key (aios_…) or an OIDC JWT, as the REST API takes."))},
