@@ -211,17 +211,17 @@ class AiosRequestHandler(RequestHandler):
 
     async def on_message_send_stream(self, params: SendMessageRequest,
                                      context: ServerCallContext) -> AsyncGenerator[Event, None]:
-        A2A_REQUESTS.labels("message/stream", "ok").inc()
-        who, view = await self._submit(params, context)
+        async with _counted("message/stream"):
+            who, view = await self._submit(params, context)
         with _Watch(self.services, who, view.project_id, view.task_id) as watch:
             async for event in self._follow(watch, view):
                 yield event
 
     async def on_subscribe_to_task(self, params: SubscribeToTaskRequest,
                                    context: ServerCallContext) -> AsyncGenerator[Event, None]:
-        A2A_REQUESTS.labels("tasks/resubscribe", "ok").inc()
-        who = _who(context, Permission.READ)
-        view = self._find(params.id, who)
+        async with _counted("tasks/resubscribe"):
+            who = _who(context, Permission.READ)
+            view = self._find(params.id, who)
         with _Watch(self.services, who, view.project_id, view.task_id) as watch:
             async for event in self._follow(watch, view):
                 yield event
