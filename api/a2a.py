@@ -75,6 +75,7 @@ from aios.api.a2a_tasks import (
     read_message,
     role_card,
     state_name,
+    struct_dict,
     to_task,
 )
 from aios.api.auth import ENDED
@@ -336,9 +337,7 @@ def _no_push() -> A2AError:
 
 
 def _metadata(params: SendMessageRequest) -> dict[str, Any]:
-    from google.protobuf.json_format import MessageToDict
-
-    return MessageToDict(params.metadata) if params.metadata.fields else {}
+    return struct_dict(params.metadata, "the request's metadata")
 
 
 @contextlib.asynccontextmanager

@@ -9,6 +9,7 @@ artifact ``output``; why a task failed is its status message.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,8 +39,8 @@ from a2a.types.a2a_pb2 import (
     TaskStatus,
 )
 from a2a.utils.errors import ContentTypeNotSupportedError, InvalidParamsError, UnsupportedOperationError
-from google.protobuf.json_format import MessageToJson
-from google.protobuf.struct_pb2 import Struct
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.struct_pb2 import Struct, Value
 
 from aios.agents.roles import load_roles
 from aios.schemas import limits as L
@@ -133,7 +134,7 @@ def read_message(message: Message, metadata: Mapping[str, Any], *, role: str | N
     text = message_text(message.parts)
     if not text.strip():
         raise InvalidParamsError("the message has no text: send the task's description as a text part")
-    options = {**dict(metadata), **_struct(message.metadata)}
+    options = {**dict(metadata), **struct_dict(message.metadata, "the message's metadata")}
     chosen = role or str(options.get("role") or default_role)
     if chosen not in roles:
         raise InvalidParamsError(f"unknown role {chosen!r}; this deployment runs: {', '.join(roles)}")
@@ -160,17 +161,25 @@ def message_text(parts: Sequence[Part]) -> str:
         if kind == "text":
             out.append(part.text)
         elif kind == "data":
-            out.append(MessageToJson(part.data, indent=None))
+            out.append(json.dumps(plain_json(part.data, "a data part"), ensure_ascii=False))
         else:
             raise ContentTypeNotSupportedError(
                 "AIOS tasks take text and data parts; put a file's content in a text part or store it as an artifact")
     return "\n".join(out)
 
 
-def _struct(value: Struct) -> dict[str, Any]:
-    from google.protobuf.json_format import MessageToDict
+def plain_json(value: Struct | Value, what: str) -> Any:
+    """``value`` as Python JSON; a number JSON cannot hold (Infinity, NaN: Python's JSON reader takes
+    them) is the caller's mistake, said as such."""
+    try:
+        return MessageToDict(value)
+    except ValueError as exc:
+        raise InvalidParamsError(f"{what} must be plain JSON: {exc}") from exc
 
-    return MessageToDict(value) if value.fields else {}
+
+def struct_dict(value: Struct, what: str) -> dict[str, Any]:
+    found = plain_json(value, what) if value.fields else {}
+    return found if isinstance(found, dict) else {}
 
 
 def card(*, name: str, description: str, url: str, skills: Sequence[AgentSkill]) -> AgentCard:

@@ -36,7 +36,7 @@ from a2a.utils.errors import (
     TaskNotFoundError,
 )
 from google.protobuf.struct_pb2 import Struct
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from schemathesis.reporting import junitxml as _junitxml  # noqa: F401
@@ -291,6 +291,9 @@ async def test_hostile_json_rpc_never_breaks_the_endpoint(settings: Settings) ->
 
         @hsettings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         @given(body=BODY, cut=st.booleans())
+        @example(body={"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {  # Infinity: once a -32603
+            "message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "x"}]},
+            "metadata": {"priority": float("inf")}}}, cut=False)
         def check(body: dict[str, Any], cut: bool) -> None:
             whole = json.dumps(body).encode()
             content = whole[: len(whole) // 2] if cut else whole  # cut: a body that is not JSON

@@ -14,7 +14,7 @@ from a2a.types.a2a_pb2 import (
     Part,
 )
 from a2a.utils.errors import A2AError, InvalidParamsError, UnsupportedOperationError
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from aios.api.a2a_tasks import TaskView, a2a_state, read_message, to_task
@@ -73,14 +73,22 @@ def test_a_bad_message_says_what_to_change(message: Message, metadata: dict[str,
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40)
 
 
-@given(texts=st.lists(st.text(max_size=200), max_size=4), context=st.text(max_size=200), task=st.text(max_size=5),
+@given(texts=st.lists(st.text(max_size=200), max_size=4), context=st.text(max_size=200),
+       task=st.just("") | st.text(max_size=5),
        metadata=st.dictionaries(st.sampled_from(["role", "project", "priority", "privacy", "x"]),
                                 SCALARS | st.lists(SCALARS, max_size=3), max_size=5))
+@example(texts=["x"], context="", task="", metadata={"x": float("inf")})  # Python's JSON reader takes Infinity
 def test_hostile_messages_raise_only_a2a_errors(texts: list[str], context: str, task: str,
                                                 metadata: dict[str, object]) -> None:
+    message = msg(*texts, context=context, task=task)
+    # The same values in the message's own metadata and as a data part: Infinity and NaN (which
+    # Python's JSON reader takes) reach a Struct, and must come back as an A2A error.
+    message.metadata.update(metadata)
+    data = Part()
+    data.data.struct_value.update(metadata)
+    message.parts.append(data)
     try:
-        ask = read_message(msg(*texts, context=context, task=task), metadata, role=None, roles=ROLES,
-                           default_role="general")
+        ask = read_message(message, metadata, role=None, roles=ROLES, default_role="general")
     except A2AError:
         return
     assert ask.role in ROLES and ask.description.strip() and ask.privacy in ("normal", "restricted")
