@@ -22,7 +22,7 @@ from aios.agents.errors import LLMError, TaskCancelledError
 from aios.agents.llm.base import ChatMessage, ChatRequest, ChatResponse, Provider, ToolCall, Usage
 from aios.agents.llm.router import Route, Routed, Router, Strategy
 from aios.agents.roles import Role, load_roles
-from aios.agents.tools import MAX_TOOL_ROUNDS, FetchOutput, Search, Toolbox, ToolContext
+from aios.agents.tools import MAX_TOOL_ROUNDS, CallSite, FetchOutput, Search, Toolbox, ToolContext
 from aios.schemas.limits import MAX_ERROR_CHARS, MAX_OUTPUT_BYTES, cut, cut_utf8, utf8_len
 
 # Budgets in characters (~4 per token) keep a prompt well inside small context windows even when
@@ -347,7 +347,9 @@ class _Steps:
             return ToolRecord(step, tool_call, str(recorded["text"]), replayed=True)
         marker = _TOOL_CALL_ID.set(f"{call_id(t.project_id, t.task_id, t.attempt, step)}:{index}")
         try:  # a task the cancel runs the call in copies the context, and the id with it
-            running = self.tools.run(tool_call, self.context)
+            # The site gives a remote tool an id to deduplicate by (the same on every replay).
+            site = CallSite(f"{t.project_id}/{t.task_id}", t.attempt, step, index)
+            running = self.tools.run(tool_call, replace(self.context, site=site))
             result = await (running if self.cancel is None else self.cancel.run(running))
         finally:
             _TOOL_CALL_ID.reset(marker)

@@ -29,17 +29,52 @@ Search = Callable[[str, int], Awaitable[Sequence[str]]]
 FetchOutput = Callable[[str, str], Awaitable[str | None]]
 
 
+class ToolJournal(Protocol):
+    """The LLM journal's interface (agents.runner.Journal): tools with effects record their answers in it."""
+
+    async def get(self, task_id: str, attempt: int, step: int) -> Mapping[str, Any] | None: ...
+
+    async def put(self, task_id: str, attempt: int, step: int, record: Mapping[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class CallSite:
+    """Which tool call of which attempt runs: the LLM step that asked for it and its place among that
+    step's calls. The same on every replay of the attempt, so it keys the call's journaled answer."""
+
+    task_key: str  # project/task
+    attempt: int
+    step: int
+    index: int
+
+    @property
+    def journal_task(self) -> str:
+        return f"{self.task_key}/tool/{self.index}"
+
+    @property
+    def call_id(self) -> str:
+        """An id a remote service may deduplicate by: the same on every replay."""
+        return f"{self.task_key}:{self.attempt}:{self.step}:{self.index}"
+
+
 @dataclass(frozen=True)
 class ToolContext:
     """What tools may read for one task: its dependencies' outputs (excerpts of the long ones, with
-    a reference to the whole), a memory search, and how to read a whole output."""
+    a reference to the whole), a memory search, and how to read a whole output; for tools with
+    effects, the journal and the call's site."""
 
     outputs: Mapping[str, str] = field(default_factory=dict)
     search: Search | None = None
     fetch: FetchOutput | None = None
+    journal: ToolJournal | None = None
+    site: CallSite | None = None
 
 
 class Tool(Protocol):
+    """``journaled`` (a class attribute, False when absent): the tool has effects or costs (a remote
+    agent, an MCP server), so its answer is recorded under its :class:`CallSite` and a replay of the
+    attempt reads it back instead of calling again."""
+
     spec: ToolSpec
 
     async def run(self, arguments: Mapping[str, Any], ctx: ToolContext) -> str:
@@ -115,6 +150,10 @@ class Toolbox:
                            **{t.spec.name: Draft202012Validator(dict(t.spec.parameters)) for t in more}}
         return box
 
+    def extended(self, tools: Sequence[Tool]) -> Toolbox:
+        """These tools and ``tools`` (a later one replaces an earlier one of the same name)."""
+        return Toolbox([*self._tools.values(), *tools])
+
     def specs(self) -> tuple[ToolSpec, ...]:
         return tuple(t.spec for t in self._tools.values())
 
@@ -128,9 +167,19 @@ class Toolbox:
         problems = [e.message for e in self._validators[call.name].iter_errors(dict(call.arguments))]
         if problems:
             return f"error: bad arguments for {call.name}: {'; '.join(problems)}"
+        journal = ctx.journal if getattr(tool, "journaled", False) else None
+        site = ctx.site
+        if journal is not None and site is not None:
+            recorded = await journal.get(site.journal_task, site.attempt, site.step)
+            if recorded is not None:
+                return str(recorded["text"])
         result = await tool.run(call.arguments, ctx)
         if len(result) > MAX_RESULT_CHARS:
             result = result[:MAX_RESULT_CHARS] + f"\n… [{len(result) - MAX_RESULT_CHARS} characters cut]"
+        if journal is not None and site is not None:
+            # Recorded before the model reads it: a replay gives the next step the same answer.
+            await journal.put(site.journal_task, site.attempt, site.step,
+                              {"text": result, "tool": call.name, "tool_calls": []})
         return result
 
 

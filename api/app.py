@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,6 +29,7 @@ from aios.streams.errors import KafkaError, OrchestrationError
 from aios.streams.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, *, store: StoreFactory | None = None) -> FastAPI:
@@ -61,6 +63,8 @@ def create_app(settings: Settings, *, store: StoreFactory | None = None) -> Fast
     app.include_router(ops_router)
     app.include_router(ops_ws_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    if settings.api.a2a:
+        _serve_a2a(app, services)
 
     @app.get("/", include_in_schema=False)
     async def dashboard() -> FileResponse:
@@ -92,6 +96,19 @@ def create_app(settings: Settings, *, store: StoreFactory | None = None) -> Fast
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
     return app
+
+
+def _serve_a2a(app: FastAPI, services: Services) -> None:
+    try:
+        from aios.api.a2a import mount_a2a
+    except ImportError as exc:
+        if not (exc.name or "").startswith(("a2a", "google")):
+            raise
+        # A default that needs an extra: an install without it serves the rest and says why not this.
+        log.warning("the A2A endpoints are off: the a2a extra is not installed (pip install 'aios[a2a]'; "
+                    "AIOS_API_A2A=0 silences this)")
+        return
+    mount_a2a(app, services)
 
 
 def state_roles(document: dict[str, Any], roles: tuple[str, ...]) -> dict[str, Any]:

@@ -18,6 +18,12 @@ WS_DROPPED = Counter("aios_api_ws_dropped_total", "WebSocket clients closed for 
 WS_REFUSED = Counter("aios_api_ws_closed_total",
                      "WebSocket connections the API refused or closed for their credential: over the per-key "
                      "cap, key revoked, token expired.", ["reason"])
+A2A_REQUESTS = Counter("aios_api_a2a_requests_total",
+                       "A2A JSON-RPC methods answered, by method and outcome ('ok' or the A2A error's name).",
+                       ["method", "outcome"])
+A2A_REPEATS = Counter("aios_api_a2a_repeated_messages_total",
+                      "A2A messages sent again (same message id, caller and project): answered with the task the "
+                      "first one made, none produced.")
 
 
 class Metrics:

@@ -162,3 +162,9 @@ PROCESS_UP = Gauge("aios_process_up", "1 while a process `aios up` supervises ru
 METRICS_SCRAPE_FAILURES = Counter("aios_metrics_scrape_failures_total",
                                   "Scrapes of a supervised process's /metrics that got no answer (left out).",
                                   ["process"])
+A2A_REMOTE_CALLS = Counter("aios_a2a_remote_calls_total",
+                           "Calls agents made to remote A2A agents as tools (journal replays are not calls), by "
+                           "agent and outcome: ok, failed (the remote task failed), error, timeout.",
+                           ["agent", "outcome"])
+A2A_REMOTE_SECONDS = Histogram("aios_a2a_remote_call_seconds", "Time a call to a remote A2A agent took.", ["agent"],
+                               buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))

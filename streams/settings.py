@@ -37,6 +37,7 @@ from aios.schemas.sealed import KeyRing
 _TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 _SCOPES = ("session", "project", "agent", "task")
+_AGENT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 
 def _env(name: str, *more: str) -> Any:
@@ -210,6 +211,25 @@ class StoreSettings(_Group):
         return None if self.encryption_key is None else KeyRing.parse(self.encryption_key.get_secret_value())
 
 
+class RemoteAgentSettings(BaseModel):
+    """One remote A2A agent a role may call as a tool (an entry of AIOS_A2A_AGENTS)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = Field(description="The agent's base URL; its card is read from <url>/.well-known/agent-card.json.")
+    roles: tuple[str, ...] = Field((), description="Roles offered the tool; empty: every role.")
+    token: SecretStr | None = Field(None, description="Sent as 'Authorization: Bearer <token>'.")
+    timeout_s: float = Field(120.0, gt=0, le=3600, description="How long one call may take, polling included.")
+    description: str = Field("", max_length=1000, description="What the agent does, for the model.")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if urlparse(value).scheme not in ("http", "https") or not urlparse(value).netloc:
+            raise ValueError(f"{value!r} is not an http(s) URL; give the remote agent's base URL")
+        return value.rstrip("/")
+
+
 class LlmSettings(_Group):
     """Which models answer, with what keys, and how the router treats them."""
 
@@ -290,6 +310,22 @@ class LlmSettings(_Group):
         15.0, gt=0, le=600, validation_alias=_env("mcp_connect_timeout_s"),
         description="Seconds an agent worker waits for an MCP server to connect and list its tools at start; "
         "a server that does not offers no tools until the worker restarts.")
+    a2a_agents: dict[str, RemoteAgentSettings] = Field(
+        {}, validation_alias=_env("a2a_agents"),
+        description="Remote A2A agents the roles may call as tools, as JSON: {\"name\": {\"url\": the agent's base URL "
+        "(its card at /.well-known/agent-card.json), \"roles\": the roles offered the tool ask_<name> (empty: "
+        "every role), \"token\": a bearer token, \"timeout_s\": how long one call may take, \"description\"}}. "
+        "Each call is journaled by (task, attempt, step); restricted tasks are never offered them. Needs the a2a "
+        "extra; see docs/agents.md.")
+
+    @field_validator("a2a_agents")
+    @classmethod
+    def _check_agent_names(cls, value: dict[str, RemoteAgentSettings]) -> dict[str, RemoteAgentSettings]:
+        for name in value:
+            if not _AGENT_NAME.match(name):
+                raise ValueError(f"remote agent name {name!r}: use a-z, 0-9 and _ (a letter first, at most 40), "
+                                 "since the model calls it as the tool ask_<name>")
+        return value
 
     @field_validator("deployments", "pii_phone_regions", mode="before")
     @classmethod
@@ -571,6 +607,15 @@ class ApiSettings(_Group):
     kafka_history_s: int = Field(
         3600, ge=60, le=86_400, description="How long the API keeps those samples in memory (the lag chart's "
         "window); a restarted API starts with an empty chart.")
+    a2a: bool = Field(
+        True, description="Serve each role as an A2A agent (its card at /.well-known/agent-card.json, JSON-RPC at "
+        "/v1/a2a); needs the a2a extra. See docs/api.md.")
+    a2a_wait_s: float = Field(
+        60.0, ge=0, le=3600, description="How long an A2A message/send waits for the task's result before it "
+        "answers with the task still working (the caller then polls tasks/get).")
+    a2a_url: str | None = Field(
+        None, description="The API's public base URL, as the A2A cards advertise it; unset: the URL each request "
+        "came to.")
 
     @field_validator("cors_origins", mode="before")
     @classmethod

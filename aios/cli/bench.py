@@ -368,3 +368,35 @@ def mcp_cmd(calls: int, concurrency: int, as_json: bool) -> None:
         table.add_row(path, str(row.get("connect_ms", "-")), str(one["p50_ms"]), str(one["p99_ms"]),
                       str(one["calls_per_s"]), str(many["calls_per_s"]))
     console.print(table)
+
+
+@bench.command("a2a")
+@click.option("--tasks", default=200, show_default=True, help="Tasks per run (four runs).")
+@click.option("--concurrency", default=8, show_default=True, help="Callers at once.")
+@click.option("--poll-ms", default=20, show_default=True, help="How often the REST caller polls GET /v1/tasks/{id}.")
+@json_option
+def a2a_cmd(tasks: int, concurrency: int, poll_ms: int, as_json: bool) -> None:
+    """A2A SendMessage beside the REST API for the same tasks: submit, and round trip to the result."""
+    from aios.bench.a2a import bench_a2a  # the CLI is the edge that composes api/ with streams/
+
+    if min(tasks, concurrency, poll_ms) < 1:
+        raise click.BadParameter("counts must be ≥ 1")
+    settings = settings_or_exit()
+    try:
+        with progress("tasks", total=4 * tasks, enabled=not as_json) as bar:
+            doc = bench_a2a(settings, tasks=tasks, concurrency=concurrency, poll_ms=poll_ms, tick=bar.advance)
+    except AiosError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        emit_json(doc)
+        return
+    table = Table("run", "tasks", "per s", "p50 ms", "p99 ms", "max ms")
+    for name, label in (("rest_submit", "REST POST /v1/tasks (202)"), ("a2a_submit", "A2A SendMessage, returnImmediately"),
+                        ("rest_round_trip", f"REST POST + GET every {poll_ms} ms to the result"),
+                        ("a2a_round_trip", "A2A SendMessage, blocking, to the result")):
+        f = doc[name]
+        table.add_row(label, str(f["count"]), f"{f['per_s']:.0f}", f"{f['p50_ms']:.1f}", f"{f['p99_ms']:.1f}",
+                      f"{f['max_ms']:.1f}")
+    console.print(table)
+    console.print(f"A2A/REST round-trip p50: {doc['a2a_over_rest_round_trip_p50']:.3f}; "
+                  f"load average {doc['load_average']:.2f} on {doc['cpus']} CPUs")

@@ -66,6 +66,7 @@ from aios.streams.processors.agent_privacy import (
     seal_outputs,
 )
 from aios.streams.processors.ask_replies import AskSender, ResultsWatcher, count_question
+from aios.streams.processors.agent_tools import RoleTools
 from aios.streams.processors.live_tokens import TokenStream
 from aios.streams.readmodels.outputs import output_fetcher
 
@@ -166,6 +167,7 @@ class AgentWorker(ConcurrentProcessor):
         self.token_interval_s = s.processing.token_interval_ms / 1000
         self.running: dict[tuple[str, str], list[Cancellation]] = {}
         self.cancels = RecentCancels()
+        self.tools = RoleTools(s)  # the remote A2A agents by role
         self._cancel_asked: dict[int, int] = {}  # id(cancellation) -> the cancel event's timestamp (ms)
         self.toolboxes = RoleToolboxes(rt)  # the read-only tools and the MCP tools of each role
         listener.on("cancel", self.on_cancel)
@@ -254,15 +256,18 @@ class AgentWorker(ConcurrentProcessor):
         await self.produce_acked(topic, self.rt.codec.encode(record, value, topic), key.encode())
 
     def tools_for(self, a: dict[str, Any], journal: Journal, cancellation: Cancellation) -> Toolbox | None:
-        """The tools of this assignment: its role's (the read-only ones and the role's MCP tools), and
-        ask_agent unless AIOS_ASK_MAX_DEPTH is 0."""
+        """The tools of this assignment: its role's (the read-only ones and the role's MCP tools), the
+        remote A2A agents its role may ask (none for a restricted task), and ask_agent unless
+        AIOS_ASK_MAX_DEPTH is 0."""
         box = self.toolboxes.for_role(a["role"])
-        if not self.rt.settings.llm.agent_tools or self.asks.max_depth == 0:
+        extra = self.tools.remote_for(a["role"], a.get("privacy") or "normal")
+        if self.rt.settings.llm.agent_tools and self.asks.max_depth > 0:
+            asker = Asker(a["project_id"], a["task_id"], a["attempt"], a["role"], a.get("privacy") or "normal",
+                          a["trace_id"])
+            extra.append(AskAgent(asker, self.asks, journal, cancel=cancellation, observe=count_question))
+        if not extra:
             return box
-        asker = Asker(a["project_id"], a["task_id"], a["attempt"], a["role"], a.get("privacy") or "normal",
-                      a["trace_id"])
-        ask = AskAgent(asker, self.asks, journal, cancel=cancellation, observe=count_question)
-        return box.with_tools(ask) if box is not None else Toolbox([ask])
+        return box.with_tools(*extra) if box is not None else Toolbox(extra)
 
     async def _work(self, a: dict[str, Any], started: float) -> None:
         rt, key = self.rt, (a["project_id"], a["task_id"])
