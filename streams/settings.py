@@ -483,11 +483,27 @@ class ApiSettings(_Group):
 
 
 class ObservabilitySettings(_Group):
-    """Metrics and logs."""
+    """Metrics, traces and logs."""
 
     metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus /metrics; 0 disables.")
     metrics_host: str = Field("127.0.0.1", description="Address /metrics binds to (0.0.0.0 in containers).")
     log_level: str = Field("WARNING", description="DEBUG, INFO, WARNING or ERROR.")
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP collector base URL (spans go to <url>/v1/traces); unset, no spans are made "
+        "and no SDK is loaded. Kafka records carry traceparent either way.")
+    otel_capture_content: bool = Field(
+        False, description="Put prompts, answers and tool arguments on spans (gen_ai.input.messages, ...); "
+        "never for restricted tasks.")
+    otel_service_name: str | None = Field(
+        None, description="service.name of this process's spans; default aios-<process> (aios-agents, aios-api).")
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _http_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an OTLP/HTTP URL: give http(s)://host:4318 (the collector's "
+                             "OTLP/HTTP port; gRPC is not supported)")
+        return value.rstrip("/") if value else value
 
 
 GROUPS: dict[str, type[_Group]] = {

@@ -202,6 +202,22 @@ def _v7_memory_privacy() -> tuple[str, ...]:
     return (f"ALTER TABLE {DATABASE}.memory ADD COLUMN IF NOT EXISTS privacy LowCardinality(String) AFTER tokens",)
 
 
+def _v8_hops(ttl_days: int) -> tuple[str, ...]:
+    # What a record's Kafka headers say and its event does not: the process that produced it and the
+    # span it was produced in (traceparent). By offset, which the sink knows without decoding.
+    return (f"""CREATE TABLE IF NOT EXISTS {DATABASE}.hops (
+        topic LowCardinality(String),
+        partition UInt32,
+        offset UInt64,
+        ts DateTime64(3, 'UTC'),
+        producer LowCardinality(String),
+        traceparent String
+    ) ENGINE = ReplacingMergeTree
+    PARTITION BY toYYYYMM(ts)
+    ORDER BY (topic, partition, offset)
+    {_ttl(ttl_days)}""",)
+
+
 def migrations(ttl_days: int) -> list[Migration]:
     """Every migration, in order; ``ttl_days`` is the retention written into new tables."""
     if ttl_days < 1:
@@ -215,6 +231,7 @@ def migrations(ttl_days: int) -> list[Migration]:
         Migration(5, "llm_calls.redacted", _v5_llm_call_redacted()),
         Migration(6, "llm_calls.queue_ms", _v6_llm_call_queue_ms()),
         Migration(7, "memory.privacy", _v7_memory_privacy()),
+        Migration(8, "hops: each record's producing process and traceparent", _v8_hops(ttl_days)),
     ]
 
 

@@ -26,6 +26,7 @@ import faust
 from prometheus_client import REGISTRY
 
 from aios.schemas.limits import PRODUCER_HEADROOM_BYTES
+from aios.streams import tracing
 from aios.streams.engine.concurrent import ConcurrentProcessor
 from aios.streams.engine.runtime import Runtime
 from aios.streams.engine.transactional import TransactionalProcessor
@@ -148,6 +149,7 @@ async def running(
     logging.getLogger("faust").setLevel(max(logging.WARNING, logging.getLevelName(settings.observability.log_level)))
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     logging.getLogger("mode").setLevel(logging.WARNING)
+    tracing.configure(settings, name)
     app, rt = build_app(settings, processors, name)
     # A faust app with no agent has no topics to consume and crashes, so a process that only
     # runs services (`aios worker history`) starts them without the app.
@@ -184,6 +186,7 @@ async def running(
             for service in rt.services:
                 await service.stop()
         await rt.aclose()
+        await asyncio.to_thread(tracing.flush)
 
 
 Sidecar = Callable[[RunningApp], AbstractAsyncContextManager[object]]

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 from confluent_kafka import Message
+from opentelemetry import trace
 
 from aios.agents.cancellation import Cancellation
 from aios.agents.runner import AgentOutcome, AgentTask, Journal, TokenBudget, run_task, system_prompt
@@ -42,6 +43,7 @@ from aios.streams.metrics import (
     PROCESSING,
     TASK_SECONDS,
     TASKS,
+    observe_genai_call,
 )
 from aios.streams.processors import agent_status
 from aios.streams.processors.agent_events import (
@@ -62,6 +64,7 @@ from aios.streams.processors.agent_privacy import (
 )
 from aios.streams.processors.live_tokens import TokenStream
 from aios.streams.readmodels.outputs import output_fetcher
+from aios.streams.tracing import capture_content, headers_for, parent_from, span
 
 if TYPE_CHECKING:
     from aios.agents.lifecycle import Lifecycle
@@ -174,7 +177,8 @@ class AgentWorker(ConcurrentProcessor):
     # --- StatusWorker ----------------------------------------------------------------------
 
     def send_event(self, topic: str, record: str, value: dict[str, Any], key: str) -> None:
-        self.produce(topic, self.rt.codec.encode(record, value, topic), key.encode(), tracked=False)
+        self.produce(topic, self.rt.codec.encode(record, value, topic), key.encode(), tracked=False,
+                     headers=headers_for(value))
 
     async def flush(self, timeout_s: float) -> None:
         if self.producer is not None:
@@ -206,8 +210,15 @@ class AgentWorker(ConcurrentProcessor):
             return
         if not self.lifecycle.begin(a["task_id"]):
             raise Unstarted(f"draining: {a['task_id']} is left for the next worker")
+        # One span per attempt (GenAI's invoke_agent), a child of the dispatch that assigned it; the
+        # LLM and tool calls of the attempt are its children (agents/tracing.py).
+        attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": a["role"],
+                      "gen_ai.agent.id": self.rt.agent_id, "gen_ai.conversation.id": a["project_id"],
+                      "aios.task_id": a["task_id"], "aios.attempt": a["attempt"],
+                      "aios.privacy": a.get("privacy") or "normal"}
         try:
-            await self._work(a, started)
+            with span(f"invoke_agent {a['role']}", a["trace_id"], parent_from(msg.headers()), attributes=attributes):
+                await self._work(a, started)
         finally:
             self.lifecycle.end(a["task_id"])
 
@@ -224,7 +235,7 @@ class AgentWorker(ConcurrentProcessor):
 
     def send(self, topic: str, record: str, value: dict[str, Any], key: str) -> None:
         """An output of the current assignment (its offset commits once the broker has it)."""
-        self.produce(topic, self.rt.codec.encode(record, value, topic), key.encode())
+        self.produce(topic, self.rt.codec.encode(record, value, topic), key.encode(), headers=headers_for(value))
 
     async def _work(self, a: dict[str, Any], started: float) -> None:
         rt, key = self.rt, (a["project_id"], a["task_id"])
@@ -265,7 +276,8 @@ class AgentWorker(ConcurrentProcessor):
                                          tools=TOOLS if rt.settings.llm.agent_tools else None,
                                          search=memory_search(rt, rt.sealer, a), cancel=cancellation,
                                          fetch=output_fetcher(rt.settings, rt.codec, a["project_id"], rt.sealer),
-                                         on_delta=tokens.delta if tokens is not None else None)
+                                         on_delta=tokens.delta if tokens is not None else None,
+                                         capture_content=capture_content(privacy))
         finally:
             if tokens is not None:
                 tokens.close()
@@ -284,7 +296,7 @@ class AgentWorker(ConcurrentProcessor):
     def _send_tokens(self, value: dict[str, Any]) -> None:
         topic = self.rt.topics.tokens
         self.produce(topic, self.rt.codec.encode("TokenDelta", value, topic), value["task_id"].encode(),
-                     tracked=False)
+                     tracked=False, headers=headers_for(value))
 
     def _emit(self, a: dict[str, Any], outcome: AgentOutcome, recalled: list[Recall], started: float) -> None:
         rt, key = self.rt, a["task_id"]
@@ -308,7 +320,18 @@ class AgentWorker(ConcurrentProcessor):
             LLM_TOKENS.labels(call["provider"], call["model"], "input").inc(call["input_tokens"])
             LLM_TOKENS.labels(call["provider"], call["model"], "output").inc(call["output_tokens"])
             LLM_COST.labels(call["provider"], call["model"]).inc(call["cost_usd"])
+            observe_genai_call(call["provider"], call["model"], call["input_tokens"], call["output_tokens"],
+                               record.response.latency_ms / 1000)
         status = attempt_status(outcome)
+        current = trace.get_current_span()  # the attempt's invoke_agent span
+        if current.is_recording():
+            current.set_attributes({
+                "aios.status": status, "aios.cost_usd": outcome.cost_usd, "aios.llm_calls": len(outcome.calls),
+                "aios.tool_calls": len(outcome.tools),
+                "gen_ai.usage.input_tokens": sum(c.response.usage.input_tokens for c in outcome.calls),
+                "gen_ai.usage.output_tokens": sum(c.response.usage.output_tokens for c in outcome.calls)})
+            if outcome.error_type:
+                current.set_attribute("error.type", outcome.error_type)
         EVENTS.labels(NAME, status).inc()
         TASKS.labels(a["role"], status).inc()
         elapsed = time.perf_counter() - started
