@@ -17,6 +17,7 @@ from aios.cli.projects import approve, cancel, reject, status
 from aios.cli.run import up, worker
 from aios.cli.stats import db, stats
 from aios.cli.topics import topics
+from aios.cli.trace import trace_cmd
 from aios.schemas.errors import AiosError
 
 
@@ -26,7 +27,7 @@ def cli() -> None:
 
 
 for command in (api_cmd, keys, dev, topics, submit, tail, up, worker, demo, bench, db, stats, status, cancel, approve,
-                reject, memory, agents):
+                reject, memory, agents, trace_cmd):
     cli.add_command(command)
 
 

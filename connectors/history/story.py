@@ -122,9 +122,11 @@ def story(store: HistoryStore, trace_or_task: str) -> Story:
     by_task = ""
     if trace_or_task not in traces:  # a task id: its own events, and the trace's task-less ones
         by_task = f" AND (task_id = {quote(trace_or_task)} OR task_id = '')"
-    sql = ("SELECT event_id, event_type, topic, partition, offset, toUnixTimestamp64Milli(ts) AS ts_ms, trace_id, "
-           f"task_id, project_id, role, status FROM {DATABASE}.events FINAL "  # noqa: S608 - quoted values
-           f"WHERE trace_id IN ({in_traces}){by_task} ORDER BY ts_ms, topic, partition, offset LIMIT {MAX_EVENTS + 1}")
+    columns = "event_id, event_type, topic, partition, offset, toUnixTimestamp64Milli(ts) AS ts_ms, trace_id, " \
+        "task_id, project_id, role, status"
+    where = f"trace_id IN ({in_traces}){by_task}"
+    sql = f"SELECT {columns} FROM {DATABASE}.events FINAL WHERE {where} " \
+        f"ORDER BY ts_ms, topic, partition, offset LIMIT {MAX_EVENTS + 1}"  # noqa: S608 - quoted values
     rows = store.query(sql)
     truncated = len(rows) > MAX_EVENTS
     hops = [Hop(int(r["ts_ms"]), str(r["event_type"]), str(r["topic"]), int(r["partition"]), int(r["offset"]),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections import Counter
 from typing import Any
 
@@ -57,13 +58,26 @@ def records_of(cli: Cli, trace_id: str) -> list[tuple[str, dict[str, Any], list[
     return out
 
 
+def stored_story(cli: Cli, history: Worker, trace_id: str) -> dict[str, Any]:
+    """``aios trace --json`` once the history holds the task's result (the embedded store is one
+    process's at a time: the history worker is stopped while the CLI reads it)."""
+    for _ in range(5):
+        time.sleep(2)
+        history.stop()
+        doc: dict[str, Any] = cli.json("trace", trace_id)
+        if any(e["event_type"] == "TaskResult" and e["topic"].endswith(".results") for e in doc["events"]):
+            return doc
+        history.start()
+    raise AssertionError(f"the history never held the result of {trace_id}: {doc}")
+
+
 def test_one_trace_per_task_across_worker_processes(cli: Cli) -> None:
     with OtlpReceiver() as otlp, FakeOpenAI() as llm:
         cli.env.update({"AIOS_LLM": "local:llama3.1:8b", "AIOS_LOCAL_LLM_BASE_URL": llm.base_url,
                         "AIOS_LLM_MAX_RETRIES": "0", "AIOS_OTLP_ENDPOINT": otlp.endpoint,
                         "AIOS_OTEL_CAPTURE_CONTENT": "1"})
         cli.run("topics", "create")
-        workers = [Worker(cli, name) for name in ("orchestrator", "results", "agents", "memory")]
+        workers = [Worker(cli, name) for name in ("orchestrator", "results", "agents", "memory", "history")]
         try:
             for w in workers:
                 w.start()
@@ -76,6 +90,7 @@ def test_one_trace_per_task_across_worker_processes(cli: Cli) -> None:
             assert restricted["result"]["status"] == "succeeded", restricted
             spans = otlp.wait_for(complete(normal["trace_id"]))
             otlp.wait_for(complete(restricted["trace_id"]))
+            story = stored_story(cli, workers[-1], normal["trace_id"])
         finally:
             for w in workers:
                 w.stop()
@@ -141,3 +156,28 @@ def test_one_trace_per_task_across_worker_processes(cli: Cli) -> None:
         match = TRACEPARENT.fullmatch(values[0])
         assert match is not None and match.group(1).decode() == normal["trace_id"], (topic, values)
         assert match.group(2).decode() in all_ids, f"{topic}: its traceparent names no recorded span"
+
+    # `aios trace` tells the same story from the history alone: every event in order, with the process
+    # that produced it, its partition and offset, the LLM and tool calls, and the time between hops.
+    events = story["events"]
+    assert story["trace_ids"] == [normal["trace_id"]] and story["attempts"][0]["attempt"] == 1
+    assert [e["ts_ms"] for e in events] == sorted(e["ts_ms"] for e in events)
+    assert all(e["gap_ms"] >= 0 and e["partition"] >= 0 and e["offset"] >= 0 for e in events)
+
+    def made_by(event_type: str, topic_end: str) -> set[str]:
+        return {e["producer"].split("@")[0] for e in events
+                if e["event_type"] == event_type and e["topic"].endswith(topic_end)}
+    assert made_by("Task", ".tasks") == {"cli"}
+    assert made_by("Assignment", ".general") == {"orchestrator"}
+    assert made_by("TaskResult", ".attempts") == {"agents-general"}
+    assert made_by("LlmCall", ".llm-calls") == {"agents-general"}
+    assert made_by("TaskResult", ".results") == {"results"}
+    calls = [e for e in events if e["event_type"] == "LlmCall"]
+    assert [c["detail"]["step"] for c in calls] == [0, 1]
+    assert all(c["detail"]["input_tokens"] > 0 and c["detail"]["latency_ms"] > 0 for c in calls)
+    tools = [e for e in events if e["event_type"] == "AgentMessage"]
+    assert [t["detail"]["tool"] for t in tools] == ["search_memory"] and tools[0]["attempt"] == 1
+    spans_by_id = {s.span_id for s in spans}
+    assert all(e["traceparent"].split("-")[2] in spans_by_id for e in events if e["traceparent"])
+    human = cli.run("trace", normal["task_id"]).stdout
+    assert "attempt 1" in human and "chat llama3.1:8b" in human and "execute_tool search_memory" in human
