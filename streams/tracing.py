@@ -142,11 +142,11 @@ def span(name: str, trace_id: str, parent: SpanContext | None = None, *, kind: S
             yield trace.INVALID_SPAN
             return
         passing = NonRecordingSpan(parent)
-        token = otel_context.attach(trace.set_span_in_context(passing))  # use_span's generator costs 3x
+        attached = otel_context.attach(trace.set_span_in_context(passing))  # use_span's generator costs 3x
         try:
             yield passing
         finally:
-            otel_context.detach(token)
+            otel_context.detach(attached)
         return
     token = _root_trace_id.set(otel_trace_id(trace_id))
     try:
