@@ -202,7 +202,20 @@ def _v7_memory_privacy() -> tuple[str, ...]:
     return (f"ALTER TABLE {DATABASE}.memory ADD COLUMN IF NOT EXISTS privacy LowCardinality(String) AFTER tokens",)
 
 
-def _v8_hops(ttl_days: int) -> tuple[str, ...]:
+def _v8_latency_without_pickups() -> tuple[str, ...]:
+    # An agent's pickup (a TaskResult of status `started` on the attempts topic) is not a result: the
+    # per-minute latency rollup counted it, with the pickup's delay as its latency. Rows already
+    # rolled up stay; new ones leave pickups out.
+    return (
+        f"DROP VIEW IF EXISTS {DATABASE}.latency_1m_results",
+        _view("latency_1m_results", "latency_1m", f"""SELECT toStartOfMinute(ts) AS minute, project_id, role,
+            uniqExactState(event_id) AS results,
+            quantilesState(0.5, 0.95, 0.99)({RESULT_LATENCY_MS}) AS latency_ms
+            FROM {DATABASE}.results WHERE status != 'started' GROUP BY minute, project_id, role"""),
+    )
+
+
+def _v9_hops(ttl_days: int) -> tuple[str, ...]:
     # What a record's Kafka headers say and its event does not: the process that produced it and the
     # span it was produced in (traceparent). By offset, which the sink knows without decoding.
     return (f"""CREATE TABLE IF NOT EXISTS {DATABASE}.hops (
@@ -231,7 +244,8 @@ def migrations(ttl_days: int) -> list[Migration]:
         Migration(5, "llm_calls.redacted", _v5_llm_call_redacted()),
         Migration(6, "llm_calls.queue_ms", _v6_llm_call_queue_ms()),
         Migration(7, "memory.privacy", _v7_memory_privacy()),
-        Migration(8, "hops: each record's producing process and traceparent", _v8_hops(ttl_days)),
+        Migration(8, "latency rollup without pickups", _v8_latency_without_pickups()),
+        Migration(9, "hops: each record's producing process and traceparent", _v9_hops(ttl_days)),
     ]
 
 

@@ -49,6 +49,7 @@ from aios.streams.engine.records import dead_letter_event, log
 from aios.streams.engine.runtime import Runtime
 from aios.streams.errors import KafkaError
 from aios.streams.kafka import make_consumer, producer_config
+from aios.streams.logs import set_processor
 from aios.streams.metrics import PROCESSING
 from aios.streams.tracing import Headers, headers_for
 
@@ -164,6 +165,7 @@ class TransactionalProcessor(faust.Service):
 
     @faust.Service.task
     async def _run(self) -> None:
+        set_processor(self.name)
         while not self.should_stop:
             pause = await asyncio.to_thread(self.step)
             if pause:

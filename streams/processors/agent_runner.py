@@ -33,6 +33,7 @@ from aios.streams.engine.concurrent import ConcurrentProcessor, Unstarted
 from aios.streams.engine.control import ControlListener
 from aios.streams.engine.records import decode_or_error, log
 from aios.streams.engine.runtime import Runtime
+from aios.streams.logs import ids_scope, set_processor
 from aios.streams.metrics import (
     CANCEL_SECONDS,
     CANCELLED_WORK,
@@ -180,6 +181,9 @@ class AgentWorker(ConcurrentProcessor):
         self.produce(topic, self.rt.codec.encode(record, value, topic), key.encode(), tracked=False,
                      headers=headers_for(value))
 
+    def send_tombstone(self, topic: str, key: str) -> None:
+        self.produce(topic, None, key.encode(), tracked=False)
+
     async def flush(self, timeout_s: float) -> None:
         if self.producer is not None:
             await asyncio.to_thread(self.producer.flush, timeout_s)
@@ -210,6 +214,7 @@ class AgentWorker(ConcurrentProcessor):
             return
         if not self.lifecycle.begin(a["task_id"]):
             raise Unstarted(f"draining: {a['task_id']} is left for the next worker")
+        set_processor(f"{NAME}:{a['role']}")
         # One span per attempt (GenAI's invoke_agent), a child of the dispatch that assigned it; the
         # LLM and tool calls of the attempt are its children (agents/tracing.py).
         attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": a["role"],
@@ -217,7 +222,8 @@ class AgentWorker(ConcurrentProcessor):
                       "aios.task_id": a["task_id"], "aios.attempt": a["attempt"],
                       "aios.privacy": a.get("privacy") or "normal"}
         try:
-            with span(f"invoke_agent {a['role']}", a["trace_id"], parent_from(msg.headers()), attributes=attributes):
+            with ids_scope(task_id=a["task_id"], project_id=a["project_id"], trace_id=a["trace_id"]), \
+                    span(f"invoke_agent {a['role']}", a["trace_id"], parent_from(msg.headers()), attributes=attributes):
                 await self._work(a, started)
         finally:
             self.lifecycle.end(a["task_id"])
@@ -323,6 +329,8 @@ class AgentWorker(ConcurrentProcessor):
             observe_genai_call(call["provider"], call["model"], call["input_tokens"], call["output_tokens"],
                                record.response.latency_ms / 1000)
         status = attempt_status(outcome)
+        log.info("agents: attempt %d %s in %.0f ms%s", a["attempt"], status, latency_ms,
+                 f": {outcome.error_type}: {outcome.error}" if not outcome.ok else "")
         current = trace.get_current_span()  # the attempt's invoke_agent span
         if current.is_recording():
             current.set_attributes({

@@ -37,6 +37,7 @@ from aios.streams.engine.records import dead_letter_event, log
 from aios.streams.engine.runtime import Runtime
 from aios.streams.engine.transactional import TransactionalProcessor
 from aios.streams.kafka import read_partition
+from aios.streams.logs import ids_scope
 from aios.streams.metrics import EVENTS
 from aios.streams.orchestration.dag import Limits
 from aios.streams.orchestration.entries import POSITIONS_KEY, Rebuilder, encode_changes, encode_positions
@@ -216,7 +217,8 @@ class Orchestrator(TransactionalProcessor):
         v = decoded.value
         # The dispatch: what this record releases (Assignments, finals) is produced inside the span,
         # so each output's traceparent names it.
-        with span("dispatch", v["trace_id"], parent_from(msg.headers()), attributes={
+        with ids_scope(project_id=v.get("project_id"), task_id=v.get("task_id"), trace_id=v.get("trace_id")), \
+                span("dispatch", v["trace_id"], parent_from(msg.headers()), attributes={
                 "aios.event": name, "aios.project_id": v["project_id"], "aios.task_id": v.get("task_id") or "",
                 "aios.attempt": v.get("attempt") or 0}):
             self.handle(name, v, msg)
