@@ -27,6 +27,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
+from aios.streams.logs import process_name
 from aios.streams.settings import Settings
 
 log = logging.getLogger("aios.tracing")
@@ -205,6 +206,8 @@ def configure(settings: Settings, process: str) -> bool:
     """Name this process (its records' ``aios-process`` header) and, with AIOS_OTLP_ENDPOINT, set
     its tracer up (once; later calls keep the first setup). Returns whether spans are recorded."""
     global _provider, _capture_content, _process
+    named = process_name()  # the name this process logs under (streams/logs.py), when it was given one
+    process = named if named != "aios" else process
     if _process.startswith(b"aios@"):  # still the default name
         _process = f"{process}@{socket.gethostname()}:{os.getpid()}".encode()
     obs = settings.observability

@@ -72,8 +72,8 @@ def test_submit_wait_and_tail_against_aios_up(cli: Cli) -> None:
                 break
             time.sleep(1)
         producers = {e["event_type"]: e["producer"].split("@")[0] for e in story["events"]}
-        assert producers["Task"] == "cli" and producers["Assignment"] == "orchestrator"
-        assert producers["LlmCall"].startswith("agents") and story["trace_ids"] == [doc["trace_id"]]
+        assert producers["Task"] == "submit" and producers["Assignment"] == "orchestrator"
+        assert producers["LlmCall"] == "agents" and story["trace_ids"] == [doc["trace_id"]]
         # One /metrics for `aios up`: each process's own, labelled with the process.
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
         orchestrator = 'aios_events_processed_total{{outcome="{}",process="orchestrator",processor="orchestrator"}} 1.0'

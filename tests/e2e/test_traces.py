@@ -100,9 +100,9 @@ def test_one_trace_per_task_across_worker_processes(cli: Cli) -> None:
 
     # One trace: a single root, the submit, in the CLI's process; every other span's parent is in it.
     roots = [s for s in trace if not s.parent_id]
-    assert [(s.name, s.service, s.kind) for s in roots] == [("submit", "aios-cli", "producer")]
+    assert [(s.name, s.service, s.kind) for s in roots] == [("submit", "aios-submit", "producer")]
     assert all(s.parent_id in ids for s in trace if s.parent_id), "a span's parent is missing from the trace"
-    assert {s.service for s in trace} >= {"aios-cli", "aios-orchestrator", "aios-agents-general", "aios-memory",
+    assert {s.service for s in trace} >= {"aios-submit", "aios-orchestrator", "aios-agents", "aios-memory",
                                           "aios-results"}
 
     def parent(s: Span) -> Span:
@@ -167,10 +167,10 @@ def test_one_trace_per_task_across_worker_processes(cli: Cli) -> None:
     def made_by(event_type: str, topic_end: str) -> set[str]:
         return {e["producer"].split("@")[0] for e in events
                 if e["event_type"] == event_type and e["topic"].endswith(topic_end)}
-    assert made_by("Task", ".tasks") == {"cli"}
+    assert made_by("Task", ".tasks") == {"submit"}
     assert made_by("Assignment", ".general") == {"orchestrator"}
-    assert made_by("TaskResult", ".attempts") == {"agents-general"}
-    assert made_by("LlmCall", ".llm-calls") == {"agents-general"}
+    assert made_by("TaskResult", ".attempts") == {"agents"}
+    assert made_by("LlmCall", ".llm-calls") == {"agents"}
     assert made_by("TaskResult", ".results") == {"results"}
     calls = [e for e in events if e["event_type"] == "LlmCall"]
     assert [c["detail"]["step"] for c in calls] == [0, 1]
