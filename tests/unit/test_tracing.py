@@ -93,3 +93,22 @@ def test_no_sdk_is_loaded_without_an_endpoint() -> None:
     env = {"PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_a_collector_that_does_not_answer_costs_spans_never_the_process() -> None:
+    code = (
+        "import time\n"
+        "from aios.streams import tracing\n"
+        "from aios.streams.settings import load_settings\n"
+        "assert tracing.configure(load_settings(otlp_endpoint='http://127.0.0.1:9'), 'agents')\n"
+        "started = time.monotonic()\n"
+        "for _ in range(100):\n"
+        f"    with tracing.span('dispatch', {TRACE!r}):\n"
+        f"        assert tracing.traceparent({TRACE!r}).startswith(b'00-{TRACE}')\n"
+        "assert time.monotonic() - started < 5  # spans are exported from a thread of the SDK's\n"
+        "tracing.flush(2)\n"
+        "print('alive')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"},
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "alive", out.stderr[-2000:]
