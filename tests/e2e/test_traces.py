@@ -58,6 +58,24 @@ def records_of(cli: Cli, trace_id: str) -> list[tuple[str, dict[str, Any], list[
     return out
 
 
+def span_tree(trace: list[Span]) -> str:
+    """The trace as indented lines (shown with ``pytest -s``: the closing note of issue 18 quotes it)."""
+    children: dict[str, list[Span]] = {}
+    for s in sorted(trace, key=lambda s: s.start_ns):
+        children.setdefault(s.parent_id, []).append(s)
+    keys = ("gen_ai.agent.name", "gen_ai.provider.name", "gen_ai.request.model", "gen_ai.usage.input_tokens",
+            "gen_ai.usage.output_tokens", "aios.llm.cost_usd", "aios.llm.ttft_ms", "aios.llm.strategy",
+            "aios.llm.fallbacks", "gen_ai.tool.name", "aios.event", "aios.status", "aios.memory.kind")
+    lines: list[str] = []
+    stack = [(s, 0) for s in reversed(children.get("", []))]
+    while stack:
+        s, depth = stack.pop()
+        shown = {k.split(".")[-1]: s.attributes[k] for k in keys if k in s.attributes}
+        lines.append(f"{'  ' * depth}{s.name} [{s.service}, {s.kind}, {s.ms:.1f} ms] {shown}")
+        stack += [(c, depth + 1) for c in reversed(children.get(s.span_id, []))]
+    return "\n".join(lines)
+
+
 def stored_story(cli: Cli, history: Worker, trace_id: str) -> dict[str, Any]:
     """``aios trace --json`` once the history holds the task's result (the embedded store is one
     process's at a time: the history worker is stopped while the CLI reads it)."""
@@ -97,6 +115,7 @@ def test_one_trace_per_task_across_worker_processes(cli: Cli) -> None:
         records = records_of(cli, normal["trace_id"])
     trace = [s for s in spans if s.trace_id == normal["trace_id"]]
     ids = by_id(trace)
+    print(f"trace {normal['trace_id']}:\n{span_tree(trace)}")
 
     # One trace: a single root, the submit, in the CLI's process; every other span's parent is in it.
     roots = [s for s in trace if not s.parent_id]
