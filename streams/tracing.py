@@ -4,7 +4,7 @@
 An AIOS event's ``trace_id`` *is* its trace: the traceparent's trace id is the event's ``trace_id``
 when that is 32 hex digits (every id AIOS makes is), and a hash of it otherwise, so a span found in a
 tracing backend and ``aios trace`` name the same id. Records always carry a traceparent (formatting
-one costs less than a microsecond); spans are recorded only when an endpoint is set. Unset, the SDK
+one costs a microsecond or two); spans are recorded only when an endpoint is set. Unset, the SDK
 is not even imported, and a processor's "span" is the record's parent context made current, so the
 records it produces still point at the span that produced their input (a process without tracing
 passes the trace through). ``agents/`` uses the OpenTelemetry API only; the SDK is wired here.
@@ -41,7 +41,6 @@ Headers = list[tuple[str, str | bytes | None]]  # as confluent-kafka takes and g
 HeadersIn = Headers | Mapping[str, str | bytes | None] | Sequence[tuple[str, bytes | str | None]] | None
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _PARENT = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 # The trace id the next root span must have (the event's), read by the SDK's id generator.
 _root_trace_id: ContextVar[int | None] = ContextVar("aios_root_trace_id", default=None)
