@@ -593,10 +593,12 @@ class ObservabilitySettings(_Group):
     @field_validator("otlp_endpoint")
     @classmethod
     def _http_endpoint(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
+        if not value:
+            return None  # "" turns tracing off, as unset does
+        if not value.startswith(("http://", "https://")):
             raise ValueError(f"{value!r} is not an OTLP/HTTP URL: give http(s)://host:4318 (the collector's "
                              "OTLP/HTTP port; gRPC is not supported)")
-        return value.rstrip("/") if value else value
+        return value.rstrip("/")
 
 
 GROUPS: dict[str, type[_Group]] = {

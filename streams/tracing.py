@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from functools import lru_cache
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -38,7 +39,7 @@ TRACEPARENT = "traceparent"
 PROCESS_HEADER = "aios-process"
 TRACER = "aios.streams"
 Headers = list[tuple[str, str | bytes | None]]  # as confluent-kafka takes and gives them
-HeadersIn = Headers | Mapping[str, str | bytes | None] | Sequence[tuple[str, bytes | str | None]] | None
+HeadersIn = Headers | dict[str, str | bytes | None] | Sequence[tuple[str, bytes | str | None]] | None
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _PARENT = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
@@ -60,6 +61,7 @@ def capture_content(privacy: str | None) -> bool:
     return _capture_content and (privacy or "normal") == "normal"
 
 
+@lru_cache(maxsize=4096)  # a processor sees each trace a few times in a row: parse it once
 def otel_trace_id(trace_id: str) -> int:
     """The W3C trace id of an AIOS ``trace_id``: itself when it is 32 lowercase hex digits (not all
     zero), else the first 16 bytes of its SHA-256 (a trace id set by a client may be anything)."""
@@ -110,7 +112,7 @@ def parent_from(headers: HeadersIn, trace_id: str | None = None) -> SpanContext 
     (or, given the event's ``trace_id``, none of that trace). Never raises: headers are input."""
     if not headers:
         return None
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    pairs = headers.items() if isinstance(headers, dict) else headers  # dict, not Mapping: isinstance on an ABC is slow
     for name, raw in pairs:
         if name != TRACEPARENT or raw is None:
             continue
@@ -234,7 +236,10 @@ def configure(settings: Settings, process: str) -> bool:
     })
     provider = TracerProvider(resource=resource, id_generator=EventTraceIds())
     exporter = OTLPSpanExporter(endpoint=f"{obs.otlp_endpoint}/v1/traces", timeout=10)
-    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
+    # A queue of several seconds of spans at the pipeline's rates: a full queue drops spans (the SDK
+    # logs it), never blocks a processor.
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000, max_queue_size=32_768,
+                                                   max_export_batch_size=2048))
     trace.set_tracer_provider(provider)
     _provider, _capture_content = provider, obs.otel_capture_content
     log.info("tracing: spans of %s go to %s", process, obs.otlp_endpoint)

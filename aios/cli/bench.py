@@ -58,6 +58,25 @@ def pipeline_cmd(tasks: int, paced: int, rate: float, mode: str, traced: bool, a
                       f"OTLP exports, {doc['traced']['export_bytes']} bytes")
 
 
+@bench.command("tracing")
+@click.option("--records", default=20_000, show_default=True, help="Records handled per measurement.")
+@json_option
+def tracing_cmd(records: int, as_json: bool) -> None:
+    """Tracing's cost per record a processor handles: AIOS_OTLP_ENDPOINT unset and set, in one process."""
+    from aios.bench.tracing import bench_tracing
+
+    if records < 1:
+        raise click.BadParameter("--records must be ≥ 1")
+    settings = settings_or_exit(otlp_endpoint="")
+    doc = bench_tracing(settings, records=records)
+    if as_json:
+        emit_json(doc)
+        return
+    console.print(f"per record: loop {doc['loop_us']} µs; tracing unset {doc['unset_us']} µs "
+                  f"(+{doc['unset_over_loop_us']}); set {doc['set_us']} µs (+{doc['set_over_unset_us']} over unset); "
+                  f"{doc['export_requests']} OTLP exports, {doc['export_bytes']} bytes")
+
+
 @bench.command("capacity")
 @click.option("--tasks", default=600, show_default=True, help="JSON tasks sent at once.")
 @click.option("--ttft", "ttft_s", default=1.0, show_default=True, help="The LLM's time to first token (s).")
