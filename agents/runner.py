@@ -23,6 +23,7 @@ from aios.agents.llm.base import ChatMessage, ChatRequest, ChatResponse, Provide
 from aios.agents.llm.router import Route, Routed, Router, Strategy
 from aios.agents.roles import Role, load_roles
 from aios.agents.tools import MAX_TOOL_ROUNDS, CallSite, FetchOutput, Search, Toolbox, ToolContext
+from aios.agents.tracing import chat_span, describe_call, describe_tool, tool_span
 from aios.schemas.limits import MAX_ERROR_CHARS, MAX_OUTPUT_BYTES, cut, cut_utf8, utf8_len
 
 # Budgets in characters (~4 per token) keep a prompt well inside small context windows even when
@@ -257,7 +258,7 @@ def _within_tokens(system: str, head: list[str], task: AgentTask, budget: TokenB
 async def run_task(
     llm: Provider | Router, task: AgentTask, budget: TokenBudget | None = None, *, journal: Journal | None = None,
     tools: Toolbox | None = None, search: Search | None = None, fetch: FetchOutput | None = None,
-    cancel: Cancellation | None = None, on_delta: DeltaSink | None = None,
+    cancel: Cancellation | None = None, on_delta: DeltaSink | None = None, capture_content: bool = False,
 ) -> AgentOutcome:
     """Run ``task`` through ``llm`` (a router, or one provider), with ``tools`` the model may call
     for up to ``MAX_TOOL_ROUNDS`` rounds; check the answer against the role's contract and ask once
@@ -266,7 +267,8 @@ async def run_task(
     ``cancel`` stops the attempt (the call in flight is interrupted, no further step or tool call
     starts; the outcome's error_type is ``cancelled``); ``on_delta`` is told the answer as it streams.
     Provider failures become failed outcomes; bugs propagate. ``fetch`` reads a dependency's whole
-    output where the assignment carries an excerpt (the read_dependency_output tool).
+    output where the assignment carries an excerpt (the read_dependency_output tool). Each LLM call and
+    tool call is a span (agents/tracing.py); ``capture_content`` puts prompts and answers on them.
     """
     router = llm if isinstance(llm, Router) else Router.single(llm)
     tool_journal = journal  # a tool may act on the world whatever model asked for it
@@ -277,7 +279,7 @@ async def run_task(
     if tools is not None:
         request = replace(request, tools=tools.specs())
     steps = _Steps(router, task, role, journal, tools, ToolContext(task.context, search, fetch), cancel, on_delta,
-                   tool_journal=tool_journal)
+                   tool_journal=tool_journal, capture_content=capture_content)
     try:
         request, call = await steps.call_with_tools(request)
         output, problem = role.validate(call.response.text)
@@ -308,6 +310,7 @@ class _Steps:
     cancel: Cancellation | None = None
     on_delta: DeltaSink | None = None
     tool_journal: Journal | None = None
+    capture_content: bool = False
     calls: list[CallRecord] = field(default_factory=list)
     tool_records: list[ToolRecord] = field(default_factory=list)
 
@@ -320,7 +323,9 @@ class _Steps:
             for index, tool_call in enumerate(call.response.tool_calls):
                 if self.cancel is not None:
                     self.cancel.check()  # no tool call starts after a cancel
-                record = await self.run_tool(call.step, index, tool_call)
+                with tool_span(tool_call) as span:
+                    record = await self.run_tool(call.step, index, tool_call)
+                    describe_tool(span, tool_call, record.result, capture=self.capture_content)
                 self.tool_records.append(record)
                 results.append(ChatMessage("tool", record.result, tool_call_id=tool_call.id))
             rounds += 1
@@ -358,6 +363,13 @@ class _Steps:
         return ToolRecord(step, tool_call, result)
 
     async def call(self, request: ChatRequest) -> CallRecord:
+        with chat_span() as span:
+            record = await self._call(request)
+            describe_call(span, record, request.messages, max_tokens=request.max_tokens,
+                          temperature=request.temperature, capture=self.capture_content)
+        return record
+
+    async def _call(self, request: ChatRequest) -> CallRecord:
         step = len(self.calls)
         t = self.task
         if self.cancel is not None:

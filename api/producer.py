@@ -18,6 +18,7 @@ from aios.schemas.codec import Codec
 from aios.streams.errors import KafkaError
 from aios.streams.kafka import make_codec, producer_config
 from aios.streams.settings import Settings
+from aios.streams.tracing import headers_for
 
 
 class AsyncProducer:
@@ -41,6 +42,7 @@ class AsyncProducer:
         produces, they accept (InvalidRecordError, a 400, otherwise)."""
         check(record, value)
         data = self.codec.encode(record, value, topic)
+        headers = headers_for(value)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[int, int]] = loop.create_future()
 
@@ -56,7 +58,7 @@ class AsyncProducer:
 
         while True:
             try:
-                self._producer.produce(topic, value=data, key=key, on_delivery=settle)
+                self._producer.produce(topic, value=data, key=key, headers=headers, on_delivery=settle)
                 break
             except BufferError:
                 await asyncio.sleep(0.01)  # librdkafka's queue is full: let the poll thread drain it

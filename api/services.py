@@ -24,6 +24,7 @@ from aios.connectors.context.ratelimit import TokenBuckets
 from aios.connectors.history import HistoryStore, open_store
 from aios.schemas.events import envelope
 from aios.schemas.limits import MAX_NAME_CHARS, cut
+from aios.streams import tracing
 from aios.streams.kafka_access import check_access
 from aios.streams.logs import LIBRDKAFKA
 from aios.streams.sealing import Sealer
@@ -66,6 +67,7 @@ class Services:
     async def start(self) -> None:
         # A refused login or an untrusted certificate stops the API at start, naming the setting.
         await asyncio.to_thread(check_access, self.settings)
+        tracing.configure(self.settings, "api")  # kept as it is when `aios up` already set it up
         self.producer = AsyncProducer(self.settings)
         self.hub.start()
         await asyncio.to_thread(self.view.start)
@@ -84,7 +86,10 @@ class Services:
     # -- producing ------------------------------------------------------------------------------
     async def produce(self, topic: str, record: str, value: dict[str, Any], key: str) -> tuple[int, int]:
         assert self.producer is not None, "Services.start() was not awaited"  # noqa: S101 - programming error
-        return await self.producer.send(topic, record, value, key)
+        # The trace starts here: the submit span's trace id is the event's trace_id.
+        with tracing.span("submit", value["trace_id"], kind=tracing.SpanKind.PRODUCER,
+                          attributes=tracing.submit_attributes(topic, record, value)):
+            return await self.producer.send(topic, record, value, key)
 
     async def control(self, project: str, action: str, task_id: str, reason: str, by: str) -> None:
         event = {**envelope(), "project_id": project, "action": action, "task_id": task_id,

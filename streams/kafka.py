@@ -25,6 +25,7 @@ from aios.streams.kafka_access import KafkaAccessError, authorization_problem, c
 from aios.streams.logs import LIBRDKAFKA
 from aios.streams.settings import Settings
 from aios.streams.topics import Topics
+from aios.streams.tracing import Headers, headers_for
 
 
 def make_codec(settings: Settings, *, validate: bool = True) -> Codec:
@@ -75,16 +76,17 @@ class EventProducer:
             self.delivered.append((str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)))
 
     def send(self, topic: str, record: str, value: Mapping[str, Any], key: str | None = None) -> None:
-        self.send_raw(topic, self.codec.encode(record, value, topic), key)
+        """Queue an event, with its traceparent (the current span's, in the event's trace)."""
+        self.send_raw(topic, self.codec.encode(record, value, topic), key, headers_for(value))
 
     def send_tombstone(self, topic: str, key: str) -> None:
         """A null value for ``key`` on a compacted topic: compaction then forgets the key."""
         self.send_raw(topic, None, key)
 
-    def send_raw(self, topic: str, data: bytes | None, key: str | None = None) -> None:
+    def send_raw(self, topic: str, data: bytes | None, key: str | None = None, headers: Headers | None = None) -> None:
         while True:
             try:
-                self._producer.produce(topic, value=data, key=key, on_delivery=self._on_delivery)
+                self._producer.produce(topic, value=data, key=key, headers=headers, on_delivery=self._on_delivery)
                 break
             except BufferError:
                 # Local queue full: serve delivery callbacks to make room, then try again.

@@ -22,6 +22,29 @@ RECORD_FAILURES = Counter(
 )
 LLM_TOKENS = Counter("aios_llm_tokens_total", "LLM tokens used.", ["provider", "model", "direction"])
 LLM_COST = Counter("aios_llm_cost_usd_total", "LLM spend in USD.", ["provider", "model"])
+# OpenTelemetry's GenAI client metrics, under the names Prometheus translates them to
+# (gen_ai.client.token.usage {token} -> gen_ai_client_token_usage; gen_ai.client.operation.duration s
+# -> ..._seconds), with the conventions' attributes as labels and its advised buckets.
+GENAI_LABELS = ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model"]
+GENAI_TOKEN_USAGE = Histogram(
+    "gen_ai_client_token_usage", "Tokens used per GenAI call (OpenTelemetry gen_ai.client.token.usage).",
+    [*GENAI_LABELS, "gen_ai_token_type"],
+    buckets=(1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864),
+)
+GENAI_DURATION = Histogram(
+    "gen_ai_client_operation_duration_seconds",
+    "Duration of a GenAI call (OpenTelemetry gen_ai.client.operation.duration).", GENAI_LABELS,
+    buckets=(0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92),
+)
+
+
+def observe_genai_call(provider: str, model: str, input_tokens: int, output_tokens: int, seconds: float) -> None:
+    """One LLM call that was paid for, in the GenAI client metrics."""
+    GENAI_TOKEN_USAGE.labels("chat", provider, model, "input").observe(input_tokens)
+    GENAI_TOKEN_USAGE.labels("chat", provider, model, "output").observe(output_tokens)
+    GENAI_DURATION.labels("chat", provider, model).observe(seconds)
+
+
 SINK_ROWS = Counter("aios_sink_rows_total", "Rows the history sink stored.", ["engine"])
 SINK_BATCH = Histogram(
     "aios_sink_batch_rows", "Rows per history-sink batch.",

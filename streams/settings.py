@@ -635,7 +635,7 @@ class ApiSettings(_Group):
 
 
 class ObservabilitySettings(_Group):
-    """Metrics and logs."""
+    """Metrics, traces and logs."""
 
     metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus /metrics; 0 disables.")
     metrics_host: str = Field("127.0.0.1", description="Address /metrics binds to (0.0.0.0 in containers).")
@@ -645,6 +645,14 @@ class ObservabilitySettings(_Group):
     log_format: Literal["text", "json"] = Field(
         "text", description="text: one line per event for people; json: one JSON object per line. "
         "Either way each carries time, level, process, processor and the task, project and trace ids in scope.")
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP collector base URL (spans go to <url>/v1/traces); unset, no spans are made "
+        "and no SDK is loaded. Kafka records carry traceparent either way.")
+    otel_capture_content: bool = Field(
+        False, description="Put prompts, answers and tool arguments on spans (gen_ai.input.messages, ...); "
+        "never for restricted tasks.")
+    otel_service_name: str | None = Field(
+        None, description="service.name of this process's spans; default aios-<process> (aios-agents, aios-api).")
     dlq_replay_limit: int = Field(
         3, ge=1, le=1000, description="How many times the same dead-lettered record (its key and bytes) may be "
         "replayed; past it `aios dlq replay` and the API refuse, so a record that keeps failing cannot loop.")
@@ -653,6 +661,16 @@ class ObservabilitySettings(_Group):
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _http_endpoint(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # "" turns tracing off, as unset does
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an OTLP/HTTP URL: give http(s)://host:4318 (the collector's "
+                             "OTLP/HTTP port; gRPC is not supported)")
+        return value.rstrip("/")
 
 
 GROUPS: dict[str, type[_Group]] = {

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aios.bench.spansink import SpanSink
 from aios.bench.toolkit import (
     Figures,
     PipelineProcess,
@@ -89,13 +90,30 @@ MODES = {
 
 
 def bench_pipeline(base: Settings, *, tasks: int, paced: int, rate: float, mode: str,
-                   tick: Callable[[int], None]) -> dict[str, Any]:
+                   tick: Callable[[int], None], traced: bool = False) -> dict[str, Any]:
     with scratch_topics(base, "bench") as settings:
-        return _bench_pipeline(settings, tasks=tasks, paced=paced, rate=rate, mode=mode, tick=tick)
+        # Compared with tracing: off for certain in this run, whatever the environment says.
+        off = {"AIOS_OTLP_ENDPOINT": ""} if traced else None
+        doc = _bench_pipeline(settings, tasks=tasks, paced=paced, rate=rate, mode=mode, tick=tick, env=off)
+    if not traced:
+        return doc
+    # The same run again, on fresh topics, with every pipeline process exporting its spans (the
+    # submitting client stays untraced: the cost measured is the pipeline's).
+    with scratch_topics(base, "bench") as settings, SpanSink() as sink:
+        env = {"AIOS_OTLP_ENDPOINT": sink.endpoint}
+        traced_doc = _bench_pipeline(settings, tasks=tasks, paced=paced, rate=rate, mode=mode, tick=tick, env=env)
+        spans = {"export_requests": sink.requests, "export_bytes": sink.bytes}
+    untraced, with_spans = doc["pipeline"], traced_doc["pipeline"]
+    doc["traced"] = {**with_spans, **spans, "raw_kafka": traced_doc["raw_kafka"]}
+    doc["ratio"]["throughput_traced_over_untraced"] = round(
+        with_spans["throughput_per_s"] / untraced["throughput_per_s"], 4)
+    doc["ratio"]["p50_traced_over_untraced"] = (round(with_spans["p50_ms"] / untraced["p50_ms"], 2)
+                                                if untraced["p50_ms"] else None)
+    return doc
 
 
 def _bench_pipeline(settings: Settings, *, tasks: int, paced: int, rate: float, mode: str,
-                    tick: Callable[[int], None]) -> dict[str, Any]:
+                    tick: Callable[[int], None], env: dict[str, str] | None = None) -> dict[str, Any]:
     prefix = settings.kafka.topic_prefix
     raw_topic = f"{prefix}.raw-baseline"
     create_raw_topic(settings, raw_topic)
@@ -103,7 +121,7 @@ def _bench_pipeline(settings: Settings, *, tasks: int, paced: int, rate: float, 
     if mode not in MODES:
         raise OrchestrationError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     with tempfile.TemporaryDirectory(prefix="aios-bench-") as tmp:
-        procs = [PipelineProcess(settings, cmd, Path(tmp) / str(i)) for i, cmd in enumerate(MODES[mode])]
+        procs = [PipelineProcess(settings, cmd, Path(tmp) / str(i), env) for i, cmd in enumerate(MODES[mode])]
         try:
             for proc in procs:
                 proc.wait_ready()

@@ -22,6 +22,7 @@ from aios.cli.stats import db, stats
 from aios.cli.tools import tools
 from aios.cli.top import top
 from aios.cli.topics import topics
+from aios.cli.trace import trace_cmd
 from aios.devstack.supervisor import follow_supervisor
 from aios.schemas.errors import AiosError
 
@@ -32,7 +33,7 @@ def cli() -> None:
 
 
 for command in (api_cmd, keys, dev, topics, submit, tail, up, worker, serve, logs, demo, bench, db, stats, status,
-                cancel, approve, reject, memory, agents, top, dlq, tools, drain, reload):
+                cancel, approve, reject, memory, agents, top, dlq, tools, drain, reload, trace_cmd):
     cli.add_command(command)
 
 

@@ -22,8 +22,10 @@ def bench() -> None:
 @click.option("--mode", type=click.Choice(["embedded", "distributed"]), default="embedded", show_default=True,
               help="embedded: `aios up` (it supervises one process per processor group, the API and chdb's owner "
               "included); distributed: one `aios worker` process per processor.")
+@click.option("--traced", is_flag=True,
+              help="Run the pipeline again with every process exporting spans (AIOS_OTLP_ENDPOINT) to a sink.")
 @json_option
-def pipeline_cmd(tasks: int, paced: int, rate: float, mode: str, as_json: bool) -> None:
+def pipeline_cmd(tasks: int, paced: int, rate: float, mode: str, traced: bool, as_json: bool) -> None:
     """Tasks through orchestrator and agent (offline provider) vs raw confluent-kafka."""
     from aios.bench.pipeline import bench_pipeline
 
@@ -31,22 +33,48 @@ def pipeline_cmd(tasks: int, paced: int, rate: float, mode: str, as_json: bool) 
         raise click.BadParameter("--tasks and --paced must be ≥ 1 and --rate > 0")
     settings = settings_or_exit()
     try:
-        with progress("events", total=2 * (tasks + paced + min(200, paced)), enabled=not as_json) as bar:
+        runs = 4 if traced else 2
+        with progress("events", total=runs * (tasks + paced + min(200, paced)), enabled=not as_json) as bar:
             doc = bench_pipeline(settings, tasks=tasks, paced=paced, rate=rate, mode=mode,
-                                 tick=bar.advance)
+                                 tick=bar.advance, traced=traced)
     except AiosError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
         emit_json(doc)
         return
     table = Table("run", "burst tasks/s", f"p50 ms @ {rate:g}/s", "p99 ms", "max ms")
-    for name in ("pipeline", "raw_kafka"):
+    for name in ("pipeline", "raw_kafka", "traced"):
+        if name not in doc:
+            continue
         f = doc[name]
         table.add_row(name, f"{f['throughput_per_s']:.0f}", f"{f['p50_ms']:.1f}", f"{f['p99_ms']:.1f}",
                       f"{f['max_ms']:.1f}")
     console.print(table)
     console.print(f"pipeline/raw throughput: {doc['ratio']['throughput_pipeline_over_raw']:.3f}; "
                   f"p50 ratio: {doc['ratio']['p50_pipeline_over_raw']}")
+    if "traced" in doc:
+        console.print(f"traced/untraced throughput: {doc['ratio']['throughput_traced_over_untraced']:.3f}; p50 "
+                      f"ratio: {doc['ratio']['p50_traced_over_untraced']}; {doc['traced']['export_requests']} "
+                      f"OTLP exports, {doc['traced']['export_bytes']} bytes")
+
+
+@bench.command("tracing")
+@click.option("--records", default=20_000, show_default=True, help="Records handled per measurement.")
+@json_option
+def tracing_cmd(records: int, as_json: bool) -> None:
+    """Tracing's cost per record a processor handles: AIOS_OTLP_ENDPOINT unset and set, in one process."""
+    from aios.bench.tracing import bench_tracing
+
+    if records < 1:
+        raise click.BadParameter("--records must be ≥ 1")
+    settings = settings_or_exit(otlp_endpoint="")
+    doc = bench_tracing(settings, records=records)
+    if as_json:
+        emit_json(doc)
+        return
+    console.print(f"per record: loop {doc['loop_us']} µs; tracing unset {doc['unset_us']} µs "
+                  f"(+{doc['unset_over_loop_us']}); set {doc['set_us']} µs (+{doc['set_over_unset_us']} over unset); "
+                  f"{doc['export_requests']} OTLP exports, {doc['export_bytes']} bytes")
 
 
 @bench.command("capacity")

@@ -73,7 +73,8 @@ def submit(text: str | None, plan_file: Any, goal: str | None, role: str, projec
             printer = TokenPrinter(settings, task["task_id"], sys.stderr if as_json else sys.stdout)
         client.submit(task)
         topic, partition, offset = client.producer.delivered[-1]
-        doc: dict[str, Any] = {"task_id": task["task_id"], "topic": topic, "partition": partition, "offset": offset}
+        doc: dict[str, Any] = {"task_id": task["task_id"], "trace_id": task["trace_id"], "topic": topic,
+                               "partition": partition, "offset": offset}
         if wait:
             delivered = client.wait([task["task_id"]], timeout)[task["task_id"]]
             doc["result"] = event_doc(delivered.result)
@@ -88,7 +89,7 @@ def submit(text: str | None, plan_file: Any, goal: str | None, role: str, projec
         emit_json(doc)
         return
     if printer is None:
-        console.print(f"submitted task {task['task_id']} to {topic} [{partition}] @ {offset}")
+        console.print(f"submitted task {task['task_id']} to {topic} [{partition}] @ {offset} (trace {task['trace_id']})")
     if wait:
         r = doc["result"]
         console.print(f"[bold]{r['status']}[/bold] by {r['agent_id']} ({r['provider']}:{r['model']})")

@@ -31,6 +31,7 @@ TYPED_TABLES = {
     "DeadLetter": "dead_letters",
 }
 ROLLUPS = ("task_states_1m", "latency_1m", "llm_usage_1m", "failures_1m")  # per-minute views (migrations)
+HOP_COLUMNS = ("topic", "partition", "offset", "ts", "producer", "traceparent")
 EVENT_COLUMNS = ("event_id", "event_type", "topic", "partition", "offset", "ts", "trace_id", "task_id",
                  "project_id", "role", "status", "payload")
 
@@ -155,6 +156,11 @@ class HistoryStore(ABC):
         for table, lines in by_table.items():
             self.insert_json(table, columns[table], lines)
 
+    def insert_hops(self, lines: Sequence[str]) -> None:
+        """Store records' producing process and traceparent (JSONEachRow of HOP_COLUMNS)."""
+        if lines:
+            self.insert_json("hops", HOP_COLUMNS, lines)
+
     def count_events(
         self, *, task_id: str | None = None, project_id: str | None = None, event_type: str | None = None
     ) -> int:
@@ -174,7 +180,7 @@ class HistoryStore(ABC):
 
     def truncate_all(self) -> None:
         """Empty every history table and rollup (benchmarks start from nothing)."""
-        for table in ("events", *TYPED_TABLES.values(), *ROLLUPS):
+        for table in ("events", "hops", *TYPED_TABLES.values(), *ROLLUPS):
             self.execute(f"TRUNCATE TABLE IF EXISTS {DATABASE}.{table}")
 
     def stored_columns(self, table: str) -> list[str]:

@@ -215,6 +215,22 @@ def _v8_latency_without_pickups() -> tuple[str, ...]:
     )
 
 
+def _v9_hops(ttl_days: int) -> tuple[str, ...]:
+    # What a record's Kafka headers say and its event does not: the process that produced it and the
+    # span it was produced in (traceparent). By offset, which the sink knows without decoding.
+    return (f"""CREATE TABLE IF NOT EXISTS {DATABASE}.hops (
+        topic LowCardinality(String),
+        partition UInt32,
+        offset UInt64,
+        ts DateTime64(3, 'UTC'),
+        producer LowCardinality(String),
+        traceparent String
+    ) ENGINE = ReplacingMergeTree
+    PARTITION BY toYYYYMM(ts)
+    ORDER BY (topic, partition, offset)
+    {_ttl(ttl_days)}""",)
+
+
 def migrations(ttl_days: int) -> list[Migration]:
     """Every migration, in order; ``ttl_days`` is the retention written into new tables."""
     if ttl_days < 1:
@@ -229,6 +245,7 @@ def migrations(ttl_days: int) -> list[Migration]:
         Migration(6, "llm_calls.queue_ms", _v6_llm_call_queue_ms()),
         Migration(7, "memory.privacy", _v7_memory_privacy()),
         Migration(8, "latency rollup without pickups", _v8_latency_without_pickups()),
+        Migration(9, "hops: each record's producing process and traceparent", _v9_hops(ttl_days)),
     ]
 
 

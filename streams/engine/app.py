@@ -24,6 +24,7 @@ import faust
 from prometheus_client import REGISTRY
 
 from aios.schemas.limits import PRODUCER_HEADROOM_BYTES
+from aios.streams import tracing
 from aios.streams.engine.concurrent import ConcurrentProcessor
 from aios.streams.engine.runtime import Runtime
 from aios.streams.engine.transactional import TransactionalProcessor
@@ -141,6 +142,7 @@ async def running(
     # Credentials, certificates and the address are checked before any client starts: faust's and
     # librdkafka's clients would otherwise retry a refused login forever.
     await asyncio.to_thread(check_access, settings)
+    tracing.configure(settings, name)
     app, rt = build_app(settings, processors, name)
     # A faust app with no agent has no topics to consume and crashes, so a process that only
     # runs services (`aios worker history`) starts them without the app.
@@ -178,6 +180,7 @@ async def running(
             for service in rt.services:
                 await service.stop()
         await rt.aclose()
+        await asyncio.to_thread(tracing.flush)
 
 
 async def serve_forever(

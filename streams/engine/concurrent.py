@@ -44,6 +44,7 @@ from aios.streams.engine.runtime import Runtime
 from aios.streams.errors import KafkaError
 from aios.streams.kafka import make_consumer, producer_config
 from aios.streams.metrics import CONCURRENT_IN_FLIGHT, CONCURRENT_PAUSES, CONCURRENT_RETRIES, EVENTS
+from aios.streams.tracing import Headers, headers_for
 
 # Failures of a store or of Kafka, not of the record: the record stays in flight and is run again.
 RETRYABLE = (StoreUnavailableError, KafkaError)
@@ -105,15 +106,16 @@ class ConcurrentProcessor(faust.Service):
         letter = dead_letter_event(str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0),
                                    msg.key(), msg.value(), self.name, exc)
         self.produce(self.rt.topics.dlq, self.rt.codec.encode("DeadLetter", letter, self.rt.topics.dlq),
-                     msg.key() or str(msg.topic()).encode())
+                     msg.key() or str(msg.topic()).encode(), headers=headers_for(letter))
         EVENTS.labels(self.name, "dead_letter").inc()
 
     # --- outputs ---------------------------------------------------------------------------
 
-    def produce(self, topic: str, value: bytes | None, key: bytes | str | None, *, tracked: bool = True) -> None:
+    def produce(self, topic: str, value: bytes | None, key: bytes | str | None, *, tracked: bool = True,
+                headers: Headers | None = None) -> None:
         """Send an output. Inside a handler it counts towards its record: the record's offset is
         committed only once the broker acknowledged it. ``tracked=False`` is for outputs that may
-        be lost (live tokens, heartbeats)."""
+        be lost (live tokens, heartbeats); ``headers`` carry an event's traceparent (``headers_for``)."""
         producer = self.producer
         if producer is None:
             raise KafkaError(f"{self.name} is not started")
@@ -121,7 +123,7 @@ class ConcurrentProcessor(faust.Service):
         callback = functools.partial(self._delivered, work) if work is not None else None
         while True:
             try:
-                producer.produce(topic, value=value, key=key, on_delivery=callback)
+                producer.produce(topic, value=value, key=key, headers=headers, on_delivery=callback)
                 break
             except BufferError:
                 producer.poll(0.05)  # the local queue is full: let deliveries make room

@@ -16,6 +16,7 @@ from aios.schemas.events import envelope
 from aios.streams.engine.failures import Backoff, Verdict, verdict_for
 from aios.streams.engine.runtime import Runtime
 from aios.streams.metrics import DEAD_LETTERS
+from aios.streams.tracing import faust_headers_for
 
 log = logging.getLogger("aios.streams")
 
@@ -40,10 +41,12 @@ async def send(app: faust.App, rt: Runtime, topic: str, record: str, value: Mapp
 
     Returns the delivery future, for a processor that must know an effect is durable before it
     records state (the orchestrator). Straight to the producer: faust's Topic/Channel layer adds
-    nothing for pre-encoded bytes and was a large share of the agent's per-task CPU.
+    nothing for pre-encoded bytes and was a large share of the agent's per-task CPU. The record
+    carries the traceparent of the span it is produced in (streams/tracing.py).
     """
     data = rt.codec.encode(record, value, topic)
-    return await app.producer.send(topic, key.encode(), data, partition=None, timestamp=None, headers=None)
+    return await app.producer.send(topic, key.encode(), data, partition=None, timestamp=None,
+                                   headers=faust_headers_for(value))
 
 
 async def dead_letter(

@@ -51,6 +51,7 @@ from aios.streams.errors import KafkaError
 from aios.streams.kafka import make_consumer, producer_config
 from aios.streams.logs import set_processor
 from aios.streams.metrics import PROCESSING
+from aios.streams.tracing import Headers, headers_for
 
 # A first record is waited for up to POLL_S; whatever else is already fetched joins its batch.
 # (consume(n, timeout) would wait the whole timeout for n records, adding latency to every batch.)
@@ -189,7 +190,8 @@ class TransactionalProcessor(faust.Service):
                                    msg.key(), msg.value(), self.name, exc, errors)
         raw = msg.key()
         key = key or (raw.decode(errors="replace") if isinstance(raw, bytes) else str(msg.topic()))
-        self.produce(self.rt.topics.dlq, self.rt.codec.encode("DeadLetter", letter, self.rt.topics.dlq), key)
+        self.produce(self.rt.topics.dlq, self.rt.codec.encode("DeadLetter", letter, self.rt.topics.dlq), key,
+                     headers=headers_for(letter))
 
     def take(self) -> list[Message]:
         consumer = self.consumer
@@ -275,7 +277,9 @@ class TransactionalProcessor(faust.Service):
                     failed.partition(), failed.offset(), type(exc).__name__, exc)
         return 0.0
 
-    def produce(self, topic: str, value: bytes | None, key: bytes | str | None, partition: int | None = None) -> None:
+    def produce(self, topic: str, value: bytes | None, key: bytes | str | None, partition: int | None = None,
+                *, headers: Headers | None = None) -> None:
+        """Send within the open transaction; ``headers`` carry an event's traceparent (``headers_for``)."""
         producer = self.producer
         if producer is None:
             raise KafkaError(f"{self.name} is not started")
@@ -286,9 +290,9 @@ class TransactionalProcessor(faust.Service):
         while True:
             try:
                 if partition is None:
-                    producer.produce(topic, value=value, key=key)
+                    producer.produce(topic, value=value, key=key, headers=headers)
                 else:
-                    producer.produce(topic, value=value, key=key, partition=partition)
+                    producer.produce(topic, value=value, key=key, partition=partition, headers=headers)
                 return
             except BufferError:
                 producer.poll(0.05)  # the local queue is full: let deliveries make room

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 from confluent_kafka import Message
+from opentelemetry import trace
 
 from aios.agents.cancellation import Cancellation
 from aios.agents.runner import AgentOutcome, AgentTask, Journal, TokenBudget, run_task, system_prompt
@@ -45,6 +46,7 @@ from aios.streams.metrics import (
     TASK_SECONDS,
     TASKS,
     TOOL_REPLAYS,
+    observe_genai_call,
 )
 from aios.streams.processors import agent_status
 from aios.streams.processors.agent_control import Broadcasts
@@ -69,6 +71,7 @@ from aios.streams.processors.ask_replies import AskSender, ResultsWatcher, count
 from aios.streams.processors.agent_tools import RoleTools
 from aios.streams.processors.live_tokens import TokenStream
 from aios.streams.readmodels.outputs import output_fetcher
+from aios.streams.tracing import capture_content, headers_for, parent_from, span
 
 if TYPE_CHECKING:
     from aios.agents.lifecycle import Lifecycle
@@ -189,7 +192,8 @@ class AgentWorker(ConcurrentProcessor):
     # --- StatusWorker ----------------------------------------------------------------------
 
     def send_event(self, topic: str, record: str, value: dict[str, Any], key: str) -> None:
-        self.produce(topic, self.rt.codec.encode(record, value, topic), key.encode(), tracked=False)
+        self.produce(topic, self.rt.codec.encode(record, value, topic), key.encode(), tracked=False,
+                     headers=headers_for(value))
 
     def send_tombstone(self, topic: str, key: str) -> None:
         self.produce(topic, None, key.encode(), tracked=False)
@@ -230,8 +234,15 @@ class AgentWorker(ConcurrentProcessor):
         if not self.lifecycle.begin(a["task_id"]):
             raise Unstarted(f"draining: {a['task_id']} is left for the next worker")
         set_processor(f"{NAME}:{a['role']}")
+        # One span per attempt (GenAI's invoke_agent), a child of the dispatch that assigned it; the
+        # LLM and tool calls of the attempt are its children (agents/tracing.py).
+        attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": a["role"],
+                      "gen_ai.agent.id": self.rt.agent_id, "gen_ai.conversation.id": a["project_id"],
+                      "aios.task_id": a["task_id"], "aios.attempt": a["attempt"],
+                      "aios.privacy": a.get("privacy") or "normal"}
         try:
-            with ids_scope(task_id=a["task_id"], project_id=a["project_id"], trace_id=a["trace_id"]):
+            with ids_scope(task_id=a["task_id"], project_id=a["project_id"], trace_id=a["trace_id"]), \
+                    span(f"invoke_agent {a['role']}", a["trace_id"], parent_from(msg.headers()), attributes=attributes):
                 await self._work(a, started)
         finally:
             self.lifecycle.end(a["task_id"])
@@ -249,7 +260,7 @@ class AgentWorker(ConcurrentProcessor):
 
     def send(self, topic: str, record: str, value: dict[str, Any], key: str) -> None:
         """An output of the current assignment (its offset commits once the broker has it)."""
-        self.produce(topic, self.rt.codec.encode(record, value, topic), key.encode())
+        self.produce(topic, self.rt.codec.encode(record, value, topic), key.encode(), headers=headers_for(value))
 
     async def send_acked(self, topic: str, record: str, value: dict[str, Any], key: str) -> None:
         """An output the assignment waits for the broker to have before it goes on."""
@@ -308,7 +319,8 @@ class AgentWorker(ConcurrentProcessor):
                                          tools=self.tools_for(a, journal, cancellation),
                                          search=memory_search(rt, rt.sealer, a), cancel=cancellation,
                                          fetch=output_fetcher(rt.settings, rt.codec, a["project_id"], rt.sealer),
-                                         on_delta=tokens.delta if tokens is not None else None)
+                                         on_delta=tokens.delta if tokens is not None else None,
+                                         capture_content=capture_content(privacy))
         finally:
             if tokens is not None:
                 tokens.close()
@@ -327,7 +339,7 @@ class AgentWorker(ConcurrentProcessor):
     def _send_tokens(self, value: dict[str, Any]) -> None:
         topic = self.rt.topics.tokens
         self.produce(topic, self.rt.codec.encode("TokenDelta", value, topic), value["task_id"].encode(),
-                     tracked=False)
+                     tracked=False, headers=headers_for(value))
 
     def _emit(self, a: dict[str, Any], outcome: AgentOutcome, recalled: list[Recall], started: float) -> None:
         rt, key = self.rt, a["task_id"]
@@ -352,9 +364,20 @@ class AgentWorker(ConcurrentProcessor):
             LLM_TOKENS.labels(call["provider"], call["model"], "input").inc(call["input_tokens"])
             LLM_TOKENS.labels(call["provider"], call["model"], "output").inc(call["output_tokens"])
             LLM_COST.labels(call["provider"], call["model"]).inc(call["cost_usd"])
+            observe_genai_call(call["provider"], call["model"], call["input_tokens"], call["output_tokens"],
+                               record.response.latency_ms / 1000)
         status = attempt_status(outcome)
         log.info("agents: attempt %d %s in %.0f ms%s", a["attempt"], status, latency_ms,
                  f": {outcome.error_type}: {outcome.error}" if not outcome.ok else "")
+        current = trace.get_current_span()  # the attempt's invoke_agent span
+        if current.is_recording():
+            current.set_attributes({
+                "aios.status": status, "aios.cost_usd": outcome.cost_usd, "aios.llm_calls": len(outcome.calls),
+                "aios.tool_calls": len(outcome.tools),
+                "gen_ai.usage.input_tokens": sum(c.response.usage.input_tokens for c in outcome.calls),
+                "gen_ai.usage.output_tokens": sum(c.response.usage.output_tokens for c in outcome.calls)})
+            if outcome.error_type:
+                current.set_attribute("error.type", outcome.error_type)
         EVENTS.labels(NAME, status).inc()
         TASKS.labels(a["role"], status).inc()
         elapsed = time.perf_counter() - started

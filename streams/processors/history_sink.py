@@ -13,10 +13,12 @@ import asyncio
 import time
 
 import faust
+import orjson
 from confluent_kafka import Message
 
 from aios.connectors.errors import StoreUnavailableError
 from aios.connectors.history.writer import BatchResult, Record, to_row, write_batch
+from aios.schemas.limits import MAX_NAME_CHARS
 from aios.streams.engine.batch import BatchProcessor, retry_forever
 from aios.streams.engine.records import log
 from aios.streams.engine.runtime import Runtime
@@ -29,6 +31,7 @@ from aios.streams.metrics import (
     SINK_RETRIES,
     SINK_ROWS,
 )
+from aios.streams.tracing import PROCESS_HEADER, TRACEPARENT
 
 NAME = "history"
 __all__ = ["HistorySink", "register", "to_row"]  # to_row: for callers that build rows themselves
@@ -59,6 +62,9 @@ class HistorySink(BatchProcessor):
         # Off the event loop: transcoding, and the Python decoding of what the transcoder leaves,
         # must not starve the other processors.
         result: BatchResult = await retry_forever("history store", self._write, records)
+        hops = hop_lines(batch)
+        if hops:
+            await retry_forever("history store", asyncio.to_thread, self.rt.store.insert_hops, hops)
         SINK_FLUSH.labels(self.rt.store.engine).observe(time.perf_counter() - started)
         if result.refused is not None:
             # Slow (Python decodes the whole batch) but nothing is lost. The transcoder checked every
@@ -83,6 +89,34 @@ class HistorySink(BatchProcessor):
         except StoreUnavailableError:
             SINK_RETRIES.inc()
             raise
+
+
+def hop_lines(batch: list[Message]) -> list[str]:
+    """JSON rows of ``hops`` for the records that say who produced them (``aios-process``)."""
+    lines = []
+    for msg in batch:
+        headers = msg.headers()
+        if not headers:
+            continue
+        producer = parent = None
+        for key, value in headers.items() if isinstance(headers, dict) else headers:
+            if key == PROCESS_HEADER:
+                producer = value
+            elif key == TRACEPARENT:
+                parent = value
+        if producer is None:
+            continue
+        _, ms = msg.timestamp()
+        lines.append(orjson.dumps({
+            "topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset(), "ts": max(ms, 0) / 1000,
+            "producer": _text(producer)[:MAX_NAME_CHARS], "traceparent": _text(parent)[:64]}).decode())
+    return lines
+
+
+def _text(value: str | bytes | None) -> str:
+    if value is None:
+        return ""
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 def register(app: faust.App, rt: Runtime) -> None:

@@ -28,6 +28,7 @@ from aios.streams.engine.records import guarded, raw_topic
 from aios.streams.engine.runtime import Runtime
 from aios.streams.kafka import EventProducer, make_codec
 from aios.streams.metrics import EVENTS, PROCESSING
+from aios.streams.tracing import HeadersIn, faust_headers_for, parent_from, passed_on, span
 
 INGRESS = "json-ingress"
 EGRESS = "json-egress"
@@ -43,9 +44,14 @@ def register_ingress(app: faust.App, rt: Runtime) -> None:
         check_submitter(task, rt.settings.processing.ingress_submitters)
         # A restricted description is sealed before it reaches aios.tasks (AIOS_ENCRYPTION_KEY).
         data = codec.encode("Task", rt.sealer.seal_task(task), rt.topics.tasks)
-        # Keyed by project_id like every producer of aios.tasks (the orchestrator's co-partitioning).
-        await app.producer.send(rt.topics.tasks, task["project_id"].encode(), data,
-                                partition=None, timestamp=None, headers=None)
+        # The submit of a task that came as JSON: a child of the JSON record's traceparent when its
+        # producer sent one in the task's trace.
+        parent = parent_from(_headers(msg), task["trace_id"])
+        with span("submit", task["trace_id"], parent, attributes={
+                "aios.task_id": task["task_id"], "aios.project_id": task["project_id"], "aios.source": INGRESS}):
+            # Keyed by project_id like every producer of aios.tasks (the orchestrator's co-partitioning).
+            await app.producer.send(rt.topics.tasks, task["project_id"].encode(), data,
+                                    partition=None, timestamp=None, headers=faust_headers_for(task))
 
     async def ingest(stream: Any) -> None:
         async for event in stream.events():
@@ -59,6 +65,12 @@ def register_ingress(app: faust.App, rt: Runtime) -> None:
             PROCESSING.labels(INGRESS).observe(time.perf_counter() - started)
 
     app.agent(raw_topic(app, rt.topics.tasks_json), name=INGRESS)(ingest)
+
+
+def _headers(msg: Any) -> HeadersIn:
+    """A faust message's headers (pairs from aiokafka, or a mapping)."""
+    headers = getattr(msg, "headers", None)
+    return headers if isinstance(headers, dict | list | tuple) else None
 
 
 class JsonEgress(BatchProcessor):
@@ -98,7 +110,7 @@ class JsonEgress(BatchProcessor):
             except SchemaError as exc:
                 self.dead_letter(msg, exc)
                 continue
-            self.out.send_raw(self.rt.topics.results_json, data, key)
+            self.out.send_raw(self.rt.topics.results_json, data, key, passed_on(msg.headers()))
             EVENTS.labels(EGRESS, "published").inc()
         await asyncio.to_thread(self.out.flush)  # published before the batch's offsets commit
 

@@ -38,8 +38,10 @@ from aios.streams.engine.batch import BatchProcessor, retry_forever
 from aios.streams.engine.records import log
 from aios.streams.engine.runtime import Runtime
 from aios.streams.kafka import EventProducer
-from aios.streams.metrics import EVENTS, LLM_COST, LLM_TOKENS, RESTRICTED_KEPT_LOCAL
+from aios.streams.metrics import EVENTS, LLM_COST, LLM_TOKENS, RESTRICTED_KEPT_LOCAL, observe_genai_call
 from aios.streams.sealing import RESTRICTED, Sealer, is_restricted, memory_aad
+from aios.streams.tracing import enabled as tracing_enabled
+from aios.streams.tracing import now_ns, parent_from, record_span
 
 NAME = "memory"
 SUMMARY_SPEAKER = "memory"
@@ -169,6 +171,18 @@ def decode_batch(rt: Runtime, batch: list[Message]) -> tuple[list[dict[str, Any]
     return events, errors
 
 
+def trace_writes(batch: list[Message], errors: list[tuple[Message, SchemaError]], events: list[dict[str, Any]],
+                 applied: list[bool], started_ns: int) -> None:
+    """A ``memory write`` span per event, each the whole batch's write (they are written together)."""
+    failed = {id(msg) for msg, _ in errors}
+    good = [msg for msg in batch if id(msg) not in failed]
+    end_ns = now_ns()
+    for msg, m, was_applied in zip(good, events, applied, strict=True):
+        record_span("memory write", m["trace_id"], parent_from(msg.headers()), started_ns, end_ns, attributes={
+            "aios.project_id": m["project_id"], "aios.task_id": m["task_id"] or "", "aios.memory.scope": m["scope"],
+            "aios.memory.kind": m["kind"], "aios.memory.applied": was_applied, "aios.batch_size": len(batch)})
+
+
 class MemoryProcessor(BatchProcessor):
     name = NAME
 
@@ -190,6 +204,7 @@ class MemoryProcessor(BatchProcessor):
         await super().on_start()
 
     async def apply(self, batch: list[Message]) -> None:
+        started_ns = now_ns()
         events, errors = decode_batch(self.rt, batch)
         for msg, exc in errors:
             self.dead_letter(msg, exc)
@@ -202,6 +217,8 @@ class MemoryProcessor(BatchProcessor):
         applied = await retry_forever("memory: Redis", self.rt.context.apply_many, turns)
         EVENTS.labels(NAME, "applied").inc(sum(a.applied for a in applied))
         EVENTS.labels(NAME, "duplicate").inc(sum(not a.applied for a in applied))
+        if tracing_enabled():
+            trace_writes(batch, errors, events, [a.applied for a in applied], started_ns)
         evicting: dict[tuple[str, str], str] = {}  # window (its lane scope, id) -> its project
         for m, turn, a in zip(events, turns, applied, strict=True):
             if a.evicted:
@@ -251,6 +268,8 @@ class MemoryProcessor(BatchProcessor):
             LLM_TOKENS.labels(call["provider"], call["model"], "input").inc(call["input_tokens"])
             LLM_TOKENS.labels(call["provider"], call["model"], "output").inc(call["output_tokens"])
             LLM_COST.labels(call["provider"], call["model"]).inc(call["cost_usd"])
+            observe_genai_call(call["provider"], call["model"], call["input_tokens"], call["output_tokens"],
+                               call["latency_ms"] / 1000)
         for event in events:
             self.summaries.send(self.rt.topics.memory, "MemoryEvent", event, key=event["scope_id"])
         await asyncio.to_thread(self.summaries.flush)  # raises (crash, redelivery) if not durable

@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 import faust
 from confluent_kafka import Message, TopicPartition
+from opentelemetry import trace
+from opentelemetry.trace import SpanContext
 
 from aios.agents.tools_ask import ask_depth
 from aios.schemas.checks import check
@@ -44,6 +46,7 @@ from aios.streams.orchestration.goal import GOAL_TASK, goal_plan, planned_tasks
 from aios.streams.orchestration.plan import Plan, PlanError, PlannedTask, validate_plan
 from aios.streams.orchestration.state import PERMANENT_ERRORS, Actions, Final, ProjectState, RetryPolicy
 from aios.streams.readmodels.agent_registry import AgentRegistry
+from aios.streams.tracing import headers_for, parent_from, span, within
 
 NAME = "orchestrator"
 POLICY = RetryPolicy()
@@ -100,6 +103,8 @@ class Orchestrator(TransactionalProcessor):
         self.status_at: dict[str, int] = {}  # project -> when its last status went out
         self.dirty: dict[str, str] = {}  # projects changed in this batch -> a trace id for their events
         self.stale_status: dict[str, str] = {}  # projects whose status is behind -> a trace id
+        # ... and the dispatch span that last changed it: the status's traceparent names it.
+        self.status_parent: dict[str, SpanContext] = {}
         self.positions: dict[int, dict[str, int]] = {}  # partition -> input topic -> next offset
         self.retention_ms = int(s.processing.finished_project_retention_s * 1000)
         self.timeout_ms = int(s.processing.task_timeout_s * 1000)
@@ -159,6 +164,7 @@ class Orchestrator(TransactionalProcessor):
             self.due.pop(project, None)
             self.status_at.pop(project, None)
             self.stale_status.pop(project, None)
+            self.status_parent.pop(project, None)
 
     def on_aborted(self) -> dict[tuple[str, int], int]:
         # The batch mutated states that its transaction did not record: start again from the log.
@@ -210,7 +216,12 @@ class Orchestrator(TransactionalProcessor):
             EVENTS.labels(NAME, "dead_letter").inc()
             return
         v = decoded.value
-        with ids_scope(project_id=v.get("project_id"), task_id=v.get("task_id"), trace_id=v.get("trace_id")):
+        # The dispatch: what this record releases (Assignments, finals) is produced inside the span,
+        # so each output's traceparent names it.
+        with ids_scope(project_id=v.get("project_id"), task_id=v.get("task_id"), trace_id=v.get("trace_id")), \
+                span("dispatch", v["trace_id"], parent_from(msg.headers()), attributes={
+                "aios.event": name, "aios.project_id": v["project_id"], "aios.task_id": v.get("task_id") or "",
+                "aios.attempt": v.get("attempt") or 0}):
             self.handle(name, v, msg)
 
     def handle(self, name: str, v: dict[str, Any], msg: Message) -> None:
@@ -255,6 +266,7 @@ class Orchestrator(TransactionalProcessor):
                 state.on_started(v["task_id"], v["attempt"], now_ms=now)
                 self._schedule(project, state)
                 self.dirty[project] = v["trace_id"]
+                self.status_parent[project] = trace.get_current_span().get_span_context()
                 return
             attempt_event = v
             spent = state.budget_spent
@@ -326,7 +338,9 @@ class Orchestrator(TransactionalProcessor):
             return
         actions = state.time_out(now_ms=now, timeout_ms=self.timeout_ms, policy=POLICY, rng=_rng,
                                  pickup_ms=self.pickup_ms)
-        self._apply(project, state, actions, None, self.stale_status.get(project) or new_id(), None, now)
+        trace_id = self.stale_status.get(project) or new_id()
+        with span("dispatch", trace_id, attributes={"aios.event": "timer", "aios.project_id": project}):
+            self._apply(project, state, actions, None, trace_id, None, now)
 
     def _apply(self, project: str, state: ProjectState, actions: Actions, attempt_event: dict[str, Any] | None,
                trace_id: str, msg: Message | None, now: int) -> None:
@@ -337,6 +351,7 @@ class Orchestrator(TransactionalProcessor):
             result = final_result(project, f, attempt, trace_id, state.submitted_at.get(f.task_id, state.started_ms))
             self._send(t.finals, "TaskResult", result, project)
             EVENTS.labels(NAME, f.status).inc()
+        dispatched = 0
         for d in state.dispatchable(now_ms=now, limits=self.limits):
             assignment = {
                 **envelope(trace_id), "event_id": _final_id(project, d.task_id, f"assign-{d.attempt}"),
@@ -346,6 +361,10 @@ class Orchestrator(TransactionalProcessor):
             }
             self._send(t.role(d.role), "Assignment", assignment, d.task_id)
             EVENTS.labels(NAME, "dispatched").inc()
+            dispatched += 1
+        current = trace.get_current_span()
+        if current.is_recording():
+            current.set_attributes({"aios.dispatched": dispatched, "aios.finals": len(actions.finals)})
         for task_id, errors in actions.dead_letters:
             self._dead_letter(msg, RuntimeError(f"task {task_id} failed after {len(errors)} attempts"), errors,
                               key=project)
@@ -356,6 +375,7 @@ class Orchestrator(TransactionalProcessor):
             state.finished_ms = None  # a new task joined a finished project
         self._schedule(project, state)
         self.dirty[project] = trace_id
+        self.status_parent[project] = trace.get_current_span().get_span_context()
 
     def _log_dirty(self) -> None:
         """The state entries of the projects changed since the last call."""
@@ -377,7 +397,8 @@ class Orchestrator(TransactionalProcessor):
                 live_roles, asked = self.registry.live_roles(), True
             status = {**envelope(trace_id or None), **state.status(now_ms=now, live_roles=live_roles)}
             # Through the committer's outbox: a status never shows results not yet on aios.results.
-            self._send(self.rt.topics.finals, "ProjectStatus", status, project)
+            with within(self.status_parent.pop(project, None)):
+                self._send(self.rt.topics.finals, "ProjectStatus", status, project)
             self.status_at[project] = now
             del self.stale_status[project]
 
@@ -390,7 +411,7 @@ class Orchestrator(TransactionalProcessor):
             self.produce(self.rt.topics.orchestrator_state, value, key, partition)
 
     def _send(self, topic: str, record: str, value: dict[str, Any], key: str) -> None:
-        self.produce(topic, self.rt.codec.encode(record, value, topic), key)
+        self.produce(topic, self.rt.codec.encode(record, value, topic), key, headers=headers_for(value))
 
     def _dead_letter(self, msg: Message | None, exc: Exception, errors: list[str] | None = None,
                      key: str | None = None) -> None:

@@ -30,6 +30,7 @@ from aios.streams.engine.runtime import Runtime
 from aios.streams.engine.transactional import TransactionalProcessor
 from aios.streams.kafka import read_partition
 from aios.streams.metrics import EVENTS
+from aios.streams.tracing import headers_for, parent_from, passed_on, span
 
 NAME = "results"
 BATCH_SIZE = 500
@@ -111,7 +112,8 @@ class ResultsCommitter(TransactionalProcessor):
             # Same partition as the input (all keyed by project): a partition's dedup set covers
             # all its results, and a status is never visible before the results it counts.
             if kind == "ProjectStatus":
-                self.produce(t.project_status, msg.value(), msg.key(), partition)
+                self.produce(t.project_status, msg.value(), msg.key(), partition,
+                             headers=passed_on(msg.headers()) or headers_for(decoded.value))
                 counts["status"] += 1
                 continue
             task = (decoded.value["project_id"], decoded.value["task_id"])
@@ -119,7 +121,11 @@ class ResultsCommitter(TransactionalProcessor):
             if task in done:
                 counts["duplicate"] += 1  # a repeated final: its task already has its one result
                 continue
-            self.produce(t.results, msg.value(), msg.key(), partition)
+            with span("commit result", decoded.value["trace_id"], parent_from(msg.headers()),
+                      attributes={"aios.task_id": task[1], "aios.project_id": task[0],
+                                  "aios.status": decoded.value["status"], "messaging.system": "kafka",
+                                  "messaging.destination.name": t.results}):
+                self.produce(t.results, msg.value(), msg.key(), partition, headers=headers_for(decoded.value))
             done.add(task)
             self.added.append((partition, task))
             counts["committed"] += 1

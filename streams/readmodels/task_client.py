@@ -9,6 +9,7 @@ from typing import Any
 
 from aios.schemas.checks import check_control, check_plan, check_task
 from aios.schemas.events import envelope, new_id
+from aios.streams import tracing
 from aios.streams.errors import OrchestrationError
 from aios.streams.kafka import EventProducer, TopicReader
 from aios.streams.kafka_access import check_access
@@ -68,6 +69,7 @@ class TaskClient:
         check_access(settings)  # a refused login or certificate is an error now, not a 5-minute wait
         self.settings = settings
         self.topics = Topics.from_settings(settings)
+        tracing.configure(settings, "cli")
         self.producer = EventProducer(settings)
         self.sealer = Sealer.from_settings(settings)  # restricted content is sealed before it is produced
         self._reader: TopicReader | None = None
@@ -80,9 +82,15 @@ class TaskClient:
 
     def submit(self, task: dict[str, Any], *, flush: bool = True) -> None:
         # Keyed by project: the orchestrator instance that owns the project receives it.
-        self.producer.send(self.topics.tasks, "Task", self.sealer.seal_task(task), key=task["project_id"])
-        if flush:
-            self.producer.flush()
+        self._send(self.topics.tasks, "Task", self.sealer.seal_task(task), task["project_id"], flush=flush)
+
+    def _send(self, topic: str, record: str, value: dict[str, Any], key: str, *, flush: bool = True) -> None:
+        """Produce (and, with ``flush``, wait for) an event inside its trace's submit span."""
+        with tracing.span("submit", value["trace_id"], kind=tracing.SpanKind.PRODUCER,
+                          attributes=tracing.submit_attributes(topic, record, value)):
+            self.producer.send(topic, record, value, key=key)
+            if flush:
+                self.producer.flush()
 
     def submit_plan(self, plan: Plan, *, submitted_by: str = "cli") -> dict[str, Any]:
         """Produce a validated plan as one event: a project is never half-submitted."""
@@ -94,8 +102,7 @@ class TaskClient:
                        "requires_approval": t.requires_approval, "privacy": t.privacy} for t in plan.tasks],
         }
         check_plan(event)
-        self.producer.send(self.topics.projects, "ProjectPlan", self.sealer.seal_plan(event), key=plan.project)
-        self.producer.flush()
+        self._send(self.topics.projects, "ProjectPlan", self.sealer.seal_plan(event), plan.project)
         return event
 
     def submit_goal(self, project: str, goal: str, *, budget_usd: float | None = None,
@@ -104,8 +111,7 @@ class TaskClient:
         event = {**envelope(), "project_id": project, "goal": goal, "budget_usd": budget_usd,
                  "submitted_by": submitted_by, "tasks": []}
         check_plan(event)  # a blank or oversized goal, a project id with '/': said here, not in the DLQ
-        self.producer.send(self.topics.projects, "ProjectPlan", event, key=project)
-        self.producer.flush()
+        self._send(self.topics.projects, "ProjectPlan", event, project)
         return event
 
     def control(self, project: str, action: str, task_id: str | None = None, reason: str = "") -> None:

@@ -65,6 +65,15 @@ def test_submit_wait_and_tail_against_aios_up(cli: Cli) -> None:
         assert tail["count"] == 1
         assert tail["events"][0]["type"] == "TaskResult"
         assert tail["events"][0]["event"]["task_id"] == doc["task_id"]
+        # `aios trace` reads the history while `aios up` owns it (through the chdb owner's server).
+        for _ in range(30):
+            story = cli.json("trace", doc["task_id"])
+            if any(e["topic"].endswith(".results") for e in story["events"]):
+                break
+            time.sleep(1)
+        producers = {e["event_type"]: e["producer"].split("@")[0] for e in story["events"]}
+        assert producers["Task"] == "submit" and producers["Assignment"] == "orchestrator"
+        assert producers["LlmCall"] == "agents" and story["trace_ids"] == [doc["trace_id"]]
         # One /metrics for `aios up`: each process's own, labelled with the process.
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
         orchestrator = 'aios_events_processed_total{{outcome="{}",process="orchestrator",processor="orchestrator"}} 1.0'

@@ -80,6 +80,11 @@ async def test_a_real_scrape_covers_the_pipeline_and_passes_promtool(settings: S
     assert (value(text, "aios_processing_seconds_count", processor="orchestrator") or 0) >= 1
     assert value(text, "aios_llm_tokens_total", provider="offline", direction="output")
     assert value(text, "aios_llm_cost_usd_total", provider="offline") is not None
+    # OpenTelemetry's GenAI client metrics, under Prometheus' translation of their names.
+    genai = {"gen_ai_operation_name": "chat", "gen_ai_provider_name": "offline", "gen_ai_request_model": "echo"}
+    assert (value(text, "gen_ai_client_token_usage_count", **genai, gen_ai_token_type="input") or 0) >= 1
+    assert (value(text, "gen_ai_client_token_usage_sum", **genai, gen_ai_token_type="output") or 0) >= 1
+    assert (value(text, "gen_ai_client_operation_duration_seconds_count", **genai) or 0) >= 1
     assert (value(text, "aios_sink_batch_rows_count") or 0) >= 1
     # Every LLM call goes through the router's limits, and its wait is observed (0 here: no limits).
     assert (value(text, "aios_router_queue_seconds_count", deployment="offline:echo") or 0) >= 1
