@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -159,7 +159,8 @@ def build_app(folder: Path) -> FastAPI:
             points, offset = c.scroll(name, scroll_filter=q.filter, limit=q.limit or 10, offset=q.offset,
                                       with_payload=q.with_payload if q.with_payload is not None else True,
                                       with_vectors=q.with_vector or False)
-            return m.ScrollResult(points=points, next_page_offset=offset)
+            # Local mode answers in REST models; the grpc PointId in scroll's signature is the server's.
+            return m.ScrollResult(points=points, next_page_offset=cast("m.ExtendedPointId | None", offset))
         return await run(page, t, name)
 
     @app.post("/collections/{name}/points/delete")

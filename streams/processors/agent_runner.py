@@ -67,8 +67,8 @@ from aios.streams.processors.agent_privacy import (
     recall,
     seal_outputs,
 )
-from aios.streams.processors.ask_replies import AskSender, ResultsWatcher, count_question
 from aios.streams.processors.agent_tools import RoleTools
+from aios.streams.processors.ask_replies import AskSender, ResultsWatcher, count_question
 from aios.streams.processors.live_tokens import TokenStream
 from aios.streams.readmodels.outputs import output_fetcher
 from aios.streams.tracing import capture_content, headers_for, parent_from, span
