@@ -116,3 +116,9 @@ def serve(port: int, host: str = "127.0.0.1") -> bool:
 ROLE_LIVE_AGENTS = Gauge("aios_role_live_agents", "Live agent workers serving a role (from aios.agents).", ["role"])
 ROLE_IN_FLIGHT = Gauge("aios_role_in_flight_tasks", "Tasks in flight at a role's live agents (from aios.agents).",
                        ["role"])
+ARTIFACTS = Counter("aios_artifacts_total", "Artifacts agents wrote to the artifact store, by outcome (written, failed).",
+                    ["outcome"])
+ARTIFACT_BYTES = Counter("aios_artifact_bytes_total", "Bytes of artifacts written to the artifact store.")
+OUTPUTS_OFFLOADED = Counter(
+    "aios_outputs_offloaded_total",
+    "Agent outputs over AIOS_OUTPUT_INLINE_BYTES kept whole in the artifact store (the event carries an excerpt).")

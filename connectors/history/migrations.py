@@ -202,6 +202,12 @@ def _v7_memory_privacy() -> tuple[str, ...]:
     return (f"ALTER TABLE {DATABASE}.memory ADD COLUMN IF NOT EXISTS privacy LowCardinality(String) AFTER tokens",)
 
 
+def _v8_result_artifacts() -> tuple[str, ...]:
+    # TaskResult.artifacts: the files an attempt produced (name, size, sha256, uri), one map each.
+    return (f"ALTER TABLE {DATABASE}.results ADD COLUMN IF NOT EXISTS artifacts Array(Map(String, String)) "
+            "AFTER recall",)
+
+
 def migrations(ttl_days: int) -> list[Migration]:
     """Every migration, in order; ``ttl_days`` is the retention written into new tables."""
     if ttl_days < 1:
@@ -215,6 +221,7 @@ def migrations(ttl_days: int) -> list[Migration]:
         Migration(5, "llm_calls.redacted", _v5_llm_call_redacted()),
         Migration(6, "llm_calls.queue_ms", _v6_llm_call_queue_ms()),
         Migration(7, "memory.privacy", _v7_memory_privacy()),
+        Migration(8, "results.artifacts", _v8_result_artifacts()),
     ]
 
 

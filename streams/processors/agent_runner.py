@@ -24,10 +24,12 @@ from confluent_kafka import Message
 from aios.agents.cancellation import Cancellation
 from aios.agents.runner import AgentOutcome, AgentTask, Journal, TokenBudget, run_task, system_prompt
 from aios.agents.tools import read_only_tools
+from aios.agents.tools_artifacts import artifact_tools
 from aios.connectors.errors import StoreUnavailableError
 from aios.schemas.errors import SchemaError
 from aios.schemas.events import now_ms, to_ms
 from aios.schemas.sealed import SealedFieldError, is_sealed
+from aios.streams.artifacts import attempt_saver, output_artifact
 from aios.streams.engine.concurrent import ConcurrentProcessor, Unstarted
 from aios.streams.engine.control import ControlListener
 from aios.streams.engine.records import decode_or_error, log
@@ -39,6 +41,7 @@ from aios.streams.metrics import (
     LLM_COST,
     LLM_REPLAYS,
     LLM_TOKENS,
+    OUTPUTS_OFFLOADED,
     PROCESSING,
     TASK_SECONDS,
     TASKS,
@@ -69,6 +72,7 @@ if TYPE_CHECKING:
 
 NAME = "agents"
 TOOLS = read_only_tools()
+ARTIFACT_TOOLS = artifact_tools()  # TOOLS and write_artifact, for tasks that may keep files
 RECENT_CANCELS = 10_000  # cancels remembered for assignments still queued when they arrived
 CANCEL_MEMORY_S = 3600.0
 
@@ -167,7 +171,8 @@ class AgentWorker(ConcurrentProcessor):
     async def on_start(self) -> None:
         # Built now, not by the first assignment: loading the SDKs and the tokenizer blocks the event
         # loop for seconds on a busy machine, which would hold every heartbeat and call meanwhile.
-        await asyncio.to_thread(lambda: (self.rt.router, self.rt.tokens, [system_prompt(r) for r in self.rt.settings.processing.roles]))
+        await asyncio.to_thread(lambda: (self.rt.router, self.rt.tokens, self.rt.artifacts,
+                                          [system_prompt(r) for r in self.rt.settings.processing.roles]))
         await super().on_start()
         self.add_future(self._heartbeat())
 
@@ -259,13 +264,18 @@ class AgentWorker(ConcurrentProcessor):
             # Live tokens are plain text on a topic every reader sees: a restricted task's are not sent.
             if self.token_interval_s > 0 and privacy == "normal":
                 tokens = TokenStream(a, rt.agent_id, self.token_interval_s, self._send_tokens)
+            # A restricted task keeps nothing outside Kafka's sealed fields: no artifacts.
+            save = attempt_saver(rt.artifacts, a) if privacy == "normal" else None
+            toolbox = (ARTIFACT_TOOLS if save is not None else TOOLS) if rt.settings.llm.agent_tools else None
             async with one_at_a_time(task.project_id, task.task_id, task.attempt):
                 outcome = await run_task(rt.router, task, budget(rt, a["role"]),
                                          journal=RetryingJournal(journal_for(rt, rt.sealer, a)),
-                                         tools=TOOLS if rt.settings.llm.agent_tools else None,
+                                         tools=toolbox,
                                          search=memory_search(rt, rt.sealer, a), cancel=cancellation,
-                                         fetch=output_fetcher(rt.settings, rt.codec, a["project_id"], rt.sealer),
-                                         on_delta=tokens.delta if tokens is not None else None)
+                                         fetch=output_fetcher(rt.settings, rt.codec, a["project_id"], rt.sealer,
+                                                              rt.artifacts),
+                                         on_delta=tokens.delta if tokens is not None else None,
+                                         save=save, inline_bytes=rt.settings.processing.output_inline_bytes)
         finally:
             if tokens is not None:
                 tokens.close()
@@ -308,6 +318,8 @@ class AgentWorker(ConcurrentProcessor):
             LLM_TOKENS.labels(call["provider"], call["model"], "input").inc(call["input_tokens"])
             LLM_TOKENS.labels(call["provider"], call["model"], "output").inc(call["output_tokens"])
             LLM_COST.labels(call["provider"], call["model"]).inc(call["cost_usd"])
+        if output_artifact(result) is not None:
+            OUTPUTS_OFFLOADED.inc()
         status = attempt_status(outcome)
         EVENTS.labels(NAME, status).inc()
         TASKS.labels(a["role"], status).inc()
