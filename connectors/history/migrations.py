@@ -202,7 +202,20 @@ def _v7_memory_privacy() -> tuple[str, ...]:
     return (f"ALTER TABLE {DATABASE}.memory ADD COLUMN IF NOT EXISTS privacy LowCardinality(String) AFTER tokens",)
 
 
-def _v8_result_artifacts() -> tuple[str, ...]:
+def _v8_latency_without_pickups() -> tuple[str, ...]:
+    # An agent's pickup (a TaskResult of status `started` on the attempts topic) is not a result: the
+    # per-minute latency rollup counted it, with the pickup's delay as its latency. Rows already
+    # rolled up stay; new ones leave pickups out.
+    return (
+        f"DROP VIEW IF EXISTS {DATABASE}.latency_1m_results",
+        _view("latency_1m_results", "latency_1m", f"""SELECT toStartOfMinute(ts) AS minute, project_id, role,
+            uniqExactState(event_id) AS results,
+            quantilesState(0.5, 0.95, 0.99)({RESULT_LATENCY_MS}) AS latency_ms
+            FROM {DATABASE}.results WHERE status != 'started' GROUP BY minute, project_id, role"""),
+    )
+
+
+def _v9_result_artifacts() -> tuple[str, ...]:
     # TaskResult.artifacts: the files an attempt produced (name, size, sha256, uri), one map each.
     return (f"ALTER TABLE {DATABASE}.results ADD COLUMN IF NOT EXISTS artifacts Array(Map(String, String)) "
             "AFTER recall",)
@@ -221,7 +234,8 @@ def migrations(ttl_days: int) -> list[Migration]:
         Migration(5, "llm_calls.redacted", _v5_llm_call_redacted()),
         Migration(6, "llm_calls.queue_ms", _v6_llm_call_queue_ms()),
         Migration(7, "memory.privacy", _v7_memory_privacy()),
-        Migration(8, "results.artifacts", _v8_result_artifacts()),
+        Migration(8, "latency rollup without pickups", _v8_latency_without_pickups()),
+        Migration(9, "results.artifacts", _v9_result_artifacts()),
     ]
 
 
