@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from redis.exceptions import RedisError
 
+from aios.api.artifacts import artifacts_router
 from aios.api.auth import AuthMiddleware, document_bearer
 from aios.api.errors import ApiError
 from aios.api.hardening import BodyLimit, SecurityHeaders
@@ -54,6 +55,7 @@ def create_app(settings: Settings, *, store: StoreFactory | None = None) -> Fast
     app.add_middleware(Metrics)
     app.include_router(health)
     app.include_router(router)
+    app.include_router(artifacts_router)
     app.include_router(ws_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
