@@ -7,6 +7,7 @@ import click
 
 from aios.cli.agents import agents
 from aios.cli.api import api_cmd
+from aios.cli.artifacts import artifacts
 from aios.cli.bench import bench
 from aios.cli.demo import demo
 from aios.cli.dev import dev
@@ -29,7 +30,7 @@ def cli() -> None:
 
 
 for command in (api_cmd, keys, dev, topics, submit, tail, up, worker, serve, logs, demo, bench, db, stats, status,
-                cancel, approve, reject, memory, agents, top):
+                cancel, approve, reject, memory, agents, top, artifacts):
     cli.add_command(command)
 
 

@@ -11,6 +11,7 @@ would hang on machines without it.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,28 +77,38 @@ class S3ArtifactStore(ArtifactStore):
         key = uri[len(self._base):]
         return key if key and ".." not in key.split("/") else None
 
+    # obstore's blocking calls, each in a worker thread: its async API completes Python futures
+    # from its own runtime's threads, and a CLI process exiting right after one was seen to abort
+    # (SIGABRT) now and then; a blocking call leaves nothing of Python's to those threads.
     async def write(self, key: str, data: bytes) -> None:
+        await asyncio.to_thread(self._write, key, data)
+
+    def _write(self, key: str, data: bytes) -> None:
         import obstore
 
         with _mapped(key):
-            await obstore.put_async(self._store, key, data)
+            obstore.put(self._store, key, data)
 
     async def read(self, key: str) -> bytes:
+        return await asyncio.to_thread(self._read, key)
+
+    def _read(self, key: str) -> bytes:
         import obstore
 
         with _mapped(key):
-            result = await obstore.get_async(self._store, key)
-            return bytes(await result.bytes_async())
+            return bytes(obstore.get(self._store, key).bytes())
 
     async def list_prefix(self, prefix: str, limit: int) -> list[StoredObject]:
+        return await asyncio.to_thread(self._list, prefix, limit)
+
+    def _list(self, prefix: str, limit: int) -> list[StoredObject]:
         import obstore
 
         found: list[StoredObject] = []
         with _mapped(prefix):
-            async for batch in obstore.list(self._store, prefix, chunk_size=min(max(limit, 1), 1000)):
-                for meta in batch:
-                    if meta["path"].startswith(prefix):
-                        found.append(StoredObject(meta["path"], int(meta["size"]), self.uri(meta["path"])))
+            for batch in obstore.list(self._store, prefix, chunk_size=min(max(limit, 1), 1000)):
+                found += [StoredObject(m["path"], int(m["size"]), self.uri(m["path"]))
+                          for m in batch if m["path"].startswith(prefix)]
                 if len(found) >= limit:
                     break
         found.sort(key=lambda o: o.key)
