@@ -21,6 +21,7 @@ from aios.api.errors import NotFound
 from aios.api.models import ID, ArtifactList, ErrorOut, StoredArtifactOut
 from aios.api.principal import Principal
 from aios.api.rbac import Permission, require
+from aios.api.routes import known_query
 from aios.connectors.artifacts import ArtifactNotFoundError, ArtifactStore
 from aios.schemas.artifacts import ArtifactNameError, check_name, project_prefix
 from aios.streams.artifacts import open_artifact_store, whole_output
@@ -32,7 +33,7 @@ _TEXT = ("text/", "application/json", "application/xml", "application/x-yaml", "
 
 Reader = Annotated[Principal, Depends(require(Permission.READ))]
 ProjectId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID)]
-artifacts_router = APIRouter(prefix="/v1", tags=["artifacts"],
+artifacts_router = APIRouter(prefix="/v1", tags=["artifacts"], dependencies=[Depends(known_query)],
                              responses={code: {"model": ErrorOut} for code in (400, 401, 403, 404, 429, 503)})
 
 
@@ -62,8 +63,11 @@ async def list_artifacts(request: Request, project_id: ProjectId, who: Reader,
         StoredArtifactOut(path=o.key[len(base):], size=o.size, uri=o.uri) for o in found])
 
 
-@artifacts_router.get("/projects/{project_id}/artifacts/{path:path}", response_class=Response,
-                      responses={200: {"content": {"application/octet-stream": {}, "text/plain": {}}}})
+# response_class=Response documents no JSON body for 200; the errors stay JSON (ErrorOut).
+@artifacts_router.get("/projects/{project_id}/artifacts/{path:path}", response_class=Response, responses={200: {
+    "description": "The artifact's bytes.",
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "text/plain": {"schema": {"type": "string"}}}}})
 async def get_artifact(request: Request, project_id: ProjectId, path: str, who: Reader) -> Response:
     """One artifact's bytes, as an attachment, with their SHA-256 in ``X-Checksum-Sha256``."""
     _visible(who, project_id)
@@ -87,11 +91,11 @@ async def get_artifact(request: Request, project_id: ProjectId, path: str, who: 
         "X-Checksum-Sha256": hashlib.sha256(data).hexdigest()})
 
 
-@artifacts_router.get("/tasks/{task_id}/output", response_class=PlainTextResponse,
-                      responses={200: {"content": {"text/plain": {}}}})
+@artifacts_router.get("/tasks/{task_id}/output", response_class=Response, responses={200: {
+    "description": "The whole output.", "content": {"text/plain": {"schema": {"type": "string"}}}}})
 async def get_output(request: Request, task_id: Annotated[str, Path(min_length=1, max_length=128, pattern=ID)],
                      who: Reader, project: Annotated[str | None, Query(max_length=128, pattern=ID)] = None
-                     ) -> PlainTextResponse:
+                     ) -> Response:
     """A finished task's whole output as text: read from the artifact store (checked against its
     sha256) when the result carries an excerpt of it. ``project`` picks one when ids repeat."""
     view = request.app.state.services.view
