@@ -11,6 +11,7 @@ from aios.cli.artifacts import artifacts
 from aios.cli.bench import bench
 from aios.cli.demo import demo
 from aios.cli.dev import dev
+from aios.cli.dlq import dlq
 from aios.cli.events import submit, tail
 from aios.cli.keys import keys
 from aios.cli.logs import logs
@@ -30,7 +31,7 @@ def cli() -> None:
 
 
 for command in (api_cmd, keys, dev, topics, submit, tail, up, worker, serve, logs, demo, bench, db, stats, status,
-                cancel, approve, reject, memory, agents, top, artifacts):
+                cancel, approve, reject, memory, agents, top, dlq, artifacts):
     cli.add_command(command)
 
 
