@@ -16,7 +16,7 @@ COPY connectors ./connectors
 COPY agents ./agents
 COPY streams ./streams
 COPY api ./api
-RUN pip wheel --wheel-dir /wheels ".[vector,registry,anthropic,mcp,a2a]"
+RUN pip wheel --wheel-dir /wheels ".[vector,registry,anthropic,mcp,a2a,s3]"
 
 # --- the history sink's Avro → Native transcoder (Rust, pyo3): an abi3 wheel for CPython 3.11+.
 # Debian bookworm's python3 is 3.11, as in the runtime image.
@@ -36,7 +36,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     --mount=type=bind,from=transcoder,source=/wheels,target=/transcoder \
-    pip install --no-index --find-links /wheels --find-links /transcoder "aios[vector,registry,anthropic,mcp,a2a]" aios-transcoder
+    pip install --no-index --find-links /wheels --find-links /transcoder "aios[vector,registry,anthropic,mcp,a2a,s3]" aios-transcoder
 RUN useradd --system --uid 10001 --create-home --home-dir /var/lib/aios aios
 USER aios
 WORKDIR /var/lib/aios

@@ -5,7 +5,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 AIOS    := $(BIN)/aios
-EXTRAS  := dev,registry,vector,anthropic,mcp,a2a
+EXTRAS  := dev,registry,vector,anthropic,mcp,a2a,s3
 STAMP   := $(VENV)/.installed
 # uv installs the versions locked in uv.lock (`make lock` re-resolves them); pinned for the same lock format.
 UV_VERSION := 0.13.9

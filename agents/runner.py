@@ -22,9 +22,19 @@ from aios.agents.errors import LLMError, TaskCancelledError
 from aios.agents.llm.base import ChatMessage, ChatRequest, ChatResponse, Provider, ToolCall, Usage
 from aios.agents.llm.router import Route, Routed, Router, Strategy
 from aios.agents.roles import Role, load_roles
-from aios.agents.tools import MAX_TOOL_ROUNDS, CallSite, FetchOutput, Search, Toolbox, ToolContext
+from aios.agents.tools import (
+    MAX_TOOL_ROUNDS,
+    CallSite,
+    FetchOutput,
+    SaveArtifact,
+    Search,
+    Toolbox,
+    ToolContext,
+)
 from aios.agents.tracing import chat_span, describe_call, describe_tool, tool_span
-from aios.schemas.limits import MAX_ERROR_CHARS, MAX_OUTPUT_BYTES, cut, cut_utf8, utf8_len
+from aios.schemas.artifacts import MAX_ARTIFACTS, OUTPUT_ARTIFACT, ArtifactRef, TooManyArtifactsError
+from aios.schemas.errors import AiosError, UnavailableError
+from aios.schemas.limits import MAX_ERROR_CHARS, MAX_OUTPUT_BYTES, cut, cut_utf8, excerpt, utf8_len
 
 # Budgets in characters (~4 per token) keep a prompt well inside small context windows even when
 # dependency outputs are long; the newest context is kept, the oldest dropped first.
@@ -39,9 +49,8 @@ CANCELLED = "cancelled"  # the error_type of an attempt stopped by a cancel
 # Told each piece of an answer as it streams: (step, text delta). Called from the event loop, so
 # it must not block.
 DeltaSink = Callable[[int, str], None]
-# The error_type of an answer over MAX_OUTPUT_BYTES: a result must fit in a Kafka message with room
-# to spare. This is the seam for an artifact store: keep the whole answer there and put its
-# reference in the output, instead of failing the attempt.
+# The error_type of an answer over MAX_OUTPUT_BYTES that could not go to the artifact store (a
+# restricted task, or no store given): a result must fit in a Kafka message with room to spare.
 OUTPUT_TOO_LARGE = "output_too_large"
 
 
@@ -168,6 +177,7 @@ class AgentOutcome:
     cost_usd: float = 0.0  # from the model catalogue's prices and the calls' real usage
     calls: tuple[CallRecord, ...] = ()  # every LLM call of the attempt, by step
     tools: tuple[ToolRecord, ...] = ()  # every tool call, in order
+    artifacts: tuple[ArtifactRef, ...] = ()  # files the attempt wrote (write_artifact, an oversized output)
 
 
 @cache  # the persona and the contract's JSON are fixed per role: built once, not per task
@@ -259,6 +269,7 @@ async def run_task(
     llm: Provider | Router, task: AgentTask, budget: TokenBudget | None = None, *, journal: Journal | None = None,
     tools: Toolbox | None = None, search: Search | None = None, fetch: FetchOutput | None = None,
     cancel: Cancellation | None = None, on_delta: DeltaSink | None = None, capture_content: bool = False,
+    save: SaveArtifact | None = None, inline_bytes: int = MAX_OUTPUT_BYTES,
 ) -> AgentOutcome:
     """Run ``task`` through ``llm`` (a router, or one provider), with ``tools`` the model may call
     for up to ``MAX_TOOL_ROUNDS`` rounds; check the answer against the role's contract and ask once
@@ -268,7 +279,10 @@ async def run_task(
     starts; the outcome's error_type is ``cancelled``); ``on_delta`` is told the answer as it streams.
     Provider failures become failed outcomes; bugs propagate. ``fetch`` reads a dependency's whole
     output where the assignment carries an excerpt (the read_dependency_output tool). Each LLM call and
-    tool call is a span (agents/tracing.py); ``capture_content`` puts prompts and answers on them.
+    tool call is a span (agents/tracing.py); ``capture_content`` puts prompts and answers on them. ``save`` keeps
+    files in the artifact store (the write_artifact tool) and an output over ``inline_bytes``: the
+    outcome's output is then an excerpt ending in the artifact's URI. A role with an output contract
+    keeps its JSON whole in the event up to MAX_OUTPUT_BYTES, since the orchestrator parses it.
     """
     router = llm if isinstance(llm, Router) else Router.single(llm)
     tool_journal = journal  # a tool may act on the world whatever model asked for it
@@ -279,7 +293,9 @@ async def run_task(
     if tools is not None:
         request = replace(request, tools=tools.specs())
     steps = _Steps(router, task, role, journal, tools, ToolContext(task.context, search, fetch), cancel, on_delta,
-                   tool_journal=tool_journal, capture_content=capture_content)
+                   tool_journal=tool_journal, capture_content=capture_content, save_to_store=save)
+    if save is not None:
+        steps.context = replace(steps.context, save=steps.save)
     try:
         request, call = await steps.call_with_tools(request)
         output, problem = role.validate(call.response.text)
@@ -294,6 +310,16 @@ async def run_task(
     if problem is not None:
         return steps.outcome(False, call.response.text, error_type=INVALID_OUTPUT,
                              error=f"the {role.name} answer broke its output contract twice; last: {problem}")
+    limit = MAX_OUTPUT_BYTES if role.contract is not None else min(inline_bytes, MAX_OUTPUT_BYTES)
+    if save is not None and utf8_len(output) > limit:
+        try:
+            ref = await steps.save(OUTPUT_ARTIFACT, output)
+        except UnavailableError:
+            raise  # the store's outage: the attempt runs again, its calls answered by the journal
+        except AiosError:
+            pass  # kept inline if it fits; over MAX_OUTPUT_BYTES, the attempt fails and says why
+        else:
+            output = excerpt(output, limit, ref.uri)
     return steps.outcome(True, output)
 
 
@@ -313,6 +339,19 @@ class _Steps:
     capture_content: bool = False
     calls: list[CallRecord] = field(default_factory=list)
     tool_records: list[ToolRecord] = field(default_factory=list)
+    save_to_store: SaveArtifact | None = None
+    artifacts: dict[str, ArtifactRef] = field(default_factory=dict)  # by name: a rewrite replaces
+
+    async def save(self, name: str, content: str) -> ArtifactRef:
+        """Write an artifact of this attempt and remember its reference for the result."""
+        if self.save_to_store is None:
+            raise TooManyArtifactsError("this task cannot write artifacts")
+        if name not in self.artifacts and len(self.artifacts) >= MAX_ARTIFACTS:
+            raise TooManyArtifactsError(f"a task may write at most {MAX_ARTIFACTS} artifacts; "
+                                        "rewrite one of them or put several files in one")
+        ref = await self.save_to_store(name, content)
+        self.artifacts[name] = ref
+        return ref
 
     async def call_with_tools(self, request: ChatRequest) -> tuple[ChatRequest, CallRecord]:
         """Call, run the tools the model asks for, and call again until it answers."""
@@ -410,7 +449,8 @@ class _Steps:
             error = cut(error, MAX_ERROR_CHARS)
         last = self.calls[-1].response if self.calls else None
         cost = sum(c.cost_usd for c in self.calls)
-        return AgentOutcome(ok, output, error, last, error_type, cost, tuple(self.calls), tuple(self.tool_records))
+        return AgentOutcome(ok, output, error, last, error_type, cost, tuple(self.calls), tuple(self.tool_records),
+                            tuple(self.artifacts.values()))
 
 
 def _with_correction(request: ChatRequest, answer: str, problem: str) -> ChatRequest:

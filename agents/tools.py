@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from jsonschema.validators import Draft202012Validator
 
 from aios.agents.llm.base import ToolCall, ToolSpec
+from aios.schemas.artifacts import ArtifactRef
 from aios.schemas.jsonlimits import MAX_JSON_DEPTH, json_depth
 from aios.schemas.limits import excerpt_ref
 
@@ -27,6 +28,9 @@ Search = Callable[[str, int], Awaitable[Sequence[str]]]
 # cannot be read (gone with retention, not that task's). Given by the worker, which knows where
 # outputs are kept: today the attempt on Kafka; an artifact store would answer its own references.
 FetchOutput = Callable[[str, str], Awaitable[str | None]]
+# (artifact name, content) -> the stored artifact's reference (agents/tools_artifacts.py). Given by the
+# worker, which knows the store and the attempt; raises an AiosError that the tool tells the model.
+SaveArtifact = Callable[[str, str], Awaitable[ArtifactRef]]
 
 
 class ToolJournal(Protocol):
@@ -68,6 +72,7 @@ class ToolContext:
     fetch: FetchOutput | None = None
     journal: ToolJournal | None = None
     site: CallSite | None = None
+    save: SaveArtifact | None = None  # write_artifact's store; None where artifacts are not offered
 
 
 class Tool(Protocol):

@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from redis.exceptions import RedisError
 
+from aios.api.artifacts import artifacts_router
 from aios.api.auth import AuthMiddleware, document_bearer
 from aios.api.errors import ApiError
 from aios.api.hardening import BodyLimit, SecurityHeaders
@@ -59,6 +60,7 @@ def create_app(settings: Settings, *, store: StoreFactory | None = None) -> Fast
     app.include_router(health)
     app.include_router(router)
     app.include_router(workers)
+    app.include_router(artifacts_router)
     app.include_router(ws_router)
     app.include_router(ops_router)
     app.include_router(ops_ws_router)

@@ -94,6 +94,27 @@ class ControlAccepted(BaseModel):
     action: Literal["approve", "reject", "cancel"]
 
 
+class ArtifactOut(BaseModel):
+    """A file the attempt produced, in the artifact store (docs/artifacts.md)."""
+
+    name: str
+    size: int = Field(description="Bytes.")
+    sha256: str = Field(description="SHA-256 of the bytes, hex.")
+    uri: str = Field(description="Where the store keeps it (s3://… or file://…); download it through "
+                     "GET /v1/projects/{project_id}/artifacts/{path}.")
+
+
+class StoredArtifactOut(BaseModel):
+    path: str = Field(description="<task>/<attempt>/<name>: the artifact's path in its project.")
+    size: int
+    uri: str
+
+
+class ArtifactList(BaseModel):
+    project_id: str
+    artifacts: list[StoredArtifactOut]
+
+
 class ResultOut(BaseModel):
     task_id: str
     project_id: str
@@ -114,6 +135,9 @@ class ResultOut(BaseModel):
     submitted_at: datetime
     sealed: bool = Field(False, description="The output is a restricted task's, sealed with a key this API does "
                          "not hold (AIOS_ENCRYPTION_KEY): it is shown as stored, not as text.")
+    artifacts: list[ArtifactOut] = Field(
+        default_factory=list, description="Files the attempt produced. An output over AIOS_OUTPUT_INLINE_BYTES is "
+        "one of them (output.md) and `output` is its excerpt: GET /v1/tasks/{task_id}/output reads it whole.")
 
 
 class TaskOut(BaseModel):

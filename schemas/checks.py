@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aios.schemas import limits as L
+from aios.schemas.artifacts import MAX_ARTIFACTS, ref_problems
 from aios.schemas.errors import InvalidRecordError
 from aios.schemas.sealed import plaintext_bytes
 
@@ -181,6 +182,13 @@ def check_result(v: Mapping[str, Any]) -> None:
     recall = v.get("recall") or []
     if len(recall) > L.MAX_RECALL or not all(L.is_printable(r, L.MAX_MEMORY_ID_CHARS) for r in recall):
         p.add("recall", f"at most {L.MAX_RECALL} memory ids")
+    artifacts = v.get("artifacts") or []
+    if len(artifacts) > MAX_ARTIFACTS:
+        p.add("artifacts", f"{len(artifacts)} references; at most {MAX_ARTIFACTS}")
+    else:
+        problem = next((found for found in map(ref_problems, artifacts) if found is not None), None)
+        if problem is not None:
+            p.add("artifacts", problem)
     p.raise_if_any("TaskResult")
 
 

@@ -191,3 +191,10 @@ A2A_REMOTE_CALLS = Counter("aios_a2a_remote_calls_total",
                            ["agent", "outcome"])
 A2A_REMOTE_SECONDS = Histogram("aios_a2a_remote_call_seconds", "Time a call to a remote A2A agent took.", ["agent"],
                                buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
+
+ARTIFACTS = Counter("aios_artifacts_total", "Artifacts agents wrote to the artifact store, by outcome (written, failed).",
+                    ["outcome"])
+ARTIFACT_BYTES = Counter("aios_artifact_bytes_total", "Bytes of artifacts written to the artifact store.")
+OUTPUTS_OFFLOADED = Counter(
+    "aios_outputs_offloaded_total",
+    "Agent outputs over AIOS_OUTPUT_INLINE_BYTES kept whole in the artifact store (the event carries an excerpt).")

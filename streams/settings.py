@@ -31,11 +31,12 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from aios.schemas.errors import ConfigError
-from aios.schemas.limits import DEFAULT_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES
+from aios.schemas.limits import DEFAULT_MAX_MESSAGE_BYTES, MAX_OUTPUT_BYTES, MIN_MAX_MESSAGE_BYTES
 from aios.schemas.sealed import KeyRing
 
 _TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+_ARTIFACTS_URL = re.compile(r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s?#]*)?|file:///[^\s?#]*)$")
 _SCOPES = ("session", "project", "agent", "task")
 _AGENT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
@@ -191,6 +192,35 @@ class StoreSettings(_Group):
         "(16, 24 or 32-byte AES-GCM keys; `aios keys new-encryption-key` makes one). The first key seals the "
         "descriptions, outputs and memory of restricted tasks before they reach Kafka, Redis, Qdrant and "
         "ClickHouse; every key opens. Rotate by putting a new key first. Unset: stored as plain text.")
+
+    artifacts_url: str | None = Field(
+        None, description="Where agents' files and oversized outputs are kept (docs/artifacts.md): s3://bucket[/prefix] "
+        "for an S3-compatible bucket (needs the s3 extra) or file:///folder. Unset: <AIOS_DATA_DIR>/artifacts.")
+    artifacts_endpoint: str | None = Field(
+        None, pattern=r"^https?://\S+$",
+        description="The S3-compatible service's URL (MinIO, Ceph, R2); unset = AWS S3. http:// is allowed "
+        "for a service on a private network.")
+    artifacts_region: str = Field("us-east-1", pattern=r"^[a-z0-9-]{1,32}$", description="The bucket's region.")
+    artifacts_access_key_id: str | None = Field(
+        None, description="Access key id for the bucket; unset with the secret = unsigned requests (a public bucket).")
+    artifacts_secret_access_key: SecretStr | None = Field(None, description="Secret of AIOS_ARTIFACTS_ACCESS_KEY_ID.")
+    artifacts_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, le=5 * 1024**3,
+        description="The largest artifact an agent may write; write_artifact answers a larger one with an error.")
+
+    @field_validator("artifacts_url")
+    @classmethod
+    def _check_artifacts_url(cls, value: str | None) -> str | None:
+        if value is not None and not _ARTIFACTS_URL.match(value):
+            raise ValueError(f"{value!r}: use s3://bucket or s3://bucket/prefix (a bucket name is 3-63 of a-z 0-9 . -), "
+                             "or file:///absolute/folder")
+        return value
+
+    @model_validator(mode="after")
+    def _artifact_credentials_in_pairs(self) -> StoreSettings:
+        if (self.artifacts_access_key_id is None) != (self.artifacts_secret_access_key is None):
+            raise ValueError("set both AIOS_ARTIFACTS_ACCESS_KEY_ID and AIOS_ARTIFACTS_SECRET_ACCESS_KEY, or neither")
+        return self
 
     @field_validator("encryption_key")
     @classmethod
@@ -462,6 +492,11 @@ class ProcessingSettings(_Group):
         100, ge=0, le=60_000,
         description="Live tokens: while a call streams, its text so far goes to <prefix>.tokens at most this "
         "often per task (coalesced deltas); 0 publishes none.")
+    output_inline_bytes: int = Field(
+        64 * 1024, ge=1024, le=MAX_OUTPUT_BYTES,
+        description="An agent's output over this many bytes of UTF-8 is kept whole in the artifact store (as "
+        "output.md); its result carries an excerpt of this size that ends in the artifact's URI, which readers "
+        "follow. Restricted tasks' outputs are never written there: over MAX_OUTPUT_BYTES they fail.")
     commit_interval_s: float = Field(1.0, gt=0, description="How often the faust processors commit offsets.")
     ask_max_depth: int = Field(
         3, ge=0, le=32,

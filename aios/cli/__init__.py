@@ -7,6 +7,7 @@ import click
 
 from aios.cli.agents import agents
 from aios.cli.api import api_cmd
+from aios.cli.artifacts import artifacts
 from aios.cli.bench import bench
 from aios.cli.broadcast import drain, reload
 from aios.cli.demo import demo
@@ -33,7 +34,7 @@ def cli() -> None:
 
 
 for command in (api_cmd, keys, dev, topics, submit, tail, up, worker, serve, logs, demo, bench, db, stats, status,
-                cancel, approve, reject, memory, agents, top, dlq, tools, drain, reload, trace_cmd):
+                cancel, approve, reject, memory, agents, top, dlq, tools, drain, reload, trace_cmd, artifacts):
     cli.add_command(command)
 
 

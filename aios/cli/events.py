@@ -11,6 +11,7 @@ import click
 
 from aios.agents.roles import load_roles
 from aios.cli.agents import agent_statuses
+from aios.cli.artifacts import result_text
 from aios.cli.common import settings_or_exit
 from aios.cli.output import console, emit_json, json_option
 from aios.schemas.codec import Decoded
@@ -94,7 +95,8 @@ def submit(text: str | None, plan_file: Any, goal: str | None, role: str, projec
         r = doc["result"]
         console.print(f"[bold]{r['status']}[/bold] by {r['agent_id']} ({r['provider']}:{r['model']})")
         if printer is None or not printer.printed or r["status"] != "succeeded":
-            console.print((delivered.output if r["output"] else "") or r["error"] or "", markup=False)
+            shown = result_text(settings, delivered.result, delivered.output if r["output"] else "")
+            console.print(shown or r["error"] or "", markup=False)
 
 
 class TokenPrinter:

@@ -231,6 +231,12 @@ def _v9_hops(ttl_days: int) -> tuple[str, ...]:
     {_ttl(ttl_days)}""",)
 
 
+def _v10_result_artifacts() -> tuple[str, ...]:
+    # TaskResult.artifacts: the files an attempt produced (name, size, sha256, uri), one map each.
+    return (f"ALTER TABLE {DATABASE}.results ADD COLUMN IF NOT EXISTS artifacts Array(Map(String, String)) "
+            "AFTER recall",)
+
+
 def migrations(ttl_days: int) -> list[Migration]:
     """Every migration, in order; ``ttl_days`` is the retention written into new tables."""
     if ttl_days < 1:
@@ -246,6 +252,7 @@ def migrations(ttl_days: int) -> list[Migration]:
         Migration(7, "memory.privacy", _v7_memory_privacy()),
         Migration(8, "latency rollup without pickups", _v8_latency_without_pickups()),
         Migration(9, "hops: each record's producing process and traceparent", _v9_hops(ttl_days)),
+        Migration(10, "results.artifacts", _v10_result_artifacts()),
     ]
 
 

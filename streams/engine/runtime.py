@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from aios.agents.llm.catalogue import Catalogue
     from aios.agents.llm.configfile import LlmFile
     from aios.agents.llm.router import Router
+    from aios.connectors.artifacts import ArtifactStore
     from aios.connectors.context.journal import LlmJournal
     from aios.connectors.context.ratelimit import SharedRates
     from aios.connectors.vector.base import Embedder
@@ -213,6 +214,13 @@ class Runtime:
         from aios.connectors.context.ratelimit import SharedRates
 
         return SharedRates.from_url(self.settings.stores.redis_url, prefix=self.settings.kafka.topic_prefix)
+
+    @cached_property
+    def artifacts(self) -> ArtifactStore:
+        """Where agents' files and oversized outputs go (AIOS_ARTIFACTS_URL, else the data directory)."""
+        from aios.streams.artifacts import open_artifact_store
+
+        return open_artifact_store(self.settings)
 
     @cached_property
     def journal(self) -> LlmJournal:

@@ -29,7 +29,7 @@ def started_event(a: dict[str, Any], agent_id: str) -> dict[str, Any]:
         "task_id": a["task_id"], "project_id": a["project_id"], "role": a["role"], "attempt": a["attempt"],
         "status": "started", "output": "", "error": None, "error_type": None, "agent_id": agent_id,
         "provider": "", "model": "", "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "latency_ms": 0.0,
-        "submitted_at": a["submitted_at"], "recall": [],
+        "submitted_at": a["submitted_at"], "recall": [], "artifacts": [],
     }
 
 
@@ -55,6 +55,7 @@ def result_event(a: dict[str, Any], outcome: AgentOutcome, agent_id: str, latenc
         "latency_ms": latency_ms,
         "submitted_at": a["submitted_at"],
         "recall": recall or [],
+        "artifacts": [ref.to_event() for ref in outcome.artifacts],
     }
 
 

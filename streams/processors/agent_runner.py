@@ -25,11 +25,13 @@ from opentelemetry import trace
 from aios.agents.cancellation import Cancellation
 from aios.agents.runner import AgentOutcome, AgentTask, Journal, TokenBudget, run_task, system_prompt
 from aios.agents.tools import Toolbox
+from aios.agents.tools_artifacts import WriteArtifact
 from aios.agents.tools_ask import AskAgent, Asker
 from aios.connectors.errors import StoreUnavailableError
 from aios.schemas.errors import SchemaError
 from aios.schemas.events import now_ms, to_ms
 from aios.schemas.sealed import SealedFieldError, is_sealed
+from aios.streams.artifacts import attempt_saver, output_artifact
 from aios.streams.engine.concurrent import ConcurrentProcessor, Unstarted
 from aios.streams.engine.control import ControlListener
 from aios.streams.engine.records import decode_or_error, log
@@ -42,6 +44,7 @@ from aios.streams.metrics import (
     LLM_COST,
     LLM_REPLAYS,
     LLM_TOKENS,
+    OUTPUTS_OFFLOADED,
     PROCESSING,
     TASK_SECONDS,
     TASKS,
@@ -180,7 +183,8 @@ class AgentWorker(ConcurrentProcessor):
     async def on_start(self) -> None:
         # Built now, not by the first assignment: loading the SDKs and the tokenizer blocks the event
         # loop for seconds on a busy machine, which would hold every heartbeat and call meanwhile.
-        await asyncio.to_thread(lambda: (self.rt.router, self.rt.tokens, [system_prompt(r) for r in self.rt.settings.processing.roles]))
+        await asyncio.to_thread(lambda: (self.rt.router, self.rt.tokens, self.rt.artifacts,
+                                          [system_prompt(r) for r in self.rt.settings.processing.roles]))
         await self.toolboxes.start()  # before the first assignment: a role's tools are fixed from here
         await super().on_start()
         self.add_future(self._heartbeat())
@@ -266,12 +270,15 @@ class AgentWorker(ConcurrentProcessor):
         """An output the assignment waits for the broker to have before it goes on."""
         await self.produce_acked(topic, self.rt.codec.encode(record, value, topic), key.encode())
 
-    def tools_for(self, a: dict[str, Any], journal: Journal, cancellation: Cancellation) -> Toolbox | None:
+    def tools_for(self, a: dict[str, Any], journal: Journal, cancellation: Cancellation, *,
+                  writes: bool = False) -> Toolbox | None:
         """The tools of this assignment: its role's (the read-only ones and the role's MCP tools), the
-        remote A2A agents its role may ask (none for a restricted task), and ask_agent unless
-        AIOS_ASK_MAX_DEPTH is 0."""
+        remote A2A agents its role may ask (none for a restricted task), write_artifact when it
+        ``writes``, and ask_agent unless AIOS_ASK_MAX_DEPTH is 0."""
         box = self.toolboxes.for_role(a["role"])
         extra = self.tools.remote_for(a["role"], a.get("privacy") or "normal")
+        if writes and self.rt.settings.llm.agent_tools:
+            extra.append(WriteArtifact())
         if self.rt.settings.llm.agent_tools and self.asks.max_depth > 0:
             asker = Asker(a["project_id"], a["task_id"], a["attempt"], a["role"], a.get("privacy") or "normal",
                           a["trace_id"])
@@ -314,13 +321,17 @@ class AgentWorker(ConcurrentProcessor):
             if self.token_interval_s > 0 and privacy == "normal":
                 tokens = TokenStream(a, rt.agent_id, self.token_interval_s, self._send_tokens)
             journal = RetryingJournal(journal_for(rt, rt.sealer, a))
+            # A restricted task keeps nothing outside Kafka's sealed fields: no artifacts.
+            save = attempt_saver(rt.artifacts, a) if privacy == "normal" else None
             async with one_at_a_time(task.project_id, task.task_id, task.attempt):
                 outcome = await run_task(rt.router, task, budget(rt, a["role"]), journal=journal,
-                                         tools=self.tools_for(a, journal, cancellation),
+                                         tools=self.tools_for(a, journal, cancellation, writes=save is not None),
                                          search=memory_search(rt, rt.sealer, a), cancel=cancellation,
-                                         fetch=output_fetcher(rt.settings, rt.codec, a["project_id"], rt.sealer),
+                                         fetch=output_fetcher(rt.settings, rt.codec, a["project_id"], rt.sealer,
+                                                              rt.artifacts),
                                          on_delta=tokens.delta if tokens is not None else None,
-                                         capture_content=capture_content(privacy))
+                                         capture_content=capture_content(privacy),
+                                         save=save, inline_bytes=rt.settings.processing.output_inline_bytes)
         finally:
             if tokens is not None:
                 tokens.close()
@@ -366,6 +377,8 @@ class AgentWorker(ConcurrentProcessor):
             LLM_COST.labels(call["provider"], call["model"]).inc(call["cost_usd"])
             observe_genai_call(call["provider"], call["model"], call["input_tokens"], call["output_tokens"],
                                record.response.latency_ms / 1000)
+        if output_artifact(result) is not None:
+            OUTPUTS_OFFLOADED.inc()
         status = attempt_status(outcome)
         log.info("agents: attempt %d %s in %.0f ms%s", a["attempt"], status, latency_ms,
                  f": {outcome.error_type}: {outcome.error}" if not outcome.ok else "")

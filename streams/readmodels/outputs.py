@@ -7,7 +7,9 @@ the reference through :func:`output_fetcher`. Only the attempts topic of this de
 and only an attempt of the same project and task that succeeded is believed: a reference in a
 forged assignment cannot read another tenant's output. A restricted task's output is sealed
 (``streams/sealing.py``): the reader opens it with the worker's key ring, bound to that task's
-identity, or reads nothing. (An artifact store for large outputs would add its own scheme here.)
+identity, or reads nothing. An output over AIOS_OUTPUT_INLINE_BYTES was kept whole in the artifact
+store and its event holds an excerpt ending in the artifact's URI: the reader follows that too, only
+into the same project's and task's folder of this deployment's store (``streams/artifacts.py``).
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ from urllib.parse import urlsplit
 from confluent_kafka import TopicPartition
 
 from aios.agents.tools import FetchOutput
+from aios.connectors.artifacts import ArtifactNotFoundError, ArtifactStore
 from aios.schemas.codec import Codec
 from aios.schemas.errors import SchemaError
+from aios.schemas.limits import excerpt_ref
 from aios.schemas.sealed import SealedFieldError
+from aios.streams.artifacts import in_project
 from aios.streams.kafka import make_consumer
 from aios.streams.sealing import Sealer, output_aad
 from aios.streams.settings import Settings
@@ -66,16 +71,35 @@ def read_attempt_output(settings: Settings, codec: Codec, ref: str, project_id: 
         consumer.close()
 
 
-def output_fetcher(settings: Settings, codec: Codec, project_id: str, sealer: Sealer | None = None) -> FetchOutput:
+def output_fetcher(settings: Settings, codec: Codec, project_id: str, sealer: Sealer | None = None,
+                   artifacts: ArtifactStore | None = None) -> FetchOutput:
     """The read_dependency_output tool's reader for tasks of ``project_id``; a sealed output is
-    opened with ``sealer`` (None when it cannot be)."""
+    opened with ``sealer`` (None when it cannot be); an output kept in ``artifacts`` is read there."""
     async def fetch(task_id: str, ref: str) -> str | None:
+        if artifacts is not None and artifacts.key_of(ref) is not None:
+            return await read_artifact_output(artifacts, ref, project_id, task_id)
         output = await asyncio.to_thread(read_attempt_output, settings, codec, ref, project_id, task_id)
-        if output is None or sealer is None:
-            return output
-        try:
-            return sealer.open(output, output_aad(project_id, task_id))
-        except SealedFieldError:
-            return None
+        if output is not None and sealer is not None:
+            try:
+                output = sealer.open(output, output_aad(project_id, task_id))
+            except SealedFieldError:
+                return None
+        inner = excerpt_ref(output) if output is not None and artifacts is not None else None
+        if inner is not None and artifacts is not None and artifacts.key_of(inner) is not None:
+            # The attempt itself carries an excerpt of an output kept in the artifact store.
+            return await read_artifact_output(artifacts, inner, project_id, task_id)
+        return output
 
     return fetch
+
+
+async def read_artifact_output(store: ArtifactStore, uri: str, project_id: str, task_id: str) -> str | None:
+    """The output kept at ``uri``, if it is in ``project_id``'s ``task_id`` folder and still there."""
+    if not in_project(store, uri, project_id, task_id):
+        return None
+    key = store.key_of(uri)
+    assert key is not None  # noqa: S101 - in_project checked it
+    try:
+        return (await store.read(key)).decode("utf-8", "replace")
+    except ArtifactNotFoundError:
+        return None
