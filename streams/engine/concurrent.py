@@ -43,7 +43,13 @@ from aios.streams.engine.records import dead_letter_event, log
 from aios.streams.engine.runtime import Runtime
 from aios.streams.errors import KafkaError
 from aios.streams.kafka import make_consumer, producer_config
-from aios.streams.metrics import CONCURRENT_IN_FLIGHT, CONCURRENT_PAUSES, CONCURRENT_RETRIES, EVENTS
+from aios.streams.metrics import (
+    CONCURRENT_IN_FLIGHT,
+    CONCURRENT_PAUSES,
+    CONCURRENT_RETRIES,
+    EVENTS,
+    RECORD_FAILURES,
+)
 from aios.streams.tracing import Headers, headers_for
 
 # Failures of a store or of Kafka, not of the record: the record stays in flight and is run again.
@@ -254,7 +260,9 @@ class ConcurrentProcessor(faust.Service):
                 self._release(work)  # unfinished in its window: never committed here
                 return
             except Exception as exc:  # noqa: BLE001 - decided below: retried, or the record's fault
-                if not isinstance(exc, RETRYABLE) and verdict_for(self.name, exc) is not Verdict.RETRY:
+                if isinstance(exc, RETRYABLE):  # an undelivered output is retried here, not fatal
+                    RECORD_FAILURES.labels(self.name, Verdict.RETRY.value, type(exc).__name__).inc()
+                elif verdict_for(self.name, exc) is not Verdict.RETRY:
                     await self._give_up(work, exc)  # the record's fault (or a bug): dead-letter it
                     break
                 CONCURRENT_RETRIES.labels(self.name, type(exc).__name__).inc()

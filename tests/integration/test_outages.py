@@ -111,7 +111,7 @@ async def test_redis_down_makes_agents_and_memory_wait_not_dead_letter(settings:
         s = settings.replace(redis_url=server.url)
         async with running(s, ["orchestrator", "results", "agents", "memory"]) as live:
             assert (await submit_and_wait(s, "before the outage", timeout_s=60))["status"] == "succeeded"
-            before = retries("agents:general", "StoreUnavailableError")
+            before = retries("agents", "StoreUnavailableError")
             server.stop()
             client = TaskClient(s)
             try:
@@ -121,7 +121,7 @@ async def test_redis_down_makes_agents_and_memory_wait_not_dead_letter(settings:
                 client.close()
             await asyncio.sleep(OUTAGE_S)
             live.check()
-            assert retries("agents:general", "StoreUnavailableError") > before, "the agent waits for Redis"
+            assert retries("agents", "StoreUnavailableError") > before, "the agent waits for Redis"
             assert dead_letters(s) == []
 
             server.start()  # the same port, empty: Redis is a cache of the log

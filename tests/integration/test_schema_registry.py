@@ -151,10 +151,11 @@ async def test_the_whole_pipeline_runs_on_the_confluent_wire_format(settings: Se
         store = live.runtime.store
         def stored() -> dict[str, int] | None:
             c = store.counts_by_type(project_id=project)
-            return c if c.get("TaskResult", 0) >= 2 and c.get("LlmCall") and c.get("MemoryEvent") else None
+            return c if c.get("TaskResult", 0) >= 3 and c.get("LlmCall") and c.get("MemoryEvent") else None
 
         counts = await wait_until(stored)
-        assert counts["Task"] == counts["Assignment"] == counts["LlmCall"] == 1 and counts["TaskResult"] == 2
+        # TaskResults: the agent's pickup (started), its attempt and the committed result.
+        assert counts["Task"] == counts["Assignment"] == counts["LlmCall"] == 1 and counts["TaskResult"] == 3
         live.check()
 
     framed = [m for p in range(s.kafka.topic_partitions) for m in read_partition(s, f"{s.kafka.topic_prefix}.results", p)]

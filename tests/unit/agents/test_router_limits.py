@@ -197,7 +197,8 @@ async def test_a_hang_holds_its_slot_only_until_the_timeout(
                                         return_exceptions=True)
     assert isinstance(hung, ProviderTimeoutError)
     assert not isinstance(second, BaseException) and second.response.text == "next"
-    assert 0.4 <= second.queue_ms / 1000 < 2.0, "the second call waited for the hung one's timeout, no longer"
+    # About the 0.5 s timeout (timers on a loaded machine are coarse), far from the 5 s hang.
+    assert 0.3 <= second.queue_ms / 1000 < 2.0, "the second call waited for the hung one's timeout, no longer"
     assert time.monotonic() - started < 3
     # The server still sleeps on the abandoned request; the second reached it after the timeout.
     assert len(server.started) == 2 and server.started[1] - server.started[0] >= 0.4
