@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from aios.schemas import limits as L
-from aios.streams.orchestration.plan import JsonInt, PlannedTask
+from aios.streams.orchestration.plan import JsonInt, Milestone, PlannedTask
 
 ID = L.ID_PATTERN
 ROLE = L.ROLE_PATTERN
@@ -55,6 +55,8 @@ class ProjectIn(Strict):
     tasks: Annotated[list[PlannedTask], Field(min_length=1, max_length=L.MAX_PLAN_TASKS)] | \
         SkipJsonSchema[None] = Field(None, description="The plan: tasks and their dependencies.")
     budget_usd: float | None = Field(None, ge=0, le=L.MAX_BUDGET_USD, strict=True, allow_inf_nan=False)
+    milestones: list[Milestone] = Field(default_factory=list, max_length=L.MAX_MILESTONES,
+                                        description="With tasks: sprints, in the order they run.")
 
     @model_validator(mode="before")
     @classmethod

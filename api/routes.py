@@ -42,7 +42,7 @@ from aios.connectors.history.queries import stats as history_stats
 from aios.schemas.events import envelope
 from aios.schemas.sealed import is_sealed
 from aios.streams.orchestration.goal import GOAL_TASK, PLANNER_ROLE
-from aios.streams.orchestration.plan import Plan, PlanError, PlannedTask, validate_plan
+from aios.streams.orchestration.plan import Plan, PlanError, PlannedTask, plan_record, validate_plan
 from aios.streams.readmodels.task_client import build_task
 
 TaskId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID)]
@@ -120,17 +120,15 @@ async def submit_project(request: Request, body: ProjectIn, who: Submitter) -> P
         return ProjectAccepted(project_id=body.project, task_ids=[GOAL_TASK], trace_id=goal_event["trace_id"])
     tasks = body.tasks or [PlannedTask(id="goal", role=body.role, description=body.goal or "")]
     try:
-        plan = Plan(project=body.project, tasks=tuple(tasks), budget_usd=body.budget_usd)
+        plan = Plan(project=body.project, tasks=tuple(tasks), budget_usd=body.budget_usd,
+                    milestones=tuple(body.milestones))
         validate_plan(plan, svc.settings.processing.roles)
     except PlanError as exc:
         raise ApiError(str(exc)) from exc
     if svc.view.project(body.project) is not None:
         raise Conflict(f"project {body.project!r} already exists; plans are submitted once, choose another id")
     event = {**envelope(), "project_id": plan.project, "goal": body.goal or "", "budget_usd": plan.budget_usd,
-             "submitted_by": "api",
-             "tasks": [{"task_id": t.id, "role": t.role, "description": t.description,
-                        "depends_on": list(t.depends_on), "priority": t.priority, "acceptance": t.acceptance,
-                        "requires_approval": t.requires_approval, "privacy": t.privacy} for t in plan.tasks]}
+             "submitted_by": "api", **plan_record(plan)}
     await svc.produce(svc.topics.projects, "ProjectPlan", svc.sealer.seal_plan(event), plan.project)
     return ProjectAccepted(project_id=plan.project, task_ids=[t.id for t in plan.tasks], trace_id=event["trace_id"])
 

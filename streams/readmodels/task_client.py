@@ -11,7 +11,7 @@ from aios.schemas.checks import check_control, check_plan, check_task
 from aios.schemas.events import envelope, new_id
 from aios.streams.errors import OrchestrationError
 from aios.streams.kafka import EventProducer, TopicReader
-from aios.streams.orchestration.plan import Plan
+from aios.streams.orchestration.plan import Plan, plan_record
 from aios.streams.sealing import Sealer, unreadable_note
 from aios.streams.settings import Settings
 from aios.streams.topics import Topics
@@ -86,10 +86,7 @@ class TaskClient:
         """Produce a validated plan as one event: a project is never half-submitted."""
         event = {
             **envelope(), "project_id": plan.project, "goal": "", "budget_usd": plan.budget_usd,
-            "submitted_by": submitted_by,
-            "tasks": [{"task_id": t.id, "role": t.role, "description": t.description,
-                       "depends_on": list(t.depends_on), "priority": t.priority, "acceptance": t.acceptance,
-                       "requires_approval": t.requires_approval, "privacy": t.privacy} for t in plan.tasks],
+            "submitted_by": submitted_by, **plan_record(plan),
         }
         check_plan(event)
         self.producer.send(self.topics.projects, "ProjectPlan", self.sealer.seal_plan(event), key=plan.project)
