@@ -202,6 +202,11 @@ def _v7_memory_privacy() -> tuple[str, ...]:
     return (f"ALTER TABLE {DATABASE}.memory ADD COLUMN IF NOT EXISTS privacy LowCardinality(String) AFTER tokens",)
 
 
+def _v8_assignment_acceptance() -> tuple[str, ...]:
+    # Assignment.acceptance: the criterion the agent's prompt states and a sprint's review checks.
+    return (f"ALTER TABLE {DATABASE}.assignments ADD COLUMN IF NOT EXISTS acceptance String AFTER submitted_at",)
+
+
 def migrations(ttl_days: int) -> list[Migration]:
     """Every migration, in order; ``ttl_days`` is the retention written into new tables."""
     if ttl_days < 1:
@@ -215,6 +220,7 @@ def migrations(ttl_days: int) -> list[Migration]:
         Migration(5, "llm_calls.redacted", _v5_llm_call_redacted()),
         Migration(6, "llm_calls.queue_ms", _v6_llm_call_queue_ms()),
         Migration(7, "memory.privacy", _v7_memory_privacy()),
+        Migration(8, "assignments.acceptance", _v8_assignment_acceptance()),
     ]
 
 
