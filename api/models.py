@@ -132,6 +132,44 @@ class TaskEntryOut(BaseModel):
     attempts: int
     reason: str
     depends_on: list[str] = Field(default_factory=list)
+    milestone: str = Field("", description="The sprint the task runs in; empty: none.")
+    review: str = Field("", description="The sprint review's verdict on the task.")
+    estimate_tokens: int = 0
+    estimate_seconds: float = 0.0
+    estimate_usd: float = 0.0
+    tokens: int = Field(0, description="Actual tokens in and out, over every attempt.")
+    seconds: float = Field(0.0, description="Actual seconds in LLM calls, over every attempt.")
+    cost_usd: float = 0.0
+
+
+class SprintOut(BaseModel):
+    """A sprint (milestone): its state and its tasks' estimates against actuals."""
+
+    id: str
+    title: str
+    state: str
+    review: str
+    tasks: int
+    finished: int
+    estimate_tokens: int
+    estimate_seconds: float
+    estimate_usd: float
+    tokens: int
+    seconds: float
+    cost_usd: float
+
+
+class ReplanOut(BaseModel):
+    """What a re-plan changed (ids listed up to 100 per kind; ``counts`` are whole), or why it failed."""
+
+    after: str
+    state: str
+    summary: str
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+    counts: dict[str, int]
+    error: str
 
 
 class ProjectOut(BaseModel):
@@ -146,6 +184,8 @@ class ProjectOut(BaseModel):
     elapsed_ms: int
     notes: list[str]
     tasks: list[TaskEntryOut]
+    sprints: list[SprintOut] = Field(default_factory=list)
+    replans: list[ReplanOut] = Field(default_factory=list)
 
 
 class ProjectSummary(BaseModel):

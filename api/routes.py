@@ -147,10 +147,15 @@ async def _control(request: Request, who: Principal, task_id: str, project: str 
                    reason: str) -> ControlAccepted:
     svc = services(request)
     rec = svc.view.find_task(task_id, lambda p: project in (None, p) and who.sees(p))
-    if rec is None:
+    owner = rec.project_id if rec is not None else None
+    if owner is None and project is not None and who.sees(project) and action != "cancel":
+        # A milestone id approves or rejects its sprint at the boundary.
+        status = svc.view.project(project)
+        owner = project if status and any(sp["id"] == task_id for sp in status.get("sprints", ())) else None
+    if owner is None:
         raise NotFound(f"no task {task_id!r} is known; check the id (GET /v1/projects/{{id}} lists them)")
-    await svc.control(rec.project_id, action, task_id, reason, f"api:{who.via}:{who.subject}")
-    return ControlAccepted(project_id=rec.project_id, task_id=task_id, action=action)  # type: ignore[arg-type]
+    await svc.control(owner, action, task_id, reason, f"api:{who.via}:{who.subject}")
+    return ControlAccepted(project_id=owner, task_id=task_id, action=action)  # type: ignore[arg-type]
 
 
 ProjectQuery = Annotated[str | None, Query(max_length=128, pattern=ID)]
@@ -158,7 +163,7 @@ ProjectQuery = Annotated[str | None, Query(max_length=128, pattern=ID)]
 
 @router.post("/tasks/{task_id}/approve", status_code=202, response_model=ControlAccepted)
 async def approve(request: Request, task_id: TaskId, who: Operator, project: ProjectQuery = None) -> ControlAccepted:
-    """Let a task waiting in awaiting_approval run."""
+    """Let a task waiting in awaiting_approval run; a milestone id (with ``project``) opens its sprint."""
     return await _control(request, who, task_id, project, "approve", "")
 
 

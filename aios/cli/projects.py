@@ -15,22 +15,29 @@ from aios.streams.readmodels.task_client import TaskClient, project_statuses
 from aios.streams.settings import Settings
 
 
-def _resolve(settings: Settings, ident: str) -> tuple[str, str | None, dict[str, Any]]:
-    """A project id, or a task id looked up in the projects' latest statuses."""
+def _resolve(settings: Settings, ident: str, project: str | None = None) -> tuple[str, str | None, dict[str, Any]]:
+    """A project id, or a task id looked up in the projects' latest statuses (in ``project`` only,
+    when given: task and milestone ids repeat across projects)."""
     statuses = project_statuses(settings)
-    if ident in statuses:
+    if ident in statuses and project is None:
         return ident, None, statuses[ident]
-    for project, status in statuses.items():
-        if any(t["task_id"] == ident for t in status["tasks"]):
-            return project, ident, status
-    raise click.ClickException(f"no project or task {ident!r} is known to the orchestrator (aios status lists them)")
+    candidates = statuses if project is None else {project: statuses[project]} if project in statuses else {}
+    for name, status in candidates.items():
+        # A sprint's milestone id stands for the sprint (approve or reject it at its boundary).
+        if any(t["task_id"] == ident for t in status["tasks"]) or any(
+                sp["id"] == ident for sp in status.get("sprints", ())):
+            return name, ident, status
+    where = f" in project {project!r}" if project else ""
+    raise click.ClickException(f"no project or task {ident!r} is known to the orchestrator{where} "
+                               "(aios status lists them)")
 
 
 @click.command()
 @click.argument("project", required=False)
 @json_option
 def status(project: str | None, as_json: bool) -> None:
-    """A project's progress: counts by state, percent done, critical path, cost, elapsed time."""
+    """A project's progress: counts by state, percent done, critical path, cost, elapsed time; for a
+    plan in sprints, each sprint's estimates against actuals and what each re-plan changed."""
     settings = settings_or_exit()
     try:
         statuses = project_statuses(settings)
@@ -58,16 +65,52 @@ def status(project: str | None, as_json: bool) -> None:
     console.print("critical path: " + (" -> ".join(s["critical_path"]) or "(done)"))
     for note in s["notes"]:
         console.print(f"[yellow]note[/yellow]: {note}")
-    table = Table("task", "role", "state", "attempts", "reason")
+    sprints = s.get("sprints") or []
+    if sprints:
+        _print_sprints(s)
+    table = Table("task", *(("sprint",) if sprints else ()), "role", "state", "attempts",
+                  *(("tokens est/act", "time est/act", "cost est/act", "review") if sprints else ()), "reason")
     for t in s["tasks"]:
-        table.add_row(t["task_id"], t["role"], t["state"], str(t["attempts"]), t["reason"])
+        extra = (t.get("milestone", ""),) if sprints else ()
+        actuals = (_vs(t, "tokens"), _vs(t, "seconds"), _vs(t, "usd"), t.get("review", "")) if sprints else ()
+        table.add_row(t["task_id"], *extra, t["role"], t["state"], str(t["attempts"]), *actuals, t["reason"])
     console.print(table)
 
 
-def _control(action: str, ident: str, reason: str, as_json: bool, *, needs_task: bool) -> None:
+def _vs(entry: dict[str, Any], what: str) -> str:
+    """An estimate against its actual, e.g. "300 / 412"; "-" where no estimate was given."""
+    estimate, actual = {"tokens": (entry.get("estimate_tokens", 0), entry.get("tokens", 0)),
+                        "seconds": (entry.get("estimate_seconds", 0.0), entry.get("seconds", 0.0)),
+                        "usd": (entry.get("estimate_usd", 0.0), entry.get("cost_usd", 0.0))}[what]
+    return f"{_number(what, estimate) if estimate else '-'} / {_number(what, actual)}"
+
+
+def _number(what: str, value: float) -> str:
+    return f"{int(value)}" if what == "tokens" else f"{value:.1f}s" if what == "seconds" else f"${value:.4f}"
+
+
+def _print_sprints(s: dict[str, Any]) -> None:
+    table = Table("sprint", "title", "state", "tasks", "tokens est/act", "time est/act", "cost est/act", "review",
+                  title="sprints")
+    for sp in s["sprints"]:
+        table.add_row(sp["id"], sp["title"], sp["state"], f"{sp['finished']}/{sp['tasks']}", _vs(sp, "tokens"),
+                      _vs(sp, "seconds"), _vs(sp, "usd"), sp["review"])
+    console.print(table)
+    for r in s.get("replans") or []:
+        if r["state"] == "failed":
+            console.print(f"re-plan after {r['after']}: [red]failed[/red]: {r['error']}")
+            continue
+        counts = r.get("counts") or {}
+        parts = [f"{label} {counts.get(kind, len(r[kind]))} ({', '.join(r[kind]) or '-'})"
+                 for kind, label in (("added", "added"), ("removed", "removed"), ("changed", "changed"))]
+        console.print(f"re-plan after {r['after']}: {'; '.join(parts)}" + (f": {r['summary']}" if r["summary"] else ""))
+
+
+def _control(action: str, ident: str, reason: str, as_json: bool, *, needs_task: bool,
+             in_project: str | None = None) -> None:
     settings = settings_or_exit()
     try:
-        project, task_id, _ = _resolve(settings, ident)
+        project, task_id, _ = _resolve(settings, ident, in_project)
         if needs_task and task_id is None:
             raise click.ClickException(f"{action} takes a task id, and {ident!r} is a project")
         client = TaskClient(settings)
@@ -93,18 +136,24 @@ def cancel(ident: str, reason: str, as_json: bool) -> None:
     _control("cancel", ident, reason, as_json, needs_task=False)
 
 
+PROJECT_OPTION = click.option("--project", default=None, help="The task's project, where ids repeat across projects.")
+
+
 @click.command()
 @click.argument("task")
+@PROJECT_OPTION
 @json_option
-def approve(task: str, as_json: bool) -> None:
-    """Let a task that waits in awaiting_approval run."""
-    _control("approve", task, "", as_json, needs_task=True)
+def approve(task: str, project: str | None, as_json: bool) -> None:
+    """Let a task, or a sprint (by its milestone id), that waits in awaiting_approval run."""
+    _control("approve", task, "", as_json, needs_task=True, in_project=project)
 
 
 @click.command()
 @click.argument("task")
 @click.option("--reason", required=True, help="Why: it is recorded as the task's failure.")
+@PROJECT_OPTION
 @json_option
-def reject(task: str, reason: str, as_json: bool) -> None:
-    """Fail a task that waits for approval; its dependents are skipped."""
-    _control("reject", task, reason, as_json, needs_task=True)
+def reject(task: str, reason: str, project: str | None, as_json: bool) -> None:
+    """Fail a task that waits for approval (its dependents are skipped), or reject a sprint that has
+    not opened (by its milestone id: its tasks and every later sprint's are cancelled)."""
+    _control("reject", task, reason, as_json, needs_task=True, in_project=project)

@@ -423,7 +423,7 @@ class ProjectState:
                               if n.state in (State.READY, State.DISPATCHED) and n.role not in live_roles})
             notes += [f"no live agent for role {r!r}: its tasks wait" for r in waiting]
         sprints, replans = self.sprints.status(self.dag)
-        notes += [f"sprint {s['id']} awaits approval: aios approve {self.dag.project} {s['id']}"
+        notes += [f"sprint {s['id']} awaits approval: aios approve {s['id']} --project {self.dag.project}"
                   for s in sprints if s["state"] == AWAITING_APPROVAL]
         notes += [f"the re-plan after sprint {r['after']} failed: {r['error']}" for r in replans if r["state"] == "failed"]
         path = self.dag.critical_path()

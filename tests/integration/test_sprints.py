@@ -142,7 +142,7 @@ async def test_a_sprint_boundary_waits_for_approval(settings: Settings) -> None:
             finally:
                 client.close()
             final = await asyncio.to_thread(wait_project, s, "gated", 90)
-    assert "sprint m2 awaits approval: aios approve gated m2" in seen[0]["notes"]
+    assert "sprint m2 awaits approval: aios approve m2 --project gated" in seen[0]["notes"]
     assert {t["task_id"]: t["state"] for t in seen[0]["tasks"]}["build"] == "pending"
     assert final["state"] == "succeeded" and [sp["state"] for sp in final["sprints"]] == ["done", "done"]
     assert final["replans"][0]["changed"] == ["build"]

@@ -130,7 +130,7 @@ def test_a_sprint_boundary_waits_for_approval() -> None:
     assert step(s) == []
     status = s.status(now_ms=2)
     assert status["sprints"][1]["state"] == "awaiting_approval"
-    assert "sprint m2 awaits approval: aios approve P m2" in status["notes"]
+    assert "sprint m2 awaits approval: aios approve m2 --project P" in status["notes"]
     assert status["replans"][0]["changed"] == []  # a task listed as it was is not a change
     s = roundtrip(s)
     s.approve("m2")
