@@ -39,6 +39,9 @@ class TaskAccepted(BaseModel):
     trace_id: str
     partition: int
     offset: int
+    unserved_roles: list[str] = Field(
+        default_factory=list,
+        description="Roles this work needs that no live agent serves (from the agents topic): it waits for one.")
 
 
 class ProjectIn(Strict):
@@ -78,6 +81,9 @@ class ProjectAccepted(BaseModel):
     project_id: str
     task_ids: list[str]
     trace_id: str
+    unserved_roles: list[str] = Field(
+        default_factory=list,
+        description="Roles this work needs that no live agent serves (from the agents topic): it waits for one.")
 
 
 class ControlIn(Strict):
@@ -217,6 +223,7 @@ class AgentOut(BaseModel):
 
 class AgentList(BaseModel):
     agents: list[AgentOut]
+    forget_after_s: float = 300.0
 
 
 class StatsOut(BaseModel):

@@ -39,10 +39,11 @@ from aios.api.rbac import Permission, allowed, check_write, require
 from aios.api.services import Services
 from aios.api.view import TaskRecord
 from aios.connectors.history.queries import stats as history_stats
-from aios.schemas.events import envelope
+from aios.schemas.events import envelope, now_ms
 from aios.schemas.sealed import is_sealed
 from aios.streams.orchestration.goal import GOAL_TASK, PLANNER_ROLE
 from aios.streams.orchestration.plan import Plan, PlanError, PlannedTask, plan_record, validate_plan
+from aios.streams.readmodels.agent_registry import is_forgotten, live_roles_of, shown_state
 from aios.streams.readmodels.task_client import build_task
 
 TaskId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID)]
@@ -102,13 +103,20 @@ async def submit_task(request: Request, body: TaskIn, who: Submitter) -> TaskAcc
                       submitted_by="api")
     partition, offset = await svc.produce(svc.topics.tasks, "Task", svc.sealer.seal_task(task), body.project)
     return TaskAccepted(task_id=task["task_id"], project_id=body.project, trace_id=task["trace_id"],
-                        partition=partition, offset=offset)
+                        partition=partition, offset=offset, unserved_roles=_unserved(svc, {body.role}))
+
+
+def _unserved(svc: Services, roles: set[str]) -> list[str]:
+    """Roles that no live agent serves, from the live registry (the agents topic), not this process's settings."""
+    return sorted(roles - live_roles_of(svc.view.agents()))
 
 
 @router.post("/projects", status_code=202, response_model=ProjectAccepted)
 async def submit_project(request: Request, body: ProjectIn, who: Submitter) -> ProjectAccepted:
     """Produce a plan (a DAG of tasks), or a goal, as one event. A goal is planned by the planner
-    role when this deployment runs one (and no other role is asked for), else it is one task."""
+    role when this deployment runs one (and no other role is asked for), else it is one task.
+    Roles that no live agent serves (the agents topic) are named in ``unserved_roles``, and in the
+    project's status notes: the work waits for them."""
     check_write(who, body.project)
     svc = services(request)
     if body.goal is not None and PLANNER_ROLE in svc.settings.processing.roles and "role" not in body.model_fields_set:
@@ -117,7 +125,8 @@ async def submit_project(request: Request, body: ProjectIn, who: Submitter) -> P
         goal_event = {**envelope(), "project_id": body.project, "goal": body.goal, "budget_usd": body.budget_usd,
                       "submitted_by": "api", "tasks": []}
         await svc.produce(svc.topics.projects, "ProjectPlan", goal_event, body.project)
-        return ProjectAccepted(project_id=body.project, task_ids=[GOAL_TASK], trace_id=goal_event["trace_id"])
+        return ProjectAccepted(project_id=body.project, task_ids=[GOAL_TASK], trace_id=goal_event["trace_id"],
+                               unserved_roles=_unserved(svc, {PLANNER_ROLE}))
     tasks = body.tasks or [PlannedTask(id="goal", role=body.role, description=body.goal or "")]
     try:
         plan = Plan(project=body.project, tasks=tuple(tasks), budget_usd=body.budget_usd,
@@ -130,7 +139,8 @@ async def submit_project(request: Request, body: ProjectIn, who: Submitter) -> P
     event = {**envelope(), "project_id": plan.project, "goal": body.goal or "", "budget_usd": plan.budget_usd,
              "submitted_by": "api", **plan_record(plan)}
     await svc.produce(svc.topics.projects, "ProjectPlan", svc.sealer.seal_plan(event), plan.project)
-    return ProjectAccepted(project_id=plan.project, task_ids=[t.id for t in plan.tasks], trace_id=event["trace_id"])
+    return ProjectAccepted(project_id=plan.project, task_ids=[t.id for t in plan.tasks], trace_id=event["trace_id"],
+                           unserved_roles=_unserved(svc, {t.role for t in plan.tasks}))
 
 
 @router.get("/tasks/{task_id}", response_model=TaskOut)
@@ -212,17 +222,23 @@ async def get_results(request: Request, project_id: ProjectId, who: Reader) -> R
 
 @router.get("/agents", response_model=AgentList)
 async def agents(request: Request, who: Reader) -> AgentList:
-    """The live agent registry (the compacted agents topic).
+    """The live agent registry (the compacted agents topic): an agent silent for three heartbeats
+    is shown as ``gone``, and one silent for AIOS_AGENT_FORGET_AFTER_S is left out.
 
     A credential scoped to some projects sees only those projects' tasks among an agent's in-flight ones.
     """
-    view = services(request).view
+    svc = services(request)
+    view, now = svc.view, now_ms()
+    forget_after_s = svc.settings.processing.agent_forget_after_s
     out = []
     for a in view.agents():
+        if is_forgotten(a, now, forget_after_s):
+            continue  # silent for too long: no longer listed (the orchestrator tombstones it)
+        a = {**a, "state": shown_state(a, now)}
         if not who.all_projects:
             a = {**a, "in_flight": [t for t in a["in_flight"] if view.find_task(t, who.sees) is not None]}
         out.append(AgentOut.model_validate(a))
-    return AgentList(agents=out)
+    return AgentList(agents=out, forget_after_s=forget_after_s)
 
 
 @router.get("/stats", response_model=StatsOut)

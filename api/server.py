@@ -1,10 +1,10 @@
-"""Serving the API with uvicorn: alone (``aios api``) or inside ``aios up``'s event loop."""
+"""Serving the API with uvicorn: alone (``aios api``) or in a caller's event loop (tests, benches)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Generator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Generator
+from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
@@ -13,6 +13,8 @@ from aios.api.app import create_app
 from aios.api.services import StoreFactory
 from aios.schemas.errors import ConfigError
 from aios.streams.settings import Settings
+
+GRACEFUL_SHUTDOWN_S = 3
 
 
 def uvicorn_config(settings: Settings, *, store: StoreFactory | None = None, **extra: Any) -> uvicorn.Config:
@@ -26,11 +28,14 @@ def uvicorn_config(settings: Settings, *, store: StoreFactory | None = None, **e
     return uvicorn.Config(
         create_app(settings, store=store), host=settings.api.host, port=settings.api.port,
         ssl_certfile=str(cert) if cert else None, ssl_keyfile=str(key) if key else None,
-        log_level="warning", access_log=False, server_header=False, lifespan="on", **extra)
+        log_level="warning", access_log=False, server_header=False, lifespan="on",
+        # Open WebSocket sessions get this long to close on shutdown, then they are cut: a
+        # dashboard left open must not hold a stopping process (issue 16 §4).
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, **extra)
 
 
 class EmbeddedServer(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to its host process (``aios up``)."""
+    """A uvicorn server that leaves signal handling to its host process."""
 
     @contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -48,14 +53,3 @@ async def serve_embedded(settings: Settings, *, store: StoreFactory | None = Non
             raise ConfigError(f"the API did not start on {settings.api.host}:{settings.api.port}")
         await asyncio.sleep(0.05)
     return server, task
-
-
-@asynccontextmanager
-async def api_sidecar(settings: Settings, store: StoreFactory | None = None) -> AsyncIterator[EmbeddedServer]:
-    """The API served in this event loop for the duration of the block."""
-    server, task = await serve_embedded(settings, store=store)
-    try:
-        yield server
-    finally:
-        server.should_exit = True
-        await task

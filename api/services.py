@@ -23,6 +23,8 @@ from aios.connectors.context.ratelimit import TokenBuckets
 from aios.connectors.history import HistoryStore, open_store
 from aios.schemas.events import envelope
 from aios.schemas.limits import MAX_NAME_CHARS, cut
+from aios.streams.kafka_access import check_access
+from aios.streams.logs import LIBRDKAFKA
 from aios.streams.sealing import Sealer
 from aios.streams.settings import Settings
 from aios.streams.topics import Topics
@@ -55,10 +57,13 @@ class Services:
         self.limiter = RateLimiter(TokenBuckets(self.redis, settings.kafka.topic_prefix, settings.api.rate_per_s,
                                                 settings.api.rate_burst))
         self.auth = Authenticator(self.keys, JwtVerifier(settings) if settings.api.jwks_url else None, self.limiter)
-        self._admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "socket.timeout.ms": 5000,
-                                   **settings.kafka.security()})
+        admin: dict[str, Any] = {"bootstrap.servers": settings.kafka.bootstrap, "socket.timeout.ms": 5000,
+                                 "logger": LIBRDKAFKA, **settings.kafka.security()}
+        self._admin = AdminClient(admin)
 
     async def start(self) -> None:
+        # A refused login or an untrusted certificate stops the API at start, naming the setting.
+        await asyncio.to_thread(check_access, self.settings)
         self.producer = AsyncProducer(self.settings)
         self.hub.start()
         await asyncio.to_thread(self.view.start)

@@ -237,6 +237,11 @@ class LiveView:
                         ends.pop((topic, partition), None)
                         if not ends:
                             self.caught_up.set()
+                    if msg.value() is None:  # a tombstone: on the agents topic, a worker that stopped
+                        gone = self._forget(self.short[topic], f"{topic}:{partition}:{offset}", msg.key())
+                        if gone is not None:
+                            batch.append(gone)
+                        continue
                     try:
                         decoded = self.codec.decode(msg.value())
                     except SchemaError:
@@ -255,6 +260,15 @@ class LiveView:
             consumer.close()
 
     # -- state ---------------------------------------------------------------------------------
+    def _forget(self, kind: str, event_id: str, key: bytes | None) -> LiveEvent | None:
+        """An agent's tombstone: drop it, and tell subscribers with ``{"agent_id", "removed": true}``."""
+        if kind != "agents" or not key:
+            return None
+        agent_id = key.decode(errors="replace")
+        with self._lock:
+            self._state.agents.pop(agent_id, None)
+        return LiveEvent(event_id, kind, None, int(time.time() * 1000), {"agent_id": agent_id, "removed": True})
+
     def reveal(self, kind: str, v: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """The event with its restricted fields opened (when this API holds the key), and whether
         any stayed sealed."""

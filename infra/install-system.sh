@@ -15,6 +15,8 @@ python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || nee
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 # The dashboard's browser test drives Debian's Chromium through Playwright (never a downloaded browser).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# `aios top` is tested in a real terminal: tmux runs it and captures the pane.
+command -v tmux >/dev/null 2>&1 || need+=(tmux)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "system packages: all present"

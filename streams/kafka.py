@@ -21,6 +21,8 @@ from aios.schemas.codec import Codec, ConfluentRegistry, Decoded
 from aios.schemas.errors import SchemaError
 from aios.schemas.limits import PRODUCER_HEADROOM_BYTES
 from aios.streams.errors import KafkaError
+from aios.streams.kafka_access import KafkaAccessError, authorization_problem, check_access
+from aios.streams.logs import LIBRDKAFKA
 from aios.streams.settings import Settings
 from aios.streams.topics import Topics
 
@@ -43,6 +45,7 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         # The Java client's (and aiokafka's, so faust's) key hashing: an event keyed by project_id
         # lands on the same partition whoever produced it, which the orchestrator's table needs.
         "partitioner": "murmur2_random",
+        "logger": LIBRDKAFKA,  # librdkafka's lines go to the log, not to stderr (streams.logs)
         # Above what the codec lets through, so an oversized event is refused there, as the record's
         # fault, and never by librdkafka, whose refusal is fatal inside a transaction.
         "message.max.bytes": settings.kafka.max_message_bytes + PRODUCER_HEADROOM_BYTES,
@@ -56,21 +59,29 @@ class EventProducer:
     """Produces AIOS events; ``flush()`` raises if any delivery failed."""
 
     def __init__(self, settings: Settings, codec: Codec | None = None, **extra: Any) -> None:
+        self.settings = settings
         self.codec = codec or make_codec(settings)
         self._producer = Producer(producer_config(settings, **extra))
         self._errors: list[str] = []
+        self._refused: KafkaAccessError | None = None  # the first delivery an ACL refused
         self.delivered: list[tuple[str, int, int]] = []  # (topic, partition, offset)
 
     def _on_delivery(self, err: Any, msg: Message) -> None:
         if err is not None:
             self._errors.append(f"{msg.topic()}: {err}")
+            if self._refused is None and isinstance(err, CKafkaError):
+                self._refused = authorization_problem(self.settings.kafka, err, str(msg.topic()), "write to")
         else:
             self.delivered.append((str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)))
 
     def send(self, topic: str, record: str, value: Mapping[str, Any], key: str | None = None) -> None:
         self.send_raw(topic, self.codec.encode(record, value, topic), key)
 
-    def send_raw(self, topic: str, data: bytes, key: str | None = None) -> None:
+    def send_tombstone(self, topic: str, key: str) -> None:
+        """A null value for ``key`` on a compacted topic: compaction then forgets the key."""
+        self.send_raw(topic, None, key)
+
+    def send_raw(self, topic: str, data: bytes | None, key: str | None = None) -> None:
         while True:
             try:
                 self._producer.produce(topic, value=data, key=key, on_delivery=self._on_delivery)
@@ -87,6 +98,9 @@ class EventProducer:
             raise KafkaError(f"{remaining} events were not acknowledged within {timeout_s:.0f}s")
         if self._errors:
             errors, self._errors = self._errors, []
+            refused, self._refused = self._refused, None
+            if refused is not None:
+                raise refused
             raise KafkaError("delivery failed: " + "; ".join(errors[:5]))
 
 
@@ -104,6 +118,7 @@ def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, A
         "fetch.wait.max.ms": 10,
         "session.timeout.ms": int(settings.kafka.session_timeout_s * 1000),
         "heartbeat.interval.ms": int(settings.kafka.session_timeout_s * 250),
+        "logger": LIBRDKAFKA,
         **settings.kafka.security(),
     }
     config.update(extra)
@@ -165,15 +180,24 @@ class TopicReader:
     """
 
     def __init__(self, settings: Settings, topic: str, *, from_beginning: bool, codec: Codec | None = None) -> None:
+        check_access(settings)
+        self.settings = settings
         self.codec = codec or make_codec(settings)
         self.topic = topic
         self._consumer = make_consumer(settings, group=f"aios-reader-{time.time_ns()}")
         try:
             meta = self._consumer.list_topics(topic, timeout=10)
         except KafkaException as exc:
+            self._consumer.close()
             raise KafkaError(f"Kafka at {settings.kafka.bootstrap} did not answer: {exc}") from exc
         tmeta = meta.topics.get(topic)
+        if tmeta is not None and tmeta.error is not None:
+            refused = authorization_problem(settings.kafka, tmeta.error, topic, "read")
+            if refused is not None:
+                self._consumer.close()
+                raise refused
         if tmeta is None or tmeta.error is not None or not tmeta.partitions:
+            self._consumer.close()
             raise KafkaError(f"topic {topic!r} does not exist; create the topics with `aios topics create`")
         partitions = []
         self._ends: dict[int, int] = {}  # partition -> high watermark when the reader was opened
@@ -192,8 +216,12 @@ class TopicReader:
         msg = self._consumer.poll(timeout_s)
         if msg is None:
             return None
-        if msg.error() is not None:
-            raise KafkaError(f"consume from {self.topic} failed: {msg.error()}")
+        err = msg.error()
+        if err is not None:
+            refused = authorization_problem(self.settings.kafka, err, self.topic, "read")
+            if refused is not None:
+                raise refused
+            raise KafkaError(f"consume from {self.topic} failed: {err}")
         return msg
 
     def events(self, timeout_s: float) -> Iterator[tuple[Message, Decoded | SchemaError]]:

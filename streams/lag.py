@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
@@ -20,6 +21,7 @@ from prometheus_client.core import CollectorRegistry, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from aios.streams.errors import KafkaError
+from aios.streams.logs import LIBRDKAFKA
 from aios.streams.metrics import LAG_ERRORS
 
 log = logging.getLogger("aios.streams")
@@ -43,9 +45,13 @@ class PartitionLag:
 class ConsumerLag(Collector):
     """Reports ``aios_consumer_lag_messages`` for the groups ``groups()`` names (group -> topics)."""
 
-    def __init__(self, bootstrap: str, groups: Groups, *, refresh_s: float = 5.0, timeout_s: float = 5.0) -> None:
+    def __init__(self, bootstrap: str, groups: Groups, *, refresh_s: float = 5.0, timeout_s: float = 5.0,
+                 security: Mapping[str, str] | None = None) -> None:
         self.bootstrap = bootstrap
-        self.admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout_s * 1000)})
+        config: dict[str, Any] = {"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout_s * 1000),
+                                  "logger": LIBRDKAFKA,
+                                  **(security or {})}  # the process's TLS/SASL settings (KafkaSettings.security)
+        self.admin = AdminClient(config)
         self.groups = groups
         self.refresh_s = refresh_s
         self.timeout_s = timeout_s

@@ -76,6 +76,10 @@ CANCEL_SECONDS = Histogram("aios_cancel_seconds", "From a cancel's timestamp to 
                            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 TOKEN_EVENTS = Counter("aios_token_events_total", "Live-token events published (coalesced deltas).")
 LAG_ERRORS = Counter("aios_consumer_lag_errors_total", "Consumer-lag reads the broker did not answer in time.")
+KAFKA_ACCESS_FAILURES = Counter(
+    "aios_kafka_access_failures_total",
+    "Times Kafka refused this process or did not answer it (a start-up check, an ACL refusal), by reason: "
+    "sasl, tls-untrusted, tls-client-cert, tls-handshake, tls-files, authorization, unreachable.", ["reason"])
 SEALED = Counter("aios_sealed_fields_total", "Restricted fields sealed, opened, or found unreadable (no key).",
                  ["operation"])
 RESTRICTED_KEPT_LOCAL = Counter(
@@ -116,3 +120,12 @@ def serve(port: int, host: str = "127.0.0.1") -> bool:
 ROLE_LIVE_AGENTS = Gauge("aios_role_live_agents", "Live agent workers serving a role (from aios.agents).", ["role"])
 ROLE_IN_FLIGHT = Gauge("aios_role_in_flight_tasks", "Tasks in flight at a role's live agents (from aios.agents).",
                        ["role"])
+
+# `aios up`'s supervisor (aios/devstack/supervisor.py); its /metrics also carries each process's
+# own metrics, labelled with the process they came from.
+PROCESS_RESTARTS = Counter("aios_process_restarts_total",
+                           "Processes `aios up` restarted after they exited without being asked to.", ["process"])
+PROCESS_UP = Gauge("aios_process_up", "1 while a process `aios up` supervises runs, else 0.", ["process"])
+METRICS_SCRAPE_FAILURES = Counter("aios_metrics_scrape_failures_total",
+                                  "Scrapes of a supervised process's /metrics that got no answer (left out).",
+                                  ["process"])

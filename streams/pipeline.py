@@ -10,14 +10,13 @@ from contextlib import asynccontextmanager
 import faust
 
 from aios.streams.engine import app as engine
-from aios.streams.engine.app import EMBEDDED, Register, RunningApp, Sidecar
+from aios.streams.engine.app import EMBEDDED, Register, RunningApp
 from aios.streams.engine.runtime import Runtime
 from aios.streams.errors import OrchestrationError
 from aios.streams.processors import PROCESSORS
 from aios.streams.settings import Settings
 
-__all__ = ["EMBEDDED", "PROCESSORS", "RunningApp", "Sidecar", "build_app", "check_processors", "running",
-           "serve_forever"]
+__all__ = ["EMBEDDED", "PROCESSORS", "RunningApp", "build_app", "check_processors", "running", "serve_forever"]
 
 
 def check_processors(names: Sequence[str]) -> list[Register]:
@@ -41,6 +40,6 @@ async def running(settings: Settings, names: Sequence[str], name: str = EMBEDDED
 
 
 async def serve_forever(settings: Settings, names: Sequence[str], name: str,
-                        on_ready: Callable[[], None] | None = None, sidecar: Sidecar | None = None) -> None:
+                        on_ready: Callable[[], None] | None = None) -> None:
     """Run the named processors until SIGINT/SIGTERM, with /metrics served (see the engine)."""
-    await engine.serve_forever(settings, check_processors(names), name, on_ready, sidecar)
+    await engine.serve_forever(settings, check_processors(names), name, on_ready)

@@ -44,6 +44,12 @@ def _env(name: str, *more: str) -> Any:
     return AliasChoices(f"AIOS_{name.upper()}", *more)
 
 
+def _registry_roles() -> tuple[str, ...]:
+    from aios.agents.roles import load_roles
+
+    return load_roles().names()
+
+
 def _csv(value: object) -> object:
     if isinstance(value, str):
         value = tuple(part.strip() for part in value.split(",") if part.strip())
@@ -66,6 +72,15 @@ class KafkaSettings(_Group):
     controller_port: int = Field(9093, description="KRaft controller port of the local broker.")
     heap_mb: int = Field(
         1536, ge=256, description="Java heap of the local broker; thousands of partitions need more than 512 MB.")
+    local_brokers: int = Field(
+        1, ge=1, le=9,
+        description="Brokers `aios dev up` starts (or `--brokers`): 1, or a local KRaft cluster where each broker "
+        "is also a controller. AIOS_KAFKA_BOOTSTRAP then lists one loopback address per broker; their "
+        "controllers listen on AIOS_KAFKA_CONTROLLER_PORT and the ports after it.")
+    connect_timeout_s: float = Field(
+        30.0, gt=0, le=600,
+        description="How long a starting process or command waits for Kafka to answer before it fails. A refused "
+        "SASL login or an untrusted certificate fails at once, naming the setting to fix.")
     session_timeout_s: float = Field(
         10.0, ge=6, le=300,
         description="Consumer group session timeout: how soon the partitions of a crashed process move on.")
@@ -73,8 +88,14 @@ class KafkaSettings(_Group):
                               description="Prefix of every topic name (aios.tasks), Redis key and Qdrant collection.")
     topic_partitions: int = Field(3, ge=1, le=1024, validation_alias=_env("topic_partitions"),
                                   description="Partitions of every topic `aios topics create` makes.")
-    topic_replication: int = Field(1, ge=1, le=16, validation_alias=_env("topic_replication"),
-                                   description="Replication factor of every topic.")
+    topic_replication: int | None = Field(
+        None, ge=1, le=16, validation_alias=_env("topic_replication"),
+        description="Replication factor of every topic. Unset: from the cluster, 3 when it has three brokers or "
+        "more, else one copy per broker.")
+    topic_min_insync_replicas: int | None = Field(
+        None, ge=1, le=16, validation_alias=_env("topic_min_insync_replicas"),
+        description="min.insync.replicas of every topic: the copies an acks=all write needs. Unset: 2 when "
+        "topics have 3 copies or more (one broker may be lost without refusing writes), else 1.")
     topic_retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1, validation_alias=_env("topic_retention_ms"),
                                     description="Retention of the event topics (the DLQ keeps four times longer).")
     max_message_bytes: int = Field(
@@ -100,6 +121,15 @@ class KafkaSettings(_Group):
     ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers' certificates.")
     ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS).")
     ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS).")
+
+    @model_validator(mode="after")
+    def _check_min_insync(self) -> KafkaSettings:
+        if (self.topic_replication is not None and self.topic_min_insync_replicas is not None
+                and self.topic_min_insync_replicas > self.topic_replication):
+            raise ValueError(
+                f"AIOS_TOPIC_MIN_INSYNC_REPLICAS={self.topic_min_insync_replicas} is more than "
+                f"AIOS_TOPIC_REPLICATION={self.topic_replication}: no write could ever succeed; lower it")
+        return self
 
     @field_validator("topic_prefix")
     @classmethod
@@ -144,6 +174,17 @@ class StoreSettings(_Group):
         None, description="Qdrant server for vector memory; unset = qdrant-client local mode under data_dir.")
     history_ttl_days: int = Field(
         90, ge=1, le=36500, description="Days ClickHouse keeps history rows and rollups (table TTL).")
+    clickhouse_http_port: int = Field(
+        8123, ge=1, le=65535,
+        description="Embedded mode: the loopback port where `aios up`'s chdb owner serves the ClickHouse HTTP "
+        "interface, which the CLI, the API, Grafana and ClickHouse tools use while it runs.")
+    clickhouse_tcp_port: int = Field(
+        9000, ge=1, le=65535,
+        description="Embedded mode: the loopback port of the same chdb's native protocol (clickhouse-client).")
+    qdrant_local_port: int = Field(
+        6333, ge=1, le=65535,
+        description="Embedded mode with AIOS_VECTOR_MEMORY: the loopback port where `aios up`'s owner of the "
+        "local Qdrant folder serves Qdrant's REST API to the agents, the memory processor and the CLI.")
     encryption_key: SecretStr | None = Field(
         None, description="Key ring for restricted tasks' content at rest: 'id:base64key[,id2:base64key…]' "
         "(16, 24 or 32-byte AES-GCM keys; `aios keys new-encryption-key` makes one). The first key seals the "
@@ -345,8 +386,22 @@ class ProcessingSettings(_Group):
     """How the processors run: roles, workers, the orchestrator's limits, the history sink's batches."""
 
     roles: Annotated[tuple[str, ...], NoDecode] = Field(
-        ("general",), description="Agent roles, comma-separated, from agents/roles.json (general, planner, "
-        "architect, backend, frontend, qa, reviewer, writer); each gets a topic and a consumer group.")
+        default_factory=lambda: _registry_roles(),
+        description="Agent roles, comma-separated, from agents/roles.json; each gets a topic and a consumer "
+        "group. Unset: every role in the registry, so a deployment serves any plan or goal.")
+    agent_groups: Annotated[tuple[tuple[str, ...], ...], NoDecode] = Field(
+        (), description="How `aios up` spreads the roles over agent worker processes: groups separated by "
+        "';', roles within one by ',', e.g. 'planner;backend,frontend'. Roles in no group share one more "
+        "process. Unset: one agent process serves every role.")
+    agent_forget_after_s: float = Field(
+        300.0, gt=0,
+        description="An agent silent this long is dropped from `aios agents`, `aios top` and the dashboard, "
+        "and the orchestrator tombstones its key on the agents topic. Silent for three heartbeats, it is "
+        "shown as gone first. One that stops cleanly tombstones its own key.")
+    restart_backoff_max_s: float = Field(
+        30.0, ge=0.1,
+        description="`aios up` restarts a crashed process after 0.5 s, doubling each time up to this; a "
+        "process that ran a minute starts again from 0.5 s.")
     instance: str = Field(
         "0", pattern=r"^[A-Za-z0-9._-]{1,64}$",
         description="This process's stable name among peers running the same processors; names its "
@@ -411,6 +466,34 @@ class ProcessingSettings(_Group):
     @classmethod
     def _split_roles(cls, value: object) -> object:
         return _csv(value)
+
+    @field_validator("agent_groups", mode="before")
+    @classmethod
+    def _split_groups(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(tuple(_csv(group)) for group in value.split(";") if group.strip())  # type: ignore[arg-type]
+        return value
+
+    @field_validator("agent_groups")
+    @classmethod
+    def _check_groups(cls, value: tuple[tuple[str, ...], ...], info: ValidationInfo) -> tuple[tuple[str, ...], ...]:
+        roles = set(info.data.get("roles", ()))
+        seen: set[str] = set()
+        for group in value:
+            for role in group:
+                if role not in roles:
+                    raise ValueError(f"AIOS_AGENT_GROUPS names {role!r}, which AIOS_ROLES does not "
+                                     f"({', '.join(sorted(roles))})")
+                if role in seen:
+                    raise ValueError(f"AIOS_AGENT_GROUPS names {role!r} twice; a role belongs to one group")
+                seen.add(role)
+        return value
+
+    def agent_processes(self) -> list[tuple[str, ...]]:
+        """The role groups `aios up` runs, one agent process each (every role in exactly one)."""
+        groups = [tuple(g) for g in self.agent_groups]
+        rest = tuple(r for r in self.roles if not any(r in g for g in groups))
+        return [*groups, rest] if rest else groups
 
     @field_validator("roles")
     @classmethod
@@ -487,7 +570,17 @@ class ObservabilitySettings(_Group):
 
     metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus /metrics; 0 disables.")
     metrics_host: str = Field("127.0.0.1", description="Address /metrics binds to (0.0.0.0 in containers).")
-    log_level: str = Field("WARNING", description="DEBUG, INFO, WARNING or ERROR.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING", description="DEBUG, INFO, WARNING or ERROR. Libraries' own retries (librdkafka, faust, "
+        "aiokafka) log their warnings at INFO.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: one line per event for people; json: one JSON object per line. "
+        "Either way each carries time, level, process, processor and the task, project and trace ids in scope.")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
 
 GROUPS: dict[str, type[_Group]] = {

@@ -6,6 +6,12 @@ from pathlib import Path
 
 import anyio
 import pytest
+from hypothesis import settings
+
+# Generated cases test what code does with an input, not how fast: on a loaded 2-core CI machine
+# running four test workers, hypothesis' default 200 ms deadline fails cases at random.
+settings.register_profile("aios", deadline=None)
+settings.load_profile("aios")
 
 # CPython before 3.11.8 can fail ast.parse running in two threads at once ("SystemError: AST
 # constructor recursion depth mismatch"). pytest's assertion rewriting parses a plugin's modules

@@ -80,7 +80,8 @@ def pipeline(settings: Settings, burst: int, paced: int, rate: float, tick: Call
     return Figures(burst, burst / burst_elapsed, len(latencies), rate, p50, p99, worst)
 
 
-# embedded: `aios up` (every processor in one process); distributed: one `aios worker` each.
+# embedded: `aios up`, as users run it (it supervises one process per processor group, plus the API,
+# the JSON bridges and chdb's owner); distributed: one `aios worker` each for the five processors.
 MODES = {
     "embedded": [["up", "--no-stack"]],
     "distributed": [["worker", name] for name in ("orchestrator", "results", "agents", "memory", "history")],

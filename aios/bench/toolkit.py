@@ -16,10 +16,11 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
+from aios.devstack.supervisor import free_port
 from aios.streams.errors import OrchestrationError
 from aios.streams.kafka import make_consumer, producer_config, watermarks
 from aios.streams.settings import Settings
-from aios.streams.topics import admin_client, create_topics, delete_topics, wait_for_leaders
+from aios.streams.topics import admin_client, create_topics, delete_topics, replication_for, wait_for_leaders
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -44,8 +45,10 @@ def send_paced(count: int, rate: float, send: Callable[[int], None]) -> None:
 def create_raw_topic(settings: Settings, name: str) -> None:
     """The plain topic that a bench's raw confluent-kafka baseline runs on, beside its own topics."""
     admin = admin_client(settings)  # keep a reference: futures fail if the client is collected
+    plan = replication_for(settings, len(admin.list_topics(timeout=30).brokers))  # as the AIOS topics get
     admin.create_topics([NewTopic(name, num_partitions=settings.kafka.topic_partitions,
-                                  replication_factor=settings.kafka.topic_replication)])[name].result(30)
+                                  replication_factor=plan.factor,
+                                  config={"min.insync.replicas": str(plan.min_insync)})])[name].result(30)
     wait_for_leaders(admin, {name: settings.kafka.topic_partitions})
 
 
@@ -58,6 +61,9 @@ class PipelineProcess:
                "AIOS_TOPIC_PREFIX": settings.kafka.topic_prefix, "AIOS_DATA_DIR": str(data_dir),
                "AIOS_KAFKA_BOOTSTRAP": settings.kafka.bootstrap, "AIOS_REDIS_URL": settings.stores.redis_url,
                "AIOS_LLM": "offline:echo", "AIOS_METRICS_PORT": "0", "AIOS_ROLES": ",".join(settings.processing.roles),
+               # `aios up`'s own servers on free ports: a bench must not collide with a running stack.
+               "AIOS_API_PORT": str(free_port()), "AIOS_CLICKHOUSE_HTTP_PORT": str(free_port()),
+               "AIOS_CLICKHOUSE_TCP_PORT": str(free_port()), "AIOS_QDRANT_LOCAL_PORT": str(free_port()),
                **(env_extra or {})}
         code = "import sys; from aios.cli import main; sys.argv[0] = 'aios'; main()"
         # Our own interpreter running our own CLI: no untrusted input reaches the command line.
@@ -67,7 +73,7 @@ class PipelineProcess:
         self._log: list[str] = []
         self.command = command
 
-    def wait_ready(self, timeout_s: float = 90.0) -> None:
+    def wait_ready(self, timeout_s: float = 180.0) -> None:
         deadline = time.monotonic() + timeout_s
         stderr = self.proc.stderr
         if stderr is None:

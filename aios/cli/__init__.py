@@ -12,11 +12,14 @@ from aios.cli.demo import demo
 from aios.cli.dev import dev
 from aios.cli.events import submit, tail
 from aios.cli.keys import keys
+from aios.cli.logs import logs
 from aios.cli.memory import memory
 from aios.cli.projects import approve, cancel, reject, status
-from aios.cli.run import up, worker
+from aios.cli.run import serve, up, worker
 from aios.cli.stats import db, stats
+from aios.cli.top import top
 from aios.cli.topics import topics
+from aios.devstack.supervisor import follow_supervisor
 from aios.schemas.errors import AiosError
 
 
@@ -25,12 +28,13 @@ def cli() -> None:
     """AIOS: a streaming multi-agent platform on Kafka."""
 
 
-for command in (api_cmd, keys, dev, topics, submit, tail, up, worker, demo, bench, db, stats, status, cancel, approve,
-                reject, memory, agents):
+for command in (api_cmd, keys, dev, topics, submit, tail, up, worker, serve, logs, demo, bench, db, stats, status,
+                cancel, approve, reject, memory, agents, top):
     cli.add_command(command)
 
 
 def main() -> None:
+    follow_supervisor()
     try:
         cli(standalone_mode=True)
     except AiosError as exc:  # a user-facing error: the message says what to do

@@ -20,7 +20,8 @@ def bench() -> None:
 @click.option("--paced", default=1000, show_default=True, help="Tasks sent at --rate for the latency run.")
 @click.option("--rate", default=100.0, show_default=True, help="Offered load (tasks/s) for the latency run.")
 @click.option("--mode", type=click.Choice(["embedded", "distributed"]), default="embedded", show_default=True,
-              help="embedded: `aios up` in one process; distributed: one `aios worker` process per processor.")
+              help="embedded: `aios up` (it supervises one process per processor group, the API and chdb's owner "
+              "included); distributed: one `aios worker` process per processor.")
 @json_option
 def pipeline_cmd(tasks: int, paced: int, rate: float, mode: str, as_json: bool) -> None:
     """Tasks through orchestrator and agent (offline provider) vs raw confluent-kafka."""

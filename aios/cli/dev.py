@@ -38,23 +38,31 @@ def _run(action: Callable[[Settings], devstack.StackReport], title: str, as_json
 
 @click.group()
 def dev() -> None:
-    """Run the local dev stack: a single-node Kafka broker (KRaft) and Redis, no Docker."""
+    """Run the local dev stack: a Kafka broker (KRaft; or a local cluster) and Redis, no Docker."""
 
 
 @dev.command()
 @click.option(
     "--timeout", "timeout_s", type=float, default=60.0, show_default=True, help="Seconds to wait for Kafka."
 )
+@click.option(
+    "--brokers", type=click.IntRange(1, 9), default=None,
+    help="Brokers to start (AIOS_KAFKA_LOCAL_BROKERS): 3 makes a local KRaft cluster whose brokers are also "
+    "its controllers; AIOS_KAFKA_BOOTSTRAP then lists one loopback address per broker.")
 @json_option
-def up(timeout_s: float, as_json: bool) -> None:
-    """Start Kafka and Redis unless they already answer; wait until both do."""
-    _run(lambda settings: devstack.up(settings, kafka_timeout_s=timeout_s), "dev stack up", as_json)
+def up(timeout_s: float, brokers: int | None, as_json: bool) -> None:
+    """Start Kafka and Redis unless they already answer; wait until all do."""
+    def start(settings: Settings) -> devstack.StackReport:
+        if brokers is not None:
+            settings = settings.replace(kafka_local_brokers=brokers)
+        return devstack.up(settings, kafka_timeout_s=timeout_s)
+    _run(start, "dev stack up", as_json)
 
 
 @dev.command()
 @json_option
 def down(as_json: bool) -> None:
-    """Stop the Kafka and Redis this data directory started (external ones are left alone)."""
+    """Stop the Kafka broker(s) and Redis this data directory started (external ones are left alone)."""
     _run(devstack.down, "dev stack down", as_json)
 
 

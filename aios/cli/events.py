@@ -9,6 +9,8 @@ from typing import Any, TextIO
 
 import click
 
+from aios.agents.roles import load_roles
+from aios.cli.agents import agent_statuses
 from aios.cli.common import settings_or_exit
 from aios.cli.output import console, emit_json, json_option
 from aios.schemas.codec import Decoded
@@ -16,7 +18,9 @@ from aios.schemas.errors import AiosError, SchemaError
 from aios.schemas.events import event_doc
 from aios.schemas.limits import MAX_PRIORITY, MIN_PRIORITY
 from aios.streams.kafka import TopicReader
+from aios.streams.readmodels.agent_registry import live_roles_of, require_served
 from aios.streams.readmodels.task_client import TaskClient, build_task
+from aios.streams.settings import Settings
 from aios.streams.topics import Topics
 
 
@@ -32,20 +36,26 @@ from aios.streams.topics import Topics
               help="restricted: only local models see the task.")
 @click.option("--wait", is_flag=True, help="Wait for the result (or, with --plan, the final project status).")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait with --wait.")
+@click.option("--anyway", is_flag=True,
+              help="Submit even when no live agent serves a role it needs (the work waits for one).")
 @click.option("--stream", "stream_tokens", is_flag=True,
               help="With --wait: print the answer as the model writes it (live tokens; to stderr with --json).")
 @json_option
 def submit(text: str | None, plan_file: Any, goal: str | None, role: str, project: str, priority: int,
-           privacy: str, wait: bool, timeout: float, stream_tokens: bool, as_json: bool) -> None:
-    """Produce a task, a whole plan, or a goal for the orchestrator (idempotent producer, acks=all)."""
+           privacy: str, wait: bool, timeout: float, anyway: bool, stream_tokens: bool, as_json: bool) -> None:
+    """Produce a task, a whole plan, or a goal for the orchestrator (idempotent producer, acks=all).
+
+    The roles it needs are checked against agents/roles.json, and against the live agents on the
+    agents topic: a role that no live agent serves is an error (unless --anyway).
+    """
     settings = settings_or_exit()
     if sum(x is not None for x in (text, plan_file, goal)) > 1:
         raise click.UsageError("give one of TEXT, --plan or --goal")
     if plan_file is not None:
-        _submit_plan(settings, plan_file.read(), wait, timeout, as_json)
+        _submit_plan(settings, plan_file.read(), wait, timeout, anyway, as_json)
         return
     if goal is not None:
-        _submit_goal(settings, project, goal, wait, timeout, as_json)
+        _submit_goal(settings, project, goal, wait, timeout, anyway, as_json)
         return
     if text is None:
         raise click.UsageError("say what to do: aios submit \"TEXT\" (or --plan plan.json)")
@@ -55,6 +65,7 @@ def submit(text: str | None, plan_file: Any, goal: str | None, role: str, projec
     printer: TokenPrinter | None = None
     try:
         task = build_task(text, role=role, project=project, priority=priority, privacy=privacy)
+        check_roles(settings, {role}, anyway)
         if wait:
             client.watch_results()
         if stream_tokens:  # listening before the task exists: no token can come first
@@ -119,13 +130,25 @@ class TokenPrinter:
             self.out.flush()
 
 
-def _submit_plan(settings: Any, text: str, wait: bool, timeout: float, as_json: bool) -> None:
+def check_roles(settings: Settings, needed: set[str], anyway: bool) -> None:
+    """Known roles (agents/roles.json), each served by a live agent (the agents topic) unless ``anyway``."""
+    roles = load_roles()
+    unknown = sorted(needed - set(roles.names()))
+    if unknown:
+        raise click.ClickException(f"unknown role {', '.join(map(repr, unknown))}; roles: {', '.join(roles.names())} "
+                                   "(agents/roles.json)")
+    if not anyway:
+        require_served(needed, live_roles_of(agent_statuses(settings, timeout_s=5)))
+
+
+def _submit_plan(settings: Any, text: str, wait: bool, timeout: float, anyway: bool, as_json: bool) -> None:
     from aios.streams.orchestration.plan import parse_plan
     from aios.streams.readmodels.task_client import wait_project
 
     client = TaskClient(settings)
     try:
-        plan = parse_plan(text, settings.processing.roles)  # nothing is produced unless the whole plan is valid
+        plan = parse_plan(text, load_roles().names())  # nothing is produced unless the whole plan is valid
+        check_roles(settings, {t.role for t in plan.tasks}, anyway)
         client.submit_plan(plan)
         status = wait_project(settings, plan.project, timeout) if wait else None
     except AiosError as exc:
@@ -136,13 +159,14 @@ def _submit_plan(settings: Any, text: str, wait: bool, timeout: float, as_json: 
                     f"submitted project {plan.project} with {len(plan.tasks)} tasks")
 
 
-def _submit_goal(settings: Any, project: str, goal: str, wait: bool, timeout: float, as_json: bool) -> None:
-    from aios.streams.orchestration.goal import goal_plan
+def _submit_goal(settings: Any, project: str, goal: str, wait: bool, timeout: float, anyway: bool,
+                 as_json: bool) -> None:
+    from aios.streams.orchestration.goal import PLANNER_ROLE
     from aios.streams.readmodels.task_client import wait_project
 
     client = TaskClient(settings)
     try:
-        goal_plan(project, goal, None, settings.processing.roles)  # the planner must run here: say so before producing
+        check_roles(settings, {PLANNER_ROLE}, anyway)  # a live planner must plan it: say so before producing
         client.submit_goal(project, goal)
         status = wait_project(settings, project, timeout) if wait else None
     except AiosError as exc:
@@ -198,6 +222,14 @@ def tail(topic: str, from_beginning: bool, limit: int | None, timeout: float, fo
             if msg is None:
                 continue
             last = time.monotonic()
+            if msg.value() is None:  # a compacted topic's tombstone: its key is deleted
+                key = (msg.key() or b"").decode(errors="replace")
+                doc = {"topic": name, "partition": msg.partition(), "offset": msg.offset(), "type": "tombstone",
+                       "key": key}
+                if not as_json:
+                    console.print(f"{name}[{msg.partition()}]@{msg.offset()} tombstone key={key}", markup=False)
+                events.append(doc)
+                continue
             try:
                 decoded = reader.codec.decode(msg.value())
                 doc = {"topic": name, "partition": msg.partition(), "offset": msg.offset(),

@@ -1,11 +1,17 @@
-"""The local Kafka broker: a single-node KRaft broker from Maven Central jars, its server.properties
-and cluster id, and how to start it and tell that it answers."""
+"""The local Kafka broker: a KRaft broker from Maven Central jars, its server.properties and
+cluster id, formatting its storage, starting it, and telling that it answers.
+
+One broker is the default local stack; :mod:`aios.devstack.kafka_cluster` starts several of
+these, each a broker and a voter of the controller quorum.
+"""
 
 from __future__ import annotations
 
 import base64
 import subprocess
 import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import KafkaException
@@ -14,18 +20,31 @@ from confluent_kafka.admin import AdminClient
 from aios.devstack.processes import CHILDREN, Layout, port_open, raise_open_files_limit
 from aios.streams.errors import StackError
 from aios.streams.settings import Settings
+from aios.streams.topics import default_min_insync
 
 KAFKA_MARKER = "kafka.Kafka"
 
 
 def render_server_properties(
-    *, kafka_port: int, controller_port: int, log_dir: Path, partitions: int = 3
+    *,
+    kafka_port: int,
+    controller_port: int,
+    log_dir: Path,
+    partitions: int = 3,
+    node_id: int = 1,
+    voters: str | None = None,
+    replication: int = 1,
+    overrides: Mapping[str, str] | None = None,
 ) -> str:
-    """The broker's server.properties: KRaft combined mode, one node, loopback only, no auto-create."""
+    """A broker's server.properties: KRaft combined mode (broker and controller), loopback only, no
+    auto-create. ``voters`` lists the controller quorum (``id@host:port,…``; default: this node
+    alone); ``replication`` sizes the internal topics (consumer offsets, transaction state) and the
+    brokers' defaults; ``overrides`` replace or add properties (listeners, TLS, SASL, ACLs)."""
+    min_isr = str(default_min_insync(replication))
     props = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+        "node.id": str(node_id),
+        "controller.quorum.voters": voters or f"{node_id}@127.0.0.1:{controller_port}",
         "listeners": f"PLAINTEXT://127.0.0.1:{kafka_port},CONTROLLER://127.0.0.1:{controller_port}",
         "advertised.listeners": f"PLAINTEXT://127.0.0.1:{kafka_port}",
         "controller.listener.names": "CONTROLLER",
@@ -34,12 +53,15 @@ def render_server_properties(
         "log.dirs": str(log_dir),
         "num.partitions": str(partitions),
         "auto.create.topics.enable": "false",
-        "offsets.topic.replication.factor": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
+        "offsets.topic.replication.factor": str(replication),
+        "transaction.state.log.replication.factor": str(replication),
+        "transaction.state.log.min.isr": min_isr,
+        "default.replication.factor": str(replication),
+        "min.insync.replicas": min_isr,
         "group.initial.rebalance.delay.ms": "0",
     }
-    lines = ["# Written by streams/devstack.py on every `aios dev up`; edits are overwritten."]
+    props.update(overrides or {})
+    lines = ["# Written by aios/devstack on every start of this broker; edits are overwritten."]
     lines += [f"{key}={value}" for key, value in props.items()]
     return "\n".join(lines) + "\n"
 
@@ -52,16 +74,83 @@ def new_cluster_id() -> str:
             return cid
 
 
-def kafka_answers(bootstrap: str, timeout: float = 2.0) -> bool:
+def formatted_cluster_id(log_dir: Path) -> str | None:
+    """The cluster id a formatted log directory belongs to (its meta.properties), else None."""
+    try:
+        text = (log_dir / "meta.properties").read_text()
+    except FileNotFoundError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "cluster.id":
+            return value.strip()
+    return None
+
+
+def kafka_answers(bootstrap: str, timeout: float = 2.0, *, node_id: int | None = None) -> bool:
+    """Whether the broker(s) at ``bootstrap`` answer a metadata request; with ``node_id``, whether
+    that broker is also registered and unfenced (it is in the metadata's broker list)."""
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     try:
-        admin.list_topics(timeout=timeout)
+        meta = admin.list_topics(timeout=timeout)
     except KafkaException:
         return False
-    return True
+    return node_id is None or node_id in meta.brokers
 
 
-def start_kafka(settings: Settings, layout: Layout, kafka_infra: Path, java: str, lib: Path) -> int:
+@dataclass(frozen=True)
+class KafkaRuntime:
+    """What running a broker needs: java, the jars' folder and the log4j configuration."""
+
+    java: str
+    lib: Path
+    log4j: Path
+
+    def command(self, main: str, *args: str, heap_mb: int | None = None) -> list[str]:
+        """A java command line running ``main`` from the Kafka jars (no shell involved)."""
+        heap = [f"-Xmx{heap_mb}m"] if heap_mb is not None else []
+        # java expands the classpath wildcard itself.
+        return [self.java, *heap, "-Djava.awt.headless=true", f"-Dlog4j.configuration=file:{self.log4j}",
+                "-cp", str(self.lib / "*"), main, *args]
+
+
+def format_storage(runtime: KafkaRuntime, props: Path, log_dir: Path, cluster_id: str,
+                   scram: Sequence[str] = ()) -> None:
+    """Format a broker's log directory for ``cluster_id`` unless it already is. ``scram`` entries
+    (``SCRAM-SHA-512=[name=…,password=…]``) create SCRAM users in the cluster's first metadata."""
+    if (log_dir / "meta.properties").exists():
+        return
+    args = ["format", "-t", cluster_id, "-c", str(props)]
+    for credential in scram:
+        args += ["--add-scram", credential]
+    out = subprocess.run(  # noqa: S603
+        runtime.command("kafka.tools.StorageTool", *args), capture_output=True, text=True, timeout=180
+    )
+    if out.returncode != 0:
+        raise StackError(
+            f"formatting Kafka storage in {log_dir} failed: {(out.stdout + out.stderr).strip()}\n"
+            f"remove {log_dir} if it holds nothing you need, then start again"
+        )
+
+
+def launch_broker(runtime: KafkaRuntime, props: Path, heap_mb: int, log: Path) -> subprocess.Popen[bytes]:
+    """Start one broker on a formatted directory; its output goes to ``log``."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(  # noqa: S603
+            runtime.command("kafka.Kafka", str(props), heap_mb=heap_mb),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=props.parent,
+            start_new_session=True,  # outlives this process and ignores its Ctrl-C
+            preexec_fn=raise_open_files_limit,
+        )
+    CHILDREN[proc.pid] = proc
+    return proc
+
+
+def start_kafka(settings: Settings, layout: Layout, runtime: KafkaRuntime) -> int:
+    """The single-node stack's broker, under <data>/kafka; returns its pid."""
     if port_open(settings.kafka.controller_port):
         raise StackError(
             f"the KRaft controller port {settings.kafka.controller_port} is already in use: "
@@ -79,37 +168,7 @@ def start_kafka(settings: Settings, layout: Layout, kafka_infra: Path, java: str
             partitions=settings.kafka.topic_partitions,
         )
     )
-    classpath = str(lib / "*")  # java expands the wildcard itself; no shell involved
-    log4j = f"-Dlog4j.configuration=file:{kafka_infra / 'log4j.properties'}"
-    if not (log_dir / "meta.properties").exists():
-        fmt = [java, log4j, "-cp", classpath, "kafka.tools.StorageTool", "format"]
-        out = subprocess.run(  # noqa: S603
-            [*fmt, "-t", new_cluster_id(), "-c", str(props)], capture_output=True, text=True, timeout=120
-        )
-        if out.returncode != 0:
-            raise StackError(
-                f"formatting Kafka storage in {log_dir} failed: {(out.stdout + out.stderr).strip()}\n"
-                f"remove {log_dir} if it holds nothing you need, then run up again"
-            )
-    with layout.file("kafka", "log").open("ab") as log:
-        proc = subprocess.Popen(  # noqa: S603
-            [
-                java,
-                f"-Xmx{settings.kafka.heap_mb}m",
-                "-Djava.awt.headless=true",
-                log4j,
-                "-cp",
-                classpath,
-                "kafka.Kafka",
-                str(props),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=kafka_dir,
-            start_new_session=True,  # outlives this process and ignores its Ctrl-C
-            preexec_fn=raise_open_files_limit,
-        )
-    CHILDREN[proc.pid] = proc
+    format_storage(runtime, props, log_dir, new_cluster_id())
+    proc = launch_broker(runtime, props, settings.kafka.heap_mb, layout.file("kafka", "log"))
     layout.file("kafka", "pid").write_text(f"{proc.pid}\n")
     return proc.pid

@@ -3,7 +3,7 @@
 import { bars, dag, line } from "./render.js";
 
 const $ = (sel) => document.querySelector(sel);
-const state = { token: "", projects: new Map(), tasks: new Map(), agents: new Map(), selected: null,
+const state = { token: "", projects: new Map(), tasks: new Map(), agents: new Map(), forgetAfterS: 300, selected: null,
   series: { throughput: [], p95: [] }, ws: null, retry: 1000, taskWs: null };
 
 function showError(text) { $("#error").textContent = text || ""; }
@@ -44,6 +44,7 @@ function applyEvent(e) {
   else if (e.type === "results") upsertTask(d.project_id, { task_id: d.task_id, role: d.role, state: d.status, reason: d.error || "" });
   else if (e.type === "attempts") upsertTask(d.project_id, { task_id: d.task_id, role: d.role, state: "running" });
   else if (e.type === "project-status") applyProject({ ...d, tasks: d.tasks.map((t) => ({ ...t })) });
+  else if (e.type === "agents" && d.removed) state.agents.delete(d.agent_id);  // it stopped: its key was tombstoned
   else if (e.type === "agents") state.agents.set(d.agent_id, d);
   render();
 }
@@ -89,10 +90,20 @@ function renderBoard() {
   }));
 }
 
+// Silent for three heartbeats: shown as gone; silent for the API's forget_after_s: dropped.
+function shownState(a, now) {
+  const silent = now - new Date(a.timestamp).getTime();
+  if (silent > state.forgetAfterS * 1000) return null;
+  if (!["stopped", "failed"].includes(a.state) && silent > 3 * a.heartbeat_interval_ms) return "gone";
+  return a.state;
+}
+
 function renderAgents() {
-  $("#agents tbody").replaceChildren(...[...state.agents.values()].map((a) => {
+  const now = Date.now();
+  const shown = [...state.agents.values()].map((a) => [a, shownState(a, now)]).filter(([, s]) => s !== null);
+  $("#agents tbody").replaceChildren(...shown.map(([a, shownAs]) => {
     const tr = document.createElement("tr");
-    for (const v of [a.agent_id, a.role, a.state, a.in_flight.length]) {
+    for (const v of [a.agent_id, a.role, shownAs, a.in_flight.length]) {
       const td = document.createElement("td");
       td.textContent = String(v);
       tr.append(td);
@@ -167,7 +178,8 @@ function connect() {
 
 async function load() {
   showError("");
-  const [{ projects }, { agents }] = await Promise.all([api("/v1/projects"), api("/v1/agents")]);
+  const [{ projects }, { agents, forget_after_s }] = await Promise.all([api("/v1/projects"), api("/v1/agents")]);
+  state.forgetAfterS = forget_after_s;
   for (const p of projects) state.projects.set(p.project_id, p);
   for (const a of agents) state.agents.set(a.agent_id, a);
   await Promise.all(projects.map(async (p) => applyProject(await api(`/v1/projects/${encodeURIComponent(p.project_id)}`))));
@@ -188,5 +200,6 @@ const fromHash = new URLSearchParams(location.hash.slice(1)).get("key");
 if (fromHash) history.replaceState(null, "", location.pathname);
 $("#login").addEventListener("submit", (e) => { e.preventDefault(); start($("#key").value.trim()); });
 setInterval(() => { if (state.token) refreshStats().catch(() => {}); }, 5000);
+setInterval(() => { if (state.token) renderAgents(); }, 5000);  // gone and forgotten agents age out
 const saved = fromHash || sessionStorage.getItem("aios-token");
 if (saved) start(saved);

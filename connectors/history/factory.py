@@ -7,19 +7,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from aios.connectors.errors import StoreUnavailableError
 from aios.connectors.history.base import HistoryStore
+from aios.connectors.local_owner import live_owner
+
+
+def chdb_folder(data_dir: Path) -> Path:
+    return data_dir / "chdb"
 
 
 def open_store(url: str | None, data_dir: Path, *, ttl_days: int = 90, migrate: bool = True) -> HistoryStore:
-    """A server store when ``url`` is set (AIOS_CLICKHOUSE_URL), else embedded chdb under data_dir.
+    """A server store when ``url`` is set (AIOS_CLICKHOUSE_URL); else, when ``aios up`` owns the
+    chdb data directory under data_dir, the server store at the address it serves it on; else
+    embedded chdb in this process.
 
     ``ttl_days`` is the retention written into tables the migrations create; ``migrate=False``
     leaves pending migrations to an explicit ``store.migrate()`` (``aios db migrate``).
     """
-    if url:
-        from aios.connectors.history.clickhouse_store import ClickHouseServerStore
+    from aios.connectors.history.clickhouse_store import ClickHouseServerStore
 
+    if url:
         return ClickHouseServerStore(url, ttl_days=ttl_days, migrate=migrate)
+    folder = chdb_folder(data_dir)
+    owner = live_owner(folder)
+    if owner is not None:
+        try:
+            return ClickHouseServerStore(owner.url, ttl_days=ttl_days, migrate=migrate)
+        except StoreUnavailableError as exc:
+            raise StoreUnavailableError(
+                f"the chdb data directory {folder} is served by process {owner.pid} (aios up) at {owner.url}, "
+                f"which does not answer: {exc.__cause__ or exc}. Wait for it to start, or stop it") from exc
     from aios.connectors.history.chdb_store import ChdbStore
 
-    return ChdbStore.open(data_dir / "chdb", ttl_days=ttl_days, migrate=migrate)
+    return ChdbStore.open(folder, ttl_days=ttl_days, migrate=migrate)

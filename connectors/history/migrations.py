@@ -202,7 +202,20 @@ def _v7_memory_privacy() -> tuple[str, ...]:
     return (f"ALTER TABLE {DATABASE}.memory ADD COLUMN IF NOT EXISTS privacy LowCardinality(String) AFTER tokens",)
 
 
-def _v8_assignment_acceptance() -> tuple[str, ...]:
+def _v8_latency_without_pickups() -> tuple[str, ...]:
+    # An agent's pickup (a TaskResult of status `started` on the attempts topic) is not a result: the
+    # per-minute latency rollup counted it, with the pickup's delay as its latency. Rows already
+    # rolled up stay; new ones leave pickups out.
+    return (
+        f"DROP VIEW IF EXISTS {DATABASE}.latency_1m_results",
+        _view("latency_1m_results", "latency_1m", f"""SELECT toStartOfMinute(ts) AS minute, project_id, role,
+            uniqExactState(event_id) AS results,
+            quantilesState(0.5, 0.95, 0.99)({RESULT_LATENCY_MS}) AS latency_ms
+            FROM {DATABASE}.results WHERE status != 'started' GROUP BY minute, project_id, role"""),
+    )
+
+
+def _v9_assignment_acceptance() -> tuple[str, ...]:
     # Assignment.acceptance: the criterion the agent's prompt states and a sprint's review checks.
     return (f"ALTER TABLE {DATABASE}.assignments ADD COLUMN IF NOT EXISTS acceptance String AFTER submitted_at",)
 
@@ -220,7 +233,8 @@ def migrations(ttl_days: int) -> list[Migration]:
         Migration(5, "llm_calls.redacted", _v5_llm_call_redacted()),
         Migration(6, "llm_calls.queue_ms", _v6_llm_call_queue_ms()),
         Migration(7, "memory.privacy", _v7_memory_privacy()),
-        Migration(8, "assignments.acceptance", _v8_assignment_acceptance()),
+        Migration(8, "latency rollup without pickups", _v8_latency_without_pickups()),
+        Migration(9, "assignments.acceptance", _v9_assignment_acceptance()),
     ]
 
 

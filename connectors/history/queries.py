@@ -64,14 +64,16 @@ def results(store: HistoryStore, w: Window, stats: Stats) -> dict[str, dict[str,
     """Fill the summary from one pass over ``results``; return the per-role rows of that pass.
 
     GROUP BY ROLLUP builds the all-roles row by merging the per-role states, so the table is
-    read (with FINAL) once rather than once for the summary and again for the roles.
+    read (with FINAL) once rather than once for the summary and again for the roles. A pickup
+    (``started``, on the attempts topic) is not a result.
     """
     by_role: dict[str, dict[str, Any]] = {}
     total: dict[str, Any] = {}
     for row in store.query(f"""SELECT grouping(role) AS all_roles, role, count() AS n,
         countIf(status = 'succeeded') AS succeeded, countIf(status = 'failed') AS failed,
         quantilesTDigest(0.5, 0.95, 0.99)({RESULT_LATENCY_MS}) AS q
-        FROM {DATABASE}.results FINAL WHERE {w.where()} GROUP BY ROLLUP(role)"""):  # noqa: S608 - quoted by Window
+        FROM {DATABASE}.results FINAL WHERE {w.where()} AND status != 'started'
+        GROUP BY ROLLUP(role)"""):  # noqa: S608 - quoted by Window
         if int(row["all_roles"]):
             total = row
         else:

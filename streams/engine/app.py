@@ -8,18 +8,16 @@ the same app; ARCHITECTURE.md says which to choose.
 The engine knows no processor by name: callers pass registrations (``streams.pipeline`` does, from
 the registry in ``streams.processors``).
 
-``aios up`` runs every processor in one app (one consumer group); ``aios worker NAME`` runs one
-processor as its own consumer group, so each scales on its own over the topics' partitions.
+``aios worker NAME`` runs one processor as its own consumer group, so each scales on its own over
+the topics' partitions; ``aios up`` supervises one such process per processor group.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
-import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
 import faust
@@ -30,6 +28,7 @@ from aios.streams.engine.concurrent import ConcurrentProcessor
 from aios.streams.engine.runtime import Runtime
 from aios.streams.engine.transactional import TransactionalProcessor
 from aios.streams.errors import OrchestrationError
+from aios.streams.kafka_access import check_access, tls_context
 from aios.streams.lag import ConsumerLag, watch
 from aios.streams.metrics import serve
 from aios.streams.settings import Settings
@@ -50,13 +49,7 @@ def faust_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCr
     protocol = settings.kafka.security_protocol
     if protocol == "PLAINTEXT":
         return None
-    context = None
-    if protocol.endswith("SSL"):
-        context = ssl.create_default_context(
-            cafile=str(settings.kafka.ssl_cafile) if settings.kafka.ssl_cafile else None)
-        if settings.kafka.ssl_certfile is not None:
-            context.load_cert_chain(str(settings.kafka.ssl_certfile),
-                                    str(settings.kafka.ssl_keyfile) if settings.kafka.ssl_keyfile else None)
+    context = tls_context(settings.kafka) if protocol.endswith("SSL") else None
     if protocol == "SSL":
         return faust.SSLCredentials(context)
     password = settings.kafka.sasl_password
@@ -145,9 +138,9 @@ async def running(
     settings: Settings, processors: Sequence[Register], name: str = EMBEDDED, *, ready_timeout_s: float = 60.0
 ) -> AsyncIterator[RunningApp]:
     """Start the processors in this event loop; stop them (committing offsets) on exit."""
-    logging.getLogger("faust").setLevel(max(logging.WARNING, logging.getLevelName(settings.observability.log_level)))
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    logging.getLogger("mode").setLevel(logging.WARNING)
+    # Credentials, certificates and the address are checked before any client starts: faust's and
+    # librdkafka's clients would otherwise retry a refused login forever.
+    await asyncio.to_thread(check_access, settings)
     app, rt = build_app(settings, processors, name)
     # A faust app with no agent has no topics to consume and crashes, so a process that only
     # runs services (`aios worker history`) starts them without the app.
@@ -161,7 +154,8 @@ async def running(
         for service in rt.services:
             await service.start()
     groups = consumed_topics(app, rt, name)
-    unwatch = watch(REGISTRY, ConsumerLag(settings.kafka.bootstrap, lambda: groups))
+    lag = ConsumerLag(settings.kafka.bootstrap, lambda: groups, security=settings.kafka.security())
+    unwatch = watch(REGISTRY, lag)
     try:
         if uses_faust:
             await _wait_assigned(app, ready_timeout_s)
@@ -186,26 +180,17 @@ async def running(
         await rt.aclose()
 
 
-Sidecar = Callable[[RunningApp], AbstractAsyncContextManager[object]]
-
-
 async def serve_forever(
     settings: Settings, processors: Sequence[Register], name: str, on_ready: Callable[[], None] | None = None,
-    sidecar: Sidecar | None = None,
 ) -> None:
-    """Run until SIGINT/SIGTERM, with /metrics served on AIOS_METRICS_PORT.
-
-    ``sidecar`` runs beside the processors, sharing their runtime (``aios up`` serves the API so).
-    """
+    """Run until SIGINT/SIGTERM, with /metrics served on AIOS_METRICS_PORT."""
     serve(settings.observability.metrics_port, settings.observability.metrics_host)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    async with running(settings, processors, name) as live, AsyncExitStack() as stack:
-        if sidecar is not None:
-            await stack.enter_async_context(sidecar(live))
+    async with running(settings, processors, name) as live:
         if on_ready is not None:
             on_ready()
         while not stop.is_set():

@@ -28,6 +28,7 @@ from aios.streams.engine.records import dead_letter_event, log
 from aios.streams.engine.runtime import Runtime
 from aios.streams.errors import KafkaError
 from aios.streams.kafka import EventProducer, make_consumer
+from aios.streams.logs import set_processor
 from aios.streams.metrics import EVENTS, PROCESSING
 
 
@@ -80,6 +81,7 @@ class BatchProcessor(faust.Service):
         consumer = self.consumer
         if consumer is None:
             raise KafkaError(f"{self.name} started without a consumer")
+        set_processor(self.name)
         while not self.should_stop:
             batch = await asyncio.to_thread(consumer.consume, self.batch_size, self.wait_s)
             batch = [m for m in batch if not self._is_error(m)]

@@ -110,7 +110,7 @@ class ConcurrentProcessor(faust.Service):
 
     # --- outputs ---------------------------------------------------------------------------
 
-    def produce(self, topic: str, value: bytes, key: bytes | str | None, *, tracked: bool = True) -> None:
+    def produce(self, topic: str, value: bytes | None, key: bytes | str | None, *, tracked: bool = True) -> None:
         """Send an output. Inside a handler it counts towards its record: the record's offset is
         committed only once the broker acknowledged it. ``tracked=False`` is for outputs that may
         be lost (live tokens, heartbeats)."""

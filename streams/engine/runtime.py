@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import SecretStr
@@ -18,6 +19,7 @@ from aios.agents.llm.base import LlmConfig
 from aios.connectors.context.tokens import TokenCounter
 from aios.connectors.context.windows import SCOPES, RedisContext, ScopePolicy
 from aios.connectors.history import HistoryStore, open_store
+from aios.connectors.local_owner import live_owner
 from aios.schemas.codec import Codec
 from aios.schemas.errors import ConfigError
 from aios.streams.kafka import make_codec
@@ -79,16 +81,24 @@ def open_embedder(settings: Settings) -> Embedder:
                           timeout_s=settings.llm.timeout_s, max_retries=settings.llm.max_retries)
 
 
+def qdrant_folder(settings: Settings) -> Path:
+    return settings.stores.data_dir / "qdrant"
+
+
 def open_vector_memory(settings: Settings, collection: str | None = None) -> VectorMemory:
-    """Qdrant server when AIOS_QDRANT_URL is set, else local mode under data_dir/qdrant."""
+    """Qdrant server when AIOS_QDRANT_URL is set; else, when `aios up` owns the local folder, the
+    address it serves it on; else local mode under data_dir/qdrant in this process."""
     from aios.connectors.vector.qdrant import VectorMemory
 
     embedder = open_embedder(settings)
     kwargs: dict[str, Any] = {"embedder": embedder, "prefix": settings.kafka.topic_prefix, "collection": collection}
+    owner = None if settings.stores.qdrant_url else live_owner(qdrant_folder(settings))
     if settings.stores.qdrant_url:
         memory = VectorMemory.server(settings.stores.qdrant_url, **kwargs)
+    elif owner is not None:
+        memory = VectorMemory.server(owner.url, **kwargs)
     else:
-        memory = VectorMemory.local(settings.stores.data_dir / "qdrant", **kwargs)
+        memory = VectorMemory.local(qdrant_folder(settings), **kwargs)
     memory.ensure_collection()
     return memory
 

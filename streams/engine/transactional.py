@@ -49,6 +49,7 @@ from aios.streams.engine.records import dead_letter_event, log
 from aios.streams.engine.runtime import Runtime
 from aios.streams.errors import KafkaError
 from aios.streams.kafka import make_consumer, producer_config
+from aios.streams.logs import set_processor
 from aios.streams.metrics import PROCESSING
 
 # A first record is waited for up to POLL_S; whatever else is already fetched joins its batch.
@@ -163,6 +164,7 @@ class TransactionalProcessor(faust.Service):
 
     @faust.Service.task
     async def _run(self) -> None:
+        set_processor(self.name)
         while not self.should_stop:
             pause = await asyncio.to_thread(self.step)
             if pause:

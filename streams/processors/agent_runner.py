@@ -32,6 +32,7 @@ from aios.streams.engine.concurrent import ConcurrentProcessor, Unstarted
 from aios.streams.engine.control import ControlListener
 from aios.streams.engine.records import decode_or_error, log
 from aios.streams.engine.runtime import Runtime
+from aios.streams.logs import ids_scope, set_processor
 from aios.streams.metrics import (
     CANCEL_SECONDS,
     CANCELLED_WORK,
@@ -176,6 +177,9 @@ class AgentWorker(ConcurrentProcessor):
     def send_event(self, topic: str, record: str, value: dict[str, Any], key: str) -> None:
         self.produce(topic, self.rt.codec.encode(record, value, topic), key.encode(), tracked=False)
 
+    def send_tombstone(self, topic: str, key: str) -> None:
+        self.produce(topic, None, key.encode(), tracked=False)
+
     async def flush(self, timeout_s: float) -> None:
         if self.producer is not None:
             await asyncio.to_thread(self.producer.flush, timeout_s)
@@ -206,8 +210,10 @@ class AgentWorker(ConcurrentProcessor):
             return
         if not self.lifecycle.begin(a["task_id"]):
             raise Unstarted(f"draining: {a['task_id']} is left for the next worker")
+        set_processor(f"{NAME}:{a['role']}")
         try:
-            await self._work(a, started)
+            with ids_scope(task_id=a["task_id"], project_id=a["project_id"], trace_id=a["trace_id"]):
+                await self._work(a, started)
         finally:
             self.lifecycle.end(a["task_id"])
 
@@ -309,6 +315,8 @@ class AgentWorker(ConcurrentProcessor):
             LLM_TOKENS.labels(call["provider"], call["model"], "output").inc(call["output_tokens"])
             LLM_COST.labels(call["provider"], call["model"]).inc(call["cost_usd"])
         status = attempt_status(outcome)
+        log.info("agents: attempt %d %s in %.0f ms%s", a["attempt"], status, latency_ms,
+                 f": {outcome.error_type}: {outcome.error}" if not outcome.ok else "")
         EVENTS.labels(NAME, status).inc()
         TASKS.labels(a["role"], status).inc()
         elapsed = time.perf_counter() - started

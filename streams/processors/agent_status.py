@@ -1,7 +1,8 @@
 """The agent worker's live status on the compacted agents topic: heartbeats and graceful drain.
 
 A worker publishes AgentStatus (keyed by agent id) when it starts, every heartbeat interval, and
-on each change that matters to a reader: draining, stopped, failed. On shutdown it drains: it
+on each change that matters to a reader: draining, stopped, failed; after ``stopped`` it tombstones
+its key, so the live registry forgets it. On shutdown it drains: it
 stops fetching, lets the assignments in flight finish (up to AIOS_DRAIN_TIMEOUT_S), leaves the
 ones it had fetched but not started uncommitted for the partition's next owner, flushes the
 outputs, commits, and only then publishes ``stopped``. The heartbeat is a task of its own on the
@@ -24,6 +25,8 @@ class StatusWorker(Protocol):
     """What the lifecycle needs of the worker it describes."""
 
     def send_event(self, topic: str, record: str, value: dict[str, Any], key: str) -> None: ...
+
+    def send_tombstone(self, topic: str, key: str) -> None: ...
 
     async def drain(self, timeout_s: float) -> list[Any]: ...
 
@@ -57,6 +60,9 @@ def attach(rt: Runtime, worker: StatusWorker) -> tuple[Lifecycle, Callable[[], A
                         "the next worker)", len(left), timeout_s, ", ".join(lifecycle.in_flight))
         lifecycle.stop()
         publish(rt, worker, lifecycle)
+        # Then forget this worker on the compacted topic: readers drop it, compaction removes it.
+        # (`stopped` stays in the history; a crashed worker is forgotten by the registry later.)
+        worker.send_tombstone(rt.topics.agents, lifecycle.agent_id)
         await worker.flush(10.0)
 
     async def failed() -> None:

@@ -47,6 +47,11 @@ class HistorySink(BatchProcessor):
         self.owned = {t.results, t.project_status, t.messages, t.llm_calls, t.agents}
 
     async def apply(self, batch: list[Message]) -> None:
+        # A tombstone (a null value on a compacted topic: an agent that stopped) deletes a key; it
+        # is not an event, and the agent's last status is already stored.
+        batch = [msg for msg in batch if msg.value() is not None]
+        if not batch:
+            return
         records = [Record(str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0), msg.value())
                    for msg in batch]
         by_record = {id(r): msg for r, msg in zip(records, batch, strict=True)}

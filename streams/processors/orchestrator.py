@@ -35,6 +35,7 @@ from aios.streams.engine.records import dead_letter_event, log
 from aios.streams.engine.runtime import Runtime
 from aios.streams.engine.transactional import TransactionalProcessor
 from aios.streams.kafka import read_partition
+from aios.streams.logs import ids_scope
 from aios.streams.metrics import EVENTS
 from aios.streams.orchestration.dag import Limits
 from aios.streams.orchestration.entries import POSITIONS_KEY, Rebuilder, encode_changes, encode_positions
@@ -212,7 +213,9 @@ class Orchestrator(TransactionalProcessor):
             self._dead_letter(msg, exc)
             EVENTS.labels(NAME, "dead_letter").inc()
             return
-        self.handle(name, decoded.value, msg)
+        v = decoded.value
+        with ids_scope(project_id=v.get("project_id"), task_id=v.get("task_id"), trace_id=v.get("trace_id")):
+            self.handle(name, v, msg)
 
     def handle(self, name: str, v: dict[str, Any], msg: Message) -> None:
         project = v["project_id"]

@@ -11,6 +11,7 @@ from aios.schemas.checks import check_control, check_plan, check_task
 from aios.schemas.events import envelope, new_id
 from aios.streams.errors import OrchestrationError
 from aios.streams.kafka import EventProducer, TopicReader
+from aios.streams.kafka_access import check_access
 from aios.streams.orchestration.plan import Plan, plan_record
 from aios.streams.sealing import Sealer, unreadable_note
 from aios.streams.settings import Settings
@@ -64,6 +65,7 @@ class TaskClient:
     """Submit tasks and collect their results from ``aios.results``."""
 
     def __init__(self, settings: Settings) -> None:
+        check_access(settings)  # a refused login or certificate is an error now, not a 5-minute wait
         self.settings = settings
         self.topics = Topics.from_settings(settings)
         self.producer = EventProducer(settings)
@@ -152,8 +154,10 @@ def latest_by(settings: Settings, topic: str, field: str, *, timeout_s: float,
     latest: dict[str, dict[str, Any]] = {}
     try:
         events = reader.events_to_end(timeout_s) if to_end else reader.events(timeout_s=timeout_s)
-        for _, decoded in events:
-            if not isinstance(decoded, Exception):
+        for msg, decoded in events:
+            if msg.value() is None:  # a tombstone: the key is gone
+                latest.pop((msg.key() or b"").decode(errors="replace"), None)
+            elif not isinstance(decoded, Exception):
                 latest[decoded.value[field]] = decoded.value
     finally:
         reader.close()

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from aios.devstack.supervisor import free_port
 from aios.schemas.errors import ConfigError
 from aios.streams.topics import delete_topics
 from tests.integration.conftest import base_settings  # noqa: F401 - shared fixture
@@ -40,6 +41,11 @@ class Cli:
                                 stderr=subprocess.PIPE, text=True)
 
 
+def free_ports() -> dict[str, str]:
+    return {name: str(free_port()) for name in ("AIOS_API_PORT", "AIOS_CLICKHOUSE_HTTP_PORT",
+                                                "AIOS_CLICKHOUSE_TCP_PORT", "AIOS_QDRANT_LOCAL_PORT")}
+
+
 @pytest.fixture
 def cli(tmp_path: Path, base_settings: Any) -> Iterator[Cli]:  # noqa: F811
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIOS_", "OPENAI_"))}
@@ -49,6 +55,8 @@ def cli(tmp_path: Path, base_settings: Any) -> Iterator[Cli]:  # noqa: F811
         "AIOS_KAFKA_BOOTSTRAP": base_settings.kafka.bootstrap,
         "AIOS_REDIS_URL": base_settings.stores.redis_url,
         "AIOS_METRICS_PORT": "0",
+        # `aios up`'s servers on free ports: tests run beside other stacks and each other.
+        **free_ports(),
     })
     yield Cli(env)
     # The broker's heap is finite: leave no topics behind (those the test created, if any). A test

@@ -22,8 +22,10 @@ def test_agents_lists_a_running_worker_then_not_after_it_stopped(cli: Cli) -> No
         _, err = worker.communicate(timeout=60)
     after = cli.json("agents")
     assert after == {"agents": []}, (after, err[-3000:])
-    (stopped,) = cli.json("agents", "--all")["agents"]
-    assert stopped["state"] == "stopped"
+    # It said `stopped`, then tombstoned its key: even --all no longer lists it.
+    assert cli.json("agents", "--all") == {"agents": []}
+    tail = cli.json("tail", "agents", "--from-beginning", "--timeout", "3")["events"]
+    assert [e.get("event", {}).get("state", e["type"]) for e in tail][-2:] == ["stopped", "tombstone"]
 
 
 def test_agents_without_topics_says_how_to_create_them(cli: Cli) -> None:
@@ -32,6 +34,7 @@ def test_agents_without_topics_says_how_to_create_them(cli: Cli) -> None:
 
 
 def test_a_worker_that_cannot_start_says_failed(cli: Cli) -> None:
+    cli.env["AIOS_ROLES"] = "general"
     cli.run("topics", "create")  # no topic for the qa role: the worker cannot get partitions
     cli.env["AIOS_HEARTBEAT_INTERVAL_S"] = "0.5"
     proc = cli.run("worker", "agents", "--role", "qa", check=False, timeout=180)

@@ -65,10 +65,11 @@ def test_submit_wait_and_tail_against_aios_up(cli: Cli) -> None:
         assert tail["count"] == 1
         assert tail["events"][0]["type"] == "TaskResult"
         assert tail["events"][0]["event"]["task_id"] == doc["task_id"]
+        # One /metrics for `aios up`: each process's own, labelled with the process.
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-        assert 'aios_events_processed_total{outcome="dispatched",processor="orchestrator"} 1.0' in metrics
-        assert 'aios_events_processed_total{outcome="succeeded",processor="orchestrator"} 1.0' in metrics
-        assert 'aios_events_processed_total{outcome="succeeded",processor="agents"} 1.0' in metrics
+        orchestrator = 'aios_events_processed_total{{outcome="{}",process="orchestrator",processor="orchestrator"}} 1.0'
+        assert orchestrator.format("dispatched") in metrics and orchestrator.format("succeeded") in metrics
+        assert 'aios_events_processed_total{outcome="succeeded",process="agents",processor="agents"} 1.0' in metrics
         assert "aios_processing_seconds_bucket" in metrics
     finally:
         up.terminate()
@@ -81,10 +82,15 @@ def test_submit_wait_and_tail_against_aios_up(cli: Cli) -> None:
 
 
 def test_topics_create_twice_is_harmless(cli: Cli) -> None:
-    first = cli.json("topics", "create")["topics"]
+    created = cli.json("topics", "create")
+    first = created["topics"]
     second = cli.json("topics", "create")["topics"]
     assert {t["outcome"] for t in first} == {"created"}
     assert {t["outcome"] for t in second} == {"exists"}
+    # It says what it chose for the cluster it found: the shared local broker is a cluster of one.
+    assert (created["brokers"], created["replication"], created["min_insync_replicas"]) == (1, 1, 1)
+    assert created["replication_from"] == "cluster"
+    assert {(t["replication"], t["detail"]) for t in second} == {(1, "")}
     listed = cli.json("topics", "list")["topics"]
     assert len(listed) == len(first)
 
@@ -117,10 +123,11 @@ def test_tail_of_a_missing_topic_says_how_to_create_it(cli: Cli) -> None:
     assert "aios topics create" in proc.stderr
 
 
-def test_a_goal_without_the_planner_role_says_how_to_fix_it(cli: Cli) -> None:
+def test_a_goal_without_a_live_planner_says_how_to_fix_it(cli: Cli) -> None:
+    cli.run("topics", "create")
     proc = cli.run("submit", "--goal", "Build a shop", "--project", "shop", check=False)
     assert proc.returncode != 0
-    assert "needs the 'planner' role" in proc.stderr and "AIOS_ROLES" in proc.stderr
+    assert "no live agent serves 'planner'" in proc.stderr and "aios up" in proc.stderr
 
 
 def test_a_goal_and_a_text_together_are_a_usage_error(cli: Cli) -> None:

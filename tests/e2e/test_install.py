@@ -1,15 +1,21 @@
-"""AIOS as a user installs it: the wheel alone, no extras, in a fresh venv beside OpenAI's Agents SDK.
+"""AIOS as a user installs it: the wheels the Dockerfile builds, no extras, in a fresh venv with no
+source tree, beside OpenAI's Agents SDK.
 
-This is what the image holds (the Dockerfile builds the same wheel), and it proves three things:
-the wheel carries every package and data file (a folder left out fails here), everything installs
-under the one ``aios`` namespace (so ``import agents`` is still OpenAI's), and a base install without
-the ``vector`` extra runs the pipeline with vector memory off.
+The wheels are built the way the image builds them: the Dockerfile's COPY lines are replayed on the
+build context (less .dockerignore) and its own build commands run there, `pip wheel` for the project
+and `maturin build --release --locked` for the history sink's Rust transcoder
+(tests/unit/dockerfile_context.py). So a package folder or data file the Dockerfile leaves out is
+missing here too. It proves that the wheel carries every package and data file, that everything
+installs under the one ``aios`` namespace (so ``import agents`` is still OpenAI's), that every
+command answers --help, that `aios api` starts and serves /healthz and the dashboard from the
+wheel, and that a base install without the ``vector`` extra runs the pipeline, with the transcoder.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,10 +26,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from aios.streams.settings import Settings
 from aios.streams.topics import delete_topics
+from tests.e2e.conftest import free_ports
+from tests.integration.local_servers import free_port
+from tests.unit.dockerfile_context import parse_dockerfile, replay, stage
 
 pytestmark = pytest.mark.integration
 
@@ -43,19 +53,59 @@ def _run(*args: str | Path, timeout: float = 1200, env: dict[str, str] | None = 
     return proc.stdout
 
 
+DOCKER_STAGES = parse_dockerfile((ROOT / "Dockerfile").read_text())
+
+
+def _image_command(run: str, program: str, image_root: Path, replace: dict[str, str]) -> list[str]:
+    """A RUN line's ``program`` command, its words at image paths moved under ``image_root``."""
+    words = shlex.split(run)
+    start = next(i for i, w in enumerate(words) if w.endswith(program))
+    end = next((i for i in range(start, len(words)) if words[i] in ("&&", ";")), len(words))
+    out = []
+    for word in words[start + 1:end]:
+        out.append(replace.get(word, str(image_root / word.lstrip("/")) if word.startswith("/") else word))
+    return out
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", out, ROOT)
-    return next(out.glob("aios-*.whl"))
+    """The project wheel, built by the build stage's `pip wheel` from its replayed context."""
+    image = tmp_path_factory.mktemp("image-build")
+    build = stage(DOCKER_STAGES, "build")
+    src = replay(ROOT, build, image)
+    run = next(r for r in build.runs if "pip wheel" in r)
+    args = _image_command(run, "pip", image, {})
+    # The dependencies come from PyPI when the venv installs the wheel; only the project is built here.
+    args = [a.replace(".[", f"{src}[", 1) if a.startswith(".[") else a for a in args]
+    _run(sys.executable, "-m", "pip", *args, "-q", "--no-deps")
+    return next((image / "wheels").glob("aios-*.whl"))
 
 
 @pytest.fixture(scope="module")
-def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv with the wheel (no extras) and the OpenAI Agents SDK, whose import name is `agents`."""
+def transcoder_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The transcoder's wheel, built by the transcoder stage's maturin command (and maturin version)
+    from its replayed context. Cargo's target folder is the checkout's, so a warm build is quick."""
+    image = tmp_path_factory.mktemp("image-transcoder")
+    transcoder = stage(DOCKER_STAGES, "transcoder")
+    replay(ROOT, transcoder, image)
+    setup = next(r for r in transcoder.runs if "maturin>=" in r or "maturin<" in r)
+    maturin_spec = next(w for w in shlex.split(setup) if w.startswith("maturin"))
+    tools = tmp_path_factory.mktemp("maturin-venv")
+    _run(sys.executable, "-m", "venv", tools)
+    _run(tools / "bin" / "python", "-m", "pip", "install", "-q", maturin_spec)
+    run = next(r for r in transcoder.runs if "maturin build" in r)
+    args = _image_command(run, "maturin", image, {})
+    env = {**os.environ, "CARGO_TARGET_DIR": str(ROOT / "connectors" / "history" / "transcoder" / "target")}
+    _run(tools / "bin" / "maturin", *args, env=env)
+    return next(image.glob("wheels/aios_transcoder-*.whl"))
+
+
+@pytest.fixture(scope="module")
+def venv(wheel: Path, transcoder_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv with both wheels (no extras) and the OpenAI Agents SDK, whose import name is `agents`."""
     path = tmp_path_factory.mktemp("venv")
     _run(sys.executable, "-m", "venv", path)
-    _run(path / "bin" / "python", "-m", "pip", "install", "-q", wheel, "openai-agents")
+    _run(path / "bin" / "python", "-m", "pip", "install", "-q", wheel, transcoder_wheel, "openai-agents")
     return path
 
 
@@ -83,6 +133,59 @@ def test_aios_installs_beside_the_openai_agents_sdk(venv: Path) -> None:
     assert has_runner == "True"  # OpenAI's SDK, not ours, answers to `import agents`
 
 
+def test_the_transcoder_wheel_is_what_the_history_sink_loads(venv: Path) -> None:
+    code = ("import aios_transcoder; from aios.connectors.history import transcode; "
+            "print(transcode.AVAILABLE, aios_transcoder.__file__)")
+    available, where = _run(venv / "bin" / "python", "-c", code).split()
+    assert available == "True" and f"{venv}/lib/" in where
+
+
+def _env(venv: Path, base_settings: Settings, tmp_path: Path, prefix: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIOS_", "OPENAI_", "VIRTUAL_ENV"))}
+    env.update({"AIOS_TOPIC_PREFIX": f"{prefix}{uuid.uuid4().hex[:10]}", "AIOS_DATA_DIR": str(tmp_path / "data"),
+                "AIOS_KAFKA_BOOTSTRAP": base_settings.kafka.bootstrap, "AIOS_REDIS_URL": base_settings.stores.redis_url,
+                **free_ports(), "AIOS_METRICS_PORT": "0", "AIOS_API_PORT": "0",
+                "PATH": f"{venv / 'bin'}:{env.get('PATH', '')}"})
+    return env
+
+
+def test_aios_api_starts_from_the_wheel_and_serves_the_dashboard(venv: Path, base_settings: Settings,
+                                                                 tmp_path: Path) -> None:
+    env = _env(venv, base_settings, tmp_path, "api")
+    _run(venv / "bin" / "aios", "topics", "create", env=env)  # the API's live view reads them from the start
+    port = free_port()
+    api = subprocess.Popen([str(venv / "bin" / "aios"), "api", "--port", str(port)], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        _wait_ready(api, what="aios api")
+        base = f"http://127.0.0.1:{port}"
+        health = httpx.get(f"{base}/healthz", timeout=30)
+        assert health.status_code == 200 and health.json()["status"] == "ok", health.text
+        # The dashboard's files come from the installed wheel, byte for byte.
+        static = Path(_run(venv / "bin" / "python", "-c",
+                           "import aios.api, pathlib; print(pathlib.Path(aios.api.__file__).parent / 'static')").strip())
+        assert str(static).startswith(str(venv))
+        page = httpx.get(f"{base}/", timeout=30)
+        assert page.status_code == 200 and page.content == (static / "index.html").read_bytes()
+        files = sorted(p.name for p in static.iterdir() if p.is_file())
+        assert {"index.html", "dashboard.js", "dashboard.css"} <= set(files)
+        for name in files:
+            answer = httpx.get(f"{base}/static/{name}", timeout=30)
+            assert answer.status_code == 200 and answer.content == (static / name).read_bytes(), name
+    finally:
+        api.send_signal(signal.SIGTERM)
+        try:
+            api.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            api.kill()
+            raise
+        finally:
+            delete_topics(base_settings.replace(topic_prefix=env["AIOS_TOPIC_PREFIX"]))
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again so that whoever started
+    # the process sees how it ended: -SIGTERM is a clean stop too.
+    assert api.returncode in (0, -signal.SIGTERM), api.stderr.read() if api.stderr else ""
+
+
 def test_every_command_answers_help(venv: Path) -> None:
     aios = venv / "bin" / "aios"
     top = _run(aios, "--help")
@@ -94,17 +197,15 @@ def test_every_command_answers_help(venv: Path) -> None:
 
 def test_a_base_install_runs_the_pipeline_with_vector_memory_off(venv: Path, base_settings: Settings,
                                                                   tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIOS_", "OPENAI_", "VIRTUAL_ENV"))}
-    env.update({"AIOS_TOPIC_PREFIX": f"inst{uuid.uuid4().hex[:10]}", "AIOS_DATA_DIR": str(tmp_path / "data"),
-                "AIOS_KAFKA_BOOTSTRAP": base_settings.kafka.bootstrap, "AIOS_REDIS_URL": base_settings.stores.redis_url,
-                "AIOS_METRICS_PORT": "0", "AIOS_API_PORT": "0", "PATH": f"{venv / 'bin'}:{env.get('PATH', '')}"})
+    env = _env(venv, base_settings, tmp_path, "inst")
     aios = str(venv / "bin" / "aios")
     assert _import_fails(venv, "qdrant_client") and _import_fails(venv, "onnxruntime")  # no extras
     _run(aios, "topics", "create", env=env)
     up = subprocess.Popen([aios, "up", "--no-stack"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True, cwd=tmp_path)
+    said = ""
     try:
-        _wait_ready(up)
+        said = _wait_ready(up)
         doc: dict[str, Any] = json.loads(_run(aios, "submit", "Say hello", "--wait", "--timeout", "90", "--json",
                                               env=env).splitlines()[-1])
         assert doc["result"]["status"] == "succeeded", doc
@@ -115,9 +216,11 @@ def test_a_base_install_runs_the_pipeline_with_vector_memory_off(venv: Path, bas
     finally:
         if up.poll() is None:
             up.send_signal(signal.SIGTERM)
-            up.wait(timeout=90)
+            said += up.communicate(timeout=90)[1]
         delete_topics(base_settings.replace(topic_prefix=env["AIOS_TOPIC_PREFIX"]))
     assert up.returncode == 0
+    # The history sink found the transcoder the image installs (else it says it decodes in Python).
+    assert "aios_transcoder extension is not installed" not in said, said[-2000:]
 
 
 def _import_fails(venv: Path, module: str) -> bool:
@@ -125,18 +228,19 @@ def _import_fails(venv: Path, module: str) -> bool:
     return proc.returncode != 0
 
 
-def _wait_ready(up: subprocess.Popen[str], timeout_s: float = 90) -> None:
-    assert up.stderr is not None
+def _wait_ready(proc: subprocess.Popen[str], timeout_s: float = 90, what: str = "aios up") -> str:
+    """Read the process's stderr until it says it is ready; returns what it said until then."""
+    assert proc.stderr is not None
     deadline = time.monotonic() + timeout_s
     lines: list[str] = []
     while time.monotonic() < deadline:
-        line = up.stderr.readline()
+        line = proc.stderr.readline()
         lines.append(line)
         if "aios: ready" in line:
-            return
-        if not line and up.poll() is not None:
+            return "".join(lines)
+        if not line and proc.poll() is not None:
             break
-    raise AssertionError("aios up did not get ready:\n" + "".join(_lines(lines)))
+    raise AssertionError(f"{what} did not get ready (exit {proc.poll()}):\n" + "".join(_lines(lines)))
 
 
 def _lines(lines: list[str]) -> Iterator[str]:

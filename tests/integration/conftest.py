@@ -22,7 +22,8 @@ from tests.integration.local_servers import ClickHouseServer, LocalServer, Schem
 
 @pytest.fixture(scope="session")
 def base_settings(session_data_dir: Path) -> Settings:
-    settings = load_settings(data_dir=session_data_dir, metrics_port=0, llm="offline:echo")
+    # One role: fewer topics per test (the product default, every role, is tested on its own).
+    settings = load_settings(data_dir=session_data_dir, metrics_port=0, llm="offline:echo", roles="general")
     problems = []
     try:
         AdminClient({"bootstrap.servers": settings.kafka.bootstrap}).list_topics(timeout=10)

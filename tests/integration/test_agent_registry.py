@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 
 import pytest
 
+from aios.cli.agents import agent_statuses
+from aios.schemas.events import envelope, now_ms
 from aios.streams.engine.runtime import Runtime
+from aios.streams.kafka import EventProducer, TopicReader
 from aios.streams.metrics import ROLE_LIVE_AGENTS
 from aios.streams.orchestration.plan import parse_plan
 from aios.streams.pipeline import running
@@ -58,5 +63,70 @@ async def test_the_registry_says_unknown_until_it_has_read_the_topic(settings: S
                 break
             await asyncio.sleep(0.1)
         assert registry.live_roles() == set()  # an empty topic: caught up, nobody live
+    finally:
+        await registry.stop()
+
+
+async def test_the_registry_thread_stops_and_is_joined_when_asked(settings: Settings) -> None:
+    """Issue 16 §4: nothing is left running in a thread when the service stops, so a process ends."""
+    registry = AgentRegistry(Runtime(settings))
+    await registry.start()
+    thread = registry._thread
+    assert thread is not None and thread.is_alive()
+    started = time.monotonic()
+    await registry.stop()
+    assert not thread.is_alive() and time.monotonic() - started < 5
+    assert not [t for t in threading.enumerate() if t.name == "aios-agent-registry"]
+
+
+async def test_a_clean_stop_tombstones_the_worker_and_readers_forget_it(settings: Settings) -> None:
+    s = settings.replace(heartbeat_interval_s=0.3)
+    registry = AgentRegistry(Runtime(s))
+    await registry.start()
+    try:
+        async with running(s, ["agents"]) as live:
+            await asyncio.sleep(1.5)
+            agent_id = live.runtime.agent_id
+            assert agent_id in registry.latest and registry.live_roles() == {"general"}
+        for _ in range(50):  # the tombstone reaches the registry's thread
+            if agent_id not in registry.latest:
+                break
+            await asyncio.sleep(0.1)
+        assert agent_id not in registry.latest and registry.live_roles() == set()
+    finally:
+        await registry.stop()
+    assert await asyncio.to_thread(agent_statuses, s) == []  # `aios agents` no longer lists it
+    reader = TopicReader(s, s.kafka.topic_prefix + ".agents", from_beginning=True)
+    try:
+        last = [msg for msg, _ in reader.events_to_end(10) if (msg.key() or b"").decode() == agent_id][-1]
+    finally:
+        reader.close()
+    assert last.value() is None  # the tombstone follows `stopped`, so compaction drops the key
+
+
+async def test_the_registry_forgets_and_tombstones_an_agent_silent_for_too_long(settings: Settings) -> None:
+    s = settings.replace(agent_forget_after_s=30)
+    producer = EventProducer(s)
+    old = {**envelope(), "timestamp": now_ms() - 60_000, "agent_id": "crashed-1", "role": "general",
+           "roles": ["general"], "state": "busy", "in_flight": ["t"], "version": "0.1.0", "host": "h",
+           "heartbeat_interval_ms": 5000, "started_at": None}
+    producer.send(s.kafka.topic_prefix + ".agents", "AgentStatus", old, key="crashed-1")
+    producer.flush()
+    assert await asyncio.to_thread(agent_statuses, s) == []  # readers already leave it out
+    registry = AgentRegistry(Runtime(s))
+    await registry.start()
+    try:
+        def tombstoned() -> bool:
+            reader = TopicReader(s, s.kafka.topic_prefix + ".agents", from_beginning=True)
+            try:
+                return any(msg.value() is None and msg.key() == b"crashed-1" for msg, _ in reader.events_to_end(5))
+            finally:
+                reader.close()
+
+        for _ in range(30):
+            if await asyncio.to_thread(tombstoned):
+                break
+            await asyncio.sleep(0.5)
+        assert await asyncio.to_thread(tombstoned)
     finally:
         await registry.stop()

@@ -107,3 +107,67 @@ def test_kafka_that_dies_while_starting_reports_its_log(settings: Settings) -> N
     (data / "meta.properties").write_text("version=1\ncluster.id=AAAAAAAAAAAAAAAAAAAAAA\nnode.id=7\n")
     with pytest.raises(StackError, match=r"Kafka exited while starting; last lines of .*kafka.log"):
         devstack.up(settings, kafka_timeout_s=60)
+
+
+def _consecutive_free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports (the cluster's controllers take them in order)."""
+    for _ in range(200):
+        first = _free_port()
+        socks = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise AssertionError(f"no {count} consecutive free ports found")
+
+
+def test_dev_up_brokers_3_starts_a_cluster_that_topics_replicate_over(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from aios.cli import cli as main
+    from aios.streams.topics import delete_topics
+    from tests.integration.kafka_brokers import listed_topics
+
+    bootstrap = ",".join(f"127.0.0.1:{_free_port()}" for _ in range(3))
+    env = {"AIOS_DATA_DIR": str(tmp_path / "data"), "AIOS_KAFKA_BOOTSTRAP": bootstrap,
+           "AIOS_KAFKA_CONTROLLER_PORT": str(_consecutive_free_ports(3)), "AIOS_KAFKA_HEAP_MB": "320",
+           "AIOS_REDIS_URL": f"redis://127.0.0.1:{_free_port()}/0", "AIOS_TOPIC_PREFIX": "itcluster"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    runner = CliRunner()
+    settings = load_settings(kafka_local_brokers=3)
+    try:
+        up = runner.invoke(main, ["dev", "up", "--brokers", "3", "--timeout", "240", "--json"])
+        assert up.exit_code == 0, up.output
+        services = json.loads(up.output.strip().splitlines()[-1])["services"]
+        assert [(s["name"], s["state"], s["action"]) for s in services] == [
+            ("kafka-1", "running", "started"), ("kafka-2", "running", "started"), ("kafka-3", "running", "started"),
+            ("redis", "running", "started")]
+        assert sorted(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=30).brokers) == [1, 2, 3]
+        ids = {(tmp_path / "data" / f"kafka-{i}" / "data" / "meta.properties").read_text().split("cluster.id=")[1]
+               .split()[0] for i in (1, 2, 3)}
+        assert len(ids) == 1  # one cluster, formatted once
+
+        created = runner.invoke(main, ["topics", "create", "--json"])
+        assert created.exit_code == 0, created.output
+        doc = json.loads(created.output.strip().splitlines()[-1])
+        assert (doc["brokers"], doc["replication"], doc["min_insync_replicas"]) == (3, 3, 2)
+        infos = listed_topics(settings, len(doc["topics"]))
+        assert len(infos) == len(doc["topics"])
+        assert {(t.replication, t.min_insync_replicas) for t in infos} == {(3, "2")}
+        delete_topics(settings)
+    finally:
+        down = runner.invoke(main, ["dev", "down", "--json"], env={"AIOS_KAFKA_LOCAL_BROKERS": "3"})
+    assert down.exit_code == 0, down.output
+    states = {s["name"]: (s["state"], s["action"]) for s in json.loads(down.output.strip().splitlines()[-1])["services"]}
+    assert states == {name: ("stopped", "stopped") for name in ("kafka-1", "kafka-2", "kafka-3", "redis")}

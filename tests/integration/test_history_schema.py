@@ -143,3 +143,19 @@ def test_stats_summary_and_roles_come_from_one_pass_and_agree(store: ChdbStore) 
     empty = stats(store, since_s=3600, project_id=f"{project}-none")
     assert (empty.results, empty.success_rate, empty.roles, empty.cost) == (0, None, [], [])
     assert empty.latency_ms == {"p50": None, "p95": None, "p99": None}
+
+
+def test_a_pickup_is_not_a_result_in_stats_or_the_latency_rollup(store: ChdbStore) -> None:
+    codec = Codec(validate=False)
+    project = f"pickup-{uuid.uuid4().hex[:8]}"
+    (_, result), = [(n, v) for n, v in task_events(0) if n == "TaskResult"]
+    result["project_id"] = project
+    pickup = {**result, "event_id": uuid.uuid4().hex, "status": "started", "output": "", "latency_ms": 0.0}
+    rows = [to_row(codec.decode(codec.encode("TaskResult", v)), "t.attempts", 0, i)
+            for i, v in enumerate((pickup, result))]
+    store.insert(rows)
+    got = stats(store, since_s=3600, project_id=project)
+    assert (got.results, got.succeeded, got.success_rate) == (1, 1, 1.0)
+    rolled = store.query("SELECT uniqExactMerge(results) AS n FROM aios.latency_1m "  # noqa: S608
+                         f"WHERE project_id = '{project}'")
+    assert int(rolled[0]["n"]) == 1

@@ -31,7 +31,8 @@ def test_create_is_idempotent_and_matches_the_plan(settings: Settings) -> None:
     assert infos[f"{p}.tasks"].retention_ms == str(settings.kafka.topic_retention_ms)
     assert infos[f"{p}.tokens"].retention_ms == "3600000"  # live tokens are not history
     assert all(i.partitions == settings.kafka.topic_partitions for i in infos.values())
-    assert all(i.replication == 1 for i in infos.values())
+    assert all(i.replication == 1 for i in infos.values())  # the shared broker is a cluster of one
+    assert all(i.min_insync_replicas == "1" for i in infos.values())
 
 
 def test_topic_prefix_and_roles_are_settings(base_settings: Settings) -> None:

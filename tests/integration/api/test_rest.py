@@ -6,11 +6,11 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from aios.schemas.events import envelope
+from aios.schemas.events import envelope, now_ms
 from aios.streams.kafka import EventProducer
 from aios.streams.pipeline import running
 from aios.streams.settings import Settings
-from aios.streams.topics import Topics
+from aios.streams.topics import Topics, create_topics
 from tests.integration.api.helpers import api_client, poll
 
 pytestmark = pytest.mark.integration
@@ -113,6 +113,50 @@ async def test_agents_come_from_the_compacted_registry(settings: Settings) -> No
         producer.flush()
         after = await poll(lambda: api.get("/v1/agents"), lambda r: r.json()["agents"][0]["state"] == "busy")
         assert after.json()["agents"][0]["in_flight"] == ["t1"]
+
+
+async def test_agents_silent_are_gone_then_dropped_and_a_tombstone_removes_one(settings: Settings) -> None:
+    producer = EventProducer(settings)
+    topic = Topics.from_settings(settings).agents
+
+    def status(agent_id: str, silent_s: float) -> dict[str, object]:
+        return {**envelope(), "timestamp": now_ms() - int(silent_s * 1000), "agent_id": agent_id, "role": "general",
+                "state": "ready", "in_flight": [], "version": "0.1.0", "host": "h", "heartbeat_interval_ms": 5000}
+
+    for agent_id, silent_s in (("live", 0), ("silent", 30), ("long-gone", 3600), ("stopping", 0)):
+        producer.send(topic, "AgentStatus", status(agent_id, silent_s), key=agent_id)
+    producer.flush()
+    async with api_client(settings, as_admin=True) as api:
+        listed = (await api.get("/v1/agents")).json()
+        assert {a["agent_id"]: a["state"] for a in listed["agents"]} == {
+            "live": "ready", "silent": "gone", "stopping": "ready"}
+        assert listed["forget_after_s"] == settings.processing.agent_forget_after_s
+        producer.send_tombstone(topic, "stopping")  # what a worker that stopped cleanly sends last
+        producer.flush()
+        after = await poll(lambda: api.get("/v1/agents"),
+                           lambda r: "stopping" not in {a["agent_id"] for a in r.json()["agents"]})
+        assert {a["agent_id"] for a in after.json()["agents"]} == {"live", "silent"}
+
+
+async def test_work_for_a_role_no_live_agent_serves_is_accepted_and_says_so(settings: Settings) -> None:
+    settings = settings.replace(roles="general,qa,writer")
+    create_topics(settings)
+    producer = EventProducer(settings)
+    qa = {**envelope(), "agent_id": "qa-1", "role": "qa", "roles": ["qa"], "state": "ready", "in_flight": [],
+          "version": "0.1.0", "host": "h", "heartbeat_interval_ms": 5000}
+    producer.send(Topics.from_settings(settings).agents, "AgentStatus", qa, key="qa-1")
+    producer.flush()
+    async with api_client(settings, as_admin=True) as api:
+        served = await api.post("/v1/tasks", json={"description": "check it", "role": "qa", "project": "r"})
+        assert served.status_code == 202 and served.json()["unserved_roles"] == []
+        plan = {"project": "r2", "tasks": [{"id": "a", "role": "qa", "description": "x"},
+                                           {"id": "b", "role": "writer", "description": "y", "depends_on": ["a"]}]}
+        waits = await api.post("/v1/projects", json=plan)
+        assert waits.status_code == 202 and waits.json()["unserved_roles"] == ["writer"]
+        goal = await api.post("/v1/projects", json={"project": "r3", "goal": "Build a shop"})
+        assert goal.status_code == 202 and goal.json()["unserved_roles"] == ["general"]  # no planner here: one task
+        unknown = await api.post("/v1/tasks", json={"description": "x", "role": "astronaut", "project": "r"})
+        assert unknown.status_code in (400, 422) and "astronaut" in unknown.text
 
 
 async def test_readyz_reports_an_unreachable_redis(settings: Settings) -> None:

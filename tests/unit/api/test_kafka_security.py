@@ -1,7 +1,7 @@
 """Kafka SASL/SSL settings reach every client: confluent-kafka producers, consumers and admin, and faust.
 
-The shared local broker is PLAINTEXT and must not be reconfigured, so SASL/SCRAM is not exercised
-end to end here; these tests prove the settings arrive in each client's configuration.
+These prove the settings arrive in each client's configuration; tests/e2e/test_kafka_security.py runs
+the pipeline over a real broker's TLS and SASL_SSL listeners.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from faust.types.auth import AuthProtocol, SASLMechanism
 from aios.schemas.errors import ConfigError
 from aios.streams.engine.app import faust_credentials
 from aios.streams.kafka import consumer_config, producer_config
+from aios.streams.kafka_access import KafkaAccessError
 from aios.streams.pipeline import build_app
 from aios.streams.settings import load_settings
 
@@ -65,8 +66,9 @@ def test_sasl_ssl_and_ssl_carry_a_tls_context(tmp_path: Path) -> None:
     assert isinstance(creds.ssl_context, ssl.SSLContext)
     tls = load_settings(kafka_security_protocol="SSL", kafka_ssl_cafile=tmp_path / "ca.pem")
     assert producer_config(tls)["ssl.ca.location"] == str(tmp_path / "ca.pem")
-    with pytest.raises(FileNotFoundError):
-        faust_credentials(tls)  # a CA file that does not exist is an error at start-up, not at first use
+    # A CA file that does not exist is an error at start-up naming the setting, not at first use.
+    with pytest.raises(KafkaAccessError, match=r"AIOS_KAFKA_SSL_CAFILE=.*ca.pem is not a readable file"):
+        faust_credentials(tls)
 
 
 def test_a_bad_protocol_is_a_clear_error() -> None:

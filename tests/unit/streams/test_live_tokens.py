@@ -23,7 +23,10 @@ async def test_deltas_are_coalesced_per_interval_and_add_up() -> None:
     stream.close()
     first_step = [e for e in events if e["step"] == 0]
     assert "".join(e["text"] for e in first_step) == "".join(f"w{i} " for i in range(40))
-    assert 3 <= len(first_step) <= 7, len(first_step)
+    # One event per 50 ms interval that saw deltas, plus the last: a loaded machine stretches the
+    # 5 ms sleeps, so the bound follows the time the deltas really took.
+    intervals = (times[-1] - times[0]) / 0.05
+    assert 3 <= len(first_step) <= intervals + 2, (len(first_step), intervals)
     assert [e["seq"] for e in first_step] == list(range(len(first_step)))
     assert first_step[-1]["done"] and not any(e["done"] for e in first_step[:-1])
     assert [(e["step"], e["text"], e["done"]) for e in events if e["step"] == 1] == [(1, "second step", True)]
