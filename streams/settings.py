@@ -419,6 +419,9 @@ class ProcessingSettings(_Group):
         "often per task (coalesced deltas); 0 publishes none.")
     commit_interval_s: float = Field(1.0, gt=0, description="How often the faust processors commit offsets.")
     project_concurrency: int = Field(64, ge=1, description="Tasks of one project in flight at once.")
+    sprint_approval: Literal["plan", "every"] = Field(
+        "plan", description="plan: a sprint waits in awaiting_approval when its milestone says requires_approval; "
+        "every: every sprint after the first waits for `aios approve MILESTONE --project P`.")
     role_concurrency: dict[str, int] = Field(
         default_factory=dict,
         description="Tasks of one role in flight at once within a project (JSON, e.g. {\"qa\": 2}).")

@@ -126,10 +126,11 @@ class Sprints:
     # --- the sprint loop ---------------------------------------------------------------------
 
     def advance(self, dag: ProjectDag, *, now_ms: int, roles: set[str], halted: bool,
-                budget_line: str) -> list[Node]:
+                budget_line: str, approve_every: bool = False) -> list[Node]:
         """Move the sprints on as far as the DAG allows; return the review/re-plan steps added.
 
-        ``halted`` (the project is cancelled or its budget spent) adds no step and opens nothing.
+        ``halted`` (the project is cancelled or its budget spent) adds no step and opens nothing;
+        with ``approve_every``, every sprint after the first waits for an approval.
         """
         added: list[Node] = []
         if not self.sprints or halted:
@@ -143,7 +144,7 @@ class Sprints:
                 if k >= len(self.sprints):
                     return added
                 nxt = self.sprints[k]
-                if nxt.requires_approval and not nxt.approved:
+                if (nxt.requires_approval or approve_every and nxt.number > 1) and not nxt.approved:
                     nxt.state = AWAITING_APPROVAL
                     return added
                 nxt.state, nxt.opened_ms = RUNNING, now_ms

@@ -229,13 +229,15 @@ class ProjectState:
             self.submitted_at[t.id] = now_ms
             self.dag.add(node_of(t, self.sprints.number(t.milestone)))
 
-    def advance_sprints(self, *, now_ms: int, roles: set[str]) -> None:
-        """Open, review and re-plan sprints as far as the tasks' states allow (sprints.py)."""
+    def advance_sprints(self, *, now_ms: int, roles: set[str], approve_every: bool = False) -> None:
+        """Open, review and re-plan sprints as far as the tasks' states allow (sprints.py); with
+        ``approve_every`` each sprint after the first waits for an approval."""
         spent = "" if self.budget_usd is None else f" (${self.cost_usd:.4f} spent)"
         budget = ("There is no budget." if self.budget_usd is None else
                   f"The budget is ${self.budget_usd:.4f}{spent}: keep the remaining estimates within it.")
         for node in self.sprints.advance(self.dag, now_ms=now_ms, roles=roles,
-                                         halted=self.cancelled or self.budget_spent, budget_line=budget):
+                                         halted=self.cancelled or self.budget_spent, budget_line=budget,
+                                         approve_every=approve_every):
             self.submitted_at[node.id] = now_ms
 
     def plan_change(self, task_id: str, output: str, roles: set[str]) -> PlanChange | None:

@@ -98,6 +98,7 @@ class Orchestrator(TransactionalProcessor):
         self.registry = registry
         self.limits = Limits(per_project=s.processing.project_concurrency, per_role=dict(s.processing.role_concurrency))
         self.roles = set(s.processing.roles)
+        self.approve_every_sprint = s.processing.sprint_approval == "every"
         self.states: dict[str, ProjectState] = {}
         self.partition_of: dict[str, int] = {}  # project -> the input partition that owns it
         self.due: dict[str, int] = {}  # project -> its earliest pending retry
@@ -349,7 +350,7 @@ class Orchestrator(TransactionalProcessor):
             result = final_result(project, f, attempt, trace_id, state.submitted_at.get(f.task_id, state.started_ms))
             self._send(t.finals, "TaskResult", result, project)
             EVENTS.labels(NAME, f.status).inc()
-        state.advance_sprints(now_ms=now, roles=self.roles)
+        state.advance_sprints(now_ms=now, roles=self.roles, approve_every=self.approve_every_sprint)
         for d in state.dispatchable(now_ms=now, limits=self.limits):
             assignment = {
                 **envelope(trace_id), "event_id": _final_id(project, d.task_id, f"assign-{d.attempt}"),

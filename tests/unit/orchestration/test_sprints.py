@@ -137,6 +137,19 @@ def test_a_sprint_boundary_waits_for_approval() -> None:
     assert step(s) == ["build"]
 
 
+def test_every_sprint_after_the_first_waits_when_the_deployment_says_so() -> None:
+    s = ProjectState.from_plan(parse_plan(plan_text(), ROLES), now_ms=0)
+    s.advance_sprints(now_ms=0, roles={"backend", "qa"}, approve_every=True)
+    assert sorted(d.task_id for d in s.dispatchable(now_ms=0)) == ["design", "schema"]  # m1 opens
+    for tid in ("design", "schema"):
+        finish(s, tid)
+    s.advance_sprints(now_ms=1, roles={"backend", "qa"}, approve_every=True)  # no reviewer, no planner here
+    assert s.dispatchable(now_ms=1) == [] and s.sprints.sprints[1].state == "awaiting_approval"
+    s.approve("m2")
+    s.advance_sprints(now_ms=2, roles={"backend", "qa"}, approve_every=True)
+    assert [d.task_id for d in s.dispatchable(now_ms=2)] == ["build"]
+
+
 def test_rejecting_a_sprint_cancels_its_work_and_what_follows() -> None:
     s = start(gate=True)
     s.sprints.sprints[1].state = "awaiting_approval"
