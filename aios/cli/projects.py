@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from aios.cli.common import settings_or_exit
@@ -58,6 +59,11 @@ def status(project: str | None, as_json: bool) -> None:
     if as_json:
         emit_json(event_doc(s))
         return
+    show_status(project, s)
+
+
+def show_status(project: str, s: dict[str, Any]) -> None:
+    """A project's status as `aios status PROJECT` prints it."""
     console.print(f"[bold]{project}[/bold]: {s['state']}, {s['percent_done']:.0f}% done, "
                   f"${s['cost_usd']:.4f} spent, {s['elapsed_ms'] / 1000:.1f}s elapsed "
                   f"(since {to_ms(s['started_at'])})")
@@ -65,15 +71,12 @@ def status(project: str | None, as_json: bool) -> None:
     console.print("critical path: " + (" -> ".join(s["critical_path"]) or "(done)"))
     for note in s["notes"]:
         console.print(f"[yellow]note[/yellow]: {note}")
-    sprints = s.get("sprints") or []
-    if sprints:
+    if s.get("sprints"):
         _print_sprints(s)
-    table = Table("task", *(("sprint",) if sprints else ()), "role", "state", "attempts",
-                  *(("tokens est/act", "time est/act", "cost est/act", "review") if sprints else ()), "reason")
+        return
+    table = Table("task", "role", "state", "attempts", "reason")
     for t in s["tasks"]:
-        extra = (t.get("milestone", ""),) if sprints else ()
-        actuals = (_vs(t, "tokens"), _vs(t, "seconds"), _vs(t, "usd"), t.get("review", "")) if sprints else ()
-        table.add_row(t["task_id"], *extra, t["role"], t["state"], str(t["attempts"]), *actuals, t["reason"])
+        table.add_row(t["task_id"], t["role"], t["state"], str(t["attempts"]), t["reason"])
     console.print(table)
 
 
@@ -89,21 +92,40 @@ def _number(what: str, value: float) -> str:
     return f"{int(value)}" if what == "tokens" else f"{value:.1f}s" if what == "seconds" else f"${value:.4f}"
 
 
+def _line(text: str, width: int = 60) -> str:
+    """The first line of ``text``, within ``width``: a table cell, not the whole answer."""
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    # Escaped: model text such as "[offline provider ...]" is not rich markup.
+    return escape(first if len(first) <= width else first[: width - 1] + "…")
+
+
 def _print_sprints(s: dict[str, Any]) -> None:
-    table = Table("sprint", "title", "state", "tasks", "tokens est/act", "time est/act", "cost est/act", "review",
-                  title="sprints")
+    """Sprints with estimates against actuals, each re-plan's changes, then the tasks by sprint."""
+    table = Table("sprint", "state", "done", "tokens est/act", "time est/act", "cost est/act", title="sprints")
     for sp in s["sprints"]:
-        table.add_row(sp["id"], sp["title"], sp["state"], f"{sp['finished']}/{sp['tasks']}", _vs(sp, "tokens"),
-                      _vs(sp, "seconds"), _vs(sp, "usd"), sp["review"])
+        table.add_row(f"{sp['id']} {sp['title']}".strip(), sp["state"], f"{sp['finished']}/{sp['tasks']}",
+                      _vs(sp, "tokens"), _vs(sp, "seconds"), _vs(sp, "usd"))
     console.print(table)
+    for sp in s["sprints"]:
+        if sp["review"]:
+            console.print(f"review of {sp['id']}: {_line(sp['review'], 100)}", highlight=False)
     for r in s.get("replans") or []:
         if r["state"] == "failed":
-            console.print(f"re-plan after {r['after']}: [red]failed[/red]: {r['error']}")
+            console.print(f"re-plan after {r['after']}: [red]failed[/red]: {r['error']}", highlight=False)
             continue
         counts = r.get("counts") or {}
-        parts = [f"{label} {counts.get(kind, len(r[kind]))} ({', '.join(r[kind]) or '-'})"
-                 for kind, label in (("added", "added"), ("removed", "removed"), ("changed", "changed"))]
-        console.print(f"re-plan after {r['after']}: {'; '.join(parts)}" + (f": {r['summary']}" if r["summary"] else ""))
+        parts = [f"{kind} {counts.get(kind, len(r[kind]))} ({', '.join(r[kind]) or '-'})"
+                 for kind in ("added", "removed", "changed")]
+        summary = f": {_line(r['summary'], 80)}" if r["summary"] else ""
+        console.print(f"re-plan after {r['after']}: {'; '.join(parts)}{summary}", highlight=False)
+    table = Table("task", "sprint", "role", "state", "tries", "tokens est/act", "cost est/act", "review / reason")
+    order = {sp["id"]: i for i, sp in enumerate(s["sprints"], start=1)}
+    # By sprint, each sprint's review and re-plan after its work (their ids end so: plan.py).
+    for t in sorted(s["tasks"], key=lambda t: (order.get(t.get("milestone", ""), 0), t["task_id"].endswith(
+            (":review", ":replan")), t["task_id"].endswith(":replan"))):
+        table.add_row(t["task_id"], t.get("milestone", ""), t["role"], t["state"], str(t["attempts"]),
+                      _vs(t, "tokens"), _vs(t, "usd"), _line(t.get("review") or t["reason"], 40))
+    console.print(table)
 
 
 def _control(action: str, ident: str, reason: str, as_json: bool, *, needs_task: bool,

@@ -222,7 +222,7 @@ class Sprints:
         answer = _object(output)
         verdict, summary = answer.get("verdict"), answer.get("summary")
         sprint.verdict = cut(f"{verdict if isinstance(verdict, str) else 'no verdict'}: "
-                             f"{summary if isinstance(summary, str) else ''}", MAX_REASON_CHARS)
+                             f"{summary if isinstance(summary, str) else ''}", 500)
         entries = answer.get("tasks")
         for entry in entries if isinstance(entries, list) else ():
             if not isinstance(entry, dict):
