@@ -239,8 +239,9 @@ class Sprints:
     # --- re-plans ----------------------------------------------------------------------------
 
     def plan_change(self, dag: ProjectDag, replan: Node, output: str, roles: Iterable[str], *,
-                    budget_usd: float | None, cost_usd: float) -> PlanChange:
-        """The re-plan's answer as a validated change; PlanError naming every problem otherwise."""
+                    budget_usd: float | None, cost_usd: float, carry: tuple[str, ...] = ()) -> PlanChange:
+        """The re-plan's answer as a validated change; PlanError naming every problem otherwise.
+        Every task it adds or changes also depends on the ``carry`` tasks (a goal's plan)."""
         after = replan.sprint
         answer = _object(output, strict=True)
         remaining = {t: n for t, n in dag.nodes.items() if n.sprint > after and not n.kind
@@ -268,17 +269,22 @@ class Sprints:
             kept = {k: raw[k] for k in ("id", "role", "description", "depends_on", "priority", "acceptance",
                                         "milestone", "estimate") if k in raw}
             kept.setdefault("milestone", default_ms)
+            if carry and isinstance(kept.get("depends_on", []), list):
+                kept["depends_on"] = [*carry, *(d for d in kept.get("depends_on", []) if d not in carry)]
             try:
                 planned.append(PlannedTask.model_validate(kept))
             except ValidationError as exc:
                 problems += [f"task {raw.get('id')!r}: {'.'.join(map(str, e['loc']))}: {e['msg']}"
                              for e in exc.errors()]
-        drop = [r for r in removed if isinstance(r, str)]
-        if len(drop) < len(removed):
+        drop = list(dict.fromkeys(r for r in removed if isinstance(r, str)))
+        if any(not isinstance(r, str) for r in removed):
             problems.append("remove: every entry must be a task id")
-        for t in [*planned, *(PlannedTask(id=r, role=PLANNER_ROLE, description="-") for r in drop)]:
-            if t.id in dag.nodes and t.id not in remaining:
-                problems.append(f"task {t.id!r} has started or belongs to a sprint that has run; "
+        both = sorted({t.id for t in planned} & set(drop))
+        if both:
+            problems.append(f"tasks {', '.join(map(repr, both))} are both listed and removed; choose one")
+        for tid in [*(t.id for t in planned), *drop]:
+            if tid in dag.nodes and tid not in remaining:
+                problems.append(f"task {tid!r} has started or belongs to a sprint that has run; "
                                 "a re-plan changes only the remaining work")
         for i, t in enumerate(planned):
             if 0 < self.number(t.milestone) <= after:
@@ -368,6 +374,8 @@ class Sprints:
 
     def status(self, dag: ProjectDag) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Each sprint with its estimates against actuals, and what each re-plan changed."""
+        if not self.sprints:
+            return [], []
         totals = {s.number: dict.fromkeys(("tasks", "finished", "estimate_tokens", "tokens"), 0)
                   | dict.fromkeys(("estimate_seconds", "estimate_usd", "seconds", "cost_usd"), 0.0)
                   for s in self.sprints}

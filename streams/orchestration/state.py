@@ -14,6 +14,7 @@ from typing import Any
 
 from aios.schemas.limits import MAX_REASON_CHARS, STATUS_MAX_PATH, STATUS_MAX_TASKS, cut
 from aios.streams.orchestration.dag import TERMINAL, Limits, Node, ProjectDag, State, node_of
+from aios.streams.orchestration.goal import GOAL_TASK
 from aios.streams.orchestration.plan import Milestone, Plan, PlannedTask
 from aios.streams.orchestration.sprints import (
     AWAITING_APPROVAL,
@@ -245,8 +246,10 @@ class ProjectState:
         node = self.dag.nodes.get(task_id)
         if node is None or node.kind != REPLAN or node.state is not State.DISPATCHED:
             return None
+        # In a goal's project every planned task reads the plan; so do the tasks a re-plan adds.
+        carry = (GOAL_TASK,) if self.goal and GOAL_TASK in self.dag.nodes else ()
         return self.sprints.plan_change(self.dag, node, output, roles, budget_usd=self.budget_usd,
-                                        cost_usd=self.cost_usd)
+                                        cost_usd=self.cost_usd, carry=carry)
 
     def apply_change(self, task_id: str, change: PlanChange, *, now_ms: int) -> None:
         """Apply a re-plan that has just succeeded."""

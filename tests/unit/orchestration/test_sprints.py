@@ -204,6 +204,30 @@ def test_an_invalid_replan_fails_the_attempt_and_keeps_the_plan(answer: Any, pro
     assert status["sprints"][1]["state"] == "running"
 
 
+def test_in_a_goals_project_the_tasks_a_replan_adds_read_the_plan_too() -> None:
+    from aios.streams.orchestration.goal import goal_plan, planned_work
+
+    roles = {"planner", "backend", "qa"}
+    s = ProjectState.from_plan(goal_plan("P", "Build a shop", None, roles), now_ms=0)
+    s.goal = True
+    assert step(s) == ["plan"]
+    answer = json.dumps({"summary": "s", "milestones": [{"id": "m1"}, {"id": "m2"}], "tasks": [
+        {"id": "a", "role": "backend", "description": "a", "milestone": "m1"},
+        {"id": "b", "role": "qa", "description": "b", "milestone": "m2", "depends_on": ["a"]}]})
+    tasks, milestones = planned_work("P", "Build a shop", answer, roles)
+    s.on_attempt("plan", 1, True, answer, None, 0.0, now_ms=1, policy=POLICY, rng=RNG)
+    s.extend(tasks, now_ms=1, milestones=milestones)
+    assert step(s) == ["a"]  # m1 is open at once: no approval asked
+    s.on_attempt("a", 1, True, "done", None, 0.0, now_ms=2, policy=POLICY, rng=RNG)
+    s.advance_sprints(now_ms=2, roles=roles)  # no reviewer here: straight to the re-plan
+    assert [d.task_id for d in s.dispatchable(now_ms=2)] == ["m1:replan"]
+    change = s.plan_change("m1:replan", json.dumps({"summary": "c", "tasks": [
+        {"id": "c", "role": "qa", "description": "c", "milestone": "m2", "depends_on": ["a"]},
+        {"id": "b", "role": "qa", "description": "b", "milestone": "m2", "depends_on": ["a"]}]}), roles)
+    assert change is not None and change.changed == []  # b as it was: plan is carried, not a change
+    assert [t.depends_on for t in change.added] == [("plan", "a")]
+
+
 def test_plans_without_milestones_are_unchanged() -> None:
     s = ProjectState.from_plan(parse_plan(json.dumps({"project": "P", "tasks": [
         {"id": "a", "role": "backend", "description": "a"}]}), ROLES), now_ms=0)
@@ -239,3 +263,39 @@ def test_hostile_replans_and_reviews_never_raise_anything_but_a_plan_error(answe
     except PlanError:
         pass
     s.sprints.on_review(s.dag, s.dag.nodes["m1:review"], text)  # a review is only ever read, never refused
+
+
+IDS = st.sampled_from(["design", "schema", "build", "test", "n1", "n2", "m1", "m2:review", ""])
+TASK = st.fixed_dictionaries({"id": IDS, "role": st.sampled_from(["backend", "qa", "wizard"]),
+                              "description": st.sampled_from(["do it", "", " "])},
+                             optional={"depends_on": st.lists(IDS, max_size=3),
+                                       "milestone": st.sampled_from(["m1", "m2", "m3", "", "bad/id"]),
+                                       "estimate": st.fixed_dictionaries({}, optional={
+                                           "cost_usd": st.floats(allow_nan=True, allow_infinity=True),
+                                           "tokens": st.integers(-5, 10**9)})})
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(TASK, max_size=4), st.lists(IDS, max_size=2),
+       st.lists(st.fixed_dictionaries({"id": st.sampled_from(["m1", "m2", "m3", ""])}), max_size=2))
+def test_any_replan_is_refused_or_leaves_a_dag_that_runs_to_the_end(tasks: list[Any], remove: list[str],
+                                                                    milestones: list[Any]) -> None:
+    s = replan_ready()
+    answer = json.dumps({"summary": "x", "tasks": tasks, "remove": remove, "milestones": milestones})
+    try:
+        change = s.plan_change("m1:replan", answer, ROLES)
+    except PlanError:
+        return
+    assert change is not None
+    finish(s, "m1:replan", answer)
+    s = roundtrip(s)
+    for node in s.dag.nodes.values():  # every edge resolves, both ways
+        assert all(d in s.dag.nodes and node.id in s.dag.dependents[d] for d in node.depends_on)
+    for _ in range(50):  # everything left runs: no task is stranded behind a sprint or an edge
+        ready = step(s, now=10)
+        for tid in ready:
+            finish(s, tid, json.dumps({"summary": "ok", "verdict": "approve", "comments": [], "tasks": [
+                {"id": "x", "role": "qa", "description": "d"}]}))
+        if s.dag.done:
+            break
+    assert s.dag.done
