@@ -18,6 +18,7 @@ from aios.api.auth import AuthMiddleware, document_bearer
 from aios.api.errors import ApiError
 from aios.api.hardening import BodyLimit, SecurityHeaders
 from aios.api.metrics import Metrics
+from aios.api.ops import ops_router, ops_ws_router
 from aios.api.routes import health, router
 from aios.api.services import Services, StoreFactory
 from aios.api.stream import ws_router
@@ -55,6 +56,8 @@ def create_app(settings: Settings, *, store: StoreFactory | None = None) -> Fast
     app.include_router(health)
     app.include_router(router)
     app.include_router(ws_router)
+    app.include_router(ops_router)
+    app.include_router(ops_ws_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -46,3 +46,6 @@ class Metrics:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             REQUESTS.labels(scope["method"], route, str(status)).inc()
             LATENCY.labels(scope["method"], route).observe(time.perf_counter() - start)
+KAFKA_SAMPLES = Counter("aios_api_kafka_samples_total", "Readings of topics' offsets and groups' lag for the Kafka view.")
+KAFKA_SAMPLE_ERRORS = Counter("aios_api_kafka_sample_errors_total",
+                              "Readings of the Kafka view the broker did not answer.")

@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient
 
 from aios.api.auth import Authenticator
 from aios.api.jwt_auth import JwtVerifier
+from aios.api.kafka_live import KafkaMonitor
 from aios.api.keys import ApiKeys
 from aios.api.producer import AsyncProducer
 from aios.api.ratelimit import RateLimiter
@@ -49,6 +50,7 @@ class Services:
         self.sealer = Sealer.from_settings(settings)  # restricted content: sealed on submit, opened to read
         self.view = LiveView(settings, sealer=self.sealer)
         self.hub = Hub(self.view)
+        self.kafka = KafkaMonitor(settings)  # topics, offsets and lag for the dashboard's Kafka view
         # A bounded pool that makes a request wait for a free connection, instead of failing once
         # every connection is busy (the default pool raises MaxConnectionsError under load).
         self.redis: aioredis.Redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
@@ -67,9 +69,11 @@ class Services:
         self.producer = AsyncProducer(self.settings)
         self.hub.start()
         await asyncio.to_thread(self.view.start)
+        self.kafka.start()
 
     async def close(self) -> None:
         self.hub.stop()
+        await asyncio.to_thread(self.kafka.close)
         await asyncio.to_thread(self.view.close)
         if self.producer is not None:
             await asyncio.to_thread(self.producer.close)

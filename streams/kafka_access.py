@@ -67,7 +67,8 @@ def _addresses(kafka: KafkaSettings) -> list[tuple[str, int]]:
     out = []
     for address in kafka.bootstrap.split(","):
         host, _, port = address.strip().rpartition(":")
-        if port.isdigit():
+        # isascii too: str.isdigit() takes '²' and other digits int() refuses.
+        if port.isascii() and port.isdigit():
             out.append((host.strip("[]"), int(port)))
     return out
 

@@ -120,6 +120,9 @@ def serve(port: int, host: str = "127.0.0.1") -> bool:
 ROLE_LIVE_AGENTS = Gauge("aios_role_live_agents", "Live agent workers serving a role (from aios.agents).", ["role"])
 ROLE_IN_FLIGHT = Gauge("aios_role_in_flight_tasks", "Tasks in flight at a role's live agents (from aios.agents).",
                        ["role"])
+DLQ_REPLAYS = Counter("aios_dlq_replays_total", "Dead letters sent back to a topic (`replayed`), refused past "
+                      "AIOS_DLQ_REPLAY_LIMIT or for a cut payload (`refused`), or only shown (`dry_run`).",
+                      ["outcome"])
 
 # `aios up`'s supervisor (aios/devstack/supervisor.py); its /metrics also carries each process's
 # own metrics, labelled with the process they came from.

@@ -550,6 +550,12 @@ class ApiSettings(_Group):
     view_tasks: int = Field(
         200_000, ge=1, description="Tasks the live view remembers in all; over it, the project holding the most "
         "loses its oldest.")
+    kafka_sample_s: float = Field(
+        5.0, gt=0, le=300, description="How often the API samples topics' end offsets and consumer groups' lag for "
+        "the dashboard's Kafka view.")
+    kafka_history_s: int = Field(
+        3600, ge=60, le=86_400, description="How long the API keeps those samples in memory (the lag chart's "
+        "window); a restarted API starts with an empty chart.")
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -579,6 +585,9 @@ class ObservabilitySettings(_Group):
     log_format: Literal["text", "json"] = Field(
         "text", description="text: one line per event for people; json: one JSON object per line. "
         "Either way each carries time, level, process, processor and the task, project and trace ids in scope.")
+    dlq_replay_limit: int = Field(
+        3, ge=1, le=1000, description="How many times the same dead-lettered record (its key and bytes) may be "
+        "replayed; past it `aios dlq replay` and the API refuse, so a record that keeps failing cannot loop.")
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ from aios.cli.api import api_cmd
 from aios.cli.bench import bench
 from aios.cli.demo import demo
 from aios.cli.dev import dev
+from aios.cli.dlq import dlq
 from aios.cli.events import submit, tail
 from aios.cli.keys import keys
 from aios.cli.logs import logs
@@ -29,7 +30,7 @@ def cli() -> None:
 
 
 for command in (api_cmd, keys, dev, topics, submit, tail, up, worker, serve, logs, demo, bench, db, stats, status,
-                cancel, approve, reject, memory, agents, top):
+                cancel, approve, reject, memory, agents, top, dlq):
     cli.add_command(command)
 
 

@@ -1,5 +1,6 @@
 // The AIOS dashboard: projects, a live task board (each project's DAG), live agents, and charts
 // from /v1/stats. Plain ES modules, no build step. The credential stays in sessionStorage.
+import { startKafka } from "./kafka.js";
 import { bars, dag, line } from "./render.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -187,6 +188,7 @@ async function load() {
   if (state.ws) state.ws.onclose = null, state.ws.close();
   connect();
   refreshStats().catch(() => {});
+  startKafka(api, state.token).catch((e) => showError(e.message));
 }
 
 function start(token) {

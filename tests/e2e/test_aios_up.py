@@ -121,7 +121,7 @@ def up(tmp_path_factory: pytest.TempPathFactory, base_settings: Settings) -> Ite
 def submitted(up: Up) -> dict[str, Any]:
     """What the README's submit commands produced, for the tests that read it back."""
     cli = up.cli
-    task = cli.json("submit", "Write a haiku about queues", "--wait", "--timeout", "90")
+    task = cli.json("submit", "Write a haiku about queues", "--wait", "--stream", "--timeout", "90")
     plan = cli.json("submit", "--plan", str(ROOT / "docs/examples/plan.json"), "--wait", "--timeout", "90")
     # The goal needs the planner role: `aios up` serves every role, and the CLI checks the live agents.
     goal = cli.json("submit", "--goal", "Build a URL shortener", "--project", "shortener-goal", "--wait",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError as CKafkaError
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from aios.schemas.errors import ConfigError
@@ -112,6 +112,7 @@ def test_a_plaintext_listener_is_not_mistaken_for_tls() -> None:
 
 
 @given(st.text(max_size=200))
+@example(":²")  # a digit to str.isdigit(), not to int()
 def test_any_bootstrap_string_parses_to_addresses_or_nothing(bootstrap: str) -> None:
     kafka = load_settings().kafka.model_copy(update={"bootstrap": bootstrap})
     for host, port in _addresses(kafka):
