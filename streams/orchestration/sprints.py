@@ -153,6 +153,9 @@ class Sprints:
             if cur.state == RUNNING:
                 if not _ended(dag, k):
                     return added
+                if not _work(dag, k):  # nothing ran (a re-plan emptied it): nothing to review or learn
+                    cur.state, cur.closed_ms = DONE, now_ms
+                    continue
                 cur.state = REVIEWING
                 if REVIEWER_ROLE in roles:
                     added.append(self._add_review(dag, cur))
@@ -369,6 +372,12 @@ class Sprints:
                 changed += dag.cancel(tid, f"sprint {milestone} rejected: {reason}")
         dag.open_sprint = len(self.sprints)
         return changed
+
+    def cancel(self) -> None:
+        """The project was cancelled: sprints not closed end cancelled."""
+        for sprint in self.sprints:
+            if sprint.state not in (DONE, REJECTED):
+                sprint.state = CANCELLED
 
     # --- status ------------------------------------------------------------------------------
 

@@ -241,10 +241,13 @@ class ProjectState:
                                          approve_every=approve_every):
             self.submitted_at[node.id] = now_ms
 
-    def plan_change(self, task_id: str, output: str, roles: set[str]) -> PlanChange | None:
-        """A re-plan step's answer as a validated change (PlanError if invalid); None for other tasks."""
+    def plan_change(self, task_id: str, output: str, roles: set[str], attempt: int | None = None) -> PlanChange | None:
+        """A re-plan step's answer as a validated change (PlanError if invalid); None for other
+        tasks, and for an attempt that is not the current one (stale: it changes nothing)."""
         node = self.dag.nodes.get(task_id)
         if node is None or node.kind != REPLAN or node.state is not State.DISPATCHED:
+            return None
+        if attempt is not None and attempt != node.attempts:
             return None
         # In a goal's project every planned task reads the plan; so do the tasks a re-plan adds.
         carry = (GOAL_TASK,) if self.goal and GOAL_TASK in self.dag.nodes else ()
@@ -306,6 +309,7 @@ class ProjectState:
         changed: list[Node] = []
         if task_id is None:
             self.cancelled = True
+            self.sprints.cancel()
             for tid, n in self.dag.nodes.items():
                 if n.state not in TERMINAL:
                     changed += self.dag.cancel(tid, reason)

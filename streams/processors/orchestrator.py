@@ -316,7 +316,7 @@ class Orchestrator(TransactionalProcessor):
                 ok, error = False, f"the planner's plan is invalid: {exc}"
         elif ok:
             try:
-                change = state.plan_change(v["task_id"], v["output"], self.roles)
+                change = state.plan_change(v["task_id"], v["output"], self.roles, v["attempt"])
             except PlanError as exc:  # as for a goal's plan; once out of attempts, the plan is kept
                 ok, error = False, f"the planner's re-plan is invalid: {exc}"
                 EVENTS.labels(NAME, "replan_invalid").inc()

@@ -228,6 +228,21 @@ def test_in_a_goals_project_the_tasks_a_replan_adds_read_the_plan_too() -> None:
     assert [t.depends_on for t in change.added] == [("plan", "a")]
 
 
+def test_an_empty_sprint_closes_without_a_review_and_a_cancel_ends_the_open_ones() -> None:
+    s = ProjectState.from_plan(parse_plan(json.dumps({"project": "P", "milestones": [{"id": "m0"}, {"id": "m1"}],
+                                                      "tasks": [{"id": "a", "role": "qa", "description": "a",
+                                                                 "milestone": "m1"}]}), ROLES), now_ms=0)
+    assert step(s) == ["a"]  # m0 had nothing to do: no review, no re-plan
+    assert [sp.state for sp in s.sprints.sprints] == ["done", "running"]
+    s.cancel(None, "stop")
+    assert [sp.state for sp in s.sprints.sprints] == ["done", "cancelled"]
+
+
+def test_a_stale_replan_attempt_is_not_read() -> None:
+    s = replan_ready()
+    assert s.plan_change("m1:replan", "not json", ROLES, attempt=7) is None
+
+
 def test_plans_without_milestones_are_unchanged() -> None:
     s = ProjectState.from_plan(parse_plan(json.dumps({"project": "P", "tasks": [
         {"id": "a", "role": "backend", "description": "a"}]}), ROLES), now_ms=0)
