@@ -18,6 +18,7 @@ from aios.schemas.errors import AiosError, SchemaError
 from aios.schemas.events import event_doc
 from aios.schemas.limits import MAX_PRIORITY, MIN_PRIORITY
 from aios.streams.kafka import TopicReader
+from aios.streams.kafka_access import KafkaAccessError
 from aios.streams.readmodels.agent_registry import live_roles_of, require_served
 from aios.streams.readmodels.task_client import TaskClient, build_task
 from aios.streams.settings import Settings
@@ -138,7 +139,11 @@ def check_roles(settings: Settings, needed: set[str], anyway: bool) -> None:
         raise click.ClickException(f"unknown role {', '.join(map(repr, unknown))}; roles: {', '.join(roles.names())} "
                                    "(agents/roles.json)")
     if not anyway:
-        require_served(needed, live_roles_of(agent_statuses(settings, timeout_s=5)))
+        try:
+            statuses = agent_statuses(settings, timeout_s=5)
+        except KafkaAccessError as exc:  # e.g. a principal that may produce tasks but read nothing
+            raise click.ClickException(f"{exc}; or pass --anyway to submit without checking the live agents") from exc
+        require_served(needed, live_roles_of(statuses))
 
 
 def _submit_plan(settings: Any, text: str, wait: bool, timeout: float, anyway: bool, as_json: bool) -> None:

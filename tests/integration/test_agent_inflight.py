@@ -23,6 +23,7 @@ from pydantic import SecretStr
 
 from aios.agents.llm.servers.latency import LatencyProfile, LatencyServer
 from aios.schemas.events import envelope
+from aios.schemas.limits import MAX_ATTEMPT
 from aios.streams.kafka import EventProducer, TopicReader, make_consumer
 from aios.streams.pipeline import running
 from aios.streams.settings import Settings
@@ -296,10 +297,13 @@ def test_hostile_records_are_dead_lettered_and_the_worker_goes_on(settings: Sett
             producer = EventProducer(settings)
             for raw in garbage:
                 producer.send_raw(topic, b"\xc3\x01" + raw if len(raw) % 2 else raw, key="junk")
-            odd = [{**envelope(), "task_id": f"odd/{i}\u202e", "project_id": "p\x00q", "role": "general",
-                    "description": text, "attempt": 2**31 - 1, "context": {"dep": text * 3},
+            # Schema-valid and within the limits, however odd: work like any other.
+            odd = [{**envelope(), "task_id": f"odd-{i}", "project_id": "p.q", "role": "general",
+                    "description": f"odd {text}", "attempt": MAX_ATTEMPT, "context": {"dep": text * 3},
                     "submitted_at": envelope()["timestamp"]} for i, text in enumerate(descriptions)]
-            for a in odd:
+            # Schema-valid but outside the limits (ids with '/', NUL and a bidi override): dead letters.
+            bad = [{**a, "task_id": f"odd/{i}\u202e", "project_id": "p\x00q"} for i, a in enumerate(odd)]
+            for a in odd + bad:
                 producer.send(topic, "Assignment", a, key=a["task_id"])
             producer.flush()
             [normal] = await asyncio.to_thread(assignments, settings, 1)
@@ -309,5 +313,6 @@ def test_hostile_records_are_dead_lettered_and_the_worker_goes_on(settings: Sett
 
     done, letters = asyncio.run(scenario())
     assert {a["status"] for a in done} == {"succeeded"}, "schema-valid odd input is work like any other"
-    assert len([d for d in letters if d["processor"] == "agents"]) == len(garbage)
-    assert committed(settings) == len(garbage) + len(descriptions) + 1
+    assert len(done) == len(descriptions) + 1
+    assert len([d for d in letters if d["processor"] == "agents"]) == len(garbage) + len(descriptions)
+    assert committed(settings) == len(garbage) + 2 * len(descriptions) + 1
