@@ -119,6 +119,8 @@ async def submit_project(request: Request, body: ProjectIn, who: Submitter) -> P
     project's status notes: the work waits for them."""
     check_write(who, body.project)
     svc = services(request)
+    if body.goal is not None and body.milestones:
+        raise ApiError("milestones come with tasks; for a goal, the planner chooses the sprints")
     if body.goal is not None and PLANNER_ROLE in svc.settings.processing.roles and "role" not in body.model_fields_set:
         if svc.view.project(body.project) is not None:
             raise Conflict(f"project {body.project!r} already exists; plans are submitted once, choose another id")

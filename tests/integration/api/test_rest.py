@@ -182,6 +182,8 @@ async def test_a_plan_in_sprints_shows_them_and_a_sprint_is_approved_by_its_mile
                        "acceptance": "has a design", "estimate": {"tokens": 10, "seconds": 1, "cost_usd": 0.5}},
                       {"id": "b", "role": "general", "description": "build", "milestone": "m2", "depends_on": ["a"]}]}
     async with running(settings, ["orchestrator", "results", "agents"]), api_client(settings, as_admin=True) as api:
+        refused = await api.post("/v1/projects", json={"project": "sg", "goal": "x", "milestones": [{"id": "m1"}]})
+        assert refused.status_code == 400 and "for a goal, the planner chooses" in refused.json()["detail"]
         assert (await api.post("/v1/projects", json=plan)).status_code == 202
         waiting = await poll(lambda: api.get("/v1/projects/sp"), lambda r: r.status_code == 200
                              and r.json()["sprints"] and r.json()["sprints"][0]["state"] == "awaiting_approval")
