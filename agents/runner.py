@@ -39,6 +39,7 @@ from aios.schemas.limits import MAX_ERROR_CHARS, MAX_OUTPUT_BYTES, cut, cut_utf8
 # Budgets in characters (~4 per token) keep a prompt well inside small context windows even when
 # dependency outputs are long; the newest context is kept, the oldest dropped first.
 DESCRIPTION_BUDGET = 4_000
+ACCEPTANCE_BUDGET = 1_000
 DEPENDENCY_BUDGET = 2_000
 HISTORY_BUDGET = 3_000
 TOTAL_BUDGET = 12_000
@@ -69,6 +70,7 @@ class AgentTask:
     recall: Sequence[str] = ()  # texts recalled from vector memory, best first
     privacy: str = "normal"  # "restricted" keeps every call on local deployments
     strategy: str | None = None  # overrides the role's routing strategy for this task
+    acceptance: str = ""  # how the task will be judged done (a sprint's review checks it)
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,9 @@ def build_request(task: AgentTask, *, max_tokens: int = 1024, budget: TokenBudge
     """
     system = system_prompt(task.role)
     head = [f"Task: {_trim(task.description, DESCRIPTION_BUDGET)}"]
+    if task.acceptance.strip():
+        head.append(f"Acceptance criterion (the work is judged done against it): "
+                    f"{_trim(task.acceptance, ACCEPTANCE_BUDGET)}")
     if task.context:
         outputs = [f"[{dep}]\n{_trim(out, DEPENDENCY_BUDGET)}" for dep, out in sorted(task.context.items())]
         head.append("Outputs of the tasks this depends on:\n" + "\n\n".join(outputs))

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from aios.schemas import limits as L
-from aios.streams.orchestration.plan import JsonInt, PlannedTask
+from aios.streams.orchestration.plan import JsonInt, Milestone, PlannedTask
 
 ID = L.ID_PATTERN
 ROLE = L.ROLE_PATTERN
@@ -58,6 +58,8 @@ class ProjectIn(Strict):
     tasks: Annotated[list[PlannedTask], Field(min_length=1, max_length=L.MAX_PLAN_TASKS)] | \
         SkipJsonSchema[None] = Field(None, description="The plan: tasks and their dependencies.")
     budget_usd: float | None = Field(None, ge=0, le=L.MAX_BUDGET_USD, strict=True, allow_inf_nan=False)
+    milestones: list[Milestone] = Field(default_factory=list, max_length=L.MAX_MILESTONES,
+                                        description="With tasks: sprints, in the order they run.")
 
     @model_validator(mode="before")
     @classmethod
@@ -160,6 +162,44 @@ class TaskEntryOut(BaseModel):
     attempts: int
     reason: str
     depends_on: list[str] = Field(default_factory=list)
+    milestone: str = Field("", description="The sprint the task runs in; empty: none.")
+    review: str = Field("", description="The sprint review's verdict on the task.")
+    estimate_tokens: int = 0
+    estimate_seconds: float = 0.0
+    estimate_usd: float = 0.0
+    tokens: int = Field(0, description="Actual tokens in and out, over every attempt.")
+    seconds: float = Field(0.0, description="Actual seconds in LLM calls, over every attempt.")
+    cost_usd: float = 0.0
+
+
+class SprintOut(BaseModel):
+    """A sprint (milestone): its state and its tasks' estimates against actuals."""
+
+    id: str
+    title: str
+    state: str
+    review: str
+    tasks: int
+    finished: int
+    estimate_tokens: int
+    estimate_seconds: float
+    estimate_usd: float
+    tokens: int
+    seconds: float
+    cost_usd: float
+
+
+class ReplanOut(BaseModel):
+    """What a re-plan changed (ids listed up to 100 per kind; ``counts`` are whole), or why it failed."""
+
+    after: str
+    state: str
+    summary: str
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+    counts: dict[str, int]
+    error: str
 
 
 class ProjectOut(BaseModel):
@@ -174,6 +214,8 @@ class ProjectOut(BaseModel):
     elapsed_ms: int
     notes: list[str]
     tasks: list[TaskEntryOut]
+    sprints: list[SprintOut] = Field(default_factory=list)
+    replans: list[ReplanOut] = Field(default_factory=list)
 
 
 class ProjectSummary(BaseModel):

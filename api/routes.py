@@ -42,7 +42,7 @@ from aios.connectors.history.queries import stats as history_stats
 from aios.schemas.events import envelope, now_ms
 from aios.schemas.sealed import is_sealed
 from aios.streams.orchestration.goal import GOAL_TASK, PLANNER_ROLE
-from aios.streams.orchestration.plan import Plan, PlanError, PlannedTask, validate_plan
+from aios.streams.orchestration.plan import Plan, PlanError, PlannedTask, plan_record, validate_plan
 from aios.streams.readmodels.agent_registry import is_forgotten, live_roles_of, shown_state
 from aios.streams.readmodels.task_client import build_task
 
@@ -119,6 +119,8 @@ async def submit_project(request: Request, body: ProjectIn, who: Submitter) -> P
     project's status notes: the work waits for them."""
     check_write(who, body.project)
     svc = services(request)
+    if body.goal is not None and body.milestones:
+        raise ApiError("milestones come with tasks; for a goal, the planner chooses the sprints")
     if body.goal is not None and PLANNER_ROLE in svc.settings.processing.roles and "role" not in body.model_fields_set:
         if svc.view.project(body.project) is not None:
             raise Conflict(f"project {body.project!r} already exists; plans are submitted once, choose another id")
@@ -129,17 +131,15 @@ async def submit_project(request: Request, body: ProjectIn, who: Submitter) -> P
                                unserved_roles=_unserved(svc, {PLANNER_ROLE}))
     tasks = body.tasks or [PlannedTask(id="goal", role=body.role, description=body.goal or "")]
     try:
-        plan = Plan(project=body.project, tasks=tuple(tasks), budget_usd=body.budget_usd)
+        plan = Plan(project=body.project, tasks=tuple(tasks), budget_usd=body.budget_usd,
+                    milestones=tuple(body.milestones))
         validate_plan(plan, svc.settings.processing.roles)
     except PlanError as exc:
         raise ApiError(str(exc)) from exc
     if svc.view.project(body.project) is not None:
         raise Conflict(f"project {body.project!r} already exists; plans are submitted once, choose another id")
     event = {**envelope(), "project_id": plan.project, "goal": body.goal or "", "budget_usd": plan.budget_usd,
-             "submitted_by": "api",
-             "tasks": [{"task_id": t.id, "role": t.role, "description": t.description,
-                        "depends_on": list(t.depends_on), "priority": t.priority, "acceptance": t.acceptance,
-                        "requires_approval": t.requires_approval, "privacy": t.privacy} for t in plan.tasks]}
+             "submitted_by": "api", **plan_record(plan)}
     await svc.produce(svc.topics.projects, "ProjectPlan", svc.sealer.seal_plan(event), plan.project)
     return ProjectAccepted(project_id=plan.project, task_ids=[t.id for t in plan.tasks], trace_id=event["trace_id"],
                            unserved_roles=_unserved(svc, {t.role for t in plan.tasks}))
@@ -159,10 +159,15 @@ async def _control(request: Request, who: Principal, task_id: str, project: str 
                    reason: str) -> ControlAccepted:
     svc = services(request)
     rec = svc.view.find_task(task_id, lambda p: project in (None, p) and who.sees(p))
-    if rec is None:
+    owner = rec.project_id if rec is not None else None
+    if owner is None and project is not None and who.sees(project) and action != "cancel":
+        # A milestone id approves or rejects its sprint at the boundary.
+        status = svc.view.project(project)
+        owner = project if status and any(sp["id"] == task_id for sp in status.get("sprints", ())) else None
+    if owner is None:
         raise NotFound(f"no task {task_id!r} is known; check the id (GET /v1/projects/{{id}} lists them)")
-    await svc.control(rec.project_id, action, task_id, reason, f"api:{who.via}:{who.subject}")
-    return ControlAccepted(project_id=rec.project_id, task_id=task_id, action=action)  # type: ignore[arg-type]
+    await svc.control(owner, action, task_id, reason, f"api:{who.via}:{who.subject}")
+    return ControlAccepted(project_id=owner, task_id=task_id, action=action)  # type: ignore[arg-type]
 
 
 ProjectQuery = Annotated[str | None, Query(max_length=128, pattern=ID)]
@@ -170,7 +175,7 @@ ProjectQuery = Annotated[str | None, Query(max_length=128, pattern=ID)]
 
 @router.post("/tasks/{task_id}/approve", status_code=202, response_model=ControlAccepted)
 async def approve(request: Request, task_id: TaskId, who: Operator, project: ProjectQuery = None) -> ControlAccepted:
-    """Let a task waiting in awaiting_approval run."""
+    """Let a task waiting in awaiting_approval run; a milestone id (with ``project``) opens its sprint."""
     return await _control(request, who, task_id, project, "approve", "")
 
 

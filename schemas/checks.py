@@ -114,6 +114,19 @@ def _planned(p: _Problems, t: Mapping[str, Any], prefix: str = "") -> None:
     p.found += [prefix + problem for problem in sub.found]
 
 
+def _sprint_fields(p: _Problems, t: Mapping[str, Any], prefix: str) -> None:
+    """A plan task's acceptance, milestone and estimate."""
+    sub = _Problems()
+    sub.text(t, "acceptance", L.MAX_ACCEPTANCE_CHARS)
+    if t.get("milestone"):
+        sub.ident(t, "milestone")
+    if "estimate_tokens" in t:
+        sub.integer(t, "estimate_tokens", 0, L.MAX_ESTIMATE_TOKENS)
+        sub.number(t, "estimate_seconds", 0.0, L.MAX_ESTIMATE_SECONDS)
+        sub.number(t, "estimate_usd", 0.0, L.MAX_BUDGET_USD)
+    p.found += [prefix + problem for problem in sub.found]
+
+
 def check_task(v: Mapping[str, Any]) -> None:
     p = _Problems()
     p.envelope(v)
@@ -143,9 +156,18 @@ def check_plan(v: Mapping[str, Any]) -> None:
     else:
         for i, t in enumerate(tasks):
             _planned(p, t, f"tasks[{i}].")
-            p.text(t, "acceptance", L.MAX_ACCEPTANCE_CHARS)
+            _sprint_fields(p, t, f"tasks[{i}].")
             if len(p.found) > 20:  # enough to say what is wrong
                 break
+    milestones = v.get("milestones") or []
+    if len(milestones) > L.MAX_MILESTONES:
+        p.add("milestones", f"{len(milestones)} milestones; at most {L.MAX_MILESTONES}")
+    else:
+        for i, m in enumerate(milestones):
+            sub = _Problems()
+            sub.ident(m, "id")
+            sub.text(m, "title", L.MAX_TITLE_CHARS)
+            p.found += [f"milestones[{i}].{problem}" for problem in sub.found]
     if not tasks and not (isinstance(v.get("goal"), str) and L.not_blank(v["goal"])):
         p.add("tasks", "a plan needs tasks, or a goal for the planner")
     p.raise_if_any("ProjectPlan")
@@ -203,6 +225,7 @@ def check_assignment(v: Mapping[str, Any]) -> None:
     p.integer(v, "priority", L.MIN_PRIORITY, L.MAX_PRIORITY)
     p.text(v, "privacy", L.MAX_PRIVACY_CHARS, optional=True)
     p.text(v, "strategy", L.MAX_STRATEGY_CHARS, optional=True)
+    p.text(v, "acceptance", L.MAX_ACCEPTANCE_CHARS, optional=True)
     context = v.get("context") or {}
     if len(context) > L.MAX_DEPENDENCIES:
         p.add("context", f"{len(context)} entries; at most {L.MAX_DEPENDENCIES}")

@@ -46,6 +46,10 @@ MAX_METADATA_VALUE_CHARS = 2_000
 # --- graphs -----------------------------------------------------------------------------------
 MAX_DEPENDENCIES = 1_000  # per task
 MAX_PLAN_TASKS = 10_000  # per plan
+MAX_MILESTONES = 50  # sprints per plan (each runs, is reviewed and re-planned in turn)
+MAX_TITLE_CHARS = 500  # a milestone's title
+MAX_ESTIMATE_TOKENS = 100_000_000  # a task's estimate (tokens in and out)
+MAX_ESTIMATE_SECONDS = 30 * 24 * 3600.0
 
 # --- what agents produce ------------------------------------------------------------------------
 MAX_ATTEMPT = 10_000

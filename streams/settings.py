@@ -508,6 +508,9 @@ class ProcessingSettings(_Group):
         description="How long an agent waits for the answer to one ask_agent question before the model is told "
         "there was none. Keep it under AIOS_TASK_TIMEOUT_S: the wait counts in the asker's attempt.")
     project_concurrency: int = Field(64, ge=1, description="Tasks of one project in flight at once.")
+    sprint_approval: Literal["plan", "every"] = Field(
+        "plan", description="plan: a sprint waits in awaiting_approval when its milestone says requires_approval; "
+        "every: every sprint after the first waits for `aios approve MILESTONE --project P`.")
     role_concurrency: dict[str, int] = Field(
         default_factory=dict,
         description="Tasks of one role in flight at once within a project (JSON, e.g. {\"qa\": 2}).")

@@ -18,6 +18,10 @@ from typing import Any
 from aios.agents.llm.base import ChatRequest, ChatResponse, OnDelta, Usage
 
 OFFLINE_LABEL = "[offline provider — no LLM was called]"
+# The id suffix of a sprint's re-plan step (the orchestrator names them so): the offline provider
+# answers one with the contract's second example, a change to the remaining plan, so a goal
+# planned in sprints runs its whole loop offline, deterministically.
+REPLAN_TASK_SUFFIX = ":replan"
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_\-]{3,}")
 _STOPWORDS = frozenset(
@@ -44,7 +48,8 @@ class OfflineProvider:
         started = time.perf_counter()
         text = offline_answer(request.last_user_text())
         if request.response_schema is not None:
-            text = json.dumps(offline_instance(request.response_schema, text))
+            replan = request.metadata.get("task_id", "").endswith(REPLAN_TASK_SUFFIX)
+            text = json.dumps(offline_instance(request.response_schema, text, example=1 if replan else 0))
         elapsed_ms = (time.perf_counter() - started) * 1000
         if on_delta is not None:
             on_delta(text)
@@ -100,17 +105,18 @@ def _keywords(prompt: str) -> list[str]:
     return list(seen)
 
 
-def offline_instance(schema: Mapping[str, Any], answer: str, name: str = "") -> Any:
+def offline_instance(schema: Mapping[str, Any], answer: str, name: str = "", *, example: int = 0) -> Any:
     """A value meeting ``schema`` (the subset role contracts use), with ``answer`` in ``summary``.
 
-    A schema with ``examples`` gets its first example. Objects get every property they declare, arrays their ``minItems`` items, enums their first
+    A schema with ``examples`` gets example number ``example`` (the first if it has fewer). Objects get every property they declare, arrays their ``minItems`` items, enums their first
     value; strings say they are offline, so structured output is as clearly labelled as text.
     """
     if "enum" in schema:
         return schema["enum"][0]
     if schema.get("examples"):
         # A contract's own example (the planner's: a small plan of real roles), labelled in its summary.
-        example = copy.deepcopy(schema["examples"][0])
+        examples = schema["examples"]
+        example = copy.deepcopy(examples[example if example < len(examples) else 0])
         if isinstance(example, dict) and "summary" in example:
             example["summary"] = answer
         return example

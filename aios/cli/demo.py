@@ -9,7 +9,9 @@ import click
 
 from aios.cli.common import settings_or_exit
 from aios.cli.output import console, emit_json, json_option
+from aios.cli.projects import show_status
 from aios.schemas.errors import AiosError
+from aios.schemas.events import event_doc
 from aios.streams.readmodels.task_client import Delivered
 
 
@@ -18,10 +20,10 @@ from aios.streams.readmodels.task_client import Delivered
 @json_option
 def demo(no_stack: bool, as_json: bool) -> None:
     """Run a sample project of several tasks through the embedded pipeline."""
-    from aios.cli.demo_project import run_demo
+    from aios.cli.demo_project import demo_settings, run_demo
     from aios.streams.topics import create_topics
 
-    settings = settings_or_exit()
+    settings = demo_settings(settings_or_exit())
     try:
         if not no_stack:
             from aios.devstack import up as stack_up
@@ -46,7 +48,7 @@ def demo(no_stack: bool, as_json: bool) -> None:
     except AiosError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
-        emit_json(dataclasses.asdict(report))
+        emit_json({**dataclasses.asdict(report), "sprint_status": event_doc(report.sprint_status)})
         return
     console.print(f"\nproject {report.project}: {len(report.results)} tasks in {report.seconds}s")
     for r in report.results:
@@ -56,3 +58,6 @@ def demo(no_stack: bool, as_json: bool) -> None:
     console.print(f"Redis: {report.redis_key} holds {report.redis_turns} turns")
     by_type = ", ".join(f"{k} {v}" for k, v in report.clickhouse_rows_by_type.items())
     console.print(f"ClickHouse ({report.clickhouse_engine}): {report.clickhouse_rows} rows for the project ({by_type})")
+    if report.sprint_status:
+        console.print(f"\nA goal planned in sprints (`aios status {report.sprint_project}`):")
+        show_status(report.sprint_project, report.sprint_status)

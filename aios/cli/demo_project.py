@@ -14,7 +14,7 @@ from aios.streams.engine.runtime import llm_config
 from aios.streams.errors import OrchestrationError
 from aios.streams.pipeline import running
 from aios.streams.processors import PROCESSORS
-from aios.streams.readmodels.task_client import Delivered, TaskClient, build_task
+from aios.streams.readmodels.task_client import Delivered, TaskClient, build_task, wait_project
 from aios.streams.settings import Settings
 
 SAMPLE_PROJECT = [
@@ -24,6 +24,15 @@ SAMPLE_PROJECT = [
     "Write the README introduction for the URL shortener in three sentences.",
     "Estimate the monthly cost of serving 10 million redirects.",
 ]
+# A goal planned in sprints: the offline planner's example plan has two milestones, a review closes
+# each and its re-plan (the contract's second example) changes the second sprint's work.
+SPRINT_GOAL = "Build a URL shortener, in sprints"
+SPRINT_ROLES = ("planner", "reviewer", "backend", "qa")
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """The demo's roles: the configured ones and those the sprint example needs."""
+    return settings.replace(roles=tuple(dict.fromkeys((*settings.processing.roles, *SPRINT_ROLES))))
 
 
 @dataclass
@@ -37,6 +46,8 @@ class DemoReport:
     clickhouse_rows: int = 0
     clickhouse_rows_by_type: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    sprint_project: str = ""
+    sprint_status: dict[str, Any] = field(default_factory=dict)  # its final ProjectStatus
 
 
 async def run_demo(settings: Settings, *, on_result: Callable[[Delivered], None] | None = None,
@@ -53,9 +64,14 @@ async def run_demo(settings: Settings, *, on_result: Callable[[Delivered], None]
                      for text in SAMPLE_PROJECT]
             for task in tasks:
                 client.submit(task, flush=False)
+            report.sprint_project = f"{project}-sprints"
+            if set(SPRINT_ROLES) <= set(settings.processing.roles):
+                client.submit_goal(report.sprint_project, SPRINT_GOAL, submitted_by="demo")
             await asyncio.to_thread(client.producer.flush)
             ids = [t["task_id"] for t in tasks]
             found = await asyncio.to_thread(client.wait, ids, timeout_s, on_result)
+            if set(SPRINT_ROLES) <= set(settings.processing.roles):
+                report.sprint_status = await asyncio.to_thread(wait_project, settings, report.sprint_project, timeout_s)
         finally:
             client.close()
         rt = live.runtime

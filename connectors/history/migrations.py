@@ -237,6 +237,11 @@ def _v10_result_artifacts() -> tuple[str, ...]:
             "AFTER recall",)
 
 
+def _v11_assignment_acceptance() -> tuple[str, ...]:
+    # Assignment.acceptance: the criterion the agent's prompt states and a sprint's review checks.
+    return (f"ALTER TABLE {DATABASE}.assignments ADD COLUMN IF NOT EXISTS acceptance String AFTER submitted_at",)
+
+
 def migrations(ttl_days: int) -> list[Migration]:
     """Every migration, in order; ``ttl_days`` is the retention written into new tables."""
     if ttl_days < 1:
@@ -253,6 +258,7 @@ def migrations(ttl_days: int) -> list[Migration]:
         Migration(8, "latency rollup without pickups", _v8_latency_without_pickups()),
         Migration(9, "hops: each record's producing process and traceparent", _v9_hops(ttl_days)),
         Migration(10, "results.artifacts", _v10_result_artifacts()),
+        Migration(11, "assignments.acceptance", _v11_assignment_acceptance()),
     ]
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from aios.schemas.limits import DEPENDENCY_EXCERPT_BYTES, MAX_CONTEXT_BYTES, excerpt
 from aios.streams.orchestration.graph import topological_order
-from aios.streams.orchestration.plan import Plan
+from aios.streams.orchestration.plan import Plan, PlannedTask, sprint_numbers
 
 
 class State(enum.StrEnum):
@@ -51,6 +51,27 @@ class Node:
     dispatched_ms: int | None = None  # when the current attempt went out (for its pickup timeout)
     started_ms: int | None = None  # when an agent picked the current attempt up (for its timeout)
     output_ref: str = ""  # where the whole output can be read (the attempt that produced it)
+    # Sprints (sprints.py): the sprint the task runs in (0: before any), and what a sprint's own
+    # steps are ("review", "replan"; "" for planned work). A task waits until its sprint opens.
+    sprint: int = 0
+    kind: str = ""
+    estimate_tokens: int = 0
+    estimate_seconds: float = 0.0
+    estimate_usd: float = 0.0
+    # Actuals, summed over every attempt: tokens in and out, seconds in LLM calls, cost.
+    tokens: int = 0
+    seconds: float = 0.0
+    cost_usd: float = 0.0
+    review: str = ""  # the sprint review's verdict on this task: "" | approve | request_changes: why
+
+
+def node_of(t: PlannedTask, sprint: int = 0) -> Node:
+    """A planned task as a DAG node, in ``sprint``."""
+    e = t.estimate
+    return Node(t.id, t.role, t.priority, t.depends_on, t.requires_approval, description=t.description,
+                acceptance=t.acceptance, privacy=t.privacy, sprint=sprint,
+                estimate_tokens=e.tokens if e else 0, estimate_seconds=e.seconds if e else 0.0,
+                estimate_usd=e.cost_usd if e else 0.0)
 
 
 def _order(n: Node) -> tuple[int, str]:
@@ -75,10 +96,11 @@ class ProjectDag:
         # Ids of nodes changed since the orchestrator last wrote this project's state: only those
         # go to the state log (rewriting a 1,000-task project per event was its main cost).
         self.touched: set[str] = set()
+        self.open_sprint = 0  # tasks of later sprints wait, whatever their dependencies
         self._init_index()
+        sprint = sprint_numbers(plan.milestones)
         for t in plan.tasks:
-            self.add(Node(t.id, t.role, t.priority, t.depends_on, t.requires_approval,
-                          description=t.description, acceptance=t.acceptance, privacy=t.privacy), ready=False)
+            self.add(node_of(t, sprint.get(t.milestone, 0)), ready=False)
         for node in self.nodes.values():
             self._maybe_ready(node)
 
@@ -86,6 +108,7 @@ class ProjectDag:
     def empty(cls, project: str) -> ProjectDag:
         dag = cls.__new__(cls)
         dag.project, dag.nodes, dag.dependents, dag.touched = project, {}, {}, set()
+        dag.open_sprint = 0
         dag._init_index()
         return dag
 
@@ -116,6 +139,21 @@ class ProjectDag:
         self.touched.discard(task_id)
         return node
 
+    def drop(self, task_id: str) -> Node:
+        """Remove a task nothing left depends on (a re-plan dropped or replaced it), and its edges."""
+        node = self.remove(task_id)
+        for dep in node.depends_on:
+            if task_id in self.dependents.get(dep, ()):
+                self.dependents[dep].remove(task_id)
+        return node
+
+    def open(self, sprint: int) -> None:
+        """Let the tasks of sprints up to ``sprint`` run once their dependencies have succeeded."""
+        self.open_sprint = sprint
+        for node in list(self.nodes.values()):
+            if node.sprint == sprint:
+                self._maybe_ready(node)
+
     def add(self, node: Node, *, ready: bool = True) -> None:
         """Add a task whose dependencies are already in the DAG (standalone tasks join this way)."""
         self.nodes[node.id] = node
@@ -129,11 +167,23 @@ class ProjectDag:
         for dep in node.depends_on:
             self.dependents.setdefault(dep, []).append(node.id)
         if ready:
-            if any(self.nodes[d].state in (State.FAILED, State.SKIPPED, State.CANCELLED) for d in node.depends_on):
-                self.set_state(node, State.SKIPPED)
-                node.reason = "a dependency did not succeed"
-            else:
-                self._maybe_ready(node)
+            self.settle(node)
+
+    def settle(self, node: Node) -> None:
+        """A new node whose dependencies are all in the DAG: skipped if one did not succeed, else
+        ready (or awaiting approval) once they have."""
+        if any(self.nodes[d].state in (State.FAILED, State.SKIPPED, State.CANCELLED) for d in node.depends_on):
+            self.set_state(node, State.SKIPPED)
+            node.reason = "a dependency did not succeed"
+        else:
+            self._maybe_ready(node)
+
+    def reindex_edges(self) -> None:
+        """Rebuild who depends on whom (after a re-plan replaced tasks others depend on)."""
+        self.dependents = {tid: [] for tid in self.nodes}
+        for node in self.nodes.values():
+            for dep in node.depends_on:
+                self.dependents.setdefault(dep, []).append(node.id)
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -291,6 +341,8 @@ class ProjectDag:
 
     def _maybe_ready(self, node: Node) -> bool:
         if node.state not in (State.PENDING, State.AWAITING_APPROVAL) or node.retry_at_ms is not None:
+            return False
+        if node.sprint > self.open_sprint:
             return False
         if not all(self.nodes[d].state is State.SUCCEEDED for d in node.depends_on):
             return False

@@ -14,11 +14,11 @@ from collections.abc import Iterable
 
 from aios.schemas.jsonlimits import JsonTooDeepError, parse_json
 from aios.streams.orchestration.graph import levels
-from aios.streams.orchestration.plan import Plan, PlanError, PlannedTask, parse_plan
+from aios.streams.orchestration.plan import Milestone, Plan, PlanError, PlannedTask, parse_plan
 
 GOAL_TASK = "plan"
 PLANNER_ROLE = "planner"
-_PLANNED_FIELDS = ("id", "role", "description", "depends_on", "priority", "acceptance")
+_PLANNED_FIELDS = ("id", "role", "description", "depends_on", "priority", "acceptance", "milestone", "estimate")
 
 
 def goal_plan(project: str, goal: str, budget_usd: float | None, roles: Iterable[str]) -> Plan:
@@ -34,6 +34,13 @@ def goal_plan(project: str, goal: str, budget_usd: float | None, roles: Iterable
 
 def planned_tasks(project: str, goal: str, output: str, roles: Iterable[str]) -> tuple[PlannedTask, ...]:
     """The tasks of the planner's answer, each depending on the planner task, in dependency order."""
+    return planned_work(project, goal, output, roles)[0]
+
+
+def planned_work(project: str, goal: str, output: str,
+                 roles: Iterable[str]) -> tuple[tuple[PlannedTask, ...], tuple[Milestone, ...]]:
+    """The planner's answer as tasks (each depending on the planner task, in dependency order) and
+    the milestones (sprints) they are grouped in, if the answer has any."""
     try:
         answer = parse_json(output)
     except json.JSONDecodeError as exc:
@@ -54,8 +61,14 @@ def planned_tasks(project: str, goal: str, output: str, roles: Iterable[str]) ->
         kept = {k: t[k] for k in _PLANNED_FIELDS if k in t}
         kept["depends_on"] = [GOAL_TASK, *[d for d in deps if d != GOAL_TASK]]
         doc_tasks.append(kept)
-    plan = parse_plan(json.dumps({"project": project, "tasks": doc_tasks}), roles)
-    return _dependency_order(plan.tasks[1:])
+    doc: dict[str, object] = {"project": project, "tasks": doc_tasks}
+    milestones = answer.get("milestones")
+    if milestones is not None:
+        if not isinstance(milestones, list):
+            raise PlanError([f"the planner's milestones are not a list but {_json_type(milestones)}"])
+        doc["milestones"] = milestones
+    plan = parse_plan(json.dumps(doc), roles)
+    return _dependency_order(plan.tasks[1:]), plan.milestones
 
 
 def _json_type(value: object) -> str:

@@ -1,8 +1,10 @@
 """The plan format (`aios submit --plan plan.json`) and its validation.
 
-A plan is a set of tasks with roles and ``depends_on`` edges. Validation rejects unknown roles,
-dangling and self dependencies, duplicate ids and cycles, naming the offending tasks, before
-anything is produced, so a plan is never half-submitted.
+A plan is a set of tasks with roles and ``depends_on`` edges, optionally grouped into milestones
+(sprints, run one at a time, each reviewed and re-planned: see sprints.py). Validation rejects
+unknown roles, dangling and self dependencies, duplicate ids, cycles, unknown milestones and
+dependencies on a later sprint, naming the offending tasks, before anything is produced, so a
+plan is never half-submitted.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pydantic import (
     ValidationError,
 )
 
+from aios.agents.llm.offline import REPLAN_TASK_SUFFIX
 from aios.schemas import limits as L
 from aios.schemas.jsonlimits import JsonTooDeepError, parse_json
 from aios.streams.errors import OrchestrationError
@@ -65,6 +68,34 @@ Description = Annotated[str, Field(min_length=1, pattern=L.NOT_BLANK_PATTERN, de
                         AfterValidator(_description_within_limit)]
 
 
+MilestoneRef = Annotated[str, Field(max_length=L.MAX_ID_CHARS, pattern=r"^[A-Za-z0-9._:-]*$",
+                                    description="The milestone (sprint) the task belongs to; empty: "
+                                    "before the first sprint.")]
+
+
+class Estimate(BaseModel):
+    """What a task is expected to take; `aios status` sets the actuals beside it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tokens: JsonInt = Field(default=0, ge=0, le=L.MAX_ESTIMATE_TOKENS, description="LLM tokens, in and out.")
+    seconds: float = Field(default=0.0, ge=0, le=L.MAX_ESTIMATE_SECONDS, allow_inf_nan=False,
+                           description="Time in LLM calls.")
+    cost_usd: float = Field(default=0.0, ge=0, le=L.MAX_BUDGET_USD, allow_inf_nan=False)
+
+
+class Milestone(BaseModel):
+    """A sprint: its tasks run together; at its end a review and a re-plan run before the next."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, max_length=L.MAX_ID_CHARS, pattern=L.ID_PATTERN,
+                    description="Unique among the milestones and the task ids; tasks name it.")
+    title: str = Field(default="", max_length=L.MAX_TITLE_CHARS, description="What the sprint delivers.")
+    requires_approval: StrictBool = Field(default=False, description="The sprint waits in awaiting_approval "
+                                          "until `aios approve PROJECT MILESTONE`.")
+
+
 class PlannedTask(BaseModel):
     # The limits every entry point shares (schemas/limits.py), so the API's schema states them too.
     # Strict numbers and flags: a JSON true is not the priority 1, nor "yes" an approval.
@@ -82,6 +113,8 @@ class PlannedTask(BaseModel):
     requires_approval: StrictBool = Field(default=False, description="Wait in awaiting_approval before dispatch.")
     privacy: Literal["normal", "restricted"] = Field(
         default="normal", description="restricted: only local models see the task (and its prompt).")
+    milestone: MilestoneRef = ""
+    estimate: Estimate | None = Field(default=None, description="Expected tokens, time and cost.")
 
 
 class Plan(BaseModel):
@@ -91,6 +124,32 @@ class Plan(BaseModel):
     tasks: tuple[PlannedTask, ...] = Field(min_length=1, max_length=L.MAX_PLAN_TASKS)
     budget_usd: float | None = Field(default=None, ge=0, le=L.MAX_BUDGET_USD, allow_inf_nan=False,
                                      description="Stop dispatching once spent.")
+    milestones: tuple[Milestone, ...] = Field(default=(), max_length=L.MAX_MILESTONES,
+                                              description="Sprints, in the order they run (optional).")
+
+
+# The ids of the steps that close a sprint: its review and its re-plan. No task may take them.
+REVIEW_SUFFIX = ":review"
+REPLAN_SUFFIX = REPLAN_TASK_SUFFIX
+
+
+def sprint_numbers(milestones: Iterable[Milestone]) -> dict[str, int]:
+    """Milestone id -> its sprint number (1, 2, ...); tasks outside any milestone are sprint 0."""
+    return {m.id: i for i, m in enumerate(milestones, start=1)}
+
+
+def plan_record(plan: Plan) -> dict[str, Any]:
+    """The plan's tasks and milestones as the ProjectPlan event's fields."""
+    return {
+        "tasks": [{"task_id": t.id, "role": t.role, "description": t.description,
+                   "depends_on": list(t.depends_on), "priority": t.priority, "acceptance": t.acceptance,
+                   "requires_approval": t.requires_approval, "privacy": t.privacy, "milestone": t.milestone,
+                   "estimate_tokens": t.estimate.tokens if t.estimate else 0,
+                   "estimate_seconds": t.estimate.seconds if t.estimate else 0.0,
+                   "estimate_usd": t.estimate.cost_usd if t.estimate else 0.0} for t in plan.tasks],
+        "milestones": [{"id": m.id, "title": m.title, "requires_approval": m.requires_approval}
+                       for m in plan.milestones],
+    }
 
 
 def plan_json_schema() -> dict[str, Any]:
@@ -132,12 +191,38 @@ def validate_plan(plan: Plan, roles: Iterable[str]) -> None:
                 problems.append(f"task {t.id!r}: depends on itself")
             elif dep not in seen:
                 problems.append(f"task {t.id!r}: depends on unknown task {dep!r}")
+    problems += _milestone_problems(plan, seen)
     if not problems:
         cycle = find_cycle({t.id: t.depends_on for t in plan.tasks})
         if cycle:
             problems.append("dependency cycle: " + " -> ".join(cycle))
     if problems:
         raise PlanError(problems)
+
+
+def _milestone_problems(plan: Plan, task_ids: set[str]) -> list[str]:
+    """Milestones unique and apart from task ids; tasks name known ones and need no later sprint."""
+    if not plan.milestones and not any(t.milestone for t in plan.tasks):
+        return []  # a plan without sprints: nothing to check (and no pass over its edges)
+    problems: list[str] = []
+    sprint = sprint_numbers(plan.milestones)
+    if len(sprint) < len(plan.milestones):
+        problems.append("milestones: duplicate ids")
+    for m in plan.milestones:
+        for taken in (m.id, m.id + REVIEW_SUFFIX, m.id + REPLAN_SUFFIX):
+            if taken in task_ids:
+                problems.append(f"task {taken!r}: the id is milestone {m.id!r}'s (or its review's or re-plan's)")
+    of_task = {t.id: sprint.get(t.milestone, 0) for t in plan.tasks}
+    for t in plan.tasks:
+        if t.milestone and t.milestone not in sprint:
+            known = ", ".join(sprint) or "none: the plan has no milestones"
+            problems.append(f"task {t.id!r}: unknown milestone {t.milestone!r} (known: {known})")
+            continue
+        later = [d for d in t.depends_on if of_task.get(d, 0) > of_task[t.id]]
+        if later:
+            problems.append(f"task {t.id!r} (milestone {t.milestone or '(none)'!r}) depends on "
+                            f"{', '.join(map(repr, later))} of a later milestone; a sprint needs only earlier ones")
+    return problems
 
 
 def find_cycle(edges: dict[str, tuple[str, ...]]) -> list[str] | None:

@@ -13,8 +13,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aios.schemas.limits import MAX_REASON_CHARS, STATUS_MAX_PATH, STATUS_MAX_TASKS, cut
-from aios.streams.orchestration.dag import TERMINAL, Limits, Node, ProjectDag, State
-from aios.streams.orchestration.plan import Plan, PlannedTask
+from aios.streams.orchestration.dag import TERMINAL, Limits, Node, ProjectDag, State, node_of
+from aios.streams.orchestration.goal import GOAL_TASK
+from aios.streams.orchestration.plan import Milestone, Plan, PlannedTask
+from aios.streams.orchestration.sprints import (
+    AWAITING_APPROVAL,
+    REPLAN,
+    REVIEW,
+    PlanChange,
+    Sprints,
+    milestone_of,
+)
 
 # Failures that another attempt cannot fix: the request or the configuration is wrong.
 PERMANENT_ERRORS = frozenset({
@@ -49,6 +58,7 @@ class Dispatch:
     priority: int
     context: dict[str, str]
     privacy: str = "normal"
+    acceptance: str = ""
 
 
 @dataclass
@@ -75,6 +85,7 @@ class Actions:
 
 
 _NOT_NODE = frozenset({"state", "depends_on", "errors", "submitted_at", "standalone"})
+_SPRINT_STATUS = ("estimate_tokens", "estimate_seconds", "estimate_usd", "tokens", "seconds", "cost_usd")
 
 
 class ProjectState:
@@ -93,12 +104,14 @@ class ProjectState:
         self.goal = False  # started from a goal: the planner task's answer extends the DAG
         self.removed: set[str] = set()  # archived since the last ``changes()``: their entries go
         self.finished_ms: int | None = None  # when every task had ended (set by the orchestrator)
+        self.sprints = Sprints()  # the plan's milestones, run one at a time (sprints.py)
 
     # --- construction and serialisation ----------------------------------------------------
 
     @classmethod
     def from_plan(cls, plan: Plan, *, now_ms: int) -> ProjectState:
         state = cls(ProjectDag(plan), started_ms=now_ms, budget_usd=plan.budget_usd)
+        state.sprints = Sprints.of(plan.milestones)
         state.submitted_at = dict.fromkeys((t.id for t in plan.tasks), now_ms)
         return state
 
@@ -113,7 +126,8 @@ class ProjectState:
     def meta(self) -> dict[str, Any]:
         return {"project": self.dag.project, "started_ms": self.started_ms, "budget_usd": self.budget_usd,
                 "cost_usd": self.cost_usd, "cancelled": self.cancelled, "archived": self.archived,
-                "goal": self.goal, "finished_ms": self.finished_ms}
+                "goal": self.goal, "finished_ms": self.finished_ms, "open_sprint": self.dag.open_sprint,
+                **self.sprints.to_meta()}
 
     def node_entry(self, task_id: str) -> dict[str, Any]:
         n = self.dag.nodes[task_id]
@@ -146,6 +160,8 @@ class ProjectState:
         state.archived = dict(meta["archived"])
         state.goal = bool(meta["goal"])
         state.finished_ms = meta.get("finished_ms")
+        state.sprints = Sprints.from_meta(meta)  # entries from before sprints have none
+        dag.open_sprint = int(meta.get("open_sprint", 0))
         for raw in nodes:
             if raw["submitted_at"] is not None:
                 state.submitted_at[raw["id"]] = raw["submitted_at"]
@@ -204,14 +220,48 @@ class ProjectState:
             return Actions(finals=[Final(task.id, task.role, "skipped", 0, error=node.reason)])
         return Actions()
 
-    def extend(self, tasks: Sequence[PlannedTask], *, now_ms: int) -> None:
-        """Add planned tasks (in dependency order, their dependencies already in the DAG)."""
+    def extend(self, tasks: Sequence[PlannedTask], *, now_ms: int, milestones: Sequence[Milestone] = ()) -> None:
+        """Add planned tasks (in dependency order, their dependencies already in the DAG), and the
+        milestones they name (a goal's plan in sprints)."""
+        self.sprints.add_milestones(milestones)
         for t in tasks:
             if t.id in self.dag.nodes:
                 continue  # a replayed expansion
             self.submitted_at[t.id] = now_ms
-            self.dag.add(Node(t.id, t.role, t.priority, t.depends_on, t.requires_approval,
-                              description=t.description, acceptance=t.acceptance, privacy=t.privacy))
+            self.dag.add(node_of(t, self.sprints.number(t.milestone)))
+
+    def advance_sprints(self, *, now_ms: int, roles: set[str], approve_every: bool = False) -> None:
+        """Open, review and re-plan sprints as far as the tasks' states allow (sprints.py); with
+        ``approve_every`` each sprint after the first waits for an approval."""
+        spent = "" if self.budget_usd is None else f" (${self.cost_usd:.4f} spent)"
+        budget = ("There is no budget." if self.budget_usd is None else
+                  f"The budget is ${self.budget_usd:.4f}{spent}: keep the remaining estimates within it.")
+        for node in self.sprints.advance(self.dag, now_ms=now_ms, roles=roles,
+                                         halted=self.cancelled or self.budget_spent, budget_line=budget,
+                                         approve_every=approve_every):
+            self.submitted_at[node.id] = now_ms
+
+    def plan_change(self, task_id: str, output: str, roles: set[str], attempt: int | None = None) -> PlanChange | None:
+        """A re-plan step's answer as a validated change (PlanError if invalid); None for other
+        tasks, and for an attempt that is not the current one (stale: it changes nothing)."""
+        node = self.dag.nodes.get(task_id)
+        if node is None or node.kind != REPLAN or node.state is not State.DISPATCHED:
+            return None
+        if attempt is not None and attempt != node.attempts:
+            return None
+        # In a goal's project every planned task reads the plan; so do the tasks a re-plan adds.
+        carry = (GOAL_TASK,) if self.goal and GOAL_TASK in self.dag.nodes else ()
+        return self.sprints.plan_change(self.dag, node, output, roles, budget_usd=self.budget_usd,
+                                        cost_usd=self.cost_usd, carry=carry)
+
+    def apply_change(self, task_id: str, change: PlanChange, *, now_ms: int) -> None:
+        """Apply a re-plan that has just succeeded."""
+        gone, joined = self.sprints.apply(self.dag, self.dag.nodes[task_id], change)
+        for tid in gone:
+            self.removed.add(tid)
+            self.submitted_at.pop(tid, None)
+        for node in joined:
+            self.submitted_at[node.id] = now_ms
 
     def fail_task(self, task: PlannedTask, reason: str, *, submitted_ms: int) -> Actions:
         """A task that can never run (e.g. its role does not exist here) fails visibly at once."""
@@ -225,15 +275,21 @@ class ProjectState:
 
     def on_attempt(self, task_id: str, attempt: int, ok: bool, output: str, error: str | None,
                    cost_usd: float, *, now_ms: int, policy: RetryPolicy, rng: random.Random,
-                   retryable: bool = True, output_ref: str = "") -> Actions:
+                   retryable: bool = True, output_ref: str = "", tokens: int = 0, seconds: float = 0.0) -> Actions:
         """An attempt's outcome from an agent. Stale or duplicate attempts change nothing.
-        ``output_ref`` says where the whole output can be read again (dependents get excerpts)."""
+        ``output_ref`` says where the whole output can be read again (dependents get excerpts);
+        ``tokens`` and ``seconds`` add to the task's actuals."""
         node = self.dag.nodes.get(task_id)
         if node is None or node.state is not State.DISPATCHED or attempt != node.attempts:
             return Actions()
         self.cost_usd += cost_usd
+        node.cost_usd += cost_usd
+        node.tokens += tokens
+        node.seconds += seconds
         if ok:
             self.dag.succeeded(task_id, output, output_ref)
+            if node.kind == REVIEW:
+                self.sprints.on_review(self.dag, node, output)
             return Actions(finals=[Final(task_id, node.role, "succeeded", attempt, output=output)])
         reason = error or "failed without an error message"
         if retryable and attempt < policy.max_attempts and not self.cancelled:
@@ -253,6 +309,7 @@ class ProjectState:
         changed: list[Node] = []
         if task_id is None:
             self.cancelled = True
+            self.sprints.cancel()
             for tid, n in self.dag.nodes.items():
                 if n.state not in TERMINAL:
                     changed += self.dag.cancel(tid, reason)
@@ -263,11 +320,19 @@ class ProjectState:
                                for n in changed if n.state in status])
 
     def approve(self, task_id: str) -> Actions:
+        """Approve a task waiting for it, or a sprint (by its milestone id)."""
         if task_id in self.dag.nodes:
             self.dag.approve(task_id)
+        else:
+            self.sprints.approve(task_id)
         return Actions()
 
     def reject(self, task_id: str, reason: str) -> Actions:
+        cancelled = None if task_id in self.dag.nodes else self.sprints.reject(self.dag, task_id, reason)
+        if cancelled is not None:
+            status = {State.CANCELLED: "cancelled", State.SKIPPED: "skipped"}
+            return Actions(finals=[Final(n.id, n.role, status[n.state], n.attempts, error=n.reason)
+                                   for n in cancelled if n.state in status])
         if task_id not in self.dag.nodes or self.dag.nodes[task_id].state is not State.AWAITING_APPROVAL:
             return Actions()
         node = self.dag.nodes[task_id]
@@ -293,7 +358,7 @@ class ProjectState:
             if n.privacy != "restricted" and any(self.dag.nodes[d].privacy == "restricted" for d in n.depends_on):
                 n.privacy = "restricted"
         return [Dispatch(n.id, n.role, n.description, n.attempts, n.priority, self.dag.dependency_outputs(n.id),
-                         n.privacy)
+                         n.privacy, n.acceptance)
                 for n in taken]
 
     def next_retry_ms(self) -> int | None:
@@ -366,6 +431,10 @@ class ProjectState:
             waiting = sorted({n.role for n in self.dag.nodes.values()
                               if n.state in (State.READY, State.DISPATCHED) and n.role not in live_roles})
             notes += [f"no live agent for role {r!r}: its tasks wait" for r in waiting]
+        sprints, replans = self.sprints.status(self.dag)
+        notes += [f"sprint {s['id']} awaits approval: aios approve {s['id']} --project {self.dag.project}"
+                  for s in sprints if s["state"] == AWAITING_APPROVAL]
+        notes += [f"the re-plan after sprint {r['after']} failed: {r['error']}" for r in replans if r["state"] == "failed"]
         path = self.dag.critical_path()
         if len(path) > max_path:
             notes.append(f"the critical path has {len(path)} tasks; the first {max_path} are listed")
@@ -376,6 +445,8 @@ class ProjectState:
             "elapsed_ms": max(0, now_ms - self.started_ms), "notes": notes,
             # Unfinished tasks first; a very large project lists only the first ``max_tasks``.
             "tasks": [{"task_id": n.id, "role": n.role, "state": n.state.value, "attempts": n.attempts,
-                       "reason": cut(n.reason, MAX_REASON_CHARS)}
+                       "reason": cut(n.reason, MAX_REASON_CHARS), "milestone": milestone_of(n, self.sprints.sprints),
+                       "review": n.review, **{k: getattr(n, k) for k in _SPRINT_STATUS}}
                       for n in sorted(self.dag.nodes.values(), key=lambda n: n.state in TERMINAL)[:max_tasks]],
+            "sprints": sprints, "replans": replans,
         }

@@ -315,7 +315,7 @@ class AgentWorker(ConcurrentProcessor):
                 task_id=a["task_id"], project_id=a["project_id"], role=a["role"],
                 description=a["description"], attempt=a["attempt"], context=a["context"],
                 history=history, summary=summary, recall=[r.text for r in recalled], privacy=privacy,
-                strategy=a.get("strategy"),
+                strategy=a.get("strategy"), acceptance=a.get("acceptance") or "",
             )
             # Live tokens are plain text on a topic every reader sees: a restricted task's are not sent.
             if self.token_interval_s > 0 and privacy == "normal":

@@ -42,8 +42,8 @@ from aios.streams.logs import ids_scope
 from aios.streams.metrics import EVENTS
 from aios.streams.orchestration.dag import Limits
 from aios.streams.orchestration.entries import POSITIONS_KEY, Rebuilder, encode_changes, encode_positions
-from aios.streams.orchestration.goal import GOAL_TASK, goal_plan, planned_tasks
-from aios.streams.orchestration.plan import Plan, PlanError, PlannedTask, validate_plan
+from aios.streams.orchestration.goal import GOAL_TASK, goal_plan, planned_work
+from aios.streams.orchestration.plan import Estimate, Milestone, Plan, PlanError, PlannedTask, validate_plan
 from aios.streams.orchestration.state import PERMANENT_ERRORS, Actions, Final, ProjectState, RetryPolicy
 from aios.streams.readmodels.agent_registry import AgentRegistry
 from aios.streams.tracing import headers_for, parent_from, span, within
@@ -80,6 +80,11 @@ def final_result(project: str, f: Final, attempt: dict[str, Any] | None, trace_i
     return base
 
 
+def _estimate(t: dict[str, Any]) -> Estimate | None:
+    tokens, seconds, usd = t.get("estimate_tokens", 0), t.get("estimate_seconds", 0.0), t.get("estimate_usd", 0.0)
+    return Estimate(tokens=tokens, seconds=seconds, cost_usd=usd) if tokens or seconds or usd else None
+
+
 def _privacy(value: str | None) -> Literal["normal", "restricted"]:
     # Fail closed: anything but "normal" (a typo included) keeps the task on local models.
     return "normal" if value in (None, "normal") else "restricted"
@@ -97,6 +102,7 @@ class Orchestrator(TransactionalProcessor):
         self.registry = registry
         self.limits = Limits(per_project=s.processing.project_concurrency, per_role=dict(s.processing.role_concurrency))
         self.roles = set(s.processing.roles)
+        self.approve_every_sprint = s.processing.sprint_approval == "every"
         self.states: dict[str, ProjectState] = {}
         self.partition_of: dict[str, int] = {}  # project -> the input partition that owns it
         self.due: dict[str, int] = {}  # project -> its earliest pending retry
@@ -310,25 +316,39 @@ class Orchestrator(TransactionalProcessor):
                 PlannedTask(id=t["task_id"], role=t["role"], description=t["description"],
                             depends_on=tuple(t["depends_on"]), priority=t["priority"],
                             acceptance=t["acceptance"], requires_approval=t["requires_approval"],
-                            privacy=_privacy(t.get("privacy")))
-                for t in v["tasks"]))
+                            privacy=_privacy(t.get("privacy")), milestone=t.get("milestone") or "",
+                            estimate=_estimate(t))
+                for t in v["tasks"]), milestones=tuple(
+                Milestone(id=m["id"], title=m["title"], requires_approval=m["requires_approval"])
+                for m in v.get("milestones") or ()))
         validate_plan(plan, self.roles)
         state = ProjectState.from_plan(plan, now_ms=to_ms(v["timestamp"]))
         state.goal = from_goal
         return state
 
     def _on_attempt(self, project: str, state: ProjectState, v: dict[str, Any], now: int, ref: str) -> Actions:
-        ok, error, expansion = v["status"] == "succeeded", v["error"], None
+        ok, error, expansion, change = v["status"] == "succeeded", v["error"], None, None
         if ok and state.goal and v["task_id"] == GOAL_TASK and GOAL_TASK in state.dag.nodes:
             try:
-                expansion = planned_tasks(project, state.dag.nodes[GOAL_TASK].description, v["output"], self.roles)
+                expansion = planned_work(project, state.dag.nodes[GOAL_TASK].description, v["output"], self.roles)
             except PlanError as exc:  # a failed attempt: the planner gets another go
                 ok, error = False, f"the planner's plan is invalid: {exc}"
+        elif ok:
+            try:
+                change = state.plan_change(v["task_id"], v["output"], self.roles, v["attempt"])
+            except PlanError as exc:  # as for a goal's plan; once out of attempts, the plan is kept
+                ok, error = False, f"the planner's re-plan is invalid: {exc}"
+                EVENTS.labels(NAME, "replan_invalid").inc()
         actions = state.on_attempt(v["task_id"], v["attempt"], ok, v["output"], error, v["cost_usd"],
                                    now_ms=now, policy=POLICY, rng=_rng,
-                                   retryable=v["error_type"] not in PERMANENT_ERRORS, output_ref=ref)
-        if expansion and any(f.task_id == GOAL_TASK and f.status == "succeeded" for f in actions.finals):
-            state.extend(expansion, now_ms=now)
+                                   retryable=v["error_type"] not in PERMANENT_ERRORS, output_ref=ref,
+                                   tokens=v["input_tokens"] + v["output_tokens"], seconds=v["latency_ms"] / 1000)
+        succeeded = any(f.task_id == v["task_id"] and f.status == "succeeded" for f in actions.finals)
+        if expansion and succeeded:
+            state.extend(expansion[0], now_ms=now, milestones=expansion[1])
+        if change is not None and succeeded:
+            state.apply_change(v["task_id"], change, now_ms=now)
+            EVENTS.labels(NAME, "replanned").inc()
         return actions
 
     def _release_due(self, project: str, now: int) -> None:
@@ -351,12 +371,14 @@ class Orchestrator(TransactionalProcessor):
             result = final_result(project, f, attempt, trace_id, state.submitted_at.get(f.task_id, state.started_ms))
             self._send(t.finals, "TaskResult", result, project)
             EVENTS.labels(NAME, f.status).inc()
+        state.advance_sprints(now_ms=now, roles=self.roles, approve_every=self.approve_every_sprint)
         dispatched = 0
         for d in state.dispatchable(now_ms=now, limits=self.limits):
             assignment = {
                 **envelope(trace_id), "event_id": _final_id(project, d.task_id, f"assign-{d.attempt}"),
                 "task_id": d.task_id, "project_id": project, "role": d.role, "description": d.description,
                 "attempt": d.attempt, "priority": d.priority, "privacy": d.privacy, "context": d.context,
+                "acceptance": d.acceptance,
                 "submitted_at": state.submitted_at.get(d.task_id, state.started_ms),
             }
             self._send(t.role(d.role), "Assignment", assignment, d.task_id)

@@ -13,7 +13,7 @@ from aios.streams import tracing
 from aios.streams.errors import OrchestrationError
 from aios.streams.kafka import EventProducer, TopicReader
 from aios.streams.kafka_access import check_access
-from aios.streams.orchestration.plan import Plan
+from aios.streams.orchestration.plan import Plan, plan_record
 from aios.streams.sealing import Sealer, unreadable_note
 from aios.streams.settings import Settings
 from aios.streams.topics import Topics
@@ -96,10 +96,7 @@ class TaskClient:
         """Produce a validated plan as one event: a project is never half-submitted."""
         event = {
             **envelope(), "project_id": plan.project, "goal": "", "budget_usd": plan.budget_usd,
-            "submitted_by": submitted_by,
-            "tasks": [{"task_id": t.id, "role": t.role, "description": t.description,
-                       "depends_on": list(t.depends_on), "priority": t.priority, "acceptance": t.acceptance,
-                       "requires_approval": t.requires_approval, "privacy": t.privacy} for t in plan.tasks],
+            "submitted_by": submitted_by, **plan_record(plan),
         }
         check_plan(event)
         self._send(self.topics.projects, "ProjectPlan", self.sealer.seal_plan(event), plan.project)

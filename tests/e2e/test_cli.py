@@ -30,6 +30,12 @@ def test_demo_runs_a_project_and_reports_where_it_went(cli: Cli) -> None:
     assert report["clickhouse_rows"] == sum(by_type.values())
     assert all(r["clickhouse_rows"] == 7 for r in report["results"])
     assert all(r["kafka"]["topic"].endswith(".results") and r["kafka"]["offset"] >= 0 for r in report["results"])
+    # Beside it, a goal planned in sprints by the offline planner: two sprints, each reviewed, and
+    # a re-plan after the first that adds a task and changes one.
+    sprints = report["sprint_status"]
+    assert sprints["state"] == "succeeded"
+    assert [(s["id"], s["state"]) for s in sprints["sprints"]] == [("m1", "done"), ("m2", "done")]
+    assert [(r["added"], r["changed"]) for r in sprints["replans"]] == [(["validate"], ["build"])]
 
 
 def test_demo_human_output_says_offline_in_one_line(cli: Cli) -> None:
@@ -37,6 +43,7 @@ def test_demo_human_output_says_offline_in_one_line(cli: Cli) -> None:
     assert sum("offline provider" in line for line in out.splitlines()[:2]) == 1
     assert "ClickHouse (chdb):" in out and "TaskResult 15" in out
     assert "holds 5 turns" in out
+    assert "re-plan after m1: added 1 (validate); removed 0 (-); changed 1 (build)" in out
 
 
 def _free_port() -> int:

@@ -172,11 +172,16 @@ async def test_a_goal_is_planned_by_the_planner_then_run(settings: Settings) -> 
         finally:
             client.close()
         final = await asyncio.to_thread(wait_project, s, "goal", 60)
-    # The offline planner answers with its contract's example plan: design -> build -> test.
+    # The offline planner answers with its contract's example plan, in two sprints: design, then
+    # build -> test; its re-plan after the first (the contract's second example) adds validate
+    # and makes build depend on it. No reviewer role runs here, so no review step.
     states = {t["task_id"]: t["state"] for t in final["tasks"]}
-    assert states == dict.fromkeys(("plan", "design", "build", "test"), "succeeded")
+    assert states == dict.fromkeys(("plan", "design", "m1:replan", "validate", "build", "test"), "succeeded")
+    assert [(sp["id"], sp["state"]) for sp in final["sprints"]] == [("m1", "done"), ("m2", "done")]
+    assert final["replans"][0]["added"] == ["validate"] and final["replans"][0]["changed"] == ["build"]
     assignments = {a["task_id"]: a for a in read_all(s, "agent.backend") + read_all(s, "agent.qa")}
     assert set(assignments["test"]["context"]) == {"plan", "build"}  # the plan travels with every task
+    assert assignments["design"]["acceptance"] == "Every endpoint and table the goal needs is named."
     plan_output = json.loads(assignments["design"]["context"]["plan"])
     assert [t["id"] for t in plan_output["tasks"]] == ["design", "build", "test"]
 

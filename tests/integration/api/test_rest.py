@@ -173,3 +173,27 @@ async def test_readyz_reports_an_unreachable_redis(settings: Settings) -> None:
         assert down.status_code == 503 and down.headers["retry-after"] == "1"
         assert "Redis is unavailable" in down.json()["detail"]
     assert isinstance(api, httpx.AsyncClient)
+
+
+async def test_a_plan_in_sprints_shows_them_and_a_sprint_is_approved_by_its_milestone_id(settings: Settings) -> None:
+    plan = {"project": "sp", "milestones": [{"id": "m1", "title": "first", "requires_approval": True},
+                                            {"id": "m2", "title": "second"}],
+            "tasks": [{"id": "a", "role": "general", "description": "design", "milestone": "m1",
+                       "acceptance": "has a design", "estimate": {"tokens": 10, "seconds": 1, "cost_usd": 0.5}},
+                      {"id": "b", "role": "general", "description": "build", "milestone": "m2", "depends_on": ["a"]}]}
+    async with running(settings, ["orchestrator", "results", "agents"]), api_client(settings, as_admin=True) as api:
+        refused = await api.post("/v1/projects", json={"project": "sg", "goal": "x", "milestones": [{"id": "m1"}]})
+        assert refused.status_code == 400 and "for a goal, the planner chooses" in refused.json()["detail"]
+        assert (await api.post("/v1/projects", json=plan)).status_code == 202
+        waiting = await poll(lambda: api.get("/v1/projects/sp"), lambda r: r.status_code == 200
+                             and r.json()["sprints"] and r.json()["sprints"][0]["state"] == "awaiting_approval")
+        assert "sprint m1 awaits approval: aios approve m1 --project sp" in waiting.json()["notes"]
+        assert (await api.post("/v1/tasks/m1/approve")).status_code == 404  # a milestone needs its project
+        approved = await api.post("/v1/tasks/m1/approve", params={"project": "sp"})
+        assert approved.status_code == 202 and approved.json()["project_id"] == "sp"
+        done = (await poll(lambda: api.get("/v1/projects/sp"), lambda r: r.json()["state"] == "succeeded")).json()
+    # Only general runs here: no reviewer or planner, so no review or re-plan steps.
+    assert [(s["id"], s["state"], s["tasks"]) for s in done["sprints"]] == [("m1", "done", 1), ("m2", "done", 1)]
+    a = {t["task_id"]: t for t in done["tasks"]}["a"]
+    assert (a["milestone"], a["estimate_usd"], a["estimate_tokens"]) == ("m1", 0.5, 10) and a["tokens"] > 0
+    assert done["replans"] == []

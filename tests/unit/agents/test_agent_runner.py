@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Callable
 
 import pytest
@@ -130,3 +132,19 @@ async def test_run_task_against_the_fake_anthropic_server(
     assert [m["role"] for m in sent["messages"]] == ["user"]
     assert (too_long.ok, too_long.error_type) == (False, ContextTooLongError.__name__)
     assert (overloaded.ok, overloaded.error_type) == (False, "OverloadedError")
+
+
+def test_the_acceptance_criterion_is_in_the_prompt_under_the_task() -> None:
+    with_it = build_request(AgentTask("t", "p", "general", "Design the API", acceptance="names every endpoint"))
+    user = with_it.messages[-1].content
+    assert user.index("Task: Design the API") < user.index(
+        "Acceptance criterion (the work is judged done against it): names every endpoint")
+    assert "Acceptance" not in build_request(AgentTask("t", "p", "general", "Design the API")).messages[-1].content
+
+
+def test_offline_answers_a_replan_step_with_the_planner_contracts_second_example() -> None:
+    provider = OfflineProvider()
+    goal = asyncio.run(provider.complete(build_request(AgentTask("plan", "p", "planner", "Build a shop"))))
+    replan = asyncio.run(provider.complete(build_request(AgentTask("m1:replan", "p", "planner", "Re-plan"))))
+    assert [m["id"] for m in json.loads(goal.text)["milestones"]] == ["m1", "m2"]
+    assert [t["id"] for t in json.loads(replan.text)["tasks"]] == ["validate", "build"]
