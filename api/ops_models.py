@@ -10,6 +10,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from aios.api.models import ID, Strict
 from aios.schemas import limits as L
+from aios.streams.orchestration.plan import JsonInt
 
 TOPIC = r"^[A-Za-z0-9._-]{1,249}$"  # what Kafka accepts as a topic name
 
@@ -92,7 +93,8 @@ class ReplayIn(Strict):
     ids: Annotated[list[Annotated[str, Field(min_length=1, max_length=L.MAX_ID_CHARS)]],
                    Field(min_length=1, max_length=1000)] | SkipJsonSchema[None] = Field(
         None, description="Dead letter ids, as listed.")
-    since_s: Annotated[int, Field(ge=1, le=366 * 86400, strict=True)] | SkipJsonSchema[None] = Field(
+    # JsonInt: 5.0 is an integer to JSON Schema (and so to generated clients), true is not.
+    since_s: Annotated[JsonInt, Field(ge=1, le=366 * 86400)] | SkipJsonSchema[None] = Field(
         None, description="Every letter of this window instead.")
     processor: str | None = Field(None, max_length=L.MAX_ID_CHARS, pattern=ID)
     reason: str | None = Field(None, min_length=1, max_length=L.MAX_REASON_CHARS)
