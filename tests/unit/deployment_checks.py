@@ -13,10 +13,7 @@ from aios.streams.settings import env_names
 # AIOS_* names a deployment file may set before `Settings` reads them. Keep this list short and
 # explicit: each entry says why it is allowed. Remove an entry once the field exists (a test
 # fails until you do).
-PLANNED_AIOS_VARS: dict[str, str] = {
-    "AIOS_OTLP_ENDPOINT": "where the OpenTelemetry spans are exported (DESIGN.md, Observability); "
-    "being added with the tracing work",
-}
+PLANNED_AIOS_VARS: dict[str, str] = {}
 
 
 def assert_real_settings(names: Iterable[tuple[str, str]]) -> None:

@@ -1,6 +1,6 @@
-"""Tools with effects (``journaled = True``: remote agents, MCP servers) are journaled by the toolbox
-under their call site (task, attempt, step, index): a replay of the attempt reads the answer back and
-never runs the tool again; tools without effects are simply run again."""
+"""Tool calls are journaled under their call site (task, attempt, step, index): in an attempt, the
+runner records every call's answer, so a replay reads it back and never runs the tool again; outside
+one, the toolbox records the answers of tools with effects (``journaled = True``) when given a journal."""
 
 from __future__ import annotations
 
@@ -50,12 +50,12 @@ async def test_a_replayed_attempt_reads_the_journaled_tool_answers(
     fake_openai.script(tool_call("remote", q="a"), ok("done"), tool_call("remote", q="a"), ok("done"))
     first = await run_task(make_openai(), TASK, tools=box, journal=journal)
     records_after_first = dict(journal.records)
-    journal.records = {k: v for k, v in journal.records.items() if "/tool/" in k[0]}  # LLM answers forgotten
+    journal.records = {k: v for k, v in journal.records.items() if "#tool" in k[0]}  # LLM answers forgotten
     second = await run_task(make_openai(), TASK, tools=box, journal=journal)
     assert first.ok and second.ok
     assert remote.calls == 1, "the replay read the remote tool's answer from the journal"
     assert [t.result for t in first.tools] == [t.result for t in second.tools] == ["remote answer 1 to a"]
-    assert records_after_first[("p1/t1/tool/0", 1, 0)]["text"] == "remote answer 1 to a"
+    assert records_after_first[("p1/t1#tool0", 1, 0)]["text"] == "remote answer 1 to a"
 
 
 async def test_tools_without_effects_run_again_and_no_journal_means_no_record() -> None:
