@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from aios.api.models import ID, Strict
 from aios.schemas import limits as L
-from aios.streams.orchestration.plan import JsonInt
+from aios.streams.orchestration.plan import json_integer
 
 TOPIC = r"^[A-Za-z0-9._-]{1,249}$"  # what Kafka accepts as a topic name
 
@@ -93,8 +93,10 @@ class ReplayIn(Strict):
     ids: Annotated[list[Annotated[str, Field(min_length=1, max_length=L.MAX_ID_CHARS)]],
                    Field(min_length=1, max_length=1000)] | SkipJsonSchema[None] = Field(
         None, description="Dead letter ids, as listed.")
-    # JsonInt: 5.0 is an integer to JSON Schema (and so to generated clients), true is not.
-    since_s: Annotated[JsonInt, Field(ge=1, le=366 * 86400)] | SkipJsonSchema[None] = Field(
+    # An integer as JSON Schema means it: 5.0 is one (and so to generated clients), true is not. The
+    # bounds come before the validator: after it, inside a union, pydantic writes them into the
+    # OpenAPI document as "ge"/"le", which JSON Schema does not know, so clients were not told.
+    since_s: Annotated[int, Field(ge=1, le=366 * 86400), BeforeValidator(json_integer)] | SkipJsonSchema[None] = Field(
         None, description="Every letter of this window instead.")
     processor: str | None = Field(None, max_length=L.MAX_ID_CHARS, pattern=ID)
     reason: str | None = Field(None, min_length=1, max_length=L.MAX_REASON_CHARS)

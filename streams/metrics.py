@@ -20,6 +20,11 @@ RECORD_FAILURES = Counter(
     "was down, the record is tried again; fatal: the process restarts) and the error's type.",
     ["processor", "verdict", "error_type"],
 )
+TXN_RETRIES = Counter(
+    "aios_transaction_retries_total",
+    "Transaction steps (send offsets, commit, abort) a transactional processor repeated after a retriable "
+    "error, such as a coordinator that timed out while a broker was lost.", ["processor", "step"],
+)
 LLM_TOKENS = Counter("aios_llm_tokens_total", "LLM tokens used.", ["provider", "model", "direction"])
 LLM_COST = Counter("aios_llm_cost_usd_total", "LLM spend in USD.", ["provider", "model"])
 # OpenTelemetry's GenAI client metrics, under the names Prometheus translates them to

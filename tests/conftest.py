@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import anyio
 import pytest
 from hypothesis import settings
 
@@ -14,12 +13,18 @@ settings.register_profile("aios", deadline=None)
 settings.load_profile("aios")
 
 # CPython before 3.11.8 can fail ast.parse running in two threads at once ("SystemError: AST
-# constructor recursion depth mismatch"). pytest's assertion rewriting parses a plugin's modules
-# (anyio is one) when they are first imported, and anyio imports its parts lazily, from whichever
-# thread first needs one: a test API server's thread serving its first static file crashed that
-# way. Importing them all here, on the main thread, keeps those parses out of the threads.
-for _name in dir(anyio):
-    getattr(anyio, _name)
+# constructor recursion depth mismatch"). pytest's assertion rewriting parses every module of a
+# plugin package (anyio, hypothesis, schemathesis, ...) when it is first imported, and those
+# packages import their parts lazily, from whichever thread first needs one (a test API server's
+# thread, a hypothesis strategy built while a server thread imports): each such import was a
+# random failure. Only the tests' own modules need rewritten asserts, and they are imported on the
+# main thread at collection, so the plugins' modules are imported as they are.
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    must_rewrite = getattr(config.pluginmanager.rewrite_hook, "_must_rewrite", None)
+    if isinstance(must_rewrite, set):
+        must_rewrite.clear()
 
 
 @pytest.fixture(scope="session")

@@ -242,6 +242,11 @@ def _v11_assignment_acceptance() -> tuple[str, ...]:
     return (f"ALTER TABLE {DATABASE}.assignments ADD COLUMN IF NOT EXISTS acceptance String AFTER submitted_at",)
 
 
+def _v12_message_correlation() -> tuple[str, ...]:
+    # AgentMessage.correlation_id: pairs an ask_agent question with its reply (null reads as '').
+    return (f"ALTER TABLE {DATABASE}.messages ADD COLUMN IF NOT EXISTS correlation_id String AFTER content",)
+
+
 def migrations(ttl_days: int) -> list[Migration]:
     """Every migration, in order; ``ttl_days`` is the retention written into new tables."""
     if ttl_days < 1:
@@ -259,6 +264,7 @@ def migrations(ttl_days: int) -> list[Migration]:
         Migration(9, "hops: each record's producing process and traceparent", _v9_hops(ttl_days)),
         Migration(10, "results.artifacts", _v10_result_artifacts()),
         Migration(11, "assignments.acceptance", _v11_assignment_acceptance()),
+        Migration(12, "messages.correlation_id", _v12_message_correlation()),
     ]
 
 

@@ -35,7 +35,7 @@ import asyncio
 import threading
 import time
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import faust
@@ -50,12 +50,18 @@ from aios.streams.engine.runtime import Runtime
 from aios.streams.errors import KafkaError
 from aios.streams.kafka import make_consumer, producer_config
 from aios.streams.logs import set_processor
-from aios.streams.metrics import PROCESSING
+from aios.streams.metrics import PROCESSING, TXN_RETRIES
 from aios.streams.tracing import Headers, headers_for
 
 # A first record is waited for up to POLL_S; whatever else is already fetched joins its batch.
 # (consume(n, timeout) would wait the whole timeout for n records, adding latency to every batch.)
 POLL_S = 0.05
+# How long a transaction call whose error librdkafka marks retriable (a coordinator that timed out,
+# as while a broker is lost and its partitions' leadership moves) is tried again before the
+# processor gives up on it. A broker's loss settles in seconds to tens of seconds.
+TXN_RETRY_S = 120.0
+# A producer whose transactional id another instance has taken: it must not take it back.
+FENCED = frozenset({CKafkaError._FENCED, CKafkaError.PRODUCER_FENCED, CKafkaError.INVALID_PRODUCER_EPOCH})
 
 
 class TransactionalProcessor(faust.Service):
@@ -132,20 +138,38 @@ class TransactionalProcessor(faust.Service):
     async def on_start(self) -> None:
         s = self.rt.settings
         for transactional_id in (self.transactional_id, f"{self.transactional_id}-alt"):
-            producer = Producer(producer_config(s, **{
-                "transactional.id": transactional_id,
-                "transaction.timeout.ms": s.kafka.transaction_timeout_ms,
-                "linger.ms": 0,
-            }))
-            try:  # also fences a killed predecessor's producer of this id and aborts its transaction
-                await asyncio.to_thread(producer.init_transactions, 30)
-            except KafkaException as exc:
-                raise KafkaError(f"{self.name} could not start its transactions: {exc}") from exc
-            self.producers.append(producer)
+            self.producers.append(await asyncio.to_thread(self._new_producer, transactional_id))
         self.producer = self.producers[0]
         self.consumer = make_consumer(s, group=f"{s.kafka.topic_prefix}-{self.name}",
                                       **{"fetch.wait.max.ms": self.fetch_wait_ms})
         self.consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def _new_producer(self, transactional_id: str) -> Producer:
+        s = self.rt.settings
+        producer = Producer(producer_config(s, **{
+            "transactional.id": transactional_id,
+            "transaction.timeout.ms": s.kafka.transaction_timeout_ms,
+            "linger.ms": 0,
+        }))
+        try:  # also fences a killed predecessor's producer of this id and aborts its transaction
+            producer.init_transactions(30)
+        except KafkaException as exc:
+            raise KafkaError(f"{self.name} could not start its transactions: {exc}") from exc
+        return producer
+
+    def _renew(self, producer: Producer, exc: KafkaException) -> None:
+        """``producer`` failed fatally: replace it with a new one of the same transactional id, as a
+        restarted process would (its start aborts the failed transaction), unless it was fenced, which
+        means another instance now owns the id: then the process must go."""
+        err = exc.args[0] if exc.args else None
+        if not isinstance(err, CKafkaError) or not err.fatal() or err.code() in FENCED:
+            raise KafkaError(f"{self.name}: {err}") from exc
+        index = self.producers.index(producer)
+        transactional_id = self.transactional_id if index == 0 else f"{self.transactional_id}-alt"
+        log.warning("%s: its transactional producer failed (%s); starting a new one as %s", self.name, err,
+                    transactional_id)
+        TXN_RETRIES.labels(self.name, "new producer").inc()
+        self.producers[index] = self.producer = self._new_producer(transactional_id)
 
     async def on_stop(self) -> None:
         if self.consumer is not None:
@@ -227,16 +251,18 @@ class TransactionalProcessor(faust.Service):
             recorded = bool(positions) and self.record_positions(positions)
             in_group = bool(positions) and (self.fence_by_group or not recorded)
             if in_group:
-                producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata())
-            producer.commit_transaction()
+                metadata = consumer.consumer_group_metadata()
+                _until_done(self.name, "send offsets", lambda: producer.send_offsets_to_transaction(positions, metadata))
+            _until_done(self.name, "commit", producer.commit_transaction)
         except KafkaException as exc:
             err = exc.args[0]
-            if not (isinstance(err, CKafkaError) and err.txn_requires_abort()):
-                # Fatal (e.g. fenced), like any other exception from process(): the process goes
-                # down, and its successor aborts the open transaction and reads the batch again.
-                raise KafkaError(f"{self.name}: {err}") from exc
-            log.warning("%s: transaction aborted (%s); the batch will be read again", self.name, err)
-            producer.abort_transaction()
+            if isinstance(err, CKafkaError) and err.txn_requires_abort():
+                log.warning("%s: transaction aborted (%s); the batch will be read again", self.name, err)
+                self._abort(producer)
+            else:
+                # Fatal: a new producer aborts the open transaction, as a restarted process would;
+                # fenced, or anything else: the process goes down (its successor does the same).
+                self._renew(producer, exc)
             self.rewind(self.on_aborted())
             return 0.0
         except Exception as exc:
@@ -252,6 +278,14 @@ class TransactionalProcessor(faust.Service):
             PROCESSING.labels(self.name).observe(time.perf_counter() - started)
         return 0.0
 
+    def _abort(self, producer: Producer) -> None:
+        """Abort the open transaction; a producer that cannot (it failed fatally, as when messages
+        timed out while a broker was lost and the epoch bump was refused) is replaced."""
+        try:
+            _until_done(self.name, "abort", producer.abort_transaction)
+        except KafkaException as exc:
+            self._renew(producer, exc)
+
     def _failed(self, exc: Exception, had_records: bool) -> float:
         """``process`` raised: abort, rebuild, and read the batch again (see the module doc)."""
         failed, self.current = self.current, None
@@ -261,7 +295,7 @@ class TransactionalProcessor(faust.Service):
             raise exc  # nothing to blame but the process: timed work failed on its own
         producer = self.producer
         if producer is not None:
-            producer.abort_transaction()
+            self._abort(producer)
         self.rewind(self.on_aborted())
         if verdict is Verdict.RETRY:
             pause = self.backoff.delay()
@@ -317,6 +351,26 @@ class TransactionalProcessor(faust.Service):
             if tp.offset < 0:
                 tp.offset = OFFSET_BEGINNING  # nothing committed yet in this partition
             consumer.seek(tp)
+
+
+def _until_done(name: str, what: str, call: Callable[[], object]) -> None:
+    """``call`` a transaction step again while its error is retriable (librdkafka says the same
+    call may be repeated), for up to TXN_RETRY_S. Any other error, or one that outlasts that, is
+    raised to the caller: abortable ones abort the batch, fatal ones end the process."""
+    deadline, pause = time.monotonic() + TXN_RETRY_S, 0.1
+    while True:
+        try:
+            call()
+            return
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            retriable = isinstance(err, CKafkaError) and err.retriable() and not err.txn_requires_abort()
+            if not retriable or time.monotonic() + pause > deadline:
+                raise
+            log.warning("%s: %s did not complete (%s); trying again in %.1fs", name, what, err, pause)
+            TXN_RETRIES.labels(name, what).inc()
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
 
 def _where(msg: Message) -> tuple[str, int, int]:

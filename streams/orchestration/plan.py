@@ -40,7 +40,7 @@ class PlanError(OrchestrationError):
 TaskId = Annotated[str, Field(min_length=1, max_length=L.MAX_ID_CHARS, pattern=L.ID_PATTERN)]
 
 
-def _json_integer(value: object) -> object:
+def json_integer(value: object) -> object:
     """An integer as JSON Schema means it: 3 and 3.0 are, true and "3" are not (pydantic's lax int
     takes all four, its strict int refuses 3.0)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -52,7 +52,7 @@ def _json_integer(value: object) -> object:
     return value
 
 
-JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+JsonInt = Annotated[int, BeforeValidator(json_integer)]
 
 
 def _description_within_limit(value: str) -> str:

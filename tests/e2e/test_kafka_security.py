@@ -128,12 +128,8 @@ def test_the_pipeline_runs_over_sasl_ssl_with_scram(broker: SecureBroker, tmp_pa
 
         # A JSON task from the ingest principal (as Kafka Connect would produce it), through the
         # bridge, the orchestrator and an agent, out of the JSON egress.
-        producer = Producer({"bootstrap.servers": broker.sasl_bootstrap, "enable.idempotence": True,
-                             "log_level": 0, **broker.sasl_config(INGEST, INGEST_PASSWORD)})
-        errors: list[Any] = []
         task = {"task_id": f"json-{uuid.uuid4().hex[:8]}", "project_id": "secure", "description": "Hello from JSON"}
-        producer.produce(f"{prefix}.tasks-json", json.dumps(task).encode(), on_delivery=lambda e, _m: errors.append(e))
-        assert producer.flush(30) == 0 and errors == [None], errors
+        _produce_as_ingest(broker, f"{prefix}.tasks-json", json.dumps(task).encode())
         results = _read_json_results(broker, f"{prefix}.results-json", {task["task_id"]}, timeout_s=120)
         assert results.get(task["task_id"], {}).get("status") == "succeeded", results
 
@@ -222,6 +218,25 @@ def _grant_ingest(broker: SecureBroker, topic: str) -> None:
         future.result(30)
 
 
+def _produce_as_ingest(broker: SecureBroker, topic: str, value: bytes) -> None:
+    """Produce as the ingest principal, which may write ``topic``. create_acls returns when the
+    controller has the grant; the brokers enforce it a moment later (it travels as metadata), so a
+    refusal is retried for a while, and anything else, or a refusal that lasts, fails the test."""
+    producer = Producer({"bootstrap.servers": broker.sasl_bootstrap, "enable.idempotence": True, "log_level": 0,
+                         **broker.sasl_config(INGEST, INGEST_PASSWORD)})
+    deadline = time.monotonic() + 30
+    delivered: list[Any] = []
+    while True:
+        delivered.clear()
+        producer.produce(topic, value, on_delivery=lambda e, _m: delivered.append(e))
+        assert producer.flush(30) == 0, "undelivered after 30 s"
+        if delivered == [None]:
+            return
+        refused = delivered[0] is not None and delivered[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+        assert refused and time.monotonic() < deadline, delivered
+        time.sleep(0.5)
+
+
 def test_a_principal_that_may_only_produce_json_tasks_cannot_read_results(broker: SecureBroker,
                                                                            tmp_path: Path) -> None:
     prefix = _prefix()
@@ -230,11 +245,7 @@ def test_a_principal_that_may_only_produce_json_tasks_cannot_read_results(broker
     ingest = Cli(sasl_env(broker, tmp_path, prefix, user=INGEST, password=INGEST_PASSWORD))
 
     # Allowed: a JSON task onto <prefix>.tasks-json.
-    producer = Producer({"bootstrap.servers": broker.sasl_bootstrap, "enable.idempotence": True, "log_level": 0,
-                         **broker.sasl_config(INGEST, INGEST_PASSWORD)})
-    delivered: list[Any] = []
-    producer.produce(f"{prefix}.tasks-json", b'{"description": "allowed"}', on_delivery=lambda e, _m: delivered.append(e))
-    assert producer.flush(30) == 0 and delivered == [None], delivered
+    _produce_as_ingest(broker, f"{prefix}.tasks-json", b'{"description": "allowed"}')
 
     # Refused: reading results, through the CLI and through a plain consumer.
     said = _fails_fast(ingest, "tail", "results", "--from-beginning")

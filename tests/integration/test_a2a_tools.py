@@ -18,6 +18,7 @@ import redis
 
 from aios.agents.llm.base import ToolCall
 from aios.agents.llm.servers.openai import FakeOpenAI, ok, slow_first_token, tool_call
+from aios.agents.runner import tool_journal_key
 from aios.agents.tools import CallSite, Toolbox, ToolContext
 from aios.agents.tools_a2a import AskRemoteAgent, RemoteAgent
 from aios.connectors.context.journal import journal_key
@@ -136,7 +137,8 @@ async def test_a_worker_killed_after_the_call_is_redelivered_and_never_calls_the
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             await _wait(lambda: len(llm.requests) >= 2, 90, "the worker to call the remote and reach step 1")
-            assert r.get(journal_key(settings.kafka.topic_prefix, f"{task}/tool/0", 1, 0)) is not None
+            tool_key = tool_journal_key(event["project_id"], event["task_id"], 0)
+            assert r.get(journal_key(settings.kafka.topic_prefix, tool_key, 1, 0)) is not None
             first.send_signal(signal.SIGKILL)  # mid step 1: nothing after the tool call was committed
             first.wait(timeout=30)
         finally:

@@ -222,7 +222,9 @@ async def test_a_redelivered_assignment_never_calls_the_mcp_server_again(
     assert calls(calls_file) == ["record"], "the second delivery read the journal, not the server"
     # The call's id, the same on every replay, reaches the server as an idempotency key.
     assert call_ids(calls_file) == [f"{event['project_id']}/{event['task_id']}:1:0:0"]
-    assert tools_offered == ["read_dependency_output", "search_memory", "counter__record"]
+    # The role's tools and its MCP tool, then the ones every writing role has (artifacts, questions).
+    assert tools_offered == ["read_dependency_output", "search_memory", "counter__record", "write_artifact",
+                             "ask_agent"]
     assert [a["status"] for a in attempts] == ["succeeded", "succeeded"]
     assert {m["event_id"] for m in messages} == {messages[0]["event_id"]}, "a replayed call is the same event"
     content = json.loads(messages[0]["content"])

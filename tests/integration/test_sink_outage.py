@@ -31,6 +31,10 @@ class FlakyStore(HistoryStore):
         self.failures = failures
         self.attempts = 0
         self.rows: list[EventRow] = []
+        self.hops: list[str] = []
+
+    def insert_hops(self, lines: Sequence[str]) -> None:
+        self.hops.extend(lines)  # who produced each record (its own table, not an event row)
 
     def insert(self, rows: Sequence[EventRow]) -> None:
         self.attempts += 1

@@ -1,0 +1,79 @@
+"""A transaction step whose error librdkafka marks retriable is repeated, not fatal: while a broker
+is lost, the coordinator's time-outs once ended the results committer (tests/e2e/test_broker_loss.py)."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from aios.streams.engine import transactional
+from aios.streams.engine.transactional import _until_done
+from aios.streams.errors import KafkaError as StreamsKafkaError
+from aios.streams.metrics import TXN_RETRIES
+
+
+class Flaky:
+    """Fails its first ``failures`` calls with ``error``."""
+
+    def __init__(self, failures: int, error: KafkaError) -> None:
+        self.failures, self.error, self.calls = failures, error, 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise KafkaException(self.error)
+
+
+class Named:
+    name = "test"
+
+
+def timed_out() -> KafkaError:
+    return KafkaError(KafkaError._TIMED_OUT, "Failed to add offsets to transaction: Local: Timed out",
+                      retriable=True)
+
+
+def retries(step: str) -> float:
+    return TXN_RETRIES.labels("test", step)._value.get()
+
+
+def test_a_retriable_time_out_is_tried_again_until_it_completes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transactional.time, "sleep", lambda _s: None)
+    before = retries("commit")
+    call = Flaky(3, timed_out())
+    _until_done("test", "commit", call)
+    assert call.calls == 4
+    assert retries("commit") - before == 3
+
+
+@pytest.mark.parametrize("error", [
+    KafkaError(KafkaError._FENCED, "fenced", fatal=True),
+    KafkaError(KafkaError._TIMED_OUT, "abortable", retriable=True, txn_requires_abort=True),
+    KafkaError(KafkaError.INVALID_TXN_STATE, "not retriable"),
+], ids=["fatal", "needs-abort", "plain"])
+def test_anything_but_a_plain_retriable_error_goes_to_the_caller_at_once(error: KafkaError) -> None:
+    call = Flaky(1, error)
+    with pytest.raises(KafkaException) as raised:
+        _until_done("test", "send offsets", call)
+    assert raised.value.args[0] is error and call.calls == 1
+
+
+def test_a_time_out_that_outlasts_the_retry_window_goes_to_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [0.0]
+    monkeypatch.setattr(transactional.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(transactional.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    call = Flaky(10_000, timed_out())
+    with pytest.raises(KafkaException):
+        _until_done("test", "abort", call)
+    assert clock[0] <= transactional.TXN_RETRY_S
+    assert 20 < call.calls < 100, "backed off to a few seconds a try, not a busy loop"
+
+
+@pytest.mark.parametrize("error", [
+    KafkaError(KafkaError._FENCED, "fenced by a newer instance", fatal=True),
+    KafkaError(KafkaError._TIMED_OUT, "timed out, not fatal", retriable=True),
+], ids=["fenced", "not-fatal"])
+def test_a_fenced_or_non_fatal_producer_is_not_replaced(error: KafkaError) -> None:
+    # Fenced: another instance owns the transactional id now; taking it back would fence that one.
+    with pytest.raises(StreamsKafkaError, match=error.str()):
+        transactional.TransactionalProcessor._renew(Named(), object(), KafkaException(error))  # type: ignore[arg-type]
