@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -51,6 +52,7 @@ from a2a.types.a2a_pb2 import (
     TaskStatus,
     TaskStatusUpdateEvent,
 )
+from a2a.utils.constants import VERSION_HEADER
 from a2a.utils.errors import (
     A2AError,
     InvalidParamsError,
@@ -62,7 +64,10 @@ from a2a.utils.errors import (
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
-from starlette.routing import BaseRoute
+from starlette.datastructures import Headers
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as ASGIMessage
 
 from aios.api.a2a_tasks import (
     LIVE,
@@ -350,6 +355,60 @@ async def _counted(method: str) -> AsyncIterator[None]:
     A2A_REQUESTS.labels(method, "ok").inc()
 
 
+# A v0.3 method name has a slash (message/send, tasks/get); v1.0's do not (SendMessage, GetTask).
+V1_NAMES = {"message/send": "SendMessage", "message/stream": "SendStreamingMessage", "tasks/get": "GetTask",
+            "tasks/cancel": "CancelTask", "tasks/resubscribe": "SubscribeToTask"}
+
+
+def version_guard(app: ASGIApp) -> ASGIApp:
+    """Refuse a v0.3 method sent with an ``A2A-Version`` of 1 or later, with the method to use.
+
+    The SDK's v0.3 adapter reports that mismatch as an internal error (-32603: v0.3 had no code for
+    it), which tells a client nothing it can fix; v1.0's VersionNotSupported (-32009) does. Only
+    requests that declare a version of 1 or later are buffered (the body limit bounds them)."""
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        version = Headers(scope=scope).get(VERSION_HEADER, "")
+        major = version.split(".", 1)[0]
+        if scope["type"] != "http" or not major.isdigit() or int(major) < 1:
+            await app(scope, receive, send)
+            return
+        received: list[ASGIMessage] = []
+        while True:
+            message = await receive()
+            received.append(message)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+        body = b"".join(m.get("body", b"") for m in received if m["type"] == "http.request")
+        method, request_id = _method_and_id(body)
+        if method is not None and "/" in method:
+            use = V1_NAMES.get(method)
+            hint = f"use {use}" if use else "use its v1.0 name"
+            await JSONResponse({"jsonrpc": "2.0", "id": request_id, "error": {
+                "code": -32009, "message": f"{method!r} is an A2A v0.3 method, and this request says A2A-Version "
+                                           f"{version}: {hint}, or send A2A-Version: 0.3"}})(scope, receive, send)
+            return
+        replay = iter(received)
+
+        async def again() -> ASGIMessage:
+            return next(replay, None) or await receive()
+
+        await app(scope, again, send)
+
+    return guarded
+
+
+def _method_and_id(body: bytes) -> tuple[str | None, str | int | None]:
+    try:
+        request = json.loads(body)
+    except ValueError:
+        return None, None  # not JSON: the SDK answers with its parse error
+    if not isinstance(request, dict) or not isinstance(request.get("method"), str):
+        return None, None
+    request_id = request.get("id")
+    return request["method"], request_id if isinstance(request_id, str | int) and not isinstance(request_id, bool) else None
+
+
 def mount_a2a(app: FastAPI, services: Services) -> None:
     """Add the cards and the JSON-RPC endpoints to ``app``."""
     settings = services.settings
@@ -378,5 +437,8 @@ def mount_a2a(app: FastAPI, services: Services) -> None:
     routes: list[BaseRoute] = []
     for path in ("/v1/a2a", "/v1/a2a/{role}"):
         routes += create_jsonrpc_routes(handler, path, context_builder=PrincipalContext(), enable_v0_3_compat=True)
+    for route in routes:
+        if isinstance(route, Route):
+            route.app = version_guard(route.app)
     app.router.routes.extend(routes)
     app.state.a2a_roles = roles

@@ -27,6 +27,24 @@ def pytest_configure(config: pytest.Config) -> None:
         must_rewrite.clear()
 
 
+# Longest first: the test workers take files in the order collected, so the files that take minutes
+# (clusters, broker loss, installs; `pytest --durations`) start at once and the short unit tests
+# fill in around them, instead of one of them starting last and running alone at the end.
+_SLOWEST = ("test_broker_loss.py", "test_install.py", "test_controller_loss.py", "test_crash_safety.py",
+            "test_cli.py", "test_orchestrator.py", "test_kafka_security.py", "test_agents_cli.py")
+_LAYER_ORDER = {"e2e": 0, "integration": 1, "unit": 2}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def order(item: pytest.Item) -> tuple[int, int]:
+        parts = item.path.parts
+        layer = parts[parts.index("tests") + 1] if "tests" in parts[:-1] else ""
+        slow = _SLOWEST.index(item.path.name) if item.path.name in _SLOWEST else len(_SLOWEST)
+        return slow, _LAYER_ORDER.get(layer, 2)
+
+    items.sort(key=order)  # stable: otherwise in the usual order
+
+
 @pytest.fixture(scope="session")
 def session_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """AIOS_DATA_DIR for tests in this process: chdb allows one data directory per process."""

@@ -176,7 +176,7 @@ function socket(path, onMessage) {
   const sep = path.includes("?") ? "&" : "?";
   const ws = new WebSocket(`${scheme}://${location.host}${path}${sep}access_token=${encodeURIComponent(kv.token)}`);
   ws.onmessage = (m) => onMessage(JSON.parse(m.data));
-  ws.onclose = (e) => { if (e.code !== 4401 && e.code !== 4403 && e.code !== 1000) setTimeout(() => { if (ws === kv.ws || ws === kv.feed) reopen(); }, 3000); };
+  ws.onclose = (e) => { if (e.code !== 4401 && e.code !== 4403 && e.code !== 1000) setTimeout(() => { if (ws === kv.ws || ws === kv.feed) reconnect(); }, 3000); };
   return ws;
 }
 
@@ -187,6 +187,13 @@ function reopen() {
     if (e.type === "dlq") addLetter(letterFromEvent(e.data));
     else if (e.type === "tokens") addTokens(e.data);
   });
+}
+
+// After a dropped socket: letters that came while it was closed are not in the live feed, so the
+// list is read again (addLetter skips the ones shown). Tokens are live only: those are gone.
+function reconnect() {
+  reopen();
+  if (kv.canReplay) kv.api("/v1/dlq?limit=50").then(({ letters }) => letters.forEach(addLetter), () => {});
 }
 
 export async function startKafka(api, token) {

@@ -230,6 +230,16 @@ async def test_the_v0_3_method_names_and_hostile_messages(settings: Settings) ->
         got = await api.post("/v1/a2a", headers=headers, json={
             "jsonrpc": "2.0", "id": 2, "method": "tasks/get", "params": {"id": result["id"]}})
         assert got.json()["result"]["status"]["state"] == "completed"
+        # A v0.3 name under a v1.0 version header: the error names the method to use (never -32603).
+        for version, request_id in (("1.0", 3), ("2", "four")):
+            mixed = await api.post("/v1/a2a", headers={**headers, "A2A-Version": version}, json={
+                "jsonrpc": "2.0", "id": request_id, "method": "tasks/get", "params": {"id": result["id"]}})
+            assert mixed.status_code == 200 and mixed.json()["id"] == request_id, mixed.text
+            error = mixed.json()["error"]
+            assert error["code"] == -32009 and "use GetTask" in error["message"], error
+        got = await api.post("/v1/a2a", headers={**headers, "A2A-Version": "1.0"}, json={
+            "jsonrpc": "2.0", "id": 5, "method": "GetTask", "params": {"id": result["id"]}})
+        assert got.json()["result"]["status"]["state"] == "TASK_STATE_COMPLETED", got.text
         async with a2a(api, headers) as client:
             file_part = new_text_message("x", role=ROLE_USER, context_id=project)
             file_part.parts[0].url = "https://example.invalid/file.pdf"
@@ -294,6 +304,8 @@ async def test_hostile_json_rpc_never_breaks_the_endpoint(settings: Settings) ->
         @example(body={"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {  # Infinity: once a -32603
             "message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "x"}]},
             "metadata": {"priority": float("inf")}}}, cut=False)
+        # A v0.3 method with A2A-Version 1.0: the SDK's v0.3 adapter once said -32603 for it.
+        @example(body={"jsonrpc": "2.0", "method": "tasks/get", "params": {"id": ""}, "id": 0}, cut=False)
         def check(body: dict[str, Any], cut: bool) -> None:
             whole = json.dumps(body).encode()
             content = whole[: len(whole) // 2] if cut else whole  # cut: a body that is not JSON

@@ -122,7 +122,7 @@ async def test_the_kafka_view_charts_a_burst_and_feeds_a_poison_record(settings:
             producer.send_raw(topics.tasks, b"\x00\x01poison", key="poison")
             producer.flush()
             row = page.locator("#dlq tbody tr").filter(has_text=topics.tasks).first
-            await row.wait_for(timeout=30_000)
+            await row.wait_for(timeout=60_000)  # the view reads the whole burst first
             text = await row.inner_text()
             assert "orchestrator" in text and "00 01 70 6f 69 73 6f 6e" in text
             assert (await row.get_attribute("data-reason")) != ""
