@@ -18,6 +18,7 @@ from confluent_kafka import Message
 
 from aios.connectors.errors import StoreUnavailableError
 from aios.connectors.history.writer import BatchResult, Record, to_row, write_batch
+from aios.schemas.errors import UndecodableError
 from aios.schemas.limits import MAX_NAME_CHARS
 from aios.streams.engine.batch import BatchProcessor, retry_forever
 from aios.streams.engine.records import log
@@ -48,10 +49,17 @@ class HistorySink(BatchProcessor):
         t = rt.topics
         # Topics no other processor reads: the sink owns them and dead-letters their garbage.
         self.owned = {t.results, t.project_status, t.messages, t.llm_calls, t.agents}
+        # Where a null value is a tombstone (an agent that stopped deletes its key), not garbage.
+        self.compacted = {t.agents, t.project_status, t.orchestrator_state}
 
     async def apply(self, batch: list[Message]) -> None:
-        # A tombstone (a null value on a compacted topic: an agent that stopped) deletes a key; it
-        # is not an event, and the agent's last status is already stored.
+        # A tombstone on a compacted topic deletes a key; it is not an event, and the last status it
+        # clears is already stored. A null value anywhere else is a producer's mistake.
+        for msg in batch:
+            if msg.value() is None and msg.topic() in self.owned and msg.topic() not in self.compacted:
+                self.dead_letter(msg, UndecodableError(f"a record with no value on {msg.topic()}: a null value is "
+                                                       "a tombstone, which only compacted topics take"))
+                EVENTS.labels(NAME, "undecodable").inc()
         batch = [msg for msg in batch if msg.value() is not None]
         if not batch:
             return

@@ -236,7 +236,8 @@ def json_tasks(draw: Any) -> Case:
     return Case("tasks-json", None, junk, True, "json:bad")
 
 
-AVRO_TOPICS = ["tasks", "projects", "control", "attempts", "agent.general", "agent.backend", "memory", "results"]
+AVRO_TOPICS = ["tasks", "projects", "control", "attempts", "agent.general", "agent.backend", "memory", "results",
+               "messages", "llm-calls"]
 
 
 @st.composite
@@ -276,6 +277,9 @@ def fixed_extremes(codec: Any) -> list[Case]:
     for topic, record in WRONG_TYPE.items():
         out.append(Case(topic, None, sample[: len(sample) // 2], True, "truncated"))
         out.append(Case(topic, record, sample_value(record), True, "wrong-type"))
+    # A null value (a tombstone) on every topic that is not compacted: drawn only now and then above,
+    # and once it was the one record no processor dead-lettered (on results).
+    out += [Case(topic, None, None, True, "undecodable") for topic in AVRO_TOPICS]
     return out
 
 
