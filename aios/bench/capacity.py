@@ -55,6 +55,34 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return float("nan")
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every live process below it: `aios up` runs each processor group as a child."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo += children.get(current, [])
+    return tree
+
+
+def is_agent_worker(pid: int) -> bool:
+    """Whether the process runs agents (`aios worker agents`, on its own or as `aios up`'s child)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"worker" in argv and b"agents" in argv
+
+
 class RssSampler:
     """The highest RSS of some processes, sampled every 0.2 s while it runs."""
 
@@ -157,11 +185,13 @@ def _pipeline_run(settings: Settings, mode: str, agent_workers: int, env: dict[s
     try:
         for proc in procs:
             proc.wait_ready(120)
-        agents = [p.proc.pid for p, cmd in zip(procs, commands, strict=True) if cmd[0] == "up" or "agents" in cmd]
+        # Every process of the pipeline: `aios up`'s children are where its processors run.
+        pids = [pid for p in procs for pid in process_tree(p.proc.pid)]
+        agents = [pid for pid in pids if is_agent_worker(pid)]
         for tag, count in counts:
             if stats_url is not None:
                 _server_stats(stats_url, reset=True)
-            cpu_before = {p.proc.pid: cpu_seconds(p.proc.pid) for p in procs}
+            cpu_before = {pid: cpu_seconds(pid) for pid in pids}
             with RssSampler(agents) as rss:
                 figures = submit_json(settings, count, f"{tag}{time.time_ns()}", tick, timeout_s=max(180.0, count / 5))
             cpu = {pid: cpu_seconds(pid) - before for pid, before in cpu_before.items()}

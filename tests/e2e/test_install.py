@@ -186,13 +186,38 @@ def test_aios_api_starts_from_the_wheel_and_serves_the_dashboard(venv: Path, bas
     assert api.returncode in (0, -signal.SIGTERM), api.stderr.read() if api.stderr else ""
 
 
+# Every command and subcommand's --help, in one process of the installed venv (a process each took
+# minutes on a loaded machine): the exit code and the first line of each, as JSON.
+EVERY_HELP = """
+import json
+import click
+from click.testing import CliRunner
+from aios.cli import cli
+
+def walk(group, path):
+    for name, command in sorted(group.commands.items()):
+        yield path + [name]
+        if isinstance(command, click.Group):
+            yield from walk(command, path + [name])
+
+runner, out = CliRunner(), {}
+for path in walk(cli, []):
+    result = runner.invoke(cli, [*path, "--help"])
+    out[" ".join(path)] = [result.exit_code, (result.output.strip().splitlines() or [""])[0]]
+print(json.dumps(out))
+"""
+
+
 def test_every_command_answers_help(venv: Path) -> None:
     aios = venv / "bin" / "aios"
-    top = _run(aios, "--help")
+    top = _run(aios, "--help")  # the console script itself
     commands = [line.split()[0] for line in top.split("Commands:")[1].splitlines() if line.strip()]
     assert {"up", "worker", "submit", "status", "stats", "dev", "topics", "api", "bench"} <= set(commands)
-    for command in commands:
-        _run(aios, command, "--help")
+    helps: dict[str, list[Any]] = json.loads(_run(venv / "bin" / "python", "-c", EVERY_HELP).splitlines()[-1])
+    assert set(commands) <= set(helps), "every top-level command was walked"
+    assert {"dev llm", "bench capacity", "dlq replay", "artifacts get", "keys create"} <= set(helps)
+    failed = {path: first for path, (code, first) in helps.items() if code != 0 or not first.startswith("Usage: ")}
+    assert not failed, failed
 
 
 def test_a_base_install_runs_the_pipeline_with_vector_memory_off(venv: Path, base_settings: Settings,
