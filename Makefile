@@ -109,6 +109,8 @@ bench: up ## Benchmarks (figures go in docs/benchmarks.md)
 	$(AIOS) topics create
 	$(AIOS) bench pipeline --mode embedded
 	$(AIOS) bench pipeline --mode distributed
+	$(AIOS) bench capacity --mode embedded
+	$(AIOS) bench capacity --mode distributed --queued 0
 	$(AIOS) bench orchestrator
 	$(AIOS) bench dag
 	$(AIOS) bench router
