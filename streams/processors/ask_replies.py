@@ -14,29 +14,24 @@ of the topic between the mark and where this worker began reading is read once, 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import faust
-from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka import KafkaError as CKafkaError
+from confluent_kafka import Message, TopicPartition
 
 from aios.agents.roles import load_roles
 from aios.agents.tools_ask import AskRequest, Reply, ask_depth
 from aios.schemas.errors import SchemaError
-from aios.streams.engine.records import log
 from aios.streams.engine.runtime import Runtime
-from aios.streams.errors import KafkaError
-from aios.streams.kafka import make_consumer, watermarks
+from aios.streams.engine.tail import TopicTail
+from aios.streams.kafka import make_consumer
 from aios.streams.metrics import ASK_QUESTIONS, ASK_WAITING
 from aios.streams.processors.ask_events import ask_message, ask_task, reply_message
 from aios.streams.sealing import Sealer
 
-POLL_S = 0.2
 ASKED_MARK = b"ask-"  # in the encoded bytes of every result of an asked task (its id, in plain text)
 RECENT_REPLIES = 10_000  # answers kept for a question that starts waiting just after its answer came
 Key = tuple[str, str]  # (project, task)
@@ -49,39 +44,16 @@ def count_question(role: str, outcome: str) -> None:
     ASK_QUESTIONS.labels(role, outcome).inc()
 
 
-class ResultsWatcher(faust.Service):
+class ResultsWatcher(TopicTail):
     """Reads the results topic from its end and resolves the questions waiting for their answers."""
 
     name = "ask-replies"
 
     def __init__(self, rt: Runtime, sealer: Sealer, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.rt, self.sealer = rt, sealer
-        self.began_at: dict[int, int] = {}  # partition -> where this worker began reading
-        self.positions: dict[int, int] = {}  # partition -> the next offset the reader will see
+        super().__init__(rt, rt.topics.results, "ask_agent answers", **kwargs)
+        self.sealer = sealer
         self.recent: OrderedDict[Key, Reply] = OrderedDict()
         self.waiting: dict[Key, list[asyncio.Future[Reply]]] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def on_start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        consumer = make_consumer(self.rt.settings, group=f"{self.rt.settings.kafka.topic_prefix}-asks-{uuid.uuid4().hex}",
-                                 **{"fetch.wait.max.ms": 50, "enable.auto.offset.store": False})
-        try:
-            await asyncio.to_thread(self._assign_at_end, consumer)
-        except BaseException:
-            consumer.close()
-            raise
-        self._thread = threading.Thread(target=self._read, args=(consumer,), name="aios-ask-replies", daemon=True)
-        self._thread.start()
-
-    async def on_stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 5)
-            self._thread = None
 
     def mark(self) -> dict[str, int]:
         """Where reading is now, per partition: any result produced later is at or past it."""
@@ -113,41 +85,10 @@ class ResultsWatcher(faust.Service):
 
     # --- reading ---------------------------------------------------------------------------
 
-    def _assign_at_end(self, consumer: Consumer) -> None:
-        topic = self.rt.topics.results
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-            except KafkaException as exc:
-                meta, problem = None, str(exc)
-            else:
-                problem = "" if meta is not None and meta.error is None and meta.partitions else "no partitions"
-            if meta is not None and not problem:
-                ends = {p: watermarks(consumer, TopicPartition(topic, p))[1] for p in meta.partitions}
-                consumer.assign([TopicPartition(topic, p, end) for p, end in ends.items()])
-                self.began_at, self.positions = dict(ends), dict(ends)
-                return
-            if time.monotonic() > deadline:
-                raise KafkaError(f"cannot read {topic} for ask_agent answers: {problem}; "
-                                 "create the topics with `aios topics create`")
-            time.sleep(0.2)
-
-    def _read(self, consumer: Consumer) -> None:
-        try:
-            while not self._stop.is_set():
-                msg = consumer.poll(POLL_S)
-                if msg is None:
-                    continue
-                if msg.error() is not None:
-                    log.warning("ask replies: %s", msg.error())
-                    continue
-                self.positions[int(msg.partition() or 0)] = int(msg.offset() or 0) + 1
-                found = self._reply_of(msg.value())
-                if found is not None and self._loop is not None:
-                    self._loop.call_soon_threadsafe(self._resolve, *found)
-        finally:
-            consumer.close()
+    def handle(self, msg: Message) -> None:
+        found = self._reply_of(msg.value())
+        if found is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._resolve, *found)
 
     def _reply_of(self, value: bytes | None) -> tuple[Key, Reply] | None:
         """The (project, task) and reply a result carries, if it answers a question."""
