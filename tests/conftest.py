@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import settings
+
+if TYPE_CHECKING:
+    from tests.integration.s3_server import MotoS3
 
 # Generated cases test what code does with an input, not how fast: on a loaded 2-core CI machine
 # running four test workers, hypothesis' default 200 ms deadline fails cases at random.
@@ -43,6 +48,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return slow, _LAYER_ORDER.get(layer, 2)
 
     items.sort(key=order)  # stable: otherwise in the usual order
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    """A real S3-compatible server (moto's, over HTTP) for a module of artifact tests."""
+    from tests.integration.s3_server import MotoS3  # boto3 and moto only where a test asks for them
+
+    try:
+        server = MotoS3(tmp_path_factory.mktemp("moto")).__enter__()
+    except RuntimeError as exc:
+        pytest.fail(f"cannot start the test S3 server: {exc}")
+    yield server
+    server.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,16 +20,6 @@ from tests.integration.s3_server import BUCKET, MotoS3
 pytestmark = pytest.mark.integration
 
 CODE = "print('hello from the agent')\n"
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
-    try:
-        server = MotoS3(tmp_path_factory.mktemp("moto")).__enter__()
-    except RuntimeError as exc:
-        pytest.fail(f"cannot start the test S3 server: {exc}")
-    yield server
-    server.__exit__(None, None, None)
 
 
 def settings_of(cli: Cli) -> Settings:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Iterator
 
 import pytest
 from pydantic import SecretStr
@@ -32,16 +31,6 @@ pytestmark = pytest.mark.integration
 INLINE = 16 * 1024
 # Over MAX_OUTPUT_BYTES; long lines stream in few chunks from the wire-format server.
 BIG = "".join(f"{i:06d} " + "report-line-" * 40 + "\n" for i in range(600))
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
-    try:
-        server = MotoS3(tmp_path_factory.mktemp("moto")).__enter__()
-    except RuntimeError as exc:
-        pytest.fail(f"cannot start the test S3 server: {exc}")
-    yield server
-    server.__exit__(None, None, None)
 
 
 @pytest.fixture(params=["filesystem", "s3"])

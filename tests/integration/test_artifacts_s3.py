@@ -4,7 +4,6 @@ bucket, upload, download, listing, checksums, and access refused without valid c
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,16 +24,6 @@ from tests.integration.local_servers import free_port
 from tests.integration.s3_server import BUCKET, MotoS3
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
-    try:
-        server = MotoS3(tmp_path_factory.mktemp("moto")).__enter__()
-    except RuntimeError as exc:
-        pytest.fail(f"cannot start the test S3 server: {exc}")
-    yield server
-    server.__exit__(None, None, None)
 
 
 def config(moto: MotoS3, tmp_path: Path, *, prefix: str = "team-a", key_id: str | None = "",
