@@ -60,8 +60,10 @@ POLL_S = 0.05
 # as while a broker is lost and its partitions' leadership moves) is tried again before the
 # processor gives up on it. A broker's loss settles in seconds to tens of seconds.
 TXN_RETRY_S = 120.0
-# A producer whose transactional id another instance has taken: it must not take it back.
+# Fenced: another instance took the transactional id, or the coordinator timed out a transaction and
+# bumped the epoch (see TransactionalProcessor._renew). Twice within FENCE_WINDOW_S: the former.
 FENCED = frozenset({CKafkaError._FENCED, CKafkaError.PRODUCER_FENCED, CKafkaError.INVALID_PRODUCER_EPOCH})
+FENCE_WINDOW_S = 60.0
 
 
 class TransactionalProcessor(faust.Service):
@@ -95,6 +97,7 @@ class TransactionalProcessor(faust.Service):
         # Set while a batch that failed after its records is read again: see the module doc.
         self.isolating = False
         self.backoff = Backoff()
+        self.fenced_at: float | None = None  # when a fence was last answered with a new producer
 
     async def wait_assigned(self, timeout_s: float) -> None:
         """Until the group has assigned this member (its state rebuilt), so 'ready' means ready."""
@@ -159,11 +162,21 @@ class TransactionalProcessor(faust.Service):
 
     def _renew(self, producer: Producer, exc: KafkaException) -> None:
         """``producer`` failed fatally: replace it with a new one of the same transactional id, as a
-        restarted process would (its start aborts the failed transaction), unless it was fenced, which
-        means another instance now owns the id: then the process must go."""
+        restarted process would (its start aborts the failed transaction).
+
+        Fenced is fatal too, and usually means another instance owns the id now; but a coordinator
+        that times out a transaction while a broker is lost also bumps its epoch and fences the
+        producer that is still in it. So a fence is answered with a new producer once; fenced again
+        within FENCE_WINDOW_S, the process goes: a second instance is there, and it keeps the id."""
         err = exc.args[0] if exc.args else None
-        if not isinstance(err, CKafkaError) or not err.fatal() or err.code() in FENCED:
+        if not isinstance(err, CKafkaError) or not err.fatal():
             raise KafkaError(f"{self.name}: {err}") from exc
+        if err.code() in FENCED:
+            now = time.monotonic()
+            if self.fenced_at is not None and now - self.fenced_at < FENCE_WINDOW_S:
+                raise KafkaError(f"{self.name}: fenced twice within {FENCE_WINDOW_S:.0f}s: another instance "
+                                 f"runs as {self.transactional_id} ({err})") from exc
+            self.fenced_at = now
         index = self.producers.index(producer)
         transactional_id = self.transactional_id if index == 0 else f"{self.transactional_id}-alt"
         log.warning("%s: its transactional producer failed (%s); starting a new one as %s", self.name, err,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import faust
 import orjson
@@ -35,6 +37,7 @@ from aios.streams.metrics import (
 from aios.streams.tracing import PROCESS_HEADER, TRACEPARENT
 
 NAME = "history"
+T = TypeVar("T")
 __all__ = ["HistorySink", "register", "to_row"]  # to_row: for callers that build rows themselves
 
 
@@ -69,10 +72,11 @@ class HistorySink(BatchProcessor):
         started = time.perf_counter()
         # Off the event loop: transcoding, and the Python decoding of what the transcoder leaves,
         # must not starve the other processors.
-        result: BatchResult = await retry_forever("history store", self._write, records)
+        result: BatchResult = await retry_forever("history store", self._write, write_batch, self.rt.store,
+                                                  self.rt.codec, records)
         hops = hop_lines(batch)
         if hops:
-            await retry_forever("history store", asyncio.to_thread, self.rt.store.insert_hops, hops)
+            await retry_forever("history store", self._write, self.rt.store.insert_hops, hops)
         SINK_FLUSH.labels(self.rt.store.engine).observe(time.perf_counter() - started)
         if result.refused is not None:
             # Slow (Python decodes the whole batch) but nothing is lost. The transcoder checked every
@@ -91,9 +95,11 @@ class HistorySink(BatchProcessor):
         SINK_BATCH.observe(result.stored)
         EVENTS.labels(NAME, "stored").inc(result.stored)
 
-    async def _write(self, records: list[Record]) -> BatchResult:
+    async def _write(self, call: Callable[..., T], *args: Any) -> T:
+        """One write to the store, off the event loop; an outage counts in aios_sink_store_retries_total
+        (the batch's events and its hops alike: either one holds the sink back)."""
         try:
-            return await asyncio.to_thread(write_batch, self.rt.store, self.rt.codec, records)
+            return await asyncio.to_thread(call, *args)
         except StoreUnavailableError:
             SINK_RETRIES.inc()
             raise

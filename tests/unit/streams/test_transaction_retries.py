@@ -3,6 +3,8 @@ is lost, the coordinator's time-outs once ended the results committer (tests/e2e
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
@@ -22,10 +24,6 @@ class Flaky:
         self.calls += 1
         if self.calls <= self.failures:
             raise KafkaException(self.error)
-
-
-class Named:
-    name = "test"
 
 
 def timed_out() -> KafkaError:
@@ -69,11 +67,47 @@ def test_a_time_out_that_outlasts_the_retry_window_goes_to_the_caller(monkeypatc
     assert 20 < call.calls < 100, "backed off to a few seconds a try, not a busy loop"
 
 
-@pytest.mark.parametrize("error", [
-    KafkaError(KafkaError._FENCED, "fenced by a newer instance", fatal=True),
-    KafkaError(KafkaError._TIMED_OUT, "timed out, not fatal", retriable=True),
-], ids=["fenced", "not-fatal"])
-def test_a_fenced_or_non_fatal_producer_is_not_replaced(error: KafkaError) -> None:
-    # Fenced: another instance owns the transactional id now; taking it back would fence that one.
-    with pytest.raises(StreamsKafkaError, match=error.str()):
-        transactional.TransactionalProcessor._renew(Named(), object(), KafkaException(error))  # type: ignore[arg-type]
+class Processor:
+    """What ``_renew`` uses of a TransactionalProcessor; its new producers are names."""
+
+    name, transactional_id = "test", "p-test-0"
+
+    def __init__(self) -> None:
+        self.producers: list[Any] = ["first", "alt"]
+        self.producer: Any = "first"
+        self.fenced_at: float | None = None
+
+    def _new_producer(self, transactional_id: str) -> str:
+        return f"new {transactional_id}"
+
+
+def renew(processor: Processor, producer: str, error: KafkaError) -> None:
+    transactional.TransactionalProcessor._renew(processor, producer, KafkaException(error))  # type: ignore[arg-type]
+
+
+def test_a_fatal_producer_is_replaced_with_its_own_transactional_id() -> None:
+    processor = Processor()
+    renew(processor, "alt", KafkaError(KafkaError.INVALID_TXN_STATE, "epoch bump refused", fatal=True))
+    assert processor.producers == ["first", "new p-test-0-alt"] and processor.producer == "new p-test-0-alt"
+
+
+def test_a_fence_is_answered_once_and_a_second_one_within_the_window_ends_the_process(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Once: the coordinator timed a transaction out while a broker was lost and bumped the epoch.
+    # Again soon after: another instance runs with the same id; it keeps it.
+    clock = [1000.0]
+    monkeypatch.setattr(transactional.time, "monotonic", lambda: clock[0])
+    processor, fenced = Processor(), KafkaError(KafkaError._FENCED, "fenced by a newer instance", fatal=True)
+    renew(processor, "first", fenced)
+    assert processor.producers[0] == "new p-test-0"
+    clock[0] += transactional.FENCE_WINDOW_S - 1
+    with pytest.raises(StreamsKafkaError, match="fenced twice"):
+        renew(processor, "new p-test-0", fenced)
+    clock[0] += transactional.FENCE_WINDOW_S + 1
+    renew(processor, "new p-test-0", fenced)  # a window later it is a new event
+    assert processor.fenced_at == clock[0]
+
+
+def test_a_non_fatal_error_is_not_answered_with_a_new_producer() -> None:
+    with pytest.raises(StreamsKafkaError, match="timed out, not fatal"):
+        renew(Processor(), "first", KafkaError(KafkaError._TIMED_OUT, "timed out, not fatal", retriable=True))
