@@ -23,7 +23,8 @@ RECORD_FAILURES = Counter(
 TXN_RETRIES = Counter(
     "aios_transaction_retries_total",
     "Transaction steps (send offsets, commit, abort) a transactional processor repeated after a retriable "
-    "error, such as a coordinator that timed out while a broker was lost.", ["processor", "step"],
+    "error, such as a coordinator that timed out while a broker was lost; 'new producer': a producer replaced "
+    "after a fatal error or a first fence.", ["processor", "step"],
 )
 LLM_TOKENS = Counter("aios_llm_tokens_total", "LLM tokens used.", ["provider", "model", "direction"])
 LLM_COST = Counter("aios_llm_cost_usd_total", "LLM spend in USD.", ["provider", "model"])
