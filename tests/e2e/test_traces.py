@@ -37,7 +37,8 @@ def complete(trace_id: str) -> Any:
     def done(spans: list[Span]) -> bool:
         names = Counter(s.name for s in spans if s.trace_id == trace_id)
         return bool(names["submit"] and names["commit result"] and names["memory write"]
-                    and names["invoke_agent general"] and names["dispatch"] >= 2)
+                    and names["invoke_agent general"] and names["dispatch"] >= 2
+                    and any(name.startswith("chat ") for name in names))
     return done
 
 
@@ -106,8 +107,8 @@ def test_one_trace_per_task_across_worker_processes(cli: Cli) -> None:
             restricted = cli.json("submit", f"keep {RESTRICTED_PROMPT} private", "--project", "traced",
                                   "--privacy", "restricted", "--wait", "--timeout", "90")
             assert restricted["result"]["status"] == "succeeded", restricted
-            spans = otlp.wait_for(complete(normal["trace_id"]))
-            otlp.wait_for(complete(restricted["trace_id"]))
+            otlp.wait_for(complete(normal["trace_id"]))
+            spans = otlp.wait_for(complete(restricted["trace_id"]))  # all spans so far: both traces
             story = stored_story(cli, workers[-1], normal["trace_id"])
         finally:
             for w in workers:
