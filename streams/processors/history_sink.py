@@ -52,29 +52,35 @@ class HistorySink(BatchProcessor):
         t = rt.topics
         # Topics no other processor reads: the sink owns them and dead-letters their garbage.
         self.owned = {t.results, t.project_status, t.messages, t.llm_calls, t.agents}
-        # Where a null value is a tombstone (an agent that stopped deletes its key), not garbage.
-        self.compacted = {t.agents, t.project_status, t.orchestrator_state}
+        # A null value is a tombstone on a compacted topic (an agent that stopped deletes its key);
+        # on the other topics the sink owns it is a producer's mistake.
+        self.no_tombstones = self.owned - {t.agents, t.project_status, t.orchestrator_state}
 
     async def apply(self, batch: list[Message]) -> None:
-        # A tombstone on a compacted topic deletes a key; it is not an event, and the last status it
-        # clears is already stored. A null value anywhere else is a producer's mistake.
+        # One pass: a tombstone is not an event (the last status it clears is already stored).
+        kept: list[Message] = []
+        records: list[Record] = []
+        by_record: dict[int, Message] = {}
         for msg in batch:
-            if msg.value() is None and msg.topic() in self.owned and msg.topic() not in self.compacted:
-                self.dead_letter(msg, UndecodableError(f"a record with no value on {msg.topic()}: a null value is "
-                                                       "a tombstone, which only compacted topics take"))
-                EVENTS.labels(NAME, "undecodable").inc()
-        batch = [msg for msg in batch if msg.value() is not None]
-        if not batch:
+            value = msg.value()
+            if value is None:
+                if msg.topic() in self.no_tombstones:
+                    self.dead_letter(msg, UndecodableError(f"a record with no value on {msg.topic()}: a null value "
+                                                           "is a tombstone, which only compacted topics take"))
+                    EVENTS.labels(NAME, "undecodable").inc()
+                continue
+            record = Record(str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0), value)
+            kept.append(msg)
+            records.append(record)
+            by_record[id(record)] = msg
+        if not records:
             return
-        records = [Record(str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0), msg.value())
-                   for msg in batch]
-        by_record = {id(r): msg for r, msg in zip(records, batch, strict=True)}
         started = time.perf_counter()
         # Off the event loop: transcoding, and the Python decoding of what the transcoder leaves,
         # must not starve the other processors.
         result: BatchResult = await retry_forever("history store", self._write, write_batch, self.rt.store,
                                                   self.rt.codec, records)
-        hops = hop_lines(batch)
+        hops = hop_lines(kept)
         if hops:
             await retry_forever("history store", self._write, self.rt.store.insert_hops, hops)
         SINK_FLUSH.labels(self.rt.store.engine).observe(time.perf_counter() - started)
