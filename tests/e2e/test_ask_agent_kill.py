@@ -9,10 +9,6 @@ persona of each request."""
 from __future__ import annotations
 
 import json
-import signal
-import socket
-import subprocess
-import threading
 import time
 import urllib.request
 import uuid
@@ -24,67 +20,13 @@ from aios.agents.llm.servers.openai import FakeOpenAI, ok, slow_first_token, too
 from aios.agents.runner import system_prompt
 from aios.agents.tools_ask import ask_depth
 from aios.streams.readmodels.task_client import TaskClient, build_task
-from tests.e2e.conftest import AIOS, Cli
-from tests.e2e.test_crash_safety import read_all, settings_of
+from tests.e2e.conftest import Cli
+from tests.e2e.test_crash_safety import Worker, read_all, settings_of
+from tests.integration.local_servers import free_port
 
 pytestmark = pytest.mark.integration
 
 ANSWER = json.dumps({"summary": "the plan", "document": "step one, step two"}, separators=(",", ":"))
-
-
-class Process:
-    """One ``aios worker NAME`` with its own environment, that can be SIGKILLed and started again."""
-
-    def __init__(self, env: dict[str, str], name: str, **more: str) -> None:
-        self.env, self.name = {**env, **more}, name
-        self.proc: subprocess.Popen[str] | None = None
-        self.reader: threading.Thread | None = None
-        self.log: list[str] = []
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([*AIOS, "worker", self.name], env=self.env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
-        ready = threading.Event()
-        self.reader = threading.Thread(target=self._drain, args=(self.proc, ready), daemon=True)
-        self.reader.start()
-        if not ready.wait(120):
-            raise AssertionError(f"worker {self.name} did not become ready:\n" + "".join(self.log[-30:]))
-
-    def _drain(self, proc: subprocess.Popen[str], ready: threading.Event) -> None:
-        for line in proc.stderr or ():
-            self.log.append(line)
-            if "aios: ready" in line:
-                ready.set()
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)  # no drain, no commit, no flush
-        self.proc.wait(10)
-        self._close()
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._close()
-
-    def _close(self) -> None:
-        if self.reader is not None:
-            self.reader.join(10)  # it reads to the end of the dead process's stderr
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def metric(port: int, name: str, **labels: str) -> float:
@@ -119,9 +61,10 @@ def test_a_killed_asker_finds_its_answer_and_asks_nothing_again(cli: Cli) -> Non
                    slow_first_token(3.0, ANSWER),  # the writer, answering while the asker is killed
                    ok("The writer's plan: step one, step two."))  # the asker, step 1, after redelivery
         port = free_port()
-        processes = [Process(cli.env, "orchestrator"), Process(cli.env, "results"),
-                     Process(cli.env, "agents", AIOS_ROLES="writer", AIOS_INSTANCE="writer")]
-        asker = Process(cli.env, "agents", AIOS_ROLES="general", AIOS_INSTANCE="asker", AIOS_METRICS_PORT=str(port))
+        processes = [Worker(cli, "orchestrator"), Worker(cli, "results"),
+                     Worker(Cli({**cli.env, "AIOS_ROLES": "writer", "AIOS_INSTANCE": "writer"}), "agents")]
+        asker = Worker(Cli({**cli.env, "AIOS_ROLES": "general", "AIOS_INSTANCE": "asker",
+                            "AIOS_METRICS_PORT": str(port)}), "agents")
         try:
             for p in [*processes, asker]:
                 p.start()

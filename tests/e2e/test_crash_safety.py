@@ -30,19 +30,21 @@ TOTAL = STANDALONE + PLANS * PLAN_TASKS
 
 
 class Worker:
-    """One ``aios worker NAME`` process that can be killed and started again."""
+    """One ``aios worker NAME`` process that can be killed and started again; ``log`` keeps its stderr."""
 
     def __init__(self, cli: Cli, name: str) -> None:
         self.cli, self.name = cli, name
         self.proc: subprocess.Popen[str] | None = None
+        self.reader: threading.Thread | None = None
         self.log: list[str] = []
 
     def start(self) -> None:
         proc = self.cli.start("worker", self.name)
         self.proc = proc
         ready = threading.Event()
-        threading.Thread(target=self._drain, args=(proc, ready), daemon=True).start()
-        if not ready.wait(90):
+        self.reader = threading.Thread(target=self._drain, args=(proc, ready), daemon=True)
+        self.reader.start()
+        if not ready.wait(120):
             raise AssertionError(f"worker {self.name} did not become ready:\n" + "".join(self.log[-30:]))
 
     def _drain(self, proc: subprocess.Popen[str], ready: threading.Event) -> None:
@@ -55,14 +57,23 @@ class Worker:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)  # no shutdown, no commit, no flush
         self.proc.wait(10)
+        self._close()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(20)
+                self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait(10)
+        self._close()
+
+    def _close(self) -> None:
+        if self.reader is not None:
+            self.reader.join(10)  # it reads to the end of the dead process's stderr
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
 
 
 def plan(n: int) -> dict[str, Any]:
