@@ -51,7 +51,7 @@ def release(folder: Path) -> None:
 def live_owner(folder: Path) -> Owner | None:
     """The process serving ``folder`` now, or None (no claim, or its process is gone)."""
     owner = _read(owner_file(folder))
-    if owner is None or not _alive(owner.pid):
+    if owner is None or not pid_runs(owner.pid, OWNER_MARKER):
         return None
     return owner
 
@@ -64,7 +64,8 @@ def _read(path: Path) -> Owner | None:
         return None
 
 
-def _alive(pid: int) -> bool:
+def pid_runs(pid: int, marker: str) -> bool:
+    """True when ``pid`` runs and its command line holds ``marker`` (a recycled pid is not ours)."""
     if not Path("/proc/self").exists():  # no procfs: trust the pid
         try:
             os.kill(pid, 0)
@@ -77,4 +78,4 @@ def _alive(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return OWNER_MARKER.encode() in cmdline
+    return marker.encode() in cmdline

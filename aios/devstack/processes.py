@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from aios.connectors.local_owner import pid_runs
 from aios.streams.errors import StackError
 from aios.streams.settings import Settings
 
@@ -86,19 +87,7 @@ def alive(pid: int, marker: str) -> bool:
     child = CHILDREN.get(pid)
     if child is not None and child.poll() is not None:
         return False
-    proc = Path("/proc") / str(pid)
-    if Path("/proc/self").exists():
-        try:
-            return marker in proc.joinpath("cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_runs(pid, marker)
 
 
 def owned_pid(pidfile: Path, marker: str) -> int | None:
