@@ -39,6 +39,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
+from aios.agents.config_tables import known_table
 from aios.agents.llm.catalogue import LOCAL, TIERS, ModelInfo, Tier, model_info
 from aios.agents.llm.limits import Limits
 from aios.agents.mcp.config import McpConfig, parse_mcp_section
@@ -146,18 +147,8 @@ def _list(data: Mapping[str, Any], key: str, origin: str) -> list[Any]:
     return value
 
 
-def _table(entry: object, where: str, known: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{where} must be a table (an object), not {type(entry).__name__}")
-    fields = cast(dict[str, Any], entry)
-    for key in fields:
-        if key not in known:
-            raise ConfigError(f"{where}: unknown key {str(key)!r}; known: {', '.join(known)}")
-    return fields
-
-
 def _deployment(entry: object, where: str) -> DeploymentEntry:
-    fields = _table(entry, where, _DEPLOYMENT_KEYS)
+    fields = known_table(entry, where, _DEPLOYMENT_KEYS)
     spec = fields.get("model")
     if not isinstance(spec, str) or ":" not in spec.strip(":") or not spec.partition(":")[2].strip():
         raise ConfigError(f"{where}: 'model' must be 'provider:model', e.g. \"openai:gpt-4o-mini\" or "
@@ -187,7 +178,7 @@ def _deployment(entry: object, where: str) -> DeploymentEntry:
 
 
 def _model(entry: object, where: str) -> ModelInfo:
-    fields = _table(entry, where, _MODEL_KEYS)
+    fields = known_table(entry, where, _MODEL_KEYS)
     local = fields.get("local", fields.get("provider") == LOCAL)
     if local is True:
         # A model the user runs costs nothing; it only needs a name (and may say its window, tier).

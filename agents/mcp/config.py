@@ -30,8 +30,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
+from aios.agents.config_tables import known_table
 from aios.agents.tools import MAX_RESULT_CHARS
 from aios.schemas.errors import ConfigError
 
@@ -112,12 +113,7 @@ def parse_mcp_section(data: object, origin: str) -> McpConfig:
 
 
 def _server(entry: object, where: str) -> McpServerConfig:
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{where} must be a table (an object), not {type(entry).__name__}")
-    fields = cast(dict[str, Any], entry)
-    for key in fields:
-        if key not in _SERVER_KEYS:
-            raise ConfigError(f"{where}: unknown key {str(key)!r}; known: {', '.join(_SERVER_KEYS)}")
+    fields = known_table(entry, where, _SERVER_KEYS)
     name = fields.get("name")
     if not isinstance(name, str) or not _SERVER_NAME.match(name):
         raise ConfigError(f"{where}: 'name' must be lowercase letters, digits, '_' or '-' (at most 24, starting "
