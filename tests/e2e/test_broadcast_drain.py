@@ -12,18 +12,18 @@ import pytest
 from aios.agents.llm.servers.openai import FakeOpenAI, ok, slow_first_token
 from aios.streams.readmodels.task_client import TaskClient, build_task
 from tests.e2e.conftest import Cli
-from tests.e2e.test_ask_agent_kill import Process, wait_for
-from tests.e2e.test_crash_safety import read_all, settings_of
+from tests.e2e.test_ask_agent_kill import wait_for
+from tests.e2e.test_crash_safety import Worker, read_all, settings_of
 
 pytestmark = pytest.mark.integration
 
 
-def agent_id(p: Process) -> str:
+def agent_id(p: Worker) -> str:
     assert p.proc is not None
     return f"{socket.gethostname()}-{p.proc.pid}"
 
 
-def exit_code(p: Process, timeout_s: float) -> int | None:
+def exit_code(p: Worker, timeout_s: float) -> int | None:
     assert p.proc is not None
     deadline = time.monotonic() + timeout_s
     while p.proc.poll() is None and time.monotonic() < deadline:
@@ -38,8 +38,8 @@ def test_drain_one_worker_reload_the_other_then_drain_all(cli: Cli) -> None:
                         "AIOS_OPENAI_BASE_URL": llm.base_url, "AIOS_LLM_MAX_RETRIES": "0"})
         cli.run("topics", "create")
         llm.script(slow_first_token(4.0, "finished while draining"))
-        first, second = (Process(cli.env, "agents", AIOS_INSTANCE=name) for name in ("first", "second"))
-        processes = [Process(cli.env, "orchestrator"), Process(cli.env, "results"), first]
+        first, second = (Worker(Cli({**cli.env, "AIOS_INSTANCE": name}), "agents") for name in ("first", "second"))
+        processes = [Worker(cli, "orchestrator"), Worker(cli, "results"), first]
         try:
             for p in processes:
                 p.start()
