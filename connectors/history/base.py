@@ -147,13 +147,17 @@ class HistoryStore(ABC):
         if not rows:
             return
         self.insert_json("events", EVENT_COLUMNS, [row.to_json() for row in rows])
-        by_table: dict[str, list[str]] = {}
+        by_table: dict[str, list[EventRow]] = {}
         for row in rows:
             table = TYPED_TABLES.get(row.event_type)
             if table is not None:
-                by_table.setdefault(table, []).append(row.payload)
+                by_table.setdefault(table, []).append(row)
         columns = self._columns if self._columns is not None else self._input_columns()
-        for table, lines in by_table.items():
+        for table, typed in by_table.items():
+            if "topic" in columns[table]:  # results.topic tells a committed result from an attempt
+                lines = [orjson.dumps({**orjson.loads(row.payload), "topic": row.topic}).decode() for row in typed]
+            else:
+                lines = [row.payload for row in typed]
             self.insert_json(table, columns[table], lines)
 
     def insert_hops(self, lines: Sequence[str]) -> None:

@@ -223,6 +223,8 @@ def plan_ingest(specs: Sequence[RecordSpec]) -> IngestPlan:
         for name, ch in spec.typed_columns.items():
             if name == "timestamp":
                 parts.append("fromUnixTimestamp64Milli(timestamp, 'UTC') AS ts")
+            elif name == "topic" and name not in own:  # the record's Kafka topic (results.topic)
+                parts.append("_topic AS topic")
             elif name in own:
                 if columns[name].startswith("Nullable") and not ch.startswith("Nullable"):
                     parts.append(f"ifNull({name}, {_DEFAULTS.get(_strip(columns[name]), '0')}) AS {name}")

@@ -247,6 +247,30 @@ def _v12_message_correlation() -> tuple[str, ...]:
     return (f"ALTER TABLE {DATABASE}.messages ADD COLUMN IF NOT EXISTS correlation_id String AFTER content",)
 
 
+# A result is a TaskResult on the results topic, the one the results committer made final; the
+# attempts topic carries each attempt's TaskResults (pickups, failed tries, the agent's answer).
+# Rows stored before migration 13 have no topic (''): they count as they did then (all but pickups).
+COMMITTED_RESULT = "(endsWith(topic, '.results') OR (topic = '' AND status != 'started'))"
+
+
+def _v13_result_topic() -> tuple[str, ...]:
+    # results.topic: the topic a TaskResult came from, so a committed result is told from the
+    # attempts of its task (both are TaskResults in this table; rows from before read ''). The
+    # per-minute result latency and failure rollups count committed results only from now on.
+    return (
+        f"ALTER TABLE {DATABASE}.results ADD COLUMN IF NOT EXISTS topic LowCardinality(String) AFTER artifacts",
+        f"DROP VIEW IF EXISTS {DATABASE}.latency_1m_results",
+        _view("latency_1m_results", "latency_1m", f"""SELECT toStartOfMinute(ts) AS minute, project_id, role,
+            uniqExactState(event_id) AS results,
+            quantilesState(0.5, 0.95, 0.99)({RESULT_LATENCY_MS}) AS latency_ms
+            FROM {DATABASE}.results WHERE {COMMITTED_RESULT} GROUP BY minute, project_id, role"""),
+        f"DROP VIEW IF EXISTS {DATABASE}.failures_1m_results",
+        _view("failures_1m_results", "failures_1m", f"""SELECT toStartOfMinute(ts) AS minute, project_id,
+            'result' AS source, role, uniqExactState(event_id) AS failures
+            FROM {DATABASE}.results WHERE status = 'failed' AND {COMMITTED_RESULT} GROUP BY minute, project_id, role"""),
+    )
+
+
 def migrations(ttl_days: int) -> list[Migration]:
     """Every migration, in order; ``ttl_days`` is the retention written into new tables."""
     if ttl_days < 1:
@@ -265,6 +289,7 @@ def migrations(ttl_days: int) -> list[Migration]:
         Migration(10, "results.artifacts", _v10_result_artifacts()),
         Migration(11, "assignments.acceptance", _v11_assignment_acceptance()),
         Migration(12, "messages.correlation_id", _v12_message_correlation()),
+        Migration(13, "results.topic: committed results apart from attempts", _v13_result_topic()),
     ]
 
 

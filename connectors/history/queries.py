@@ -2,6 +2,11 @@
 
 They read the typed tables with FINAL, so an event delivered twice (a replay, a sink retry) is
 counted once: replaying a topic leaves the answers unchanged.
+
+A result is a TaskResult on the results topic: the one the results committer made final. The
+``results`` table also holds each attempt's TaskResult (the attempts topic: pickups, failed tries,
+the agent's answer before the orchestrator accepts it), which are other events of the same task;
+its ``topic`` column tells them apart (migration 13).
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aios.connectors.history.base import HistoryStore
-from aios.connectors.history.migrations import DATABASE, RESULT_LATENCY_MS
+from aios.connectors.history.migrations import COMMITTED_RESULT, DATABASE, RESULT_LATENCY_MS
 from aios.connectors.history.sql import quote
 
 
@@ -64,15 +69,15 @@ def results(store: HistoryStore, w: Window, stats: Stats) -> dict[str, dict[str,
     """Fill the summary from one pass over ``results``; return the per-role rows of that pass.
 
     GROUP BY ROLLUP builds the all-roles row by merging the per-role states, so the table is
-    read (with FINAL) once rather than once for the summary and again for the roles. A pickup
-    (``started``, on the attempts topic) is not a result.
+    read (with FINAL) once rather than once for the summary and again for the roles. Attempts (a
+    pickup, a failed try that was retried) are not results.
     """
     by_role: dict[str, dict[str, Any]] = {}
     total: dict[str, Any] = {}
     for row in store.query(f"""SELECT grouping(role) AS all_roles, role, count() AS n,
         countIf(status = 'succeeded') AS succeeded, countIf(status = 'failed') AS failed,
         quantilesTDigest(0.5, 0.95, 0.99)({RESULT_LATENCY_MS}) AS q
-        FROM {DATABASE}.results FINAL WHERE {w.where()} AND status != 'started'
+        FROM {DATABASE}.results FINAL WHERE {w.where()} AND {COMMITTED_RESULT}
         GROUP BY ROLLUP(role)"""):  # noqa: S608 - quoted by Window
         if int(row["all_roles"]):
             total = row
@@ -103,7 +108,7 @@ def cost(store: HistoryStore, w: Window, limit: int = 20) -> list[dict[str, Any]
 def top_failures(store: HistoryStore, w: Window, limit: int = 10) -> list[dict[str, Any]]:
     """Failed results grouped by their error text (the first 200 characters)."""
     rows = store.query(f"""SELECT left(error, 200) AS error, count() AS n, any(role) AS role
-        FROM {DATABASE}.results FINAL WHERE {w.where()} AND status = 'failed'
+        FROM {DATABASE}.results FINAL WHERE {w.where()} AND {COMMITTED_RESULT} AND status = 'failed'
         GROUP BY error ORDER BY n DESC, error LIMIT {int(limit)}""")  # noqa: S608
     return [{"error": r["error"], "count": int(r["n"]), "role": r["role"]} for r in rows]
 

@@ -18,7 +18,7 @@ _FILL = {
         ['general', 'backend', 'frontend', 'research'][number % 4 + 1], 'synthetic task', 1,
         toUnixTimestamp64Milli(now64(3)) - (number % 3600000)""",
     "results": """(event_id, timestamp, trace_id, task_id, project_id, role, attempt, status, error, agent_id,
-        provider, model, input_tokens, output_tokens, cost_usd, latency_ms, submitted_at)
+        provider, model, input_tokens, output_tokens, cost_usd, latency_ms, submitted_at, topic)
         SELECT concat('r', toString(number)), toUnixTimestamp64Milli(now64(3)) - (number % 3600000) + 20 +
         number % 500, toString(number), toString(number), concat('p', toString(number % 5)),
         ['general', 'backend', 'frontend', 'research'][number % 4 + 1], 1,
@@ -26,7 +26,7 @@ _FILL = {
         if(number % 20 = 0, concat('provider error ', toString(number % 7)), ''), 'agent-1',
         ['openai', 'anthropic', 'local'][number % 3 + 1], ['gpt-4o-mini', 'claude-haiku', 'llama'][number % 3 + 1],
         100 + number % 50, 20 + number % 30, 0.0001 * (number % 7), 15 + number % 480,
-        toUnixTimestamp64Milli(now64(3)) - (number % 3600000)""",
+        toUnixTimestamp64Milli(now64(3)) - (number % 3600000), 'bench.results'""",
     "llm_calls": """(event_id, timestamp, trace_id, call_id, task_id, project_id, agent_id, attempt, step,
         provider, model, strategy, input_tokens, output_tokens, cost_usd, latency_ms, outcome)
         SELECT concat('c', toString(number)), toUnixTimestamp64Milli(now64(3)) - (number % 3600000) + 15,

@@ -14,6 +14,7 @@ from aios.cli import cli
 from aios.connectors.history.chdb_store import ChdbStore
 from aios.connectors.history.migrations import migrations
 from aios.connectors.history.queries import stats
+from aios.connectors.history.writer import Record, write_batch
 from aios.schemas.codec import Codec
 from aios.streams.processors.history_sink import to_row
 
@@ -22,6 +23,11 @@ ALL_VERSIONS = [m.version for m in migrations(ttl_days=30)]  # every migration, 
 
 TYPED = ("tasks", "assignments", "results", "messages", "memory", "llm_calls", "agent_status", "dead_letters")
 ROLLUPS = ("task_states_1m", "latency_1m", "llm_usage_1m", "failures_1m")
+
+
+def topic_of(record: str) -> str:
+    # A committed TaskResult is on the results topic; the others' topics do not matter to stats.
+    return "t.results" if record == "TaskResult" else f"t.{record}"
 
 
 @pytest.fixture
@@ -62,7 +68,7 @@ def test_a_redelivered_batch_lands_once_in_typed_tables_rollups_and_stats(store:
             value["project_id"] = project
     events[2][1]["status"] = "failed"
     events[2][1]["error"] = "provider timed out"
-    rows = [to_row(codec.decode(codec.encode(name, value)), f"t.{name}", 0, i)
+    rows = [to_row(codec.decode(codec.encode(name, value)), topic_of(name), 0, i)
             for i, (name, value) in enumerate(events)]
     store.insert(rows)
     store.insert(rows)  # a redelivery (sink retry or replay): same event ids
@@ -123,7 +129,7 @@ def test_stats_summary_and_roles_come_from_one_pass_and_agree(store: ChdbStore) 
             if name == "TaskResult":
                 value.update(status=status, error="boom" if status == "failed" else None, submitted_at=0,
                              latency_ms=latency)
-            rows.append(to_row(codec.decode(codec.encode(name, value)), f"t.{name}", 0, len(rows)))
+            rows.append(to_row(codec.decode(codec.encode(name, value)), topic_of(name), 0, len(rows)))
     store.insert(rows)
 
     got = stats(store, since_s=3600, project_id=project)
@@ -151,11 +157,64 @@ def test_a_pickup_is_not_a_result_in_stats_or_the_latency_rollup(store: ChdbStor
     (_, result), = [(n, v) for n, v in task_events(0) if n == "TaskResult"]
     result["project_id"] = project
     pickup = {**result, "event_id": uuid.uuid4().hex, "status": "started", "output": "", "latency_ms": 0.0}
-    rows = [to_row(codec.decode(codec.encode("TaskResult", v)), "t.attempts", 0, i)
-            for i, v in enumerate((pickup, result))]
+    rows = [to_row(codec.decode(codec.encode("TaskResult", v)), topic, 0, i)
+            for i, (v, topic) in enumerate(((pickup, "t.attempts"), (result, "t.results")))]
     store.insert(rows)
     got = stats(store, since_s=3600, project_id=project)
     assert (got.results, got.succeeded, got.success_rate) == (1, 1, 1.0)
     rolled = store.query("SELECT uniqExactMerge(results) AS n FROM aios.latency_1m "  # noqa: S608
                          f"WHERE project_id = '{project}'")
     assert int(rolled[0]["n"]) == 1
+
+
+@pytest.mark.parametrize("path", ["python", "native"])
+def test_attempts_are_not_results_each_task_counts_once(store: ChdbStore, path: str) -> None:
+    # One task: picked up, failed, picked up again, answered (all on attempts), then the
+    # orchestrator's final (a new event) committed on results. Stats see one result, succeeded,
+    # through either of the sink's paths (Python's JSON rows, the transcoder's Native blocks).
+    codec = Codec(validate=False)
+    project = f"attempts-{uuid.uuid4().hex[:8]}"
+    (_, final), = [(n, v) for n, v in task_events(0) if n == "TaskResult"]
+    final["project_id"] = project
+
+    def attempt(n: int, status: str, **more: object) -> dict[str, object]:
+        return {**final, "event_id": uuid.uuid4().hex, "attempt": n, "status": status, **more}
+
+    attempts = [attempt(1, "started", output="", latency_ms=0.0),
+                attempt(1, "failed", output="", error="provider timed out"),
+                attempt(2, "started", output="", latency_ms=0.0), attempt(2, "succeeded")]
+    records = [Record("aios.attempts", 0, i, codec.encode("TaskResult", v)) for i, v in enumerate(attempts)]
+    records.append(Record("aios.results", 0, 0, codec.encode("TaskResult", {**final, "attempt": 2})))
+    if path == "native":
+        assert store.encoder is not None, "the transcoder is installed (make install)"
+        assert write_batch(store, codec, records).native == len(records)
+    else:
+        store.insert([to_row(codec.decode(r.value), r.topic, r.partition, r.offset) for r in records])
+    got = stats(store, since_s=3600, project_id=project)
+    assert (got.results, got.succeeded, got.failed, got.success_rate) == (1, 1, 0, 1.0)
+    assert got.top_failures == []
+    assert [(r["role"], r["results"], r["failed"]) for r in got.roles] == [("general", 1, 0)]
+    topics = store.query(f"SELECT topic, count() AS n FROM aios.results FINAL "  # noqa: S608
+                         f"WHERE project_id = '{project}' GROUP BY topic ORDER BY topic")
+    assert [(r["topic"], int(r["n"])) for r in topics] == [("aios.attempts", 4), ("aios.results", 1)]
+    rolled = store.query("SELECT uniqExactMerge(results) AS n FROM aios.latency_1m "  # noqa: S608
+                         f"WHERE project_id = '{project}'")
+    failures = store.query("SELECT uniqExactMerge(failures) AS n FROM aios.failures_1m "  # noqa: S608
+                           f"WHERE project_id = '{project}'")
+    assert (int(rolled[0]["n"]), int(failures[0]["n"]) if failures else 0) == (1, 0)
+
+
+def test_results_stored_before_the_topic_column_count_as_they_did(store: ChdbStore) -> None:
+    # A row from before migration 13 has topic '': a result unless it is a pickup, as then.
+    codec = Codec(validate=False)
+    project = f"old-{uuid.uuid4().hex[:8]}"
+    (_, result), = [(n, v) for n, v in task_events(0) if n == "TaskResult"]
+    result["project_id"] = project
+    pickup = {**result, "event_id": uuid.uuid4().hex, "status": "started", "output": "", "latency_ms": 0.0}
+    columns = [c for c in store.stored_columns("results") if c not in ("topic", "ts")] + ["timestamp"]
+    store.insert_json("results", columns, [to_row(codec.decode(codec.encode("TaskResult", v)), "", 0, 0).payload
+                                           for v in (pickup, result)])
+    stored = store.query(f"SELECT topic FROM aios.results WHERE project_id = '{project}'")  # noqa: S608
+    assert [r["topic"] for r in stored] == ["", ""]
+    got = stats(store, since_s=3600, project_id=project)
+    assert (got.results, got.succeeded) == (1, 1)
