@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import subprocess
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,15 +87,15 @@ def formatted_cluster_id(log_dir: Path) -> str | None:
     return None
 
 
-def kafka_answers(bootstrap: str, timeout: float = 2.0, *, node_id: int | None = None) -> bool:
-    """Whether the broker(s) at ``bootstrap`` answer a metadata request; with ``node_id``, whether
-    that broker is also registered and unfenced (it is in the metadata's broker list)."""
+def kafka_answers(bootstrap: str, timeout: float = 2.0, *, node_ids: Collection[int] = ()) -> bool:
+    """Whether the broker(s) at ``bootstrap`` answer a metadata request; with ``node_ids``, whether
+    the answer also lists each of those brokers as registered and unfenced."""
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     try:
         meta = admin.list_topics(timeout=timeout)
     except KafkaException:
         return False
-    return node_id is None or node_id in meta.brokers
+    return all(node in meta.brokers for node in node_ids)
 
 
 @dataclass(frozen=True)

@@ -44,18 +44,28 @@ class _Broker:
     port: int
     address: str  # what clients use to reach it
     node_id: int | None = None  # set for cluster nodes: answering means registered in the cluster
+    cluster: tuple[int, ...] = ()  # every node of its cluster
 
     def pidfile(self, layout: Layout) -> Path:
         return layout.file(self.name, "pid")
 
     def answers(self) -> bool:
-        return port_open(self.port) and kafka_answers(self.address, node_id=self.node_id)
+        return port_open(self.port) and kafka_answers(self.address, node_ids=() if self.node_id is None
+                                                      else (self.node_id,))
+
+    def ready(self) -> bool:
+        """Answering and, for a cluster node, seeing every node registered: each broker learns of
+        the others on its own, and one that does not see them yet would answer clients with part
+        of the cluster."""
+        return port_open(self.port) and kafka_answers(self.address, node_ids=self.cluster)
 
 
 def _brokers(settings: Settings, layout: Layout) -> list[_Broker]:
     if settings.kafka.local_brokers == 1:
         return [_Broker("kafka", settings.kafka.port, settings.kafka.bootstrap)]
-    return [_Broker(n.name, n.port, n.address, n.node_id) for n in cluster_nodes(settings, layout)]
+    nodes = cluster_nodes(settings, layout)
+    ids = tuple(n.node_id for n in nodes)
+    return [_Broker(n.name, n.port, n.address, n.node_id, ids) for n in nodes]
 
 
 def _statuses(settings: Settings, layout: Layout, actions: Mapping[str, Action]) -> tuple[ServiceStatus, ...]:
@@ -145,7 +155,7 @@ def up(
         for name, broker in brokers.items():
             if found[name].state == "external":
                 continue
-            wait_until(broker.answers, functools.partial(_exited, pids[name] or 0), kafka_timeout_s,
+            wait_until(broker.ready, functools.partial(_exited, pids[name] or 0), kafka_timeout_s,
                        "Kafka" if name == "kafka" else f"Kafka ({name})", layout.file(name, "log"))
         if found["redis"].state != "external":
             wait_until(

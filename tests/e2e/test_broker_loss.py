@@ -135,7 +135,9 @@ def lose_a_broker(cluster: LocalCluster, tmp_path: Path, pick: Callable[[], int]
         "load": f"{RATE:g} tasks/s: {BEFORE_S:g} s before the kill, {DOWN_S:g} s down, {AFTER_S:g} s after",
     }
     print(f"\nbroker loss ({what}): {json.dumps(figures)}")
-    assert not missing, f"{len(missing)} acknowledged tasks have no result, e.g. {sorted(missing)[:5]}; {figures}"
+    logs = "\n".join(f"--- {name}, last lines:\n{''.join(w.log[-25:])}" for name, w in workers.items())
+    assert not missing, (f"{len(missing)} acknowledged tasks have no result, e.g. {sorted(missing)[:5]}; {figures}\n"
+                         f"{logs}")
     assert not repeated, f"results committed more than once: {repeated}"
     assert not load.failed, f"the producer gave up on tasks: {list(load.failed.items())[:5]}"
     return figures

@@ -84,8 +84,8 @@ class LocalCluster:
             proc = CHILDREN.get(self.pids[node.node_id])
             if proc is not None and proc.poll() is not None:
                 raise RuntimeError(f"broker {node.node_id} exited ({proc.returncode}):\n{tail(node.log, 40)}")
-            return kafka_answers(node.address, node_id=node.node_id)
-        wait_for(ready, f"broker {node.node_id} registered in the cluster", timeout_s, node.log)
+            return kafka_answers(node.address, node_ids=[n.node_id for n in self.nodes])
+        wait_for(ready, f"broker {node.node_id} registered, and seeing every broker", timeout_s, node.log)
 
     def kill(self, node_id: int) -> None:
         """SIGKILL: no shutdown, no leadership hand-over, no flush."""
