@@ -21,7 +21,7 @@ from aios.schemas.limits import MAX_PRIORITY, MIN_PRIORITY
 from aios.streams.kafka import TopicReader
 from aios.streams.kafka_access import KafkaAccessError
 from aios.streams.readmodels.agent_registry import live_roles_of, require_served
-from aios.streams.readmodels.task_client import TaskClient, build_task
+from aios.streams.readmodels.task_client import TaskClient, build_task, project_statuses
 from aios.streams.settings import Settings
 from aios.streams.topics import Topics
 
@@ -157,6 +157,7 @@ def _submit_plan(settings: Any, text: str, wait: bool, timeout: float, anyway: b
     try:
         plan = parse_plan(text, load_roles().names())  # nothing is produced unless the whole plan is valid
         check_roles(settings, {t.role for t in plan.tasks}, anyway)
+        refuse_existing_project(settings, plan.project, 'give the plan another "project"')
         client.submit_plan(plan)
         status = wait_project(settings, plan.project, timeout) if wait else None
     except AiosError as exc:
@@ -175,6 +176,7 @@ def _submit_goal(settings: Any, project: str, goal: str, wait: bool, timeout: fl
     client = TaskClient(settings)
     try:
         check_roles(settings, {PLANNER_ROLE}, anyway)  # a live planner must plan it: say so before producing
+        refuse_existing_project(settings, project, "give the goal another --project")
         client.submit_goal(project, goal)
         status = wait_project(settings, project, timeout) if wait else None
     except AiosError as exc:
@@ -183,6 +185,15 @@ def _submit_goal(settings: Any, project: str, goal: str, wait: bool, timeout: fl
         client.close()
     _report_project({"project": project, "goal": goal}, status, as_json,
                     f"submitted goal for project {project}: the planner role plans it")
+
+
+def refuse_existing_project(settings: Settings, project: str, fix: str) -> None:
+    """A plan or a goal starts a project once. The orchestrator dead-letters a second one, and
+    --wait would read the first one's final status as if it were the answer: say so before producing."""
+    existing = project_statuses(settings).get(project)
+    if existing is not None:
+        raise click.ClickException(f"project {project!r} already exists ({existing['state']}); a plan or a goal "
+                                   f"starts a project once: {fix}")
 
 
 def _report_project(doc: dict[str, Any], status: dict[str, Any] | None, as_json: bool, line: str) -> None:

@@ -138,6 +138,11 @@ def test_submit_a_task_a_plan_and_a_goal_then_read_them_back(up: Up, submitted: 
     projects = {p["project_id"]: p for p in cli.json("status")["projects"]}
     assert {"default", submitted["plan"]["project"], "shortener-goal"} <= set(projects)
     assert cli.json("status", "shortener-goal")["percent_done"] == 100.0
+    # A plan starts its project once: again, it is refused before anything is produced, and
+    # --wait does not report the first run's status as its own.
+    again = cli.run("submit", "--plan", str(ROOT / "docs/examples/plan.json"), "--wait", check=False)
+    assert again.returncode == 1 and "already exists (succeeded)" in again.stderr, again.stderr
+    assert 'give the plan another "project"' in again.stderr
     tail = cli.json("tail", "results", "--from-beginning", "--limit", "5", "--timeout", "10")
     assert tail["count"] == 5 and {e["type"] for e in tail["events"]} == {"TaskResult"}
     (agent,) = cli.json("agents")["agents"]
