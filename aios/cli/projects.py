@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -66,7 +67,7 @@ def show_status(project: str, s: dict[str, Any]) -> None:
     """A project's status as `aios status PROJECT` prints it."""
     console.print(f"[bold]{project}[/bold]: {s['state']}, {s['percent_done']:.0f}% done, "
                   f"${s['cost_usd']:.4f} spent, {s['elapsed_ms'] / 1000:.1f}s elapsed "
-                  f"(since {to_ms(s['started_at'])})")
+                  f"(since {datetime.fromtimestamp(to_ms(s['started_at']) / 1000, UTC):%Y-%m-%d %H:%M:%S} UTC)")
     console.print("counts: " + ", ".join(f"{k} {v}" for k, v in s["counts"].items() if v))
     console.print("critical path: " + (" -> ".join(s["critical_path"]) or "(done)"))
     for note in s["notes"]:
