@@ -23,7 +23,7 @@ def trace_cmd(trace_or_task: str, as_json: bool) -> None:
     produced it, its partition and offset, each LLM call (tokens, cost, latency) and tool call, retries,
     and the time between hops, as a tree with durations."""
     settings = settings_or_exit()
-    store = _store(settings)
+    store = _store(settings, read=True)
     try:
         found = story(store, trace_or_task)
     except AiosError as exc:

@@ -218,3 +218,14 @@ def test_results_stored_before_the_topic_column_count_as_they_did(store: ChdbSto
     assert [r["topic"] for r in stored] == ["", ""]
     got = stats(store, since_s=3600, project_id=project)
     assert (got.results, got.succeeded) == (1, 1)
+
+
+@pytest.mark.parametrize("args", [["stats"], ["trace", "some-task"]])
+def test_reading_a_history_that_is_not_there_says_where_it_looked(tmp_path: Path, args: list[str]) -> None:
+    # AIOS_DATA_DIR is relative to the current directory: run elsewhere than `aios up`, a read
+    # command would have made a new, empty store there and answered with zeros.
+    env = {"AIOS_DATA_DIR": str(tmp_path / "elsewhere"), "AIOS_CLICKHOUSE_URL": ""}
+    out = CliRunner().invoke(cli, args, env=env)
+    assert out.exit_code == 1
+    assert f"no history at {tmp_path / 'elsewhere' / 'chdb'}" in out.output and "AIOS_DATA_DIR" in out.output
+    assert not (tmp_path / "elsewhere").exists()
