@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -151,12 +152,17 @@ def test_stats_summary_and_roles_come_from_one_pass_and_agree(store: ChdbStore) 
     assert empty.latency_ms == {"p50": None, "p95": None, "p99": None}
 
 
+def result_and_pickup(project: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A task's TaskResult, and an agent's pickup of it (status ``started``, another event)."""
+    (_, result), = [(n, v) for n, v in task_events(0) if n == "TaskResult"]
+    result["project_id"] = project
+    return result, {**result, "event_id": uuid.uuid4().hex, "status": "started", "output": "", "latency_ms": 0.0}
+
+
 def test_a_pickup_is_not_a_result_in_stats_or_the_latency_rollup(store: ChdbStore) -> None:
     codec = Codec(validate=False)
     project = f"pickup-{uuid.uuid4().hex[:8]}"
-    (_, result), = [(n, v) for n, v in task_events(0) if n == "TaskResult"]
-    result["project_id"] = project
-    pickup = {**result, "event_id": uuid.uuid4().hex, "status": "started", "output": "", "latency_ms": 0.0}
+    result, pickup = result_and_pickup(project)
     rows = [to_row(codec.decode(codec.encode("TaskResult", v)), topic, 0, i)
             for i, (v, topic) in enumerate(((pickup, "t.attempts"), (result, "t.results")))]
     store.insert(rows)
@@ -208,9 +214,7 @@ def test_results_stored_before_the_topic_column_count_as_they_did(store: ChdbSto
     # A row from before migration 13 has topic '': a result unless it is a pickup, as then.
     codec = Codec(validate=False)
     project = f"old-{uuid.uuid4().hex[:8]}"
-    (_, result), = [(n, v) for n, v in task_events(0) if n == "TaskResult"]
-    result["project_id"] = project
-    pickup = {**result, "event_id": uuid.uuid4().hex, "status": "started", "output": "", "latency_ms": 0.0}
+    result, pickup = result_and_pickup(project)
     columns = [c for c in store.stored_columns("results") if c not in ("topic", "ts")] + ["timestamp"]
     store.insert_json("results", columns, [to_row(codec.decode(codec.encode("TaskResult", v)), "", 0, 0).payload
                                            for v in (pickup, result)])
