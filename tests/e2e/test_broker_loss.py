@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from aios.streams.kafka import TopicReader
+from aios.streams.readmodels.top import group_lag
 from aios.streams.settings import Settings, load_settings
 from tests.e2e.conftest import Cli
 from tests.e2e.load import ResultWatch, SteadyLoad, TaskKey, longest_gap
@@ -70,6 +71,13 @@ def _committed_results(settings: Settings) -> Counter[TaskKey]:
         reader.close()
 
 
+def _lag(cluster: LocalCluster, settings: Settings) -> dict[str, int] | str:
+    try:
+        return group_lag(cluster.admin(), f"{settings.kafka.topic_prefix}-", timeout_s=10)
+    except Exception as exc:  # a diagnostic: its own failure must not hide the test's
+        return f"could not read the lag: {exc}"
+
+
 def lose_a_broker(cluster: LocalCluster, tmp_path: Path, pick: Callable[[], int], what: str) -> dict[str, object]:
     cluster.wait_fully_replicated()  # the previous test's broker is back in every ISR
     settings = _settings(cluster, tmp_path / "data")
@@ -106,6 +114,8 @@ def lose_a_broker(cluster: LocalCluster, tmp_path: Path, pick: Callable[[], int]
         deadline = time.monotonic() + SETTLE_S
         while watch.has(acked) and time.monotonic() < deadline:
             time.sleep(1)
+        # Where the pipeline stands when results are still missing: each group's records yet to commit.
+        lag_at_end = _lag(cluster, settings) if watch.has(acked) else {}
         died = {name: "".join(w.log[-40:]) for name, w in workers.items()
                 if w.proc is not None and w.proc.poll() is not None}
         assert not died, f"processors died while a broker was lost: {died}"
@@ -131,7 +141,7 @@ def lose_a_broker(cluster: LocalCluster, tmp_path: Path, pick: Callable[[], int]
         "longest_gap_in_acks_while_down_s": round(
             longest_gap(load.acked_since(killed_at), killed_at, restart_started), 2),
         "longest_gap_in_results_while_down_s": round(watch.longest_gap(killed_at, restart_started), 2),
-        "restarted_broker_rejoined_s": round(rejoined_s, 1),
+        "restarted_broker_rejoined_s": round(rejoined_s, 1), "lag_at_end_if_missing": lag_at_end,
         "load": f"{RATE:g} tasks/s: {BEFORE_S:g} s before the kill, {DOWN_S:g} s down, {AFTER_S:g} s after",
     }
     print(f"\nbroker loss ({what}): {json.dumps(figures)}")
