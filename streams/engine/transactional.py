@@ -64,6 +64,9 @@ TXN_RETRY_S = 120.0
 # bumped the epoch (see TransactionalProcessor._renew). Twice within FENCE_WINDOW_S: the former.
 FENCED = frozenset({CKafkaError._FENCED, CKafkaError.PRODUCER_FENCED, CKafkaError.INVALID_PRODUCER_EPOCH})
 FENCE_WINDOW_S = 60.0
+# A producer that refuses to produce in its current transactional state ("Erroneous state"), as one
+# did after two aborts while the active controller was lost: not fatal to librdkafka, but unusable.
+UNUSABLE = frozenset({CKafkaError._STATE})
 
 
 class TransactionalProcessor(faust.Service):
@@ -97,7 +100,7 @@ class TransactionalProcessor(faust.Service):
         # Set while a batch that failed after its records is read again: see the module doc.
         self.isolating = False
         self.backoff = Backoff()
-        self.fenced_at: float | None = None  # when a fence was last answered with a new producer
+        self.fenced_at: float | None = None  # when a fence (or an unusable producer) was last answered with a new one
 
     async def wait_assigned(self, timeout_s: float) -> None:
         """Until the group has assigned this member (its state rebuilt), so 'ready' means ready."""
@@ -167,15 +170,18 @@ class TransactionalProcessor(faust.Service):
         Fenced is fatal too, and usually means another instance owns the id now; but a coordinator
         that times out a transaction while a broker is lost also bumps its epoch and fences the
         producer that is still in it. So a fence is answered with a new producer once; fenced again
-        within FENCE_WINDOW_S, the process goes: a second instance is there, and it keeps the id."""
+        within FENCE_WINDOW_S, the process goes: a second instance is there, and it keeps the id.
+
+        A producer left in a state where it cannot produce (UNUSABLE) is replaced the same way, once
+        per window too: a restart would do no better."""
         err = exc.args[0] if exc.args else None
-        if not isinstance(err, CKafkaError) or not err.fatal():
+        if not isinstance(err, CKafkaError) or not (err.fatal() or err.code() in UNUSABLE):
             raise KafkaError(f"{self.name}: {err}") from exc
-        if err.code() in FENCED:
+        if err.code() in FENCED or err.code() in UNUSABLE:
             now = time.monotonic()
             if self.fenced_at is not None and now - self.fenced_at < FENCE_WINDOW_S:
-                raise KafkaError(f"{self.name}: fenced twice within {FENCE_WINDOW_S:.0f}s: another instance "
-                                 f"runs as {self.transactional_id} ({err})") from exc
+                raise KafkaError(f"{self.name}: fenced or unusable twice within {FENCE_WINDOW_S:.0f}s: another "
+                                 f"instance may run as {self.transactional_id} ({err})") from exc
             self.fenced_at = now
         index = self.producers.index(producer)
         transactional_id = self.transactional_id if index == 0 else f"{self.transactional_id}-alt"

@@ -101,7 +101,7 @@ def test_a_fence_is_answered_once_and_a_second_one_within_the_window_ends_the_pr
     renew(processor, "first", fenced)
     assert processor.producers[0] == "new p-test-0"
     clock[0] += transactional.FENCE_WINDOW_S - 1
-    with pytest.raises(StreamsKafkaError, match="fenced twice"):
+    with pytest.raises(StreamsKafkaError, match="fenced or unusable twice"):
         renew(processor, "new p-test-0", fenced)
     clock[0] += transactional.FENCE_WINDOW_S + 1
     renew(processor, "new p-test-0", fenced)  # a window later it is a new event
@@ -111,3 +111,15 @@ def test_a_fence_is_answered_once_and_a_second_one_within_the_window_ends_the_pr
 def test_a_non_fatal_error_is_not_answered_with_a_new_producer() -> None:
     with pytest.raises(StreamsKafkaError, match="timed out, not fatal"):
         renew(Processor(), "first", KafkaError(KafkaError._TIMED_OUT, "timed out, not fatal", retriable=True))
+
+
+def test_a_producer_in_an_erroneous_state_is_replaced_once_per_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    # After two aborts while the active controller was lost, produce() raised _STATE ("Erroneous
+    # state") and the orchestrator died (tests/e2e/test_controller_loss.py in CI).
+    clock = [1000.0]
+    monkeypatch.setattr(transactional.time, "monotonic", lambda: clock[0])
+    processor, stuck = Processor(), KafkaError(KafkaError._STATE, "Unable to produce message: Local: Erroneous state")
+    renew(processor, "first", stuck)
+    assert processor.producers == ["new p-test-0", "alt"] and processor.producer == "new p-test-0"
+    with pytest.raises(StreamsKafkaError, match="unusable twice"):
+        renew(processor, "new p-test-0", stuck)
