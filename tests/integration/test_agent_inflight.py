@@ -247,7 +247,9 @@ async def test_live_tokens_are_coalesced_and_add_up_to_the_answer(settings: Sett
     assert done["status"] == "succeeded"
     assert "".join(t["text"] for t in sorted(tokens, key=lambda t: t["seq"])) == done["output"]
     assert tokens[-1]["done"] and not any(t["done"] for t in tokens[:-1])
-    assert 6 <= len(tokens) <= 13, f"40 deltas over 1s, at most one event per 100 ms: {len(tokens)} events"
+    # 40 deltas over ~1 s (longer on a loaded machine): coalesced into far fewer events, and the
+    # rule itself, at most one event per 100 ms, is the gaps' check below.
+    assert 6 <= len(tokens) <= 20, f"40 deltas over about 1s, at most one event per 100 ms: {len(tokens)} events"
     stamps = sorted(t["timestamp"] for t in tokens[:-1])
     gaps = [(b - a).total_seconds() for a, b in zip(stamps, stamps[1:], strict=False)]
     assert min(gaps) >= 0.09, gaps
