@@ -59,11 +59,18 @@ async def test_history_worker_stores_rows_and_dead_letters_garbage(settings: Set
         # The bad results may come in a later batch than the tasks: wait for their letters while
         # the sink still runs.
         letters: list[dict[str, Any]] = []
+        undecoded: list[str] = []
         while time.monotonic() < deadline + 30 and len(letters) < 2:
             reader = TopicReader(settings, f"{p}.dlq", from_beginning=True)
-            letters = [d.value for _, d in reader.events(timeout_s=2) if not isinstance(d, Exception)]
+            read = [d for _, d in reader.events(timeout_s=2)]
             reader.close()
-    assert len(letters) == 2
+            letters = [d.value for d in read if not isinstance(d, Exception)]
+            undecoded = [str(d) for d in read if isinstance(d, Exception)]
+        counted = REGISTRY.get_sample_value("aios_dead_letters_total",
+                                            {"processor": "history", "source_topic": f"{p}.results"})
+        stored = {k: v for k, v in store.counts_by_type(project_id="sink-only").items() if v}
+    assert len(letters) == 2, (f"{len(letters)} letters read, {undecoded} undecodable; the sink counted {counted} "
+                               f"dead letters from {p}.results; stored: {stored}; store: {type(store).__name__}")
     assert {letter["processor"] for letter in letters} == {"history"}
     assert {letter["source_topic"] for letter in letters} == {f"{p}.results"}
     by_payload = {letter["payload"]: letter for letter in letters}
