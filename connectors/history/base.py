@@ -38,7 +38,8 @@ EVENT_COLUMNS = ("event_id", "event_type", "topic", "partition", "offset", "ts",
 
 @dataclass(frozen=True)
 class EventRow:
-    """One event as decoded by Python; ``ts`` is epoch milliseconds, ``payload`` the event as JSON.
+    """One event as decoded by Python; ``ts`` is epoch milliseconds, ``payload`` the event as JSON
+    (with its record's ``topic`` too when it is typed: see ``writer.to_row``).
 
     The JSON fills the event's typed table; ``events`` keeps it only for untyped record types.
     """
@@ -147,17 +148,13 @@ class HistoryStore(ABC):
         if not rows:
             return
         self.insert_json("events", EVENT_COLUMNS, [row.to_json() for row in rows])
-        by_table: dict[str, list[EventRow]] = {}
+        by_table: dict[str, list[str]] = {}
         for row in rows:
             table = TYPED_TABLES.get(row.event_type)
             if table is not None:
-                by_table.setdefault(table, []).append(row)
+                by_table.setdefault(table, []).append(row.payload)
         columns = self._columns if self._columns is not None else self._input_columns()
-        for table, typed in by_table.items():
-            if "topic" in columns[table]:  # results.topic tells a committed result from an attempt
-                lines = [orjson.dumps({**orjson.loads(row.payload), "topic": row.topic}).decode() for row in typed]
-            else:
-                lines = [row.payload for row in typed]
+        for table, lines in by_table.items():
             self.insert_json(table, columns[table], lines)
 
     def insert_hops(self, lines: Sequence[str]) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aios.connectors.errors import StoreQueryError
-from aios.connectors.history.base import EventRow, HistoryStore
+from aios.connectors.history.base import TYPED_TABLES, EventRow, HistoryStore
 from aios.connectors.history.transcode import NativeBatch
 from aios.schemas.codec import Codec, Decoded
 from aios.schemas.errors import SchemaError
@@ -40,9 +40,13 @@ class BatchResult:
 def to_row(decoded: Decoded, topic: str, partition: int, offset: int) -> EventRow:
     v = decoded.value
     status = v.get("status") or v.get("state") or v.get("outcome") or ""
+    event_type = decoded.name.rsplit(".", 1)[-1]
+    # A typed event's JSON fills its typed table only, which takes the record's topic where it has a
+    # column for it (results.topic) and skips it elsewhere; an untyped event's JSON is stored as it is.
+    payload = event_json({**v, "topic": topic} if event_type in TYPED_TABLES else v).decode()
     return EventRow(
         event_id=v["event_id"],
-        event_type=decoded.name.rsplit(".", 1)[-1],
+        event_type=event_type,
         topic=topic,
         partition=partition,
         offset=offset,
@@ -52,7 +56,7 @@ def to_row(decoded: Decoded, topic: str, partition: int, offset: int) -> EventRo
         project_id=v.get("project_id") or "",
         role=v.get("role") or "",
         status=str(status),
-        payload=event_json(v).decode(),
+        payload=payload,
     )
 
 
