@@ -15,7 +15,6 @@ from rich.table import Table
 from aios.cli.common import settings_or_exit
 from aios.cli.output import console, emit_json, json_option
 from aios.connectors.history import HistoryStore, open_store
-from aios.connectors.history.factory import chdb_folder
 from aios.schemas.errors import AiosError
 from aios.streams.settings import Settings
 
@@ -32,18 +31,10 @@ def parse_since(text: str) -> int:
 
 
 def _store(settings: Settings, *, migrate: bool = True, read: bool = False) -> HistoryStore:
-    """The history store; with ``read``, an embedded one that does not exist yet is an error, not a
-    new empty store: AIOS_DATA_DIR is relative to the current directory, and a command run from
-    another directory than ``aios up`` would otherwise answer with zeros."""
-    folder = chdb_folder(settings.stores.data_dir)
-    if read and not settings.stores.clickhouse_url and not folder.exists():
-        raise click.ClickException(
-            f"no history at {folder.resolve()}: run this where `aios up` runs (AIOS_DATA_DIR is "
-            f"{settings.stores.data_dir}, relative to the current directory), or set AIOS_DATA_DIR or "
-            "AIOS_CLICKHOUSE_URL")
+    """The history store; with ``read``, one that does not exist yet is an error (open_store's ``create``)."""
     try:
         return open_store(settings.stores.clickhouse_url, settings.stores.data_dir, ttl_days=settings.stores.history_ttl_days,
-                          migrate=migrate)
+                          migrate=migrate, create=not read)
     except AiosError as exc:
         raise click.ClickException(str(exc)) from exc
 
