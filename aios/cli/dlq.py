@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from rich.table import Table
 
 from aios.cli.common import settings_or_exit
-from aios.cli.output import console, emit_json, json_option, progress
+from aios.cli.output import console, emit_json, json_option, progress, utc_time
 from aios.cli.stats import parse_since
 from aios.connectors.context.replays import ReplayLedger
 from aios.schemas.errors import AiosError
@@ -57,8 +57,7 @@ def list_cmd(since: str | None, processor: str | None, reason: str | None, limit
         return
     table = Table("time", "id", "source", "processor", "reason", "replays", "first bytes")
     for d in docs:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(d["timestamp"] / 1000))
-        table.add_row(when, d["id"], f"{d['source_topic']}[{d['source_partition']}]@{d['source_offset']}",
+        table.add_row(utc_time(d["timestamp"]), d["id"], f"{d['source_topic']}[{d['source_partition']}]@{d['source_offset']}",
                       d["processor"], f"{d['error_type']}: {d['reason']}"[:120], str(d["replays"]),
                       f"{d['preview_format']}: {d['preview']}"[:60])
     console.print(table)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,6 +17,11 @@ console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # status lines stay whole in logs
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on the last line.")
+
+
+def utc_time(ms: int | float) -> str:
+    """Epoch milliseconds as a person reads them in a table or a line: ``2026-12-07 10:30:31``."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
 
 
 def emit_json(document: Any) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -10,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from aios.cli.common import settings_or_exit
-from aios.cli.output import console, emit_json, json_option
+from aios.cli.output import console, emit_json, json_option, utc_time
 from aios.schemas.errors import AiosError
 from aios.schemas.events import event_doc, to_ms
 from aios.streams.readmodels.task_client import TaskClient, project_statuses
@@ -67,7 +66,7 @@ def show_status(project: str, s: dict[str, Any]) -> None:
     """A project's status as `aios status PROJECT` prints it."""
     console.print(f"[bold]{project}[/bold]: {s['state']}, {s['percent_done']:.0f}% done, "
                   f"${s['cost_usd']:.4f} spent, {s['elapsed_ms'] / 1000:.1f}s elapsed "
-                  f"(since {datetime.fromtimestamp(to_ms(s['started_at']) / 1000, UTC):%Y-%m-%d %H:%M:%S} UTC)")
+                  f"(since {utc_time(to_ms(s['started_at']))} UTC)")
     console.print("counts: " + ", ".join(f"{k} {v}" for k, v in s["counts"].items() if v))
     console.print("critical path: " + (" -> ".join(s["critical_path"]) or "(done)"))
     for note in s["notes"]:
