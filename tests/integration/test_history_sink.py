@@ -57,13 +57,20 @@ async def test_history_worker_stores_rows_and_dead_letters_garbage(settings: Set
         rows = store.query(f"SELECT count() AS n FROM aios.events WHERE topic = '{p}.tasks'")  # noqa: S608
         assert int(rows[0]["n"]) in (1, 2)  # both copies may sit in unmerged parts; FINAL sees one
         # The bad results may come in a later batch than the tasks: wait for their letters while
-        # the sink still runs.
+        # the sink still runs. The reader blocks, so it reads in a thread: on this event loop it
+        # would starve the sink, whose next batch then never comes (CI failed that way under load).
         letters: list[dict[str, Any]] = []
         undecoded: list[str] = []
-        while time.monotonic() < deadline + 30 and len(letters) < 2:
+
+        def read_dlq() -> list[Any]:
             reader = TopicReader(settings, f"{p}.dlq", from_beginning=True)
-            read = [d for _, d in reader.events(timeout_s=2)]
-            reader.close()
+            try:
+                return [d for _, d in reader.events(timeout_s=2)]
+            finally:
+                reader.close()
+
+        while time.monotonic() < deadline + 30 and len(letters) < 2:
+            read = await asyncio.to_thread(read_dlq)
             letters = [d.value for d in read if not isinstance(d, Exception)]
             undecoded = [str(d) for d in read if isinstance(d, Exception)]
         counted = REGISTRY.get_sample_value("aios_dead_letters_total",
