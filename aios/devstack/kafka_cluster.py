@@ -161,7 +161,7 @@ def describe_quorum(runtime: KafkaRuntime, bootstrap: str, timeout_s: float = 60
     if command_config is not None:
         args += ["--command-config", str(command_config)]
     out = subprocess.run(  # noqa: S603
-        runtime.command("org.apache.kafka.tools.MetadataQuorumCommand", *args, "describe", "--status",
+        runtime.command("org.apache.kafka.tools.MetadataQuorumCommand", *args, "describe", "--status", tool=True,
                         heap_mb=128),
         capture_output=True, text=True, timeout=timeout_s)
     if out.returncode != 0:

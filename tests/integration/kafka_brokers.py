@@ -25,6 +25,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from aios.devstack.kafka_broker import (
     KAFKA_MARKER,
+    SHORT_LIVED_JVM,
     KafkaRuntime,
     format_storage,
     kafka_answers,
@@ -45,7 +46,8 @@ HEAP_MB = 320
 
 def kafka_runtime() -> KafkaRuntime:
     which = which_on(None)
-    return KafkaRuntime(find_java(which), ensure_kafka_jars(KAFKA_INFRA, which), KAFKA_INFRA / "log4j.properties")
+    return KafkaRuntime(find_java(which), ensure_kafka_jars(KAFKA_INFRA, which), KAFKA_INFRA / "log4j.properties",
+                        jvm_flags=SHORT_LIVED_JVM)
 
 
 def wait_for(ready: object, what: str, timeout_s: float, log: Path | None = None) -> None:
@@ -137,7 +139,7 @@ def listed_topics(settings: Settings, count: int, timeout_s: float = 60.0) -> li
 
 
 def run_java_tool(runtime: KafkaRuntime, main: str, *args: str, timeout_s: float = 120.0) -> str:
-    out = subprocess.run(runtime.command(main, *args, heap_mb=128), capture_output=True, text=True,
+    out = subprocess.run(runtime.command(main, *args, heap_mb=128, tool=True), capture_output=True, text=True,
                          timeout=timeout_s)
     if out.returncode != 0:
         raise RuntimeError(f"{main} {' '.join(args)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")

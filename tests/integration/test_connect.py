@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from aios.devstack.kafka_broker import SHORT_LIVED_JVM
 from aios.streams.kafka import TopicReader
 from aios.streams.pipeline import running
 from aios.streams.processors import PROCESSORS
@@ -69,7 +70,7 @@ def connect_worker(settings: Settings, tmp_path: Path) -> Iterator[tuple[Path, P
         CONFIGS / "file-sink-results.properties", name=f"{p}-sink", file=str(results), topics=f"{p}.results-json"))
     log = (tmp_path / "connect.log").open("w")
     proc = subprocess.Popen(  # noqa: S603 - our own java command line
-        [java, f"-Dlog4j.configuration=file:{CONNECT / 'log4j.properties'}", "-Xmx512m",
+        [java, f"-Dlog4j.configuration=file:{CONNECT / 'log4j.properties'}", "-Xmx512m", *SHORT_LIVED_JVM,
          "-cp", str(CONNECT / "lib" / "*"), "org.apache.kafka.connect.cli.ConnectStandalone",
          str(tmp_path / "worker.properties"), str(tmp_path / "source.properties"), str(tmp_path / "sink.properties")],
         stdout=log, stderr=subprocess.STDOUT)

@@ -24,7 +24,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from aios.devstack.kafka_broker import new_cluster_id
+from aios.devstack.kafka_broker import SHORT_LIVED_JVM, new_cluster_id
 from aios.streams.pipeline import running
 from aios.streams.settings import Settings
 from aios.streams.topics import Topics
@@ -79,10 +79,10 @@ class SaslBroker:
         config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         log4j = f"-Dlog4j.configuration=file:{ROOT / 'infra' / 'kafka' / 'log4j.properties'}"
         classpath = str(LIB / "*")
-        subprocess.run(["java", log4j, "-cp", classpath, "kafka.tools.StorageTool", "format",  # noqa: S603, S607
+        subprocess.run(["java", *SHORT_LIVED_JVM, log4j, "-cp", classpath, "kafka.tools.StorageTool", "format",  # noqa: S603, S607
                         "-t", new_cluster_id(), "-c", str(config)], check=True, capture_output=True, timeout=120)
         log = (self.directory / "broker.log").open("ab")
-        self.process = subprocess.Popen(["java", "-Xmx384m", log4j, "-cp", classpath,  # noqa: S603, S607
+        self.process = subprocess.Popen(["java", "-Xmx384m", *SHORT_LIVED_JVM, log4j, "-cp", classpath,  # noqa: S603, S607
                                          "kafka.Kafka", str(config)], stdout=log, stderr=subprocess.STDOUT)
         admin = AdminClient(self.client("admin", log_level=0))  # quiet while the broker starts
         deadline = time.monotonic() + 120
