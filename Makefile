@@ -87,7 +87,7 @@ TEST_WORKERS ?= 4
 
 test: install $(REGISTRY) $(HELM_TOOLS) ## Run every test against the real local Kafka, Redis, chdb, ClickHouse over HTTP and a schema registry
 	$(AIOS) dev up
-	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-unit: install $(HELM_TOOLS) ## Only the pure-logic tests (no services)
 	$(BIN)/pytest -q tests/unit

@@ -32,11 +32,17 @@ def pytest_configure(config: pytest.Config) -> None:
         must_rewrite.clear()
 
 
-# Longest first: the test workers take files in the order collected, so the files that take minutes
-# (clusters, broker loss, installs; `pytest --durations`) start at once and the short unit tests
-# fill in around them, instead of one of them starting last and running alone at the end.
-_SLOWEST = ("test_broker_loss.py", "test_install.py", "test_controller_loss.py", "test_crash_safety.py",
-            "test_cli.py", "test_orchestrator.py", "test_kafka_security.py", "test_agents_cli.py")
+# Longest first: the test workers take files in the order collected (`make test` passes xdist's
+# --no-loadscope-reorder, which would otherwise put files with more tests first, and so these
+# one-test files last), so the files that take minutes (clusters, broker loss, installs; `pytest
+# --durations`) start early and the short unit tests fill in around them, instead of running alone
+# at the end. Each worker starts with two files (with 4 workers, worker n takes the n-th and the
+# (n+4)-th), so the two cluster tests, 1st and 5th, run one after the other, never side by side.
+_SLOWEST = ("test_broker_loss.py", "test_install.py", "test_orchestrator.py", "test_cli.py",
+            "test_controller_loss.py", "test_crash_safety.py", "test_aios_up.py", "test_kafka_security.py",
+            "test_agents_cli.py", "test_sprints.py", "test_a2a.py", "test_outages.py", "test_agent_inflight.py",
+            "test_traces.py", "test_broadcast_drain.py", "test_ask_agent_kill.py", "test_mcp_tools.py",
+            "test_artifacts_cli.py")
 _LAYER_ORDER = {"e2e": 0, "integration": 1, "unit": 2}
 
 
