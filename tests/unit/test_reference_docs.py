@@ -55,8 +55,9 @@ def settings_page() -> str:
 
 def _commands(group: click.Group, prefix: str) -> list[tuple[str, click.Command]]:
     out: list[tuple[str, click.Command]] = []
-    for name in sorted(group.commands):
-        command = group.commands[name]
+    for name in group.list_commands(click.Context(group)):  # sorted; the top group imports each on demand
+        command = group.get_command(click.Context(group), name)
+        assert command is not None, f"{prefix} {name} is listed but does not load"
         path = f"{prefix} {name}"
         out.append((path, command))
         if isinstance(command, click.Group):
