@@ -17,10 +17,10 @@ from jsonschema.validators import Draft202012Validator
 from aios.agents.llm.base import ToolCall, ToolSpec
 from aios.schemas.artifacts import ArtifactRef
 from aios.schemas.jsonlimits import MAX_JSON_DEPTH, json_depth
-from aios.schemas.limits import excerpt_ref
+from aios.schemas.limits import MAX_TOOL_RESULT_CHARS, excerpt_ref
 
 MAX_TOOL_ROUNDS = 4  # rounds of tool calls before the model must answer
-MAX_RESULT_CHARS = 8_000  # a tool result is a prompt part too: keep it bounded
+MAX_RESULT_CHARS = MAX_TOOL_RESULT_CHARS
 PAGE_CHARS = MAX_RESULT_CHARS - 200  # a page of a long output, with room for the line that says where it is
 
 Search = Callable[[str, int], Awaitable[Sequence[str]]]

@@ -58,6 +58,7 @@ MAX_ERROR_CHARS = 4_000
 MAX_MEMORY_CONTENT_BYTES = 512 * 1024  # a turn is the description and the output
 MAX_RECALL = 100  # memory ids a result cites
 MAX_STRATEGY_CHARS = 64
+MAX_TOOL_RESULT_CHARS = 8_000  # a tool's result is a prompt part too (an MCP server may set less)
 
 # --- what the orchestrator sends ----------------------------------------------------------------
 # An assignment carries each dependency's output cut to an excerpt, with a reference to the whole

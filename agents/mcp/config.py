@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aios.agents.config_tables import known_table
-from aios.agents.tools import MAX_RESULT_CHARS
 from aios.schemas.errors import ConfigError
+from aios.schemas.limits import MAX_TOOL_RESULT_CHARS
 
 # A server's name prefixes its tools' names, which every vendor limits to [A-Za-z0-9_-]{1,64}.
 _SERVER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,23}$")
@@ -44,7 +44,7 @@ _PATTERN = re.compile(r"^([a-z][a-z0-9_-]{0,23})\.(\*|[A-Za-z0-9_.-]{1,64})$")
 _SERVER_KEYS = ("name", "transport", "url", "headers", "bearer_token_env", "command", "args", "env", "cwd",
                 "timeout_s", "max_result_chars")
 MAX_SERVERS = 32
-MAX_RESULT_CHARS_CAP = MAX_RESULT_CHARS  # a result is a prompt part too: the toolbox cuts past it
+MAX_RESULT_CHARS_CAP = MAX_TOOL_RESULT_CHARS  # a result is a prompt part too: the toolbox cuts past it
 MAX_TIMEOUT_S = 3_600.0
 
 Transport = Literal["http", "stdio"]
