@@ -20,8 +20,7 @@ from aios.schemas.jsonlimits import MAX_JSON_DEPTH, json_depth
 from aios.schemas.limits import MAX_TOOL_RESULT_CHARS, excerpt_ref
 
 MAX_TOOL_ROUNDS = 4  # rounds of tool calls before the model must answer
-MAX_RESULT_CHARS = MAX_TOOL_RESULT_CHARS
-PAGE_CHARS = MAX_RESULT_CHARS - 200  # a page of a long output, with room for the line that says where it is
+PAGE_CHARS = MAX_TOOL_RESULT_CHARS - 200  # a page of a long output, with room for the line that says where it is
 
 Search = Callable[[str, int], Awaitable[Sequence[str]]]
 # (dependency task id, the reference at the end of its excerpt) -> its whole output, or None when it
@@ -179,8 +178,8 @@ class Toolbox:
             if recorded is not None:
                 return str(recorded["text"])
         result = await tool.run(call.arguments, ctx)
-        if len(result) > MAX_RESULT_CHARS:
-            result = result[:MAX_RESULT_CHARS] + f"\n… [{len(result) - MAX_RESULT_CHARS} characters cut]"
+        if len(result) > MAX_TOOL_RESULT_CHARS:
+            result = result[:MAX_TOOL_RESULT_CHARS] + f"\n… [{len(result) - MAX_TOOL_RESULT_CHARS} characters cut]"
         if journal is not None and site is not None:
             # Recorded before the model reads it: a replay gives the next step the same answer.
             await journal.put(site.journal_task, site.attempt, site.step,

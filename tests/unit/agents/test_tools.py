@@ -18,7 +18,8 @@ from aios.agents.llm.servers import openai as openai_server
 from aios.agents.llm.servers.anthropic import FakeAnthropic
 from aios.agents.llm.servers.openai import FakeOpenAI, ok, tool_call
 from aios.agents.runner import AgentTask, run_task
-from aios.agents.tools import MAX_RESULT_CHARS, MAX_TOOL_ROUNDS, PAGE_CHARS, ToolContext, read_only_tools
+from aios.agents.tools import MAX_TOOL_ROUNDS, PAGE_CHARS, ToolContext, read_only_tools
+from aios.schemas.limits import MAX_TOOL_RESULT_CHARS as MAX_RESULT_CHARS
 from aios.schemas.limits import excerpt
 
 DEP = "Schema: orders(id, total) " + "x" * 50
