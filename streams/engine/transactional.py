@@ -36,7 +36,7 @@ import threading
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
@@ -53,6 +53,8 @@ from aios.streams.logs import set_processor
 from aios.streams.metrics import PROCESSING, TXN_RETRIES
 from aios.streams.tracing import Headers, headers_for
 
+T = TypeVar("T")
+
 # A first record is waited for up to POLL_S; whatever else is already fetched joins its batch.
 # (consume(n, timeout) would wait the whole timeout for n records, adding latency to every batch.)
 POLL_S = 0.05
@@ -67,6 +69,12 @@ FENCE_WINDOW_S = 60.0
 # A producer that refuses to produce in its current transactional state ("Erroneous state"), as one
 # did after two aborts while the active controller was lost: not fatal to librdkafka, but unusable.
 UNUSABLE = frozenset({CKafkaError._STATE})
+# The group coordinator moving or loading, as while the broker that held it is lost: librdkafka
+# does not mark these retriable when reading committed offsets, yet asking again once the
+# coordinator is found again succeeds (CI run 17 saw a results committer exit on NOT_COORDINATOR).
+COORDINATOR_MOVING = frozenset({CKafkaError.NOT_COORDINATOR, CKafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                                CKafkaError.COORDINATOR_NOT_AVAILABLE, CKafkaError._WAIT_COORD,
+                                CKafkaError._TIMED_OUT, CKafkaError._TRANSPORT, CKafkaError.REQUEST_TIMED_OUT})
 
 
 class TransactionalProcessor(faust.Service):
@@ -365,25 +373,28 @@ class TransactionalProcessor(faust.Service):
         assignment = consumer.assignment()
         if not assignment:
             return
-        for tp in consumer.committed(assignment, timeout=10):
+        committed = _until_done(self.name, "read committed offsets",
+                                lambda: consumer.committed(assignment, timeout=10), also=COORDINATOR_MOVING)
+        for tp in committed:
             tp.offset = resume.get((tp.topic, tp.partition), tp.offset)
             if tp.offset < 0:
                 tp.offset = OFFSET_BEGINNING  # nothing committed yet in this partition
             consumer.seek(tp)
 
 
-def _until_done(name: str, what: str, call: Callable[[], object]) -> None:
+def _until_done(name: str, what: str, call: Callable[[], T], also: frozenset[int] = frozenset()) -> T:
     """``call`` a transaction step again while its error is retriable (librdkafka says the same
-    call may be repeated), for up to TXN_RETRY_S. Any other error, or one that outlasts that, is
-    raised to the caller: abortable ones abort the batch, fatal ones end the process."""
+    call may be repeated, or its code is in ``also``), for up to TXN_RETRY_S, and return what it
+    returns. Any other error, or one that outlasts that, is raised to the caller: abortable ones
+    abort the batch, fatal ones end the process."""
     deadline, pause = time.monotonic() + TXN_RETRY_S, 0.1
     while True:
         try:
-            call()
-            return
+            return call()
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
-            retriable = isinstance(err, CKafkaError) and err.retriable() and not err.txn_requires_abort()
+            retriable = (isinstance(err, CKafkaError) and (err.retriable() or err.code() in also)
+                         and not err.txn_requires_abort())
             if not retriable or time.monotonic() + pause > deadline:
                 raise
             log.warning("%s: %s did not complete (%s); trying again in %.1fs", name, what, err, pause)

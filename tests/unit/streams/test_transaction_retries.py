@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from aios.streams.engine import transactional
 from aios.streams.engine.transactional import _until_done
@@ -123,3 +123,59 @@ def test_a_producer_in_an_erroneous_state_is_replaced_once_per_window(monkeypatc
     assert processor.producers == ["new p-test-0", "alt"] and processor.producer == "new p-test-0"
     with pytest.raises(StreamsKafkaError, match="unusable twice"):
         renew(processor, "new p-test-0", stuck)
+
+
+class MovingCoordinator:
+    """A consumer whose group coordinator moves: ``committed`` fails ``failures`` times with ``code``
+    (as librdkafka reports it, not marked retriable), then answers."""
+
+    def __init__(self, failures: int, code: int) -> None:
+        self.failures, self.code, self.calls, self.seeks = failures, code, 0, []
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition("finals", 0), TopicPartition("finals", 1)]
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise KafkaException(KafkaError(self.code, "Failed to get committed offsets: Broker: Not coordinator"))
+        return [TopicPartition(tp.topic, tp.partition, 7 if tp.partition == 0 else -1001) for tp in partitions]
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp.topic, tp.partition, tp.offset))
+
+
+class Rewinder:
+    """What ``rewind`` uses of a TransactionalProcessor."""
+
+    name = "test"
+
+    def __init__(self, consumer: MovingCoordinator) -> None:
+        self.consumer = consumer
+
+
+@pytest.mark.parametrize("code", sorted(transactional.COORDINATOR_MOVING))
+def test_rewinding_while_the_group_coordinator_moves_asks_again_instead_of_ending_the_process(
+        monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    # CI run 17: a broker was killed, the transaction aborted on NOT_COORDINATOR, and reading the
+    # committed offsets to rewind raised the same; the results committer exited.
+    monkeypatch.setattr(transactional.time, "sleep", lambda _s: None)
+    before = retries("read committed offsets")
+    consumer = MovingCoordinator(3, code)
+    transactional.TransactionalProcessor.rewind(Rewinder(consumer), {("finals", 1): 42})  # type: ignore[arg-type]
+    assert consumer.calls == 4
+    assert consumer.seeks == [("finals", 0, 7), ("finals", 1, 42)]
+    assert retries("read committed offsets") - before == 3
+
+
+def test_a_committed_offsets_error_that_is_no_coordinator_move_still_goes_to_the_caller(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transactional.time, "sleep", lambda _s: None)
+    consumer = MovingCoordinator(1, KafkaError.GROUP_AUTHORIZATION_FAILED)
+    with pytest.raises(KafkaException):
+        transactional.TransactionalProcessor.rewind(Rewinder(consumer), {})  # type: ignore[arg-type]
+    assert consumer.calls == 1 and consumer.seeks == []
+
+
+def test_the_step_returns_what_the_call_returns() -> None:
+    assert _until_done("test", "commit", lambda: 5) == 5
