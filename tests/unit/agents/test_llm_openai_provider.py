@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
+import openai
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from aios.agents.errors import (
     BadRequestError,
@@ -18,8 +23,8 @@ from aios.agents.errors import (
     ProviderUnavailableError,
     RateLimitError,
 )
-from aios.agents.llm.base import ChatMessage, ChatRequest
-from aios.agents.llm.openai_provider import OpenAIProvider
+from aios.agents.llm.base import ChatMessage, ChatRequest, LlmConfig, ToolCall, ToolSpec
+from aios.agents.llm.openai_provider import OpenAIProvider, _message, _tool
 from aios.agents.llm.router import Route, Router, RouterConfig
 from aios.agents.llm.servers.openai import (
     FakeOpenAI,
@@ -192,3 +197,67 @@ async def test_fake_server_also_speaks_non_streaming(fake_openai: FakeOpenAI) ->
             await client.chat.completions.create(
                 model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
             )
+
+
+# The provider sends messages, tools and the answer format as the SDK's extra_body, skipping the
+# SDK's per-call walk of them against its TypedDicts. The wire must not change: generated requests
+# (numbers, any text, tool calls and their results, tools, a response schema) go out as the same
+# JSON the SDK's typed parameters send.
+_text = st.text(max_size=40)
+_json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _text,
+                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+                            max_leaves=8)
+_calls = st.lists(st.builds(ToolCall, id=st.from_regex(r"call_[a-z0-9]{1,8}", fullmatch=True),
+                            name=st.from_regex(r"[a-z_]{1,12}", fullmatch=True),
+                            arguments=st.dictionaries(_text, _json_values, max_size=3)), min_size=1, max_size=2)
+_messages = st.lists(st.one_of(
+    st.builds(ChatMessage, role=st.sampled_from(["system", "user", "assistant"]), content=_text),
+    st.builds(ChatMessage, role=st.just("assistant"), content=_text, tool_calls=_calls.map(tuple)),
+    st.builds(ChatMessage, role=st.just("tool"), content=_text, tool_call_id=st.just("call_1")),
+), min_size=1, max_size=5)
+_tools = st.lists(st.builds(ToolSpec, name=st.from_regex(r"[a-z_]{1,12}", fullmatch=True), description=_text,
+                            parameters=st.fixed_dictionaries({"type": st.just("object"), "properties": st.dictionaries(
+                                st.from_regex(r"[a-z]{1,6}", fullmatch=True),
+                                st.fixed_dictionaries({"type": st.sampled_from(["string", "number"])}), max_size=3)})),
+                  max_size=2)
+_requests = st.builds(ChatRequest, messages=_messages.map(tuple), max_tokens=st.integers(1, 4096),
+                      temperature=st.floats(0, 2), tools=_tools.map(tuple),
+                      response_schema=st.none() | st.just({"type": "object", "properties": {"n": {"type": "number"}}}))
+
+
+async def _typed_sdk_body(fake: FakeOpenAI, request: ChatRequest) -> dict[str, Any]:
+    """The body the SDK sends for ``request`` given as its typed parameters."""
+    extra: dict[str, Any] = {}
+    if request.tools:
+        extra["tools"] = [_tool(t) for t in request.tools]
+    if request.response_schema is not None and not request.tools:
+        extra["response_format"] = {"type": "json_schema", "json_schema": {
+            "name": "answer", "schema": dict(request.response_schema), "strict": False}}
+    client = openai.AsyncOpenAI(api_key="sk-test", base_url=fake.base_url, max_retries=0)
+    try:
+        stream = await client.chat.completions.create(
+            model="gpt-4o-mini", messages=[_message(m) for m in request.messages],
+            max_completion_tokens=request.max_tokens, temperature=request.temperature, stream=True,
+            stream_options={"include_usage": True}, **extra)
+        async for _ in stream:
+            pass
+    finally:
+        await client.close()
+    return fake.requests[-1].body
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(request=_requests)
+def test_the_wire_body_is_what_the_sdks_typed_parameters_send(fake_openai: FakeOpenAI, request: ChatRequest) -> None:
+    async def both() -> tuple[dict[str, Any], dict[str, Any]]:
+        config = LlmConfig(spec="openai:gpt-4o-mini", openai_api_key="sk-test", openai_base_url=fake_openai.base_url)
+        provider = OpenAIProvider("gpt-4o-mini", config=config)
+        try:
+            await provider.complete(request)
+        finally:
+            await provider.aclose()
+        ours = fake_openai.requests[-1].body
+        return ours, await _typed_sdk_body(fake_openai, request)
+
+    ours, typed = asyncio.run(both())
+    assert ours == typed
