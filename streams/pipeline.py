@@ -43,3 +43,10 @@ async def serve_forever(settings: Settings, names: Sequence[str], name: str,
                         on_ready: Callable[[], None] | None = None) -> None:
     """Run the named processors until SIGINT/SIGTERM, with /metrics served (see the engine)."""
     await engine.serve_forever(settings, check_processors(names), name, on_ready)
+
+
+def run_forever(settings: Settings, names: Sequence[str], name: str,
+                on_ready: Callable[[], None] | None = None) -> None:
+    """:func:`serve_forever` on its own event loop (AIOS_EVENT_LOOP), until SIGINT/SIGTERM."""
+    engine.run_processors(settings, check_processors(names), name, on_ready)
+

@@ -93,6 +93,7 @@ def llm(host: str, port: int, ttft_s: float, stream_s: float, tokens: int, error
     import asyncio
 
     from aios.agents.llm.servers.latency import LatencyProfile, LatencyServer
+    from aios.streams.engine.loops import loop_factory
 
     try:
         profile = LatencyProfile(ttft_s=ttft_s, stream_s=stream_s, tokens=tokens, error_rate=error_rate,
@@ -111,10 +112,22 @@ def llm(host: str, port: int, ttft_s: float, stream_s: float, tokens: int, error
                           f"stats {doc['stats_url']} (ttft {ttft_s:g}s, stream {stream_s:g}s, {tokens} tokens)")
 
     try:
-        asyncio.run(server.serve(ready))
+        # uvloop where installed: the server's own CPU per streamed call shares the machine with
+        # the pipeline it measures (aios bench capacity).
+        with asyncio.Runner(loop_factory=loop_factory(_event_loop())) as runner:
+            runner.run(server.serve(ready))
     except OSError as exc:
         raise click.ClickException(f"cannot serve on {host}:{port}: {exc}") from exc
     if as_json:
         emit_json(server.stats.summary())
     else:
         console.print(f"served {server.stats.calls} calls, at most {server.stats.peak_in_flight} at once")
+
+
+def _event_loop() -> str:
+    """AIOS_EVENT_LOOP for the LLM server (auto when the settings cannot be read: the server needs none)."""
+    try:
+        return load_settings().processing.event_loop
+    except ConfigError:
+        return "auto"
+

@@ -3,7 +3,6 @@ processor, distributed mode) and ``aios serve STORE`` (the owner of an embedded 
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import sys
 
@@ -12,7 +11,7 @@ import click
 from aios.cli.common import settings_or_exit
 from aios.cli.output import err_console
 from aios.schemas.errors import AiosError
-from aios.streams.pipeline import check_processors, serve_forever
+from aios.streams.pipeline import check_processors, run_forever
 from aios.streams.processors import PROCESSORS
 from aios.streams.settings import Settings
 
@@ -59,7 +58,7 @@ def up(no_stack: bool, no_api: bool) -> None:
 def _run(settings: Settings, processors: list[str], name: str) -> None:
     err_console.print(f"aios: running {', '.join(processors)} as group {settings.kafka.topic_prefix}-{name}; Ctrl-C stops")
     try:
-        asyncio.run(serve_forever(settings, processors, name, on_ready=lambda: say("aios: ready")))
+        run_forever(settings, processors, name, on_ready=lambda: say("aios: ready"))
     except AiosError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -26,6 +26,7 @@ from prometheus_client import REGISTRY
 from aios.schemas.limits import PRODUCER_HEADROOM_BYTES
 from aios.streams import tracing
 from aios.streams.engine.concurrent import ConcurrentProcessor
+from aios.streams.engine.loops import loop_factory
 from aios.streams.engine.runtime import Runtime
 from aios.streams.engine.transactional import TransactionalProcessor
 from aios.streams.errors import OrchestrationError
@@ -200,3 +201,11 @@ async def serve_forever(
             live.check()
             with suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
+
+
+def run_processors(settings: Settings, processors: Sequence[Register], name: str,
+                   on_ready: Callable[[], None] | None = None) -> None:
+    """:func:`serve_forever` on the loop AIOS_EVENT_LOOP picks, until SIGINT/SIGTERM."""
+    with asyncio.Runner(loop_factory=loop_factory(settings.processing.event_loop)) as runner:
+        runner.run(serve_forever(settings, processors, name, on_ready))
+
