@@ -62,6 +62,14 @@ POLL_S = 0.05
 # as while a broker is lost and its partitions' leadership moves) is tried again before the
 # processor gives up on it. A broker's loss settles in seconds to tens of seconds.
 TXN_RETRY_S = 120.0
+# How long one transaction call (send offsets, commit, abort) waits; librdkafka's default is forever.
+# An abort with no bound once never returned after the active controller was lost, and the results
+# committer stalled for good with no word in its log (CI run 19). A call that times out is
+# retriable: it is asked again, within TXN_RETRY_S (ABORT_RETRY_S for an abort).
+TXN_CALL_S = 30.0
+# An abort that has not completed in this long is given up: the producer is replaced, and the new
+# one's init_transactions aborts the transaction on the coordinator, as a restarted process's would.
+ABORT_RETRY_S = 45.0
 # Fenced: another instance took the transactional id, or the coordinator timed out a transaction and
 # bumped the epoch (see TransactionalProcessor._renew). Twice within FENCE_WINDOW_S: the former.
 FENCED = frozenset({CKafkaError._FENCED, CKafkaError.PRODUCER_FENCED, CKafkaError.INVALID_PRODUCER_EPOCH})
@@ -171,7 +179,7 @@ class TransactionalProcessor(faust.Service):
             raise KafkaError(f"{self.name} could not start its transactions: {exc}") from exc
         return producer
 
-    def _renew(self, producer: Producer, exc: KafkaException) -> None:
+    def _renew(self, producer: Producer, exc: KafkaException, *, stuck: bool = False) -> None:
         """``producer`` failed fatally: replace it with a new one of the same transactional id, as a
         restarted process would (its start aborts the failed transaction).
 
@@ -181,9 +189,10 @@ class TransactionalProcessor(faust.Service):
         within FENCE_WINDOW_S, the process goes: a second instance is there, and it keeps the id.
 
         A producer left in a state where it cannot produce (UNUSABLE) is replaced the same way, once
-        per window too: a restart would do no better."""
+        per window too: a restart would do no better. One ``stuck`` in an abort that does not
+        complete is replaced whenever it happens: another instance would show as a fence instead."""
         err = exc.args[0] if exc.args else None
-        if not isinstance(err, CKafkaError) or not (err.fatal() or err.code() in UNUSABLE):
+        if not isinstance(err, CKafkaError) or not (err.fatal() or err.code() in UNUSABLE or stuck):
             raise KafkaError(f"{self.name}: {err}") from exc
         if err.code() in FENCED or err.code() in UNUSABLE:
             now = time.monotonic()
@@ -279,8 +288,9 @@ class TransactionalProcessor(faust.Service):
             in_group = bool(positions) and (self.fence_by_group or not recorded)
             if in_group:
                 metadata = consumer.consumer_group_metadata()
-                _until_done(self.name, "send offsets", lambda: producer.send_offsets_to_transaction(positions, metadata))
-            _until_done(self.name, "commit", producer.commit_transaction)
+                _until_done(self.name, "send offsets",
+                            lambda: producer.send_offsets_to_transaction(positions, metadata, TXN_CALL_S))
+            _until_done(self.name, "commit", lambda: producer.commit_transaction(TXN_CALL_S))
         except KafkaException as exc:
             err = exc.args[0]
             if isinstance(err, CKafkaError) and err.txn_requires_abort():
@@ -307,11 +317,12 @@ class TransactionalProcessor(faust.Service):
 
     def _abort(self, producer: Producer) -> None:
         """Abort the open transaction; a producer that cannot (it failed fatally, as when messages
-        timed out while a broker was lost and the epoch bump was refused) is replaced."""
+        timed out while a broker was lost and the epoch bump was refused, or its abort did not
+        complete within ABORT_RETRY_S) is replaced."""
         try:
-            _until_done(self.name, "abort", producer.abort_transaction)
+            _until_done(self.name, "abort", lambda: producer.abort_transaction(TXN_CALL_S), within_s=ABORT_RETRY_S)
         except KafkaException as exc:
-            self._renew(producer, exc)
+            self._renew(producer, exc, stuck=True)
 
     def _failed(self, exc: Exception, had_records: bool) -> float:
         """``process`` raised: abort, rebuild, and read the batch again (see the module doc)."""
@@ -382,12 +393,13 @@ class TransactionalProcessor(faust.Service):
             consumer.seek(tp)
 
 
-def _until_done(name: str, what: str, call: Callable[[], T], also: frozenset[int] = frozenset()) -> T:
+def _until_done(name: str, what: str, call: Callable[[], T], also: frozenset[int] = frozenset(),
+                within_s: float = TXN_RETRY_S) -> T:
     """``call`` a transaction step again while its error is retriable (librdkafka says the same
-    call may be repeated, or its code is in ``also``), for up to TXN_RETRY_S, and return what it
+    call may be repeated, or its code is in ``also``), for up to ``within_s``, and return what it
     returns. Any other error, or one that outlasts that, is raised to the caller: abortable ones
     abort the batch, fatal ones end the process."""
-    deadline, pause = time.monotonic() + TXN_RETRY_S, 0.1
+    deadline, pause = time.monotonic() + within_s, 0.1
     while True:
         try:
             return call()

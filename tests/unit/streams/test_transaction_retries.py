@@ -179,3 +179,54 @@ def test_a_committed_offsets_error_that_is_no_coordinator_move_still_goes_to_the
 
 def test_the_step_returns_what_the_call_returns() -> None:
     assert _until_done("test", "commit", lambda: 5) == 5
+
+
+class HangingProducer:
+    """A producer whose abort never completes: each call waits out its timeout (librdkafka then
+    raises a retriable time-out); ``timeouts`` records what each call was given."""
+
+    def __init__(self) -> None:
+        self.timeouts: list[float | None] = []
+
+    def abort_transaction(self, timeout: float | None = None) -> None:
+        self.timeouts.append(timeout)
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "Transactional API operation timed out",
+                                        retriable=True))
+
+
+def _aborting(processor: Processor, producer: Any) -> None:
+    processor._renew = (  # type: ignore[attr-defined]
+        lambda p, e, stuck=False: transactional.TransactionalProcessor._renew(processor, p, e, stuck=stuck))  # type: ignore[arg-type]
+    transactional.TransactionalProcessor._abort(processor, producer)  # type: ignore[arg-type]
+
+
+def test_an_abort_that_never_completes_is_bounded_and_its_producer_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    # CI run 19: after the active controller was lost, the results committer's abort (no timeout:
+    # librdkafka's default is forever) never returned, and the processor stalled with nothing logged.
+    clock = [1000.0]
+    monkeypatch.setattr(transactional.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(transactional.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    hanging = HangingProducer()
+    processor = Processor()
+    processor.producers = [hanging, "alt"]
+    processor.producer = hanging
+    before = retries("new producer")
+    _aborting(processor, hanging)
+    assert hanging.timeouts and set(hanging.timeouts) == {transactional.TXN_CALL_S}, "every call is bounded"
+    assert clock[0] - 1000.0 <= transactional.ABORT_RETRY_S
+    assert processor.producers == ["new p-test-0", "alt"] and processor.producer == "new p-test-0"
+    assert retries("new producer") - before == 1
+
+
+def test_a_stuck_abort_is_answered_each_time_not_taken_for_a_second_instance(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Both producers of a processor can be caught in one outage; only a fence says another
+    # instance owns the id, so two stuck aborts within the fence window do not end the process.
+    monkeypatch.setattr(transactional.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(transactional, "ABORT_RETRY_S", 0.0)
+    processor = Processor()
+    first, second = HangingProducer(), HangingProducer()
+    processor.producers = [first, second]
+    _aborting(processor, first)
+    _aborting(processor, second)
+    assert processor.producers == ["new p-test-0", "new p-test-0-alt"]
+
