@@ -284,6 +284,11 @@ class LlmSettings(_Group):
         description="OpenAI-compatible local server (Ollama, vLLM, llama.cpp) for AIOS_LLM=local:<model>.")
     timeout_s: float = Field(60.0, gt=0, validation_alias=_env("llm_timeout_s"),
                              description="Seconds one LLM call may take before it fails.")
+    http_client: Literal["auto", "aiohttp", "httpx"] = Field(
+        "auto", validation_alias=_env("llm_http_client"),
+        description="The HTTP client under the OpenAI and Anthropic SDKs: aiohttp (the SDKs' aiohttp transport) "
+        "spends less CPU per streamed call than httpx, the SDKs' default; auto picks aiohttp unless HTTPS_PROXY, "
+        "HTTP_PROXY or ALL_PROXY is set, which only httpx reads.")
     max_retries: int = Field(
         2, ge=0, le=10, validation_alias=_env("llm_max_retries"),
         description="Times the router retries a transient failure (408, 409, 429, 5xx, timeouts) of one call, "

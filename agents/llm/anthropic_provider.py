@@ -55,6 +55,7 @@ class AnthropicProvider:
             base_url=config.anthropic_base_url or DEFAULT_BASE_URL,
             timeout=config.timeout_s,
             max_retries=0,  # the router decides every retry (agents/llm/router.py)
+            **wire.http_client(anthropic, config.http_client, config.timeout_s),
         )
 
     async def complete(self, request: ChatRequest, *, on_delta: OnDelta | None = None) -> ChatResponse:

@@ -138,3 +138,4 @@ class LlmConfig:
     anthropic_base_url: str | None = None
     local_base_url: str | None = None
     timeout_s: float = 60.0
+    http_client: str = "auto"  # AIOS_LLM_HTTP_CLIENT: auto, aiohttp or httpx (see wire.http_client)

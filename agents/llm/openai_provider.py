@@ -58,6 +58,7 @@ class OpenAIProvider:
             base_url=config.openai_base_url or DEFAULT_BASE_URL,
             timeout=config.timeout_s,
             max_retries=0,  # the router decides every retry (agents/llm/router.py)
+            **wire.http_client(openai, config.http_client, config.timeout_s),
         ) for _ in range(CLIENT_POOLS)]
         self._turn = itertools.cycle(self._clients)
 

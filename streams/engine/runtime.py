@@ -53,6 +53,7 @@ def llm_config(settings: Settings) -> LlmConfig:
         anthropic_base_url=settings.llm.anthropic_base_url,
         local_base_url=settings.llm.local_base_url,
         timeout_s=settings.llm.timeout_s,
+        http_client=settings.llm.http_client,
     )
 
 

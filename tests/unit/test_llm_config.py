@@ -195,3 +195,13 @@ async def test_the_queue_time_reaches_the_llm_call_the_journal_and_prometheus(tm
             assert after - before == pytest.approx(sum(c.queue_ms for c in calls) / 1000, rel=0.01, abs=0.01)
         finally:
             await rt.aclose()
+
+
+def test_the_llm_http_client_setting_reaches_the_providers_and_refuses_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aios.streams.engine.runtime import llm_config
+
+    monkeypatch.setenv("AIOS_LLM_HTTP_CLIENT", "httpx")
+    assert llm_config(load_settings()).http_client == "httpx"
+    monkeypatch.setenv("AIOS_LLM_HTTP_CLIENT", "curl")
+    with pytest.raises(ConfigError, match="AIOS_LLM_HTTP_CLIENT"):
+        load_settings()

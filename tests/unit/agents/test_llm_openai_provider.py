@@ -23,6 +23,7 @@ from aios.agents.errors import (
     ProviderUnavailableError,
     RateLimitError,
 )
+from aios.agents.llm import wire
 from aios.agents.llm.base import ChatMessage, ChatRequest, LlmConfig, ToolCall, ToolSpec
 from aios.agents.llm.openai_provider import OpenAIProvider, _message, _tool
 from aios.agents.llm.router import Route, Router, RouterConfig
@@ -261,3 +262,34 @@ def test_the_wire_body_is_what_the_sdks_typed_parameters_send(fake_openai: FakeO
 
     ours, typed = asyncio.run(both())
     assert ours == typed
+
+
+@pytest.mark.parametrize("kind", ["aiohttp", "httpx"])
+async def test_either_http_client_streams_and_says_unavailable_when_refused(fake_openai: FakeOpenAI, kind: str) -> None:
+    # The SDK's aiohttp transport reports a refused connection as a connect time-out; the provider
+    # still says "cannot reach", as with httpx, so the message points at the right thing to fix.
+    config = LlmConfig(spec="openai:gpt-4o-mini", openai_api_key="sk-test", openai_base_url=fake_openai.base_url,
+                       http_client=kind)
+    provider = OpenAIProvider("gpt-4o-mini", config=config)
+    try:
+        fake_openai.script(ok("Hello, team!"))
+        assert (await provider.complete(REQUEST)).text == "Hello, team!"
+        fake_openai.stop()
+        with pytest.raises(ProviderUnavailableError, match="cannot reach the provider"):
+            await provider.complete(REQUEST)
+    finally:
+        await provider.aclose()
+
+
+@pytest.mark.parametrize(("kind", "proxy", "expected"), [
+    ("auto", None, "aiohttp"), ("auto", "http://proxy.internal:3128", "httpx"), ("aiohttp", None, "aiohttp"),
+    ("aiohttp", "http://proxy.internal:3128", "aiohttp"), ("httpx", None, "httpx"),
+])
+def test_the_http_client_setting_and_proxies(monkeypatch: pytest.MonkeyPatch, kind: str, proxy: str | None,
+                                             expected: str) -> None:
+    for variable in wire.PROXY_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    if proxy is not None:
+        monkeypatch.setenv("HTTPS_PROXY", proxy)  # only httpx reads it: auto keeps httpx then
+    chosen = wire.http_client(openai, kind, 5.0)
+    assert ("aiohttp" if isinstance(chosen.get("http_client"), openai.DefaultAioHttpClient) else "httpx") == expected
