@@ -81,15 +81,20 @@ async def test_two_workers_on_one_key_keep_to_its_rpm_together(rates: tuple[Shar
     with FakeOpenAI() as server:
         starts = Starts()
         (a, pa), (b, pb) = worker(server.base_url, rates[0], starts), worker(server.base_url, rates[1], starts)
+        began = time.monotonic()  # the shared bucket is filled after this, by the first call's take
         try:
             await asyncio.gather(*(r.complete(ask(i)) for i in range(20) for r in (a, b)))
         finally:
             await pa.aclose()
             await pb.aclose()
         assert len(server.requests) == 40
-        times = sorted(starts.times)
-        for k, t in enumerate(times, start=1):  # 10 at once, then 10/s across both workers
-            assert t - times[0] >= (k - 10) / 10 - 0.05, f"call {k} of 40 started after {t - times[0]:.2f}s"
+        # 10 at once, then 10/s across both workers: the k-th start comes no sooner than (k - 10)/10 s
+        # after the bucket was filled, so no sooner than that after `began`. (Measured from the first
+        # start, which is recorded a moment after the fill, a loaded machine blurred the bound: CI
+        # run 21 saw call 12 at 0.12 s. A starved waiter may start late, and the next one close
+        # behind it, so the bound is on each start, not on the gaps between them.)
+        for k, t in enumerate(sorted(starts.times), start=1):
+            assert t - began >= (k - 10) / 10 - 0.05, f"call {k} of 40 started {t - began:.2f}s after the first take"
         # Without the shared buckets each worker allows 10 at once: 20 start together.
         alone = Starts()
         (c, pc), (d, pd) = worker(server.base_url, None, alone), worker(server.base_url, None, alone)
