@@ -16,7 +16,7 @@ from aios.streams.errors import OrchestrationError
 from aios.streams.processors import PROCESSORS
 from aios.streams.settings import Settings
 
-__all__ = ["EMBEDDED", "PROCESSORS", "RunningApp", "build_app", "check_processors", "running", "serve_forever"]
+__all__ = ["EMBEDDED", "PROCESSORS", "RunningApp", "build_app", "check_processors", "run_forever", "running"]
 
 
 def check_processors(names: Sequence[str]) -> list[Register]:
@@ -39,14 +39,9 @@ async def running(settings: Settings, names: Sequence[str], name: str = EMBEDDED
         yield live
 
 
-async def serve_forever(settings: Settings, names: Sequence[str], name: str,
-                        on_ready: Callable[[], None] | None = None) -> None:
-    """Run the named processors until SIGINT/SIGTERM, with /metrics served (see the engine)."""
-    await engine.serve_forever(settings, check_processors(names), name, on_ready)
-
-
 def run_forever(settings: Settings, names: Sequence[str], name: str,
                 on_ready: Callable[[], None] | None = None) -> None:
-    """:func:`serve_forever` on its own event loop (AIOS_EVENT_LOOP), until SIGINT/SIGTERM."""
+    """Run the named processors on their own event loop (AIOS_EVENT_LOOP) until SIGINT/SIGTERM,
+    with /metrics served (see the engine)."""
     engine.run_processors(settings, check_processors(names), name, on_ready)
 
