@@ -117,7 +117,7 @@ def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, A
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
-        "fetch.wait.max.ms": 10,
+        "fetch.wait.max.ms": settings.kafka.fetch_wait_ms,
         "session.timeout.ms": int(settings.kafka.session_timeout_s * 1000),
         "heartbeat.interval.ms": int(settings.kafka.session_timeout_s * 250),
         "logger": LIBRDKAFKA,

@@ -83,6 +83,11 @@ class KafkaSettings(_Group):
         30.0, gt=0, le=600,
         description="How long a starting process or command waits for Kafka to answer before it fails. A refused "
         "SASL login or an untrusted certificate fails at once, naming the setting to fix.")
+    fetch_wait_ms: int = Field(
+        500, ge=1, le=10_000,
+        description="How long a consumer's fetch waits at the broker when there is nothing new. A record arriving "
+        "ends the wait at once, so this bounds idle polling, not latency: lower values cost broker and client CPU "
+        "while a pipeline idles and gain nothing measurable (docs/benchmarks.md).")
     session_timeout_s: float = Field(
         10.0, ge=6, le=300,
         description="Consumer group session timeout: how soon the partitions of a crashed process move on.")

@@ -57,7 +57,7 @@ class BatchProcessor(faust.Service):
 
     async def on_start(self) -> None:
         s = self.rt.settings
-        self.consumer = make_consumer(s, group=f"{s.kafka.topic_prefix}-{self.name}", **{"fetch.wait.max.ms": 50})
+        self.consumer = make_consumer(s, group=f"{s.kafka.topic_prefix}-{self.name}")
         self.consumer.subscribe(self.topics)
 
     async def on_stop(self) -> None:

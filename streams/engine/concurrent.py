@@ -183,7 +183,7 @@ class ConcurrentProcessor(faust.Service):
             s, group=f"{s.kafka.topic_prefix}-{self.name}",
             # Fetched but not yet taken records are bounded too: the window, not librdkafka's
             # prefetch (100,000 records per partition by default), decides what is held.
-            **{"fetch.wait.max.ms": 10, "queued.min.messages": min(10_000, 4 * self.max_in_flight),
+            **{"queued.min.messages": min(10_000, 4 * self.max_in_flight),
                "queued.max.messages.kbytes": 16_384})
         self.consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)

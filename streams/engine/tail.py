@@ -47,7 +47,7 @@ class TopicTail(faust.Service):
         self._loop = asyncio.get_running_loop()
         settings = self.rt.settings
         consumer = make_consumer(settings, group=f"{settings.kafka.topic_prefix}-{self.name}-{uuid.uuid4().hex}",
-                                 **{"fetch.wait.max.ms": 50, "enable.auto.offset.store": False})
+                                 **{"enable.auto.offset.store": False})
         try:
             await asyncio.to_thread(self._assign_at_end, consumer)
         except BaseException:

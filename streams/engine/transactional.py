@@ -90,13 +90,12 @@ class TransactionalProcessor(faust.Service):
 
     name: str = "transactional"
 
-    def __init__(self, rt: Runtime, topics: list[str], *, batch_size: int, fetch_wait_ms: int = 5,
-                 fence_by_group: bool = True, **kwargs: Any) -> None:
+    def __init__(self, rt: Runtime, topics: list[str], *, batch_size: int, fence_by_group: bool = True,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.rt = rt
         self.topics = topics
         self.batch_size = batch_size
-        self.fetch_wait_ms = fetch_wait_ms
         # Offsets committed to the group inside the transaction: the group coordinator then refuses
         # the commit of a member that lost its partitions (KIP-447), even when positions are also
         # recorded in the processor's own log.
@@ -162,8 +161,7 @@ class TransactionalProcessor(faust.Service):
         for transactional_id in (self.transactional_id, f"{self.transactional_id}-alt"):
             self.producers.append(await asyncio.to_thread(self._new_producer, transactional_id))
         self.producer = self.producers[0]
-        self.consumer = make_consumer(s, group=f"{s.kafka.topic_prefix}-{self.name}",
-                                      **{"fetch.wait.max.ms": self.fetch_wait_ms})
+        self.consumer = make_consumer(s, group=f"{s.kafka.topic_prefix}-{self.name}")
         self.consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
 
     def _new_producer(self, transactional_id: str) -> Producer:
