@@ -3,6 +3,7 @@ processor, distributed mode) and ``aios serve STORE`` (the owner of an embedded 
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import sys
 
@@ -56,6 +57,9 @@ def up(no_stack: bool, no_api: bool) -> None:
 
 
 def _run(settings: Settings, processors: list[str], name: str) -> None:
+    # `kill -USR1 PID` writes every thread's stack to stderr (the process's log) and carries on: how
+    # to see where a processor that stopped making progress is waiting, without stopping it.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     err_console.print(f"aios: running {', '.join(processors)} as group {settings.kafka.topic_prefix}-{name}; Ctrl-C stops")
     try:
         run_forever(settings, processors, name, on_ready=lambda: say("aios: ready"))
@@ -67,7 +71,11 @@ def _run(settings: Settings, processors: list[str], name: str) -> None:
 @click.argument("name", type=click.Choice(list(PROCESSORS)))
 @click.option("--role", "roles", multiple=True, help="For `agents`: the role(s) this worker serves.")
 def worker(name: str, roles: tuple[str, ...]) -> None:
-    """Run one processor as its own consumer group (distributed mode)."""
+    """Run one processor as its own consumer group (distributed mode).
+
+    `kill -USR1 PID` writes every thread's stack to its stderr and leaves it running: where a processor
+    that stopped making progress waits.
+    """
     settings = settings_or_exit(process=name, roles=",".join(roles) if roles else None)
     check_processors([name])
     # Each role's workers form their own group, so roles scale independently.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 import uuid
 from collections import Counter
@@ -22,6 +23,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, TopicPartition
+from confluent_kafka.admin import OffsetSpec
 
 from aios.streams.kafka import TopicReader
 from aios.streams.readmodels.top import group_lag
@@ -78,6 +81,26 @@ def _lag(cluster: LocalCluster, settings: Settings) -> dict[str, int] | str:
         return f"could not read the lag: {exc}"
 
 
+def _behind(cluster: LocalCluster, group: str) -> dict[str, tuple[int, int, int]] | str:
+    """The group's partitions with records yet to commit: (committed, last stable offset, high watermark).
+    A committed offset at a last stable offset below the high watermark is a read_committed reader
+    held back by a transaction left open, not a processor that stopped asking."""
+    admin = cluster.admin()
+    try:
+        answer = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=10)
+        committed = [tp for tp in answer[group].result(timeout=10).topic_partitions if tp.offset >= 0]
+        ends = {}
+        for level in (IsolationLevel.READ_COMMITTED, IsolationLevel.READ_UNCOMMITTED):
+            futures = admin.list_offsets({TopicPartition(tp.topic, tp.partition): OffsetSpec.latest()  # type: ignore[no-untyped-call]
+                                          for tp in committed}, isolation_level=level, request_timeout=10)
+            ends[level] = {(tp.topic, tp.partition): f.result(timeout=10).offset for tp, f in futures.items()}
+    except Exception as exc:  # a diagnostic: its own failure must not hide the test's
+        return f"could not read the offsets: {exc}"
+    return {f"{tp.topic}[{tp.partition}]": (tp.offset, ends[IsolationLevel.READ_COMMITTED][(tp.topic, tp.partition)],
+                                            ends[IsolationLevel.READ_UNCOMMITTED][(tp.topic, tp.partition)])
+            for tp in committed if ends[IsolationLevel.READ_UNCOMMITTED][(tp.topic, tp.partition)] > tp.offset}
+
+
 def lose_a_broker(cluster: LocalCluster, tmp_path: Path, pick: Callable[[], int], what: str) -> dict[str, object]:
     cluster.wait_fully_replicated()  # the previous test's broker is back in every ISR
     settings = _settings(cluster, tmp_path / "data")
@@ -116,6 +139,8 @@ def lose_a_broker(cluster: LocalCluster, tmp_path: Path, pick: Callable[[], int]
             time.sleep(1)
         # Where the pipeline stands when results are still missing: each group's records yet to commit.
         lag_at_end = _lag(cluster, settings) if watch.has(acked) else {}
+        stacks = _stacks(workers) if watch.has(acked) else ""
+        behind = _behind(cluster, f"{settings.kafka.topic_prefix}-results") if watch.has(acked) else {}
         died = {name: "".join(w.log[-40:]) for name, w in workers.items()
                 if w.proc is not None and w.proc.poll() is not None}
         assert not died, f"processors died while a broker was lost: {died}"
@@ -142,15 +167,27 @@ def lose_a_broker(cluster: LocalCluster, tmp_path: Path, pick: Callable[[], int]
             longest_gap(load.acked_since(killed_at), killed_at, restart_started), 2),
         "longest_gap_in_results_while_down_s": round(watch.longest_gap(killed_at, restart_started), 2),
         "restarted_broker_rejoined_s": round(rejoined_s, 1), "lag_at_end_if_missing": lag_at_end,
+        "results_behind_at_end_if_missing": behind,
         "load": f"{RATE:g} tasks/s: {BEFORE_S:g} s before the kill, {DOWN_S:g} s down, {AFTER_S:g} s after",
     }
     print(f"\nbroker loss ({what}): {json.dumps(figures)}")
     logs = "\n".join(f"--- {name}, last lines:\n{''.join(w.log[-25:])}" for name, w in workers.items())
     assert not missing, (f"{len(missing)} acknowledged tasks have no result, e.g. {sorted(missing)[:5]}; {figures}\n"
-                         f"{logs}")
+                         f"{logs}\n{stacks}")
     assert not repeated, f"results committed more than once: {repeated}"
     assert not load.failed, f"the producer gave up on tasks: {list(load.failed.items())[:5]}"
     return figures
+
+
+def _stacks(workers: dict[str, Worker]) -> str:
+    """Every thread's stack in each live worker (SIGUSR1, see aios.cli.run): where a stalled one waits."""
+    marks = {name: len(w.log) for name, w in workers.items()}
+    for w in workers.values():
+        if w.proc is not None and w.proc.poll() is None:
+            w.proc.send_signal(signal.SIGUSR1)
+    time.sleep(2)  # the dump is written at once; the reader thread takes it in
+    return "\n".join(f"--- {name}, its threads at the settle deadline:\n{''.join(w.log[marks[name]:])}"
+                     for name, w in workers.items())
 
 
 def _round(value: float | None, minus: float = 0.0) -> float | None:

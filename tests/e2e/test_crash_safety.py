@@ -125,6 +125,20 @@ def where_they_stopped(cli: Cli, missing: set[tuple[str, str]]) -> str:
     return "\n".join(f"  {p}/{t}: {' '.join(hops) or 'no assignment'}" for (p, t), hops in sorted(seen.items()))
 
 
+def _dumps_its_stacks_and_runs_on(worker: Worker) -> None:
+    """SIGUSR1 writes every thread's stack to the worker's stderr (how to see where a stalled processor
+    waits), and the worker carries on."""
+    assert worker.proc is not None
+    seen = len(worker.log)
+    worker.proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while not any("most recent call first" in line for line in worker.log[seen:]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    dump = "".join(worker.log[seen:])
+    assert "most recent call first" in dump and "aios/cli/run.py" in dump, dump[-3000:]
+    assert worker.proc.poll() is None, "the worker exited on SIGUSR1"
+
+
 @pytest.mark.timeout(600)
 def test_sigkilled_workers_leave_exactly_one_result_per_task(cli: Cli, tmp_path: Any) -> None:
     rng = random.Random(7)
@@ -139,6 +153,7 @@ def test_sigkilled_workers_leave_exactly_one_result_per_task(cli: Cli, tmp_path:
         try:
             for w in workers.values():
                 w.start()
+            _dumps_its_stacks_and_runs_on(workers["results"])
             for n in range(PLANS):
                 path = tmp_path / f"plan{n}.json"
                 path.write_text(json.dumps(plan(n)))
