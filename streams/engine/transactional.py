@@ -44,6 +44,7 @@ from confluent_kafka import KafkaError as CKafkaError
 
 from aios.schemas.errors import RecordTooLargeError
 from aios.schemas.limits import message_size
+from aios.streams.engine.bounded import BoundedCaller, CallStuck
 from aios.streams.engine.failures import Backoff, Verdict, verdict_for
 from aios.streams.engine.records import dead_letter_event, log
 from aios.streams.engine.runtime import Runtime
@@ -67,6 +68,9 @@ TXN_RETRY_S = 120.0
 # committer stalled for good with no word in its log (CI run 19). A call that times out is
 # retriable: it is asked again, within TXN_RETRY_S (ABORT_RETRY_S for an abort).
 TXN_CALL_S = 30.0
+# A transaction call that has not returned this long after its own timeout is stuck (a librdkafka
+# bug; see bounded.py): its producer is replaced as a stuck abort's is.
+STUCK_AFTER_S = TXN_CALL_S + 15.0
 # An abort that has not completed in this long is given up: the producer is replaced, and the new
 # one's init_transactions aborts the transaction on the coordinator, as a restarted process's would.
 ABORT_RETRY_S = 45.0
@@ -116,6 +120,7 @@ class TransactionalProcessor(faust.Service):
         self.isolating = False
         self.backoff = Backoff()
         self.fenced_at: float | None = None  # when a fence (or an unusable producer) was last answered with a new one
+        self.caller = BoundedCaller(f"aios-{self.name}")  # transaction calls, bounded (see bounded.py)
 
     async def wait_assigned(self, timeout_s: float) -> None:
         """Until the group has assigned this member (its state rebuilt), so 'ready' means ready."""
@@ -177,7 +182,11 @@ class TransactionalProcessor(faust.Service):
             raise KafkaError(f"{self.name} could not start its transactions: {exc}") from exc
         return producer
 
-    def _renew(self, producer: Producer, exc: KafkaException, *, stuck: bool = False) -> None:
+    def _bounded(self, what: str, call: Callable[[], T]) -> T:
+        """A transaction call, given up with CallStuck if it outlives its own timeout (bounded.py)."""
+        return self.caller.call(call, STUCK_AFTER_S, f"{self.name}: {what}")
+
+    def _renew(self, producer: Producer, exc: Exception, *, stuck: bool = False) -> None:
         """``producer`` failed fatally: replace it with a new one of the same transactional id, as a
         restarted process would (its start aborts the failed transaction).
 
@@ -188,11 +197,13 @@ class TransactionalProcessor(faust.Service):
 
         A producer left in a state where it cannot produce (UNUSABLE) is replaced the same way, once
         per window too: a restart would do no better. One ``stuck`` in an abort that does not
-        complete is replaced whenever it happens: another instance would show as a fence instead."""
-        err = exc.args[0] if exc.args else None
-        if not isinstance(err, CKafkaError) or not (err.fatal() or err.code() in UNUSABLE or stuck):
+        complete, or in a call that never returns (CallStuck), is replaced whenever it happens: another
+        instance would show as a fence instead."""
+        err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+        renewable = stuck or (isinstance(err, CKafkaError) and (err.fatal() or err.code() in UNUSABLE))
+        if not renewable:
             raise KafkaError(f"{self.name}: {err}") from exc
-        if err.code() in FENCED or err.code() in UNUSABLE:
+        if isinstance(err, CKafkaError) and (err.code() in FENCED or err.code() in UNUSABLE):
             now = time.monotonic()
             if self.fenced_at is not None and now - self.fenced_at < FENCE_WINDOW_S:
                 raise KafkaError(f"{self.name}: fenced or unusable twice within {FENCE_WINDOW_S:.0f}s: another "
@@ -200,8 +211,8 @@ class TransactionalProcessor(faust.Service):
             self.fenced_at = now
         index = self.producers.index(producer)
         transactional_id = self.transactional_id if index == 0 else f"{self.transactional_id}-alt"
-        log.warning("%s: its transactional producer failed (%s); starting a new one as %s", self.name, err,
-                    transactional_id)
+        log.warning("%s: its transactional producer failed (%s); starting a new one as %s", self.name,
+                    err if err is not None else exc, transactional_id)
         TXN_RETRIES.labels(self.name, "new producer").inc()
         self.producers[index] = self.producer = self._new_producer(transactional_id)
 
@@ -286,9 +297,16 @@ class TransactionalProcessor(faust.Service):
             in_group = bool(positions) and (self.fence_by_group or not recorded)
             if in_group:
                 metadata = consumer.consumer_group_metadata()
-                _until_done(self.name, "send offsets",
-                            lambda: producer.send_offsets_to_transaction(positions, metadata, TXN_CALL_S))
-            _until_done(self.name, "commit", lambda: producer.commit_transaction(TXN_CALL_S))
+                _until_done(self.name, "send offsets", lambda: self._bounded(
+                    "send offsets", lambda: producer.send_offsets_to_transaction(positions, metadata, TXN_CALL_S)))
+            _until_done(self.name, "commit",
+                        lambda: self._bounded("commit", lambda: producer.commit_transaction(TXN_CALL_S)))
+        except CallStuck as exc:
+            # Its transaction is aborted by the new producer's start, as a restarted process's would be.
+            log.warning("%s: %s; the batch will be read again", self.name, exc)
+            self._renew(producer, exc, stuck=True)
+            self.rewind(self.on_aborted())
+            return 0.0
         except KafkaException as exc:
             err = exc.args[0]
             if isinstance(err, CKafkaError) and err.txn_requires_abort():
@@ -318,8 +336,9 @@ class TransactionalProcessor(faust.Service):
         timed out while a broker was lost and the epoch bump was refused, or its abort did not
         complete within ABORT_RETRY_S) is replaced."""
         try:
-            _until_done(self.name, "abort", lambda: producer.abort_transaction(TXN_CALL_S), within_s=ABORT_RETRY_S)
-        except KafkaException as exc:
+            _until_done(self.name, "abort", lambda: self._bounded("abort", lambda: producer.abort_transaction(TXN_CALL_S)),
+                        within_s=ABORT_RETRY_S)
+        except (KafkaException, CallStuck) as exc:
             self._renew(producer, exc, stuck=True)
 
     def _failed(self, exc: Exception, had_records: bool) -> float:

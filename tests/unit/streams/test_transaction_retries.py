@@ -9,6 +9,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from aios.streams.engine import transactional
+from aios.streams.engine.bounded import CallStuck
 from aios.streams.engine.transactional import _until_done
 from aios.streams.errors import KafkaError as StreamsKafkaError
 from aios.streams.metrics import TXN_RETRIES
@@ -79,6 +80,9 @@ class Processor:
 
     def _new_producer(self, transactional_id: str) -> str:
         return f"new {transactional_id}"
+
+    def _bounded(self, what: str, call: Any) -> Any:
+        return call()  # inline: tests/unit/streams/test_bounded_calls.py runs the bounded caller
 
 
 def renew(processor: Processor, producer: str, error: KafkaError) -> None:
@@ -229,4 +233,15 @@ def test_a_stuck_abort_is_answered_each_time_not_taken_for_a_second_instance(mon
     _aborting(processor, first)
     _aborting(processor, second)
     assert processor.producers == ["new p-test-0", "new p-test-0-alt"]
+
+
+def test_an_abort_that_never_returns_is_given_up_and_its_producer_replaced() -> None:
+    processor = Processor()
+
+    def never_returns(what: str, call: Any) -> None:
+        raise CallStuck(f"{what} did not return within 45s")
+
+    processor._bounded = never_returns  # type: ignore[method-assign]
+    _aborting(processor, "first")
+    assert processor.producers == ["new p-test-0", "alt"]
 
