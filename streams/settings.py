@@ -493,6 +493,10 @@ class ProcessingSettings(_Group):
         "Kafka transactional id, so a restarted process fences its killed predecessor at once.")
     heartbeat_interval_s: float = Field(5.0, gt=0, description="How often agent workers publish AgentStatus.")
     drain_timeout_s: float = Field(60.0, gt=0, description="How long a stopping worker waits for in-flight tasks.")
+    assign_timeout_s: float = Field(
+        60.0, gt=0, le=3600,
+        description="How long a starting processor waits for its consumer group to give it partitions before it "
+        "exits saying so (a topic missing, or more members than partitions).")
     agent_max_in_flight: int = Field(
         256, ge=1, le=10_000,
         description="Assignments one agent worker works on at once, across and within its partitions; when "

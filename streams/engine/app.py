@@ -194,7 +194,7 @@ async def serve_forever(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    async with running(settings, processors, name) as live:
+    async with running(settings, processors, name, ready_timeout_s=settings.processing.assign_timeout_s) as live:
         if on_ready is not None:
             on_ready()
         while not stop.is_set() and not live.runtime.stop_requested.is_set():

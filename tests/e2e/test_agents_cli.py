@@ -37,7 +37,8 @@ def test_a_worker_that_cannot_start_says_failed(cli: Cli) -> None:
     cli.env["AIOS_ROLES"] = "general"
     cli.run("topics", "create")  # no topic for the qa role: the worker cannot get partitions
     cli.env["AIOS_HEARTBEAT_INTERVAL_S"] = "0.5"
+    cli.env["AIOS_ASSIGN_TIMEOUT_S"] = "8"  # the default waits a minute
     proc = cli.run("worker", "agents", "--role", "qa", check=False, timeout=180)
-    assert proc.returncode != 0 and "no partitions assigned" in proc.stderr
+    assert proc.returncode != 0 and "no partitions assigned within 8s" in proc.stderr
     (failed,) = cli.json("agents", "--all")["agents"]
     assert failed["state"] == "failed" and failed["roles"] == ["qa"]
