@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -293,3 +295,11 @@ def test_the_http_client_setting_and_proxies(monkeypatch: pytest.MonkeyPatch, ki
         monkeypatch.setenv("HTTPS_PROXY", proxy)  # only httpx reads it: auto keeps httpx then
     chosen = wire.http_client(openai, kind, 5.0)
     assert ("aiohttp" if isinstance(chosen.get("http_client"), openai.DefaultAioHttpClient) else "httpx") == expected
+
+
+@pytest.mark.parametrize("sdk", [openai, anthropic])
+def test_every_aiohttp_client_shares_one_tls_context(sdk: Any) -> None:
+    # Each client built its own, loading the CA bundle each time: most of a property test's 33 s.
+    first, second = (wire.http_client(sdk, "aiohttp", 5.0)["http_client"] for _ in range(2))
+    assert first._transport.ssl_context is second._transport.ssl_context is wire.shared_tls()
+    assert wire.shared_tls().verify_mode == ssl.CERT_REQUIRED and wire.shared_tls().check_hostname
