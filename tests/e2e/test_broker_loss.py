@@ -167,6 +167,10 @@ def lose_a_broker(cluster: LocalCluster, tmp_path: Path, pick: Callable[[], int]
             longest_gap(load.acked_since(killed_at), killed_at, restart_started), 2),
         "longest_gap_in_results_while_down_s": round(watch.longest_gap(killed_at, restart_started), 2),
         "restarted_broker_rejoined_s": round(rejoined_s, 1), "lag_at_end_if_missing": lag_at_end,
+        # How the transactional processors rode it out (streams/engine/transactional.py, bounded.py).
+        "transactions_aborted": _said(workers, "transaction aborted"),
+        "stuck_calls_given_up": _said(workers, "did not return within"),
+        "producers_replaced": _said(workers, "starting a new one as"),
         "results_behind_at_end_if_missing": behind,
         "load": f"{RATE:g} tasks/s: {BEFORE_S:g} s before the kill, {DOWN_S:g} s down, {AFTER_S:g} s after",
     }
@@ -177,6 +181,11 @@ def lose_a_broker(cluster: LocalCluster, tmp_path: Path, pick: Callable[[], int]
     assert not repeated, f"results committed more than once: {repeated}"
     assert not load.failed, f"the producer gave up on tasks: {list(load.failed.items())[:5]}"
     return figures
+
+
+def _said(workers: dict[str, Worker], words: str) -> dict[str, int]:
+    """How many lines of each worker's log say ``words``."""
+    return {name: n for name, w in workers.items() if (n := sum(words in line for line in w.log))}
 
 
 def _stacks(workers: dict[str, Worker]) -> str:
