@@ -20,7 +20,7 @@ TRANSCODER := $(VENV)/.transcoder
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install system demo test test-unit test-integration lint typecheck audit lock bench up down clean go-tools
+.PHONY: help install system demo model-check test test-unit test-integration lint typecheck audit lock bench up down clean go-tools
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -85,7 +85,13 @@ demo: install ## Run a sample project through the embedded pipeline
 # most of a test's time is spent waiting on brokers and servers, so more workers than cores pay.
 TEST_WORKERS ?= 4
 
-test: install $(REGISTRY) $(HELM_TOOLS) ## Run every test against the real local Kafka, Redis, chdb, ClickHouse over HTTP and a schema registry
+# The real embedding model the memory tests (and aios up's vector memory) run: ../shared beside the clone.
+MODEL_DIR := ../shared/models/all-MiniLM-L6-v2-onnx
+
+model-check:
+	@test -f $(MODEL_DIR)/model.onnx || { echo "make test needs the ONNX embedding model at $(MODEL_DIR): put the shared folder (models/all-MiniLM-L6-v2-onnx) beside this clone, as CI does" >&2; exit 1; }
+
+test: model-check install $(REGISTRY) $(HELM_TOOLS) ## Run every test against the real local Kafka, Redis, chdb, ClickHouse over HTTP and a schema registry
 	$(AIOS) dev up
 	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
