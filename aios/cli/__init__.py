@@ -7,7 +7,7 @@ import importlib
 
 import click
 
-from aios.devstack.supervisor import follow_supervisor
+from aios.devstack.parent import follow_supervisor
 from aios.schemas.errors import AiosError
 
 # Each command, by the module that defines it. A command's module is imported when the command

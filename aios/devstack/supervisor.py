@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from aios.devstack.logfile import FileHandler, LogFile, parse_line
 from aios.devstack.metrics_merge import MergedMetricsServer
+from aios.devstack.parent import SUPERVISOR_ENV
 from aios.streams.errors import StackError
 from aios.streams.metrics import PROCESS_RESTARTS, PROCESS_UP
 from aios.streams.settings import Settings
@@ -38,7 +39,6 @@ log = logging.getLogger("aios.supervisor")
 log.setLevel(logging.INFO)  # the file keeps the supervisor's story; the terminal shows AIOS_LOG_LEVEL
 
 READY_LINE = "aios: ready"
-SUPERVISOR_ENV = "AIOS_SUPERVISOR_PID"  # private handshake: a child follows its supervisor's death
 FIRST_BACKOFF_S = 0.5
 HEALTHY_AFTER_S = 60.0
 STORE_STOP_S = 5.0  # what the stores get after the processors, out of the drain timeout
@@ -301,20 +301,3 @@ class Supervisor:
                 child.proc.send_signal(sig)
             except ProcessLookupError:
                 pass
-
-
-def follow_supervisor() -> None:
-    """In a supervised child: end with the supervisor. The children run in a session of their own
-    (so a terminal's Ctrl-C reaches only the supervisor), and Linux can send a signal to a child
-    whose parent dies; if the parent is already gone, leave now."""
-    supervisor = os.environ.get(SUPERVISOR_ENV)
-    if not supervisor:
-        return
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
-    if str(os.getppid()) != supervisor:
-        raise SystemExit(f"aios: the supervisor (pid {supervisor}) is gone; not starting")
