@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import suppress
 from typing import Any
 
 from confluent_kafka import (
@@ -134,13 +135,23 @@ def read_partition(settings: Settings, topic: str, partition: int, *, timeout_s:
     leader elections (right after topic creation), where watermark queries fail, and EOF is
     reached at the last stable offset, after any transaction marker.
     """
-    reader = make_consumer(settings, group=f"{settings.kafka.topic_prefix}-reader", **{"enable.partition.eof": True})
+    # A processor reads its state back with this when it is given partitions, before it is ready, so
+    # the end must show at once; an empty partition took 1–1.5 s, and three held a start 4.5 s:
+    # - the partition's leader is asked for first: assigned before librdkafka knows it, the start
+    #   offset is queried on a 500 ms retry timer;
+    # - the wait for an empty fetch (which tells the end) is short here;
+    # - each round takes what is there (consume(n, t) waits all of t for n records).
+    reader = make_consumer(settings, group=f"{settings.kafka.topic_prefix}-reader",
+                           **{"enable.partition.eof": True, "fetch.wait.max.ms": 10})
     out: list[Message] = []
     try:
+        with suppress(KafkaException):  # no answer yet: the fetcher finds the leader itself, later
+            reader.list_topics(topic, timeout=10)
         reader.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for msg in reader.consume(1000, 0.5):
+            first = reader.poll(0.5)
+            for msg in [] if first is None else [first, *reader.consume(1000, 0)]:
                 err = msg.error()
                 if err is None:
                     out.append(msg)
