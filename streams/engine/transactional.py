@@ -217,6 +217,7 @@ class TransactionalProcessor(faust.Service):
         self.producers[index] = self.producer = self._new_producer(transactional_id)
 
     async def on_stop(self) -> None:
+        self.caller.close()
         if self.consumer is not None:
             await asyncio.to_thread(self.consumer.close)
 

@@ -6,8 +6,10 @@ whose call blocks until the test ends, through the processor's real ``step``."""
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from typing import Any
 
 import pytest
@@ -41,6 +43,30 @@ def test_a_call_that_outlives_its_limit_is_given_up_and_the_next_runs_on_a_new_t
     while threading.active_count() > before + 1 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert threading.active_count() == before + 1
+
+
+def test_the_idle_thread_keeps_nothing_of_its_last_call_and_ends_when_closed() -> None:
+    # A producer kept alive by the idle thread outlived the interpreter at exit: librdkafka's log
+    # callback then ran into a finalized Python (SIGSEGV in 1 of 3 `aios demo` runs).
+    class Handle:
+        pass
+
+    caller, handle = BoundedCaller("t"), Handle()
+    kept = weakref.ref(handle)
+    before = threading.active_count()
+    expected = id(handle)
+    assert caller.call(handle.__repr__, 5, "use the handle").endswith(f"{expected:x}>")
+    del handle
+    deadline = time.monotonic() + 5
+    while kept() is not None and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.01)
+    assert kept() is None, "the call's closure is still referenced"
+    assert threading.active_count() == before + 1
+    caller.close()
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() == before, "closed, its thread ended"
 
 
 class Blocking:
