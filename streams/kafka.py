@@ -53,8 +53,17 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "message.max.bytes": settings.kafka.max_message_bytes + PRODUCER_HEADROOM_BYTES,
         **settings.kafka.security(),
     }
+    if extra.get("enable.partition.eof"):
+        # A reader that waits for the end-of-partition event to know it has caught up (a state
+        # read back, the agent registry, the live view): that event needs an empty fetch answer per
+        # partition, which a long wait holds back. The registry under 0.3 s heartbeats never saw
+        # it for every partition with 500 ms; these readers keep the short wait they always had.
+        config["fetch.wait.max.ms"] = END_READER_FETCH_WAIT_MS
     config.update(extra)
     return config
+
+
+END_READER_FETCH_WAIT_MS = 10
 
 
 class EventProducer:
@@ -124,8 +133,17 @@ def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, A
         "logger": LIBRDKAFKA,
         **settings.kafka.security(),
     }
+    if extra.get("enable.partition.eof"):
+        # A reader that waits for the end-of-partition event to know it has caught up (a state
+        # read back, the agent registry, the live view): that event needs an empty fetch answer per
+        # partition, which a long wait holds back. The registry under 0.3 s heartbeats never saw
+        # it for every partition with 500 ms; these readers keep the short wait they always had.
+        config["fetch.wait.max.ms"] = END_READER_FETCH_WAIT_MS
     config.update(extra)
     return config
+
+
+END_READER_FETCH_WAIT_MS = 10
 
 
 def read_partition(settings: Settings, topic: str, partition: int, *, timeout_s: float = 60.0) -> list[Message]:
@@ -139,10 +157,10 @@ def read_partition(settings: Settings, topic: str, partition: int, *, timeout_s:
     # the end must show at once; an empty partition took 1–1.5 s, and three held a start 4.5 s:
     # - the partition's leader is asked for first: assigned before librdkafka knows it, the start
     #   offset is queried on a 500 ms retry timer;
-    # - the wait for an empty fetch (which tells the end) is short here;
+    # - the wait for an empty fetch (which tells the end) is short (END_READER_FETCH_WAIT_MS);
     # - each round takes what is there (consume(n, t) waits all of t for n records).
     reader = make_consumer(settings, group=f"{settings.kafka.topic_prefix}-reader",
-                           **{"enable.partition.eof": True, "fetch.wait.max.ms": 10})
+                           **{"enable.partition.eof": True})
     out: list[Message] = []
     try:
         with suppress(KafkaException):  # no answer yet: the fetcher finds the leader itself, later

@@ -87,7 +87,8 @@ class KafkaSettings(_Group):
         500, ge=1, le=10_000,
         description="How long a consumer's fetch waits at the broker when there is nothing new. A record arriving "
         "ends the wait at once, so this bounds idle polling, not latency: lower values cost broker and client CPU "
-        "while a pipeline idles and gain nothing measurable (docs/benchmarks.md).")
+        "while a pipeline idles and gain nothing measurable (docs/benchmarks.md). Readers that wait for the end of "
+        "a partition (a state read back, the agent registry, the live view) keep 10 ms.")
     session_timeout_s: float = Field(
         10.0, ge=6, le=300,
         description="Consumer group session timeout: how soon the partitions of a crashed process move on.")

@@ -12,13 +12,22 @@ from pydantic import ValidationError
 
 from aios.schemas.errors import ConfigError
 from aios.streams.engine import batch, concurrent, tail, transactional
-from aios.streams.kafka import consumer_config
+from aios.streams.kafka import END_READER_FETCH_WAIT_MS, consumer_config
 from aios.streams.settings import load_settings
 
 
 def test_the_setting_reaches_the_consumer_config() -> None:
     assert consumer_config(load_settings(), "g")["fetch.wait.max.ms"] == 500
     assert consumer_config(load_settings(kafka_fetch_wait_ms=40), "g")["fetch.wait.max.ms"] == 40
+
+
+def test_a_reader_that_waits_for_the_end_of_partitions_keeps_a_short_wait() -> None:
+    # The end-of-partition event needs an empty fetch answer: the agent registry under 0.3 s
+    # heartbeats never saw it for every partition with 500 ms (tests/integration/test_agent_registry.py).
+    config = consumer_config(load_settings(), "g", **{"enable.partition.eof": True})
+    assert config["fetch.wait.max.ms"] == END_READER_FETCH_WAIT_MS
+    assert consumer_config(load_settings(), "g", **{"enable.partition.eof": True, "fetch.wait.max.ms": 77})[
+        "fetch.wait.max.ms"] == 77, "an explicit wait still wins"
 
 
 @pytest.mark.parametrize("module", [batch, concurrent, tail, transactional])
