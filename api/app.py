@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from aios.api.artifacts import artifacts_router
 from aios.api.auth import AuthMiddleware, document_bearer
 from aios.api.errors import ApiError
-from aios.api.hardening import BodyLimit, SecurityHeaders
+from aios.api.hardening import BodyLimit, SecurityHeaders, SingleQueryValues
 from aios.api.metrics import Metrics
 from aios.api.ops import ops_router, ops_ws_router
 from aios.api.routes import health, router
@@ -55,6 +55,7 @@ def create_app(settings: Settings, *, store: StoreFactory | None = None) -> Fast
                        allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"],
                        max_age=600)
     app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)
+    app.add_middleware(SingleQueryValues)
     app.add_middleware(SecurityHeaders, settings=settings)
     app.add_middleware(Metrics)
     app.include_router(health)

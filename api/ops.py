@@ -62,7 +62,7 @@ async def kafka_now(request: Request, who: KafkaReader) -> KafkaOut:
 @ops_router.get("/kafka/lag", response_model=LagHistoryOut)
 async def kafka_lag(request: Request, who: KafkaReader,
                     since_s: Annotated[int | None, Query(ge=1, le=86_400)] = None,
-                    group: Annotated[str | None, Query(max_length=L.MAX_ID_CHARS)] = None) -> LagHistoryOut:
+                    group: Annotated[str | None, Query(min_length=1, max_length=L.MAX_ID_CHARS)] = None) -> LagHistoryOut:
     """Lag over the window kept (AIOS_API_KAFKA_HISTORY_S): each group's total, or with ``group`` each
     of its partitions."""
     return LagHistoryOut.model_validate(_services(request).kafka.lag_history(since_s, group))
@@ -71,7 +71,7 @@ async def kafka_lag(request: Request, who: KafkaReader,
 @ops_router.get("/dlq", response_model=LettersOut)
 async def dlq_list(request: Request, who: DlqOperator,
                    since_s: Annotated[int | None, Query(ge=1, le=366 * 86400)] = None,
-                   processor: Annotated[str | None, Query(max_length=L.MAX_ID_CHARS)] = None,
+                   processor: Annotated[str | None, Query(min_length=1, max_length=L.MAX_ID_CHARS)] = None,
                    reason: Annotated[str | None, Query(min_length=1, max_length=L.MAX_REASON_CHARS)] = None,
                    limit: Annotated[int, Query(ge=1, le=MAX_LETTERS)] = 100) -> LettersOut:
     """Dead letters, oldest first (the latest ``limit``), with how often each record was replayed."""
