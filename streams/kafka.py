@@ -53,17 +53,8 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "message.max.bytes": settings.kafka.max_message_bytes + PRODUCER_HEADROOM_BYTES,
         **settings.kafka.security(),
     }
-    if extra.get("enable.partition.eof"):
-        # A reader that waits for the end-of-partition event to know it has caught up (a state
-        # read back, the agent registry, the live view): that event needs an empty fetch answer per
-        # partition, which a long wait holds back. The registry under 0.3 s heartbeats never saw
-        # it for every partition with 500 ms; these readers keep the short wait they always had.
-        config["fetch.wait.max.ms"] = END_READER_FETCH_WAIT_MS
     config.update(extra)
     return config
-
-
-END_READER_FETCH_WAIT_MS = 10
 
 
 class EventProducer:
@@ -146,6 +137,13 @@ def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, A
 END_READER_FETCH_WAIT_MS = 10
 
 
+def poll_batch(consumer: Consumer, most: int, wait_s: float) -> list[Message]:
+    """Up to ``most`` records (or events): the first waited for up to ``wait_s``, then whatever else is
+    already fetched. (consume(n, t) waits all of t for n records, adding latency to every batch.)"""
+    first = consumer.poll(wait_s)
+    return [] if first is None else [first, *consumer.consume(most - 1, 0)]
+
+
 def read_partition(settings: Settings, topic: str, partition: int, *, timeout_s: float = 60.0) -> list[Message]:
     """Every committed record of one partition, from its start to its end at the time of reading.
 
@@ -168,8 +166,7 @@ def read_partition(settings: Settings, topic: str, partition: int, *, timeout_s:
         reader.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            first = reader.poll(0.5)
-            for msg in [] if first is None else [first, *reader.consume(1000, 0)]:
+            for msg in poll_batch(reader, 1000, 0.5):
                 err = msg.error()
                 if err is None:
                     out.append(msg)

@@ -49,15 +49,15 @@ from aios.streams.engine.failures import Backoff, Verdict, verdict_for
 from aios.streams.engine.records import dead_letter_event, log
 from aios.streams.engine.runtime import Runtime
 from aios.streams.errors import KafkaError
-from aios.streams.kafka import make_consumer, producer_config
+from aios.streams.kafka import make_consumer, poll_batch, producer_config
 from aios.streams.logs import set_processor
 from aios.streams.metrics import PROCESSING, TXN_RETRIES
 from aios.streams.tracing import Headers, headers_for
 
 T = TypeVar("T")
 
-# A first record is waited for up to POLL_S; whatever else is already fetched joins its batch.
-# (consume(n, timeout) would wait the whole timeout for n records, adding latency to every batch.)
+# A first record is waited for up to POLL_S; whatever else is already fetched joins its batch
+# (streams.kafka.poll_batch).
 POLL_S = 0.05
 # How long a transaction call whose error librdkafka marks retriable (a coordinator that timed out,
 # as while a broker is lost and its partitions' leadership moves) is tried again before the
@@ -267,12 +267,8 @@ class TransactionalProcessor(faust.Service):
         consumer = self.consumer
         if consumer is None:
             raise KafkaError(f"{self.name} started without a consumer")
-        first = consumer.poll(POLL_S)
-        if first is None:
-            return []
-        batch = [first, *consumer.consume(self.batch_size - 1, 0)]
         good = []
-        for msg in batch:
+        for msg in poll_batch(consumer, self.batch_size, POLL_S):
             err = msg.error()
             if err is None:
                 good.append(msg)
